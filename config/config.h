@@ -1,0 +1,128 @@
+/* config/config.h — tarry.conf: reading, defaults, validation.
+ *
+ * Input: an INI file (parsed with inih). Output: an immutable struct
+ * tarry_config holding every setting with its default filled in.
+ * Errors name the file and line: "tarry.conf:12: unknown key 'fo' in [main]".
+ * No global state: every binary loads its own copy and passes it down.
+ */
+#ifndef TARRY_CONFIG_H
+#define TARRY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/reply_class.h"
+
+#define CFG_DEFAULT_PATH "/etc/tarry/tarry.conf"
+
+/* How hard to insist on STARTTLS for a route. */
+enum cfg_tls {
+        CFG_TLS_NONE,    /* never STARTTLS */
+        CFG_TLS_MAY,     /* STARTTLS when offered, no certificate checks (opportunistic) */
+        CFG_TLS_ENCRYPT, /* STARTTLS required, no certificate checks */
+        CFG_TLS_VERIFY,  /* STARTTLS required, certificate and host name verified */
+};
+
+/* Where a retry policy applies: to one recipient, or to the whole destination. */
+enum cfg_scope {
+        CFG_SCOPE_RECIPIENT,
+        CFG_SCOPE_DESTINATION,
+};
+
+/* A next hop, written "[host]:port" (no MX lookup) or "host:port" (MX lookup of
+ * host), with optional "tls=may|encrypt|verify|none" after it. */
+struct cfg_route {
+        char *host;
+        uint16_t port; /* 0: the [smtp] port (25 by default) */
+        bool no_mx;    /* written in brackets: connect to host itself */
+        enum cfg_tls tls;
+};
+
+/* A [transport] row: recipient domain → route. "example.com" matches that
+ * domain only; ".example.com" matches its subdomains; "*" matches any. */
+struct cfg_transport {
+        char *domain;
+        struct cfg_route route;
+};
+
+/* [retry.CLASS]: the next delay is initial * factor^(n-1), capped at max. */
+struct cfg_retry {
+        int64_t initial_s;
+        double factor;
+        int64_t max_s;
+        bool use_hint; /* a delay stated in the reply overrides the schedule */
+        enum cfg_scope scope;
+};
+
+struct tarry_config {
+        char *path; /* the file this was read from */
+
+        /* [main] */
+        char *spool_dir;
+        char *myhostname;
+        char *myorigin;
+        char **source_addresses; /* NULL-terminated; empty: let the kernel choose */
+        size_t n_source_addresses;
+        bool has_relayhost;
+        struct cfg_route relayhost;
+        char **status_listen; /* NULL-terminated: "unix:/path" or "host:port" */
+        size_t n_status_listen;
+        bool status_allow_remote;
+        char *status_group; /* group owning the unix socket, or NULL */
+        uint64_t message_size_limit;
+        int64_t queue_lifetime_s;
+        int delay_dsn_after_retries; /* 0: no delay DSNs */
+        char *user;                  /* tarryd switches to this user when started as root */
+        int64_t shutdown_timeout_s;  /* grace for in-flight attempts on SIGTERM */
+        char *classifier_rules;      /* operator rule file, or NULL */
+        int64_t greylist_memory_s;   /* forget learned greylist delays after this */
+
+        /* [smtp] */
+        uint16_t smtp_port; /* port for MX delivery (25) */
+        enum cfg_tls smtp_tls;
+        char *relay_auth_file; /* "user:password" for the relayhost, or NULL */
+        int64_t connect_timeout_s;
+        int64_t command_timeout_s;
+        int64_t data_timeout_s;
+        int max_connections;
+        int destination_concurrency;
+        char **dns_servers; /* NULL-terminated "ip" or "ip:port"; empty: /etc/resolv.conf */
+        size_t n_dns_servers;
+
+        /* [transport] */
+        struct cfg_transport *transports;
+        size_t n_transports;
+
+        /* [retry.CLASS] */
+        struct cfg_retry retry[CLASS__MAX];
+};
+
+/* The file to read: cli_path (-C) if given, else $TARRY_CONFIG, else the default. */
+const char *cfg_path(const char *cli_path);
+
+/* Load and validate path. On error returns a negative errno (-ENOENT, -EACCES
+ * for an unreadable file, -EINVAL for bad content) and writes a one-line
+ * message naming file and line into err. */
+int cfg_load(const char *path, struct tarry_config **out, char *err, size_t errlen);
+
+/* Same, from text in memory; name is used in messages. For tests and --check. */
+int cfg_load_string(const char *name, const char *text, struct tarry_config **out, char *err,
+                    size_t errlen);
+
+void cfg_free(struct tarry_config *cfg);
+
+/* Print the effective configuration (every key, defaults included) as INI. */
+void cfg_print(FILE *f, const struct tarry_config *cfg);
+
+/* The [transport] route for a recipient domain, or NULL if none matches. */
+const struct cfg_route *cfg_transport_for(const struct tarry_config *cfg, const char *domain);
+
+/* Parsers shared with other modules' inputs (tarryq, rule files). */
+int cfg_parse_duration(const char *s, int64_t *out_s); /* "90", "5m", "2h", "5d" */
+int cfg_parse_size(const char *s, uint64_t *out);      /* "512", "10k", "10M", "1G" */
+int cfg_parse_route(const char *s, struct cfg_route *out, const char **why);
+const char *cfg_tls_name(enum cfg_tls t);
+
+#endif

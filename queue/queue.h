@@ -1,0 +1,172 @@
+/* queue/queue.h — the durable spool: queue IDs, messages, envelopes, recovery.
+ *
+ * A queued message is a directory named after its queue ID holding two files:
+ *   body      the message bytes exactly as they will be sent (CRLF), immutable
+ *   envelope  JSON (Jansson): sender, recipients and their state, DSN flags
+ * Spool layout (all under spool_dir):
+ *   tmp/       submissions being written (each locked by its writer)
+ *   incoming/  committed by sendmail, not yet picked up by tarryd
+ *   active/    owned by tarryd: messages with recipients still to deliver
+ *   hold/      put aside by an administrator
+ *   corrupt/   quarantined: an unreadable envelope, never silently dropped
+ *   state/     other durable state (learned.json of the scheduler)
+ * A message exists once its directory is renamed out of tmp/ and the parent is
+ * fsynced; it is then whole. Envelope updates replace the file atomically.
+ * Knows nothing of SMTP or reply classes: those are opaque strings here.
+ */
+#ifndef TARRY_QUEUE_H
+#define TARRY_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#define QUEUE_ID_LEN       16 /* 16 upper-case hex digits, sortable by arrival */
+#define ENVELOPE_VERSION   1
+#define ENVELOPE_MAX_BYTES (16u << 20) /* refuse to load larger envelope files */
+
+enum queue_dir {
+        QUEUE_INCOMING,
+        QUEUE_ACTIVE,
+        QUEUE_HOLD,
+        QUEUE_CORRUPT,
+        QUEUE__DIR_MAX,
+};
+
+enum rcpt_state {
+        RCPT_PENDING,   /* never attempted */
+        RCPT_DEFERRED,  /* attempted, temporary failure: will be retried */
+        RCPT_DELIVERED, /* the receiver said 250 */
+        RCPT_FAILED,    /* permanent failure or expired: a DSN may be due */
+};
+
+/* RFC 3461 NOTIFY bits; 0 means "not given" (default: FAILURE|DELAY). */
+enum {
+        NOTIFY_NEVER = 1 << 0,
+        NOTIFY_SUCCESS = 1 << 1,
+        NOTIFY_FAILURE = 1 << 2,
+        NOTIFY_DELAY = 1 << 3,
+};
+
+enum dsn_ret {
+        DSN_RET_DEFAULT, /* not given: tarry returns headers only */
+        DSN_RET_HDRS,
+        DSN_RET_FULL,
+};
+
+struct envelope_rcpt {
+        char *address;
+        char *orcpt;     /* RFC 3461 ORCPT ("rfc822;user@example.com"), or NULL */
+        unsigned notify; /* NOTIFY_* bits */
+        enum rcpt_state state;
+        int attempts;
+        int64_t first_attempt_us; /* 0: never */
+        int64_t last_attempt_us;
+        int64_t next_attempt_us;  /* when deferred */
+        int64_t first_deferral_us;
+        int reply_code;     /* last basic code (0: none yet) */
+        char *dsn_status;   /* last enhanced status "4.7.1", or NULL */
+        char *last_reply;   /* last reply text, multi-line joined, or NULL */
+        char *reply_class;  /* class name assigned by the scheduler, or NULL */
+        char *rule;         /* classifier rule that matched, or NULL */
+        char *relay;        /* "host[ip]:port" of the last attempt, or NULL */
+        bool failure_dsn_sent;
+};
+
+struct envelope {
+        int version;
+        char id[QUEUE_ID_LEN + 1];
+        char *sender;       /* "" for the null sender <> */
+        char *full_name;    /* sendmail -F, or NULL */
+        int64_t arrival_us; /* time of the commit */
+        uint64_t size;      /* body bytes */
+        uid_t uid;          /* submitting user */
+        char *user;
+        enum dsn_ret ret;
+        char *envid;          /* RFC 3461 ENVID, or NULL */
+        char *source_address; /* pinned at the first attempt, or NULL */
+        bool delay_dsn_sent;
+        bool is_dsn;          /* a report tarry generated itself */
+        size_t n_rcpt;
+        struct envelope_rcpt *rcpt;
+};
+
+/* ---- envelopes in memory ---- */
+
+struct envelope *envelope_new(void);
+void envelope_free(struct envelope *env);
+/* Append a recipient (address is copied); returns it, or NULL on ENOMEM. */
+struct envelope_rcpt *envelope_add_rcpt(struct envelope *env, const char *address);
+/* Serialise / parse. Parsing validates every field (types, state names,
+ * addresses) and fails with -EBADMSG and a reason in why (static string). */
+json_t *envelope_to_json(const struct envelope *env);
+int envelope_from_json(const char *text, size_t len, struct envelope **out, const char **why);
+const char *rcpt_state_name(enum rcpt_state s);
+
+/* ---- the spool ---- */
+
+struct queue;
+
+enum {
+        QUEUE_OPEN_CREATE = 1 << 0, /* create spool_dir and its folders if missing */
+};
+
+int queue_open(const char *spool_dir, int flags, struct queue **out);
+void queue_close(struct queue *q);
+int queue_dir_fd(const struct queue *q, enum queue_dir d);
+const char *queue_dir_name(enum queue_dir d);
+
+/* A fresh queue ID: 8 hex digits of seconds, 5 of microseconds, 3 random. */
+int queue_new_id(char out[QUEUE_ID_LEN + 1]);
+bool queue_id_valid(const char *id);
+
+/* Submission: write the body in pieces, then commit with its envelope.
+ * Nothing is visible in incoming/ until commit returns 0; abort (or a crash)
+ * leaves only a locked tmp/ entry that recovery removes. */
+struct queue_draft;
+int queue_draft_begin(struct queue *q, struct queue_draft **out);
+int queue_draft_write(struct queue_draft *d, const void *buf, size_t len);
+uint64_t queue_draft_size(const struct queue_draft *d);
+/* Fills env->id, env->size and env->arrival_us, writes the envelope, fsyncs and
+ * renames the message into incoming/. Frees the draft whatever the outcome. */
+int queue_draft_commit(struct queue_draft *d, struct envelope *env);
+void queue_draft_abort(struct queue_draft *d);
+
+/* Convenience for whole bodies in memory (DSNs, tests): begin+write+commit into dir. */
+int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, const void *body,
+                  size_t len);
+
+/* Call cb for each message ID in d (unsorted). A non-zero return from cb stops the walk
+ * and is returned. */
+int queue_scan(struct queue *q, enum queue_dir d, int (*cb)(const char *id, void *userdata),
+               void *userdata);
+
+/* Load an envelope. -ENOENT if the message is gone; -EBADMSG if it is unreadable
+ * (why says how): the caller quarantines it with queue_move(…, QUEUE_CORRUPT). */
+int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
+               const char **why);
+
+/* Atomically replace the envelope of a message in d (write, fsync, rename, fsync). */
+int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env);
+
+/* Open the body read-only; *size gets its length. */
+int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size);
+
+/* Move a message between folders (rename + fsync of both). */
+int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to);
+
+/* Remove a message for good (when nothing is left to deliver, or on delete). */
+int queue_remove(struct queue *q, enum queue_dir d, const char *id);
+
+/* Start-up recovery: remove abandoned tmp/ entries (whose writer is gone).
+ * Returns the number removed. */
+int queue_recover_tmp(struct queue *q);
+
+/* Durable small state files under state/ (e.g. the scheduler's learned.json). */
+int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len);
+int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len);
+
+#endif
