@@ -55,11 +55,6 @@ static inline void fclosep(FILE **f)
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Jansson: _cleanup_(json_decrefp) json_t *j = ... */
-static inline void json_decrefp(json_t **j)
-{
-        if (*j)
-                json_decref(*j);
-}
+/* Jansson >= 2.14 provides json_decrefp itself: _cleanup_(json_decrefp) json_t *j. */
 
 #endif
