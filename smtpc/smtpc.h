@@ -1,0 +1,185 @@
+/* smtpc/smtpc.h — one SMTP delivery attempt, on the caller's sd-event loop.
+ *
+ * Input: a request (sender, recipients of ONE route, body fd, pinned source
+ * address) and the config. Output: exactly one smtpc_result per request,
+ * delivered through the request's done() callback from the event loop.
+ * Never decides when to retry (that is scheduler/), never touches the spool.
+ *
+ * How: routing ([transport] override, else relayhost, else MX of the
+ * recipient domain via c-ares), then libcurl's multi socket-action API with
+ * every socket and timer registered on the sd-event loop. No threads, no
+ * blocking calls — with one libcurl 7.88 exception: curl waits for the reply
+ * to the final "." inside its DONE phase in a blocking poll, bounded by the
+ * command timeout (the loop stalls for one round trip per message, longer
+ * only if a server is slow to answer the final dot).
+ *
+ * Replies: recovered from libcurl's debug callback, each command paired with
+ * its reply. A reply's text is the reply exactly as sent, code prefix of
+ * every line included, lines joined with "\n" (CRLF removed), e.g.
+ *   "451-4.7.1 Greylisted\n451 4.7.1 try again in 300 seconds".
+ * Each reply text is capped at SMTPC_REPLY_MAX bytes and the transcript at
+ * SMTPC_TRANSCRIPT_MAX; a server that exceeds SMTPC_REPLY_ABORT for one
+ * reply (1 MB line, endless multi-line reply) has its transfer aborted and
+ * the attempt reported as a temporary failure (4.4.2).
+ *
+ * Concurrency: requests beyond max_connections (global) or
+ * destination_concurrency (per route key + source address) are queued
+ * inside smtpc in arrival order and started when a slot frees up;
+ * smtpc_attempt_start() never returns -EBUSY.
+ *
+ * Limitations (libcurl 7.88): no MAIL/RCPT parameters (ENVID, RET, NOTIFY,
+ * ORCPT); curl adds SIZE= and SMTPUTF8 itself; curl never sends RSET.
+ */
+#ifndef TARRY_SMTPC_H
+#define TARRY_SMTPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#include "config/config.h"
+
+#define SMTPC_REPLY_MAX      4096       /* bytes of one reply's text kept */
+#define SMTPC_REPLY_ABORT    (64 << 10) /* bytes of one reply before aborting */
+#define SMTPC_TRANSCRIPT_MAX (16 << 10) /* bytes of transcript kept */
+#define SMTPC_DEST_MAX       300        /* route key length, NUL included */
+#define SMTPC_ENH_MAX        16         /* "x.yyy.zzz" + NUL */
+
+struct smtpc;
+
+/* ---- routing (pure functions of the config) ---- */
+
+enum smtpc_route_kind {
+        SMTPC_ROUTE_TRANSPORT, /* a [transport] row matched the domain */
+        SMTPC_ROUTE_RELAYHOST, /* relayhost is set */
+        SMTPC_ROUTE_MX,        /* MX lookup of the recipient domain */
+};
+
+struct smtpc_route {
+        enum smtpc_route_kind kind;
+        char host[256]; /* next-hop host (name or IP); the domain for MX */
+        uint16_t port;  /* resolved: smtp_port when the config said 0 */
+        bool no_mx;     /* connect to host itself (A/AAAA), no MX lookup */
+        enum cfg_tls tls;
+        bool auth; /* relayhost with relay_auth_file */
+        /* Stable route key: "[127.0.0.1]:2525", "mx:example.com",
+         * "relay.example.net:587" (MX of host). Scheduler destinations are
+         * (source address, destination). */
+        char destination[SMTPC_DEST_MAX];
+};
+
+/* Which route applies to recipients of rcpt_domain. 0 or -EINVAL (bad domain). */
+int smtpc_route(const struct tarry_config *cfg, const char *rcpt_domain, struct smtpc_route *out);
+
+/* The source address for a destination by stable hashing over
+ * cfg->source_addresses (same answer for the same pool and destination),
+ * or NULL when no source address is configured. Points into cfg. */
+const char *smtpc_pick_source(const struct tarry_config *cfg, const char *destination);
+
+/* Whether addr is (still) one of cfg->source_addresses. */
+bool smtpc_source_configured(const struct tarry_config *cfg, const char *addr);
+
+/* ---- attempts ---- */
+
+enum smtpc_status {
+        SMTPC_ATTEMPT_DONE,     /* the transaction ran: see each recipient's outcome */
+        SMTPC_ATTEMPT_TEMPFAIL, /* attempt-level temporary failure: all recipients deferred */
+        SMTPC_ATTEMPT_PERMFAIL, /* attempt-level permanent failure: all recipients failed */
+};
+
+/* Why an attempt failed as a whole (lets the scheduler pick a class). */
+enum smtpc_failure {
+        SMTPC_FAIL_NONE,
+        SMTPC_FAIL_DNS,      /* 4.4.3 temporary DNS failure, 5.4.4 no such domain */
+        SMTPC_FAIL_NULL_MX,  /* 5.1.10 RFC 7505 null MX */
+        SMTPC_FAIL_CONNECT,  /* 4.4.1 every host refused / unreachable */
+        SMTPC_FAIL_TIMEOUT,  /* 4.4.2 connect, command or DATA timeout */
+        SMTPC_FAIL_DROPPED,  /* 4.4.2 connection lost mid-session */
+        SMTPC_FAIL_TLS,      /* 4.7.5 STARTTLS required but failed */
+        SMTPC_FAIL_PROTOCOL, /* 4.4.2 oversized or garbled reply */
+        SMTPC_FAIL_REPLY,    /* the server's own reply (greeting, EHLO, MAIL, end of DATA) */
+        SMTPC_FAIL_LOCAL,    /* 4.3.0 local problem (body unreadable, auth file, memory) */
+};
+
+enum smtpc_rcpt_outcome {
+        SMTPC_RCPT_DELIVERED, /* 2xx after the final dot */
+        SMTPC_RCPT_DEFERRED,  /* 4xx (own or attempt-level) */
+        SMTPC_RCPT_FAILED,    /* 5xx (own or attempt-level), or address refused locally */
+};
+
+struct smtpc_rcpt_result {
+        const char *address;
+        enum smtpc_rcpt_outcome outcome;
+        int code;                     /* basic reply code (synthesized when no reply) */
+        char enhanced[SMTPC_ENH_MAX]; /* "4.7.1", "" if none */
+        const char *text;             /* full reply text, see the top of this file */
+};
+
+struct smtpc_result {
+        const char *queue_id;
+        enum smtpc_status status;
+        enum smtpc_failure failure;
+        /* Attempt-level failure (status != DONE): reply or synthesized reason,
+         * e.g. "4.4.1 connect to mx1.example.com[192.0.2.1]:25: Connection refused". */
+        int code;
+        char enhanced[SMTPC_ENH_MAX];
+        const char *text;
+
+        size_t n_rcpts; /* same order as the request */
+        const struct smtpc_rcpt_result *rcpts;
+
+        const char *destination; /* route key */
+        const char *mx_host;     /* host last tried, or NULL */
+        const char *mx_ip;       /* its IP, or NULL */
+        uint16_t port;
+        const char *source_address; /* bound source, or NULL (kernel's choice) */
+        bool tls;                   /* STARTTLS was used on the last connection */
+        const char *transcript;     /* "> CMD\n< reply\n..." (AUTH hidden), capped */
+        int64_t connect_us;         /* attempt start → first greeting line (0: none) */
+        int64_t total_us;           /* attempt start → completion */
+};
+
+typedef void (*smtpc_done_fn)(const struct smtpc_result *res, void *userdata);
+
+struct smtpc_request {
+        const char *queue_id;
+        const char *sender;       /* "" = null sender <> */
+        const char *const *rcpts; /* all of one route */
+        size_t n_rcpts;
+        int body_fd; /* dup()ed by smtpc; read with pread from offset 0 */
+        uint64_t body_size;
+        const char *source_address; /* pinned source, or NULL (none configured) */
+        smtpc_done_fn done;         /* called exactly once, from the loop */
+        void *userdata;
+};
+
+/* A client on loop e. cfg must outlive the client (or be replaced with
+ * smtpc_set_config). 0 or negative errno. */
+int smtpc_new(sd_event *e, const struct tarry_config *cfg, struct smtpc **out);
+
+/* New config for attempts started from now on (reload). Running attempts
+ * keep the settings they started with. 0 or -ENOMEM/-EINVAL. */
+int smtpc_set_config(struct smtpc *c, const struct tarry_config *cfg);
+
+/* Start (or queue) one attempt. All strings and the fd are copied; the request
+ * may be freed on return. 0, or -EINVAL (no recipients, NULL done), -ENOMEM,
+ * -EBADF. done() is never called from inside this function. */
+int smtpc_attempt_start(struct smtpc *c, const struct smtpc_request *req);
+
+/* Attempts running or queued (for shutdown). */
+size_t smtpc_pending(const struct smtpc *c);
+
+/* Abort every running and queued attempt: each done() is called (from this
+ * call) with a temporary failure "4.3.0 delivery aborted: shutting down". */
+void smtpc_abort_all(struct smtpc *c);
+
+/* Free the client. Attempts still pending are dropped without callback. */
+void smtpc_free(struct smtpc *c);
+
+/* Reading relay_auth_file: "user:password" on the first line. -EPERM when
+ * the file is readable or writable by group/other (why names it). */
+int smtpc_read_auth_file(const char *path, char **user, char **password, const char **why);
+
+#endif
