@@ -1,0 +1,792 @@
+/* config/config.c — tarry.conf parsing and validation; see config.h.
+ *
+ * inih does the tokenising; this file owns the key table, the value parsers,
+ * the defaults and the "file:line: what" messages. inih does not report line
+ * numbers to handlers, so we feed it through a reader that counts lines.
+ */
+#include "config/config.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+
+#include <fcntl.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum key_type {
+        KEY_STRING,   /* char *; empty value means NULL */
+        KEY_LIST,     /* char ** + count, comma separated */
+        KEY_BOOL,     /* bool: yes/no/true/false/on/off/1/0 */
+        KEY_DURATION, /* int64_t seconds */
+        KEY_SIZE,     /* uint64_t bytes */
+        KEY_INT,      /* int, >= 0 */
+        KEY_PORT,     /* uint16_t, 1..65535 */
+        KEY_TLS,      /* enum cfg_tls */
+        KEY_RELAY,    /* relayhost: route or empty */
+};
+
+struct key_def {
+        const char *section;
+        const char *name;
+        enum key_type type;
+        size_t offset;
+        size_t count_offset; /* KEY_LIST: where the element count goes */
+        const char *doc;     /* one line, printed by cfg_print */
+};
+
+#define OFF(f)  offsetof(struct tarry_config, f)
+#define LIST(f) OFF(f), OFF(n_##f)
+
+/* Every key tarry.conf accepts outside [transport] and [retry.*]. */
+static const struct key_def keys[] = {
+    {"main", "spool_dir", KEY_STRING, OFF(spool_dir), 0, "where queued mail lives"},
+    {"main", "myhostname", KEY_STRING, OFF(myhostname), 0, "EHLO name; default: host name"},
+    {"main", "myorigin", KEY_STRING, OFF(myorigin), 0, "domain for bare local senders"},
+    {"main", "source_address", KEY_LIST, LIST(source_addresses), "address(es) to send from"},
+    {"main", "relayhost", KEY_RELAY, OFF(relayhost), 0, "[host]:port for all mail; empty: MX"},
+    {"main", "status_listen", KEY_LIST, LIST(status_listen), "unix:PATH and/or HOST:PORT"},
+    {"main", "status_allow_remote", KEY_BOOL, OFF(status_allow_remote), 0,
+     "allow a non-loopback status address"},
+    {"main", "status_group", KEY_STRING, OFF(status_group), 0, "group of the status socket"},
+    {"main", "message_size_limit", KEY_SIZE, OFF(message_size_limit), 0,
+     "largest message sendmail accepts"},
+    {"main", "queue_lifetime", KEY_DURATION, OFF(queue_lifetime_s), 0,
+     "give up and bounce after this (RFC 5321 4.5.4.1)"},
+    {"main", "delay_dsn_after_retries", KEY_INT, OFF(delay_dsn_after_retries), 0,
+     "send one delay DSN after this many failed retries; 0: never"},
+    {"main", "user", KEY_STRING, OFF(user), 0, "tarryd drops to this user when started as root"},
+    {"main", "shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_s), 0,
+     "grace for in-flight attempts on SIGTERM"},
+    {"main", "classifier_rules", KEY_STRING, OFF(classifier_rules), 0,
+     "operator reply-classification rules, tried first"},
+    {"main", "greylist_memory", KEY_DURATION, OFF(greylist_memory_s), 0,
+     "forget learned greylist delays after this"},
+    {"smtp", "port", KEY_PORT, OFF(smtp_port), 0, "port for MX delivery"},
+    {"smtp", "tls", KEY_TLS, OFF(smtp_tls), 0, "none | may | encrypt | verify"},
+    {"smtp", "relay_auth_file", KEY_STRING, OFF(relay_auth_file), 0,
+     "user:password file for the relayhost"},
+    {"smtp", "connect_timeout", KEY_DURATION, OFF(connect_timeout_s), 0, "TCP connect"},
+    {"smtp", "command_timeout", KEY_DURATION, OFF(command_timeout_s), 0, "each SMTP reply"},
+    {"smtp", "data_timeout", KEY_DURATION, OFF(data_timeout_s), 0, "the whole DATA phase"},
+    {"smtp", "max_connections", KEY_INT, OFF(max_connections), 0, "all destinations"},
+    {"smtp", "destination_concurrency", KEY_INT, OFF(destination_concurrency), 0,
+     "per destination"},
+    {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
+};
+
+static const char *const retry_keys[] = {"initial", "factor", "max", "use_hint", "scope"};
+
+/* Starting point for each class; the reason for each value is in docs/scheduler.md. */
+static const struct cfg_retry retry_defaults[CLASS__MAX] = {
+    /* greylisters accept after 1-30 min; never wait long enough to be forgotten */
+    [CLASS_GREYLIST] = {60, 2.0, 20 * 60, true, CFG_SCOPE_RECIPIENT},
+    /* reputation blocks last tens of minutes to hours and hit the whole IP */
+    [CLASS_REPUTATION] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_DESTINATION},
+    /* rate limits reset within minutes to an hour */
+    [CLASS_RATE_LIMIT] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION},
+    /* overloaded servers recover in minutes; back off so we don't add load */
+    [CLASS_OVERLOAD] = {2 * 60, 2.0, 30 * 60, true, CFG_SCOPE_DESTINATION},
+    /* a full mailbox empties on a human schedule */
+    [CLASS_MAILBOX_FULL] = {3600, 2.0, 6 * 3600, true, CFG_SCOPE_RECIPIENT},
+    /* DNS and connection trouble: usually fixed within the hour */
+    [CLASS_ROUTING] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION},
+    /* SPF/DKIM/TLS policy: needs a fix by a human, retry slowly */
+    [CLASS_POLICY] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_RECIPIENT},
+    /* unknown: Postfix-like pace */
+    [CLASS_UNKNOWN_TEMP] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_RECIPIENT},
+    /* permanent: never retried; values unused */
+    [CLASS_PERMANENT] = {0, 1.0, 0, false, CFG_SCOPE_RECIPIENT},
+};
+
+struct seen {
+        char *what; /* "section\nkey" */
+        int line;
+        struct seen *next;
+};
+
+struct parser {
+        struct tarry_config *cfg;
+        const char *name;
+        const char *text, *pos;
+        int line;
+        bool line_too_long;
+        char *err;
+        size_t errlen;
+        bool failed;
+        struct seen *seen;
+};
+
+static int fail(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(struct parser *p, const char *fmt, ...)
+{
+        if (p->failed)
+                return 0;
+        p->failed = true;
+        int n = snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line);
+        if (n < 0 || (size_t)n >= p->errlen)
+                return 0;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+        return 0;
+}
+
+/* inih reader over a memory buffer that counts lines and notices overlong ones. */
+static char *read_line(char *str, int num, void *stream)
+{
+        struct parser *p = stream;
+        if (*p->pos == '\0')
+                return NULL;
+        const char *nl = strchr(p->pos, '\n');
+        size_t len = nl ? (size_t)(nl - p->pos) + 1 : strlen(p->pos);
+        if (len >= (size_t)num) {
+                p->line++;
+                p->line_too_long = true;
+                len = (size_t)num - 1;
+                memcpy(str, p->pos, len);
+                str[len] = '\0';
+                p->pos = nl ? nl + 1 : p->pos + strlen(p->pos);
+                /* make inih see a harmless comment; the error is reported below */
+                str[0] = ';';
+                return str;
+        }
+        memcpy(str, p->pos, len);
+        str[len] = '\0';
+        p->pos += len;
+        p->line++;
+        return str;
+}
+
+int cfg_parse_duration(const char *s, int64_t *out_s)
+{
+        char *end;
+        errno = 0;
+        if (!isdigit((unsigned char)*s))
+                return -EINVAL;
+        long long v = strtoll(s, &end, 10);
+        if (errno || v < 0)
+                return -EINVAL;
+        int64_t mult = 1;
+        if (*end) {
+                switch (*end) {
+                case 's':
+                        mult = 1;
+                        break;
+                case 'm':
+                        mult = 60;
+                        break;
+                case 'h':
+                        mult = 3600;
+                        break;
+                case 'd':
+                        mult = 86400;
+                        break;
+                case 'w':
+                        mult = 7 * 86400;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+                if (end[1])
+                        return -EINVAL;
+        }
+        if (v > INT64_MAX / mult)
+                return -ERANGE;
+        *out_s = v * mult;
+        return 0;
+}
+
+int cfg_parse_size(const char *s, uint64_t *out)
+{
+        char *end;
+        errno = 0;
+        if (!isdigit((unsigned char)*s))
+                return -EINVAL;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno)
+                return -EINVAL;
+        uint64_t mult = 1;
+        if (*end) {
+                switch (*end) {
+                case 'k':
+                case 'K':
+                        mult = 1024;
+                        break;
+                case 'M':
+                        mult = 1024 * 1024;
+                        break;
+                case 'G':
+                        mult = 1024ull * 1024 * 1024;
+                        break;
+                default:
+                        return -EINVAL;
+                }
+                if (end[1])
+                        return -EINVAL;
+        }
+        if (v > UINT64_MAX / mult)
+                return -ERANGE;
+        *out = v * mult;
+        return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+        static const char *const yes[] = {"yes", "true", "on", "1"};
+        static const char *const no[] = {"no", "false", "off", "0"};
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcasecmp(s, yes[i]) == 0)
+                        return *out = true, 0;
+                if (strcasecmp(s, no[i]) == 0)
+                        return *out = false, 0;
+        }
+        return -EINVAL;
+}
+
+static int parse_tls(const char *s, enum cfg_tls *out)
+{
+        static const char *const names[] = {"none", "may", "encrypt", "verify"};
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strcmp(s, names[i]) == 0)
+                        return *out = (enum cfg_tls)i, 0;
+        return -EINVAL;
+}
+
+const char *cfg_tls_name(enum cfg_tls t)
+{
+        static const char *const names[] = {"none", "may", "encrypt", "verify"};
+        return (unsigned)t < ELEMENTSOF(names) ? names[t] : "?";
+}
+
+static int parse_port(const char *s, uint16_t *out)
+{
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || *end || end == s || v < 1 || v > 65535)
+                return -EINVAL;
+        *out = (uint16_t)v;
+        return 0;
+}
+
+static bool host_ok(const char *h, size_t n)
+{
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)h[i];
+                if (!isalnum(c) && c != '.' && c != '-' && c != ':' && c != '_')
+                        return false;
+        }
+        return true;
+}
+
+static void route_clear(struct cfg_route *r)
+{
+        free(r->host);
+        *r = (struct cfg_route){0};
+}
+
+/* "[host]:port tls=verify", "host:port", "[::1]:25", "host". */
+int cfg_parse_route(const char *s, struct cfg_route *out, const char **why)
+{
+        struct cfg_route r = {.tls = CFG_TLS_MAY};
+        const char *p = s, *host, *host_end;
+        if (*p == '[') {
+                host = ++p;
+                host_end = strchr(p, ']');
+                if (!host_end)
+                        return *why = "missing ']'", -EINVAL;
+                p = host_end + 1;
+                r.no_mx = true;
+        } else {
+                host = p;
+                host_end = p + strcspn(p, ": \t");
+                p = host_end;
+        }
+        if (!host_ok(host, (size_t)(host_end - host)) ||
+            (!r.no_mx && memchr(host, ':', (size_t)(host_end - host))))
+                return *why = "bad host name", -EINVAL;
+        if (*p == ':') {
+                char port[8];
+                size_t n = strcspn(++p, " \t");
+                if (n == 0 || n >= sizeof(port))
+                        return *why = "bad port", -EINVAL;
+                memcpy(port, p, n);
+                port[n] = '\0';
+                if (parse_port(port, &r.port) < 0)
+                        return *why = "bad port", -EINVAL;
+                p += n;
+        }
+        while (*p == ' ' || *p == '\t')
+                p++;
+        if (*p) {
+                if (strncmp(p, "tls=", 4) != 0 || parse_tls(p + 4, &r.tls) < 0)
+                        return *why = "expected 'tls=none|may|encrypt|verify' after the address",
+                               -EINVAL;
+        }
+        r.host = strndup(host, (size_t)(host_end - host));
+        if (!r.host)
+                return -ENOMEM;
+        *out = r;
+        return 0;
+}
+
+static void strv_free(char **v)
+{
+        if (!v)
+                return;
+        for (char **p = v; *p; p++)
+                free(*p);
+        free(v);
+}
+
+static char *trim(char *s)
+{
+        while (isspace((unsigned char)*s))
+                s++;
+        char *e = s + strlen(s);
+        while (e > s && isspace((unsigned char)e[-1]))
+                *--e = '\0';
+        return s;
+}
+
+static int parse_list(const char *value, char ***out, size_t *count)
+{
+        _cleanup_free_ char *copy = strdup(value);
+        if (!copy)
+                return -ENOMEM;
+        size_t n = 0;
+        char **v = calloc(strlen(value) / 2 + 2, sizeof(char *));
+        if (!v)
+                return -ENOMEM;
+        char *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                char *t = trim(tok);
+                if (!*t)
+                        continue;
+                if (!(v[n++] = strdup(t))) {
+                        strv_free(v);
+                        return -ENOMEM;
+                }
+        }
+        *out = v;
+        *count = n;
+        return 0;
+}
+
+static bool mark_seen(struct parser *p, const char *section, const char *name)
+{
+        size_t len = strlen(section) + strlen(name) + 2;
+        for (struct seen *s = p->seen; s; s = s->next)
+                if (strlen(s->what) + 1 == len && strncmp(s->what, section, strlen(section)) == 0 &&
+                    strcmp(s->what + strlen(section) + 1, name) == 0) {
+                        fail(p, "duplicate key '%s' in [%s] (first set on line %d)", name, section,
+                             s->line);
+                        return false;
+                }
+        struct seen *s = malloc(sizeof(*s));
+        char *what = malloc(len);
+        if (!s || !what) {
+                free(s);
+                free(what);
+                fail(p, "out of memory");
+                return false;
+        }
+        snprintf(what, len, "%s\n%s", section, name);
+        *s = (struct seen){what, p->line, p->seen};
+        p->seen = s;
+        return true;
+}
+
+static int set_key(struct parser *p, const struct key_def *k, const char *value)
+{
+        void *f = (char *)p->cfg + k->offset;
+        const char *why = NULL;
+        int r = 0;
+        switch (k->type) {
+        case KEY_STRING:
+                free(*(char **)f);
+                *(char **)f = *value ? strdup(value) : NULL;
+                break;
+        case KEY_LIST:
+                strv_free(*(char ***)f);
+                *(char ***)f = NULL;
+                r = parse_list(value, (char ***)f, (size_t *)((char *)p->cfg + k->count_offset));
+                break;
+        case KEY_BOOL:
+                r = parse_bool(value, f);
+                why = "expected yes or no";
+                break;
+        case KEY_DURATION:
+                r = cfg_parse_duration(value, f);
+                why = "expected a duration such as 90, 30s, 5m, 2h or 5d";
+                break;
+        case KEY_SIZE:
+                r = cfg_parse_size(value, f);
+                why = "expected a size such as 512, 64k, 10M or 1G";
+                break;
+        case KEY_INT: {
+                char *end;
+                errno = 0;
+                long v = strtol(value, &end, 10);
+                if (errno || *end || end == value || v < 0 || v > INT_MAX)
+                        r = -EINVAL;
+                else
+                        *(int *)f = (int)v;
+                why = "expected a whole number >= 0";
+                break;
+        }
+        case KEY_PORT:
+                r = parse_port(value, f);
+                why = "expected a port number 1-65535";
+                break;
+        case KEY_TLS:
+                r = parse_tls(value, f);
+                why = "expected none, may, encrypt or verify";
+                break;
+        case KEY_RELAY:
+                route_clear(&p->cfg->relayhost);
+                p->cfg->has_relayhost = false;
+                if (!*value)
+                        break;
+                r = cfg_parse_route(value, &p->cfg->relayhost, &why);
+                p->cfg->has_relayhost = r == 0;
+                break;
+        }
+        if (r == -ENOMEM)
+                return fail(p, "out of memory");
+        if (r < 0)
+                return fail(p, "bad value '%s' for %s in [%s]: %s", value, k->name, k->section,
+                            why ? why : "invalid");
+        return 1;
+}
+
+static int set_transport(struct parser *p, const char *domain, const char *value)
+{
+        const char *why = "invalid";
+        struct cfg_route r;
+        int ret = cfg_parse_route(value, &r, &why);
+        if (ret < 0)
+                return fail(p, "bad route '%s' for %s in [transport]: %s", value, domain, why);
+        struct cfg_transport *t =
+            realloc(p->cfg->transports, (p->cfg->n_transports + 1) * sizeof(*t));
+        if (!t) {
+                route_clear(&r);
+                return fail(p, "out of memory");
+        }
+        p->cfg->transports = t;
+        t[p->cfg->n_transports].domain = strdup(domain);
+        for (char *c = t[p->cfg->n_transports].domain; c && *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+        t[p->cfg->n_transports].route = r;
+        p->cfg->n_transports++;
+        return 1;
+}
+
+static int set_retry(struct parser *p, int cls, const char *name, const char *value)
+{
+        struct cfg_retry *rt = &p->cfg->retry[cls];
+        int r;
+        if (strcmp(name, "initial") == 0) {
+                r = cfg_parse_duration(value, &rt->initial_s);
+        } else if (strcmp(name, "max") == 0) {
+                r = cfg_parse_duration(value, &rt->max_s);
+        } else if (strcmp(name, "use_hint") == 0) {
+                r = parse_bool(value, &rt->use_hint);
+        } else if (strcmp(name, "factor") == 0) {
+                char *end;
+                double f = strtod(value, &end);
+                r = (*end || end == value || !isfinite(f) || f < 1.0 || f > 100.0) ? -EINVAL : 0;
+                if (r == 0)
+                        rt->factor = f;
+        } else {
+                r = strcmp(value, "recipient") == 0     ? (rt->scope = CFG_SCOPE_RECIPIENT, 0)
+                    : strcmp(value, "destination") == 0 ? (rt->scope = CFG_SCOPE_DESTINATION, 0)
+                                                        : -EINVAL;
+        }
+        if (r < 0)
+                return fail(p, "bad value '%s' for %s in [retry.%s]", value, name,
+                            reply_class_name(cls));
+        return 1;
+}
+
+static int handle(void *user, const char *section, const char *name, const char *value)
+{
+        struct parser *p = user;
+        if (p->failed)
+                return 1;
+        if (!mark_seen(p, section, name))
+                return 0;
+        if (strcmp(section, "transport") == 0)
+                return set_transport(p, name, value);
+        if (strncmp(section, "retry.", 6) == 0) {
+                int cls = reply_class_from_name(section + 6);
+                if (cls < 0 || cls == CLASS_PERMANENT)
+                        return fail(p, "unknown section [%s]", section);
+                for (size_t i = 0; i < ELEMENTSOF(retry_keys); i++)
+                        if (strcmp(name, retry_keys[i]) == 0)
+                                return set_retry(p, cls, name, value);
+                return fail(p, "unknown key '%s' in [%s]", name, section);
+        }
+        bool known_section = false;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (strcmp(keys[i].section, section) != 0)
+                        continue;
+                known_section = true;
+                if (strcmp(keys[i].name, name) == 0)
+                        return set_key(p, &keys[i], value);
+        }
+        if (!known_section)
+                return fail(p, "unknown section [%s]", section);
+        return fail(p, "unknown key '%s' in [%s]", name, section);
+}
+
+static int set_defaults(struct tarry_config *c)
+{
+        char host[256] = "localhost";
+        if (gethostname(host, sizeof(host) - 1) < 0)
+                strcpy(host, "localhost");
+        c->spool_dir = strdup("/var/spool/tarry");
+        c->myhostname = strdup(host);
+        c->user = strdup("tarry");
+        if (!c->spool_dir || !c->myhostname || !c->user)
+                return -ENOMEM;
+        if (parse_list("unix:/run/tarry/status.sock", &c->status_listen, &c->n_status_listen) < 0)
+                return -ENOMEM;
+        c->message_size_limit = 10 * 1024 * 1024;
+        c->queue_lifetime_s = 5 * 86400;
+        c->delay_dsn_after_retries = 2;
+        c->shutdown_timeout_s = 30;
+        c->greylist_memory_s = 30 * 86400;
+        c->smtp_port = 25;
+        c->smtp_tls = CFG_TLS_MAY;
+        c->connect_timeout_s = 30;
+        c->command_timeout_s = 300;
+        c->data_timeout_s = 600;
+        c->max_connections = 100;
+        c->destination_concurrency = 20;
+        memcpy(c->retry, retry_defaults, sizeof(retry_defaults));
+        return 0;
+}
+
+/* Cross-key checks that a single line cannot express. */
+static int validate(struct parser *p)
+{
+        struct tarry_config *c = p->cfg;
+        p->line = 0;
+        if (!c->spool_dir || c->spool_dir[0] != '/')
+                return fail(p, "spool_dir must be an absolute path"), -EINVAL;
+        if (!c->myhostname)
+                return fail(p, "myhostname must not be empty"), -EINVAL;
+        if (!c->myorigin && !(c->myorigin = strdup(c->myhostname)))
+                return -ENOMEM;
+        for (int i = 0; i < CLASS__MAX; i++)
+                if (i != CLASS_PERMANENT && c->retry[i].max_s < c->retry[i].initial_s)
+                        return fail(p, "[retry.%s]: max is smaller than initial",
+                                    reply_class_name(i)),
+                               -EINVAL;
+        if (c->max_connections < 1 || c->destination_concurrency < 1)
+                return fail(p, "max_connections and destination_concurrency must be at least 1"),
+                       -EINVAL;
+        return 0;
+}
+
+int cfg_load_string(const char *name, const char *text, struct tarry_config **out, char *err,
+                    size_t errlen)
+{
+        struct tarry_config *cfg = calloc(1, sizeof(*cfg));
+        if (!cfg || !(cfg->path = strdup(name))) {
+                free(cfg);
+                return -ENOMEM;
+        }
+        char dummy[1];
+        struct parser p = {.cfg = cfg,
+                           .name = name,
+                           .text = text,
+                           .pos = text,
+                           .err = err ? err : dummy,
+                           .errlen = err ? errlen : sizeof(dummy)};
+        int r = set_defaults(cfg);
+        if (r == 0) {
+                int bad_line = ini_parse_stream(read_line, &p, handle, &p);
+                if (p.line_too_long && !p.failed) {
+                        p.line = 0;
+                        fail(&p, "a line is longer than %d characters", INI_MAX_LINE - 1);
+                }
+                if (bad_line > 0 && !p.failed) {
+                        p.line = bad_line;
+                        fail(&p, "syntax error: expected 'key = value' or '[section]'");
+                }
+                r = p.failed ? -EINVAL : validate(&p);
+        }
+        while (p.seen) {
+                struct seen *n = p.seen->next;
+                free(p.seen->what);
+                free(p.seen);
+                p.seen = n;
+        }
+        if (r < 0) {
+                cfg_free(cfg);
+                return r;
+        }
+        *out = cfg;
+        return 0;
+}
+
+int cfg_load(const char *path, struct tarry_config **out, char *err, size_t errlen)
+{
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = file_read_all_at(AT_FDCWD, path, 1 << 20, &text, &len);
+        if (r < 0) {
+                if (err)
+                        snprintf(err, errlen, "%s: cannot read configuration: %s", path,
+                                 strerror(-r));
+                return r;
+        }
+        if (memchr(text, '\0', len)) {
+                if (err)
+                        snprintf(err, errlen, "%s: contains a NUL byte", path);
+                return -EINVAL;
+        }
+        return cfg_load_string(path, text, out, err, errlen);
+}
+
+const char *cfg_path(const char *cli_path)
+{
+        if (cli_path && *cli_path)
+                return cli_path;
+        const char *env = getenv("TARRY_CONFIG");
+        if (env && *env)
+                return env;
+        return CFG_DEFAULT_PATH;
+}
+
+void cfg_free(struct tarry_config *cfg)
+{
+        if (!cfg)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                void *f = (char *)cfg + keys[i].offset;
+                if (keys[i].type == KEY_STRING)
+                        free(*(char **)f);
+                else if (keys[i].type == KEY_LIST)
+                        strv_free(*(char ***)f);
+        }
+        route_clear(&cfg->relayhost);
+        for (size_t i = 0; i < cfg->n_transports; i++) {
+                free(cfg->transports[i].domain);
+                route_clear(&cfg->transports[i].route);
+        }
+        free(cfg->transports);
+        free(cfg->path);
+        free(cfg);
+}
+
+const struct cfg_route *cfg_transport_for(const struct tarry_config *cfg, const char *domain)
+{
+        const struct cfg_route *wildcard = NULL, *parent = NULL;
+        size_t dlen = strlen(domain), best = 0;
+        for (size_t i = 0; i < cfg->n_transports; i++) {
+                const char *d = cfg->transports[i].domain;
+                size_t n = strlen(d);
+                if (strcmp(d, "*") == 0)
+                        wildcard = &cfg->transports[i].route;
+                else if (d[0] != '.' && strcasecmp(d, domain) == 0)
+                        return &cfg->transports[i].route;
+                else if (d[0] == '.' && dlen > n && strcasecmp(domain + dlen - n, d) == 0 &&
+                         n > best) {
+                        parent = &cfg->transports[i].route;
+                        best = n;
+                }
+        }
+        return parent ? parent : wildcard;
+}
+
+static void print_route(FILE *f, const struct cfg_route *r)
+{
+        fprintf(f, r->no_mx ? "[%s]" : "%s", r->host);
+        if (r->port)
+                fprintf(f, ":%u", r->port);
+        if (r->tls != CFG_TLS_MAY)
+                fprintf(f, " tls=%s", cfg_tls_name(r->tls));
+}
+
+static void print_key(FILE *f, const struct tarry_config *c, const struct key_def *k)
+{
+        const void *v = (const char *)c + k->offset;
+        fprintf(f, "%s = ", k->name);
+        switch (k->type) {
+        case KEY_STRING:
+                fputs(*(char *const *)v ? *(char *const *)v : "", f);
+                break;
+        case KEY_LIST:
+                for (char *const *s = *(char **const *)v; s && *s; s++)
+                        fprintf(f, "%s%s", s == *(char **const *)v ? "" : ", ", *s);
+                break;
+        case KEY_BOOL:
+                fputs(*(const bool *)v ? "yes" : "no", f);
+                break;
+        case KEY_DURATION:
+                fprintf(f, "%llds", (long long)*(const int64_t *)v);
+                break;
+        case KEY_SIZE:
+                fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)v);
+                break;
+        case KEY_INT:
+                fprintf(f, "%d", *(const int *)v);
+                break;
+        case KEY_PORT:
+                fprintf(f, "%u", *(const uint16_t *)v);
+                break;
+        case KEY_TLS:
+                fputs(cfg_tls_name(*(const enum cfg_tls *)v), f);
+                break;
+        case KEY_RELAY:
+                if (c->has_relayhost)
+                        print_route(f, &c->relayhost);
+                break;
+        }
+        fprintf(f, "\t; %s\n", k->doc);
+}
+
+void cfg_print(FILE *f, const struct tarry_config *c)
+{
+        fprintf(f, "; effective configuration read from %s\n", c->path);
+        const char *section = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (!section || strcmp(section, keys[i].section) != 0) {
+                        section = keys[i].section;
+                        fprintf(f, "%s[%s]\n", i ? "\n" : "", section);
+                }
+                print_key(f, c, &keys[i]);
+        }
+        fprintf(f, "\n[transport]\n");
+        for (size_t i = 0; i < c->n_transports; i++) {
+                fprintf(f, "%s = ", c->transports[i].domain);
+                print_route(f, &c->transports[i].route);
+                fputc('\n', f);
+        }
+        for (int i = 0; i < CLASS__MAX; i++) {
+                if (i == CLASS_PERMANENT)
+                        continue;
+                const struct cfg_retry *r = &c->retry[i];
+                fprintf(f,
+                        "\n[retry.%s]\ninitial = %llds\nfactor = %g\nmax = %llds\n"
+                        "use_hint = %s\nscope = %s\n",
+                        reply_class_name(i), (long long)r->initial_s, r->factor,
+                        (long long)r->max_s, r->use_hint ? "yes" : "no",
+                        r->scope == CFG_SCOPE_DESTINATION ? "destination" : "recipient");
+        }
+}

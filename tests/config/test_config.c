@@ -1,0 +1,217 @@
+/* tests/config/test_config.c — tarry.conf: values, defaults and error messages. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+
+static struct tarry_config *load_ok(const char *text)
+{
+        struct tarry_config *cfg = NULL;
+        char err[256] = "";
+        int r = cfg_load_string("tarry.conf", text, &cfg, err, sizeof(err));
+        cr_assert_eq(r, 0, "load failed: %s", err);
+        return cfg;
+}
+
+static void expect_error(const char *text, const char *message)
+{
+        struct tarry_config *cfg = NULL;
+        char err[256] = "";
+        int r = cfg_load_string("tarry.conf", text, &cfg, err, sizeof(err));
+        cr_assert_eq(r, -EINVAL, "expected failure for: %s", text);
+        cr_assert_null(cfg);
+        cr_assert_str_eq(err, message);
+}
+
+Test(config, the_documented_example_loads_with_every_value)
+{
+        struct tarry_config *c =
+            load_ok("[main]\n"
+                    "spool_dir = /var/spool/tarry\n"
+                    "myhostname = mail.example.com          ; EHLO name\n"
+                    "myorigin = example.com\n"
+                    "source_address = 192.0.2.10, 192.0.2.11\n"
+                    "relayhost =\n"
+                    "status_listen = unix:/run/tarry/status.sock, 127.0.0.1:8025\n"
+                    "message_size_limit = 10M\n"
+                    "queue_lifetime = 5d\n"
+                    "delay_dsn_after_retries = 2\n"
+                    "[transport]\n"
+                    "example.test = [127.0.0.1]:2525\n"
+                    "[retry.greylist]\n"
+                    "initial = 60s\n"
+                    "factor = 2\n"
+                    "max = 20m\n"
+                    "use_hint = yes\n");
+        cr_assert_str_eq(c->myhostname, "mail.example.com");
+        cr_assert_str_eq(c->myorigin, "example.com");
+        cr_assert_eq(c->n_source_addresses, 2);
+        cr_assert_str_eq(c->source_addresses[1], "192.0.2.11");
+        cr_assert_not(c->has_relayhost);
+        cr_assert_eq(c->n_status_listen, 2);
+        cr_assert_str_eq(c->status_listen[0], "unix:/run/tarry/status.sock");
+        cr_assert_eq(c->message_size_limit, 10u * 1024 * 1024);
+        cr_assert_eq(c->queue_lifetime_s, 5 * 86400);
+        cr_assert_eq(c->delay_dsn_after_retries, 2);
+        cr_assert_eq(c->n_transports, 1);
+        cr_assert_str_eq(c->transports[0].route.host, "127.0.0.1");
+        cr_assert_eq(c->transports[0].route.port, 2525);
+        cr_assert(c->transports[0].route.no_mx);
+        cr_assert_eq(c->retry[CLASS_GREYLIST].initial_s, 60);
+        cr_assert_eq(c->retry[CLASS_GREYLIST].max_s, 1200);
+        cfg_free(c);
+}
+
+Test(config, an_empty_file_gives_the_documented_defaults)
+{
+        struct tarry_config *c = load_ok("");
+        cr_assert_str_eq(c->spool_dir, "/var/spool/tarry");
+        cr_assert_str_eq(c->myorigin, c->myhostname);
+        cr_assert_eq(c->message_size_limit, 10u * 1024 * 1024);
+        cr_assert_eq(c->queue_lifetime_s, 5 * 86400);
+        cr_assert_eq(c->delay_dsn_after_retries, 2);
+        cr_assert_eq(c->smtp_port, 25);
+        cr_assert_eq(c->smtp_tls, CFG_TLS_MAY);
+        cr_assert_eq(c->n_source_addresses, 0);
+        cr_assert_eq(c->retry[CLASS_REPUTATION].scope, CFG_SCOPE_DESTINATION);
+        cfg_free(c);
+}
+
+Test(config, unknown_key_names_file_line_key_and_section)
+{
+        expect_error("[main]\nspool_dir = /x\n\nfo = 1\n",
+                     "tarry.conf:4: unknown key 'fo' in [main]");
+}
+
+Test(config, unknown_section_is_an_error)
+{
+        expect_error("[mian]\nspool_dir = /x\n", "tarry.conf:2: unknown section [mian]");
+        expect_error("[retry.bogus]\ninitial = 1\n", "tarry.conf:2: unknown section [retry.bogus]");
+}
+
+Test(config, duplicate_key_names_both_lines)
+{
+        expect_error(
+            "[main]\nqueue_lifetime = 1d\nqueue_lifetime = 2d\n",
+            "tarry.conf:3: duplicate key 'queue_lifetime' in [main] (first set on line 2)");
+}
+
+Test(config, bad_duration_says_what_is_expected)
+{
+        expect_error("[main]\nqueue_lifetime = 5 days\n",
+                     "tarry.conf:2: bad value '5 days' for queue_lifetime in [main]: expected a "
+                     "duration such as 90, 30s, 5m, 2h or 5d");
+}
+
+Test(config, bad_size_and_bad_route_are_errors)
+{
+        expect_error("[main]\nmessage_size_limit = 10X\n",
+                     "tarry.conf:2: bad value '10X' for message_size_limit in [main]: expected a "
+                     "size such as 512, 64k, 10M or 1G");
+        expect_error("[transport]\nexample.test = [127.0.0.1:2525\n",
+                     "tarry.conf:2: bad route '[127.0.0.1:2525' for example.test in [transport]: "
+                     "missing ']'");
+}
+
+Test(config, syntax_error_names_the_line)
+{
+        expect_error("[main]\nspool_dir /x\n",
+                     "tarry.conf:2: syntax error: expected 'key = value' or '[section]'");
+}
+
+Test(config, relative_spool_dir_is_refused)
+{
+        expect_error("[main]\nspool_dir = spool\n",
+                     "tarry.conf:0: spool_dir must be an absolute path");
+}
+
+Test(config, durations_and_sizes_take_suffixes)
+{
+        int64_t d;
+        uint64_t s;
+        cr_assert_eq(cfg_parse_duration("90", &d), 0);
+        cr_assert_eq(d, 90);
+        cr_assert_eq(cfg_parse_duration("5m", &d), 0);
+        cr_assert_eq(d, 300);
+        cr_assert_eq(cfg_parse_duration("2h", &d), 0);
+        cr_assert_eq(d, 7200);
+        cr_assert_eq(cfg_parse_duration("5d", &d), 0);
+        cr_assert_eq(d, 432000);
+        cr_assert_lt(cfg_parse_duration("-1", &d), 0);
+        cr_assert_lt(cfg_parse_duration("5mm", &d), 0);
+        cr_assert_eq(cfg_parse_size("64k", &s), 0);
+        cr_assert_eq(s, 65536);
+        cr_assert_eq(cfg_parse_size("1G", &s), 0);
+        cr_assert_eq(s, 1073741824ull);
+}
+
+Test(config, relayhost_with_tls_and_auth)
+{
+        struct tarry_config *c = load_ok("[main]\nrelayhost = [smtp.example.net]:587 tls=verify\n"
+                                         "[smtp]\nrelay_auth_file = /etc/tarry/auth\n");
+        cr_assert(c->has_relayhost);
+        cr_assert_str_eq(c->relayhost.host, "smtp.example.net");
+        cr_assert_eq(c->relayhost.port, 587);
+        cr_assert_eq(c->relayhost.tls, CFG_TLS_VERIFY);
+        cr_assert_str_eq(c->relay_auth_file, "/etc/tarry/auth");
+        cfg_free(c);
+}
+
+Test(config, transport_matches_exact_then_subdomain_then_wildcard)
+{
+        struct tarry_config *c = load_ok("[transport]\nexample.test = [127.0.0.1]:1\n"
+                                         ".example.test = [127.0.0.2]:2\n* = relay.example:3\n");
+        cr_assert_eq(cfg_transport_for(c, "Example.TEST")->port, 1);
+        cr_assert_eq(cfg_transport_for(c, "a.example.test")->port, 2);
+        cr_assert_eq(cfg_transport_for(c, "other.org")->port, 3);
+        cr_assert_not(cfg_transport_for(c, "other.org")->no_mx);
+        cfg_free(c);
+}
+
+Test(config, path_comes_from_flag_then_environment_then_default)
+{
+        setenv("TARRY_CONFIG", "/env/tarry.conf", 1);
+        cr_assert_str_eq(cfg_path("/flag/tarry.conf"), "/flag/tarry.conf");
+        cr_assert_str_eq(cfg_path(NULL), "/env/tarry.conf");
+        unsetenv("TARRY_CONFIG");
+        cr_assert_str_eq(cfg_path(NULL), CFG_DEFAULT_PATH);
+}
+
+Test(config, missing_file_is_reported_with_its_name)
+{
+        struct tarry_config *c = NULL;
+        char err[256];
+        cr_assert_eq(cfg_load("/nonexistent/tarry.conf", &c, err, sizeof(err)), -ENOENT);
+        cr_assert_str_eq(err, "/nonexistent/tarry.conf: cannot read configuration: No such file "
+                              "or directory");
+}
+
+Test(config, retry_policy_must_not_shrink)
+{
+        expect_error("[retry.overload]\ninitial = 10m\nmax = 1m\n",
+                     "tarry.conf:0: [retry.overload]: max is smaller than initial");
+}
+
+Test(config, effective_config_printout_reloads_to_the_same_values)
+{
+        struct tarry_config *c = load_ok("[main]\nspool_dir = /tmp/s\nsource_address = 127.0.0.2\n"
+                                         "relayhost = [127.0.0.1]:2525\n"
+                                         "[transport]\nexample.test = [127.0.0.1]:2526\n"
+                                         "[retry.greylist]\ninitial = 30s\n");
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cfg_print(f, c);
+        fclose(f);
+        struct tarry_config *again = load_ok(buf);
+        cr_assert_str_eq(again->spool_dir, "/tmp/s");
+        cr_assert_str_eq(again->source_addresses[0], "127.0.0.2");
+        cr_assert_eq(again->relayhost.port, 2525);
+        cr_assert_eq(again->transports[0].route.port, 2526);
+        cr_assert_eq(again->retry[CLASS_GREYLIST].initial_s, 30);
+        free(buf);
+        cfg_free(c);
+        cfg_free(again);
+}
