@@ -1,0 +1,116 @@
+/* bounce/bounce.h — delivery status notifications (RFC 3464, RFC 3461 NOTIFY/RET/ENVID/ORCPT).
+ *
+ * Input: an envelope with per-recipient outcomes (state, attempts, last reply,
+ * class, relay), the original message (an fd or a buffer), a small policy
+ * (myhostname, queue lifetime, delay threshold, RET=FULL size cap) and the clock.
+ * Output: decisions (is the one "delayed" DSN due? which failures still need a
+ * report?) and complete DSN messages (CRLF, multipart/report) with the envelope
+ * to queue them under: null sender <>, is_dsn, one recipient = original sender.
+ * Delivers nothing itself: the daemon queues the report with queue_enqueue(),
+ * then calls dsn_mark_sent() and persists the original envelope (queue_update),
+ * which is what makes "one delayed DSN per message" hold across restarts.
+ * Loops: never a DSN about a message whose sender is <> or which is itself a DSN.
+ * Everything taken from remote replies is sanitised before it reaches a header.
+ */
+#ifndef TARRY_BOUNCE_H
+#define TARRY_BOUNCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "queue/queue.h"
+
+/* RET=FULL returns the whole original only up to this size (Postfix's
+ * bounce_size_limit); larger originals come back as headers with a note. */
+#define DSN_RETURN_FULL_LIMIT_DEFAULT (50u * 1000u)
+/* The returned header block is cut (at a line end) beyond this. */
+#define DSN_HEADERS_LIMIT (64u * 1024u)
+/* Remote reply text is shortened to this many bytes before it is reported. */
+#define DSN_DIAGNOSTIC_MAX 1000u
+
+enum dsn_kind {
+        DSN_DELAYED, /* Action: delayed — still being retried */
+        DSN_FAILED,  /* Action: failed — 5xx or queue lifetime expired */
+};
+
+struct dsn_policy {
+        const char *myhostname;      /* Reporting-MTA, From: MAILER-DAEMON@myhostname */
+        int64_t queue_lifetime_s;    /* Will-Retry-Until = arrival + this */
+        int delay_dsn_after_retries; /* N: delayed DSN once attempts >= N+1; 0 = never */
+        uint64_t return_full_limit;  /* RET=FULL cap in bytes; 0 = DSN_RETURN_FULL_LIMIT_DEFAULT */
+};
+
+/* Fill p from the configuration (pointers into cfg: keep cfg alive). */
+void dsn_policy_from_config(struct dsn_policy *p, const struct tarry_config *cfg);
+
+/* ---- decisions (pure) ---- */
+
+/* May any DSN be sent about this message? False for sender <> and for DSNs. */
+bool dsn_may_report(const struct envelope *env);
+
+/* Does the recipient's NOTIFY allow a DSN of this kind? NOTIFY=NEVER: no;
+ * NOTIFY not given (0): FAILURE and DELAY; otherwise the listed bits. */
+bool dsn_rcpt_wants(const struct envelope_rcpt *r, enum dsn_kind kind);
+
+/* Would r be listed in a delayed DSN (deferred and NOTIFY allows DELAY)? */
+bool dsn_delay_lists_rcpt(const struct envelope *env, const struct envelope_rcpt *r);
+
+/* Is the one delayed DSN due now? True when the message may be reported on,
+ * N = p->delay_dsn_after_retries > 0, env->delay_dsn_sent is false, and some
+ * listable recipient is still deferred after its first attempt and N retries
+ * (attempts >= N+1). The DSN then lists every listable deferred recipient. */
+bool dsn_delay_due(const struct envelope *env, const struct dsn_policy *p);
+
+/* Does r need a failure DSN (FAILED, !failure_dsn_sent, NOTIFY allows FAILURE,
+ * and the message may be reported on)? */
+bool dsn_failure_needed(const struct envelope *env, const struct envelope_rcpt *r);
+
+/* Number of recipients a failure DSN built now would report (0: none due). */
+size_t dsn_failures_pending(const struct envelope *env);
+
+/* Was r given up on because the queue lifetime ran out (FAILED without a 5xx)?
+ * Such recipients are reported with Status: 4.4.7. */
+bool dsn_rcpt_expired(const struct envelope_rcpt *r);
+
+/* ---- building reports ---- */
+
+/* The original message: read from fd with pread (offset 0, the fd's position
+ * is not used or moved) when fd >= 0, else from data. size is its length in
+ * bytes (queue_open_body gives both). Only the header block is read unless
+ * RET=FULL and size <= the cap. The fd stays owned by the caller. */
+struct dsn_original {
+        int fd;
+        const void *data;
+        uint64_t size;
+};
+
+struct dsn_report {
+        enum dsn_kind kind;
+        char *message;        /* the DSN, RFC 5322 with CRLF line ends, NUL-terminated */
+        size_t len;           /* bytes in message, without the NUL */
+        struct envelope *env; /* sender "", is_dsn, one recipient (NOTIFY=NEVER) */
+        size_t n_reported;    /* recipients of the original the report covers … */
+        size_t *reported;     /* … as indices into the original env->rcpt */
+};
+
+/* Build the delayed DSN if dsn_delay_due() says so. Returns 1 and *out on
+ * success, 0 with *out = NULL when none is due, or a negative errno
+ * (-ENOMEM, -EIO/-errno reading the original, -EINVAL on bad arguments). */
+int dsn_build_delayed(const struct envelope *env, const struct dsn_original *orig,
+                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
+
+/* Build one failure DSN covering every recipient dsn_failure_needed() selects
+ * (those failing in the same attempt share it). Same returns as above. */
+int dsn_build_failed(const struct envelope *env, const struct dsn_original *orig,
+                     const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
+
+void dsn_report_free(struct dsn_report *r);
+
+/* After the report was queued: record it on the ORIGINAL envelope (delayed:
+ * env->delay_dsn_sent; failed: failure_dsn_sent on each reported recipient).
+ * The caller then persists env with queue_update(). -EINVAL if r does not fit env. */
+int dsn_mark_sent(struct envelope *env, const struct dsn_report *r);
+
+#endif
