@@ -1,0 +1,206 @@
+/* status/status.h — tarryd's HTTP status endpoint: JSON status, queue listing,
+ * Prometheus metrics and admin actions, served by libmicrohttpd from the
+ * caller's sd-event loop (no threads of its own).
+ *
+ * Input: HTTP requests on the `status_listen` sockets ("unix:/path" and
+ * loopback "host:port"), possibly handed over by systemd socket activation.
+ * Output: JSON bodies built by a provider (the daemon) and Prometheus text
+ * rendered from a metrics registry the daemon keeps up to date.
+ * Trust: every request is parsed by one function with length limits; admin
+ * actions (POST/DELETE) are accepted only on a unix socket, from a peer whose
+ * SO_PEERCRED uid is 0 or the daemon's uid; anywhere else they answer 403.
+ * Changes nothing itself: admin actions are forwarded to the provider.
+ *
+ * Endpoints:
+ *   GET  /status                         provider->get_status
+ *   GET  /queue?class=&destination=&state=&offset=&limit=
+ *                                        provider->list_queue, wrapped as
+ *                                        {"total","offset","limit","messages":[…]}
+ *   GET  /queue/ID                       provider->get_message (404 if -ENOENT)
+ *   GET  /metrics                        provider->refresh_metrics, then the registry
+ *   POST /queue/ID/retry | /hold | /release, DELETE /queue/ID,
+ *   POST /flush, POST /destinations/NAME/resume
+ *                                        provider->action → {"ok":true,"action","target","count"}
+ * Errors are JSON {"error": "why", "status": code}: 400 bad ID or query value,
+ * 403 admin refused, 404 unknown path or object, 405 wrong method (with Allow),
+ * 409 provider -EBUSY, 413 request body too large, 500 provider failure.
+ */
+#ifndef TARRY_STATUS_H
+#define TARRY_STATUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <systemd/sd-event.h>
+
+#include "common/reply_class.h"
+
+/* ---- the metrics registry (rendered by GET /metrics) ---- */
+
+enum status_metric_type {
+        STATUS_METRIC_COUNTER,   /* only goes up; name should end in _total */
+        STATUS_METRIC_GAUGE,     /* set to the current value */
+        STATUS_METRIC_HISTOGRAM, /* observations counted into fixed buckets */
+};
+
+struct status_metrics;
+
+/* Label values in the order the family declared its label names:
+ * STATUS_LABELS("greylist", "deferred"). Pass NULL for a family without labels. */
+#define STATUS_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+int status_metrics_new(struct status_metrics **out);
+void status_metrics_free(struct status_metrics *m);
+
+/* Declare a family. name must match [a-zA-Z_:][a-zA-Z0-9_:]*, labels is a
+ * comma-separated list of label names ("class,outcome") or NULL. A histogram
+ * takes its bucket upper bounds, strictly ascending, +Inf implied.
+ * Returns 0, -EEXIST if the name is taken, -EINVAL for a bad name or buckets. */
+int status_metric_declare(struct status_metrics *m, const char *name, enum status_metric_type type,
+                          const char *help, const char *labels);
+int status_metric_declare_histogram(struct status_metrics *m, const char *name, const char *help,
+                                    const char *labels, const double *buckets, size_t n_buckets);
+
+/* Update one series, created on first use. -ENOENT: undeclared name;
+ * -EINVAL: wrong type, wrong number of label values, negative counter step. */
+int status_counter_add(struct status_metrics *m, const char *name, const char *const *label_values,
+                       double delta);
+int status_gauge_set(struct status_metrics *m, const char *name, const char *const *label_values,
+                     double value);
+int status_histogram_observe(struct status_metrics *m, const char *name,
+                             const char *const *label_values, double value);
+/* Drop every series of a family (for gauges recomputed from scratch). */
+int status_metric_clear(struct status_metrics *m, const char *name);
+/* Current value of a counter or gauge series (for tests and summaries). */
+int status_metric_value(const struct status_metrics *m, const char *name,
+                        const char *const *label_values, double *out);
+
+/* Prometheus text exposition format 0.0.4, families in declaration order. */
+int status_metrics_render(const struct status_metrics *m, FILE *f);
+
+/* tarry's standard families (declared by status_metrics_declare_tarry): */
+#define STATUS_M_QUEUE_MESSAGES  "tarry_queue_messages"           /* gauge {state,class} */
+#define STATUS_M_ATTEMPTS        "tarry_delivery_attempts_total"  /* counter {class,outcome} */
+#define STATUS_M_LATENCY         "tarry_delivery_latency_seconds" /* histogram, arrival→250 */
+#define STATUS_M_DEST_SUSPENDED  "tarry_destinations_suspended"   /* gauge */
+#define STATUS_M_DSN_SENT        "tarry_dsn_sent_total"        /* counter {type} delayed|failed */
+#define STATUS_M_SPOOL_ERRORS    "tarry_spool_errors_total"    /* counter {kind} */
+#define STATUS_M_STATUS_REQUESTS "tarry_status_requests_total" /* counter {code}, kept by status/  \
+                                                                */
+int status_metrics_declare_tarry(struct status_metrics *m);
+
+/* ---- what the daemon provides ---- */
+
+enum status_queue_state {
+        STATUS_QSTATE_ANY,
+        STATUS_QSTATE_INCOMING, /* committed, not yet picked up */
+        STATUS_QSTATE_ACTIVE,   /* being delivered or due now */
+        STATUS_QSTATE_DEFERRED, /* waiting for a retry */
+        STATUS_QSTATE_HOLD,
+        STATUS_QSTATE_CORRUPT,
+        STATUS_QSTATE__MAX,
+};
+const char *status_queue_state_name(enum status_queue_state s); /* "active"…; "any" */
+
+#define STATUS_DEFAULT_LIMIT   100
+#define STATUS_MAX_LIMIT       10000
+#define STATUS_MAX_DESTINATION 255
+
+/* GET /queue filters, already validated. */
+struct status_queue_filter {
+        bool has_class;
+        enum reply_class class;
+        const char *destination; /* recipient domain or next hop; NULL: any */
+        enum status_queue_state state;
+        size_t offset;
+        size_t limit; /* 1..STATUS_MAX_LIMIT, default STATUS_DEFAULT_LIMIT */
+};
+
+enum status_action {
+        STATUS_ACTION_RETRY,   /* POST /queue/ID/retry: attempt now */
+        STATUS_ACTION_FLUSH,   /* POST /flush: every deferred message now */
+        STATUS_ACTION_HOLD,    /* POST /queue/ID/hold */
+        STATUS_ACTION_RELEASE, /* POST /queue/ID/release */
+        STATUS_ACTION_DELETE,  /* DELETE /queue/ID */
+        STATUS_ACTION_RESUME,  /* POST /destinations/NAME/resume: lift a suspension */
+        STATUS_ACTION__MAX,
+};
+const char *status_action_name(enum status_action a); /* "retry", "flush", … */
+
+/* Callbacks run on the loop, one at a time. Each returns 0 (or a positive count
+ * for actions: messages affected) or a negative errno: -ENOENT → 404,
+ * -EINVAL → 400, -EBUSY → 409, anything else → 500. Objects handed out in *out
+ * become the server's (one reference). */
+struct status_provider {
+        void *userdata;
+        /* GET /status: the whole status object. */
+        int (*get_status)(void *userdata, json_t **out);
+        /* GET /queue: the page [offset, offset+limit) of matching messages as a
+         * JSON array of `tarryq -j` objects, and how many match in all. */
+        int (*list_queue)(void *userdata, const struct status_queue_filter *filter,
+                          json_t **out_array, size_t *out_total);
+        /* GET /queue/ID: one message object, with "transcript" of its last attempt. */
+        int (*get_message)(void *userdata, const char *id, json_t **out);
+        /* GET /metrics: bring gauges up to date just before rendering (may be NULL). */
+        int (*refresh_metrics)(void *userdata, struct status_metrics *m);
+        /* Admin action; target is the queue ID, the destination name, or NULL (flush). */
+        int (*action)(void *userdata, enum status_action action, const char *target);
+};
+
+/* ---- the server ---- */
+
+struct status_options {
+        const char *const
+            *listen; /* NULL-terminated "unix:/path", "ip:port", "[v6]:port", "localhost:port" */
+        bool allow_remote; /* permit non-loopback TCP addresses */
+        const char *group; /* group owning created unix sockets, or NULL */
+        uid_t admin_uid;   /* besides root, the uid allowed to run admin actions */
+        /* Sockets from systemd (sd_listen_fds): each listen entry whose address
+         * matches one of these uses it (dup'ed) instead of creating its own. */
+        const int *activated_fds;
+        size_t n_activated_fds;
+        unsigned max_connections;      /* per listener; 0: 64 */
+        unsigned per_ip_connections;   /* per TCP client address; 0: 16 */
+        unsigned connection_timeout_s; /* idle connections closed after; 0: 10 */
+        size_t max_body;               /* request body bytes, else 413; 0: 4096 */
+        /* Diagnostics from libmicrohttpd (may be NULL: dropped). */
+        void (*log)(void *userdata, const char *msg);
+        void *log_userdata;
+};
+
+struct status_server;
+
+/* Bind every listener and attach to the loop. On error returns a negative
+ * errno (-EPERM for a non-loopback address without allow_remote, -EINVAL for
+ * an unparsable entry, -EADDRINUSE, …) and writes a one-line reason naming
+ * the entry into err. metrics may be NULL (GET /metrics then 404s); it must
+ * outlive the server. */
+int status_start(sd_event *event, const struct status_options *opt,
+                 const struct status_provider *provider, struct status_metrics *metrics,
+                 struct status_server **out, char *err, size_t errlen);
+/* Close every listener and connection; unlinks the unix sockets it created. */
+void status_stop(struct status_server *s);
+/* The bound port of the first TCP listener (useful with "127.0.0.1:0"), or -ENOENT. */
+int status_tcp_port(const struct status_server *s);
+
+/* ---- parsing (exposed for tests and fuzzing) ---- */
+
+/* One `status_listen` entry. */
+struct status_listen_addr {
+        bool is_unix;
+        char path[108]; /* unix */
+        char host[64];  /* TCP: numeric address as written, without brackets */
+        uint16_t port;  /* TCP */
+};
+int status_parse_listen(const char *s, struct status_listen_addr *out, const char **why);
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+bool status_addr_is_loopback(const char *numeric_host);
+
+/* Queue IDs: exactly 16 upper-case hex digits. */
+bool status_id_valid(const char *id);
+
+#endif
