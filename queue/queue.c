@@ -1,0 +1,664 @@
+/* queue/queue.c — the spool on disk: IDs, drafts, commit, recovery; see queue.h.
+ *
+ * Commit protocol for a new message (a directory tmp/NAME holding body and
+ * envelope): write both files, fsync both, fsync tmp/NAME, then
+ * renameat2(RENAME_NOREPLACE) it to incoming/ID and fsync incoming/. Only the
+ * rename makes the message visible, and only the last fsync makes it durable.
+ *
+ * A draft directory is flock()ed by its writer from before it gets its
+ * visible tmp/ name (it is created as tmp/.new-NAME, locked, then renamed)
+ * until the commit or abort is done, so recovery removes exactly the entries
+ * whose writer is gone.
+ */
+#include "queue/queue.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DRAFT_BUF       65536
+#define NEW_PREFIX      ".new-"
+#define NEW_GRACE_S     300 /* a .new- entry older than this lost its writer before locking */
+#define ID_ATTEMPTS     16  /* fresh IDs to try when one is already taken */
+#define STATE_NAME_MAX  64
+#define SPOOL_DIR_MODE  0770
+#define SPOOL_FILE_MODE 0660
+
+static const char *const dir_names[QUEUE__DIR_MAX] = {
+    [QUEUE_INCOMING] = "incoming",
+    [QUEUE_ACTIVE] = "active",
+    [QUEUE_HOLD] = "hold",
+    [QUEUE_CORRUPT] = "corrupt",
+};
+
+struct queue {
+        int root_fd;
+        int dir_fd[QUEUE__DIR_MAX];
+        int tmp_fd;
+        int state_fd;
+};
+
+struct queue_draft {
+        struct queue *q;
+        int dir_fd; /* tmp/NAME, flock()ed while the draft lives */
+        int body_fd;
+        char name[40];
+        uint64_t size;
+        int error; /* first write error; sticky */
+        size_t used;
+        char buf[DRAFT_BUF];
+};
+
+const char *queue_dir_name(enum queue_dir d)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return NULL;
+        return dir_names[d];
+}
+
+int queue_dir_fd(const struct queue *q, enum queue_dir d)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        return q->dir_fd[d];
+}
+
+/* ---- queue IDs ---- */
+
+static unsigned random_bits(void)
+{
+        unsigned v = 0;
+        if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+                v = (unsigned)now_monotonic_us() ^ ((unsigned)getpid() << 12);
+        return v;
+}
+
+static void id_from_time(int64_t us, char out[QUEUE_ID_LEN + 1])
+{
+        snprintf(out, QUEUE_ID_LEN + 1, "%08X%05X%03X", (unsigned)(us / 1000000),
+                 (unsigned)(us % 1000000), random_bits() & 0xfff);
+}
+
+int queue_new_id(char out[QUEUE_ID_LEN + 1])
+{
+        id_from_time(now_realtime_us(), out);
+        return 0;
+}
+
+bool queue_id_valid(const char *id)
+{
+        if (!id || strlen(id) != QUEUE_ID_LEN || strspn(id, "0123456789ABCDEF") != QUEUE_ID_LEN)
+                return false;
+        char usec[6];
+        memcpy(usec, id + 8, 5);
+        usec[5] = '\0';
+        return strtoul(usec, NULL, 16) < 1000000;
+}
+
+/* ---- opening the spool ---- */
+
+static int open_dir_at(int at, const char *name)
+{
+        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+static int ensure_dir_at(int at, const char *name, bool create)
+{
+        if (create && mkdirat(at, name, SPOOL_DIR_MODE) < 0 && errno != EEXIST)
+                return -errno;
+        return open_dir_at(at, name);
+}
+
+void queue_close(struct queue *q)
+{
+        if (!q)
+                return;
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                closep(&q->dir_fd[i]);
+        closep(&q->tmp_fd);
+        closep(&q->state_fd);
+        closep(&q->root_fd);
+        free(q);
+}
+
+static int open_subdirs(struct queue *q, bool create)
+{
+        int r;
+        for (int i = 0; i < QUEUE__DIR_MAX; i++) {
+                if ((r = ensure_dir_at(q->root_fd, dir_names[i], create)) < 0)
+                        return r;
+                q->dir_fd[i] = r;
+        }
+        if ((r = ensure_dir_at(q->root_fd, "tmp", create)) < 0)
+                return r;
+        q->tmp_fd = r;
+        if ((r = ensure_dir_at(q->root_fd, "state", create)) < 0)
+                return r;
+        q->state_fd = r;
+        return 0;
+}
+
+int queue_open(const char *spool_dir, int flags, struct queue **out)
+{
+        bool create = flags & QUEUE_OPEN_CREATE;
+        if (create) {
+                int r = mkdir_p(spool_dir, 0755);
+                if (r < 0)
+                        return r;
+        }
+        struct queue *q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->tmp_fd = q->state_fd = -1;
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                q->dir_fd[i] = -1;
+        int r = q->root_fd = open_dir_at(AT_FDCWD, spool_dir);
+        if (r >= 0)
+                r = open_subdirs(q, create);
+        if (create && r >= 0)
+                r = dir_fsync(q->root_fd);
+        if (r < 0) {
+                queue_close(q);
+                return r;
+        }
+        *out = q;
+        return 0;
+}
+
+/* ---- removing message directories ---- */
+
+/* Unlink every entry of the directory fd (no recursion: message folders are flat). */
+static int empty_dir(int fd)
+{
+        int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        DIR *dir = fdopendir(dfd);
+        if (!dir) {
+                close(dfd);
+                return -errno;
+        }
+        int r = 0;
+        struct dirent *de;
+        while ((de = readdir(dir))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                if (unlinkat(fd, de->d_name, 0) < 0 && errno != ENOENT && r == 0)
+                        r = -errno;
+        }
+        closedir(dir);
+        return r;
+}
+
+/* Remove tmp/name whose directory is open as fd (and locked by us). */
+static int remove_tmp_entry(struct queue *q, const char *name, int fd)
+{
+        int r = empty_dir(fd);
+        if (r < 0)
+                return r;
+        if (unlinkat(q->tmp_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+/* ---- drafts ---- */
+
+static void draft_free(struct queue_draft *d)
+{
+        closep(&d->body_fd);
+        closep(&d->dir_fd);
+        free(d);
+}
+
+/* Create tmp/NAME already locked: make .new-NAME, lock it, rename it to NAME. */
+static int draft_mkdir(struct queue_draft *d)
+{
+        char hidden[64];
+        snprintf(d->name, sizeof(d->name), "%08X%08X", random_bits(), random_bits());
+        snprintf(hidden, sizeof(hidden), NEW_PREFIX "%s", d->name);
+        if (mkdirat(d->q->tmp_fd, hidden, SPOOL_DIR_MODE) < 0)
+                return -errno;
+        int r = d->dir_fd = open_dir_at(d->q->tmp_fd, hidden);
+        if (r >= 0 && flock(d->dir_fd, LOCK_EX | LOCK_NB) < 0)
+                r = -errno;
+        if (r >= 0 && renameat2(d->q->tmp_fd, hidden, d->q->tmp_fd, d->name, RENAME_NOREPLACE) < 0)
+                r = -errno;
+        if (r < 0)
+                unlinkat(d->q->tmp_fd, hidden, AT_REMOVEDIR);
+        return r < 0 ? r : 0;
+}
+
+int queue_draft_begin(struct queue *q, struct queue_draft **out)
+{
+        struct queue_draft *d = malloc(sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        *d = (struct queue_draft){.q = q, .dir_fd = -1, .body_fd = -1};
+        int r = -EEXIST;
+        for (int i = 0; i < ID_ATTEMPTS; i++) {
+                closep(&d->dir_fd);
+                d->dir_fd = -1;
+                if ((r = draft_mkdir(d)) != -EEXIST)
+                        break;
+        }
+        if (r == 0) {
+                d->body_fd = openat(d->dir_fd, "body", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                                    SPOOL_FILE_MODE);
+                if (d->body_fd < 0)
+                        r = -errno;
+        }
+        if (r < 0) {
+                if (d->dir_fd >= 0)
+                        remove_tmp_entry(q, d->name, d->dir_fd);
+                draft_free(d);
+                return r;
+        }
+        *out = d;
+        return 0;
+}
+
+static int draft_flush(struct queue_draft *d)
+{
+        if (d->error == 0 && d->used > 0)
+                d->error = fd_write_all(d->body_fd, d->buf, d->used);
+        d->used = 0;
+        return d->error;
+}
+
+int queue_draft_write(struct queue_draft *d, const void *buf, size_t len)
+{
+        const char *p = buf;
+        if (d->error)
+                return d->error;
+        d->size += len;
+        if (len >= DRAFT_BUF) {
+                if (draft_flush(d) < 0)
+                        return d->error;
+                return d->error = fd_write_all(d->body_fd, p, len);
+        }
+        if (d->used + len > DRAFT_BUF && draft_flush(d) < 0)
+                return d->error;
+        memcpy(d->buf + d->used, p, len);
+        d->used += len;
+        return 0;
+}
+
+uint64_t queue_draft_size(const struct queue_draft *d)
+{
+        return d->size;
+}
+
+void queue_draft_abort(struct queue_draft *d)
+{
+        if (!d)
+                return;
+        remove_tmp_entry(d->q, d->name, d->dir_fd);
+        draft_free(d);
+}
+
+/* Serialise env, refusing anything envelope_from_json() would not read back. */
+static int envelope_dump(const struct envelope *env, char **out, size_t *len)
+{
+        _cleanup_(json_decrefp) json_t *j = envelope_to_json(env);
+        if (!j)
+                return -ENOMEM;
+        char *text = json_dumps(j, JSON_COMPACT);
+        if (!text)
+                return -ENOMEM;
+        struct envelope *check = NULL;
+        int r = envelope_from_json(text, strlen(text), &check, NULL);
+        envelope_free(check);
+        if (r < 0) {
+                free(text);
+                return r == -ENOMEM ? r : -EINVAL;
+        }
+        *len = strlen(text);
+        *out = text;
+        return 0;
+}
+
+static int write_file_at(int dirfd, const char *name, const char *buf, size_t len)
+{
+        _cleanup_close_ int fd =
+            openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, SPOOL_FILE_MODE);
+        if (fd < 0)
+                return -errno;
+        int r = fd_write_all(fd, buf, len);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        return r;
+}
+
+/* Is id already used by a message in any folder? */
+static bool id_taken(struct queue *q, const char *id)
+{
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                if (faccessat(q->dir_fd[i], id, F_OK, AT_EACCESS) == 0)
+                        return true;
+        return false;
+}
+
+/* Give env a fresh ID and arrival time, and write its envelope into the draft. */
+static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
+{
+        do {
+                env->arrival_us = now_realtime_us();
+                id_from_time(env->arrival_us, env->id);
+        } while (id_taken(d->q, env->id));
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = envelope_dump(env, &text, &len);
+        if (r < 0)
+                return r;
+        return write_file_at(d->dir_fd, "envelope", text, len);
+}
+
+/* The draft is whole on disk: move it into dir under its ID, durably. */
+static int draft_publish(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
+{
+        int dfd = d->q->dir_fd[dir];
+        for (int i = 0; i < ID_ATTEMPTS; i++) {
+                if (renameat2(d->q->tmp_fd, d->name, dfd, env->id, RENAME_NOREPLACE) == 0) {
+                        if (dir_fsync(dfd) == 0)
+                                return 0;
+                        int r = -errno;
+                        /* Not known durable: take it back so the caller's failure is true. */
+                        renameat2(dfd, env->id, d->q->tmp_fd, d->name, RENAME_NOREPLACE);
+                        return r;
+                }
+                if (errno != EEXIST)
+                        return -errno;
+                int r = draft_write_envelope(d, env);
+                if (r == 0 && dir_fsync(d->dir_fd) < 0)
+                        r = -errno;
+                if (r < 0)
+                        return r;
+        }
+        return -EEXIST;
+}
+
+static int draft_commit_into(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
+{
+        if ((unsigned)dir >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        int r = draft_flush(d);
+        if (r < 0)
+                return r;
+        env->size = d->size;
+        env->version = ENVELOPE_VERSION;
+        r = draft_write_envelope(d, env); /* written before the body's fsync: one journal commit */
+        if (r < 0)
+                return r;
+        if (fsync(d->body_fd) < 0 || dir_fsync(d->dir_fd) < 0)
+                return -errno;
+        return draft_publish(d, env, dir);
+}
+
+static int draft_finish(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
+{
+        int r = draft_commit_into(d, env, dir);
+        if (r < 0) {
+                queue_draft_abort(d);
+                return r;
+        }
+        draft_free(d);
+        return 0;
+}
+
+int queue_draft_commit(struct queue_draft *d, struct envelope *env)
+{
+        return draft_finish(d, env, QUEUE_INCOMING);
+}
+
+int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, const void *body,
+                  size_t len)
+{
+        struct queue_draft *d;
+        int r = queue_draft_begin(q, &d);
+        if (r < 0)
+                return r;
+        r = queue_draft_write(d, body, len);
+        if (r < 0) {
+                queue_draft_abort(d);
+                return r;
+        }
+        return draft_finish(d, env, dir);
+}
+
+/* ---- reading and changing queued messages ---- */
+
+int queue_scan(struct queue *q, enum queue_dir d, int (*cb)(const char *id, void *userdata),
+               void *userdata)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        int fd = openat(q->dir_fd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *dir = fdopendir(fd);
+        if (!dir) {
+                close(fd);
+                return -errno;
+        }
+        int r = 0;
+        struct dirent *de;
+        while (r == 0 && (de = readdir(dir)))
+                if (queue_id_valid(de->d_name))
+                        r = cb(de->d_name, userdata);
+        closedir(dir);
+        return r;
+}
+
+static int open_message(struct queue *q, enum queue_dir d, const char *id)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX || !queue_id_valid(id))
+                return -EINVAL;
+        return open_dir_at(q->dir_fd[d], id);
+}
+
+static int check_body(int mfd, const struct envelope *env, const char **why)
+{
+        struct stat st;
+        if (fstatat(mfd, "body", &st, 0) < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+                return *why = "the body file is missing", -EBADMSG;
+        }
+        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != env->size)
+                return *why = "the body file's size differs from the envelope's", -EBADMSG;
+        return 0;
+}
+
+int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
+               const char **why)
+{
+        const char *dummy;
+        if (!why)
+                why = &dummy;
+        _cleanup_close_ int mfd = open_message(q, d, id);
+        if (mfd < 0)
+                return mfd;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = file_read_all_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
+        if (r == -ENOENT)
+                return *why = "the envelope file is missing", -EBADMSG;
+        if (r == -EFBIG)
+                return *why = "the envelope file is larger than 16 MiB", -EBADMSG;
+        if (r < 0)
+                return r;
+        struct envelope *env = NULL;
+        r = envelope_from_json(text, len, &env, why);
+        if (r < 0)
+                return r;
+        if (strcmp(env->id, id) != 0) {
+                *why = "the envelope's id differs from its directory name";
+                r = -EBADMSG;
+        }
+        if (r == 0)
+                r = check_body(mfd, env, why);
+        if (r < 0) {
+                envelope_free(env);
+                return r;
+        }
+        *out = env;
+        return 0;
+}
+
+int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env)
+{
+        _cleanup_close_ int mfd = open_message(q, d, env->id);
+        if (mfd < 0)
+                return mfd;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = envelope_dump(env, &text, &len);
+        if (r < 0)
+                return r;
+        return file_replace_durable(mfd, "envelope", text, len);
+}
+
+int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size)
+{
+        _cleanup_close_ int mfd = open_message(q, d, id);
+        if (mfd < 0)
+                return mfd;
+        _cleanup_close_ int bfd = openat(mfd, "body", O_RDONLY | O_CLOEXEC);
+        if (bfd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(bfd, &st) < 0)
+                return -errno;
+        if (size)
+                *size = (uint64_t)st.st_size;
+        *fd = TAKE_FD(bfd);
+        return 0;
+}
+
+int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to)
+{
+        if ((unsigned)from >= QUEUE__DIR_MAX || (unsigned)to >= QUEUE__DIR_MAX ||
+            !queue_id_valid(id))
+                return -EINVAL;
+        if (from == to)
+                return 0;
+        if (renameat2(q->dir_fd[from], id, q->dir_fd[to], id, RENAME_NOREPLACE) < 0)
+                return -errno;
+        int r = dir_fsync(q->dir_fd[to]);
+        if (r == 0)
+                r = dir_fsync(q->dir_fd[from]);
+        return r;
+}
+
+int queue_remove(struct queue *q, enum queue_dir d, const char *id)
+{
+        _cleanup_close_ int mfd = open_message(q, d, id);
+        if (mfd < 0)
+                return mfd;
+        /* Locked and renamed into tmp/ first: a crash mid-way leaves no half message. */
+        if (flock(mfd, LOCK_EX) < 0)
+                return -errno;
+        char name[64];
+        snprintf(name, sizeof(name), "del-%s-%03X", id, random_bits() & 0xfff);
+        if (renameat2(q->dir_fd[d], id, q->tmp_fd, name, RENAME_NOREPLACE) < 0)
+                return -errno;
+        int r = dir_fsync(q->dir_fd[d]);
+        int r2 = remove_tmp_entry(q, name, mfd);
+        return r < 0 ? r : r2;
+}
+
+/* ---- recovery ---- */
+
+static bool young_new_entry(int tmp_fd, const char *name)
+{
+        struct stat st;
+        if (strncmp(name, NEW_PREFIX, strlen(NEW_PREFIX)) != 0)
+                return false;
+        if (fstatat(tmp_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return true;
+        return st.st_mtime + NEW_GRACE_S > now_realtime_us() / 1000000;
+}
+
+/* 1 if tmp/name was abandoned and is now removed, 0 if its writer still holds it. */
+static int recover_entry(struct queue *q, const char *name)
+{
+        if (young_new_entry(q->tmp_fd, name))
+                return 0;
+        _cleanup_close_ int fd =
+            openat(q->tmp_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno == ENOTDIR || errno == ELOOP)
+                        return unlinkat(q->tmp_fd, name, 0) < 0 ? -errno : 1;
+                return errno == ENOENT ? 0 : -errno;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? 0 : -errno;
+        /* The writer may have committed (renamed it away) between our open and lock. */
+        struct stat a, b;
+        if (fstat(fd, &a) < 0 || fstatat(q->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+            a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+                return 0;
+        int r = remove_tmp_entry(q, name, fd);
+        return r < 0 ? r : 1;
+}
+
+int queue_recover_tmp(struct queue *q)
+{
+        int fd = openat(q->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *dir = fdopendir(fd);
+        if (!dir) {
+                close(fd);
+                return -errno;
+        }
+        int removed = 0, err = 0;
+        struct dirent *de;
+        while ((de = readdir(dir))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                int r = recover_entry(q, de->d_name);
+                if (r > 0)
+                        removed++;
+                else if (r < 0 && err == 0)
+                        err = r;
+        }
+        closedir(dir);
+        if (removed > 0)
+                dir_fsync(q->tmp_fd);
+        return err < 0 && removed == 0 ? err : removed;
+}
+
+/* ---- small state files ---- */
+
+static bool state_name_ok(const char *name)
+{
+        size_t n = strlen(name);
+        return n > 0 && n <= STATE_NAME_MAX && name[0] != '.' &&
+               strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+                   n;
+}
+
+int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len)
+{
+        if (!state_name_ok(name))
+                return -EINVAL;
+        return file_replace_durable(q->state_fd, name, buf, len);
+}
+
+int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len)
+{
+        if (!state_name_ok(name))
+                return -EINVAL;
+        return file_read_all_at(q->state_fd, name, limit, out, len);
+}
