@@ -1,0 +1,548 @@
+/* tests/queue/test_queue.c — the spool: commit, recovery, IDs, updates, corrupt envelopes. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "queue/queue.h"
+
+static char spool[256];
+static struct queue *q;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st, (void)flag, (void)ftw;
+        return remove(path);
+}
+
+static void setup(void)
+{
+        snprintf(spool, sizeof(spool), "/tmp/tarry-queue-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(spool));
+        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+}
+
+static void teardown(void)
+{
+        queue_close(q);
+        q = NULL;
+        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(queue, .init = setup, .fini = teardown);
+
+static int count_entries(const char *sub)
+{
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", spool, sub);
+        DIR *d = opendir(path);
+        cr_assert_not_null(d, "cannot open %s", path);
+        int n = 0;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static struct envelope *sample_envelope(void)
+{
+        struct envelope *env = envelope_new();
+        cr_assert_not_null(env);
+        free(env->sender);
+        env->sender = strdup("app@example.com");
+        env->uid = 1000;
+        env->user = strdup("app");
+        cr_assert_not_null(envelope_add_rcpt(env, "alice@example.org"));
+        struct envelope_rcpt *r = envelope_add_rcpt(env, "bob@example.net");
+        cr_assert_not_null(r);
+        r->notify = NOTIFY_FAILURE | NOTIFY_DELAY;
+        return env;
+}
+
+static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
+
+static char *commit_sample(void)
+{
+        struct envelope *env = sample_envelope();
+        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, env, body, strlen(body)), 0);
+        char *id = strdup(env->id);
+        envelope_free(env);
+        return id;
+}
+
+Test(queue, a_committed_message_is_whole_in_incoming)
+{
+        struct queue_draft *d;
+        cr_assert_eq(queue_draft_begin(q, &d), 0);
+        cr_assert_eq(queue_draft_write(d, "Subject: x\r\n", 12), 0);
+        cr_assert_eq(queue_draft_write(d, "\r\nbody\r\n", 8), 0);
+        cr_assert_eq(queue_draft_size(d), 20);
+        struct envelope *env = sample_envelope();
+        int64_t before = now_realtime_us();
+        cr_assert_eq(queue_draft_commit(d, env), 0);
+        cr_assert(queue_id_valid(env->id));
+        cr_assert_eq(env->size, 20);
+        cr_assert_geq(env->arrival_us, before);
+
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, env->id, &back, &why), 0, "%s", why);
+        cr_assert_str_eq(back->sender, "app@example.com");
+        cr_assert_eq(back->n_rcpt, 2);
+        cr_assert_str_eq(back->rcpt[1].address, "bob@example.net");
+        cr_assert_eq(back->rcpt[1].notify, NOTIFY_FAILURE | NOTIFY_DELAY);
+        cr_assert_eq(back->arrival_us, env->arrival_us);
+        cr_assert_eq(back->uid, 1000);
+
+        int fd;
+        uint64_t size;
+        cr_assert_eq(queue_open_body(q, QUEUE_INCOMING, env->id, &fd, &size), 0);
+        char buf[64] = "";
+        cr_assert_eq(read(fd, buf, sizeof(buf)), 20);
+        cr_assert_str_eq(buf, "Subject: x\r\n\r\nbody\r\n");
+        close(fd);
+        cr_assert_eq(count_entries("tmp"), 0);
+        envelope_free(env);
+        envelope_free(back);
+}
+
+Test(queue, a_crash_between_write_and_rename_leaves_nothing_queued)
+{
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                struct queue_draft *d;
+                if (queue_draft_begin(q, &d) < 0 || queue_draft_write(d, body, strlen(body)) < 0)
+                        _exit(1);
+                /* the body is written and even flushed by a large write; then the process dies */
+                static char big[100000];
+                memset(big, 'x', sizeof(big));
+                queue_draft_write(d, big, sizeof(big));
+                _exit(0);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        cr_assert_eq(WEXITSTATUS(status), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+        cr_assert_eq(count_entries("tmp"), 1);
+        cr_assert_eq(queue_recover_tmp(q), 1);
+        cr_assert_eq(count_entries("tmp"), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+}
+
+Test(queue, recovery_keeps_a_draft_whose_writer_is_alive)
+{
+        struct queue_draft *d;
+        cr_assert_eq(queue_draft_begin(q, &d), 0);
+        cr_assert_eq(queue_draft_write(d, body, strlen(body)), 0);
+        cr_assert_eq(queue_recover_tmp(q), 0);
+        cr_assert_eq(count_entries("tmp"), 1);
+        struct envelope *env = sample_envelope();
+        cr_assert_eq(queue_draft_commit(d, env), 0);
+        cr_assert_eq(count_entries("incoming"), 1);
+        cr_assert_eq(count_entries("tmp"), 0);
+        envelope_free(env);
+}
+
+Test(queue, recovery_removes_stale_files_left_in_tmp)
+{
+        char path[512];
+        snprintf(path, sizeof(path), "%s/tmp/leftover", spool);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/tmp/leftover/body", spool);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("half a message", f);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/tmp/stray-file", spool);
+        f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fclose(f);
+        cr_assert_eq(queue_recover_tmp(q), 2);
+        cr_assert_eq(count_entries("tmp"), 0);
+}
+
+Test(queue, abort_leaves_nothing_behind)
+{
+        struct queue_draft *d;
+        cr_assert_eq(queue_draft_begin(q, &d), 0);
+        cr_assert_eq(queue_draft_write(d, body, strlen(body)), 0);
+        queue_draft_abort(d);
+        cr_assert_eq(count_entries("tmp"), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+}
+
+static int collect(const char *id, void *userdata)
+{
+        char ***ids = userdata;
+        size_t n = 0;
+        while ((*ids)[n])
+                n++;
+        *ids = realloc(*ids, (n + 2) * sizeof(char *));
+        (*ids)[n] = strdup(id);
+        (*ids)[n + 1] = NULL;
+        return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+Test(queue, ids_are_unique_and_sort_by_arrival_across_processes)
+{
+        enum { PROCS = 4, EACH = 40 };
+        for (int p = 0; p < PROCS; p++) {
+                if (fork() == 0) {
+                        for (int i = 0; i < EACH; i++) {
+                                struct envelope *env = sample_envelope();
+                                if (queue_enqueue(q, QUEUE_INCOMING, env, body, strlen(body)) < 0)
+                                        _exit(1);
+                                envelope_free(env);
+                        }
+                        _exit(0);
+                }
+        }
+        for (int p = 0; p < PROCS; p++) {
+                int status;
+                wait(&status);
+                cr_assert_eq(WEXITSTATUS(status), 0);
+        }
+        char **ids = calloc(1, sizeof(char *));
+        cr_assert_eq(queue_scan(q, QUEUE_INCOMING, collect, &ids), 0);
+        size_t n = 0;
+        while (ids[n])
+                n++;
+        cr_assert_eq(n, PROCS * EACH, "all %d messages are there under distinct IDs", PROCS * EACH);
+        qsort(ids, n, sizeof(char *), cmp_str);
+        int64_t last = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct envelope *env = NULL;
+                cr_assert_eq(queue_load(q, QUEUE_INCOMING, ids[i], &env, NULL), 0);
+                cr_assert_geq(env->arrival_us, last, "ID order is arrival order");
+                last = env->arrival_us;
+                envelope_free(env);
+        }
+}
+
+Test(queue, new_ids_are_valid_and_later_ones_sort_after)
+{
+        char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1];
+        queue_new_id(a);
+        usleep(2000);
+        queue_new_id(b);
+        cr_assert(queue_id_valid(a));
+        cr_assert_lt(strcmp(a, b), 0);
+        cr_assert_not(queue_id_valid("0123456789abcdef"), "lower case is not an ID");
+        cr_assert_not(queue_id_valid("../../etc/passwd"));
+        cr_assert_not(queue_id_valid("00000000FFFFF000"), "microseconds above 999999");
+}
+
+Test(queue, update_replaces_the_envelope_atomically)
+{
+        char *id = commit_sample();
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        env->rcpt[0].attempts = 2;
+        env->rcpt[0].reply_code = 451;
+        env->rcpt[0].dsn_status = strdup("4.7.1");
+        env->rcpt[0].last_reply = strdup("Greylisted, try again in 300 seconds");
+        env->rcpt[0].reply_class = strdup("greylist");
+        env->rcpt[0].next_attempt_us = env->arrival_us + 300000000;
+        env->rcpt[1].state = RCPT_DELIVERED;
+        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+
+        /* a crash during the next update leaves its temporary file behind */
+        char path[512];
+        snprintf(path, sizeof(path), "%s/incoming/%s/.envelope.tmp", spool, id);
+        FILE *f = fopen(path, "w");
+        fputs("{\"version\": 1, \"id\": \"trunc", f);
+        fclose(f);
+
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_eq(back->rcpt[0].state, RCPT_DEFERRED);
+        cr_assert_eq(back->rcpt[0].attempts, 2);
+        cr_assert_str_eq(back->rcpt[0].dsn_status, "4.7.1");
+        cr_assert_str_eq(back->rcpt[0].reply_class, "greylist");
+        cr_assert_eq(back->rcpt[1].state, RCPT_DELIVERED);
+        envelope_free(env);
+        envelope_free(back);
+        free(id);
+}
+
+Test(queue, update_refuses_an_envelope_it_could_not_read_back)
+{
+        char *id = commit_sample();
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        free(env->rcpt[0].address);
+        env->rcpt[0].address = strdup("alice@example.org\r\nRCPT TO:<x@y>");
+        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), -EINVAL);
+        envelope_free(env);
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_str_eq(env->rcpt[0].address, "alice@example.org");
+        envelope_free(env);
+        free(id);
+}
+
+static void write_envelope(const char *id, const char *text)
+{
+        char path[512];
+        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", spool, id);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+Test(queue, a_truncated_envelope_is_reported_as_corrupt_with_a_reason)
+{
+        char *id = commit_sample();
+        write_envelope(id, "{\"version\":1,\"id\":\"");
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_null(env);
+        cr_assert_not_null(strstr(why, "not valid JSON"), "%s", why);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_CORRUPT), 0);
+        cr_assert_eq(count_entries("corrupt"), 1);
+        cr_assert_eq(count_entries("incoming"), 0);
+        free(id);
+}
+
+Test(queue, a_missing_envelope_or_body_is_corrupt)
+{
+        char *id = commit_sample();
+        char path[512];
+        snprintf(path, sizeof(path), "%s/incoming/%s/body", spool, id);
+        cr_assert_eq(truncate(path, 3), 0);
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_str_eq(why, "the body file's size differs from the envelope's");
+        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", spool, id);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_str_eq(why, "the envelope file is missing");
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, "0000000000000000", &env, &why), -ENOENT);
+        free(id);
+}
+
+/* Hand-edited envelopes: each must fail with -EBADMSG and the given reason. */
+static const struct {
+        const char *json;
+        const char *why;
+} bad_envelopes[] = {
+    {"[]", "the envelope is not a JSON object"},
+    {"{\"version\":2}", "'version' is missing or not 1"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\"}],\"colour\":\"red\"}",
+     "the envelope has an unknown key"},
+    {"{\"version\":1,\"id\":\"../etc\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\"}]}",
+     "'id' is not a queue ID"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"a\\r\\nb@c\",\"arrival_us\":1,"
+     "\"size\":0,\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\"}]}",
+     "'sender' is not \"\" or a valid address"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":\"soon\","
+     "\"size\":0,\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\"}]}",
+     "'arrival_us' is not a time in microseconds"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":-5,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\"}]}",
+     "'size' is not a byte count"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[]}",
+     "'recipients' is not a list of 1 to 100000 recipients"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a\\u0000@b\",\"state\":\"pending\"}]}",
+     "the envelope is not valid JSON (truncated or edited?)"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a b@c\",\"state\":\"pending\"}]}",
+     "a recipient 'address' is missing or not a valid address"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"sent\"}]}",
+     "a recipient 'state' is not pending/deferred/delivered/failed"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\",\"notify\":[\"never\","
+     "\"delay\"]}]}",
+     "a recipient 'notify' is not a list of never or success/failure/delay"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\",\"dsn_status\":\"4.7\"}]}",
+     "a recipient 'dsn_status' is not an enhanced status code like 4.7.1"},
+    {"{\"version\":1,\"id\":\"0000000100000ABC\",\"sender\":\"\",\"arrival_us\":1,\"size\":0,"
+     "\"recipients\":[{\"address\":\"a@b\",\"state\":\"pending\",\"reply_code\":1000}]}",
+     "a recipient 'reply_code' is not 0..599"},
+    {"{\"version\":1,\"version\":1}", "the envelope is not valid JSON (truncated or edited?)"},
+};
+
+Test(queue, hand_edited_envelopes_are_refused_with_a_reason)
+{
+        for (size_t i = 0; i < sizeof(bad_envelopes) / sizeof(bad_envelopes[0]); i++) {
+                struct envelope *env = NULL;
+                const char *why = NULL;
+                int r = envelope_from_json(bad_envelopes[i].json, strlen(bad_envelopes[i].json),
+                                           &env, &why);
+                cr_assert_eq(r, -EBADMSG, "accepted: %s", bad_envelopes[i].json);
+                cr_assert_null(env);
+                cr_assert_str_eq(why, bad_envelopes[i].why, "for %s", bad_envelopes[i].json);
+        }
+}
+
+Test(queue, every_prefix_of_a_valid_envelope_is_refused_without_crashing)
+{
+        struct envelope *env = sample_envelope();
+        strcpy(env->id, "0000000100000ABC");
+        env->arrival_us = 1000000;
+        json_t *j = envelope_to_json(env);
+        char *text = json_dumps(j, JSON_COMPACT);
+        size_t len = strlen(text);
+        for (size_t n = 0; n < len; n++) {
+                struct envelope *out = NULL;
+                const char *why = NULL;
+                cr_assert_eq(envelope_from_json(text, n, &out, &why), -EBADMSG);
+                cr_assert_not_null(why);
+        }
+        struct envelope *out = NULL;
+        cr_assert_eq(envelope_from_json(text, len, &out, NULL), 0);
+        envelope_free(out);
+        free(text);
+        json_decref(j);
+        envelope_free(env);
+}
+
+Test(queue, every_field_survives_a_round_trip)
+{
+        struct envelope *env = sample_envelope();
+        strcpy(env->id, "0000000100000ABC");
+        env->arrival_us = 1234567;
+        env->size = 99;
+        env->full_name = strdup("App Server");
+        env->ret = DSN_RET_HDRS;
+        env->envid = strdup("QQ314159");
+        env->source_address = strdup("192.0.2.10");
+        env->delay_dsn_sent = true;
+        env->is_dsn = true;
+        struct envelope_rcpt *r = &env->rcpt[0];
+        r->orcpt = strdup("rfc822;alice@example.org");
+        r->notify = NOTIFY_NEVER;
+        r->state = RCPT_FAILED;
+        r->attempts = 3;
+        r->first_attempt_us = 10;
+        r->last_attempt_us = 20;
+        r->next_attempt_us = 30;
+        r->first_deferral_us = 15;
+        r->reply_code = 550;
+        r->dsn_status = strdup("5.1.1");
+        r->last_reply = strdup("no such user");
+        r->reply_class = strdup("permanent");
+        r->rule = strdup("5xx default");
+        r->relay = strdup("mx.example.org[192.0.2.1]:25");
+        r->failure_dsn_sent = true;
+        json_t *j = envelope_to_json(env);
+        char *text = json_dumps(j, 0);
+        struct envelope *b = NULL;
+        const char *why = NULL;
+        cr_assert_eq(envelope_from_json(text, strlen(text), &b, &why), 0, "%s", why);
+        cr_assert_str_eq(b->full_name, "App Server");
+        cr_assert_eq(b->ret, DSN_RET_HDRS);
+        cr_assert_str_eq(b->envid, "QQ314159");
+        cr_assert_str_eq(b->source_address, "192.0.2.10");
+        cr_assert(b->delay_dsn_sent && b->is_dsn);
+        cr_assert_eq(b->size, 99);
+        cr_assert_eq(b->uid, 1000);
+        cr_assert_str_eq(b->user, "app");
+        struct envelope_rcpt *br = &b->rcpt[0];
+        cr_assert_str_eq(br->orcpt, "rfc822;alice@example.org");
+        cr_assert_eq(br->notify, NOTIFY_NEVER);
+        cr_assert_eq(br->state, RCPT_FAILED);
+        cr_assert_eq(br->attempts, 3);
+        cr_assert_eq(br->first_attempt_us, 10);
+        cr_assert_eq(br->last_attempt_us, 20);
+        cr_assert_eq(br->next_attempt_us, 30);
+        cr_assert_eq(br->first_deferral_us, 15);
+        cr_assert_eq(br->reply_code, 550);
+        cr_assert_str_eq(br->dsn_status, "5.1.1");
+        cr_assert_str_eq(br->last_reply, "no such user");
+        cr_assert_str_eq(br->reply_class, "permanent");
+        cr_assert_str_eq(br->rule, "5xx default");
+        cr_assert_str_eq(br->relay, "mx.example.org[192.0.2.1]:25");
+        cr_assert(br->failure_dsn_sent);
+        cr_assert_eq(b->rcpt[1].notify, NOTIFY_FAILURE | NOTIFY_DELAY);
+        free(text);
+        json_decref(j);
+        envelope_free(env);
+        envelope_free(b);
+}
+
+Test(queue, messages_move_between_folders_and_are_removed)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_ACTIVE, QUEUE_HOLD), 0);
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_HOLD, id, &env, NULL), 0);
+        envelope_free(env);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), -ENOENT);
+        cr_assert_eq(queue_move(q, id, QUEUE_HOLD, QUEUE_ACTIVE), 0);
+        cr_assert_eq(queue_remove(q, QUEUE_ACTIVE, id), 0);
+        cr_assert_eq(count_entries("active"), 0);
+        cr_assert_eq(count_entries("hold"), 0);
+        cr_assert_eq(count_entries("tmp"), 0);
+        cr_assert_eq(queue_remove(q, QUEUE_ACTIVE, id), -ENOENT);
+        free(id);
+}
+
+Test(queue, a_move_never_overwrites_another_message)
+{
+        char *id = commit_sample();
+        char path[512];
+        snprintf(path, sizeof(path), "%s/active/%s", spool, id);
+        cr_assert_eq(mkdir(path, 0700), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), -EEXIST);
+        cr_assert_eq(count_entries("incoming"), 1);
+        free(id);
+}
+
+Test(queue, enqueue_can_place_a_message_straight_into_active)
+{
+        struct envelope *env = sample_envelope();
+        env->is_dsn = true;
+        cr_assert_eq(queue_enqueue(q, QUEUE_ACTIVE, env, body, strlen(body)), 0);
+        cr_assert_eq(count_entries("active"), 1);
+        cr_assert_eq(count_entries("incoming"), 0);
+        envelope_free(env);
+}
+
+Test(queue, state_files_are_written_durably_and_read_back)
+{
+        cr_assert_eq(queue_state_write(q, "learned.json", "{}", 2), 0);
+        char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(queue_state_read(q, "learned.json", 1024, &text, &len), 0);
+        cr_assert_str_eq(text, "{}");
+        free(text);
+        cr_assert_eq(queue_state_write(q, "../escape", "x", 1), -EINVAL);
+        cr_assert_eq(queue_state_read(q, "missing.json", 1024, &text, &len), -ENOENT);
+}
+
+Test(queue, opening_a_missing_spool_fails_without_creating_it)
+{
+        struct queue *other = NULL;
+        char path[512];
+        snprintf(path, sizeof(path), "%s/nonexistent", spool);
+        cr_assert_eq(queue_open(path, 0, &other), -ENOENT);
+        cr_assert_eq(access(path, F_OK), -1);
+}
