@@ -1,0 +1,288 @@
+/* scheduler/scheduler.h — decides when each deferred recipient is tried again.
+ *
+ * Input: outcomes from smtpc (per-recipient replies, attempt-level failures)
+ * and the clock, passed in as int64_t microseconds (CLOCK_REALTIME, the same
+ * clock as the envelope times). Output: due times, destination states,
+ * and "give up" decisions. Owns no I/O except persisting what it learned
+ * (learned.json, through a caller-supplied write callback), so every rule
+ * is testable with a fake clock.
+ *
+ * Three parts:
+ *   classifier  reply → class + retry hint + the rule that matched. Rules
+ *               are data: a compiled-in table (scheduler/rules.c) and an
+ *               optional operator rule file (config key classifier_rules)
+ *               tried first. Any 5xx is permanent; an unmatched 4xx is
+ *               unknown_temp; 2xx is "accepted".
+ *   policies    per class from cfg->retry[]: first retry, growth, cap, hint,
+ *               scope (one recipient, or the whole destination).
+ *   timing      one min-heap keyed by due time holding every pending work
+ *               item; destinations (source address, route) carry their own
+ *               state (suspended / throttled / backoff, concurrency) and
+ *               park their items while they cannot take attempts, so a
+ *               suspension never touches every message.
+ *
+ * A work item is one message's recipients for one destination. The daemon
+ * creates it with sched_add() and keeps the returned handle (e.g. in its
+ * message record); the scheduler never looks inside userdata.
+ *
+ * Item life cycle:
+ *   sched_add ──► waiting (in the heap) ──sched_pop_due──► in flight
+ *        ▲                 │ destination suspended / full      │
+ *        │                 ▼                                   │
+ *        │           parked on the destination                 │
+ *        └──── sched_on_result (some recipient retries) ◄──────┘
+ *   sched_on_result with nothing left to retry, or sched_remove: freed.
+ *
+ * Not thread-safe: one loop owns a struct sched.
+ */
+#ifndef TARRY_SCHEDULER_H
+#define TARRY_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/reply_class.h"
+#include "config/config.h"
+
+#define SCHED_TEXT_MAX     8192  /* bytes of a reply looked at (the rest is ignored) */
+#define SCHED_ENH_MAX      16    /* "x.yyy.zzz" + NUL */
+#define SCHED_HINT_MAX_S   86400 /* hints above one day are clamped to it */
+#define SCHED_LEARNED_FILE "learned.json"
+
+/* ------------------------------------------------------------------ */
+/* Classifier                                                           */
+/* ------------------------------------------------------------------ */
+
+struct sched_classifier;
+
+/* A reply as smtpc reports it. text may carry the code prefix on every line
+ * ("451-4.7.1 Greylisted\r\n451 4.7.1 try again in 300 seconds") or not
+ * ("4.4.1 connect to mx[192.0.2.1]:25: Connection refused"); lines may be
+ * joined by "\r\n" or "\n". code/enhanced, when given, win over the text. */
+struct sched_reply {
+        int code;             /* basic code; 0: parse it from text */
+        const char *enhanced; /* "4.7.1"; NULL or "": parse it from text */
+        const char *text;     /* NUL-terminated; NULL is treated as "" */
+};
+
+struct sched_verdict {
+        bool accepted;                /* 2xx: delivered; class is meaningless */
+        enum reply_class cls;         /* greylist ... unknown_temp, permanent */
+        int64_t hint_s;               /* explicit delay stated in the text, -1: none */
+        const char *rule;             /* name of the rule that matched; lives as
+                                       * long as the classifier */
+        const char *reason;           /* that rule's one-line reason (same lifetime) */
+        int code;                     /* parsed basic code, 0 when unparseable */
+        char enhanced[SCHED_ENH_MAX]; /* parsed enhanced code, "" when none */
+};
+
+/* A classifier with the compiled-in default rules. 0 or -ENOMEM. */
+int sched_classifier_new(struct sched_classifier **out);
+void sched_classifier_free(struct sched_classifier *c);
+
+/* Add operator rules (tried before the defaults, in file order). Format
+ * (docs/scheduler.md): one rule a line, "#" comments and blank lines ignored,
+ *     CLASS  CODE  ENHANCED  TEXT
+ * CLASS a class name; CODE an fnmatch pattern on the 3-digit basic code
+ * ("4??", "421", "*"); ENHANCED an fnmatch pattern on the enhanced code
+ * ("4.7.*", "*", or "-" for "no enhanced code"); TEXT the rest of the line,
+ * a POSIX extended regex matched case-insensitively against the reply text
+ * (code prefixes removed, lines joined by spaces). The rule is named
+ * "BASENAME:LINE". Errors: -EINVAL with "file:line: what" in err (nothing
+ * added), -ENOENT/-EACCES for an unreadable file. */
+int sched_classifier_load_rules(struct sched_classifier *c, const char *path, char *err,
+                                size_t errlen);
+/* Same from memory; name is used for rule names and messages. */
+int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
+                                       const char *text, char *err, size_t errlen);
+
+/* Classify one reply. Bounded work for any input: at most SCHED_TEXT_MAX
+ * bytes are examined. Unparseable text is a temporary failure
+ * (unknown_temp, rule "unparseable"): a garbled reply never loses mail. */
+void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
+                    struct sched_verdict *out);
+/* Convenience: classify a reply given as one string. */
+void sched_classify_text(const struct sched_classifier *c, const char *text,
+                         struct sched_verdict *out);
+
+/* ------------------------------------------------------------------ */
+/* Scheduler                                                            */
+/* ------------------------------------------------------------------ */
+
+struct sched;
+struct sched_item;
+
+/* How the scheduler persists learned.json. write must replace the file
+ * atomically and durably (queue_state_write does); read returns -ENOENT when
+ * there is none yet. Both return 0 or a negative errno. Either may be NULL
+ * (nothing persisted / nothing loaded). */
+struct sched_io {
+        int (*write)(void *userdata, const char *name, const void *buf, size_t len);
+        int (*read)(void *userdata, const char *name, size_t limit, char **out, size_t *len);
+        void *userdata;
+};
+
+/* cfg and cls must outlive the scheduler (or be replaced with
+ * sched_set_config). io may be NULL. rng_seed seeds the jitter of
+ * destination back-off (tests pass a constant; tarryd passes something
+ * random). 0 or -ENOMEM. */
+int sched_new(const struct tarry_config *cfg, const struct sched_classifier *cls,
+              const struct sched_io *io, uint64_t rng_seed, struct sched **out);
+void sched_free(struct sched *s);
+
+/* Reload: new policies and limits apply to decisions made from now on. */
+void sched_set_config(struct sched *s, const struct tarry_config *cfg,
+                      const struct sched_classifier *cls);
+
+/* Load learned.json through io (at start-up, before adding items). Entries
+ * older than cfg->greylist_memory_s are dropped. Returns the number of
+ * destinations loaded, 0 when there is no file, -EBADMSG for a corrupt file
+ * (the scheduler then starts with nothing learned). */
+int sched_load_learned(struct sched *s, int64_t now_us);
+/* Write learned.json now (sched_on_result already does it whenever a learned
+ * delay changes; call this at shutdown). 0 or the write callback's error. */
+int sched_save_learned(struct sched *s, int64_t now_us);
+
+/* ---- work items ---- */
+
+/* Add a work item for destination (source_address, route) — source_address
+ * is the message's pinned address ("" or NULL: kernel's choice), route the
+ * smtpc route key ("mx:example.com", "[127.0.0.1]:2525"). due_us: first
+ * possible attempt (0 or the past: now). expires_us: when its recipients
+ * give up ("expired"), normally arrival + queue_lifetime; 0: never.
+ * 0 or -ENOMEM / -EINVAL (NULL route). */
+int sched_add(struct sched *s, const char *source_address, const char *route, int64_t due_us,
+              int64_t expires_us, void *userdata, struct sched_item **out);
+
+/* Forget an item whatever its state (message deleted, held, or done); the
+ * handle is invalid afterwards. An in-flight item gives its slot back. */
+void sched_remove(struct sched *s, struct sched_item *it);
+
+/* Move an item's due time (waiting or parked: to the heap at due_us; in
+ * flight: the attempt did not happen after all — slot returned, no result
+ * counted). O(log n). */
+void sched_reschedule(struct sched *s, struct sched_item *it, int64_t due_us);
+
+void *sched_item_userdata(const struct sched_item *it);
+int64_t sched_item_due(const struct sched_item *it);        /* 0 while in flight */
+const char *sched_item_route(const struct sched_item *it);  /* lives with the item */
+const char *sched_item_source(const struct sched_item *it); /* "" when none */
+
+/* ---- the daemon's loop ---- */
+
+/* Earliest time the daemon must call sched_pop_due: the first due item whose
+ * destination can take it, or the end of a suspension/back-off that releases
+ * parked items; INT64_MAX when nothing is pending. May park items (not const). */
+int64_t sched_next_due(struct sched *s, int64_t now_us);
+
+/* Up to max items that may be attempted now, respecting destination
+ * suspensions and concurrency. Each returned item is in flight until
+ * sched_on_result / sched_reschedule / sched_remove. Attempt those of its
+ * recipients whose own next attempt is due (<= now_us). Returns the count. */
+size_t sched_pop_due(struct sched *s, int64_t now_us, struct sched_item **out, size_t max);
+
+/* One recipient of an attempt, with what the envelope knows about it. */
+struct sched_rcpt_result {
+        /* The recipient's own reply; NULL: not attempted this time (its
+         * next_attempt_us is kept and counts for the item's due time). */
+        const struct sched_reply *reply;
+        int deferrals;             /* temporary failures so far (before this one) */
+        int64_t first_deferral_us; /* 0: never deferred */
+        int64_t last_deferral_us;  /* time of the latest deferral, 0: none */
+        int prev_class;            /* enum reply_class of the latest deferral, -1: none */
+        int64_t next_attempt_us;   /* only read when reply is NULL */
+};
+
+enum sched_action {
+        SCHED_DELIVERED, /* 2xx: mark delivered */
+        SCHED_RETRY,     /* temporary: retry at next_attempt_us */
+        SCHED_FAILED,    /* permanent (5xx, or expired): failure DSN */
+        SCHED_NOT_ATTEMPTED,
+};
+
+struct sched_decision {
+        enum sched_action action;
+        enum reply_class cls;      /* RETRY/FAILED: the class; DELIVERED: CLASS__MAX */
+        int64_t hint_s;            /* -1: none */
+        const char *rule;          /* classifier rule (classifier lifetime), or NULL */
+        const char *reason;        /* FAILED: "permanent" or "expired"; else NULL */
+        int64_t next_attempt_us;   /* RETRY (and NOT_ATTEMPTED: unchanged) */
+        int64_t first_deferral_us; /* for the envelope (kept, or set to now) */
+        int code;                  /* parsed basic code of the reply (envelope reply_code) */
+        char enhanced[SCHED_ENH_MAX];
+};
+
+/* The outcome of an attempt of item it (popped earlier). attempt_reply,
+ * when not NULL, is an attempt-level failure (smtpc's reply or synthesized
+ * "4.4.1 connect to …: Connection refused") that applies to every recipient
+ * whose reply is NULL. Fills out[i] for each rcpt[i]; updates the
+ * destination (suspension, back-off, concurrency, last reply) and greylist
+ * learning (persisted through io when a learned delay changes).
+ * Returns 1 when the item is waiting again (due at the earliest retry),
+ * 0 when no recipient is left to retry: the item has been freed and the
+ * handle is invalid. -EINVAL when it was not in flight (nothing changed). */
+int sched_on_result(struct sched *s, struct sched_item *it, int64_t now_us,
+                    const struct sched_reply *attempt_reply, const struct sched_rcpt_result *rcpt,
+                    size_t n, struct sched_decision *out);
+
+/* ---- admin actions ---- */
+
+/* Make the item due now (tarryq -i). A suspended destination stays
+ * suspended: resume it to force. -EINVAL when in flight (already trying). */
+int sched_retry_now(struct sched *s, struct sched_item *it, int64_t now_us);
+
+/* Every waiting item due now and every back-off (overload/routing) lifted;
+ * reputation/rate-limit suspensions stay (tarryq -f). O(n), no re-sort.
+ * Returns the number of items made due. */
+size_t sched_flush(struct sched *s, int64_t now_us);
+
+/* End the suspension/back-off of route (for one source address, or every
+ * source when source_address is NULL) now, at full concurrency. Returns
+ * the number of destinations resumed, -ENOENT when none is known. */
+int sched_resume_destination(struct sched *s, const char *route, const char *source_address,
+                             int64_t now_us);
+
+/* ---- status ---- */
+
+enum sched_dest_state {
+        SCHED_DEST_OK,
+        SCHED_DEST_SUSPENDED, /* reputation / rate_limit: no attempts until `until` */
+        SCHED_DEST_THROTTLED, /* resumed at reduced concurrency, raised on success */
+        SCHED_DEST_BACKOFF,   /* overload / routing: no attempts until `until` */
+};
+
+struct sched_dest_info {
+        const char *route;
+        const char *source_address; /* "" when none */
+        enum sched_dest_state state;
+        int64_t until_us; /* end of suspension/back-off; 0 when none */
+        int concurrency;  /* current limit */
+        int in_flight;
+        size_t queued;              /* items for it: waiting, parked or in flight */
+        const char *last_reply;     /* latest deferral's text, or NULL */
+        int last_class;             /* its class, -1 when none */
+        int64_t learned_greylist_s; /* -1 when nothing learned (or forgotten) */
+};
+
+/* "ok", "suspended", "throttled", "backoff". */
+const char *sched_dest_state_name(enum sched_dest_state st);
+
+/* Call cb for every known destination (strings valid during the call only).
+ * A non-zero return stops the walk and is returned. */
+int sched_foreach_destination(struct sched *s, int64_t now_us,
+                              int (*cb)(const struct sched_dest_info *d, void *userdata),
+                              void *userdata);
+
+/* Counters for status/metrics. */
+struct sched_stats {
+        size_t items;   /* all items */
+        size_t waiting; /* in the heap */
+        size_t parked;  /* held by a suspended / full destination */
+        size_t in_flight;
+        size_t destinations;
+        size_t suspended; /* destinations suspended or backing off */
+};
+void sched_get_stats(const struct sched *s, struct sched_stats *out);
+
+#endif
