@@ -1,0 +1,611 @@
+/* status/server.c — libmicrohttpd daemons (one per listener) driven from the
+ * caller's sd-event loop: MHD's epoll fd is one io source, and a one-shot
+ * timer is re-armed from MHD_get_timeout() after every MHD_run().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "common/cleanup.h"
+#include "status/listen.h"
+#include "status/request.h"
+#include "status/status.h"
+
+#define DEFAULT_MAX_CONNECTIONS 64
+#define DEFAULT_PER_IP          16
+#define DEFAULT_TIMEOUT_S       10
+#define DEFAULT_MAX_BODY        4096
+#define HEADER_MEMORY_LIMIT     (32 * 1024) /* request line + headers; beyond: 414/431 */
+#define DISCARD_FACTOR          16 /* a body this many times over the limit: hang up */
+
+struct listener {
+        struct status_server *server;
+        char *entry; /* as configured, for messages */
+        struct status_listen_addr addr;
+        bool created_path; /* unlink the unix socket on stop */
+        int port;          /* TCP: bound port */
+        struct MHD_Daemon *mhd;
+        sd_event_source *io;
+        sd_event_source *timer;
+};
+
+struct status_server {
+        sd_event *event;
+        struct status_provider provider;
+        struct status_metrics *metrics;
+        uid_t admin_uid;
+        size_t max_body;
+        void (*log)(void *userdata, const char *msg);
+        void *log_userdata;
+        struct listener *l;
+        size_t n;
+};
+
+/* Per request, from the first call of the access handler to completion. */
+struct request_ctx {
+        uint64_t body_bytes;
+};
+
+/* Provider result → HTTP code; anything not listed is a server error. */
+static const struct {
+        int error;
+        unsigned code;
+} errno_codes[] = {
+        {-ENOENT, MHD_HTTP_NOT_FOUND},      /* no such message or destination */
+        {-EINVAL, MHD_HTTP_BAD_REQUEST},    /* the action makes no sense for it */
+        {-EBUSY, MHD_HTTP_CONFLICT},        /* being delivered right now */
+        {-EPERM, MHD_HTTP_FORBIDDEN},       /* the provider refused */
+        {-EAGAIN, MHD_HTTP_SERVICE_UNAVAILABLE}, /* shutting down or reloading */
+};
+
+static unsigned errno_to_code(int r)
+{
+        for (size_t i = 0; i < ELEMENTSOF(errno_codes); i++)
+                if (errno_codes[i].error == r)
+                        return errno_codes[i].code;
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* ---- responses ---- */
+
+static void count_request(struct status_server *s, unsigned code)
+{
+        char buf[8];
+        if (!s->metrics)
+                return;
+        snprintf(buf, sizeof(buf), "%u", code);
+        (void)status_counter_add(s->metrics, STATUS_M_STATUS_REQUESTS, STATUS_LABELS(buf), 1);
+}
+
+static enum MHD_Result queue_buffer(struct status_server *s, struct MHD_Connection *c,
+                                    unsigned code, char *buf, size_t len, const char *type,
+                                    const char *allow)
+{
+        struct MHD_Response *resp =
+                MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(buf);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        if (allow)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+        enum MHD_Result ret = MHD_queue_response(c, code, resp);
+        MHD_destroy_response(resp);
+        count_request(s, code);
+        return ret;
+}
+
+/* Takes the reference to body. */
+static enum MHD_Result reply_json(struct status_server *s, struct MHD_Connection *c,
+                                  unsigned code, json_t *body, const char *allow)
+{
+        _cleanup_(json_decrefp) json_t *j = body;
+        char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        if (!text)
+                return MHD_NO;
+        size_t len = strlen(text);
+        char *buf = realloc(text, len + 2);
+        if (!buf) {
+                free(text);
+                return MHD_NO;
+        }
+        buf[len] = '\n';
+        buf[len + 1] = '\0';
+        return queue_buffer(s, c, code, buf, len + 1, "application/json", allow);
+}
+
+static enum MHD_Result reply_error(struct status_server *s, struct MHD_Connection *c,
+                                   unsigned code, const char *why, const char *allow)
+{
+        return reply_json(s, c, code, json_pack("{s:s, s:i}", "error", why, "status", code),
+                          allow);
+}
+
+static enum MHD_Result reply_errno(struct status_server *s, struct MHD_Connection *c, int r)
+{
+        return reply_error(s, c, errno_to_code(r), strerror(-r), NULL);
+}
+
+/* ---- admin checks ---- */
+
+static int peer_uid(struct MHD_Connection *c, uid_t *out)
+{
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (!ci)
+                return -EBADF;
+        if (getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        *out = cred.uid;
+        return 0;
+}
+
+/* NULL when the peer may run admin actions, else why not. */
+static const char *admin_refusal(struct listener *l, struct MHD_Connection *c)
+{
+        uid_t uid = (uid_t)-1;
+        if (!l->addr.is_unix)
+                return "admin actions are only accepted on the unix socket";
+        if (peer_uid(c, &uid) < 0)
+                return "cannot tell who is asking (SO_PEERCRED failed)";
+        if (uid != 0 && uid != l->server->admin_uid)
+                return "admin actions need root or tarryd's user";
+        return NULL;
+}
+
+/* ---- endpoints ---- */
+
+static enum MHD_Result handle_status(struct status_server *s, struct MHD_Connection *c)
+{
+        json_t *out = NULL;
+        if (!s->provider.get_status)
+                return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no status provider", NULL);
+        int r = s->provider.get_status(s->provider.userdata, &out);
+        if (r < 0)
+                return reply_errno(s, c, r);
+        return reply_json(s, c, MHD_HTTP_OK, out, NULL);
+}
+
+struct qargs {
+        struct status_queue_filter filter;
+        unsigned seen;
+        const char *why;
+        int r;
+};
+
+static enum MHD_Result collect_qarg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+        struct qargs *q = cls;
+        (void)kind;
+        q->r = status_parse_queue_arg(&q->filter, &q->seen, key, value, &q->why);
+        return q->r < 0 ? MHD_NO : MHD_YES;
+}
+
+static enum MHD_Result handle_queue(struct status_server *s, struct MHD_Connection *c)
+{
+        struct qargs q = {.r = 0};
+        json_t *page = NULL;
+        size_t total = 0;
+
+        status_queue_filter_init(&q.filter);
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_qarg, &q);
+        if (q.r < 0)
+                return reply_error(s, c, MHD_HTTP_BAD_REQUEST, q.why, NULL);
+        if (!s->provider.list_queue)
+                return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
+        int r = s->provider.list_queue(s->provider.userdata, &q.filter, &page, &total);
+        if (r < 0)
+                return reply_errno(s, c, r);
+        if (!json_is_array(page)) {
+                json_decref(page);
+                return reply_errno(s, c, -EIO);
+        }
+        return reply_json(s, c, MHD_HTTP_OK,
+                          json_pack("{s:I, s:I, s:I, s:o}", "total", (json_int_t)total, "offset",
+                                    (json_int_t)q.filter.offset, "limit",
+                                    (json_int_t)q.filter.limit, "messages", page),
+                          NULL);
+}
+
+static enum MHD_Result handle_message(struct status_server *s, struct MHD_Connection *c,
+                                      const char *id)
+{
+        json_t *out = NULL;
+        if (!s->provider.get_message)
+                return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
+        int r = s->provider.get_message(s->provider.userdata, id, &out);
+        if (r == -ENOENT)
+                return reply_error(s, c, MHD_HTTP_NOT_FOUND, "no such message in the queue",
+                                   NULL);
+        if (r < 0)
+                return reply_errno(s, c, r);
+        return reply_json(s, c, MHD_HTTP_OK, out, NULL);
+}
+
+static enum MHD_Result handle_metrics(struct status_server *s, struct MHD_Connection *c)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        if (!s->metrics)
+                return reply_error(s, c, MHD_HTTP_NOT_FOUND, "metrics are not enabled", NULL);
+        if (s->provider.refresh_metrics) {
+                int r = s->provider.refresh_metrics(s->provider.userdata, s->metrics);
+                if (r < 0)
+                        return reply_errno(s, c, r);
+        }
+        /* Count this scrape before rendering so it sees itself, like other exporters. */
+        count_request(s, MHD_HTTP_OK);
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return MHD_NO;
+        int r = status_metrics_render(s->metrics, f);
+        if (fclose(f) != 0 || r < 0) {
+                free(buf);
+                return reply_errno(s, c, r < 0 ? r : -EIO);
+        }
+        struct MHD_Response *resp =
+                MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(buf);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return ret;
+}
+
+static enum MHD_Result handle_action(struct listener *l, struct MHD_Connection *c,
+                                     const struct status_request *req)
+{
+        struct status_server *s = l->server;
+        const char *refusal = admin_refusal(l, c);
+        if (refusal)
+                return reply_error(s, c, MHD_HTTP_FORBIDDEN, refusal, NULL);
+        if (!s->provider.action)
+                return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no action provider", NULL);
+        const char *target = req->target[0] ? req->target : NULL;
+        int r = s->provider.action(s->provider.userdata, req->action, target);
+        if (r < 0)
+                return reply_errno(s, c, r);
+        return reply_json(s, c, MHD_HTTP_OK,
+                          json_pack("{s:b, s:s, s:s?, s:i}", "ok", 1, "action",
+                                    status_action_name(req->action), "target", target, "count",
+                                    r),
+                          NULL);
+}
+
+static enum MHD_Result count_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+        (void)kind, (void)key, (void)value;
+        (*(unsigned *)cls)++;
+        return MHD_YES;
+}
+
+static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, const char *url,
+                                const char *method)
+{
+        struct status_server *s = l->server;
+        struct status_request req;
+        const char *allow, *why;
+        unsigned n_args = 0;
+
+        int r = status_parse_request(method, url, &req, &allow, &why);
+        if (r == -ENOENT)
+                return reply_error(s, c, MHD_HTTP_NOT_FOUND, why, NULL);
+        if (r == -EOPNOTSUPP)
+                return reply_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, why, allow);
+        if (r < 0)
+                return reply_error(s, c, MHD_HTTP_BAD_REQUEST, why, NULL);
+        if (req.route != ROUTE_QUEUE)
+                MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, count_arg, &n_args);
+        if (n_args > 0)
+                return reply_error(s, c, MHD_HTTP_BAD_REQUEST,
+                                   "this resource takes no query parameters", NULL);
+        switch (req.route) {
+        case ROUTE_STATUS:
+                return handle_status(s, c);
+        case ROUTE_QUEUE:
+                return handle_queue(s, c);
+        case ROUTE_MESSAGE:
+                return handle_message(s, c, req.target);
+        case ROUTE_METRICS:
+                return handle_metrics(s, c);
+        case ROUTE_ACTION:
+                return handle_action(l, c, &req);
+        }
+        return reply_errno(s, c, -EINVAL);
+}
+
+/* True when the declared Content-Length is over the limit (or unreadable). */
+static bool declared_too_large(struct MHD_Connection *c, size_t max)
+{
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (!cl)
+                return false;
+        size_t n = strlen(cl);
+        if (n == 0 || n > 18 || strspn(cl, "0123456789") != n)
+                return true;
+        return strtoull(cl, NULL, 10) > max;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+        struct listener *l = cls;
+        struct status_server *s = l->server;
+        struct request_ctx *ctx = *con_cls;
+        (void)version, (void)upload_data;
+
+        if (!ctx) {
+                if (!(ctx = calloc(1, sizeof(*ctx))))
+                        return MHD_NO;
+                *con_cls = ctx;
+                if (declared_too_large(c, s->max_body))
+                        return reply_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                                           "request body too large", NULL);
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0) {
+                ctx->body_bytes += *upload_data_size;
+                *upload_data_size = 0; /* bodies are read and dropped: no endpoint takes one */
+                return ctx->body_bytes > (uint64_t)s->max_body * DISCARD_FACTOR ? MHD_NO
+                                                                                 : MHD_YES;
+        }
+        if (ctx->body_bytes > s->max_body)
+                return reply_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large",
+                                   NULL);
+        return dispatch(l, c, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+        (void)cls, (void)c, (void)toe;
+        free(*con_cls);
+        *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+        struct status_server *s = cls;
+        char msg[512];
+        if (!s->log)
+                return;
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        msg[strcspn(msg, "\n")] = '\0';
+        s->log(s->log_userdata, msg);
+}
+
+/* ---- the loop ---- */
+
+static void rearm(struct listener *l)
+{
+        MHD_UNSIGNED_LONG_LONG ms;
+        uint64_t now;
+        if (MHD_get_timeout(l->mhd, &ms) != MHD_YES) {
+                sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
+                return;
+        }
+        if (ms > 86400000ULL)
+                ms = 86400000ULL;
+        if (sd_event_now(l->server->event, CLOCK_MONOTONIC, &now) < 0)
+                return;
+        sd_event_source_set_time(l->timer, now + ms * 1000);
+        sd_event_source_set_enabled(l->timer, SD_EVENT_ONESHOT);
+}
+
+static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+        struct listener *l = userdata;
+        (void)src, (void)fd, (void)revents;
+        MHD_run(l->mhd);
+        rearm(l);
+        return 0;
+}
+
+static int on_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        struct listener *l = userdata;
+        (void)src, (void)usec;
+        MHD_run(l->mhd);
+        rearm(l);
+        return 0;
+}
+
+/* ---- start / stop ---- */
+
+static int open_socket(struct status_server *s, struct listener *l,
+                       const struct status_options *opt, int *fd, const char **why)
+{
+        int afd = listen_activated(&l->addr, opt->activated_fds, opt->n_activated_fds);
+        int r;
+        (void)s;
+        if (afd >= 0) {
+                *fd = fcntl(afd, F_DUPFD_CLOEXEC, 3);
+                if (*fd < 0)
+                        return -errno;
+                return fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK) < 0 ? -errno : 0;
+        }
+        if (l->addr.is_unix) {
+                r = listen_unix(&l->addr, opt->group, fd, why);
+                l->created_path = r >= 0;
+                return r;
+        }
+        return listen_tcp(&l->addr, fd);
+}
+
+static int start_mhd(struct listener *l, const struct status_options *opt, int fd)
+{
+        struct status_server *s = l->server;
+        unsigned flags = MHD_USE_EPOLL | (s->log ? MHD_USE_ERROR_LOG : 0);
+        struct MHD_OptionItem items[] = {
+                {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
+                {MHD_OPTION_CONNECTION_LIMIT,
+                 opt->max_connections ? opt->max_connections : DEFAULT_MAX_CONNECTIONS, NULL},
+                {MHD_OPTION_CONNECTION_TIMEOUT,
+                 opt->connection_timeout_s ? opt->connection_timeout_s : DEFAULT_TIMEOUT_S, NULL},
+                {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY_LIMIT, NULL},
+                /* per-address limits mean nothing on a unix socket */
+                {l->addr.is_unix ? MHD_OPTION_END : MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                 opt->per_ip_connections ? opt->per_ip_connections : DEFAULT_PER_IP, NULL},
+                {MHD_OPTION_END, 0, NULL},
+        };
+        l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER,
+                                  on_mhd_log, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                                  MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+        if (!l->mhd) {
+                close(fd);
+                return -EIO;
+        }
+        return 0;
+}
+
+static int attach(struct listener *l)
+{
+        sd_event *e = l->server->event;
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(l->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!di)
+                return -EIO;
+        int r = sd_event_add_io(e, &l->io, di->epoll_fd, EPOLLIN, on_io, l);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(e, &l->timer, CLOCK_MONOTONIC, 0, 1000, on_timer, l);
+        if (r < 0)
+                return r;
+        sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
+        rearm(l);
+        return 0;
+}
+
+static int start_listener(struct status_server *s, struct listener *l,
+                          const struct status_options *opt, const char **why)
+{
+        int fd = -1;
+        int r = status_parse_listen(l->entry, &l->addr, why);
+        if (r < 0)
+                return r;
+        if (!l->addr.is_unix && !opt->allow_remote && !status_addr_is_loopback(l->addr.host)) {
+                *why = "not a loopback address; set status_allow_remote = yes to serve it";
+                return -EPERM;
+        }
+        if ((r = open_socket(s, l, opt, &fd, why)) < 0)
+                return r;
+        l->port = l->addr.is_unix ? 0 : listen_port(fd);
+        if ((r = start_mhd(l, opt, fd)) < 0) {
+                *why = "libmicrohttpd refused to start";
+                return r;
+        }
+        return attach(l);
+}
+
+static void listener_stop(struct listener *l)
+{
+        l->io = sd_event_source_disable_unref(l->io);
+        l->timer = sd_event_source_disable_unref(l->timer);
+        if (l->mhd)
+                MHD_stop_daemon(l->mhd);
+        l->mhd = NULL;
+        if (l->created_path)
+                unlink(l->addr.path);
+        free(l->entry);
+}
+
+void status_stop(struct status_server *s)
+{
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n; i++)
+                listener_stop(&s->l[i]);
+        free(s->l);
+        sd_event_unref(s->event);
+        free(s);
+}
+
+static size_t count_entries(const char *const *listen)
+{
+        size_t n = 0;
+        while (listen && listen[n])
+                n++;
+        return n;
+}
+
+static void report(char *err, size_t errlen, const char *entry, const char *why, int r)
+{
+        if (err && errlen)
+                snprintf(err, errlen, "status_listen '%s': %s", entry ? entry : "",
+                         why ? why : strerror(-r));
+}
+
+int status_start(sd_event *event, const struct status_options *opt,
+                 const struct status_provider *provider, struct status_metrics *metrics,
+                 struct status_server **out, char *err, size_t errlen)
+{
+        if (!event || !opt || !provider || !out)
+                return -EINVAL;
+        struct status_server *s = calloc(1, sizeof(*s));
+        size_t n = count_entries(opt->listen);
+        if (!s || !(s->l = calloc(n ? n : 1, sizeof(struct listener)))) {
+                free(s);
+                return -ENOMEM;
+        }
+        s->event = sd_event_ref(event);
+        s->provider = *provider;
+        s->metrics = metrics;
+        s->admin_uid = opt->admin_uid;
+        s->max_body = opt->max_body ? opt->max_body : DEFAULT_MAX_BODY;
+        s->log = opt->log;
+        s->log_userdata = opt->log_userdata;
+        for (size_t i = 0; i < n; i++) {
+                const char *why = NULL;
+                struct listener *l = &s->l[s->n++];
+                l->server = s;
+                l->entry = strdup(opt->listen[i]);
+                int r = l->entry ? start_listener(s, l, opt, &why) : -ENOMEM;
+                if (r < 0) {
+                        report(err, errlen, opt->listen[i], why, r);
+                        status_stop(s);
+                        return r;
+                }
+        }
+        *out = s;
+        return 0;
+}
+
+int status_tcp_port(const struct status_server *s)
+{
+        for (size_t i = 0; s && i < s->n; i++)
+                if (!s->l[i].addr.is_unix)
+                        return s->l[i].port;
+        return -ENOENT;
+}
+
+static const char *const action_names[] = {
+        [STATUS_ACTION_RETRY] = "retry",     [STATUS_ACTION_FLUSH] = "flush",
+        [STATUS_ACTION_HOLD] = "hold",       [STATUS_ACTION_RELEASE] = "release",
+        [STATUS_ACTION_DELETE] = "delete",   [STATUS_ACTION_RESUME] = "resume",
+};
+
+const char *status_action_name(enum status_action a)
+{
+        return (unsigned)a < STATUS_ACTION__MAX ? action_names[a] : NULL;
+}
