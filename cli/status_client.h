@@ -10,6 +10,7 @@
 #ifndef TARRY_CLI_STATUS_CLIENT_H
 #define TARRY_CLI_STATUS_CLIENT_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -34,7 +35,8 @@ void status_client_free(struct status_client *c);
  * (query included). Tries each endpoint until one answers. Returns 0 when an
  * HTTP reply came back (any code; *body is NUL-terminated, caller frees),
  * STATUS_CLIENT_NOT_ANSWERING when none did, -EINVAL for a bad method or
- * path, -EFBIG for an oversized reply, -ENOMEM. */
+ * path, -EFBIG for an oversized reply, -EPROTO for another transfer error
+ * (see status_client_last_error), -ENOMEM. */
 int status_client_request(struct status_client *c, const char *method, const char *path,
                           long *http_code, char **body, size_t *body_len);
 

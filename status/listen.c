@@ -77,8 +77,7 @@ int listen_unix(const struct status_listen_addr *a, const char *group, int *out_
         return 0;
 }
 
-int listen_sockaddr(const struct status_listen_addr *a, struct sockaddr_storage *ss,
-                    socklen_t *len)
+int listen_sockaddr(const struct status_listen_addr *a, struct sockaddr_storage *ss, socklen_t *len)
 {
         memset(ss, 0, sizeof(*ss));
         struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
@@ -107,7 +106,7 @@ int listen_tcp(const struct status_listen_addr *a, int *out_fd)
         if (r < 0)
                 return r;
         _cleanup_close_ int fd =
-                socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+            socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)

@@ -16,8 +16,8 @@
 #define MAX_LABEL_VALUE 1024
 
 struct series {
-        char **values; /* n_labels label values */
-        double value;  /* counter, gauge */
+        char **values;     /* n_labels label values */
+        double value;      /* counter, gauge */
         uint64_t *buckets; /* histogram: per-bucket (not cumulative) counts, +Inf last */
         double sum;
         uint64_t count;
@@ -41,9 +41,9 @@ struct status_metrics {
 };
 
 static const char *const type_names[] = {
-        [STATUS_METRIC_COUNTER] = "counter",
-        [STATUS_METRIC_GAUGE] = "gauge",
-        [STATUS_METRIC_HISTOGRAM] = "histogram",
+    [STATUS_METRIC_COUNTER] = "counter",
+    [STATUS_METRIC_GAUGE] = "gauge",
+    [STATUS_METRIC_HISTOGRAM] = "histogram",
 };
 
 int status_metrics_new(struct status_metrics **out)
@@ -458,7 +458,7 @@ int status_metrics_render(const struct status_metrics *m, FILE *f)
 
 /* Delivery latency spans seconds (a fast MX) to days (greylisting, backoff). */
 static const double latency_buckets[] = {
-        1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600,
+    1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600,
 };
 
 static const struct {
@@ -467,22 +467,22 @@ static const struct {
         const char *labels;
         const char *help;
 } tarry_families[] = {
-        /* what is in the spool now, so a stuck class or hold pile-up is visible */
-        {STATUS_M_QUEUE_MESSAGES, STATUS_METRIC_GAUGE, "state,class",
-         "Messages in the queue by state and last deferral class."},
-        /* the classifier's verdicts over time */
-        {STATUS_M_ATTEMPTS, STATUS_METRIC_COUNTER, "class,outcome",
-         "Delivery attempts per recipient by reply class and outcome."},
-        /* destinations paused for reputation or rate limits */
-        {STATUS_M_DEST_SUSPENDED, STATUS_METRIC_GAUGE, NULL,
-         "Destinations currently suspended or throttled."},
-        /* bounces sent: a spike means mail is being lost to senders' inboxes */
-        {STATUS_M_DSN_SENT, STATUS_METRIC_COUNTER, "type", "Delivery status notifications sent."},
-        /* disk trouble or corrupt envelopes */
-        {STATUS_M_SPOOL_ERRORS, STATUS_METRIC_COUNTER, "kind", "Spool errors by kind."},
-        /* the endpoint's own traffic, kept by status/ */
-        {STATUS_M_STATUS_REQUESTS, STATUS_METRIC_COUNTER, "code",
-         "Requests answered by the status endpoint by HTTP code."},
+    /* what is in the spool now, so a stuck class or hold pile-up is visible */
+    {STATUS_M_QUEUE_MESSAGES, STATUS_METRIC_GAUGE, "state,class",
+     "Messages in the queue by state and last deferral class."},
+    /* the classifier's verdicts over time */
+    {STATUS_M_ATTEMPTS, STATUS_METRIC_COUNTER, "class,outcome",
+     "Delivery attempts per recipient by reply class and outcome."},
+    /* destinations paused for reputation or rate limits */
+    {STATUS_M_DEST_SUSPENDED, STATUS_METRIC_GAUGE, NULL,
+     "Destinations currently suspended or throttled."},
+    /* bounces sent: a spike means mail is being lost to senders' inboxes */
+    {STATUS_M_DSN_SENT, STATUS_METRIC_COUNTER, "type", "Delivery status notifications sent."},
+    /* disk trouble or corrupt envelopes */
+    {STATUS_M_SPOOL_ERRORS, STATUS_METRIC_COUNTER, "kind", "Spool errors by kind."},
+    /* the endpoint's own traffic, kept by status/ */
+    {STATUS_M_STATUS_REQUESTS, STATUS_METRIC_COUNTER, "code",
+     "Requests answered by the status endpoint by HTTP code."},
 };
 
 int status_metrics_declare_tarry(struct status_metrics *m)
@@ -493,7 +493,7 @@ int status_metrics_declare_tarry(struct status_metrics *m)
                 if (r < 0)
                         return r;
         }
-        return status_metric_declare_histogram(
-                m, STATUS_M_LATENCY, "Seconds from arrival to delivery, per recipient.", NULL,
-                latency_buckets, ELEMENTSOF(latency_buckets));
+        return status_metric_declare_histogram(m, STATUS_M_LATENCY,
+                                               "Seconds from arrival to delivery, per recipient.",
+                                               NULL, latency_buckets, ELEMENTSOF(latency_buckets));
 }

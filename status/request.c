@@ -29,26 +29,26 @@ struct route {
 
 /* Every endpoint, one row each; admin rows change state and need a trusted peer. */
 static const struct route routes[] = {
-        /* summary of the whole daemon */
-        {"GET", {"status"}, ROUTE_STATUS, false, 0},
-        /* listing with filters and paging */
-        {"GET", {"queue"}, ROUTE_QUEUE, false, 0},
-        /* one message with its last transcript */
-        {"GET", {"queue", "{id}"}, ROUTE_MESSAGE, false, 0},
-        /* Prometheus scrape */
-        {"GET", {"metrics"}, ROUTE_METRICS, false, 0},
-        /* tarryq -i ID: attempt one message now */
-        {"POST", {"queue", "{id}", "retry"}, ROUTE_ACTION, true, STATUS_ACTION_RETRY},
-        /* tarryq -h ID: put aside */
-        {"POST", {"queue", "{id}", "hold"}, ROUTE_ACTION, true, STATUS_ACTION_HOLD},
-        /* tarryq -H ID: take back from hold */
-        {"POST", {"queue", "{id}", "release"}, ROUTE_ACTION, true, STATUS_ACTION_RELEASE},
-        /* tarryq -d ID: remove without a bounce */
-        {"DELETE", {"queue", "{id}"}, ROUTE_ACTION, true, STATUS_ACTION_DELETE},
-        /* tarryq -f: every deferred message now */
-        {"POST", {"flush"}, ROUTE_ACTION, true, STATUS_ACTION_FLUSH},
-        /* lift a reputation / rate-limit suspension early */
-        {"POST", {"destinations", "{name}", "resume"}, ROUTE_ACTION, true, STATUS_ACTION_RESUME},
+    /* summary of the whole daemon */
+    {"GET", {"status"}, ROUTE_STATUS, false, 0},
+    /* listing with filters and paging */
+    {"GET", {"queue"}, ROUTE_QUEUE, false, 0},
+    /* one message with its last transcript */
+    {"GET", {"queue", "{id}"}, ROUTE_MESSAGE, false, 0},
+    /* Prometheus scrape */
+    {"GET", {"metrics"}, ROUTE_METRICS, false, 0},
+    /* tarryq -i ID: attempt one message now */
+    {"POST", {"queue", "{id}", "retry"}, ROUTE_ACTION, true, STATUS_ACTION_RETRY},
+    /* tarryq -h ID: put aside */
+    {"POST", {"queue", "{id}", "hold"}, ROUTE_ACTION, true, STATUS_ACTION_HOLD},
+    /* tarryq -H ID: take back from hold */
+    {"POST", {"queue", "{id}", "release"}, ROUTE_ACTION, true, STATUS_ACTION_RELEASE},
+    /* tarryq -d ID: remove without a bounce */
+    {"DELETE", {"queue", "{id}"}, ROUTE_ACTION, true, STATUS_ACTION_DELETE},
+    /* tarryq -f: every deferred message now */
+    {"POST", {"flush"}, ROUTE_ACTION, true, STATUS_ACTION_FLUSH},
+    /* lift a reputation / rate-limit suspension early */
+    {"POST", {"destinations", "{name}", "resume"}, ROUTE_ACTION, true, STATUS_ACTION_RESUME},
 };
 
 bool status_id_valid(const char *id)
@@ -188,9 +188,9 @@ int status_parse_request(const char *method, const char *path, struct status_req
 /* ---- GET /queue arguments ---- */
 
 static const char *const qstate_names[] = {
-        [STATUS_QSTATE_ANY] = "any",           [STATUS_QSTATE_INCOMING] = "incoming",
-        [STATUS_QSTATE_ACTIVE] = "active",     [STATUS_QSTATE_DEFERRED] = "deferred",
-        [STATUS_QSTATE_HOLD] = "hold",         [STATUS_QSTATE_CORRUPT] = "corrupt",
+    [STATUS_QSTATE_ANY] = "any",       [STATUS_QSTATE_INCOMING] = "incoming",
+    [STATUS_QSTATE_ACTIVE] = "active", [STATUS_QSTATE_DEFERRED] = "deferred",
+    [STATUS_QSTATE_HOLD] = "hold",     [STATUS_QSTATE_CORRUPT] = "corrupt",
 };
 
 const char *status_queue_state_name(enum status_queue_state s)
@@ -269,8 +269,9 @@ int status_parse_queue_arg(struct status_queue_filter *f, unsigned *seen, const 
                 const char *name;
                 enum qarg arg;
         } keys[] = {
-                {"class", QARG_CLASS},   {"destination", QARG_DESTINATION}, {"state", QARG_STATE},
-                {"offset", QARG_OFFSET}, {"limit", QARG_LIMIT},
+            {"class", QARG_CLASS}, {"destination", QARG_DESTINATION},
+            {"state", QARG_STATE}, {"offset", QARG_OFFSET},
+            {"limit", QARG_LIMIT},
         };
         for (size_t i = 0; key && i < ELEMENTSOF(keys); i++) {
                 if (strcmp(keys[i].name, key) != 0)

@@ -24,7 +24,7 @@
 #define DEFAULT_TIMEOUT_S       10
 #define DEFAULT_MAX_BODY        4096
 #define HEADER_MEMORY_LIMIT     (32 * 1024) /* request line + headers; beyond: 414/431 */
-#define DISCARD_FACTOR          16 /* a body this many times over the limit: hang up */
+#define DISCARD_FACTOR          16          /* a body this many times over the limit: hang up */
 
 struct listener {
         struct status_server *server;
@@ -59,11 +59,11 @@ static const struct {
         int error;
         unsigned code;
 } errno_codes[] = {
-        {-ENOENT, MHD_HTTP_NOT_FOUND},      /* no such message or destination */
-        {-EINVAL, MHD_HTTP_BAD_REQUEST},    /* the action makes no sense for it */
-        {-EBUSY, MHD_HTTP_CONFLICT},        /* being delivered right now */
-        {-EPERM, MHD_HTTP_FORBIDDEN},       /* the provider refused */
-        {-EAGAIN, MHD_HTTP_SERVICE_UNAVAILABLE}, /* shutting down or reloading */
+    {-ENOENT, MHD_HTTP_NOT_FOUND},           /* no such message or destination */
+    {-EINVAL, MHD_HTTP_BAD_REQUEST},         /* the action makes no sense for it */
+    {-EBUSY, MHD_HTTP_CONFLICT},             /* being delivered right now */
+    {-EPERM, MHD_HTTP_FORBIDDEN},            /* the provider refused */
+    {-EAGAIN, MHD_HTTP_SERVICE_UNAVAILABLE}, /* shutting down or reloading */
 };
 
 static unsigned errno_to_code(int r)
@@ -90,7 +90,7 @@ static enum MHD_Result queue_buffer(struct status_server *s, struct MHD_Connecti
                                     const char *allow)
 {
         struct MHD_Response *resp =
-                MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+            MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
         if (!resp) {
                 free(buf);
                 return MHD_NO;
@@ -106,8 +106,8 @@ static enum MHD_Result queue_buffer(struct status_server *s, struct MHD_Connecti
 }
 
 /* Takes the reference to body. */
-static enum MHD_Result reply_json(struct status_server *s, struct MHD_Connection *c,
-                                  unsigned code, json_t *body, const char *allow)
+static enum MHD_Result reply_json(struct status_server *s, struct MHD_Connection *c, unsigned code,
+                                  json_t *body, const char *allow)
 {
         _cleanup_(json_decrefp) json_t *j = body;
         char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
@@ -124,11 +124,10 @@ static enum MHD_Result reply_json(struct status_server *s, struct MHD_Connection
         return queue_buffer(s, c, code, buf, len + 1, "application/json", allow);
 }
 
-static enum MHD_Result reply_error(struct status_server *s, struct MHD_Connection *c,
-                                   unsigned code, const char *why, const char *allow)
+static enum MHD_Result reply_error(struct status_server *s, struct MHD_Connection *c, unsigned code,
+                                   const char *why, const char *allow)
 {
-        return reply_json(s, c, code, json_pack("{s:s, s:i}", "error", why, "status", code),
-                          allow);
+        return reply_json(s, c, code, json_pack("{s:s, s:i}", "error", why, "status", code), allow);
 }
 
 static enum MHD_Result reply_errno(struct status_server *s, struct MHD_Connection *c, int r)
@@ -141,7 +140,7 @@ static enum MHD_Result reply_errno(struct status_server *s, struct MHD_Connectio
 static int peer_uid(struct MHD_Connection *c, uid_t *out)
 {
         const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         struct ucred cred;
         socklen_t len = sizeof(cred);
         if (!ci)
@@ -228,8 +227,7 @@ static enum MHD_Result handle_message(struct status_server *s, struct MHD_Connec
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
         int r = s->provider.get_message(s->provider.userdata, id, &out);
         if (r == -ENOENT)
-                return reply_error(s, c, MHD_HTTP_NOT_FOUND, "no such message in the queue",
-                                   NULL);
+                return reply_error(s, c, MHD_HTTP_NOT_FOUND, "no such message in the queue", NULL);
         if (r < 0)
                 return reply_errno(s, c, r);
         return reply_json(s, c, MHD_HTTP_OK, out, NULL);
@@ -257,7 +255,7 @@ static enum MHD_Result handle_metrics(struct status_server *s, struct MHD_Connec
                 return reply_errno(s, c, r < 0 ? r : -EIO);
         }
         struct MHD_Response *resp =
-                MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+            MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
         if (!resp) {
                 free(buf);
                 return MHD_NO;
@@ -285,8 +283,7 @@ static enum MHD_Result handle_action(struct listener *l, struct MHD_Connection *
                 return reply_errno(s, c, r);
         return reply_json(s, c, MHD_HTTP_OK,
                           json_pack("{s:b, s:s, s:s?, s:i}", "ok", 1, "action",
-                                    status_action_name(req->action), "target", target, "count",
-                                    r),
+                                    status_action_name(req->action), "target", target, "count", r),
                           NULL);
 }
 
@@ -336,8 +333,8 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
 /* True when the declared Content-Length is over the limit (or unreadable). */
 static bool declared_too_large(struct MHD_Connection *c, size_t max)
 {
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (!cl)
                 return false;
         size_t n = strlen(cl);
@@ -347,9 +344,8 @@ static bool declared_too_large(struct MHD_Connection *c, size_t max)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
         struct listener *l = cls;
         struct status_server *s = l->server;
@@ -368,8 +364,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (*upload_data_size > 0) {
                 ctx->body_bytes += *upload_data_size;
                 *upload_data_size = 0; /* bodies are read and dropped: no endpoint takes one */
-                return ctx->body_bytes > (uint64_t)s->max_body * DISCARD_FACTOR ? MHD_NO
-                                                                                 : MHD_YES;
+                return ctx->body_bytes > (uint64_t)s->max_body * DISCARD_FACTOR ? MHD_NO : MHD_YES;
         }
         if (ctx->body_bytes > s->max_body)
                 return reply_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large",
@@ -459,16 +454,16 @@ static int start_mhd(struct listener *l, const struct status_options *opt, int f
         struct status_server *s = l->server;
         unsigned flags = MHD_USE_EPOLL | (s->log ? MHD_USE_ERROR_LOG : 0);
         struct MHD_OptionItem items[] = {
-                {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
-                {MHD_OPTION_CONNECTION_LIMIT,
-                 opt->max_connections ? opt->max_connections : DEFAULT_MAX_CONNECTIONS, NULL},
-                {MHD_OPTION_CONNECTION_TIMEOUT,
-                 opt->connection_timeout_s ? opt->connection_timeout_s : DEFAULT_TIMEOUT_S, NULL},
-                {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY_LIMIT, NULL},
-                /* per-address limits mean nothing on a unix socket */
-                {l->addr.is_unix ? MHD_OPTION_END : MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                 opt->per_ip_connections ? opt->per_ip_connections : DEFAULT_PER_IP, NULL},
-                {MHD_OPTION_END, 0, NULL},
+            {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
+            {MHD_OPTION_CONNECTION_LIMIT,
+             opt->max_connections ? opt->max_connections : DEFAULT_MAX_CONNECTIONS, NULL},
+            {MHD_OPTION_CONNECTION_TIMEOUT,
+             opt->connection_timeout_s ? opt->connection_timeout_s : DEFAULT_TIMEOUT_S, NULL},
+            {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY_LIMIT, NULL},
+            /* per-address limits mean nothing on a unix socket */
+            {l->addr.is_unix ? MHD_OPTION_END : MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+             opt->per_ip_connections ? opt->per_ip_connections : DEFAULT_PER_IP, NULL},
+            {MHD_OPTION_END, 0, NULL},
         };
         l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER,
                                   on_mhd_log, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
@@ -600,9 +595,9 @@ int status_tcp_port(const struct status_server *s)
 }
 
 static const char *const action_names[] = {
-        [STATUS_ACTION_RETRY] = "retry",     [STATUS_ACTION_FLUSH] = "flush",
-        [STATUS_ACTION_HOLD] = "hold",       [STATUS_ACTION_RELEASE] = "release",
-        [STATUS_ACTION_DELETE] = "delete",   [STATUS_ACTION_RESUME] = "resume",
+    [STATUS_ACTION_RETRY] = "retry",   [STATUS_ACTION_FLUSH] = "flush",
+    [STATUS_ACTION_HOLD] = "hold",     [STATUS_ACTION_RELEASE] = "release",
+    [STATUS_ACTION_DELETE] = "delete", [STATUS_ACTION_RESUME] = "resume",
 };
 
 const char *status_action_name(enum status_action a)

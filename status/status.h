@@ -83,14 +83,15 @@ int status_metric_value(const struct status_metrics *m, const char *name,
 int status_metrics_render(const struct status_metrics *m, FILE *f);
 
 /* tarry's standard families (declared by status_metrics_declare_tarry): */
-#define STATUS_M_QUEUE_MESSAGES  "tarry_queue_messages"           /* gauge {state,class} */
-#define STATUS_M_ATTEMPTS        "tarry_delivery_attempts_total"  /* counter {class,outcome} */
-#define STATUS_M_LATENCY         "tarry_delivery_latency_seconds" /* histogram, arrival→250 */
-#define STATUS_M_DEST_SUSPENDED  "tarry_destinations_suspended"   /* gauge */
-#define STATUS_M_DSN_SENT        "tarry_dsn_sent_total"        /* counter {type} delayed|failed */
-#define STATUS_M_SPOOL_ERRORS    "tarry_spool_errors_total"    /* counter {kind} */
-#define STATUS_M_STATUS_REQUESTS "tarry_status_requests_total" /* counter {code}, kept by status/  \
-                                                                */
+#define STATUS_M_QUEUE_MESSAGES "tarry_queue_messages"           /* gauge {state,class} */
+#define STATUS_M_ATTEMPTS       "tarry_delivery_attempts_total"  /* counter {class,outcome} */
+#define STATUS_M_LATENCY        "tarry_delivery_latency_seconds" /* histogram, arrival→250 */
+#define STATUS_M_DEST_SUSPENDED "tarry_destinations_suspended"   /* gauge */
+#define STATUS_M_DSN_SENT       "tarry_dsn_sent_total"           /* counter {type} delayed|failed */
+#define STATUS_M_SPOOL_ERRORS   "tarry_spool_errors_total"       /* counter {kind} */
+#define STATUS_M_STATUS_REQUESTS                                                                   \
+        "tarry_status_requests_total" /* counter {code}, kept by status/                           \
+                                       */
 int status_metrics_declare_tarry(struct status_metrics *m);
 
 /* ---- what the daemon provides ---- */
