@@ -12,13 +12,14 @@
 #include "common/address.h"
 #include "common/cleanup.h"
 
-#define READ_CHUNK   (16u * 1024u)
-#define TEXT_WIDTH   76
-#define ADDR_SHOWN   400 /* addresses in a report are cut beyond this */
-#define HOST_MAX     255
-#define ENVID_MAX    100 /* RFC 3461 §4.4: ENVID is at most 100 characters */
-#define ORCPT_MAX    500 /* RFC 3461 §4.2: ORCPT is at most 500 characters */
-#define BOUNDARY_LEN 48
+#define READ_CHUNK        (16u * 1024u)
+#define TEXT_WIDTH        76
+#define ADDR_SHOWN        400 /* addresses in a report are cut beyond this */
+#define HOST_MAX          255
+#define ENVID_MAX         100 /* RFC 3461 §4.4: ENVID is at most 100 characters */
+#define ORCPT_MAX         500 /* RFC 3461 §4.2: ORCPT is at most 500 characters */
+#define BOUNDARY_LEN      48
+#define REPLY_LINES_SHOWN 20 /* lines of a multi-line reply shown in the text part */
 
 /* ---- decisions ---- */
 
@@ -325,25 +326,48 @@ static void text_labelled(struct build *b, const char *label, const char *value)
         text_wrap(&b->text, "    ", line, TEXT_WIDTH);
 }
 
+/* The reply as the server wrote it: one cleaned, wrapped line per reply line. */
+static void text_reply(struct build *b, const struct envelope_rcpt *r)
+{
+        size_t budget = DSN_DIAGNOSTIC_MAX, lines = 0;
+        for (const char *s = r->last_reply; s && *s && budget > 0 && lines < REPLY_LINES_SHOWN;) {
+                size_t n = strcspn(s, "\r\n");
+                _cleanup_free_ char *raw = strndup(s, n);
+                _cleanup_free_ char *line = raw ? text_clean_utf8(raw, budget) : NULL;
+                if (!line) {
+                        b->text.err = -ENOMEM;
+                        return;
+                }
+                if (line[0]) {
+                        text_wrap(&b->text, "        ", line, TEXT_WIDTH);
+                        budget -= strlen(line) < budget ? strlen(line) : budget;
+                        lines++;
+                }
+                s += n + strspn(s + n, "\r\n");
+        }
+}
+
 static void text_rcpt(struct build *b, const struct envelope_rcpt *r)
 {
         struct explanation ex = explain_rcpt(r, b->kind);
         _cleanup_free_ char *addr = text_clean_utf8(r->address, ADDR_SHOWN);
-        _cleanup_free_ char *reply = text_clean_utf8(r->last_reply, DSN_DIAGNOSTIC_MAX);
+        _cleanup_free_ char *mta = remote_mta(r->relay);
         char when[40];
-        if (!addr || !reply) {
+        if (!addr || (r->relay && !mta)) {
                 b->text.err = -ENOMEM;
                 return;
         }
         text_wrap(&b->text, "", addr, TEXT_WIDTH);
-        text_labelled(b, "What happened:", ex.what);
+        text_wrap(&b->text, "    ", ex.what, TEXT_WIDTH);
         if (b->kind == DSN_FAILED && dsn_rcpt_expired(r))
                 text_labelled(b, "The last problem was:", explain_rcpt(r, DSN_DELAYED).what);
-        text_labelled(b, "What to do:", ex.todo);
-        if (reply[0] && r->reply_code)
-                buf_addf(&b->text, "    The server said: %d\r\n", r->reply_code);
-        if (reply[0])
-                text_wrap(&b->text, "        ", reply, TEXT_WIDTH);
+        text_wrap(&b->text, "    ", ex.todo, TEXT_WIDTH);
+        if (r->last_reply && r->reply_code && mta && mta[0])
+                buf_addf(&b->text, "    The server %s said:\r\n", mta);
+        else if (r->last_reply)
+                buf_addf(&b->text, "    %s:\r\n",
+                         r->reply_code ? "The server said" : "The problem was");
+        text_reply(b, r);
         text_date(r->last_attempt_us, when);
         if (r->attempts > 0)
                 buf_addf(&b->text, "    Attempts: %d, the last on %s.\r\n", r->attempts, when);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -943,4 +944,59 @@ Test(bounce, boundary_differs_between_reports)
         dsn_report_free(a);
         dsn_report_free(b);
         envelope_free(e);
+}
+
+/* ---- through the real spool ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st, (void)flag, (void)ftw;
+        return remove(path);
+}
+
+Test(bounce, report_is_queued_and_the_sent_flag_persists_in_the_spool)
+{
+        char spool[] = "/tmp/tarry-bounce-spool-XXXXXX";
+        cr_assert_not_null(mkdtemp(spool));
+        struct queue *q = NULL;
+        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+
+        struct envelope *e = message("app@sender.test");
+        greylisted(e, "rcpt@dest.test", 3);
+        cr_assert_eq(queue_enqueue(q, QUEUE_ACTIVE, e, ORIGINAL, sizeof ORIGINAL - 1), 0);
+        int fd = -1;
+        uint64_t size = 0;
+        cr_assert_eq(queue_open_body(q, QUEUE_ACTIVE, e->id, &fd, &size), 0);
+
+        struct dsn_policy p = policy();
+        struct dsn_original o = {.fd = fd, .size = size};
+        struct dsn_report *rep = NULL;
+        cr_assert_eq(dsn_build_delayed(e, &o, &p, NOW_US, &rep), 1);
+        close(fd);
+        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, rep->env, rep->message, rep->len), 0);
+        cr_assert_eq(dsn_mark_sent(e, rep), 0);
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, e), 0);
+
+        struct envelope *dsn = NULL, *again = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, rep->env->id, &dsn, &why), 0, "%s", why);
+        cr_assert_str_eq(dsn->sender, "");
+        cr_assert(dsn->is_dsn);
+        cr_assert_eq(dsn->n_rcpt, 1);
+        cr_assert_str_eq(dsn->rcpt[0].address, "app@sender.test");
+        cr_assert_eq(dsn->rcpt[0].notify, NOTIFY_NEVER);
+        cr_assert_eq(dsn->size, rep->len);
+
+        /* after a restart: the original says its delayed DSN went out */
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, e->id, &again, &why), 0, "%s", why);
+        cr_assert(again->delay_dsn_sent);
+        again->rcpt[0].attempts = 9;
+        cr_assert_not(dsn_delay_due(again, &p));
+
+        envelope_free(again);
+        envelope_free(dsn);
+        dsn_report_free(rep);
+        envelope_free(e);
+        queue_close(q);
+        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
