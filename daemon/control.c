@@ -1,0 +1,494 @@
+/* daemon/control.c — what the status endpoint shows, and its admin actions.
+ *
+ * The provider side of status/: JSON views built from the message index,
+ * the scheduler's destinations and the envelopes in the spool; admin actions
+ * applied through queue/ and scheduler/. Also keeps systemd's STATUS= line.
+ */
+#include "daemon/log.h"
+#include "daemon/tarryd.h"
+#include "common/address.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#define TRANSCRIPTS_KEPT 256 /* last transcripts kept in memory for GET /queue/ID */
+
+/* ---- transcripts of recent attempts ---- */
+
+struct transcript {
+        char id[QUEUE_ID_LEN + 1];
+        char *text;
+};
+static struct transcript transcripts[TRANSCRIPTS_KEPT];
+static size_t transcript_next;
+
+void control_note_transcript(const char *id, const char *text)
+{
+        struct transcript *t = &transcripts[transcript_next++ % TRANSCRIPTS_KEPT];
+        free(t->text);
+        memcpy(t->id, id, QUEUE_ID_LEN + 1);
+        t->text = text ? strdup(text) : NULL;
+}
+
+static const char *find_transcript(const char *id)
+{
+        for (size_t i = 0; i < TRANSCRIPTS_KEPT; i++) {
+                size_t k = (transcript_next + TRANSCRIPTS_KEPT - 1 - i) % TRANSCRIPTS_KEPT;
+                if (transcripts[k].text && strcmp(transcripts[k].id, id) == 0)
+                        return transcripts[k].text;
+        }
+        return NULL;
+}
+
+static void free_transcripts(void)
+{
+        for (size_t i = 0; i < TRANSCRIPTS_KEPT; i++) {
+                free(transcripts[i].text);
+                transcripts[i].text = NULL;
+        }
+}
+
+/* ---- views ---- */
+
+static enum status_queue_state state_of(const struct msg *m, int64_t now)
+{
+        if (m->dir == QUEUE_HOLD)
+                return STATUS_QSTATE_HOLD;
+        if (m->inflight > 0 || m->next_attempt_us <= now)
+                return STATUS_QSTATE_ACTIVE;
+        return STATUS_QSTATE_DEFERRED;
+}
+
+static const char *queue_name(const struct msg *m, int64_t now)
+{
+        return status_queue_state_name(state_of(m, now));
+}
+
+static json_t *rcpt_json(const struct envelope_rcpt *r)
+{
+        json_t *o = json_pack("{s:s}", "address", r->address);
+        if (!o)
+                return NULL;
+        if (r->state == RCPT_DEFERRED && r->last_reply)
+                json_object_set_new(o, "delay_reason", json_string(r->last_reply));
+        json_object_set_new(o, "state", json_string(rcpt_state_name(r->state)));
+        json_object_set_new(o, "attempts", json_integer(r->attempts));
+        if (r->reply_class)
+                json_object_set_new(o, "class", json_string(r->reply_class));
+        if (r->state == RCPT_DEFERRED)
+                json_object_set_new(o, "next_attempt", json_integer(r->next_attempt_us / 1000000));
+        return o;
+}
+
+/* The `postqueue -j` object plus tarry's class, next_attempt and attempts. */
+static json_t *message_json(const struct msg *m, const struct envelope *env, int64_t now)
+{
+        json_t *rcpts = json_array();
+        int attempts = 0;
+        for (size_t i = 0; rcpts && i < env->n_rcpt; i++) {
+                const struct envelope_rcpt *r = &env->rcpt[i];
+                if (r->attempts > attempts)
+                        attempts = r->attempts;
+                if (r->state == RCPT_PENDING || r->state == RCPT_DEFERRED)
+                        json_array_append_new(rcpts, rcpt_json(r));
+        }
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:o, s:i}", "queue_name",
+                              queue_name(m, now), "queue_id", m->id, "arrival_time",
+                              (json_int_t)(env->arrival_us / 1000000), "message_size",
+                              (json_int_t)env->size, "forced_expire", 0, "sender", env->sender,
+                              "recipients", rcpts ? rcpts : json_array(), "attempts", attempts);
+        if (!o)
+                return NULL;
+        json_object_set_new(o, "class",
+                            m->reply_class >= 0 ? json_string(reply_class_name(m->reply_class))
+                                                : json_null());
+        json_object_set_new(o, "next_attempt",
+                            m->next_attempt_us > 0 && m->next_attempt_us != INT64_MAX
+                                ? json_integer(m->next_attempt_us / 1000000)
+                                : json_null());
+        if (env->source_address)
+                json_object_set_new(o, "source_address", json_string(env->source_address));
+        return o;
+}
+
+struct counts {
+        int64_t now;
+        size_t state[STATUS_QSTATE__MAX];
+        size_t by_class[CLASS__MAX];
+        int64_t oldest;
+};
+
+static int count_cb(struct msg *m, void *userdata)
+{
+        struct counts *c = userdata;
+        c->state[state_of(m, c->now)]++;
+        if (m->reply_class >= 0 && m->reply_class < CLASS__MAX)
+                c->by_class[m->reply_class]++;
+        if (!c->oldest || (m->arrival_us && m->arrival_us < c->oldest))
+                c->oldest = m->arrival_us;
+        return 0;
+}
+
+static int count_file(const char *id, void *userdata)
+{
+        (void)id;
+        (*(size_t *)userdata)++;
+        return 0;
+}
+
+static int dest_cb(const struct sched_dest_info *di, void *userdata)
+{
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:i, s:I}", "destination", di->route, "source_address",
+                      di->source_address, "state", sched_dest_state_name(di->state), "concurrency",
+                      di->concurrency, "queued", (json_int_t)di->queued);
+        if (!o)
+                return -ENOMEM;
+        json_object_set_new(o, "until",
+                            di->until_us ? json_integer(di->until_us / 1000000) : json_null());
+        json_object_set_new(o, "last_reply",
+                            di->last_reply ? json_string(di->last_reply) : json_null());
+        json_object_set_new(o, "learned_greylist_s",
+                            di->learned_greylist_s >= 0 ? json_integer(di->learned_greylist_s)
+                                                        : json_null());
+        json_array_append_new(userdata, o);
+        return 0;
+}
+
+static int get_status(void *userdata, json_t **out)
+{
+        struct tarryd *d = userdata;
+        struct counts c = {.now = now_realtime_us()};
+        msgindex_foreach(d->index, count_cb, &c);
+        size_t corrupt = 0;
+        queue_scan(d->queue, QUEUE_CORRUPT, count_file, &corrupt);
+        size_t incoming = 0;
+        queue_scan(d->queue, QUEUE_INCOMING, count_file, &incoming);
+
+        json_t *by_class = json_object();
+        for (int i = 0; i < CLASS__MAX; i++)
+                if (i != CLASS_PERMANENT)
+                        json_object_set_new(by_class, reply_class_name(i),
+                                            json_integer((json_int_t)c.by_class[i]));
+        json_t *dests = json_array();
+        sched_foreach_destination(d->sched, c.now, dest_cb, dests);
+        size_t total = msgindex_count(d->index) + incoming;
+        *out = json_pack(
+            "{s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:{s:I, s:I, s:I, s:I}, s:o}",
+            "version", TARRY_VERSION, "uptime_s", (json_int_t)((c.now - d->start_us) / 1000000),
+            "queue", "total", (json_int_t)total, "incoming", (json_int_t)incoming, "active",
+            (json_int_t)c.state[STATUS_QSTATE_ACTIVE], "deferred",
+            (json_int_t)c.state[STATUS_QSTATE_DEFERRED], "hold",
+            (json_int_t)c.state[STATUS_QSTATE_HOLD], "corrupt", (json_int_t)corrupt, "by_class",
+            by_class, "attempts", "total", (json_int_t)d->n_attempts, "delivered",
+            (json_int_t)d->n_delivered, "deferred", (json_int_t)d->n_deferred, "failed",
+            (json_int_t)d->n_failed, "destinations", dests);
+        if (!*out)
+                return -ENOMEM;
+        json_object_set_new(*out, "oldest_arrival",
+                            c.oldest ? json_integer(c.oldest / 1000000) : json_null());
+        return 0;
+}
+
+static int load_any(struct tarryd *d, const struct msg *m, struct envelope **env)
+{
+        const char *why;
+        return queue_load(d->queue, m->dir, m->id, env, &why);
+}
+
+/* Does any waiting recipient of env go to destination (its domain or route key)? */
+static bool goes_to(struct tarryd *d, const struct envelope *env, const char *destination)
+{
+        for (size_t i = 0; i < env->n_rcpt; i++) {
+                const struct envelope_rcpt *r = &env->rcpt[i];
+                const char *domain = addr_domain(r->address);
+                struct smtpc_route route;
+                if (r->state != RCPT_PENDING && r->state != RCPT_DEFERRED)
+                        continue;
+                if (domain && strcasecmp(domain, destination) == 0)
+                        return true;
+                if (domain && smtpc_route(d->cfg, domain, &route) == 0 &&
+                    strcmp(route.destination, destination) == 0)
+                        return true;
+        }
+        return false;
+}
+
+struct listing {
+        struct tarryd *d;
+        const struct status_queue_filter *f;
+        int64_t now;
+        struct msg **v;
+        size_t n, cap;
+};
+
+static int match_cb(struct msg *m, void *userdata)
+{
+        struct listing *l = userdata;
+        const struct status_queue_filter *f = l->f;
+        if (f->state != STATUS_QSTATE_ANY && state_of(m, l->now) != f->state)
+                return 0;
+        if (f->has_class && m->reply_class != (int)f->class)
+                return 0;
+        if (f->destination) {
+                struct envelope *env = NULL;
+                bool ok = load_any(l->d, m, &env) == 0 && goes_to(l->d, env, f->destination);
+                envelope_free(env);
+                if (!ok)
+                        return 0;
+        }
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 64;
+                struct msg **v = realloc(l->v, cap * sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                l->v = v;
+                l->cap = cap;
+        }
+        l->v[l->n++] = m;
+        return 0;
+}
+
+static int by_id(const void *a, const void *b)
+{
+        return strcmp((*(struct msg *const *)a)->id, (*(struct msg *const *)b)->id);
+}
+
+static int list_queue(void *userdata, const struct status_queue_filter *f, json_t **out_array,
+                      size_t *out_total)
+{
+        struct listing l = {.d = userdata, .f = f, .now = now_realtime_us()};
+        int r = msgindex_foreach(l.d->index, match_cb, &l);
+        if (r < 0) {
+                free(l.v);
+                return r;
+        }
+        qsort(l.v, l.n, sizeof(*l.v), by_id);
+        json_t *a = json_array();
+        for (size_t i = f->offset; a && i < l.n && i < f->offset + f->limit; i++) {
+                struct envelope *env = NULL;
+                if (load_any(l.d, l.v[i], &env) == 0)
+                        json_array_append_new(a, message_json(l.v[i], env, l.now));
+                envelope_free(env);
+        }
+        free(l.v);
+        if (!a)
+                return -ENOMEM;
+        *out_array = a;
+        *out_total = l.n;
+        return 0;
+}
+
+static int get_message(void *userdata, const char *id, json_t **out)
+{
+        struct tarryd *d = userdata;
+        struct msg *m = msgindex_get(d->index, id);
+        if (!m)
+                return -ENOENT;
+        struct envelope *env = NULL;
+        int r = load_any(d, m, &env);
+        if (r < 0)
+                return r;
+        json_t *o = message_json(m, env, now_realtime_us());
+        if (o) {
+                json_t *all = json_array();
+                for (size_t i = 0; i < env->n_rcpt; i++)
+                        json_array_append_new(all, rcpt_json(&env->rcpt[i]));
+                json_object_set_new(o, "all_recipients", all);
+                const char *t = find_transcript(id);
+                json_object_set_new(o, "transcript", t ? json_string(t) : json_null());
+        }
+        envelope_free(env);
+        if (!o)
+                return -ENOMEM;
+        *out = o;
+        return 0;
+}
+
+static int refresh_metrics(void *userdata, struct status_metrics *mt)
+{
+        struct tarryd *d = userdata;
+        struct counts c = {.now = now_realtime_us()};
+        msgindex_foreach(d->index, count_cb, &c);
+        status_metric_clear(mt, STATUS_M_QUEUE_MESSAGES);
+        for (int s = STATUS_QSTATE_ACTIVE; s <= STATUS_QSTATE_HOLD; s++)
+                status_gauge_set(mt, STATUS_M_QUEUE_MESSAGES,
+                                 STATUS_LABELS(status_queue_state_name(s), "any"),
+                                 (double)c.state[s]);
+        for (int i = 0; i < CLASS__MAX; i++)
+                if (c.by_class[i])
+                        status_gauge_set(mt, STATUS_M_QUEUE_MESSAGES,
+                                         STATUS_LABELS("deferred", reply_class_name(i)),
+                                         (double)c.by_class[i]);
+        struct sched_stats st;
+        sched_get_stats(d->sched, &st);
+        status_gauge_set(mt, STATUS_M_DEST_SUSPENDED, NULL, (double)st.suspended);
+        return 0;
+}
+
+/* ---- admin actions ---- */
+
+static int hold(struct tarryd *d, struct msg *m)
+{
+        if (m->dir == QUEUE_HOLD)
+                return 0;
+        if (m->inflight)
+                return -EBUSY;
+        int r = queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_HOLD);
+        if (r < 0)
+                return r;
+        deliver_forget_message(d, m);
+        m->dir = QUEUE_HOLD;
+        log_info("%s: held by the administrator", m->id);
+        return 1;
+}
+
+static int release(struct tarryd *d, struct msg *m)
+{
+        if (m->dir != QUEUE_HOLD)
+                return 0;
+        int r = queue_move(d->queue, m->id, QUEUE_HOLD, QUEUE_ACTIVE);
+        if (r < 0)
+                return r;
+        log_info("%s: released from hold", m->id);
+        r = pickup_index_message(d, QUEUE_ACTIVE, m->id);
+        deliver_run_due(d);
+        return r < 0 ? r : 1;
+}
+
+static int delete_message(struct tarryd *d, struct msg *m)
+{
+        if (m->inflight)
+                return -EBUSY;
+        int r = queue_remove(d->queue, m->dir, m->id);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        log_info("%s: removed by the administrator", m->id);
+        deliver_forget_message(d, m);
+        msgindex_remove(d->index, m);
+        return 1;
+}
+
+static int retry_now(struct tarryd *d, struct msg *m)
+{
+        if (m->dir == QUEUE_HOLD)
+                return -EINVAL;
+        int64_t now = now_realtime_us();
+        int n = 0;
+        for (struct work *w = m->works; w; w = w->next)
+                if (sched_retry_now(d->sched, w->it, now) == 0)
+                        n++;
+        m->forced = n > 0; /* the recipients' own retry times must not hold it back */
+        deliver_run_due(d);
+        return n;
+}
+
+static int force_cb(struct msg *m, void *userdata)
+{
+        (void)userdata;
+        if (m->dir == QUEUE_ACTIVE)
+                m->forced = true;
+        return 0;
+}
+
+static int action(void *userdata, enum status_action a, const char *target)
+{
+        struct tarryd *d = userdata;
+        if (a == STATUS_ACTION_FLUSH) {
+                size_t n = sched_flush(d->sched, now_realtime_us());
+                msgindex_foreach(d->index, force_cb, NULL);
+                deliver_run_due(d);
+                return (int)n;
+        }
+        if (a == STATUS_ACTION_RESUME) {
+                int r = sched_resume_destination(d->sched, target, NULL, now_realtime_us());
+                deliver_run_due(d);
+                return r;
+        }
+        struct msg *m = msgindex_get(d->index, target);
+        if (!m)
+                return -ENOENT;
+        switch (a) {
+        case STATUS_ACTION_RETRY:
+                return retry_now(d, m);
+        case STATUS_ACTION_HOLD:
+                return hold(d, m);
+        case STATUS_ACTION_RELEASE:
+                return release(d, m);
+        case STATUS_ACTION_DELETE:
+                return delete_message(d, m);
+        default:
+                return -EINVAL;
+        }
+}
+
+static void mhd_log(void *userdata, const char *msg)
+{
+        (void)userdata;
+        log_warn("status endpoint: %s", msg);
+}
+
+int control_start(struct tarryd *d)
+{
+        int r = status_metrics_new(&d->metrics);
+        if (r < 0 || (r = status_metrics_declare_tarry(d->metrics)) < 0)
+                return r;
+        if (d->cfg->n_status_listen == 0)
+                return 0;
+        static struct status_provider provider;
+        provider = (struct status_provider){
+            .userdata = d,
+            .get_status = get_status,
+            .list_queue = list_queue,
+            .get_message = get_message,
+            .refresh_metrics = refresh_metrics,
+            .action = action,
+        };
+        int n_fds = sd_listen_fds(1);
+        _cleanup_free_ int *fds = n_fds > 0 ? calloc((size_t)n_fds, sizeof(int)) : NULL;
+        for (int i = 0; fds && i < n_fds; i++)
+                fds[i] = SD_LISTEN_FDS_START + i;
+        struct status_options opt = {
+            .listen = (const char *const *)d->cfg->status_listen,
+            .allow_remote = d->cfg->status_allow_remote,
+            .group = d->cfg->status_group,
+            .admin_uid = d->uid,
+            .activated_fds = fds,
+            .n_activated_fds = fds ? (size_t)n_fds : 0,
+            .log = mhd_log,
+        };
+        char err[512] = "";
+        r = status_start(d->loop, &opt, &provider, d->metrics, &d->status, err, sizeof(err));
+        if (r < 0)
+                fprintf(stderr, "tarryd: %s: status_listen: %s\n", d->cfg->path, err);
+        return r;
+}
+
+void control_stop(struct tarryd *d)
+{
+        status_stop(d->status);
+        d->status = NULL;
+        free_transcripts();
+}
+
+void control_update_status_line(struct tarryd *d)
+{
+        int64_t now = now_monotonic_us();
+        if (now - d->status_line_us < 1000000 && !d->stopping)
+                return; /* at most once a second */
+        d->status_line_us = now;
+        struct sched_stats st;
+        sched_get_stats(d->sched, &st);
+        sd_notifyf(0,
+                   "STATUS=%zu queued, %d in flight, %zu destination(s) suspended; "
+                   "%llu delivered, %llu deferred, %llu failed",
+                   msgindex_count(d->index), d->inflight, st.suspended,
+                   (unsigned long long)d->n_delivered, (unsigned long long)d->n_deferred,
+                   (unsigned long long)d->n_failed);
+}

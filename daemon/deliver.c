@@ -1,0 +1,618 @@
+/* daemon/deliver.c — from due scheduler items to smtpc attempts and back.
+ *
+ * A message's waiting recipients are grouped by destination (smtpc's route
+ * key); each group is one scheduler item. When an item falls due, the
+ * envelope is loaded, the recipients whose own retry is due are handed to
+ * smtpc, and the outcome is applied recipient by recipient: scheduler
+ * decision, envelope update, log record, DSNs. The envelope is persisted
+ * before anything else is decided about the message; it leaves the spool
+ * when no recipient is left to deliver.
+ */
+#include "daemon/log.h"
+#include "daemon/tarryd.h"
+#include "common/address.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POP_BATCH      64
+#define WRITE_RETRY_US (5 * 1000000LL) /* retry a failed envelope write after */
+
+/* One running attempt. */
+struct attempt {
+        struct tarryd *d;
+        struct work *w;
+        int64_t start_us;
+        size_t n;
+        size_t *idx; /* indices into env->rcpt */
+};
+
+static bool waiting(const struct envelope_rcpt *r)
+{
+        return r->state == RCPT_PENDING || r->state == RCPT_DEFERRED;
+}
+
+static int route_of(struct tarryd *d, const struct envelope_rcpt *r, struct smtpc_route *out)
+{
+        const char *domain = addr_domain(r->address);
+        return smtpc_route(d->cfg, domain ? domain : d->cfg->myorigin, out);
+}
+
+/* The source address this message leaves from: the one pinned at its first
+ * attempt while it is still configured, else the pool's pick. */
+static const char *source_for(struct tarryd *d, struct envelope *env, const char *destination)
+{
+        if (env->source_address && *env->source_address) {
+                if (smtpc_source_configured(d->cfg, env->source_address) ||
+                    d->cfg->n_source_addresses == 0)
+                        return env->source_address;
+                log_error("%s: pinned source address %s is no longer configured; using the "
+                          "pool's pick",
+                          env->id, env->source_address);
+        }
+        return smtpc_pick_source(d->cfg, destination);
+}
+
+static void drop_works(struct tarryd *d, struct msg *m)
+{
+        while (m->works) {
+                struct work *w = m->works;
+                m->works = w->next;
+                if (w->it)
+                        sched_remove(d->sched, w->it);
+                free(w);
+        }
+}
+
+void deliver_forget_message(struct tarryd *d, struct msg *m)
+{
+        drop_works(d, m);
+}
+
+static struct work *add_work(struct tarryd *d, struct msg *m, const char *source,
+                             const char *destination, int64_t due)
+{
+        struct work *w = calloc(1, sizeof(*w));
+        if (!w)
+                return NULL;
+        int64_t expires = m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
+        if (sched_add(d->sched, source, destination, due, expires, w, &w->it) < 0) {
+                free(w);
+                return NULL;
+        }
+        w->m = m;
+        w->next = m->works;
+        m->works = w;
+        return w;
+}
+
+static bool has_work_for(struct msg *m, const char *destination)
+{
+        for (struct work *w = m->works; w; w = w->next)
+                if (strcmp(sched_item_route(w->it), destination) == 0)
+                        return true;
+        return false;
+}
+
+static void finish_message(struct tarryd *d, struct msg *m);
+
+int deliver_schedule_message(struct tarryd *d, struct msg *m)
+{
+        struct envelope *env = m->env;
+        drop_works(d, m);
+        const char *source = NULL;
+        for (size_t i = 0; i < env->n_rcpt; i++) {
+                struct smtpc_route route;
+                if (!waiting(&env->rcpt[i]) || route_of(d, &env->rcpt[i], &route) < 0 ||
+                    has_work_for(m, route.destination))
+                        continue;
+                if (!source)
+                        source = source_for(d, env, route.destination);
+                int64_t due = INT64_MAX;
+                for (size_t j = i; j < env->n_rcpt; j++) {
+                        struct smtpc_route other;
+                        if (waiting(&env->rcpt[j]) && route_of(d, &env->rcpt[j], &other) == 0 &&
+                            strcmp(other.destination, route.destination) == 0 &&
+                            env->rcpt[j].next_attempt_us < due)
+                                due = env->rcpt[j].next_attempt_us;
+                }
+                if (!add_work(d, m, source, route.destination, due))
+                        return -ENOMEM;
+        }
+        if (!m->works)
+                finish_message(d, m);
+        deliver_arm_timer(d);
+        return 0;
+}
+
+static int on_due(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)s;
+        (void)usec;
+        deliver_run_due(userdata);
+        return 0;
+}
+
+void deliver_arm_timer(struct tarryd *d)
+{
+        int64_t now = now_realtime_us();
+        int64_t next = sched_next_due(d->sched, now);
+        if (d->stopping || next == INT64_MAX) {
+                if (d->due_timer)
+                        sd_event_source_set_enabled(d->due_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (next < now)
+                next = now;
+        if (!d->due_timer) {
+                sd_event_add_time(d->loop, &d->due_timer, CLOCK_REALTIME, (uint64_t)next, 1000,
+                                  on_due, d);
+                return;
+        }
+        sd_event_source_set_time(d->due_timer, (uint64_t)next);
+        sd_event_source_set_enabled(d->due_timer, SD_EVENT_ONESHOT);
+}
+
+static int load_envelope(struct tarryd *d, struct msg *m)
+{
+        if (m->env)
+                return 0;
+        const char *why = NULL;
+        int r = queue_load(d->queue, QUEUE_ACTIVE, m->id, &m->env, &why);
+        if (r == -EBADMSG) {
+                log_error("%s: unreadable envelope (%s); moved to corrupt/", m->id, why);
+                queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_CORRUPT);
+                d->n_corrupt++;
+        }
+        return r;
+}
+
+static void release_envelope(struct msg *m)
+{
+        if (m->inflight == 0 && !m->dirty) {
+                envelope_free(m->env);
+                m->env = NULL;
+        }
+}
+
+static void on_attempt_done(const struct smtpc_result *res, void *userdata);
+
+/* Recipients of w's destination whose own retry is due; returns how many. */
+static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t *idx,
+                           int64_t *next_due)
+{
+        struct envelope *env = w->m->env;
+        const char *dest = sched_item_route(w->it);
+        size_t n = 0;
+        *next_due = INT64_MAX;
+        for (size_t i = 0; i < env->n_rcpt; i++) {
+                struct smtpc_route route;
+                if (!waiting(&env->rcpt[i]) || route_of(d, &env->rcpt[i], &route) < 0 ||
+                    strcmp(route.destination, dest) != 0)
+                        continue;
+                if (w->m->forced || env->rcpt[i].next_attempt_us <= now)
+                        idx[n++] = i;
+                else if (env->rcpt[i].next_attempt_us < *next_due)
+                        *next_due = env->rcpt[i].next_attempt_us;
+        }
+        return n;
+}
+
+static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
+{
+        struct msg *m = w->m;
+        if (load_envelope(d, m) < 0) {
+                deliver_forget_message(d, m);
+                msgindex_remove(d->index, m);
+                return;
+        }
+        struct envelope *env = m->env;
+        _cleanup_free_ size_t *idx = calloc(env->n_rcpt, sizeof(size_t));
+        _cleanup_free_ const char **rcpts = calloc(env->n_rcpt, sizeof(char *));
+        int64_t next_due;
+        size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
+        if (n == 0) {
+                sched_reschedule(d->sched, w->it, idx ? next_due : now + WRITE_RETRY_US);
+                release_envelope(m);
+                return;
+        }
+        m->forced = false;
+        const char *source = sched_item_source(w->it);
+        if (!env->source_address && *source)
+                env->source_address = strdup(source); /* pinned; persisted with the outcome */
+        for (size_t i = 0; i < n; i++)
+                rcpts[i] = env->rcpt[idx[i]].address;
+
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        struct attempt *a = calloc(1, sizeof(*a));
+        int r = a ? queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size) : -ENOMEM;
+        if (r == 0) {
+                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx)};
+                struct smtpc_request req = {
+                    .queue_id = m->id,
+                    .sender = env->sender,
+                    .rcpts = rcpts,
+                    .n_rcpts = n,
+                    .body_fd = fd,
+                    .body_size = size,
+                    .source_address = *source ? source : NULL,
+                    .done = on_attempt_done,
+                    .userdata = a,
+                };
+                r = smtpc_attempt_start(d->smtpc, &req);
+        }
+        if (r < 0) {
+                log_error("%s: cannot start a delivery attempt: %s", m->id, strerror(-r));
+                if (a)
+                        free(a->idx);
+                free(a);
+                sched_reschedule(d->sched, w->it, now + WRITE_RETRY_US);
+                release_envelope(m);
+                return;
+        }
+        m->inflight++;
+        d->inflight++;
+}
+
+void deliver_run_due(struct tarryd *d)
+{
+        struct sched_item *items[POP_BATCH];
+        for (;;) {
+                if (d->stopping)
+                        return;
+                /* smtpc queues beyond max_connections; don't load envelopes far ahead of it */
+                int room = 2 * d->cfg->max_connections - d->inflight;
+                if (room <= 0)
+                        break;
+                int64_t now = now_realtime_us();
+                size_t n = sched_pop_due(d->sched, now, items,
+                                         (size_t)room < POP_BATCH ? (size_t)room : POP_BATCH);
+                for (size_t i = 0; i < n; i++)
+                        start_attempt(d, sched_item_userdata(items[i]), now);
+                if (n < POP_BATCH)
+                        break;
+        }
+        deliver_arm_timer(d);
+}
+
+/* ---- outcomes ---- */
+
+static void set_str(char **field, const char *value)
+{
+        char *copy = value ? strdup(value) : NULL;
+        if (value && !copy)
+                return; /* keep the old text rather than lose the field */
+        free(*field);
+        *field = copy;
+}
+
+/* Reply text on one line, for logs. */
+static void one_line(const char *text, char *out, size_t outlen)
+{
+        size_t j = 0;
+        for (size_t i = 0; text && text[i] && j + 1 < outlen; i++)
+                out[j++] = (text[i] == '\r' || text[i] == '\n') ? ' ' : text[i];
+        out[j] = '\0';
+}
+
+static void fmt_time(int64_t us, char *out, size_t len)
+{
+        time_t t = (time_t)(us / 1000000);
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+}
+
+static const char *status_word(const struct sched_decision *dec)
+{
+        switch (dec->action) {
+        case SCHED_DELIVERED:
+                return "sent";
+        case SCHED_RETRY:
+                return "deferred";
+        case SCHED_FAILED:
+                return dec->reason && strcmp(dec->reason, "expired") == 0 ? "expired" : "bounced";
+        default:
+                return "skipped";
+        }
+}
+
+static void log_outcome(struct attempt *a, const struct smtpc_result *res,
+                        const struct envelope_rcpt *r, const struct sched_decision *dec,
+                        const char *text, const char *relay, int64_t now)
+{
+        char line[1024], next[32] = "", cls[48] = "";
+        one_line(text, line, sizeof(line));
+        if (dec->action == SCHED_RETRY) {
+                fmt_time(dec->next_attempt_us, next, sizeof(next));
+                snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));
+        } else if (dec->action == SCHED_FAILED) {
+                snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));
+        }
+        const struct envelope *env = a->w->m->env;
+        double delay = (double)(now - env->arrival_us) / 1e6;
+        double wait = (double)(a->start_us - env->arrival_us) / 1e6;
+        double conn = (double)res->connect_us / 1e6;
+        double xfer = (double)(res->total_us - res->connect_us) / 1e6;
+        char host[300] = "";
+        if (res->mx_host && res->status != SMTPC_ATTEMPT_TEMPFAIL)
+                snprintf(host, sizeof(host), "host %s[%s] said: ", res->mx_host,
+                         res->mx_ip ? res->mx_ip : "?");
+        log_record(LOG_INFO,
+                   &(struct log_fields){.queue_id = env->id,
+                                        .rcpt = r->address,
+                                        .status = status_word(dec),
+                                        .dsn = r->dsn_status,
+                                        .relay = relay,
+                                        .reply_class = dec->action == SCHED_DELIVERED
+                                                           ? NULL
+                                                           : reply_class_name(dec->cls)},
+                   "%s: to=<%s>, relay=%s, delay=%.2f, delays=%.2f/0/%.2f/%.2f, dsn=%s, "
+                   "status=%s (%s%s)%s%s%s",
+                   env->id, r->address, relay, delay, wait < 0 ? 0 : wait, conn,
+                   xfer < 0 ? 0 : xfer, r->dsn_status ? r->dsn_status : "4.0.0", status_word(dec),
+                   host, line, cls, *next ? " next=" : "", next);
+}
+
+static void count_outcome(struct tarryd *d, const struct sched_decision *dec,
+                          const struct envelope *env, int64_t now)
+{
+        const char *outcome = dec->action == SCHED_DELIVERED ? "delivered"
+                              : dec->action == SCHED_RETRY   ? "deferred"
+                                                             : "failed";
+        d->n_attempts++;
+        if (dec->action == SCHED_DELIVERED)
+                d->n_delivered++;
+        else if (dec->action == SCHED_RETRY)
+                d->n_deferred++;
+        else
+                d->n_failed++;
+        if (!d->metrics)
+                return;
+        const char *cls = dec->action == SCHED_DELIVERED ? "none" : reply_class_name(dec->cls);
+        status_counter_add(d->metrics, STATUS_M_ATTEMPTS, STATUS_LABELS(cls, outcome), 1);
+        if (dec->action == SCHED_DELIVERED)
+                status_histogram_observe(d->metrics, STATUS_M_LATENCY, NULL,
+                                         (double)(now - env->arrival_us) / 1e6);
+}
+
+static void apply_decision(struct envelope_rcpt *r, const struct sched_decision *dec,
+                           const char *text, const char *relay, int64_t start, int64_t now)
+{
+        r->attempts++;
+        if (!r->first_attempt_us)
+                r->first_attempt_us = start;
+        r->last_attempt_us = now;
+        r->reply_code = dec->code;
+        set_str(&r->dsn_status, dec->enhanced[0] ? dec->enhanced : NULL);
+        set_str(&r->last_reply, text);
+        set_str(&r->relay, relay);
+        set_str(&r->rule, dec->rule);
+        set_str(&r->reply_class,
+                dec->action == SCHED_DELIVERED ? NULL : reply_class_name(dec->cls));
+        r->first_deferral_us = dec->first_deferral_us;
+        switch (dec->action) {
+        case SCHED_DELIVERED:
+                r->state = RCPT_DELIVERED;
+                break;
+        case SCHED_RETRY:
+                r->state = RCPT_DEFERRED;
+                r->next_attempt_us = dec->next_attempt_us;
+                break;
+        case SCHED_FAILED:
+                r->state = RCPT_FAILED;
+                if (!r->dsn_status || r->dsn_status[0] != '5')
+                        set_str(&r->dsn_status, dec->reason && strcmp(dec->reason, "expired") == 0
+                                                    ? "4.4.7"
+                                                    : (r->dsn_status ? r->dsn_status : "5.0.0"));
+                break;
+        case SCHED_NOT_ATTEMPTED:
+                break;
+        }
+}
+
+/* Queue a DSN and mark it on the original; the caller persists the original. */
+static void send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
+{
+        struct envelope *env = m->env;
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        if (queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size) < 0)
+                fd = -1;
+        struct dsn_original orig = {.fd = fd, .size = size};
+        struct dsn_report *rep = NULL;
+        int64_t now = now_realtime_us();
+        int r = kind == DSN_DELAYED ? dsn_build_delayed(env, &orig, &d->dsn_policy, now, &rep)
+                                    : dsn_build_failed(env, &orig, &d->dsn_policy, now, &rep);
+        if (r <= 0) {
+                if (r < 0)
+                        log_error("%s: cannot build a %s DSN: %s", m->id,
+                                  kind == DSN_DELAYED ? "delay" : "failure", strerror(-r));
+                return;
+        }
+        r = queue_enqueue(d->queue, QUEUE_INCOMING, rep->env, rep->message, rep->len);
+        if (r < 0) {
+                log_error("%s: cannot queue a %s DSN: %s", m->id,
+                          kind == DSN_DELAYED ? "delay" : "failure", strerror(-r));
+        } else {
+                dsn_mark_sent(env, rep);
+                d->n_dsn_sent++;
+                if (d->metrics)
+                        status_counter_add(
+                            d->metrics, STATUS_M_DSN_SENT,
+                            STATUS_LABELS(kind == DSN_DELAYED ? "delayed" : "failed"), 1);
+                log_info("%s: sender %s notification: %s", m->id,
+                         kind == DSN_DELAYED ? "delay" : "non-delivery", rep->env->id);
+        }
+        dsn_report_free(rep);
+}
+
+static void on_write_retry(struct tarryd *d);
+
+/* Persist the envelope, or remove the message when nothing is left to do. */
+static void finish_message(struct tarryd *d, struct msg *m)
+{
+        struct envelope *env = m->env;
+        if (dsn_failures_pending(env) > 0)
+                send_dsn(d, m, DSN_FAILED);
+        if (dsn_delay_due(env, &d->dsn_policy))
+                send_dsn(d, m, DSN_DELAYED);
+        size_t pending = 0;
+        for (size_t i = 0; i < env->n_rcpt; i++)
+                pending += waiting(&env->rcpt[i]);
+        m->n_pending = (uint32_t)pending;
+        int r;
+        if (pending == 0 && !m->works && m->inflight == 0) {
+                r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
+                if (r == 0 || r == -ENOENT) {
+                        log_record(LOG_INFO, &(struct log_fields){.queue_id = m->id}, "%s: removed",
+                                   m->id);
+                        msgindex_remove(d->index, m);
+                        return;
+                }
+        } else {
+                r = queue_update(d->queue, QUEUE_ACTIVE, env);
+        }
+        m->dirty = r < 0;
+        if (r < 0) {
+                log_error("%s: cannot write the envelope: %s; will retry", m->id, strerror(-r));
+                if (d->metrics)
+                        status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS,
+                                           STATUS_LABELS("write"), 1);
+                on_write_retry(d);
+        }
+}
+
+static int write_retry_cb(struct msg *m, void *userdata)
+{
+        if (m->dirty && m->inflight == 0) {
+                finish_message(userdata, m);
+                return 0;
+        }
+        return 0;
+}
+
+static int on_write_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)usec;
+        struct tarryd *d = userdata;
+        sd_event_source_unref(s);
+        msgindex_foreach(d->index, write_retry_cb, d);
+        return 0;
+}
+
+static void on_write_retry(struct tarryd *d)
+{
+        uint64_t now;
+        sd_event_now(d->loop, CLOCK_MONOTONIC, &now);
+        sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC, now + WRITE_RETRY_US, 100000,
+                          on_write_timer, d);
+}
+
+static void summarise_class(struct msg *m)
+{
+        m->reply_class = -1;
+        m->next_attempt_us = INT64_MAX;
+        for (size_t i = 0; i < m->env->n_rcpt; i++) {
+                const struct envelope_rcpt *r = &m->env->rcpt[i];
+                if (!waiting(r))
+                        continue;
+                if (r->reply_class)
+                        m->reply_class = (int8_t)reply_class_from_name(r->reply_class);
+                if (r->next_attempt_us < m->next_attempt_us)
+                        m->next_attempt_us = r->next_attempt_us;
+        }
+}
+
+static void unlink_work(struct msg *m, struct work *w)
+{
+        for (struct work **p = &m->works; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        free(w);
+                        return;
+                }
+}
+
+static void on_attempt_done(const struct smtpc_result *res, void *userdata)
+{
+        struct attempt *a = userdata;
+        struct tarryd *d = a->d;
+        struct work *w = a->w;
+        struct msg *m = w->m;
+        struct envelope *env = m->env;
+        int64_t now = now_realtime_us();
+
+        char relay[512] = "none";
+        if (res->mx_host)
+                snprintf(relay, sizeof(relay), "%s[%s]:%u", res->mx_host,
+                         res->mx_ip ? res->mx_ip : "", res->port);
+
+        struct sched_reply attempt_reply = {res->code, res->enhanced, res->text};
+        struct sched_reply *replies = calloc(a->n, sizeof(*replies));
+        struct sched_rcpt_result *rr = calloc(a->n, sizeof(*rr));
+        struct sched_decision *dec = calloc(a->n, sizeof(*dec));
+        if (!replies || !rr || !dec) {
+                /* without memory we cannot record anything: retry the item later */
+                sched_reschedule(d->sched, w->it, now + WRITE_RETRY_US);
+                goto out;
+        }
+        for (size_t i = 0; i < a->n; i++) {
+                const struct envelope_rcpt *r = &env->rcpt[a->idx[i]];
+                if (res->status == SMTPC_ATTEMPT_DONE && i < res->n_rcpts) {
+                        replies[i] = (struct sched_reply){
+                            res->rcpts[i].code, res->rcpts[i].enhanced, res->rcpts[i].text};
+                        rr[i].reply = &replies[i];
+                }
+                bool deferred = r->state == RCPT_DEFERRED;
+                rr[i].deferrals = deferred ? r->attempts : 0;
+                rr[i].first_deferral_us = r->first_deferral_us;
+                rr[i].last_deferral_us = deferred ? r->last_attempt_us : 0;
+                rr[i].prev_class =
+                    deferred && r->reply_class ? reply_class_from_name(r->reply_class) : -1;
+                rr[i].next_attempt_us = r->next_attempt_us;
+        }
+        bool attempt_level = res->status != SMTPC_ATTEMPT_DONE;
+        control_note_transcript(m->id, res->transcript);
+        int left = sched_on_result(d->sched, w->it, now, attempt_level ? &attempt_reply : NULL, rr,
+                                   a->n, dec);
+        for (size_t i = 0; i < a->n; i++) {
+                struct envelope_rcpt *r = &env->rcpt[a->idx[i]];
+                const char *text = rr[i].reply ? rr[i].reply->text : res->text;
+                if (dec[i].action == SCHED_NOT_ATTEMPTED)
+                        continue;
+                apply_decision(r, &dec[i], text, relay, a->start_us, now);
+                log_outcome(a, res, r, &dec[i], text, relay, now);
+                count_outcome(d, &dec[i], env, now);
+        }
+        if (left == 0)
+                unlink_work(m, w);
+out:
+        free(replies);
+        free(rr);
+        free(dec);
+        free(a->idx);
+        free(a);
+        m->inflight--;
+        d->inflight--;
+        summarise_class(m);
+        char id[QUEUE_ID_LEN + 1];
+        memcpy(id, m->id, sizeof(id));
+        finish_message(d, m); /* may remove and free m */
+        m = msgindex_get(d->index, id);
+        if (m)
+                release_envelope(m);
+        control_update_status_line(d);
+        if (d->stopping && d->inflight == 0) {
+                sd_event_exit(d->loop, 0);
+                return;
+        }
+        deliver_run_due(d);
+}

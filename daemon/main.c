@@ -1,0 +1,394 @@
+/* daemon/main.c — tarryd: start-up, signals, reload, sd_notify, shutdown.
+ *
+ * One process, one thread, one sd-event loop. Start-up recovers the spool and
+ * rebuilds the scheduler from the envelopes before READY=1; SIGTERM stops new
+ * attempts and gives running ones shutdown_timeout to finish; a second SIGTERM
+ * leaves at once (the spool is always consistent, so nothing accepted is lost).
+ */
+#include "daemon/log.h"
+#include "daemon/tarryd.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+struct options {
+        const char *config;
+        bool check;
+};
+
+/* The classifier: default rules plus the operator's file, if any. */
+static int load_classifier(const struct tarry_config *cfg, struct sched_classifier **out, char *err,
+                           size_t errlen)
+{
+        struct sched_classifier *c = NULL;
+        int r = sched_classifier_new(&c);
+        if (r < 0) {
+                snprintf(err, errlen, "%s", strerror(-r));
+                return r;
+        }
+        if (cfg->classifier_rules &&
+            (r = sched_classifier_load_rules(c, cfg->classifier_rules, err, errlen)) < 0) {
+                sched_classifier_free(c);
+                return r;
+        }
+        *out = c;
+        return 0;
+}
+
+/* Retired configurations stay alive until exit: running attempts may point into them. */
+struct old_config {
+        struct tarry_config *cfg;
+        struct old_config *next;
+};
+static struct old_config *retired;
+
+/* Likewise retired classifiers: decisions already made point at their rule names. */
+struct old_classifier {
+        struct sched_classifier *cls;
+        struct old_classifier *next;
+};
+static struct old_classifier *retired_classifiers;
+
+static void retire_classifier(struct sched_classifier *cls)
+{
+        struct old_classifier *o = malloc(sizeof(*o));
+        if (!o)
+                return; /* leak it rather than free it under a live pointer */
+        *o = (struct old_classifier){cls, retired_classifiers};
+        retired_classifiers = o;
+}
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "usage: tarryd [-C FILE] [--check]\n"
+                "  -C FILE    configuration file (default: $TARRY_CONFIG, else %s)\n"
+                "  --check    validate the configuration, print it with defaults, exit\n",
+                CFG_DEFAULT_PATH);
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+        static const struct option longopts[] = {
+            {"check", no_argument, NULL, 'k'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, 'V'},
+            {NULL, 0, NULL, 0},
+        };
+        int c;
+        while ((c = getopt_long(argc, argv, "C:hV", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'C':
+                        o->config = optarg;
+                        break;
+                case 'k':
+                        o->check = true;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        exit(0);
+                case 'V':
+                        printf("tarryd %s\n", TARRY_VERSION);
+                        exit(0);
+                default:
+                        usage(stderr);
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "tarryd: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* The account tarryd runs as: the configured user when started as root
+ * (root itself only if the config names it), else whoever started it. */
+static int resolve_user(const struct tarry_config *cfg, uid_t *uid, gid_t *gid)
+{
+        if (geteuid() != 0) {
+                *uid = geteuid();
+                *gid = getegid();
+                return 0;
+        }
+        struct passwd *pw = getpwnam(cfg->user);
+        if (!pw) {
+                fprintf(stderr,
+                        "tarryd: %s: user '%s' does not exist; create it or set 'user =' in "
+                        "[main] (user = root runs tarryd as root, explicitly)\n",
+                        cfg->path, cfg->user);
+                return -ESRCH;
+        }
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+        return 0;
+}
+
+static int drop_privileges(const struct tarry_config *cfg, uid_t uid, gid_t gid)
+{
+        if (geteuid() != 0 || uid == 0)
+                return 0;
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+                return -errno;
+        if (setuid(0) == 0)
+                return -EPERM; /* the drop did not stick */
+        log_info("running as user %s (uid %u)", cfg->user, (unsigned)uid);
+        return 0;
+}
+
+/* Spool folders created by root must belong to the user tarryd becomes. */
+static void chown_spool(struct tarryd *d, uid_t uid, gid_t gid)
+{
+        if (geteuid() != 0 || uid == 0)
+                return;
+        if (chown(d->cfg->spool_dir, uid, gid) < 0)
+                log_warn("cannot chown %s: %m", d->cfg->spool_dir);
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                if (fchown(queue_dir_fd(d->queue, i), uid, gid) < 0)
+                        log_warn("cannot chown spool folder %s: %m", queue_dir_name(i));
+}
+
+static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)s;
+        (void)usec;
+        struct tarryd *d = userdata;
+        log_warn("shutdown: %d attempt(s) still running after %llds; aborting them", d->inflight,
+                 (long long)d->cfg->shutdown_timeout_s);
+        smtpc_abort_all(d->smtpc);
+        return sd_event_exit(d->loop, 0);
+}
+
+static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        (void)s;
+        struct tarryd *d = userdata;
+        if (d->stopping) {
+                log_warn("second signal %d: exiting now; running attempts will be retried",
+                         (int)si->ssi_signo);
+                return sd_event_exit(d->loop, 0);
+        }
+        d->stopping = true;
+        sd_notify(0, "STOPPING=1");
+        log_info("signal %d: stopping (%d attempt(s) running)", (int)si->ssi_signo, d->inflight);
+        if (d->inflight == 0)
+                return sd_event_exit(d->loop, 0);
+        uint64_t now;
+        sd_event_now(d->loop, CLOCK_MONOTONIC, &now);
+        return sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC,
+                                 now + (uint64_t)d->cfg->shutdown_timeout_s * 1000000, 0,
+                                 on_shutdown_timeout, d);
+}
+
+static int reload(struct tarryd *d)
+{
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        int r = cfg_load(d->config_path, &cfg, err, sizeof(err));
+        if (r < 0) {
+                log_error("reload failed, keeping the running configuration: %s", err);
+                return r;
+        }
+        if (strcmp(cfg->spool_dir, d->cfg->spool_dir) != 0)
+                log_warn("reload: spool_dir changed; it takes effect at restart");
+        struct sched_classifier *cls = NULL;
+        r = load_classifier(cfg, &cls, err, sizeof(err));
+        if (r < 0) {
+                log_error("reload failed, keeping the running configuration: %s", err);
+                cfg_free(cfg);
+                return r;
+        }
+        r = smtpc_set_config(d->smtpc, cfg);
+        if (r < 0) {
+                log_error("reload failed, keeping the running configuration: %s", strerror(-r));
+                sched_classifier_free(cls);
+                cfg_free(cfg);
+                return r;
+        }
+        sched_set_config(d->sched, cfg, cls);
+        retire_classifier(d->classifier);
+        d->classifier = cls;
+        struct old_config *o = malloc(sizeof(*o));
+        if (o) {
+                *o = (struct old_config){d->cfg, retired};
+                retired = o;
+        }
+        d->cfg = cfg;
+        dsn_policy_from_config(&d->dsn_policy, cfg);
+        log_info("configuration reloaded from %s", d->config_path);
+        deliver_arm_timer(d);
+        return 0;
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        (void)s;
+        (void)si;
+        struct tarryd *d = userdata;
+        sd_notify(0, "RELOADING=1");
+        reload(d);
+        sd_notify(0, "READY=1");
+        control_update_status_line(d);
+        return 0;
+}
+
+static int setup_signals(struct tarryd *d)
+{
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        signal(SIGPIPE, SIG_IGN);
+        int r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop_signal, d);
+        if (r >= 0)
+                r = sd_event_add_signal(d->loop, NULL, SIGINT, on_stop_signal, d);
+        if (r >= 0)
+                r = sd_event_add_signal(d->loop, NULL, SIGHUP, on_reload_signal, d);
+        return r;
+}
+
+static int state_write(void *userdata, const char *name, const void *buf, size_t len)
+{
+        return queue_state_write(userdata, name, buf, len);
+}
+
+static int state_read(void *userdata, const char *name, size_t limit, char **out, size_t *len)
+{
+        return queue_state_read(userdata, name, limit, out, len);
+}
+
+static int start(struct tarryd *d, uid_t uid, gid_t gid)
+{
+        char err[512];
+        struct sched_io io = {state_write, state_read, NULL};
+        uint64_t seed = (uint64_t)now_monotonic_us() ^ ((uint64_t)getpid() << 32);
+        int r = queue_open(d->cfg->spool_dir, QUEUE_OPEN_CREATE, &d->queue);
+        if (r < 0) {
+                fprintf(stderr, "tarryd: cannot open spool %s: %s\n", d->cfg->spool_dir,
+                        strerror(-r));
+                return EX_CANTCREAT;
+        }
+        chown_spool(d, uid, gid);
+        if ((r = load_classifier(d->cfg, &d->classifier, err, sizeof(err))) < 0) {
+                fprintf(stderr, "tarryd: %s\n", err);
+                return EX_CONFIG;
+        }
+        if ((r = control_start(d)) < 0)
+                return EX_UNAVAILABLE;
+        if ((r = drop_privileges(d->cfg, uid, gid)) < 0) {
+                fprintf(stderr, "tarryd: cannot switch to user %s: %s\n", d->cfg->user,
+                        strerror(-r));
+                return EX_NOPERM;
+        }
+        io.userdata = d->queue;
+        if ((r = msgindex_new(&d->index)) < 0 || (r = smtpc_new(d->loop, d->cfg, &d->smtpc)) < 0 ||
+            (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0) {
+                fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
+                return EX_SOFTWARE;
+        }
+        dsn_policy_from_config(&d->dsn_policy, d->cfg);
+        r = sched_load_learned(d->sched, now_realtime_us());
+        if (r == -EBADMSG)
+                log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
+
+        r = queue_recover_tmp(d->queue);
+        if (r > 0)
+                log_info("recovery: removed %d abandoned submission(s) from tmp/", r);
+        if ((r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
+                log_error("start-up: cannot read the spool: %s", strerror(-r));
+                return EX_IOERR;
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct options o = {0};
+        if (parse_options(argc, argv, &o) < 0)
+                return EX_USAGE;
+
+        struct tarryd d = {.start_us = now_realtime_us()};
+        char err[512];
+        d.config_path = strdup(cfg_path(o.config));
+        if (!d.config_path)
+                return EX_OSERR;
+        if (cfg_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "tarryd: %s\n", err);
+                return EX_CONFIG;
+        }
+        if (o.check) {
+                if (load_classifier(d.cfg, &d.classifier, err, sizeof(err)) < 0) {
+                        fprintf(stderr, "tarryd: %s\n", err);
+                        return EX_CONFIG;
+                }
+                sched_classifier_free(d.classifier);
+                cfg_print(stdout, d.cfg);
+                return 0;
+        }
+        log_open();
+
+        uid_t uid;
+        gid_t gid;
+        if (resolve_user(d.cfg, &uid, &gid) < 0)
+                return EX_NOUSER;
+        d.uid = uid;
+        int r = sd_event_default(&d.loop);
+        if (r < 0 || setup_signals(&d) < 0) {
+                fprintf(stderr, "tarryd: cannot set up the event loop: %s\n", strerror(-r));
+                return EX_OSERR;
+        }
+        sd_event_set_watchdog(d.loop, true);
+        r = start(&d, uid, gid);
+        if (r != 0)
+                return r;
+
+        log_info("started: %zu message(s) queued, spool %s", msgindex_count(d.index),
+                 d.cfg->spool_dir);
+        sd_notify(0, "READY=1");
+        control_update_status_line(&d);
+        deliver_run_due(&d);
+
+        r = sd_event_loop(d.loop);
+        log_info("stopped");
+
+        control_stop(&d);
+        smtpc_free(d.smtpc);
+        sched_save_learned(d.sched, now_realtime_us());
+        sched_free(d.sched);
+        sched_classifier_free(d.classifier);
+        while (retired_classifiers) {
+                struct old_classifier *n = retired_classifiers->next;
+                sched_classifier_free(retired_classifiers->cls);
+                free(retired_classifiers);
+                retired_classifiers = n;
+        }
+        msgindex_free(d.index);
+        queue_close(d.queue);
+        status_metrics_free(d.metrics);
+        sd_event_unref(d.loop);
+        cfg_free(d.cfg);
+        while (retired) {
+                struct old_config *n = retired->next;
+                cfg_free(retired->cfg);
+                free(retired);
+                retired = n;
+        }
+        free(d.config_path);
+        return r < 0 ? EX_SOFTWARE : 0;
+}

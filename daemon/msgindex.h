@@ -1,0 +1,57 @@
+/* daemon/msgindex.h — tarryd's in-memory index of queued messages.
+ *
+ * One small record per message in active/ (or hold/): enough to answer
+ * status queries and to find the message when its retry falls due. The
+ * envelope itself is loaded from the spool only while the message is being
+ * worked on, so a large queue costs little memory.
+ */
+#ifndef TARRY_DAEMON_MSGINDEX_H
+#define TARRY_DAEMON_MSGINDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue/queue.h"
+
+struct sched_item;
+
+/* One scheduler item: the recipients of a message that share a destination. */
+struct work {
+        struct msg *m;
+        struct sched_item *it;
+        struct work *next;
+};
+
+struct msg {
+        char id[QUEUE_ID_LEN + 1];
+        enum queue_dir dir; /* QUEUE_ACTIVE or QUEUE_HOLD */
+        int inflight;       /* attempts running for this message */
+        int8_t reply_class; /* class of the latest deferral, -1: none */
+        uint32_t n_pending; /* recipients not yet delivered or failed */
+        uint64_t size;
+        int64_t arrival_us;
+        int64_t next_attempt_us; /* earliest retry of any recipient (0: now) */
+        bool forced;             /* admin retry/flush: ignore the recipients' retry times */
+        bool dirty;              /* env changed but could not be written yet */
+        struct envelope *env;    /* loaded while inflight > 0 or dirty, else NULL */
+        struct work *works;      /* scheduler items, one per destination */
+        struct msg *hnext;       /* hash chain */
+};
+
+struct msgindex;
+
+int msgindex_new(struct msgindex **out);
+void msgindex_free(struct msgindex *ix);
+
+/* Add a record for id (copied); -EEXIST if present. */
+int msgindex_add(struct msgindex *ix, const char *id, struct msg **out);
+struct msg *msgindex_get(const struct msgindex *ix, const char *id);
+/* Remove and free the record (and its envelope, if loaded). */
+void msgindex_remove(struct msgindex *ix, struct msg *m);
+size_t msgindex_count(const struct msgindex *ix);
+
+/* Visit every record; stop when cb returns non-zero (and return that). */
+int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *ud), void *ud);
+
+#endif

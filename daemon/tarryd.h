@@ -1,0 +1,77 @@
+/* daemon/tarryd.h — the state of one tarryd process, shared by daemon/ files.
+ *
+ * main.c    start-up, signals, reload, sd_notify, shutdown
+ * pickup.c  inotify on incoming/, start-up scan, loading messages into the index
+ * deliver.c turning due scheduler items into smtpc attempts, and outcomes into
+ *           envelope updates, log records, DSNs and scheduler decisions
+ * control.c the status endpoint's provider: JSON views and admin actions
+ */
+#ifndef TARRY_DAEMON_TARRYD_H
+#define TARRY_DAEMON_TARRYD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#include "bounce/bounce.h"
+#include "config/config.h"
+#include "daemon/msgindex.h"
+#include "queue/queue.h"
+#include "scheduler/scheduler.h"
+#include "smtpc/smtpc.h"
+#include "status/status.h"
+
+struct tarryd {
+        sd_event *loop;
+        char *config_path;
+        struct tarry_config *cfg;
+        struct queue *queue;
+        struct msgindex *index;
+        struct smtpc *smtpc;
+        struct sched *sched;
+        struct sched_classifier *classifier;
+        struct status_server *status;
+        struct status_metrics *metrics;
+        struct dsn_policy dsn_policy;
+
+        sd_event_source *incoming_watch;
+        sd_event_source *due_timer;
+        sd_event_source *status_timer;
+
+        uid_t uid; /* the user tarryd runs as (after dropping root) */
+        int64_t status_line_us;
+        bool stopping;    /* SIGTERM seen: start no new attempts */
+        int64_t start_us; /* CLOCK_REALTIME at start, for uptime */
+        int inflight;     /* attempts running */
+
+        /* counters for STATUS= and /status */
+        uint64_t n_attempts, n_delivered, n_deferred, n_failed, n_dsn_sent;
+        uint64_t n_corrupt;
+};
+
+/* pickup.c */
+int pickup_start(struct tarryd *d);
+int pickup_scan_incoming(struct tarryd *d);
+int pickup_load_active(struct tarryd *d);
+/* Register a message already in active/ (or hold/) with the index and scheduler. */
+int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
+
+/* deliver.c */
+/* Schedule every destination of m whose recipients are waiting. */
+int deliver_schedule_message(struct tarryd *d, struct msg *m);
+/* Re-arm the one timer at the scheduler's earliest due time. */
+void deliver_arm_timer(struct tarryd *d);
+/* Start whatever is due now (respecting stopping). */
+void deliver_run_due(struct tarryd *d);
+/* Forget a message (deleted, held): drop its scheduler items. */
+void deliver_forget_message(struct tarryd *d, struct msg *m);
+
+/* control.c */
+int control_start(struct tarryd *d);
+void control_stop(struct tarryd *d);
+void control_note_transcript(const char *id, const char *text);
+void control_update_status_line(struct tarryd *d);
+
+#endif

@@ -1,0 +1,51 @@
+/* tests/daemon/harness.h — run the real tarryd and sendmail in a temp spool.
+ *
+ * A test makes a harness (temp dir, config written from a template with the
+ * fixture's port filled in), starts tarryd as a child process, submits mail
+ * with the real sendmail binary, and stops tarryd with a signal. Binaries are
+ * found through $TARRY_BUILD_DIR (set by meson).
+ */
+#ifndef TARRY_TESTS_HARNESS_H
+#define TARRY_TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct harness {
+        char dir[256];  /* temp dir: tarry.conf, spool/, tarryd.log */
+        char conf[300]; /* path of tarry.conf */
+        char log[300];  /* tarryd's stderr */
+        char spool[300];
+        pid_t tarryd; /* 0 when not running */
+};
+
+/* Make the temp dir and write tarry.conf: the common settings (spool, user,
+ * short timeouts) followed by extra (more INI text, may be NULL). */
+void harness_init(struct harness *h, const char *extra);
+/* Rewrite tarry.conf with the given full text (for reload tests). */
+void harness_write_config(struct harness *h, const char *text);
+void harness_start(struct harness *h);
+/* Send sig and wait up to timeout_ms; returns the exit status (or -1 on timeout). */
+int harness_stop(struct harness *h, int sig, int timeout_ms);
+void harness_kill9(struct harness *h);
+/* Remove the temp dir (tarryd must be stopped). */
+void harness_cleanup(struct harness *h);
+
+/* Run sendmail with args (NULL-terminated) and body on stdin; returns its exit code. */
+int harness_sendmail(struct harness *h, const char *body, const char *const *args);
+/* A simple message from sender to one recipient; fails the test unless sendmail exits 0. */
+void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject);
+
+/* Files in spool/DIR that are queue IDs. */
+size_t harness_count_queued(struct harness *h, const char *dir);
+/* Does tarryd's log contain needle? */
+bool harness_log_contains(struct harness *h, const char *needle);
+/* Path of a built binary: "daemon/tarryd", "cli/sendmail", "cli/tarryq". */
+const char *harness_binary(const char *rel);
+
+int64_t harness_now_us(void);
+void harness_sleep_ms(int ms);
+
+#endif
