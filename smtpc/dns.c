@@ -1,0 +1,404 @@
+/* smtpc/dns.c — MX and address lookups with c-ares, driven by sd-event; see dns.h. */
+#include "smtpc/dns.h"
+
+#include <arpa/inet.h>
+#include <ares.h>
+#include <arpa/nameser.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define MAX_MX_HOSTS  10
+#define MAX_ADDR_HOST 4
+
+struct dns_sock {
+        ares_socket_t fd;
+        sd_event_source *src;
+};
+
+struct dns {
+        sd_event *e;
+        ares_channel ch;
+        struct dns_sock *socks;
+        size_t n_socks;
+        sd_event_source *timer;
+        uint64_t rnd;
+};
+
+struct dns_job;
+
+struct mx_host {
+        struct dns_job *job;
+        char name[256];
+        unsigned short pref;
+        struct smtpc_target addrs[MAX_ADDR_HOST];
+        size_t n_addrs;
+        int status; /* ares status of its address lookup */
+};
+
+struct dns_job {
+        struct dns *d;
+        struct smtpc_route route;
+        dns_done_fn cb;
+        void *arg;
+        bool canceled;
+        int outstanding;     /* references: c-ares callbacks still due, + dns_resolve's own */
+        size_t pending_addr; /* address lookups not answered yet */
+        struct mx_host hosts[MAX_MX_HOSTS];
+        size_t n_hosts;
+        bool implicit; /* no MX: the domain itself */
+};
+
+/* ---- sd-event glue ---- */
+
+static void update_timer(struct dns *d)
+{
+        struct timeval tv;
+        if (!ares_timeout(d->ch, NULL, &tv)) {
+                sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
+                return;
+        }
+        uint64_t now;
+        sd_event_now(d->e, CLOCK_MONOTONIC, &now);
+        sd_event_source_set_time(d->timer,
+                                 now + (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec);
+        sd_event_source_set_enabled(d->timer, SD_EVENT_ONESHOT);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        struct dns *d = userdata;
+        (void)s;
+        ares_process_fd(d->ch, revents & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd : ARES_SOCKET_BAD,
+                        revents & EPOLLOUT ? fd : ARES_SOCKET_BAD);
+        update_timer(d);
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct dns *d = userdata;
+        (void)s;
+        (void)usec;
+        ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+        update_timer(d);
+        return 0;
+}
+
+static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+        struct dns *d = data;
+        size_t i = 0;
+        while (i < d->n_socks && d->socks[i].fd != fd)
+                i++;
+        if (!readable && !writable) {
+                if (i < d->n_socks) {
+                        sd_event_source_disable_unref(d->socks[i].src);
+                        d->socks[i] = d->socks[--d->n_socks];
+                }
+                return;
+        }
+        uint32_t ev = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
+        if (i < d->n_socks) {
+                sd_event_source_set_io_events(d->socks[i].src, ev);
+                return;
+        }
+        struct dns_sock *p = realloc(d->socks, (d->n_socks + 1) * sizeof(*p));
+        if (!p)
+                return;
+        d->socks = p;
+        if (sd_event_add_io(d->e, &p[d->n_socks].src, fd, ev, on_io, d) < 0)
+                return;
+        p[d->n_socks++].fd = fd;
+}
+
+int dns_new(sd_event *e, char *const *servers, size_t n_servers, struct dns **out)
+{
+        struct dns *d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->e = sd_event_ref(e);
+        if (getrandom(&d->rnd, sizeof(d->rnd), GRND_NONBLOCK) != sizeof(d->rnd))
+                d->rnd = (uint64_t)time(NULL) * 2654435761u;
+        d->rnd |= 1;
+        struct ares_options o = {
+            .sock_state_cb = sock_state,
+            .sock_state_cb_data = d,
+            .timeout = 1500,
+            .tries = 2,
+        };
+        int r = ares_init_options(&d->ch, &o,
+                                  ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+        if (r != ARES_SUCCESS) {
+                sd_event_unref(d->e);
+                free(d);
+                return r == ARES_ENOMEM ? -ENOMEM : -EIO;
+        }
+        if (n_servers > 0) {
+                char csv[2048] = "";
+                size_t len = 0;
+                for (size_t i = 0; i < n_servers && servers[i]; i++)
+                        len += (size_t)snprintf(csv + len, sizeof(csv) - len, "%s%s", i ? "," : "",
+                                                servers[i]);
+                if (len >= sizeof(csv) || ares_set_servers_ports_csv(d->ch, csv) != ARES_SUCCESS) {
+                        dns_free(d);
+                        return -EINVAL;
+                }
+        }
+        r = sd_event_add_time(e, &d->timer, CLOCK_MONOTONIC, 0, 1000, on_timer, d);
+        if (r < 0) {
+                dns_free(d);
+                return r;
+        }
+        sd_event_source_set_enabled(d->timer, SD_EVENT_OFF);
+        *out = d;
+        return 0;
+}
+
+void dns_free(struct dns *d)
+{
+        if (!d)
+                return;
+        ares_destroy(d->ch); /* calls pending callbacks with ARES_EDESTRUCTION */
+        for (size_t i = 0; i < d->n_socks; i++)
+                sd_event_source_disable_unref(d->socks[i].src);
+        free(d->socks);
+        sd_event_source_disable_unref(d->timer);
+        sd_event_unref(d->e);
+        free(d);
+}
+
+/* ---- the job ---- */
+
+static uint64_t next_rand(struct dns *d)
+{
+        d->rnd ^= d->rnd << 13;
+        d->rnd ^= d->rnd >> 7;
+        d->rnd ^= d->rnd << 17;
+        return d->rnd;
+}
+
+static void job_release(struct dns_job *j)
+{
+        if (--j->outstanding == 0)
+                free(j);
+}
+
+static void finish(struct dns_job *j, enum dns_status st, const struct smtpc_target *t, size_t n,
+                   const char *why)
+{
+        if (!j->canceled) {
+                j->canceled = true; /* from now on the job only waits to be freed */
+                j->cb(j->arg, st, t, n, why);
+        }
+}
+
+static void finish_addresses(struct dns_job *j)
+{
+        struct smtpc_target t[DNS_MAX_TARGETS];
+        size_t n = 0;
+        bool temp = false;
+        for (size_t h = 0; h < j->n_hosts; h++) {
+                for (size_t a = 0; a < j->hosts[h].n_addrs && n < DNS_MAX_TARGETS; a++)
+                        t[n++] = j->hosts[h].addrs[a];
+                int s = j->hosts[h].status;
+                if (s != ARES_SUCCESS && s != ARES_ENOTFOUND && s != ARES_ENODATA)
+                        temp = true;
+        }
+        char why[512];
+        if (n > 0) {
+                finish(j, DNS_OK, t, n, NULL);
+        } else if (temp) {
+                snprintf(why, sizeof(why),
+                         "Host or domain name lookup failed: name=%s: temporary DNS failure",
+                         j->hosts[0].name);
+                finish(j, DNS_TEMPFAIL, NULL, 0, why);
+        } else {
+                snprintf(why, sizeof(why),
+                         "Host or domain name not found. Name service error for name=%s type=%s: "
+                         "Host not found",
+                         j->hosts[0].name, j->implicit || j->route.no_mx ? "A" : "MX");
+                finish(j, DNS_NOTFOUND, NULL, 0, why);
+        }
+}
+
+static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+        struct mx_host *h = arg;
+        (void)timeouts;
+        struct dns_job *j = h->job;
+        h->status = status;
+        for (struct ares_addrinfo_node *n = res ? res->nodes : NULL;
+             n && h->n_addrs < MAX_ADDR_HOST; n = n->ai_next) {
+                struct smtpc_target *t = &h->addrs[h->n_addrs];
+                snprintf(t->host, sizeof(t->host), "%s", h->name);
+                t->family = n->ai_family;
+                const void *a = n->ai_family == AF_INET
+                                    ? (const void *)&((struct sockaddr_in *)n->ai_addr)->sin_addr
+                                    : (const void *)&((struct sockaddr_in6 *)n->ai_addr)->sin6_addr;
+                if (inet_ntop(n->ai_family, a, t->ip, sizeof(t->ip)))
+                        h->n_addrs++;
+        }
+        if (res)
+                ares_freeaddrinfo(res);
+        if (--j->pending_addr == 0 && !j->canceled)
+                finish_addresses(j);
+        job_release(j);
+}
+
+static void lookup_addresses(struct dns_job *j)
+{
+        struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT};
+        j->outstanding += (int)j->n_hosts; /* held until every lookup answered */
+        j->pending_addr = j->n_hosts;
+        for (size_t i = 0; i < j->n_hosts; i++) {
+                j->hosts[i].job = j;
+                ares_getaddrinfo(j->d->ch, j->hosts[i].name, NULL, &hints, on_addrinfo,
+                                 &j->hosts[i]);
+        }
+}
+
+static int by_pref(const void *a, const void *b)
+{
+        const struct mx_host *x = a, *y = b;
+        return (int)x->pref - (int)y->pref;
+}
+
+/* Sort by preference, then shuffle each run of equal preferences. */
+static void sort_mx(struct dns_job *j)
+{
+        qsort(j->hosts, j->n_hosts, sizeof(j->hosts[0]), by_pref);
+        for (size_t s = 0; s < j->n_hosts;) {
+                size_t e = s;
+                while (e < j->n_hosts && j->hosts[e].pref == j->hosts[s].pref)
+                        e++;
+                for (size_t i = e - 1; i > s; i--) {
+                        size_t k = s + next_rand(j->d) % (i - s + 1);
+                        struct mx_host tmp = j->hosts[i];
+                        j->hosts[i] = j->hosts[k];
+                        j->hosts[k] = tmp;
+                }
+                s = e;
+        }
+}
+
+static void use_domain_itself(struct dns_job *j)
+{
+        j->implicit = true;
+        j->n_hosts = 1;
+        snprintf(j->hosts[0].name, sizeof(j->hosts[0].name), "%s", j->route.host);
+}
+
+/* Fill hosts[] from MX records: 0, or 1 for a null MX. */
+static int take_mx(struct dns_job *j, struct ares_mx_reply *mx)
+{
+        size_t total = 0, empty = 0;
+        for (struct ares_mx_reply *m = mx; m; m = m->next) {
+                total++;
+                if (m->host[0] == '\0' || strcmp(m->host, ".") == 0) {
+                        empty++;
+                        continue;
+                }
+                if (j->n_hosts < MAX_MX_HOSTS) {
+                        struct mx_host *h = &j->hosts[j->n_hosts++];
+                        snprintf(h->name, sizeof(h->name), "%s", m->host);
+                        h->pref = m->priority;
+                }
+        }
+        return total > 0 && empty == total ? 1 : 0;
+}
+
+static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+        struct dns_job *j = arg;
+        (void)timeouts;
+        if (j->canceled || status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
+                job_release(j);
+                return;
+        }
+        char why[512];
+        struct ares_mx_reply *mx = NULL;
+        if (status == ARES_SUCCESS && ares_parse_mx_reply(abuf, alen, &mx) != ARES_SUCCESS)
+                status = ARES_ENODATA;
+        if (status == ARES_SUCCESS && take_mx(j, mx) == 1) {
+                snprintf(why, sizeof(why), "Domain %s does not accept mail (nullMX)",
+                         j->route.host);
+                finish(j, DNS_NULL_MX, NULL, 0, why);
+        } else if (status == ARES_ENOTFOUND) {
+                snprintf(why, sizeof(why),
+                         "Host or domain name not found. Name service error for name=%s "
+                         "type=MX: Host not found",
+                         j->route.host);
+                finish(j, DNS_NOTFOUND, NULL, 0, why);
+        } else if (status != ARES_SUCCESS && status != ARES_ENODATA) {
+                snprintf(why, sizeof(why), "Host or domain name lookup failed: name=%s type=MX: %s",
+                         j->route.host, ares_strerror(status));
+                finish(j, DNS_TEMPFAIL, NULL, 0, why);
+        } else {
+                if (j->n_hosts == 0)
+                        use_domain_itself(j);
+                else
+                        sort_mx(j);
+                lookup_addresses(j);
+        }
+        if (mx)
+                ares_free_data(mx);
+        job_release(j);
+}
+
+static int literal(const struct smtpc_route *r, struct smtpc_target *t)
+{
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, r->host, buf) == 1)
+                t->family = AF_INET;
+        else if (inet_pton(AF_INET6, r->host, buf) == 1)
+                t->family = AF_INET6;
+        else
+                return 0;
+        snprintf(t->host, sizeof(t->host), "%s", r->host);
+        inet_ntop(t->family, buf, t->ip, sizeof(t->ip));
+        return 1;
+}
+
+int dns_resolve(struct dns *d, const struct smtpc_route *route, dns_done_fn cb, void *arg,
+                struct dns_job **job)
+{
+        struct smtpc_target t;
+        *job = NULL;
+        if (route->no_mx && literal(route, &t)) {
+                cb(arg, DNS_OK, &t, 1, NULL);
+                return 1;
+        }
+        struct dns_job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->d = d;
+        j->route = *route;
+        j->cb = cb;
+        j->arg = arg;
+        j->outstanding = 1; /* our own reference until the first lookup is sent */
+        if (route->no_mx) {
+                use_domain_itself(j);
+                lookup_addresses(j);
+        } else {
+                j->outstanding++;
+                ares_query(d->ch, route->host, ns_c_in, ns_t_mx, on_mx, j);
+        }
+        *job = j;
+        update_timer(d);
+        bool done = j->canceled; /* answered at once (e.g. /etc/hosts): already reported */
+        if (done)
+                *job = NULL;
+        job_release(j);
+        return done ? 1 : 0;
+}
+
+void dns_job_cancel(struct dns_job *job)
+{
+        if (job)
+                job->canceled = true;
+}

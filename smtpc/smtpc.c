@@ -1,0 +1,1288 @@
+/* smtpc/smtpc.c — delivery attempts with libcurl's multi socket API on sd-event; see smtpc.h. */
+#include "smtpc/smtpc.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/address.h"
+#include "common/cleanup.h"
+#include "common/fileio.h"
+#include "smtpc/dns.h"
+#include "smtpc/reply.h"
+
+/* Spelled with three Ls before curl 8.2. */
+#if LIBCURL_VERSION_NUM >= 0x080200
+#define OPT_RCPT_ALLOWFAILS CURLOPT_MAIL_RCPT_ALLOWFAILS
+#else
+#define OPT_RCPT_ALLOWFAILS CURLOPT_MAIL_RCPT_ALLLOWFAILS
+#endif
+
+#define IDLE_CONN_MAX_AGE_S 5 /* reuse a cached connection only this long (Postfix: 2 s) */
+
+/* What a reply answers; replies pair with commands in order (curl does not pipeline). */
+enum cmd {
+        CMD_GREETING,
+        CMD_EHLO,
+        CMD_STARTTLS,
+        CMD_AUTH,
+        CMD_MAIL,
+        CMD_RCPT,
+        CMD_DATA,
+        CMD_DOT,
+        CMD_QUIT,
+        CMD_OTHER,
+};
+
+static const char *const cmd_stage[] = {
+    [CMD_GREETING] = "receiving the initial server greeting",
+    [CMD_EHLO] = "sending EHLO",
+    [CMD_STARTTLS] = "sending STARTTLS",
+    [CMD_AUTH] = "authenticating",
+    [CMD_MAIL] = "sending MAIL FROM",
+    [CMD_RCPT] = "sending RCPT TO",
+    [CMD_DATA] = "sending DATA command",
+    [CMD_DOT] = "sending end of data -- message may be sent more than once",
+    [CMD_QUIT] = "sending QUIT",
+    [CMD_OTHER] = "talking to server",
+};
+
+struct reply {
+        int code;
+        char enh[SMTPC_ENH_MAX];
+        char *text;
+};
+
+struct dest_count {
+        char *key;
+        int active;
+        struct dest_count *next;
+};
+
+struct attempt {
+        struct smtpc *c;
+        struct attempt *next; /* in c->queue or c->running */
+        /* the request, copied */
+        char *queue_id, *sender, **rcpts;
+        size_t n_rcpts;
+        int body_fd;
+        uint64_t body_size, body_off;
+        char *source;
+        smtpc_done_fn done;
+        void *userdata;
+        /* settings taken when the attempt starts */
+        struct smtpc_route route;
+        char slot_key[SMTPC_DEST_MAX + 72];
+        char *helo;
+        int64_t connect_ms, command_ms, data_ms;
+        char *auth_user, *auth_pass;
+        /* progress */
+        bool started; /* holds a slot */
+        struct dns_job *job;
+        struct smtpc_target targets[DNS_MAX_TARGETS];
+        size_t n_targets, cur;
+        bool no_starttls; /* retrying the current host without STARTTLS */
+        CURL *easy;
+        struct curl_slist *rcpt_list, *connect_list;
+        char errbuf[CURL_ERROR_SIZE];
+        sd_event_source *data_timer, *abort_src;
+        const char *abort_why; /* set: abort the transfer at the next chance */
+        enum smtpc_failure abort_failure;
+        /* reply pairing for the current transfer */
+        struct reply_acc acc;
+        enum cmd expect[8];
+        size_t n_expect;
+        enum cmd last_cmd;
+        size_t rcpt_sent, rcpt_answered;
+        bool any_reply, tls_used, hide_next;
+        struct reply greeting, conn_fail, mail, data, dot, auth, last;
+        struct reply *rcpt_reply; /* n_rcpts */
+        char **local_text;        /* n_rcpts: why an address was refused before sending */
+        bool early;               /* settled before starting: only waits to be reported */
+        /* transcript */
+        char *transcript;
+        size_t ts_len;
+        /* outcome */
+        struct smtpc_result res;
+        struct smtpc_rcpt_result *rres;
+        char *res_text;
+        int64_t t_start_us, t_connect_us;
+};
+
+struct smtpc {
+        sd_event *e;
+        const struct tarry_config *cfg;
+        CURLM *multi;
+        sd_event_source *curl_timer, *pump_src;
+        struct dns *dns;
+        struct attempt *queue, *running;
+        size_t n_running;
+        struct dest_count *dests;
+};
+
+static void attempt_finish(struct attempt *a);
+static int transfer_start(struct attempt *a);
+static void pump_schedule(struct smtpc *c);
+
+/* ---- small helpers ---- */
+
+static void reply_clear(struct reply *r)
+{
+        free(r->text);
+        memset(r, 0, sizeof(*r));
+}
+
+static void reply_set(struct reply *r, int code, const char *text)
+{
+        reply_clear(r);
+        r->code = code;
+        r->text = strdup(text);
+        reply_enhanced(text, code, r->enh);
+}
+
+static void ts_append(struct attempt *a, const char *prefix, const char *s, size_t n)
+{
+        if (!a->transcript) {
+                a->transcript = malloc(SMTPC_TRANSCRIPT_MAX + 1);
+                if (!a->transcript)
+                        return;
+                a->ts_len = 0;
+        }
+        size_t room = SMTPC_TRANSCRIPT_MAX - a->ts_len;
+        size_t pl = strlen(prefix);
+        if (pl + n + 1 > room)
+                return; /* transcript full: keep what we have */
+        memcpy(a->transcript + a->ts_len, prefix, pl);
+        memcpy(a->transcript + a->ts_len + pl, s, n);
+        a->ts_len += pl + n;
+        a->transcript[a->ts_len++] = '\n';
+        a->transcript[a->ts_len] = '\0';
+}
+
+static int64_t ms_of(int64_t s, int64_t fallback)
+{
+        return (s > 0 ? s : fallback) * 1000;
+}
+
+/* ---- concurrency slots ---- */
+
+static struct dest_count *dest_get(struct smtpc *c, const char *key, bool create)
+{
+        for (struct dest_count *d = c->dests; d; d = d->next)
+                if (strcmp(d->key, key) == 0)
+                        return d;
+        if (!create)
+                return NULL;
+        struct dest_count *d = calloc(1, sizeof(*d));
+        if (!d || !(d->key = strdup(key))) {
+                free(d);
+                return NULL;
+        }
+        d->next = c->dests;
+        c->dests = d;
+        return d;
+}
+
+static void dest_release(struct smtpc *c, const char *key)
+{
+        for (struct dest_count **pp = &c->dests; *pp; pp = &(*pp)->next) {
+                struct dest_count *d = *pp;
+                if (strcmp(d->key, key) != 0)
+                        continue;
+                if (--d->active <= 0) {
+                        *pp = d->next;
+                        free(d->key);
+                        free(d);
+                }
+                return;
+        }
+}
+
+static bool slot_free(struct smtpc *c, const struct attempt *a)
+{
+        int global = c->cfg->max_connections > 0 ? c->cfg->max_connections : 100;
+        int per = c->cfg->destination_concurrency > 0 ? c->cfg->destination_concurrency : 20;
+        if ((int)c->n_running >= global)
+                return false;
+        struct dest_count *d = dest_get(c, a->slot_key, false);
+        return !d || d->active < per;
+}
+
+/* ---- completion ---- */
+
+static void list_remove(struct attempt **head, struct attempt *a)
+{
+        for (struct attempt **pp = head; *pp; pp = &(*pp)->next)
+                if (*pp == a) {
+                        *pp = a->next;
+                        return;
+                }
+}
+
+static void transfer_cleanup(struct attempt *a)
+{
+        if (a->easy) {
+                curl_multi_remove_handle(a->c->multi, a->easy);
+                curl_easy_cleanup(a->easy);
+                a->easy = NULL;
+        }
+        curl_slist_free_all(a->rcpt_list);
+        a->rcpt_list = NULL;
+        curl_slist_free_all(a->connect_list);
+        a->connect_list = NULL;
+        a->data_timer = sd_event_source_disable_unref(a->data_timer);
+        a->abort_src = sd_event_source_disable_unref(a->abort_src);
+}
+
+static void replies_reset(struct attempt *a)
+{
+        reply_clear(&a->greeting);
+        reply_clear(&a->mail);
+        reply_clear(&a->data);
+        reply_clear(&a->dot);
+        reply_clear(&a->auth);
+        reply_clear(&a->last);
+        for (size_t i = 0; i < a->n_rcpts; i++)
+                reply_clear(&a->rcpt_reply[i]);
+        reply_acc_reset(&a->acc);
+        a->n_expect = 0;
+        a->last_cmd = CMD_GREETING;
+        a->rcpt_sent = a->rcpt_answered = 0;
+        a->any_reply = a->tls_used = a->hide_next = false;
+        a->abort_why = NULL;
+        a->body_off = 0;
+}
+
+static void attempt_free(struct attempt *a)
+{
+        transfer_cleanup(a);
+        dns_job_cancel(a->job);
+        replies_reset(a);
+        reply_clear(&a->conn_fail);
+        free(a->rcpt_reply);
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                free(a->rcpts[i]);
+                if (a->local_text)
+                        free(a->local_text[i]);
+        }
+        free(a->local_text);
+        free(a->rcpts);
+        free(a->queue_id);
+        free(a->sender);
+        free(a->source);
+        free(a->helo);
+        if (a->auth_pass)
+                explicit_bzero(a->auth_pass, strlen(a->auth_pass));
+        free(a->auth_user);
+        free(a->auth_pass);
+        free(a->transcript);
+        free(a->rres);
+        free(a->res_text);
+        if (a->body_fd >= 0)
+                close(a->body_fd);
+        free(a);
+}
+
+/* Attempt-level outcome: every recipient not already settled gets it. */
+static void set_attempt_failure(struct attempt *a, enum smtpc_status st, enum smtpc_failure f,
+                                int code, const char *text)
+{
+        a->res.status = st;
+        a->res.failure = f;
+        a->res.code = code;
+        free(a->res_text);
+        a->res_text = strdup(text);
+        reply_enhanced(text, code, a->res.enhanced);
+        if (!a->res.enhanced[0] && strlen(text) > 4 && text[0] >= '2' && text[0] <= '5')
+                snprintf(a->res.enhanced, sizeof(a->res.enhanced), "%c.0.0", text[0]);
+}
+
+/* A Postfix-like synthesized reason: "4.4.1 connect to host[ip]:port: why". */
+static void synth_failure(struct attempt *a, enum smtpc_status st, enum smtpc_failure f,
+                          const char *enh, const char *fmt, const char *detail)
+{
+        char text[1024];
+        const struct smtpc_target *t = a->cur < a->n_targets ? &a->targets[a->cur] : NULL;
+        int code = st == SMTPC_ATTEMPT_PERMFAIL ? 550 : 451;
+        int n = snprintf(text, sizeof(text), "%d %s ", code, enh);
+        if (t)
+                snprintf(text + n, sizeof(text) - (size_t)n, fmt, t->host, t->ip, a->route.port,
+                         detail);
+        else
+                snprintf(text + n, sizeof(text) - (size_t)n, "%s", detail);
+        set_attempt_failure(a, st, f, code, text);
+}
+
+static void fill_rcpt(struct smtpc_rcpt_result *r, int code, const char *enh, const char *text)
+{
+        r->code = code;
+        snprintf(r->enhanced, sizeof(r->enhanced), "%s", enh ? enh : "");
+        r->text = text;
+        r->outcome = code >= 200 && code < 300   ? SMTPC_RCPT_DELIVERED
+                     : code >= 500 && code < 600 ? SMTPC_RCPT_FAILED
+                                                 : SMTPC_RCPT_DEFERRED;
+}
+
+static void build_result(struct attempt *a)
+{
+        struct smtpc_result *r = &a->res;
+        r->queue_id = a->queue_id;
+        r->text = a->res_text;
+        r->n_rcpts = a->n_rcpts;
+        r->rcpts = a->rres;
+        r->destination = a->route.destination;
+        if (a->cur < a->n_targets) {
+                r->mx_host = a->targets[a->cur].host;
+                r->mx_ip = a->targets[a->cur].ip;
+        }
+        r->port = a->route.port;
+        r->source_address = a->source;
+        r->tls = a->tls_used;
+        r->transcript = a->transcript ? a->transcript : "";
+        r->connect_us = a->t_connect_us ? a->t_connect_us - a->t_start_us : 0;
+        r->total_us = now_monotonic_us() - a->t_start_us;
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                struct smtpc_rcpt_result *rr = &a->rres[i];
+                rr->address = a->rcpts[i];
+                if (rr->text) /* settled locally (bad address) or by the transaction */
+                        continue;
+                fill_rcpt(rr, r->code, r->enhanced, r->text);
+                if (r->status == SMTPC_ATTEMPT_TEMPFAIL)
+                        rr->outcome = SMTPC_RCPT_DEFERRED;
+        }
+}
+
+static void attempt_finish(struct attempt *a)
+{
+        struct smtpc *c = a->c;
+        transfer_cleanup(a);
+        if (a->job) {
+                dns_job_cancel(a->job);
+                a->job = NULL;
+        }
+        if (a->started) {
+                list_remove(&c->running, a);
+                c->n_running--;
+                dest_release(c, a->slot_key);
+        } else {
+                list_remove(&c->queue, a);
+        }
+        build_result(a);
+        a->done(&a->res, a->userdata);
+        attempt_free(a);
+        pump_schedule(c);
+}
+
+/* ---- interpreting a finished transfer ---- */
+
+static bool is_connect_failure(CURLcode rc)
+{
+        return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+               rc == CURLE_INTERFACE_FAILED;
+}
+
+static bool is_tls_failure(CURLcode rc)
+{
+        return rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION ||
+               rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CIPHER ||
+               rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_USE_SSL_FAILED;
+}
+
+/* Should the next host be tried (connect failure, timeout or 4xx/5xx greeting)? */
+static bool try_next_host(struct attempt *a, CURLcode rc)
+{
+        if (a->cur + 1 >= a->n_targets)
+                return false;
+        if (is_connect_failure(rc))
+                return true;
+        if (rc == CURLE_OPERATION_TIMEDOUT && !a->greeting.code)
+                return true;
+        if (a->greeting.code && a->greeting.code >= 400)
+                return true;
+        return false;
+}
+
+static void record_connect_failure(struct attempt *a, CURLcode rc)
+{
+        long oserr = 0;
+        char detail[256];
+        if (a->easy)
+                curl_easy_getinfo(a->easy, CURLINFO_OS_ERRNO, &oserr);
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+                snprintf(detail, sizeof(detail), "Connection timed out");
+        else if (oserr)
+                snprintf(detail, sizeof(detail), "%s", strerror((int)oserr));
+        else
+                snprintf(detail, sizeof(detail), "%s",
+                         a->errbuf[0] ? a->errbuf : curl_easy_strerror(rc));
+        bool timeout = rc == CURLE_OPERATION_TIMEDOUT;
+        synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, timeout ? SMTPC_FAIL_TIMEOUT : SMTPC_FAIL_CONNECT,
+                      timeout ? "4.4.2" : "4.4.1", "connect to %s[%s]:%u: %s", detail);
+}
+
+/* Recipients answered at RCPT keep their own reply; accepted ones get the dot reply. */
+static void settle_rcpts(struct attempt *a, const struct reply *final)
+{
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                struct reply *rr = &a->rcpt_reply[i];
+                if (a->rres[i].text || !rr->code)
+                        continue;
+                if (rr->code >= 200 && rr->code < 300 && final)
+                        fill_rcpt(&a->rres[i], final->code, final->enh, final->text);
+                else if (rr->code >= 300 || !final)
+                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text);
+        }
+}
+
+static enum smtpc_status status_of(int code)
+{
+        return code >= 500 ? SMTPC_ATTEMPT_PERMFAIL : SMTPC_ATTEMPT_TEMPFAIL;
+}
+
+/* The server said no to something before or at the end of the transaction. */
+static bool server_refused(struct attempt *a)
+{
+        const struct reply *r = NULL;
+        if (a->greeting.code >= 400)
+                r = &a->greeting;
+        else if (a->auth.code >= 400) {
+                char text[SMTPC_REPLY_MAX + 128];
+                snprintf(text, sizeof(text),
+                         "454 4.7.0 SASL authentication failed; server %s said: %s",
+                         a->targets[a->cur].host, a->auth.text);
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REPLY, 454, text);
+                return true;
+        } else if (a->mail.code >= 400)
+                r = &a->mail;
+        else if (a->data.code >= 400)
+                r = &a->data;
+        else if (a->dot.code >= 400)
+                r = &a->dot;
+        else if (a->last.code >= 400 && a->last.code != 421 && a->rcpt_sent == 0)
+                r = &a->last; /* EHLO/HELO refused */
+        if (!r)
+                return false;
+        set_attempt_failure(a, status_of(r->code), SMTPC_FAIL_REPLY, r->code, r->text);
+        if (r == &a->dot || r == &a->data)
+                settle_rcpts(a, r);
+        return true;
+}
+
+static bool all_rcpts_refused(struct attempt *a)
+{
+        if (a->rcpt_answered == 0)
+                return false;
+        for (size_t i = 0; i < a->n_rcpts; i++)
+                if (!a->rres[i].text && (!a->rcpt_reply[i].code || a->rcpt_reply[i].code < 400))
+                        return false;
+        return true;
+}
+
+static void interpret_dropped(struct attempt *a, CURLcode rc)
+{
+        if (a->last.code == 421) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REPLY, 421, a->last.text);
+                return;
+        }
+        bool timeout = rc == CURLE_OPERATION_TIMEDOUT;
+        synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, timeout ? SMTPC_FAIL_TIMEOUT : SMTPC_FAIL_DROPPED,
+                      "4.4.2",
+                      timeout ? "conversation with %s[%s]:%u timed out while %s"
+                              : "lost connection with %s[%s]:%u while %s",
+                      cmd_stage[a->last_cmd]);
+}
+
+/* Recipients the server refused at RCPT keep that reply whatever happens next. */
+static void settle_refused(struct attempt *a)
+{
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                struct reply *rr = &a->rcpt_reply[i];
+                if (!a->rres[i].text && rr->code >= 400)
+                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text);
+        }
+}
+
+static void interpret(struct attempt *a, CURLcode rc)
+{
+        if (rc == CURLE_OK && a->dot.code >= 200 && a->dot.code < 300) {
+                a->res.status = SMTPC_ATTEMPT_DONE;
+                settle_rcpts(a, &a->dot);
+                return;
+        }
+        settle_refused(a);
+        if (a->abort_why) {
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure, "4.4.2", "%s[%s]:%u: %s",
+                              a->abort_why);
+                return;
+        }
+        if (server_refused(a))
+                return;
+        if (all_rcpts_refused(a)) {
+                a->res.status = SMTPC_ATTEMPT_DONE;
+                settle_rcpts(a, NULL);
+                return;
+        }
+        if (is_tls_failure(rc)) {
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TLS, "4.7.5",
+                              "TLS with %s[%s]:%u failed: %s",
+                              a->errbuf[0] ? a->errbuf : curl_easy_strerror(rc));
+                return;
+        }
+        if (!a->any_reply && (is_connect_failure(rc) || rc == CURLE_OPERATION_TIMEDOUT)) {
+                record_connect_failure(a, rc);
+                return;
+        }
+        interpret_dropped(a, rc);
+}
+
+/* STARTTLS was offered and accepted but the handshake failed: tls=may retries in clear. */
+static bool retry_without_tls(struct attempt *a, CURLcode rc)
+{
+        return a->route.tls == CFG_TLS_MAY && !a->no_starttls && rc != CURLE_USE_SSL_FAILED &&
+               is_tls_failure(rc) && a->abort_why == NULL;
+}
+
+static void transfer_done(struct attempt *a, CURLcode rc)
+{
+        if (!a->t_connect_us && a->greeting.code)
+                a->t_connect_us = now_monotonic_us();
+        if (retry_without_tls(a, rc)) {
+                ts_append(a, "* ", "TLS handshake failed; retrying without STARTTLS", 47);
+                a->no_starttls = true;
+                transfer_cleanup(a);
+                if (transfer_start(a) == 0)
+                        return;
+        } else if (!a->abort_why && try_next_host(a, rc)) {
+                record_connect_failure(a, rc);
+                reply_set(&a->conn_fail, a->res.code, a->res_text ? a->res_text : "");
+                transfer_cleanup(a);
+                a->cur++;
+                a->no_starttls = false;
+                if (transfer_start(a) == 0)
+                        return;
+        }
+        interpret(a, rc);
+        attempt_finish(a);
+}
+
+/* ---- reply capture from the debug callback ---- */
+
+static void expect_push(struct attempt *a, enum cmd k)
+{
+        if (a->n_expect < ELEMENTSOF(a->expect))
+                a->expect[a->n_expect++] = k;
+}
+
+static enum cmd expect_pop(struct attempt *a)
+{
+        if (a->n_expect == 0)
+                return a->any_reply ? CMD_OTHER : CMD_GREETING;
+        enum cmd k = a->expect[0];
+        memmove(a->expect, a->expect + 1, (--a->n_expect) * sizeof(a->expect[0]));
+        return k;
+}
+
+static int on_data_timeout(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* The whole DATA phase (body + final reply) gets data_timeout, however slow the peer. */
+static void arm_data_timer(struct attempt *a)
+{
+        if (a->data_timer)
+                return;
+        sd_event_add_time_relative(a->c->e, &a->data_timer, CLOCK_MONOTONIC,
+                                   (uint64_t)a->data_ms * 1000, 10000, on_data_timeout, a);
+}
+
+static void reply_complete(struct attempt *a)
+{
+        enum cmd k = expect_pop(a);
+        int code = a->acc.code;
+        const char *text = a->acc.text;
+        if (a->acc.garbled || code < 200 || code > 599) {
+                a->abort_why = "garbled reply";
+                a->abort_failure = SMTPC_FAIL_PROTOCOL;
+        }
+        a->any_reply = true;
+        if (!a->t_connect_us)
+                a->t_connect_us = now_monotonic_us();
+        reply_set(&a->last, code, text);
+        switch (k) {
+        case CMD_GREETING:
+                reply_set(&a->greeting, code, text);
+                break;
+        case CMD_STARTTLS:
+                a->tls_used = code == 220;
+                break;
+        case CMD_AUTH:
+                if (code >= 400)
+                        reply_set(&a->auth, code, text);
+                a->hide_next = code == 334;
+                if (code == 334)
+                        expect_push(a, CMD_AUTH);
+                break;
+        case CMD_MAIL:
+                reply_set(&a->mail, code, text);
+                break;
+        case CMD_RCPT:
+                if (a->rcpt_answered < a->n_rcpts)
+                        reply_set(&a->rcpt_reply[a->rcpt_answered++], code, text);
+                break;
+        case CMD_DATA:
+                reply_set(&a->data, code, text);
+                if (code == 354) {
+                        expect_push(a, CMD_DOT);
+                        arm_data_timer(a);
+                }
+                break;
+        case CMD_DOT:
+                reply_set(&a->dot, code, text);
+                break;
+        default:
+                break;
+        }
+        ts_append(a, "< ", text, strlen(text));
+        reply_acc_reset(&a->acc);
+}
+
+static int on_abort(sd_event_source *s, void *userdata);
+
+static void request_abort(struct attempt *a, const char *why, enum smtpc_failure f)
+{
+        if (a->abort_src)
+                return;
+        a->abort_why = why;
+        a->abort_failure = f;
+        sd_event_add_defer(a->c->e, &a->abort_src, on_abort, a);
+}
+
+static void feed_reply(struct attempt *a, const char *data, size_t size)
+{
+        while (size > 0) {
+                bool complete;
+                size_t used = reply_acc_feed(&a->acc, data, size, &complete);
+                if (complete)
+                        reply_complete(a);
+                else if (a->acc.total > SMTPC_REPLY_ABORT)
+                        request_abort(a, "reply exceeds 64 KB (too long or endless)",
+                                      SMTPC_FAIL_PROTOCOL);
+                data += used;
+                size -= used;
+        }
+        if (a->abort_why && !a->abort_src)
+                request_abort(a, a->abort_why, a->abort_failure);
+}
+
+static enum cmd cmd_kind(const char *s, size_t n)
+{
+        static const struct {
+                const char *verb;
+                enum cmd k;
+        } verbs[] = {
+            {"EHLO", CMD_EHLO}, {"HELO", CMD_EHLO}, {"STARTTLS", CMD_STARTTLS}, {"AUTH", CMD_AUTH},
+            {"MAIL", CMD_MAIL}, {"RCPT", CMD_RCPT}, {"DATA", CMD_DATA},         {"QUIT", CMD_QUIT},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                size_t vl = strlen(verbs[i].verb);
+                if (n >= vl && strncasecmp(s, verbs[i].verb, vl) == 0)
+                        return verbs[i].k;
+        }
+        return CMD_OTHER;
+}
+
+static void on_command(struct attempt *a, const char *data, size_t size)
+{
+        while (size > 0 && (data[size - 1] == '\n' || data[size - 1] == '\r'))
+                size--;
+        if (a->hide_next) { /* SASL continuation: never log credentials */
+                a->hide_next = false;
+                ts_append(a, "> ", "(authentication data hidden)", 28);
+                return;
+        }
+        enum cmd k = cmd_kind(data, size);
+        a->last_cmd = k;
+        if (k == CMD_RCPT)
+                a->rcpt_sent++;
+        expect_push(a, k);
+        if (k == CMD_AUTH && size > 10)
+                ts_append(a, "> ", data, 10); /* "AUTH PLAIN" without the credentials */
+        else
+                ts_append(a, "> ", data, size > 512 ? 512 : size);
+}
+
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *userp)
+{
+        struct attempt *a = userp;
+        (void)h;
+        if (type == CURLINFO_HEADER_IN)
+                feed_reply(a, data, size);
+        else if (type == CURLINFO_HEADER_OUT)
+                on_command(a, data, size);
+        return 0;
+}
+
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+        struct attempt *a = p;
+        (void)dt, (void)dn, (void)ut, (void)un;
+        return a->abort_why ? 1 : 0;
+}
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)
+{
+        struct attempt *a = userp;
+        size_t want = size * nitems;
+        if (a->body_off >= a->body_size)
+                return 0;
+        if (want > a->body_size - a->body_off)
+                want = (size_t)(a->body_size - a->body_off);
+        ssize_t n = pread(a->body_fd, buf, want, (off_t)a->body_off);
+        if (n <= 0)
+                return CURL_READFUNC_ABORT;
+        a->body_off += (uint64_t)n;
+        return (size_t)n;
+}
+
+static int on_data_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct attempt *a = userdata;
+        (void)s, (void)usec;
+        request_abort(a, "DATA phase timed out", SMTPC_FAIL_TIMEOUT);
+        return 0;
+}
+
+static int on_abort(sd_event_source *s, void *userdata)
+{
+        struct attempt *a = userdata;
+        (void)s;
+        transfer_cleanup(a);
+        interpret(a, CURLE_ABORTED_BY_CALLBACK);
+        attempt_finish(a);
+        return 0;
+}
+
+/* ---- starting a transfer to the current target ---- */
+
+static char *join_url(const struct attempt *a)
+{
+        const struct smtpc_target *t = &a->targets[a->cur];
+        char *url = NULL;
+        bool v6 = strchr(t->host, ':') != NULL;
+        if (asprintf(&url, "smtp://%s%s%s:%u/%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
+                     a->route.port, a->helo) < 0)
+                return NULL;
+        return url;
+}
+
+static int set_tls(struct attempt *a, CURL *h)
+{
+        long use = CURLUSESSL_NONE;
+        switch (a->route.tls) {
+        case CFG_TLS_NONE:
+                use = CURLUSESSL_NONE;
+                break;
+        case CFG_TLS_MAY:
+                use = a->no_starttls ? CURLUSESSL_NONE : CURLUSESSL_TRY;
+                break;
+        case CFG_TLS_ENCRYPT:
+        case CFG_TLS_VERIFY:
+                use = CURLUSESSL_ALL;
+                break;
+        }
+        long verify = a->route.tls == CFG_TLS_VERIFY;
+        curl_easy_setopt(h, CURLOPT_USE_SSL, use);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, verify);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);
+        return 0;
+}
+
+static int set_addresses(struct attempt *a, CURL *h)
+{
+        char from[ADDR_MAX + 3];
+        snprintf(from, sizeof(from), a->sender[0] ? "<%s>" : "%s", a->sender);
+        curl_easy_setopt(h, CURLOPT_MAIL_FROM, from);
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                if (a->rres[i].text) /* refused locally, never sent */
+                        continue;
+                char to[ADDR_MAX + 3];
+                snprintf(to, sizeof(to), "<%s>", a->rcpts[i]);
+                struct curl_slist *l = curl_slist_append(a->rcpt_list, to);
+                if (!l)
+                        return -ENOMEM;
+                a->rcpt_list = l;
+        }
+        curl_easy_setopt(h, CURLOPT_MAIL_RCPT, a->rcpt_list);
+        curl_easy_setopt(h, OPT_RCPT_ALLOWFAILS, 1L);
+        return 0;
+}
+
+static void set_endpoint(struct attempt *a, CURL *h)
+{
+        const struct smtpc_target *t = &a->targets[a->cur];
+        char conn_to[400], iface[128];
+        bool v6 = t->family == AF_INET6;
+        snprintf(conn_to, sizeof(conn_to), "::%s%s%s:%u", v6 ? "[" : "", t->ip, v6 ? "]" : "",
+                 a->route.port);
+        struct curl_slist *ct = curl_slist_append(NULL, conn_to);
+        curl_easy_setopt(h, CURLOPT_CONNECT_TO, ct);
+        /* always explicit: an unset interface would reuse a connection bound elsewhere */
+        snprintf(iface, sizeof(iface), "host!%s", a->source ? a->source : v6 ? "::" : "0.0.0.0");
+        curl_easy_setopt(h, CURLOPT_INTERFACE, iface);
+        a->connect_list = ct;
+}
+
+static void set_timeouts(struct attempt *a, CURL *h)
+{
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)a->connect_ms);
+        curl_easy_setopt(h, CURLOPT_SERVER_RESPONSE_TIMEOUT, (long)(a->command_ms / 1000));
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(a->command_ms / 1000));
+        int64_t total = a->connect_ms + a->data_ms + a->command_ms * (int64_t)(6 + a->n_rcpts);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)total);
+        curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, (long)IDLE_CONN_MAX_AGE_S);
+}
+
+static int transfer_start(struct attempt *a)
+{
+        replies_reset(a);
+        CURL *h = curl_easy_init();
+        if (!h)
+                return -ENOMEM;
+        a->easy = h;
+        _cleanup_free_ char *url = join_url(a);
+        if (!url || set_addresses(a, h) < 0)
+                return -ENOMEM;
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_PRIVATE, a);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->errbuf);
+        a->errbuf[0] = '\0';
+        curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+        curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_debug);
+        curl_easy_setopt(h, CURLOPT_DEBUGDATA, a);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, a);
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, a);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)a->body_size);
+        curl_easy_setopt(h, CURLOPT_CRLF, 0L);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp");
+        set_endpoint(a, h);
+        set_tls(a, h);
+        set_timeouts(a, h);
+        if (a->auth_user) {
+                curl_easy_setopt(h, CURLOPT_USERNAME, a->auth_user);
+                curl_easy_setopt(h, CURLOPT_PASSWORD, a->auth_pass);
+        }
+        if (curl_multi_add_handle(a->c->multi, h) != CURLM_OK)
+                return -ENOMEM;
+        return 0;
+}
+
+/* ---- libcurl multi on sd-event ---- */
+
+static void check_done(struct smtpc *c)
+{
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(c->multi, &left))) {
+                if (m->msg != CURLMSG_DONE)
+                        continue;
+                struct attempt *a = NULL;
+                CURLcode rc = m->data.result;
+                curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&a);
+                transfer_done(a, rc);
+        }
+}
+
+static int on_curl_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        struct smtpc *c = userdata;
+        int flags = 0, running;
+        (void)s;
+        if (revents & EPOLLIN)
+                flags |= CURL_CSELECT_IN;
+        if (revents & EPOLLOUT)
+                flags |= CURL_CSELECT_OUT;
+        if (revents & (EPOLLERR | EPOLLHUP))
+                flags |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(c->multi, fd, flags, &running);
+        check_done(c);
+        return 0;
+}
+
+static int on_curl_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct smtpc *c = userdata;
+        int running;
+        (void)s, (void)usec;
+        curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        check_done(c);
+        return 0;
+}
+
+static int curl_socket_cb(CURL *h, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+        struct smtpc *c = userp;
+        sd_event_source *src = socketp;
+        (void)h;
+        if (what == CURL_POLL_REMOVE) {
+                sd_event_source_disable_unref(src);
+                curl_multi_assign(c->multi, fd, NULL);
+                return 0;
+        }
+        uint32_t ev = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+        if (src) {
+                sd_event_source_set_io_events(src, ev);
+                return 0;
+        }
+        if (sd_event_add_io(c->e, &src, fd, ev, on_curl_io, c) < 0)
+                return -1;
+        curl_multi_assign(c->multi, fd, src);
+        return 0;
+}
+
+static int curl_timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+        struct smtpc *c = userp;
+        (void)m;
+        if (timeout_ms < 0)
+                return sd_event_source_set_enabled(c->curl_timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+        uint64_t now;
+        sd_event_now(c->e, CLOCK_MONOTONIC, &now);
+        sd_event_source_set_time(c->curl_timer, now + (uint64_t)timeout_ms * 1000);
+        sd_event_source_set_enabled(c->curl_timer, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* ---- starting attempts ---- */
+
+static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target *t, size_t n,
+                        const char *why)
+{
+        struct attempt *a = arg;
+        a->job = NULL;
+        if (st == DNS_OK) {
+                memcpy(a->targets, t, n * sizeof(*t));
+                a->n_targets = n;
+                if (transfer_start(a) == 0)
+                        return;
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, "4.3.0", "%s[%s]:%u: %s",
+                              "cannot start transfer");
+        } else if (st == DNS_NULL_MX) {
+                char text[600];
+                snprintf(text, sizeof(text), "556 5.1.10 %s", why);
+                set_attempt_failure(a, SMTPC_ATTEMPT_PERMFAIL, SMTPC_FAIL_NULL_MX, 556, text);
+        } else {
+                bool perm = st == DNS_NOTFOUND;
+                char text[600];
+                snprintf(text, sizeof(text), "%s %s", perm ? "550 5.4.4" : "451 4.4.3", why);
+                set_attempt_failure(a, perm ? SMTPC_ATTEMPT_PERMFAIL : SMTPC_ATTEMPT_TEMPFAIL,
+                                    SMTPC_FAIL_DNS, perm ? 550 : 451, text);
+        }
+        attempt_finish(a);
+}
+
+/* Take the config-dependent settings; a locally refused address is settled now. */
+static int attempt_prepare(struct attempt *a)
+{
+        const struct tarry_config *cfg = a->c->cfg;
+        a->helo = strdup(cfg->myhostname && cfg->myhostname[0] ? cfg->myhostname : "localhost");
+        if (!a->helo)
+                return -ENOMEM;
+        a->connect_ms = ms_of(cfg->connect_timeout_s, 30);
+        a->command_ms = ms_of(cfg->command_timeout_s, 300);
+        a->data_ms = ms_of(cfg->data_timeout_s, 600);
+        if (a->route.auth) {
+                const char *why = NULL;
+                int r =
+                    smtpc_read_auth_file(cfg->relay_auth_file, &a->auth_user, &a->auth_pass, &why);
+                if (r < 0) {
+                        char text[512];
+                        snprintf(text, sizeof(text), "451 4.3.0 %s: %s", cfg->relay_auth_file, why);
+                        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451, text);
+                        return -EPERM;
+                }
+        }
+        return 0;
+}
+
+static void attempt_begin(struct attempt *a)
+{
+        struct smtpc *c = a->c;
+        struct dest_count *d = dest_get(c, a->slot_key, true);
+        if (!d) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                                    "451 4.3.0 out of memory");
+                attempt_finish(a);
+                return;
+        }
+        d->active++;
+        list_remove(&c->queue, a);
+        a->next = c->running;
+        c->running = a;
+        c->n_running++;
+        a->started = true;
+        if (attempt_prepare(a) < 0) {
+                if (!a->res_text)
+                        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                                            "451 4.3.0 out of memory");
+                attempt_finish(a);
+                return;
+        }
+        a->t_start_us = now_monotonic_us();
+        int r = dns_resolve(c->dns, &a->route, on_resolved, a, &a->job);
+        if (r < 0) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                                    "451 4.3.0 cannot start DNS lookup");
+                attempt_finish(a);
+        }
+}
+
+static int on_pump(sd_event_source *s, void *userdata)
+{
+        struct smtpc *c = userdata;
+        (void)s;
+        c->pump_src = sd_event_source_disable_unref(c->pump_src);
+        struct attempt *a = c->queue;
+        while (a) {
+                struct attempt *next = a->next;
+                if (!a->early && slot_free(c, a))
+                        attempt_begin(a);
+                a = next;
+        }
+        return 0;
+}
+
+static void pump_schedule(struct smtpc *c)
+{
+        if (c->pump_src || !c->queue)
+                return;
+        sd_event_add_defer(c->e, &c->pump_src, on_pump, c);
+}
+
+static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
+{
+        a->queue_id = strdup(req->queue_id ? req->queue_id : "");
+        a->sender = strdup(req->sender ? req->sender : "");
+        a->source = req->source_address ? strdup(req->source_address) : NULL;
+        a->rcpts = calloc(req->n_rcpts, sizeof(char *));
+        a->rcpt_reply = calloc(req->n_rcpts, sizeof(struct reply));
+        a->rres = calloc(req->n_rcpts, sizeof(struct smtpc_rcpt_result));
+        a->local_text = calloc(req->n_rcpts, sizeof(char *));
+        if (!a->local_text || !a->queue_id || !a->sender || (req->source_address && !a->source) ||
+            !a->rcpts || !a->rcpt_reply || !a->rres)
+                return -ENOMEM;
+        a->n_rcpts = req->n_rcpts;
+        for (size_t i = 0; i < req->n_rcpts; i++)
+                if (!(a->rcpts[i] = strdup(req->rcpts[i] ? req->rcpts[i] : "")))
+                        return -ENOMEM;
+        a->body_fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
+        if (a->body_fd < 0)
+                return -EBADF;
+        a->body_size = req->body_size;
+        a->done = req->done;
+        a->userdata = req->userdata;
+        return 0;
+}
+
+/* Every address passes addr_check before curl sees it (curl does not filter CR/LF). */
+static int check_addresses(struct attempt *a)
+{
+        const char *why = NULL;
+        char text[256];
+        if (a->sender[0] && addr_check(a->sender, &why) < 0) {
+                snprintf(text, sizeof(text), "553 5.1.7 bad sender address: %s", why);
+                set_attempt_failure(a, SMTPC_ATTEMPT_PERMFAIL, SMTPC_FAIL_LOCAL, 553, text);
+                return -EINVAL;
+        }
+        size_t bad = 0;
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                if (addr_check(a->rcpts[i], &why) == 0)
+                        continue;
+                snprintf(text, sizeof(text), "553 5.1.3 bad recipient address: %s", why);
+                a->local_text[i] = strdup(text);
+                a->rres[i].text =
+                    a->local_text[i] ? a->local_text[i] : "553 5.1.3 bad recipient address";
+                a->rres[i].code = 553;
+                snprintf(a->rres[i].enhanced, SMTPC_ENH_MAX, "5.1.3");
+                a->rres[i].outcome = SMTPC_RCPT_FAILED;
+                bad++;
+        }
+        if (bad == a->n_rcpts) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_DONE, SMTPC_FAIL_NONE, 553,
+                                    "553 5.1.3 no valid recipient");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int route_of(struct attempt *a)
+{
+        const char *dom = addr_domain(a->rcpts[0]);
+        if (smtpc_route(a->c->cfg, dom ? dom : "", &a->route) < 0) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_PERMFAIL, SMTPC_FAIL_DNS, 550,
+                                    "550 5.1.2 bad recipient domain");
+                return -EINVAL;
+        }
+        snprintf(a->slot_key, sizeof(a->slot_key), "%s|%s", a->source ? a->source : "",
+                 a->route.destination);
+        return 0;
+}
+
+static int on_early_finish(sd_event_source *s, void *userdata)
+{
+        struct attempt *a = userdata;
+        (void)s;
+        attempt_finish(a);
+        return 0;
+}
+
+int smtpc_attempt_start(struct smtpc *c, const struct smtpc_request *req)
+{
+        if (!req || !req->done || req->n_rcpts == 0 || !req->rcpts)
+                return -EINVAL;
+        struct attempt *a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->c = c;
+        a->body_fd = -1;
+        int r = attempt_copy(a, req);
+        if (r < 0) {
+                attempt_free(a);
+                return r;
+        }
+        a->t_start_us = now_monotonic_us();
+        a->next = NULL;
+        struct attempt **tail = &c->queue;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = a;
+        if (check_addresses(a) < 0 || route_of(a) < 0) {
+                /* report from the loop, never from inside this call */
+                a->early = true;
+                if (sd_event_add_defer(c->e, &a->abort_src, on_early_finish, a) < 0) {
+                        list_remove(&c->queue, a);
+                        attempt_free(a);
+                        return -ENOMEM;
+                }
+                return 0;
+        }
+        pump_schedule(c);
+        return 0;
+}
+
+/* ---- lifecycle ---- */
+
+int smtpc_new(sd_event *e, const struct tarry_config *cfg, struct smtpc **out)
+{
+        /* reference-counted and thread-safe since curl 7.84 */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return -EIO;
+        struct smtpc *c = calloc(1, sizeof(*c));
+        if (!c) {
+                curl_global_cleanup();
+                return -ENOMEM;
+        }
+        c->e = sd_event_ref(e);
+        c->cfg = cfg;
+        int r = dns_new(e, cfg->dns_servers, cfg->n_dns_servers, &c->dns);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time(e, &c->curl_timer, CLOCK_MONOTONIC, 0, 1, on_curl_timer, c);
+        if (r < 0)
+                goto fail;
+        sd_event_source_set_enabled(c->curl_timer, SD_EVENT_OFF);
+        c->multi = curl_multi_init();
+        if (!c->multi) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+        smtpc_set_config(c, cfg);
+        *out = c;
+        return 0;
+fail:
+        smtpc_free(c);
+        return r;
+}
+
+int smtpc_set_config(struct smtpc *c, const struct tarry_config *cfg)
+{
+        if (!cfg)
+                return -EINVAL;
+        c->cfg = cfg;
+        long max = cfg->max_connections > 0 ? cfg->max_connections : 100;
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max);
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, max);
+        pump_schedule(c);
+        return 0;
+}
+
+size_t smtpc_pending(const struct smtpc *c)
+{
+        size_t n = c->n_running;
+        for (const struct attempt *a = c->queue; a; a = a->next)
+                n++;
+        return n;
+}
+
+static void abort_list(struct attempt **head)
+{
+        while (*head) {
+                struct attempt *a = *head;
+                settle_refused(a);
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                                    "451 4.3.0 delivery aborted: shutting down");
+                attempt_finish(a);
+        }
+}
+
+void smtpc_abort_all(struct smtpc *c)
+{
+        abort_list(&c->running);
+        abort_list(&c->queue);
+        c->pump_src = sd_event_source_disable_unref(c->pump_src);
+}
+
+static void free_list(struct attempt *a)
+{
+        while (a) {
+                struct attempt *next = a->next;
+                attempt_free(a);
+                a = next;
+        }
+}
+
+void smtpc_free(struct smtpc *c)
+{
+        if (!c)
+                return;
+        for (struct attempt *a = c->running; a; a = a->next)
+                transfer_cleanup(a);
+        free_list(c->running);
+        free_list(c->queue);
+        if (c->multi)
+                curl_multi_cleanup(c->multi); /* closes cached connections */
+        dns_free(c->dns);
+        while (c->dests) {
+                struct dest_count *d = c->dests;
+                c->dests = d->next;
+                free(d->key);
+                free(d);
+        }
+        sd_event_source_disable_unref(c->curl_timer);
+        sd_event_source_disable_unref(c->pump_src);
+        sd_event_unref(c->e);
+        free(c);
+        curl_global_cleanup();
+}
