@@ -3,6 +3,7 @@
  * on a unix socket in a temp dir and a 127.0.0.1 port chosen at run time. */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -593,6 +594,9 @@ Test(server, provider_errors_map_to_http_codes)
         expect_error("POST", "/flush", false, 500);
 }
 
+/* Tests that start the server themselves, with their own options. */
+TestSuite(listeners, .fini = teardown, .timeout = 30);
+
 /* ---- hostile clients ---- */
 
 static int connect_tcp(void)
@@ -626,7 +630,7 @@ Test(server, a_silent_client_does_not_block_others)
         close(partial);
 }
 
-Test(server, idle_connections_are_closed_after_the_timeout, .init = fx_init)
+Test(listeners, idle_connections_are_closed_after_the_timeout, .init = fx_init)
 {
         fx.opt.connection_timeout_s = 1;
         fx_run();
@@ -642,7 +646,7 @@ Test(server, idle_connections_are_closed_after_the_timeout, .init = fx_init)
 
 /* ---- listeners ---- */
 
-Test(server, unix_socket_is_0660_and_replaced_when_stale, .init = fx_init)
+Test(listeners, unix_socket_is_0660_and_replaced_when_stale, .init = fx_init)
 {
         /* a stale socket from an earlier run */
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -663,7 +667,7 @@ Test(server, unix_socket_is_0660_and_replaced_when_stale, .init = fx_init)
         json_decref(j);
 }
 
-Test(server, the_socket_is_removed_on_stop, .init = fx_init)
+Test(listeners, the_socket_is_removed_on_stop, .init = fx_init)
 {
         fx_run();
         cr_assert_eq(access(fx.sock, F_OK), 0);
@@ -675,7 +679,7 @@ Test(server, the_socket_is_removed_on_stop, .init = fx_init)
         cr_assert_eq(access(fx.sock, F_OK), -1);
 }
 
-Test(server, start_errors_name_the_entry, .init = fx_init)
+Test(listeners, start_errors_name_the_entry, .init = fx_init)
 {
         char err[256];
         const char *remote[] = {"0.0.0.0:0", NULL};
@@ -708,7 +712,7 @@ Test(server, start_errors_name_the_entry, .init = fx_init)
         fx.srv = NULL;
 }
 
-Test(server, socket_activated_listeners_are_used, .init = fx_init)
+Test(listeners, socket_activated_listeners_are_used, .init = fx_init)
 {
         /* what systemd would hand over: a unix socket and a loopback TCP socket */
         int ufd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -827,4 +831,62 @@ Test(client, refuses_bad_requests_and_empty_config)
         cr_assert_eq(status_client_request(c, "GET", "status", &code, &body, NULL), -EINVAL);
         cr_assert_eq(status_client_request(c, "GET", "/a b", &code, &body, NULL), -EINVAL);
         status_client_free(c);
+}
+
+static int count_fds(void)
+{
+        int n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
+Test(listeners, stopping_closes_every_socket_it_opened, .init = fx_init)
+{
+        char err[256];
+        int before = -1;
+        for (int i = 0; i < 3; i++) {
+                if (i == 1) /* the loop keeps its own timerfd from the first timer on */
+                        before = count_fds();
+                cr_assert_eq(status_start(fx.event, &fx.opt, provider(), fx.metrics, &fx.srv, err,
+                                          sizeof(err)),
+                             0, "%s", err);
+                status_stop(fx.srv);
+                fx.srv = NULL;
+        }
+        cr_assert_eq(count_fds(), before);
+}
+
+static size_t read_xs(char *buf, size_t sz, size_t n, void *ud)
+{
+        size_t *left = ud, k = sz * n < *left ? sz * n : *left;
+        memset(buf, 'x', k);
+        *left -= k;
+        return k;
+}
+
+Test(server, oversized_chunked_body_is_413)
+{
+        size_t left = 20000;
+        struct reply r = {0};
+        CURL *h = curl_easy_init();
+        struct curl_slist *hdr = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+        curl_easy_setopt(h, CURLOPT_URL, "http://localhost/flush");
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, fx.sock);
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, read_xs);
+        curl_easy_setopt(h, CURLOPT_READDATA, &left);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+        cr_assert_eq(curl_easy_perform(h), CURLE_OK);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.code);
+        cr_assert_eq(r.code, 413, "%s", r.body);
+        cr_assert_eq(fx.fake.calls, 0);
+        curl_slist_free_all(hdr);
+        curl_easy_cleanup(h);
+        free(r.body);
 }
