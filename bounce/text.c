@@ -39,7 +39,7 @@ static int buf_reserve(struct buf *b, size_t extra)
 
 void buf_add(struct buf *b, const void *data, size_t len)
 {
-        if (buf_reserve(b, len) < 0)
+        if (len == 0 || buf_reserve(b, len) < 0)
                 return;
         memcpy(b->p + b->len, data, len);
         b->len += len;
@@ -350,6 +350,8 @@ void text_qp(struct buf *b, const char *in, size_t len)
 void text_crlf(struct buf *b, const char *in, size_t len)
 {
         size_t start = 0;
+        if (len == 0)
+                return;
         for (size_t i = 0; i < len; i++) {
                 if (in[i] != '\r' && in[i] != '\n' && in[i] != '\0')
                         continue;

@@ -6,6 +6,7 @@
  * report-type=delivery-status.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -828,6 +829,50 @@ Test(bounce, envid_and_orcpt_are_echoed_decoded)
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; rcpt@dest.test");
         json_decref(j);
         dsn_report_free(rep);
+        envelope_free(e);
+}
+
+Test(bounce, report_without_a_readable_original_has_two_parts)
+{
+        struct envelope *e = message("app@sender.test");
+        unknown_user(e, "nobody@dest.test");
+        struct dsn_policy p = policy();
+        struct dsn_report *rep = NULL;
+        cr_assert_eq(dsn_build_failed(e, NULL, &p, NOW_US, &rep), 1);
+        json_t *j = parse(rep);
+        cr_assert_eq(json_array_size(json_object_get(j, "parts")), 2);
+        cr_assert_str_eq(field(j, 1, "action"), "failed");
+        json_decref(j);
+        dsn_report_free(rep);
+        envelope_free(e);
+}
+
+Test(bounce, empty_original_returns_an_empty_header_block)
+{
+        struct envelope *e = message("app@sender.test");
+        unknown_user(e, "nobody@dest.test");
+        struct dsn_policy p = policy();
+        struct dsn_original o = {.fd = -1, .data = NULL, .size = 0};
+        struct dsn_report *rep = NULL;
+        cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
+        json_t *j = parse(rep);
+        cr_assert_str_eq(part_type(j, 2), "text/rfc822-headers");
+        json_decref(j);
+        dsn_report_free(rep);
+        envelope_free(e);
+}
+
+Test(bounce, bad_arguments_are_refused)
+{
+        struct envelope *e = message("app@sender.test");
+        unknown_user(e, "nobody@dest.test");
+        struct dsn_policy p = policy();
+        struct dsn_report *rep = NULL;
+        struct dsn_original o = {.fd = -1, .data = NULL, .size = 10};
+        cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), -EINVAL);
+        p.myhostname = NULL;
+        cr_assert_eq(dsn_build_failed(e, NULL, &p, NOW_US, &rep), -EINVAL);
+        cr_assert_eq(dsn_mark_sent(e, NULL), -EINVAL);
         envelope_free(e);
 }
 
