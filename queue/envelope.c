@@ -171,8 +171,10 @@ json_t *envelope_to_json(const struct envelope *env)
 {
         _cleanup_(json_decrefp) json_t *o = json_object();
         json_t *rcpts = json_array();
-        if (!o || !rcpts || json_object_set_new(o, "recipients", rcpts) < 0)
+        if (!o || !rcpts) {
+                json_decref(rcpts);
                 return NULL;
+        }
         int e = 0;
         e |= set_int(o, "version", env->version);
         e |= set_str(o, "id", env->id);
@@ -189,6 +191,7 @@ json_t *envelope_to_json(const struct envelope *env)
         e |= json_object_set_new(o, "is_dsn", json_boolean(env->is_dsn));
         for (size_t i = 0; !e && i < env->n_rcpt; i++)
                 e |= json_array_append_new(rcpts, rcpt_to_json(&env->rcpt[i]));
+        e |= json_object_set_new(o, "recipients", rcpts); /* last: easier to read by eye */
         if (e)
                 return NULL;
         return TAKE_PTR(o);
