@@ -696,3 +696,17 @@ int dsn_mark_sent(struct envelope *env, const struct dsn_report *r)
                 env->rcpt[r->reported[i]].failure_dsn_sent = true;
         return 0;
 }
+
+int dsn_commit(struct queue *q, enum queue_dir dir, struct dsn_report *r, struct envelope *env,
+               enum queue_dir env_dir)
+{
+        if (!q || !r || !env)
+                return -EINVAL;
+        int ret = queue_enqueue(q, dir, r->env, r->message, r->len);
+        if (ret < 0)
+                return ret;
+        ret = dsn_mark_sent(env, r);
+        if (ret < 0)
+                return ret;
+        return queue_update(q, env_dir, env);
+}

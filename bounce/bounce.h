@@ -6,9 +6,10 @@
  * Output: decisions (is the one "delayed" DSN due? which failures still need a
  * report?) and complete DSN messages (CRLF, multipart/report) with the envelope
  * to queue them under: null sender <>, is_dsn, one recipient = original sender.
- * Delivers nothing itself: the daemon queues the report with queue_enqueue(),
- * then calls dsn_mark_sent() and persists the original envelope (queue_update),
- * which is what makes "one delayed DSN per message" hold across restarts.
+ * Delivers nothing itself: dsn_commit() queues the report with queue_enqueue(),
+ * then marks it on the original envelope (dsn_mark_sent) and persists that
+ * (queue_update), which is what makes "one delayed DSN per message" hold
+ * across restarts.
  * Loops: never a DSN about a message whose sender is <> or which is itself a DSN.
  * Everything taken from remote replies is sanitised before it reaches a header.
  */
@@ -47,7 +48,8 @@ void dsn_policy_from_config(struct dsn_policy *p, const struct tarry_config *cfg
 
 /* ---- decisions (pure) ---- */
 
-/* May any DSN be sent about this message? False for sender <> and for DSNs. */
+/* May any DSN be sent about this message? False for sender <>, for DSNs, and
+ * for a sender that addr_check() refuses (it would become a RCPT TO). */
 bool dsn_may_report(const struct envelope *env);
 
 /* Does the recipient's NOTIFY allow a DSN of this kind? NOTIFY=NEVER: no;
@@ -70,8 +72,10 @@ bool dsn_failure_needed(const struct envelope *env, const struct envelope_rcpt *
 /* Number of recipients a failure DSN built now would report (0: none due). */
 size_t dsn_failures_pending(const struct envelope *env);
 
-/* Was r given up on because the queue lifetime ran out (FAILED without a 5xx)?
- * Such recipients are reported with Status: 4.4.7. */
+/* Was r given up on because the queue lifetime ran out? True for FAILED with
+ * no 5xx reply code and no 5.x.x dsn_status (a local permanent failure, e.g. a
+ * bad address, should carry dsn_status "5.1.3" or similar). Expired recipients
+ * are reported with Status: 4.4.7 and their last reply as Diagnostic-Code. */
 bool dsn_rcpt_expired(const struct envelope_rcpt *r);
 
 /* ---- building reports ---- */
@@ -107,6 +111,14 @@ int dsn_build_failed(const struct envelope *env, const struct dsn_original *orig
                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
 
 void dsn_report_free(struct dsn_report *r);
+
+/* Queue r into dir (normally QUEUE_INCOMING: picked up like any submission;
+ * fills r->env->id), then dsn_mark_sent() and persist env, which lives in
+ * env_dir, with queue_update(). Nothing is marked if queueing fails. If the
+ * update fails after queueing, the mark stays in memory and the error is
+ * returned: after a crash the worst case is a duplicate report, never a lost one. */
+int dsn_commit(struct queue *q, enum queue_dir dir, struct dsn_report *r, struct envelope *env,
+               enum queue_dir env_dir);
 
 /* After the report was queued: record it on the ORIGINAL envelope (delayed:
  * env->delay_dsn_sent; failed: failure_dsn_sent on each reported recipient).

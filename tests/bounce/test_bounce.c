@@ -1018,9 +1018,8 @@ Test(bounce, report_is_queued_and_the_sent_flag_persists_in_the_spool)
         struct dsn_report *rep = NULL;
         cr_assert_eq(dsn_build_delayed(e, &o, &p, NOW_US, &rep), 1);
         close(fd);
-        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, rep->env, rep->message, rep->len), 0);
-        cr_assert_eq(dsn_mark_sent(e, rep), 0);
-        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, e), 0);
+        cr_assert_eq(dsn_commit(q, QUEUE_INCOMING, rep, e, QUEUE_ACTIVE), 0);
+        cr_assert(e->delay_dsn_sent);
 
         struct envelope *dsn = NULL, *again = NULL;
         const char *why = NULL;
