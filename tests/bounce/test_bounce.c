@@ -1044,3 +1044,27 @@ Test(bounce, report_is_queued_and_the_sent_flag_persists_in_the_spool)
         queue_close(q);
         nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+Test(bounce, report_that_cannot_be_queued_is_not_marked_sent)
+{
+        char spool[] = "/tmp/tarry-bounce-spool-XXXXXX", incoming[64];
+        cr_assert_not_null(mkdtemp(spool));
+        struct queue *q = NULL;
+        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+        struct envelope *e = message("app@sender.test");
+        unknown_user(e, "nobody@dest.test");
+        cr_assert_eq(queue_enqueue(q, QUEUE_ACTIVE, e, ORIGINAL, sizeof ORIGINAL - 1), 0);
+        struct dsn_policy p = policy();
+        struct dsn_report *rep = build(DSN_FAILED, e, &p);
+
+        snprintf(incoming, sizeof incoming, "%s/incoming", spool);
+        cr_assert_eq(rmdir(incoming), 0); /* the spool lost its incoming/ folder */
+        cr_assert_lt(dsn_commit(q, QUEUE_INCOMING, rep, e, QUEUE_ACTIVE), 0);
+        cr_assert_not(e->rcpt[0].failure_dsn_sent);
+        cr_assert_eq(dsn_failures_pending(e), 1);
+
+        dsn_report_free(rep);
+        envelope_free(e);
+        queue_close(q);
+        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
