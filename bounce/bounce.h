@@ -83,7 +83,8 @@ bool dsn_rcpt_expired(const struct envelope_rcpt *r);
 /* The original message: read from fd with pread (offset 0, the fd's position
  * is not used or moved) when fd >= 0, else from data. size is its length in
  * bytes (queue_open_body gives both). Only the header block is read unless
- * RET=FULL and size <= the cap. The fd stays owned by the caller. */
+ * RET=FULL and size <= the cap. The fd stays owned by the caller. A NULL
+ * dsn_original (body unreadable) gives a report without the returned part. */
 struct dsn_original {
         int fd;
         const void *data;
@@ -92,7 +93,9 @@ struct dsn_original {
 
 struct dsn_report {
         enum dsn_kind kind;
-        char *message;        /* the DSN, RFC 5322 with CRLF line ends, NUL-terminated */
+        char *message;        /* the DSN, RFC 5322 with CRLF line ends, NUL-terminated;
+                               * "Content-Transfer-Encoding: 8bit" at the top when the
+                               * returned original has 8-bit bytes (send BODY=8BITMIME) */
         size_t len;           /* bytes in message, without the NUL */
         struct envelope *env; /* sender "", is_dsn, one recipient (NOTIFY=NEVER) */
         size_t n_reported;    /* recipients of the original the report covers … */
