@@ -1,0 +1,507 @@
+/* scheduler/classify.c — SMTP reply → class, retry hint, matching rule.
+ *
+ * The one parser of server replies in the scheduler: it reads at most
+ * SCHED_TEXT_MAX bytes, tolerates any bytes, and does bounded work.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <regex.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "scheduler/internal.h"
+#include "scheduler/scheduler.h"
+
+struct rule {
+        char *name; /* owned copy for operator rules, else points into the table */
+        char *code;
+        char *enhanced;
+        const char *reason;
+        enum reply_class cls;
+        bool owned;
+        regex_t re;
+};
+
+struct sched_classifier {
+        struct rule *rules; /* operator rules first, then the defaults */
+        size_t n_rules, n_operator;
+        regex_t hint_rel;   /* "try again in 5 minutes" */
+        regex_t hint_clock; /* "come back in 00:04:59" */
+        regex_t hint_later; /* "15min later" */
+};
+
+/* A parsed reply: code, enhanced code, text without code prefixes. */
+struct parsed {
+        int code;
+        char enhanced[SCHED_ENH_MAX];
+        char text[SCHED_TEXT_MAX + 1];
+};
+
+#define UNIT_RE "(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h)"
+
+/* ---- parsing ---- */
+
+static bool is_code_at(const char *p, const char *end)
+{
+        if (end - p < 3 || !isdigit((unsigned char)p[0]) || !isdigit((unsigned char)p[1]) ||
+            !isdigit((unsigned char)p[2]))
+                return false;
+        return end - p == 3 || p[3] == ' ' || p[3] == '-' || p[3] == '\t';
+}
+
+/* "4.7.1" at p followed by a space or the end: its length, else 0. */
+static size_t enhanced_len_at(const char *p, const char *end)
+{
+        const char *q = p;
+        if (q >= end || !strchr("245", *q))
+                return 0;
+        q++;
+        for (int part = 0; part < 2; part++) {
+                if (q >= end || *q != '.')
+                        return 0;
+                q++;
+                int digits = 0;
+                while (q < end && isdigit((unsigned char)*q) && digits < 3) {
+                        q++;
+                        digits++;
+                }
+                if (digits == 0)
+                        return 0;
+        }
+        if (q < end && !isspace((unsigned char)*q))
+                return 0;
+        return (size_t)(q - p);
+}
+
+static void append_line(struct parsed *pr, size_t *len, const char *p, const char *end)
+{
+        while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+        if (p == end)
+                return;
+        if (*len > 0 && *len < SCHED_TEXT_MAX)
+                pr->text[(*len)++] = ' ';
+        for (; p < end && *len < SCHED_TEXT_MAX; p++) {
+                unsigned char ch = (unsigned char)*p;
+                pr->text[(*len)++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+        }
+}
+
+/* Strip "451-" / "451 " and a leading enhanced code from each line; join. */
+static void parse_reply(const struct sched_reply *r, struct parsed *pr)
+{
+        const char *text = r->text ? r->text : "";
+        size_t tl = strnlen(text, SCHED_TEXT_MAX);
+        const char *p = text, *end = text + tl;
+        size_t len = 0;
+        bool first = true;
+
+        memset(pr, 0, offsetof(struct parsed, text));
+        pr->code = r->code;
+        if (r->enhanced && *r->enhanced)
+                snprintf(pr->enhanced, sizeof(pr->enhanced), "%s", r->enhanced);
+        while (p < end) {
+                const char *eol = memchr(p, '\n', (size_t)(end - p));
+                const char *le = eol ? eol : end;
+                if (le > p && le[-1] == '\r')
+                        le--;
+                if (is_code_at(p, le)) {
+                        if (first && pr->code == 0)
+                                pr->code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+                        p += le - p > 3 ? 4 : 3;
+                }
+                size_t el = enhanced_len_at(p, le);
+                if (el > 0) {
+                        if (first && pr->enhanced[0] == '\0' && el < SCHED_ENH_MAX)
+                                memcpy(pr->enhanced, p, el);
+                        p += el;
+                }
+                append_line(pr, &len, p, le);
+                first = false;
+                p = eol ? eol + 1 : end;
+        }
+        pr->text[len] = '\0';
+}
+
+/* ---- pattern matching ---- */
+
+/* fnmatch against each '|'-separated alternative of pat. */
+static bool alt_match(const char *pat, const char *s)
+{
+        char buf[128];
+        while (*pat) {
+                size_t n = strcspn(pat, "|");
+                if (n < sizeof(buf)) {
+                        memcpy(buf, pat, n);
+                        buf[n] = '\0';
+                        if (fnmatch(buf, s, 0) == 0)
+                                return true;
+                }
+                pat += n;
+                if (*pat == '|')
+                        pat++;
+        }
+        return false;
+}
+
+static bool rule_matches(const struct rule *ru, const struct parsed *pr, const char *code)
+{
+        if (!alt_match(ru->code, code))
+                return false;
+        if (strcmp(ru->enhanced, "-") == 0) {
+                if (pr->enhanced[0])
+                        return false;
+        } else if (strcmp(ru->enhanced, "*") != 0) {
+                if (!pr->enhanced[0] || !alt_match(ru->enhanced, pr->enhanced))
+                        return false;
+        }
+        return regexec(&ru->re, pr->text, 0, NULL, 0) == 0;
+}
+
+/* ---- hints ---- */
+
+static int64_t unit_seconds(const char *u)
+{
+        switch (tolower((unsigned char)u[0])) {
+        case 'h':
+                return 3600;
+        case 'm':
+                return 60;
+        default:
+                return 1;
+        }
+}
+
+static int64_t num_at(const char *s, const regmatch_t *m)
+{
+        int64_t v = 0;
+        for (regoff_t i = m->rm_so; i < m->rm_eo && v < 100000000; i++)
+                v = v * 10 + (s[i] - '0');
+        return v;
+}
+
+static int64_t clamp_hint(int64_t v)
+{
+        return v > SCHED_HINT_MAX_S ? SCHED_HINT_MAX_S : v;
+}
+
+static int64_t find_hint(const struct sched_classifier *c, const char *t)
+{
+        regmatch_t m[10];
+        if (regexec(&c->hint_clock, t, 10, m, 0) == 0)
+                return clamp_hint(num_at(t, &m[4]) * 3600 + num_at(t, &m[5]) * 60 +
+                                  num_at(t, &m[6]));
+        if (regexec(&c->hint_rel, t, 10, m, 0) == 0)
+                return clamp_hint(num_at(t, &m[7]) * unit_seconds(t + m[8].rm_so));
+        if (regexec(&c->hint_later, t, 10, m, 0) == 0)
+                return clamp_hint(num_at(t, &m[1]) * unit_seconds(t + m[2].rm_so));
+        return -1;
+}
+
+/* ---- classification ---- */
+
+static void set_verdict(struct sched_verdict *out, enum reply_class cls, const char *rule,
+                        const char *reason)
+{
+        out->cls = cls;
+        out->rule = rule;
+        out->reason = reason;
+}
+
+void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
+                    struct sched_verdict *out)
+{
+        _cleanup_free_ struct parsed *pr = malloc(sizeof(*pr));
+        memset(out, 0, sizeof(*out));
+        out->hint_s = -1;
+        if (!pr) {
+                set_verdict(out, CLASS_UNKNOWN_TEMP, "out-of-memory",
+                            "could not examine the reply; retry conservatively");
+                return;
+        }
+        parse_reply(r, pr);
+        out->code = pr->code;
+        memcpy(out->enhanced, pr->enhanced, sizeof(out->enhanced));
+        out->hint_s = find_hint(c, pr->text);
+
+        if (pr->code >= 200 && pr->code < 300) {
+                out->accepted = true;
+                set_verdict(out, CLASS__MAX, "accepted", "2xx: the receiver took it");
+                return;
+        }
+        if (pr->code >= 500 && pr->code < 600) {
+                set_verdict(out, CLASS_PERMANENT, "5xx-permanent",
+                            "any 5xx is permanent, whatever its words (RFC 5321 4.2.1)");
+                return;
+        }
+        if (pr->code < 400 || pr->code >= 500) {
+                set_verdict(out, CLASS_UNKNOWN_TEMP, pr->code ? "unexpected-code" : "unparseable",
+                            "not a 4xx/5xx reply: treated as temporary so nothing is lost");
+                return;
+        }
+        char code[8];
+        snprintf(code, sizeof(code), "%03d", pr->code);
+        for (size_t i = 0; i < c->n_rules; i++) {
+                const struct rule *ru = &c->rules[i];
+                if (rule_matches(ru, pr, code)) {
+                        set_verdict(out, ru->cls, ru->name, ru->reason);
+                        return;
+                }
+        }
+        set_verdict(out, CLASS_UNKNOWN_TEMP, "no-rule-matched",
+                    "a 4xx no rule recognises: conservative default");
+}
+
+void sched_classify_text(const struct sched_classifier *c, const char *text,
+                         struct sched_verdict *out)
+{
+        struct sched_reply r = {.text = text};
+        sched_classify(c, &r, out);
+}
+
+/* ---- construction ---- */
+
+static void rule_done(struct rule *ru)
+{
+        regfree(&ru->re);
+        if (ru->owned) {
+                free(ru->name);
+                free(ru->code);
+                free(ru->enhanced);
+        }
+}
+
+void sched_classifier_free(struct sched_classifier *c)
+{
+        if (!c)
+                return;
+        for (size_t i = 0; i < c->n_rules; i++)
+                rule_done(&c->rules[i]);
+        free(c->rules);
+        regfree(&c->hint_rel);
+        regfree(&c->hint_clock);
+        regfree(&c->hint_later);
+        free(c);
+}
+
+static int compile(regex_t *re, const char *pattern, char *err, size_t errlen)
+{
+        int r = regcomp(re, pattern, REG_EXTENDED | REG_ICASE | REG_NEWLINE);
+        if (r != 0) {
+                if (err && errlen)
+                        regerror(r, re, err, errlen);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int sched_classifier_new(struct sched_classifier **out)
+{
+        struct sched_classifier *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->rules = calloc(sched_n_default_rules, sizeof(*c->rules));
+        if (!c->rules) {
+                free(c);
+                return -ENOMEM;
+        }
+        /* Compile-time constants: a failure here is a bug caught by the tests. */
+        if (compile(&c->hint_rel,
+                    "(try(ing)? (it )?again|retry(ing)?|come back|resend|send (it )?again|"
+                    "accepted|greylisted|wait)[^.;:0-9]{0,24}(in|after|for)? +([0-9]{1,7}) "
+                    "*" UNIT_RE "\\b",
+                    NULL, 0) < 0 ||
+            compile(&c->hint_clock,
+                    "(come back|try (it )?again|retry|wait)[^.;0-9]{0,24}(in|after|for)? "
+                    "*([0-9]{1,3}):([0-9]{2}):([0-9]{2})\\b",
+                    NULL, 0) < 0 ||
+            compile(&c->hint_later, "\\b([0-9]{1,7}) *" UNIT_RE " +later\\b", NULL, 0) < 0) {
+                free(c->rules);
+                free(c);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < sched_n_default_rules; i++) {
+                const struct rule_def *d = &sched_default_rules[i];
+                struct rule *ru = &c->rules[c->n_rules];
+                *ru = (struct rule){.name = (char *)d->name,
+                                    .code = (char *)d->code,
+                                    .enhanced = (char *)d->enhanced,
+                                    .reason = d->reason,
+                                    .cls = d->cls};
+                if (compile(&ru->re, d->text, NULL, 0) < 0) {
+                        sched_classifier_free(c);
+                        return -EINVAL;
+                }
+                c->n_rules++;
+        }
+        *out = c;
+        return 0;
+}
+
+/* ---- operator rule files ---- */
+
+static bool valid_code_pattern(const char *s)
+{
+        for (const char *p = s; *p; p++)
+                if (!isdigit((unsigned char)*p) && !strchr("?*[]-|!", *p))
+                        return false;
+        return *s != '\0';
+}
+
+static bool valid_enhanced_pattern(const char *s)
+{
+        if (strcmp(s, "-") == 0 || strcmp(s, "*") == 0)
+                return true;
+        for (const char *p = s; *p; p++)
+                if (!isdigit((unsigned char)*p) && !strchr(".?*[]-|!", *p))
+                        return false;
+        return *s != '\0';
+}
+
+static char *next_field(char **p)
+{
+        char *s = *p + strspn(*p, " \t");
+        if (!*s)
+                return NULL;
+        char *e = s + strcspn(s, " \t");
+        if (*e)
+                *e++ = '\0';
+        *p = e;
+        return s;
+}
+
+static int fail_at(char *err, size_t errlen, const char *name, unsigned line, const char *what,
+                   const char *arg)
+{
+        if (err && errlen)
+                snprintf(err, errlen, "%s:%u: %s%s%s%s", name, line, what, arg ? " '" : "",
+                         arg ? arg : "", arg ? "'" : "");
+        return -EINVAL;
+}
+
+/* Parse one non-blank line into ru. */
+static int parse_rule_line(char *line, const char *name, unsigned lineno, struct rule *ru,
+                           char *err, size_t errlen)
+{
+        char *p = line;
+        char *cls = next_field(&p), *code = next_field(&p), *enh = next_field(&p);
+        if (!cls || !code || !enh)
+                return fail_at(err, errlen, name, lineno,
+                               "expected: CLASS CODE ENHANCED TEXT-REGEX", NULL);
+        int k = reply_class_from_name(cls);
+        if (k < 0)
+                return fail_at(err, errlen, name, lineno, "unknown class", cls);
+        if (!valid_code_pattern(code))
+                return fail_at(err, errlen, name, lineno, "bad code pattern", code);
+        if (!valid_enhanced_pattern(enh))
+                return fail_at(err, errlen, name, lineno, "bad enhanced-code pattern", enh);
+        char *text = p + strspn(p, " \t");
+        size_t tl = strlen(text);
+        while (tl > 0 && isspace((unsigned char)text[tl - 1]))
+                text[--tl] = '\0';
+        if (tl == 0)
+                return fail_at(err, errlen, name, lineno, "missing text pattern", NULL);
+        char rerr[128];
+        if (compile(&ru->re, text, rerr, sizeof(rerr)) < 0)
+                return fail_at(err, errlen, name, lineno, "bad regular expression:", rerr);
+        const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+        char rname[300];
+        snprintf(rname, sizeof(rname), "%s:%u", base, lineno);
+        ru->name = strdup(rname);
+        ru->code = strdup(code);
+        ru->enhanced = strdup(enh);
+        ru->owned = true;
+        ru->cls = (enum reply_class)k;
+        ru->reason = "operator rule";
+        if (!ru->name || !ru->code || !ru->enhanced) {
+                rule_done(ru);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static void free_rules(struct rule *v, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                rule_done(&v[i]);
+        free(v);
+}
+
+int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
+                                       const char *text, char *err, size_t errlen)
+{
+        _cleanup_free_ char *copy = strdup(text);
+        struct rule *v = NULL;
+        size_t n = 0, cap = 0;
+        unsigned lineno = 0;
+        if (!copy)
+                return -ENOMEM;
+        for (char *line = copy, *next; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = '\0';
+                lineno++;
+                line[strcspn(line, "\r")] = '\0';
+                char *s = line + strspn(line, " \t");
+                if (*s == '\0' || *s == '#')
+                        continue;
+                if (n == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        struct rule *nv = realloc(v, cap * sizeof(*v));
+                        if (!nv) {
+                                free_rules(v, n);
+                                return -ENOMEM;
+                        }
+                        v = nv;
+                }
+                int r = parse_rule_line(s, name, lineno, &v[n], err, errlen);
+                if (r < 0) {
+                        free_rules(v, n);
+                        return r;
+                }
+                n++;
+        }
+        /* New operator rules go after earlier operator rules, before the defaults. */
+        struct rule *all = malloc((c->n_rules + n + 1) * sizeof(*all));
+        if (!all) {
+                free_rules(v, n);
+                return -ENOMEM;
+        }
+        memcpy(all, c->rules, c->n_operator * sizeof(*all));
+        if (n)
+                memcpy(all + c->n_operator, v, n * sizeof(*all));
+        memcpy(all + c->n_operator + n, c->rules + c->n_operator,
+               (c->n_rules - c->n_operator) * sizeof(*all));
+        free(v);
+        free(c->rules);
+        c->rules = all;
+        c->n_rules += n;
+        c->n_operator += n;
+        return (int)n;
+}
+
+int sched_classifier_load_rules(struct sched_classifier *c, const char *path, char *err,
+                                size_t errlen)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f) {
+                int e = errno;
+                if (err && errlen)
+                        snprintf(err, errlen, "%s: %s", path, strerror(e));
+                return -e;
+        }
+        _cleanup_free_ char *buf = NULL;
+        size_t cap = 0;
+        ssize_t got = getdelim(&buf, &cap, '\0', f);
+        if (got < 0 && ferror(f)) {
+                int e = errno;
+                if (err && errlen)
+                        snprintf(err, errlen, "%s: %s", path, strerror(e));
+                return -e;
+        }
+        return sched_classifier_load_rules_string(c, path, got < 0 ? "" : buf, err, errlen);
+}

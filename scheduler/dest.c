@@ -1,0 +1,240 @@
+/* scheduler/dest.c — destinations: lookup by (source address, route),
+ * status listing, and the learned greylist delays persisted in learned.json.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/cleanup.h"
+#include "scheduler/sched_private.h"
+
+#define LEARNED_VERSION   1
+#define LEARNED_MAX_BYTES (64u << 20)
+
+static uint64_t hash_key(const char *source, const char *route)
+{
+        uint64_t h = 1469598103934665603ULL;
+        for (const char *p = source; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        h = (h ^ 0xff) * 1099511628211ULL;
+        for (const char *p = route; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        return h;
+}
+
+static int grow(struct sched *s)
+{
+        size_t nb = s->n_buckets ? s->n_buckets * 2 : 64;
+        struct dest **b = calloc(nb, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->n_buckets; i++) {
+                struct dest *d = s->buckets[i];
+                while (d) {
+                        struct dest *next = d->hnext;
+                        d->hnext = b[d->hash & (nb - 1)];
+                        b[d->hash & (nb - 1)] = d;
+                        d = next;
+                }
+        }
+        free(s->buckets);
+        s->buckets = b;
+        s->n_buckets = nb;
+        return 0;
+}
+
+static struct dest *dest_new(struct sched *s, const char *source, const char *route, uint64_t h)
+{
+        size_t ls = strlen(source) + 1, lr = strlen(route) + 1;
+        struct dest *d = calloc(1, sizeof(*d) + ls + lr);
+        if (!d)
+                return NULL;
+        d->source = (char *)(d + 1);
+        d->route = d->source + ls;
+        memcpy(d->source, source, ls);
+        memcpy(d->route, route, lr);
+        d->hash = h;
+        d->state = SCHED_DEST_OK;
+        d->concurrency = sched_full_concurrency(s);
+        d->last_class = -1;
+        d->learned_s = -1;
+        return d;
+}
+
+struct dest *dest_get(struct sched *s, const char *source, const char *route, bool create)
+{
+        uint64_t h = hash_key(source, route);
+        if (s->n_buckets) {
+                for (struct dest *d = s->buckets[h & (s->n_buckets - 1)]; d; d = d->hnext)
+                        if (d->hash == h && strcmp(d->route, route) == 0 &&
+                            strcmp(d->source, source) == 0)
+                                return d;
+        }
+        if (!create)
+                return NULL;
+        if (s->n_dests >= s->n_buckets && grow(s) < 0)
+                return NULL;
+        struct dest *d = dest_new(s, source, route, h);
+        if (!d)
+                return NULL;
+        d->hnext = s->buckets[h & (s->n_buckets - 1)];
+        s->buckets[h & (s->n_buckets - 1)] = d;
+        s->n_dests++;
+        return d;
+}
+
+void dest_free(struct dest *d)
+{
+        if (!d)
+                return;
+        free(d->last_reply);
+        free(d);
+}
+
+/* Forget a destination that holds nothing worth keeping. */
+void dest_gc(struct sched *s, struct dest *d)
+{
+        if (d->queued > 0 || d->in_dheap || d->state != SCHED_DEST_OK || d->learned_s >= 0 ||
+            d->runnable || d->in_flight > 0)
+                return;
+        struct dest **pp = &s->buckets[d->hash & (s->n_buckets - 1)];
+        while (*pp && *pp != d)
+                pp = &(*pp)->hnext;
+        if (*pp)
+                *pp = d->hnext;
+        s->n_dests--;
+        dest_free(d);
+}
+
+bool dest_learned_fresh(const struct sched *s, const struct dest *d, int64_t now)
+{
+        return d->learned_s >= 0 &&
+               now - d->learned_at_us <= s->cfg->greylist_memory_s * (int64_t)1000000;
+}
+
+/* ---- status ---- */
+
+const char *sched_dest_state_name(enum sched_dest_state st)
+{
+        static const char *const names[] = {"ok", "suspended", "throttled", "backoff"};
+        return (unsigned)st < ELEMENTSOF(names) ? names[st] : "ok";
+}
+
+int sched_foreach_destination(struct sched *s, int64_t now,
+                              int (*cb)(const struct sched_dest_info *d, void *userdata),
+                              void *userdata)
+{
+        for (size_t b = 0; b < s->n_buckets; b++) {
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
+                        struct sched_dest_info info = {
+                            .route = d->route,
+                            .source_address = d->source,
+                            .state = d->state,
+                            .until_us = d->in_dheap ? d->until_us : 0,
+                            .concurrency = d->concurrency,
+                            .in_flight = d->in_flight,
+                            .queued = d->queued,
+                            .last_reply = d->last_reply,
+                            .last_class = d->last_class,
+                            .learned_greylist_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
+                        };
+                        if (d->in_dheap && d->until_us <= now) {
+                                /* pause over, not yet processed: it resumes throttled */
+                                info.state = SCHED_DEST_THROTTLED;
+                                info.until_us = 0;
+                        }
+                        int r = cb(&info, userdata);
+                        if (r != 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* ---- learned.json ---- */
+
+int sched_save_learned(struct sched *s, int64_t now)
+{
+        if (!s->io.write)
+                return 0;
+        _cleanup_(json_decrefp) json_t *arr = json_array();
+        if (!arr)
+                return -ENOMEM;
+        for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
+                        if (!dest_learned_fresh(s, d, now))
+                                continue;
+                        json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "source", d->source, "route",
+                                              d->route, "greylist_s", (json_int_t)d->learned_s,
+                                              "learned_at", (json_int_t)d->learned_at_us);
+                        if (!o || json_array_append_new(arr, o) < 0)
+                                return -ENOMEM;
+                }
+        _cleanup_(json_decrefp) json_t *root =
+            json_pack("{s:i, s:O}", "version", LEARNED_VERSION, "destinations", arr);
+        if (!root)
+                return -ENOMEM;
+        _cleanup_free_ char *text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
+        if (!text)
+                return -ENOMEM;
+        int r = s->io.write(s->io.userdata, SCHED_LEARNED_FILE, text, strlen(text));
+        if (r < 0)
+                return r;
+        s->learned_dirty = false;
+        for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext)
+                        if (d->learned_s >= 0)
+                                d->saved_at_us = now;
+        return 0;
+}
+
+static int load_entry(struct sched *s, json_t *o, int64_t now)
+{
+        const char *source, *route;
+        json_int_t delay, at;
+        if (json_unpack(o, "{s:s, s:s, s:I, s:I}", "source", &source, "route", &route, "greylist_s",
+                        &delay, "learned_at", &at) < 0 ||
+            delay < 0 || delay > LEARN_MAX_S || at > now + 86400LL * 1000000)
+                return -EBADMSG;
+        if (now - at > s->cfg->greylist_memory_s * (int64_t)1000000)
+                return 0;
+        struct dest *d = dest_get(s, source, route, true);
+        if (!d)
+                return -ENOMEM;
+        d->learned_s = delay;
+        d->learned_at_us = at;
+        d->saved_at_us = at;
+        return 1;
+}
+
+int sched_load_learned(struct sched *s, int64_t now)
+{
+        if (!s->io.read)
+                return 0;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = s->io.read(s->io.userdata, SCHED_LEARNED_FILE, LEARNED_MAX_BYTES, &text, &len);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        json_error_t jerr;
+        _cleanup_(json_decrefp) json_t *root = json_loadb(text, len, 0, &jerr);
+        json_t *arr = root ? json_object_get(root, "destinations") : NULL;
+        json_t *ver = root ? json_object_get(root, "version") : NULL;
+        if (!json_is_array(arr) || !json_is_integer(ver) ||
+            json_integer_value(ver) != LEARNED_VERSION)
+                return -EBADMSG;
+        int n = 0;
+        size_t i;
+        json_t *o;
+        json_array_foreach (arr, i, o) {
+                r = load_entry(s, o, now);
+                if (r < 0)
+                        return r;
+                n += r;
+        }
+        return n;
+}

@@ -1,0 +1,279 @@
+/* scheduler/outcome.c — what happens after an attempt: per-recipient
+ * decisions, destination pauses and recovery, greylist learning.
+ *
+ * Tunables (scheduler/internal.h), with their reasons:
+ *   GREYLIST_MARGIN_S 5      come back just after a window, not on its edge:
+ *                            the receiver counts from its first sight of us,
+ *                            a little before our reply arrived, in whole seconds
+ *   GREYLIST_GAP_CEILING_S 2h  OpenBSD spamd forgets a triplet after 4 h
+ *                            without a retry: never leave a longer gap than half
+ *   LEARN_MAX_S 12h          an acceptance later than that is not a greylist window
+ *   LEARN_RESAVE_S 1d        refresh learned.json's timestamps at most daily
+ *   JITTER_PCT 10            spread destination back-offs so many queued
+ *                            messages do not return in one burst
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "scheduler/sched_private.h"
+
+#define US 1000000LL
+
+/* The class's geometric schedule: initial * factor^(step-1), capped. */
+static int64_t schedule_delay(const struct cfg_retry *p, int step, int64_t cap)
+{
+        double d = (double)(p->initial_s > 0 ? p->initial_s : 1);
+        double limit = (double)(cap > 0 ? cap : 1);
+        for (int i = 1; i < step && d < limit; i++)
+                d *= p->factor > 1.0 ? p->factor : 1.0;
+        if (d > limit)
+                d = limit;
+        return (int64_t)d > 0 ? (int64_t)d : 1;
+}
+
+static int64_t hinted(const struct cfg_retry *p, const struct sched_verdict *v)
+{
+        return p->use_hint && v->hint_s >= 0 ? v->hint_s + GREYLIST_MARGIN_S : -1;
+}
+
+/* Greylist-like classes: hint, else the learned window, else the schedule
+ * pulled in to just after the next common greylister window. */
+static int64_t greylist_time(struct sched *s, const struct dest *d,
+                             const struct sched_rcpt_result *r, const struct sched_verdict *v,
+                             int64_t now)
+{
+        const struct cfg_retry *p = &s->cfg->retry[v->cls];
+        int64_t h = hinted(p, v);
+        if (h >= 0)
+                return now + h * US;
+        if (r->deferrals == 0 && dest_learned_fresh(s, d, now))
+                return now + (d->learned_s + GREYLIST_MARGIN_S) * US;
+        int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
+        int64_t geo = now + schedule_delay(p, r->deferrals + 1, cap) * US;
+        int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
+        for (size_t i = 0; i < sched_n_greylist_windows; i++) {
+                int64_t t = first + (sched_greylist_windows[i].seconds + GREYLIST_MARGIN_S) * US;
+                if (t > now && t <= geo + GREYLIST_MARGIN_S * US)
+                        return t;
+        }
+        return geo;
+}
+
+static int64_t recipient_time(struct sched *s, const struct dest *d,
+                              const struct sched_rcpt_result *r, const struct sched_verdict *v,
+                              int64_t now)
+{
+        if (sched_class_traits[v->cls].greylist_like)
+                return greylist_time(s, d, r, v, now);
+        const struct cfg_retry *p = &s->cfg->retry[v->cls];
+        int64_t h = hinted(p, v);
+        if (h >= 0)
+                return now + h * US;
+        return now + schedule_delay(p, r->deferrals + 1, p->max_s) * US;
+}
+
+/* ---- destination-wide effects ---- */
+
+static bool pauses_destination(const struct sched *s, enum reply_class c, bool any_delivered)
+{
+        const struct class_trait *t = &sched_class_traits[c];
+        return t->pause != PAUSE_NONE && s->cfg->retry[c].scope == CFG_SCOPE_DESTINATION &&
+               (t->pause_even_if_delivered || !any_delivered);
+}
+
+static int64_t jittered(struct sched *s, int64_t delay_s)
+{
+        int64_t span = 2 * JITTER_PCT + 1;
+        int64_t pct = 100 + (int64_t)(sched_rand(s) % (uint64_t)span) - JITTER_PCT;
+        return delay_s * US * pct / 100;
+}
+
+/* Pause the destination for class c (once per attempt and class). */
+static void apply_pause(struct sched *s, struct dest *d, const struct sched_verdict *v, int64_t now)
+{
+        const struct cfg_retry *p = &s->cfg->retry[v->cls];
+        /* Several attempts in flight report the same trouble: one strike. */
+        if (!(d->in_dheap && d->until_us > now) || d->strikes[v->cls] == 0)
+                d->strikes[v->cls]++;
+        int64_t h = hinted(p, v);
+        int64_t delay_s = h >= 0 ? h : schedule_delay(p, d->strikes[v->cls], p->max_s);
+        int64_t delay_us =
+            sched_class_traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
+        sched_pause(s, d, sched_class_traits[v->cls].pause, now + delay_us);
+}
+
+static void on_delivery(struct sched *s, struct dest *d)
+{
+        memset(d->strikes, 0, sizeof(d->strikes));
+        if (d->state != SCHED_DEST_THROTTLED)
+                return;
+        int full = sched_full_concurrency(s);
+        d->concurrency = d->probe_full ? full : d->concurrency + 1;
+        if (d->concurrency >= full) {
+                d->concurrency = full;
+                d->state = SCHED_DEST_OK;
+        }
+}
+
+static void remember_reply(struct dest *d, const struct sched_reply *r,
+                           const struct sched_verdict *v)
+{
+        const char *t = r->text ? r->text : "";
+        size_t n = strnlen(t, LAST_REPLY_MAX);
+        char *copy = malloc(n + 1);
+        if (!copy)
+                return;
+        memcpy(copy, t, n);
+        copy[n] = '\0';
+        free(d->last_reply);
+        d->last_reply = copy;
+        d->last_class = (int)v->cls;
+}
+
+/* ---- learning ---- */
+
+static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_result *r, int64_t now)
+{
+        if (r->prev_class < 0 || r->prev_class >= CLASS__MAX ||
+            !sched_class_traits[r->prev_class].greylist_like || r->first_deferral_us <= 0)
+                return;
+        int64_t hi = (now - r->first_deferral_us) / US;
+        if (hi <= 0 || hi > LEARN_MAX_S)
+                return;
+        int64_t lo = r->last_deferral_us > r->first_deferral_us
+                         ? (r->last_deferral_us - r->first_deferral_us) / US
+                         : 0;
+        if (dest_learned_fresh(s, d, now) && d->learned_s >= lo && d->learned_s <= hi) {
+                /* still consistent with what we knew: keep it (no drift by the margin) */
+                d->learned_at_us = now;
+                if (now - d->saved_at_us >= LEARN_RESAVE_S * US)
+                        s->learned_dirty = true;
+                return;
+        }
+        d->learned_s = hi;
+        d->learned_at_us = now;
+        s->learned_dirty = true;
+}
+
+/* ---- the result of one attempt ---- */
+
+static const struct sched_reply *reply_of(const struct sched_rcpt_result *r,
+                                          const struct sched_reply *attempt)
+{
+        return r->reply ? r->reply : attempt;
+}
+
+static void decide_temp(struct sched *s, struct sched_item *it, const struct sched_rcpt_result *r,
+                        const struct sched_verdict *v, bool paused_by_us, int64_t now,
+                        struct sched_decision *o)
+{
+        struct dest *d = it->dest;
+        o->first_deferral_us = r->first_deferral_us > 0 ? r->first_deferral_us : now;
+        if (it->expires_us > 0 && now >= it->expires_us) {
+                o->action = SCHED_FAILED;
+                o->reason = "expired";
+                return;
+        }
+        int64_t t = paused_by_us ? d->until_us : recipient_time(s, d, r, v, now);
+        if (d->in_dheap && d->until_us > t)
+                t = d->until_us;
+        if (it->expires_us > 0 && t > it->expires_us)
+                t = it->expires_us;
+        o->action = SCHED_RETRY;
+        o->next_attempt_us = t;
+}
+
+static void fill_common(struct sched_decision *o, const struct sched_verdict *v)
+{
+        o->cls = v->accepted ? CLASS__MAX : v->cls;
+        o->hint_s = v->hint_s;
+        o->rule = v->rule;
+        o->code = v->code;
+        memcpy(o->enhanced, v->enhanced, sizeof(o->enhanced));
+}
+
+/* Destination-wide pauses this attempt causes; returns a bitmask of classes. */
+static unsigned apply_pauses(struct sched *s, struct dest *d, const struct sched_verdict *v,
+                             const bool *attempted, size_t n, bool any_delivered, int64_t now)
+{
+        unsigned done = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (!attempted[i] || v[i].accepted || v[i].cls == CLASS_PERMANENT)
+                        continue;
+                if (!pauses_destination(s, v[i].cls, any_delivered) || (done & (1u << v[i].cls)))
+                        continue;
+                apply_pause(s, d, &v[i], now);
+                done |= 1u << v[i].cls;
+        }
+        return done;
+}
+
+int sched_on_result(struct sched *s, struct sched_item *it, int64_t now,
+                    const struct sched_reply *attempt, const struct sched_rcpt_result *rcpt,
+                    size_t n, struct sched_decision *out)
+{
+        if (it->where != W_IN_FLIGHT)
+                return -EINVAL;
+        _cleanup_free_ struct sched_verdict *v = calloc(n ? n : 1, sizeof(*v));
+        _cleanup_free_ bool *attempted = calloc(n ? n : 1, sizeof(*attempted));
+        if (!v || !attempted)
+                return -ENOMEM;
+        struct dest *d = it->dest;
+        bool any_delivered = false, remembered = false;
+        for (size_t i = 0; i < n; i++) {
+                const struct sched_reply *r = reply_of(&rcpt[i], attempt);
+                attempted[i] = r != NULL;
+                if (!r)
+                        continue;
+                sched_classify(s->cls, r, &v[i]);
+                any_delivered |= v[i].accepted;
+                if (!v[i].accepted && v[i].cls != CLASS_PERMANENT && !remembered) {
+                        remember_reply(d, r, &v[i]);
+                        remembered = true;
+                }
+        }
+        sched_item_done_flight(s, it, now);
+        if (any_delivered)
+                on_delivery(s, d);
+        unsigned paused = apply_pauses(s, d, v, attempted, n, any_delivered, now);
+
+        int64_t due = INT64_MAX;
+        for (size_t i = 0; i < n; i++) {
+                struct sched_decision *o = &out[i];
+                memset(o, 0, sizeof(*o));
+                o->hint_s = -1;
+                o->cls = CLASS__MAX;
+                if (!attempted[i]) {
+                        o->action = SCHED_NOT_ATTEMPTED;
+                        o->next_attempt_us = rcpt[i].next_attempt_us;
+                        o->first_deferral_us = rcpt[i].first_deferral_us;
+                } else if (v[i].accepted) {
+                        fill_common(o, &v[i]);
+                        o->action = SCHED_DELIVERED;
+                        o->first_deferral_us = rcpt[i].first_deferral_us;
+                        learn(s, d, &rcpt[i], now);
+                } else if (v[i].cls == CLASS_PERMANENT) {
+                        fill_common(o, &v[i]);
+                        o->action = SCHED_FAILED;
+                        o->reason = "permanent";
+                        o->first_deferral_us = rcpt[i].first_deferral_us;
+                } else {
+                        fill_common(o, &v[i]);
+                        decide_temp(s, it, &rcpt[i], &v[i], paused & (1u << v[i].cls), now, o);
+                }
+                if (o->action == SCHED_RETRY || o->action == SCHED_NOT_ATTEMPTED)
+                        if (o->next_attempt_us < due)
+                                due = o->next_attempt_us;
+        }
+        if (s->learned_dirty)
+                (void)sched_save_learned(s, now); /* retried at the next change if it fails */
+        if (due == INT64_MAX) {
+                sched_item_free(s, it);
+                return 0;
+        }
+        if (sched_item_wait(s, it, due) < 0)
+                return -ENOMEM;
+        return 1;
+}

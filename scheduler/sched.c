@@ -1,0 +1,477 @@
+/* scheduler/sched.c — work items, destinations, the due-time heap, and the
+ * per-class decisions taken on each attempt's result.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/internal.h"
+#include "scheduler/sched_private.h"
+
+#define US 1000000LL
+
+/* ---- small helpers ---- */
+
+static int full_concurrency(const struct sched *s)
+{
+        return s->cfg->destination_concurrency > 0 ? s->cfg->destination_concurrency : 1;
+}
+
+static uint64_t rng_next(struct sched *s)
+{
+        /* xorshift64*: deterministic for a given seed, good enough for jitter */
+        s->rng ^= s->rng >> 12;
+        s->rng ^= s->rng << 25;
+        s->rng ^= s->rng >> 27;
+        return s->rng * 2685821657736338717ULL;
+}
+
+static void item_set_idx(void *p, size_t idx)
+{
+        ((struct sched_item *)p)->heap_idx = (uint32_t)idx;
+}
+
+static void dest_set_idx(void *p, size_t idx)
+{
+        ((struct dest *)p)->dheap_idx = idx;
+}
+
+static bool dest_paused(const struct dest *d, int64_t now)
+{
+        return d->in_dheap && d->until_us > now;
+}
+
+static bool dest_can_start(const struct dest *d, int64_t now)
+{
+        return !dest_paused(d, now) && d->in_flight < d->concurrency;
+}
+
+static void make_runnable(struct sched *s, struct dest *d)
+{
+        if (d->runnable || !d->park_head)
+                return;
+        d->runnable = true;
+        d->run_next = s->run_head;
+        s->run_head = d;
+}
+
+/* ---- parked lists ---- */
+
+static void park(struct sched *s, struct sched_item *it)
+{
+        struct dest *d = it->dest;
+        it->where = W_PARKED;
+        it->next = NULL;
+        it->prev = d->park_tail;
+        if (d->park_tail)
+                d->park_tail->next = it;
+        else
+                d->park_head = it;
+        d->park_tail = it;
+        d->n_parked++;
+        s->n_parked++;
+}
+
+static void unpark(struct sched *s, struct sched_item *it)
+{
+        struct dest *d = it->dest;
+        if (it->prev)
+                it->prev->next = it->next;
+        else
+                d->park_head = it->next;
+        if (it->next)
+                it->next->prev = it->prev;
+        else
+                d->park_tail = it->prev;
+        it->prev = it->next = NULL;
+        d->n_parked--;
+        s->n_parked--;
+}
+
+/* ---- item states ---- */
+
+static int wait_at(struct sched *s, struct sched_item *it, int64_t due)
+{
+        it->where = W_WAITING;
+        it->due_us = due;
+        return heap_push(&s->items, due, it);
+}
+
+static void start(struct sched *s, struct sched_item *it)
+{
+        it->where = W_IN_FLIGHT;
+        it->due_us = 0;
+        it->dest->in_flight++;
+        s->n_in_flight++;
+}
+
+static void end_flight(struct sched *s, struct sched_item *it, int64_t now)
+{
+        it->dest->in_flight--;
+        s->n_in_flight--;
+        if (dest_can_start(it->dest, now))
+                make_runnable(s, it->dest);
+}
+
+/* Take an item out of wherever it is (heap, parked list, flight). */
+static void detach(struct sched *s, struct sched_item *it, int64_t now)
+{
+        switch (it->where) {
+        case W_WAITING:
+                heap_remove(&s->items, it->heap_idx);
+                break;
+        case W_PARKED:
+                unpark(s, it);
+                break;
+        case W_IN_FLIGHT:
+                end_flight(s, it, now);
+                break;
+        }
+}
+
+/* ---- destination pauses ---- */
+
+static void pause_dest(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until)
+{
+        if (d->in_dheap && d->until_us >= until) {
+                if (kind == PAUSE_SUSPEND)
+                        d->state = SCHED_DEST_SUSPENDED;
+                return;
+        }
+        d->until_us = until;
+        if (kind == PAUSE_SUSPEND || d->state != SCHED_DEST_SUSPENDED)
+                d->state = kind == PAUSE_SUSPEND ? SCHED_DEST_SUSPENDED : SCHED_DEST_BACKOFF;
+        if (d->in_dheap) {
+                heap_update(&s->dests, d->dheap_idx, until);
+        } else if (heap_push(&s->dests, until, d) == 0) {
+                d->in_dheap = true;
+        }
+}
+
+/* A pause ended: come back with one connection; raise it on success. */
+static void resume_dest(struct sched *s, struct dest *d)
+{
+        d->probe_full = d->state == SCHED_DEST_BACKOFF;
+        d->until_us = 0;
+        d->in_dheap = false;
+        d->concurrency = 1;
+        d->state = d->concurrency < full_concurrency(s) ? SCHED_DEST_THROTTLED : SCHED_DEST_OK;
+        if (d->queued == 0 && d->probe_full) {
+                d->concurrency = full_concurrency(s);
+                d->state = SCHED_DEST_OK;
+        }
+        make_runnable(s, d);
+}
+
+static void process_resumes(struct sched *s, int64_t now)
+{
+        const struct hent *top;
+        while ((top = heap_top(&s->dests)) && top->key <= now) {
+                struct dest *d = heap_pop(&s->dests);
+                resume_dest(s, d);
+                dest_gc(s, d);
+        }
+}
+
+/* ---- the daemon's loop ---- */
+
+int64_t sched_next_due(struct sched *s, int64_t now)
+{
+        process_resumes(s, now);
+        for (struct dest **pp = &s->run_head; *pp;) {
+                struct dest *d = *pp;
+                if (d->park_head && dest_can_start(d, now))
+                        return now;
+                d->runnable = false;
+                *pp = d->run_next;
+        }
+        const struct hent *top;
+        while ((top = heap_top(&s->items))) {
+                struct sched_item *it = top->p;
+                struct dest *d = it->dest;
+                bool blocked = (dest_paused(d, now) && top->key <= d->until_us) ||
+                               (top->key <= now && d->in_flight >= d->concurrency);
+                if (!blocked)
+                        break;
+                heap_pop(&s->items);
+                park(s, it);
+        }
+        int64_t t = top ? top->key : INT64_MAX;
+        const struct hent *dt = heap_top(&s->dests);
+        if (dt && dt->key < t)
+                t = dt->key;
+        return t;
+}
+
+static size_t pop_parked(struct sched *s, int64_t now, struct sched_item **out, size_t max)
+{
+        size_t n = 0;
+        struct dest **pp = &s->run_head;
+        while (*pp && n < max) {
+                struct dest *d = *pp;
+                while (n < max && d->park_head && dest_can_start(d, now)) {
+                        struct sched_item *it = d->park_head;
+                        unpark(s, it);
+                        start(s, it);
+                        out[n++] = it;
+                }
+                if (!d->park_head || !dest_can_start(d, now)) {
+                        d->runnable = false;
+                        *pp = d->run_next;
+                } else {
+                        pp = &d->run_next;
+                }
+        }
+        return n;
+}
+
+size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size_t max)
+{
+        process_resumes(s, now);
+        size_t n = pop_parked(s, now, out, max);
+        const struct hent *top;
+        while (n < max && (top = heap_top(&s->items)) && top->key <= now) {
+                struct sched_item *it = heap_pop(&s->items);
+                if (!dest_can_start(it->dest, now)) {
+                        park(s, it);
+                        continue;
+                }
+                start(s, it);
+                out[n++] = it;
+        }
+        return n;
+}
+
+/* ---- items ---- */
+
+int sched_add(struct sched *s, const char *source, const char *route, int64_t due, int64_t expires,
+              void *userdata, struct sched_item **out)
+{
+        if (!route)
+                return -EINVAL;
+        struct dest *d = dest_get(s, source ? source : "", route, true);
+        if (!d)
+                return -ENOMEM;
+        struct sched_item *it = calloc(1, sizeof(*it));
+        if (!it) {
+                dest_gc(s, d);
+                return -ENOMEM;
+        }
+        it->dest = d;
+        it->expires_us = expires;
+        it->userdata = userdata;
+        if (wait_at(s, it, due) < 0) {
+                free(it);
+                dest_gc(s, d);
+                return -ENOMEM;
+        }
+        d->queued++;
+        s->n_items++;
+        *out = it;
+        return 0;
+}
+
+static void item_free(struct sched *s, struct sched_item *it)
+{
+        struct dest *d = it->dest;
+        d->queued--;
+        s->n_items--;
+        free(it);
+        dest_gc(s, d);
+}
+
+void sched_remove(struct sched *s, struct sched_item *it)
+{
+        if (!it)
+                return;
+        detach(s, it, INT64_MIN);
+        item_free(s, it);
+}
+
+void sched_reschedule(struct sched *s, struct sched_item *it, int64_t due)
+{
+        if (it->where == W_WAITING) {
+                it->due_us = due;
+                heap_update(&s->items, it->heap_idx, due);
+                return;
+        }
+        detach(s, it, INT64_MIN);
+        (void)wait_at(s, it, due);
+}
+
+void *sched_item_userdata(const struct sched_item *it)
+{
+        return it->userdata;
+}
+
+int64_t sched_item_due(const struct sched_item *it)
+{
+        return it->due_us;
+}
+
+const char *sched_item_route(const struct sched_item *it)
+{
+        return it->dest->route;
+}
+
+const char *sched_item_source(const struct sched_item *it)
+{
+        return it->dest->source;
+}
+
+/* ---- admin actions ---- */
+
+int sched_retry_now(struct sched *s, struct sched_item *it, int64_t now)
+{
+        switch (it->where) {
+        case W_WAITING:
+                if (it->due_us > now) {
+                        it->due_us = now;
+                        heap_update(&s->items, it->heap_idx, now);
+                }
+                return 0;
+        case W_PARKED:
+                return 0; /* released with its destination */
+        default:
+                return -EINVAL;
+        }
+}
+
+size_t sched_flush(struct sched *s, int64_t now)
+{
+        /* min(key, now) is monotonic in key: the heap order survives. */
+        for (size_t i = 0; i < s->items.n; i++) {
+                if (s->items.v[i].key > now) {
+                        s->items.v[i].key = now;
+                        ((struct sched_item *)s->items.v[i].p)->due_us = now;
+                }
+        }
+        for (size_t i = 0; i < s->dests.n; i++) {
+                struct dest *d = s->dests.v[i].p;
+                if (d->state == SCHED_DEST_BACKOFF)
+                        heap_update(&s->dests, d->dheap_idx, now);
+        }
+        return s->items.n;
+}
+
+static void resume_now(struct sched *s, struct dest *d)
+{
+        if (d->in_dheap)
+                heap_remove(&s->dests, d->dheap_idx);
+        d->in_dheap = false;
+        d->until_us = 0;
+        d->state = SCHED_DEST_OK;
+        d->concurrency = full_concurrency(s);
+        memset(d->strikes, 0, sizeof(d->strikes));
+        make_runnable(s, d);
+}
+
+int sched_resume_destination(struct sched *s, const char *route, const char *source, int64_t now)
+{
+        (void)now;
+        int n = 0;
+        for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext)
+                        if (strcmp(d->route, route) == 0 &&
+                            (!source || strcmp(d->source, source) == 0)) {
+                                resume_now(s, d);
+                                n++;
+                        }
+        return n > 0 ? n : -ENOENT;
+}
+
+/* ---- construction ---- */
+
+int sched_new(const struct tarry_config *cfg, const struct sched_classifier *cls,
+              const struct sched_io *io, uint64_t seed, struct sched **out)
+{
+        struct sched *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->cfg = cfg;
+        s->cls = cls;
+        if (io)
+                s->io = *io;
+        s->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+        s->items.set_idx = item_set_idx;
+        s->dests.set_idx = dest_set_idx;
+        *out = s;
+        return 0;
+}
+
+void sched_set_config(struct sched *s, const struct tarry_config *cfg,
+                      const struct sched_classifier *cls)
+{
+        s->cfg = cfg;
+        s->cls = cls;
+        for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext)
+                        if (d->state == SCHED_DEST_OK)
+                                d->concurrency = full_concurrency(s);
+}
+
+void sched_free(struct sched *s)
+{
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->items.n; i++)
+                free(s->items.v[i].p);
+        for (size_t b = 0; b < s->n_buckets; b++) {
+                struct dest *d = s->buckets[b];
+                while (d) {
+                        struct dest *next = d->hnext;
+                        for (struct sched_item *it = d->park_head, *n; it; it = n) {
+                                n = it->next;
+                                free(it);
+                        }
+                        dest_free(d);
+                        d = next;
+                }
+        }
+        /* In-flight items belong to the caller's attempts; the handles die with s. */
+        free(s->buckets);
+        heap_free(&s->items);
+        heap_free(&s->dests);
+        free(s);
+}
+
+void sched_get_stats(const struct sched *s, struct sched_stats *out)
+{
+        size_t suspended = s->dests.n;
+        *out = (struct sched_stats){.items = s->n_items,
+                                    .waiting = s->items.n,
+                                    .parked = s->n_parked,
+                                    .in_flight = s->n_in_flight,
+                                    .destinations = s->n_dests,
+                                    .suspended = suspended};
+}
+
+uint64_t sched_rand(struct sched *s)
+{
+        return rng_next(s);
+}
+
+void sched_pause(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until)
+{
+        pause_dest(s, d, kind, until);
+}
+
+void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now)
+{
+        end_flight(s, it, now);
+}
+
+int sched_item_wait(struct sched *s, struct sched_item *it, int64_t due)
+{
+        return wait_at(s, it, due);
+}
+
+void sched_item_free(struct sched *s, struct sched_item *it)
+{
+        item_free(s, it);
+}
+
+int sched_full_concurrency(const struct sched *s)
+{
+        return full_concurrency(s);
+}

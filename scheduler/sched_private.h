@@ -1,0 +1,81 @@
+/* scheduler/sched_private.h — the scheduler's structures, shared by the files
+ * of scheduler/ only.
+ */
+#ifndef TARRY_SCHEDULER_SCHED_PRIVATE_H
+#define TARRY_SCHEDULER_SCHED_PRIVATE_H
+
+#include "scheduler/internal.h"
+#include "scheduler/scheduler.h"
+
+enum item_where {
+        W_WAITING, /* in the heap */
+        W_PARKED,  /* on its destination's list */
+        W_IN_FLIGHT,
+};
+
+/* 56 bytes: with its 16-byte heap entry, about 80 bytes per queued item. */
+struct sched_item {
+        int64_t due_us;
+        int64_t expires_us;
+        void *userdata;
+        struct dest *dest;
+        struct sched_item *prev, *next; /* parked list */
+        uint32_t heap_idx;
+        uint8_t where;
+};
+
+/* A (source address, route) pair and what the scheduler knows about it. */
+struct dest {
+        struct dest *hnext;
+        uint64_t hash;
+        char *source; /* both point into one allocation after the struct */
+        char *route;
+        enum sched_dest_state state;
+        int64_t until_us;
+        int concurrency;
+        int in_flight;
+        size_t queued;
+        int strikes[CLASS__MAX]; /* consecutive destination-wide deferrals per class */
+        char *last_reply;
+        int last_class;
+        int64_t learned_s; /* -1: nothing learned */
+        int64_t learned_at_us;
+        int64_t saved_at_us;
+        struct sched_item *park_head, *park_tail;
+        size_t n_parked;
+        size_t dheap_idx;
+        bool in_dheap;
+        bool runnable;
+        bool probe_full; /* resumed from a back-off: full concurrency after one success */
+        struct dest *run_next;
+};
+
+struct sched {
+        const struct tarry_config *cfg;
+        const struct sched_classifier *cls;
+        struct sched_io io;
+        uint64_t rng;
+        struct heap items; /* waiting items by due time */
+        struct heap dests; /* paused destinations by end of pause */
+        struct dest **buckets;
+        size_t n_buckets, n_dests;
+        struct dest *run_head; /* destinations whose parked items may go */
+        size_t n_items, n_parked, n_in_flight;
+        bool learned_dirty;
+};
+
+/* dest.c */
+struct dest *dest_get(struct sched *s, const char *source, const char *route, bool create);
+void dest_gc(struct sched *s, struct dest *d);
+void dest_free(struct dest *d);
+bool dest_learned_fresh(const struct sched *s, const struct dest *d, int64_t now);
+
+/* sched.c */
+uint64_t sched_rand(struct sched *s);
+void sched_pause(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until);
+void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now);
+int sched_item_wait(struct sched *s, struct sched_item *it, int64_t due);
+void sched_item_free(struct sched *s, struct sched_item *it);
+int sched_full_concurrency(const struct sched *s);
+
+#endif
