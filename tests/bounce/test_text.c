@@ -166,7 +166,7 @@ Test(text, date_is_rfc5322_in_the_local_zone)
         tzset();
         text_date(1700000000LL * 1000000, d);
         cr_assert_str_eq(d, "Tue, 14 Nov 2023 22:13:20 +0000");
-        setenv("TZ", "Europe/Berlin", 1);
+        setenv("TZ", "CET-1", 1); /* POSIX form: no tzdata needed */
         tzset();
         text_date(1700000000LL * 1000000, d);
         cr_assert_str_eq(d, "Tue, 14 Nov 2023 23:13:20 +0100");
