@@ -63,18 +63,18 @@ static int get_status(void *userdata, json_t **out)
         for (int c = 0; c < CLASS__MAX; c++)
                 json_object_set_new(classes, reply_class_name(c), json_integer(by_class[c]));
         for (int d = 0; d < N_DEST; d++)
-                json_array_append_new(
-                        dests, json_pack("{s:s, s:s, s:s, s:I}", "destination", q->dest[d],
-                                         "source_address", "192.0.2.10", "state", "ok",
-                                         "queued", (json_int_t)per_dest[d]));
-        *out = json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:o}", "version",
-                         TARRY_VERSION, "uptime_s", (json_int_t)(time(NULL) - q->started),
-                         "queue", "total", (json_int_t)q->n, "active",
-                         (json_int_t)by_state[STATUS_QSTATE_ACTIVE], "deferred",
-                         (json_int_t)by_state[STATUS_QSTATE_DEFERRED], "hold",
-                         (json_int_t)by_state[STATUS_QSTATE_HOLD], "corrupt",
-                         (json_int_t)by_state[STATUS_QSTATE_CORRUPT], "by_class", classes,
-                         "destinations", dests);
+                json_array_append_new(dests,
+                                      json_pack("{s:s, s:s, s:s, s:I}", "destination", q->dest[d],
+                                                "source_address", "192.0.2.10", "state", "ok",
+                                                "queued", (json_int_t)per_dest[d]));
+        *out =
+            json_pack("{s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o, s:o}", "version", TARRY_VERSION,
+                      "uptime_s", (json_int_t)(time(NULL) - q->started), "queue", "total",
+                      (json_int_t)q->n, "active", (json_int_t)by_state[STATUS_QSTATE_ACTIVE],
+                      "deferred", (json_int_t)by_state[STATUS_QSTATE_DEFERRED], "hold",
+                      (json_int_t)by_state[STATUS_QSTATE_HOLD], "corrupt",
+                      (json_int_t)by_state[STATUS_QSTATE_CORRUPT], "by_class", classes,
+                      "destinations", dests);
         return *out ? 0 : -ENOMEM;
 }
 
@@ -152,8 +152,7 @@ static void *client(void *arg)
         while (now_s() < end) {
                 long code = 0;
                 if (curl_easy_perform(h) == CURLE_OK &&
-                    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
-                    code == 200)
+                    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200)
                         l->done++;
                 else
                         l->failed++;
@@ -179,8 +178,8 @@ static void run_load(const char *name, const char *url, const char *unix_path, i
                 failed += l[i].failed;
         }
         double el = now_s() - t0;
-        printf("%-5s %s: %ld requests in %.1f s = %.0f req/s (%d clients, %ld failed)\n", name,
-               url, done, el, done / el, clients, failed);
+        printf("%-5s %s: %ld requests in %.1f s = %.0f req/s (%d clients, %ld failed)\n", name, url,
+               done, el, done / el, clients, failed);
 }
 
 /* ---- main ---- */
@@ -200,11 +199,11 @@ static void *loop(void *arg)
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
-                {"messages", required_argument, NULL, 'm'},
-                {"clients", required_argument, NULL, 'c'},
-                {"seconds", required_argument, NULL, 's'},
-                {"path", required_argument, NULL, 'p'},
-                {0},
+            {"messages", required_argument, NULL, 'm'},
+            {"clients", required_argument, NULL, 'c'},
+            {"seconds", required_argument, NULL, 's'},
+            {"path", required_argument, NULL, 'p'},
+            {0},
         };
         size_t messages = 100000;
         int clients = 4, c;
@@ -234,8 +233,8 @@ int main(int argc, char **argv)
         snprintf(unix_entry, sizeof(unix_entry), "unix:%s", sock);
         const char *listen[] = {unix_entry, "127.0.0.1:0", NULL};
         struct status_options opt = {.listen = listen, .max_connections = 256};
-        struct status_provider p = {.userdata = &q, .get_status = get_status,
-                                    .list_queue = list_queue};
+        struct status_provider p = {
+            .userdata = &q, .get_status = get_status, .list_queue = list_queue};
         struct status_metrics *m;
         sd_event *e;
         struct status_server *srv;
