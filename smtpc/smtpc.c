@@ -497,6 +497,12 @@ static void interpret_dropped(struct attempt *a, CURLcode rc)
                       cmd_stage[a->last_cmd]);
 }
 
+/* The server said 220 to STARTTLS and the session died before the next command. */
+static bool handshake_failed(const struct attempt *a, CURLcode rc)
+{
+        return rc != CURLE_OK && a->tls_used && a->last_cmd == CMD_STARTTLS;
+}
+
 /* Recipients the server refused at RCPT keep that reply whatever happens next. */
 static void settle_refused(struct attempt *a)
 {
@@ -527,7 +533,7 @@ static void interpret(struct attempt *a, CURLcode rc)
                 settle_rcpts(a, NULL);
                 return;
         }
-        if (is_tls_failure(rc)) {
+        if (is_tls_failure(rc) || handshake_failed(a, rc)) {
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TLS, "4.7.5",
                               "TLS with %s[%s]:%u failed: %s",
                               a->errbuf[0] ? a->errbuf : curl_easy_strerror(rc));
@@ -543,8 +549,8 @@ static void interpret(struct attempt *a, CURLcode rc)
 /* STARTTLS was offered and accepted but the handshake failed: tls=may retries in clear. */
 static bool retry_without_tls(struct attempt *a, CURLcode rc)
 {
-        return a->route.tls == CFG_TLS_MAY && !a->no_starttls && rc != CURLE_USE_SSL_FAILED &&
-               is_tls_failure(rc) && a->abort_why == NULL;
+        return a->route.tls == CFG_TLS_MAY && !a->no_starttls && handshake_failed(a, rc) &&
+               a->abort_why == NULL;
 }
 
 static void transfer_done(struct attempt *a, CURLcode rc)

@@ -1,0 +1,167 @@
+/* tests/smtpc/harness.c — see harness.h. */
+#include "tests/smtpc/harness.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+
+struct tarry_config *test_cfg(const char *fmt, ...)
+{
+        char text[4096], err[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        struct tarry_config *cfg = NULL;
+        int r = cfg_load_string("test.conf", text, &cfg, err, sizeof(err));
+        cr_assert_eq(r, 0, "config: %s\n%s", err, text);
+        return cfg;
+}
+
+int test_body(const char *body, size_t len)
+{
+        int fd = memfd_create("body", MFD_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(fd_write_all(fd, body, len), 0);
+        return fd;
+}
+
+static char *dup_or_null(const char *s)
+{
+        return s ? strdup(s) : NULL;
+}
+
+static void on_done(const struct smtpc_result *res, void *userdata)
+{
+        struct outcome *o = userdata;
+        o->calls++;
+        o->called = true;
+        o->status = res->status;
+        o->failure = res->failure;
+        o->code = res->code;
+        memcpy(o->enhanced, res->enhanced, sizeof(o->enhanced));
+        o->text = dup_or_null(res->text);
+        o->n = res->n_rcpts;
+        for (size_t i = 0; i < res->n_rcpts && i < 8; i++) {
+                o->r[i].address = dup_or_null(res->rcpts[i].address);
+                o->r[i].outcome = res->rcpts[i].outcome;
+                o->r[i].code = res->rcpts[i].code;
+                memcpy(o->r[i].enhanced, res->rcpts[i].enhanced, SMTPC_ENH_MAX);
+                o->r[i].text = dup_or_null(res->rcpts[i].text);
+        }
+        o->transcript = dup_or_null(res->transcript);
+        o->mx_host = dup_or_null(res->mx_host);
+        o->mx_ip = dup_or_null(res->mx_ip);
+        o->source = dup_or_null(res->source_address);
+        o->tls = res->tls;
+        o->total_us = res->total_us;
+}
+
+void test_deliver(const struct tarry_config *cfg, const char *sender, const char *const *rcpts,
+                  size_t n, const char *body, const char *source, struct outcome *out,
+                  int timeout_s)
+{
+        sd_event *e;
+        struct smtpc *c;
+        memset(out, 0, sizeof(*out));
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(smtpc_new(e, cfg, &c), 0);
+        int fd = test_body(body, strlen(body));
+        struct smtpc_request req = {
+            .queue_id = "TEST",
+            .sender = sender,
+            .rcpts = rcpts,
+            .n_rcpts = n,
+            .body_fd = fd,
+            .body_size = strlen(body),
+            .source_address = source,
+            .done = on_done,
+            .userdata = out,
+        };
+        cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        close(fd);
+        cr_assert(!out->called, "done() must not be called from inside smtpc_attempt_start");
+        int64_t end = now_monotonic_us() + (int64_t)timeout_s * 1000000;
+        while (!out->called && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        cr_assert(out->called, "attempt did not finish within %d s", timeout_s);
+        smtpc_free(c);
+        sd_event_unref(e);
+}
+
+void outcome_clear(struct outcome *o)
+{
+        free(o->text);
+        for (size_t i = 0; i < 8; i++) {
+                free(o->r[i].address);
+                free(o->r[i].text);
+        }
+        free(o->transcript);
+        free(o->mx_host);
+        free(o->mx_ip);
+        free(o->source);
+        memset(o, 0, sizeof(*o));
+}
+
+static uint16_t free_udp_port(void)
+{
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+        socklen_t sl = sizeof(sa);
+        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        getsockname(s, (struct sockaddr *)&sa, &sl);
+        close(s);
+        return ntohs(sa.sin_port);
+}
+
+int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port)
+{
+        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+                return 0;
+        *port = free_udp_port();
+        char portarg[32];
+        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
+        const char *argv[64] = {"dnsmasq",
+                                "--keep-in-foreground",
+                                portarg,
+                                "--listen-address=127.0.0.1",
+                                "--bind-interfaces",
+                                "--no-resolv",
+                                "--no-hosts",
+                                "--conf-file=/dev/null",
+                                "--pid-file=",
+                                "--user=root",
+                                "--log-facility=/dev/null"};
+        size_t k = 11;
+        for (size_t i = 0; i < n && k < 62; i++)
+                argv[k++] = opts[i];
+        argv[k] = NULL;
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                execv("/usr/sbin/dnsmasq", (char **)argv);
+                _exit(127);
+        }
+        usleep(300000); /* dnsmasq binds within milliseconds */
+        return pid;
+}
+
+void test_dnsmasq_stop(int pid)
+{
+        if (pid <= 0)
+                return;
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+}

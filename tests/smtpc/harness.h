@@ -1,0 +1,51 @@
+/* tests/smtpc/harness.h — running one smtpc attempt to completion in a test. */
+#ifndef TARRY_TESTS_SMTPC_HARNESS_H
+#define TARRY_TESTS_SMTPC_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "smtpc/smtpc.h"
+
+/* A deep copy of what a test checks in a result. */
+struct outcome {
+        enum smtpc_status status;
+        enum smtpc_failure failure;
+        int code;
+        char enhanced[SMTPC_ENH_MAX];
+        char *text;
+        size_t n;
+        struct {
+                char *address;
+                enum smtpc_rcpt_outcome outcome;
+                int code;
+                char enhanced[SMTPC_ENH_MAX];
+                char *text;
+        } r[8];
+        char *transcript;
+        char *mx_host, *mx_ip, *source;
+        bool tls;
+        int64_t total_us;
+        bool called;
+        int calls;
+};
+
+struct tarry_config *test_cfg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A memfd holding body. */
+int test_body(const char *body, size_t len);
+
+/* Run one attempt on a fresh loop+client until done() (at most timeout_s). */
+void test_deliver(const struct tarry_config *cfg, const char *sender, const char *const *rcpts,
+                  size_t n, const char *body, const char *source, struct outcome *out,
+                  int timeout_s);
+
+void outcome_clear(struct outcome *o);
+
+/* dnsmasq on 127.0.0.1:port with extra options; returns its pid (0: absent). */
+int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port);
+void test_dnsmasq_stop(int pid);
+
+#endif

@@ -1,0 +1,565 @@
+/* tests/smtpc/test_smtpc.c — delivery attempts against the scripted SMTP server. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fileio.h"
+#include "tests/fixture/fixture.h"
+#include "tests/smtpc/harness.h"
+
+#define BODY "From: a@example.org\r\nTo: b@x.test\r\nSubject: t\r\n\r\nhello\r\n"
+
+static struct fixture *start_fixture(const char *ip, const char *const *kv)
+{
+        struct fixture *f;
+        cr_assert_eq(fixture_new(ip, &f), 0);
+        for (; kv && kv[0]; kv += 2)
+                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        return f;
+}
+
+/* Everything to the fixture, short timeouts. */
+static struct tarry_config *cfg_to(struct fixture *f, const char *tls, const char *extra)
+{
+        return test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n%s\n"
+                        "[smtp]\ntls = none\nconnect_timeout = 2\ncommand_timeout = 2\n"
+                        "data_timeout = 3\n"
+                        "[transport]\n* = [%s]:%u tls=%s\n",
+                        extra ? extra : "", fixture_ip(f), fixture_port(f), tls);
+}
+
+Test(smtpc, mixed_recipient_replies_are_each_reported_and_only_accepted_ones_delivered)
+{
+        const char *kv[] = {"rcpt:grey@x.test", "451 4.7.1 Greylisted, try again in 300 seconds",
+                            "rcpt:nobody@x.test", "550 5.1.1 <nobody@x.test>: User unknown", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"ok@x.test", "grey@x.test", "nobody@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 3, BODY, NULL, &o, 10);
+
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_DONE);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED);
+        cr_assert_eq(o.r[0].code, 250);
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(o.r[1].code, 451);
+        cr_assert_str_eq(o.r[1].enhanced, "4.7.1");
+        cr_assert_str_eq(o.r[1].text, "451 4.7.1 Greylisted, try again in 300 seconds");
+        cr_assert_eq(o.r[2].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_eq(o.r[2].code, 550);
+        cr_assert_str_eq(o.r[2].enhanced, "5.1.1");
+
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_eq(t.n_rcpts, 1);
+        cr_assert_str_eq(t.rcpts[0], "ok@x.test");
+        cr_assert_str_eq(t.mail_from, "a@example.org");
+        cr_assert_str_eq(t.helo, "client.test");
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, multi_line_replies_are_joined_with_newlines_as_sent)
+{
+        const char *kv[] = {"rcpt", "452-4.2.2 Mailbox full\n452 4.2.2 try later", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"full@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_str_eq(o.r[0].text, "452-4.2.2 Mailbox full\n452 4.2.2 try later");
+        cr_assert_str_eq(o.r[0].enhanced, "4.2.2");
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, retries_leave_from_the_pinned_source_address_so_greylisting_passes)
+{
+        const char *kv[] = {"greylist", "1", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", "source_address = 127.0.0.2, 127.0.0.3");
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome first, second;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, "127.0.0.2", &first, 10);
+        cr_assert_eq(first.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_str_eq(first.source, "127.0.0.2");
+        usleep(1200000);
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, "127.0.0.2", &second, 10);
+        cr_assert_eq(second.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", second.r[0].text);
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_str_eq(t.peer_ip, "127.0.0.2");
+        fixture_txn_clear(&t);
+        outcome_clear(&first);
+        outcome_clear(&second);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, next_mx_is_tried_after_a_refused_connection)
+{
+        struct fixture *f = start_fixture("127.0.0.1", NULL);
+        const char *dns[] = {"--mx-host=example.test,mx1.example.test,10",
+                             "--mx-host=example.test,mx2.example.test,20",
+                             "--host-record=mx1.example.test,127.0.0.3",
+                             "--host-record=mx2.example.test,127.0.0.1"};
+        uint16_t dport;
+        int pid = test_dnsmasq(dns, 4, &dport);
+        if (pid == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
+                     "dns_servers = 127.0.0.1:%u\n",
+                     fixture_port(f), dport);
+        const char *rcpts[] = {"user@example.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        test_dnsmasq_stop(pid);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_str_eq(o.mx_host, "mx2.example.test");
+        cr_assert_str_eq(o.mx_ip, "127.0.0.1");
+        cr_assert_eq(fixture_txn_count(f), 1);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, null_mx_is_a_permanent_failure_without_connecting)
+{
+        const char *dns[] = {"--dns-rr=nullmx.test,15,000000"};
+        uint16_t dport;
+        int pid = test_dnsmasq(dns, 1, &dport);
+        if (pid == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[smtp]\ndns_servers = 127.0.0.1:%u\n",
+                     dport);
+        const char *rcpts[] = {"user@nullmx.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        test_dnsmasq_stop(pid);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_PERMFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_NULL_MX);
+        cr_assert_str_eq(o.enhanced, "5.1.10");
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_FAILED);
+        outcome_clear(&o);
+        cfg_free(cfg);
+}
+
+Test(smtpc, dns_server_failure_is_a_temporary_routing_failure)
+{
+        uint16_t dport = 9; /* nothing answers DNS there */
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[smtp]\ndns_servers = 127.0.0.1:%u\n",
+                     dport);
+        const char *rcpts[] = {"user@example.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_DNS);
+        cr_assert_str_eq(o.enhanced, "4.4.3");
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        outcome_clear(&o);
+        cfg_free(cfg);
+}
+
+Test(smtpc, refused_connection_reports_a_postfix_like_reason)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[transport]\n* = [127.0.0.1]:%u tls=none\n",
+                     fixture_port(f) == 1 ? 2 : 1);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert_eq(o.failure, SMTPC_FAIL_CONNECT);
+        cr_assert_str_eq(o.enhanced, "4.4.1");
+        cr_assert(strstr(o.text, "connect to 127.0.0.1[127.0.0.1]:1: Connection refused"), "%s",
+                  o.text);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, server_stalling_mid_data_times_out_as_temporary_failure)
+{
+        const char *kv[] = {"hang", "body", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        int64_t t0 = now_monotonic_us();
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
+        int64_t took = now_monotonic_us() - t0;
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_TIMEOUT, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_lt(took, 8000000, "took %lld us", (long long)took);
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+static long rss_kb(void)
+{
+        FILE *fp = fopen("/proc/self/statm", "r");
+        long pages = 0, resident = 0;
+        if (fp) {
+                if (fscanf(fp, "%ld %ld", &pages, &resident) != 2)
+                        resident = 0;
+                fclose(fp);
+        }
+        return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void check_hostile_reply(const char *key, const char *step)
+{
+        const char *kv[] = {key, step, NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        long before = rss_kb();
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
+        long grown = rss_kb() - before;
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_leq(strlen(o.text), SMTPC_REPLY_MAX + 256);
+        cr_assert_leq(strlen(o.r[0].text), SMTPC_REPLY_MAX + 256);
+        cr_assert_leq(strlen(o.transcript), SMTPC_TRANSCRIPT_MAX);
+        /* the fixture itself buffers the 1 MB line in this process */
+        cr_assert_lt(grown, 8 * 1024, "RSS grew by %ld KB", grown);
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, one_megabyte_reply_line_is_bounded_and_a_temporary_failure)
+{
+        check_hostile_reply("huge", "rcpt");
+}
+
+Test(smtpc, endless_multi_line_reply_is_cut_off_as_a_temporary_failure)
+{
+        check_hostile_reply("endless", "mail");
+}
+
+Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *body = "Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\n"
+                           "middle . dot\r\n. space\r\n\r\n.\r\nend \xc3\xa9\t\r\n";
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, body, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        char want[65];
+        fixture_sha256_hex(body, strlen(body), want);
+        cr_assert_eq(t.size, strlen(body));
+        cr_assert_str_eq(t.sha256, want);
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, null_sender_is_sent_as_empty_reverse_path)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED);
+        cr_assert(strstr(o.transcript, "> MAIL FROM:<>"), "%s", o.transcript);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, "");
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, cr_lf_in_an_address_never_reaches_the_wire)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"ok@x.test", "evil@x.test>\r\nRCPT TO:<victim@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 2, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED);
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_eq(o.r[1].code, 553);
+        cr_assert_null(strstr(o.transcript, "victim"), "%s", o.transcript);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_eq(t.n_rcpts, 1);
+        cr_assert_str_eq(t.rcpts[0], "ok@x.test");
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, attempt_with_only_bad_addresses_never_connects)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"bad\n@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_eq(o.calls, 1);
+        cr_assert_eq(fixture_connection_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, starttls_may_works_with_a_self_signed_certificate)
+{
+        struct fixture *f;
+        char dir[] = "/tmp/smtpc-tls-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(fixture_new(NULL, &f), 0);
+        cr_assert_eq(fixture_tls_generate(f, dir), 0, "openssl CLI needed");
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct tarry_config *cfg = cfg_to(f, "may", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert(o.tls, "%s", o.transcript);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert(t.tls);
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+}
+
+Test(smtpc, tls_encrypt_without_starttls_offered_is_a_temporary_tls_failure)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "encrypt", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert_eq(o.failure, SMTPC_FAIL_TLS, "%s", o.text);
+        cr_assert_str_eq(o.enhanced, "4.7.5");
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, mail_from_rejection_applies_to_every_recipient)
+{
+        const char *kv[] = {"mail", "550 5.7.1 sender blocked", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"a@x.test", "b@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 2, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_PERMFAIL);
+        cr_assert_str_eq(o.text, "550 5.7.1 sender blocked");
+        for (int i = 0; i < 2; i++) {
+                cr_assert_eq(o.r[i].outcome, SMTPC_RCPT_FAILED);
+                cr_assert_str_eq(o.r[i].text, "550 5.7.1 sender blocked");
+        }
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, end_of_data_deferral_applies_to_accepted_recipients_only)
+{
+        const char *kv[] = {"dot", "451 4.3.0 queue full", "rcpt:no@x.test", "550 5.1.1 unknown",
+                            NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"yes@x.test", "no@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 2, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_str_eq(o.r[0].text, "451 4.3.0 queue full");
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_str_eq(o.r[1].text, "550 5.1.1 unknown");
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, greeting_421_is_an_attempt_level_temporary_failure)
+{
+        const char *kv[] = {"greeting", "421 4.7.0 too busy, come back later", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"a@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert_eq(o.code, 421);
+        cr_assert_str_eq(o.text, "421 4.7.0 too busy, come back later");
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, relay_credentials_are_used_for_auth)
+{
+        const char *kv[] = {"auth", "relayuser:s3cret", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        char path[] = "/tmp/smtpc-auth-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(fd_write_all(fd, "relayuser:s3cret\n", 17), 0);
+        close(fd);
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "relayhost = [%s]:%u tls=none\n[smtp]\nrelay_auth_file = %s\n",
+                     fixture_ip(f), fixture_port(f), path);
+        const char *rcpts[] = {"user@far.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_null(strstr(o.transcript, "s3cret"));
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_str_eq(t.auth_user, "relayuser");
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+
+        chmod(path, 0644);
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert(strstr(o.text, "accessible by group or other"), "%s", o.text);
+        outcome_clear(&o);
+        unlink(path);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* ---- several attempts on one client ---- */
+
+struct multi {
+        int done, delivered;
+};
+
+static void on_multi_done(const struct smtpc_result *res, void *userdata)
+{
+        struct multi *m = userdata;
+        m->done++;
+        if (res->rcpts[0].outcome == SMTPC_RCPT_DELIVERED)
+                m->delivered++;
+}
+
+static void run_many(struct tarry_config *cfg, int n, struct multi *m)
+{
+        sd_event *e;
+        struct smtpc *c;
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(smtpc_new(e, cfg, &c), 0);
+        int fd = test_body(BODY, strlen(BODY));
+        const char *rcpts[] = {"user@x.test"};
+        for (int i = 0; i < n; i++) {
+                struct smtpc_request req = {.queue_id = "Q",
+                                            .sender = "a@example.org",
+                                            .rcpts = rcpts,
+                                            .n_rcpts = 1,
+                                            .body_fd = fd,
+                                            .body_size = strlen(BODY),
+                                            .done = on_multi_done,
+                                            .userdata = m};
+                cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        }
+        close(fd);
+        cr_assert_eq(smtpc_pending(c), (size_t)n);
+        int64_t end = now_monotonic_us() + 20000000;
+        while (m->done < n && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        cr_assert_eq(smtpc_pending(c), 0);
+        smtpc_free(c);
+        sd_event_unref(e);
+}
+
+Test(smtpc, consecutive_messages_to_one_destination_reuse_the_connection)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", "");
+        struct multi m = {0};
+        cfg->destination_concurrency = 1;
+        run_many(cfg, 5, &m);
+        cr_assert_eq(m.delivered, 5);
+        cr_assert_eq(fixture_connection_count(f), 1);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, destination_concurrency_limits_simultaneous_connections)
+{
+        const char *kv[] = {"delay:dot", "200", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", "");
+        cfg->destination_concurrency = 2;
+        struct multi m = {0};
+        run_many(cfg, 8, &m);
+        cr_assert_eq(m.delivered, 8);
+        cr_assert_leq(fixture_connection_count(f), 2);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, failed_tls_handshake_with_tls_may_retries_in_clear_text)
+{
+        struct fixture *f;
+        char dir[] = "/tmp/smtpc-tls-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(fixture_new(NULL, &f), 0);
+        cr_assert_eq(fixture_tls_generate(f, dir), 0, "openssl CLI needed");
+        cr_assert_eq(fixture_set(f, "tls_garbage", "yes"), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct tarry_config *cfg = cfg_to(f, "may", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_not(o.tls);
+        cr_assert(strstr(o.transcript, "retrying without STARTTLS"), "%s", o.transcript);
+        cr_assert_eq(fixture_connection_count(f), 2);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+}
