@@ -101,6 +101,15 @@ static bool shown(const struct envelope_rcpt *r)
         return r->state == RCPT_PENDING || r->state == RCPT_DEFERRED;
 }
 
+/* The relay without a ":port" after its "[ip]". */
+static int relay_len(const char *relay)
+{
+        const char *end = strrchr(relay, ']');
+        if (end && end[1] == ':')
+                return (int)(end + 1 - relay);
+        return (int)strlen(relay);
+}
+
 const char *qlist_delay_reason(const struct envelope_rcpt *r, char *buf, size_t len)
 {
         buf[0] = '\0';
@@ -117,8 +126,9 @@ const char *qlist_delay_reason(const struct envelope_rcpt *r, char *buf, size_t 
         }
         if (!*text && !*code)
                 return buf;
-        if (r->relay)
-                snprintf(buf, len, "host %s said: %s%s", r->relay, code, text);
+        if (r->relay) /* "host[ip]:port" is shown as Postfix does: "host[ip]" */
+                snprintf(buf, len, "host %.*s said: %s%s", relay_len(r->relay), r->relay, code,
+                         text);
         else
                 snprintf(buf, len, "%s%s", code, text);
         size_t n = strlen(buf);
