@@ -1,0 +1,238 @@
+/* tests/scheduler/test_classify.c — the classifier: codes, rules, hints,
+ * attempt-level failures, operator rules, hostile input.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scheduler/scheduler.h"
+
+static struct sched_classifier *c;
+
+static void setup(void)
+{
+        cr_assert_eq(sched_classifier_new(&c), 0);
+}
+
+static void teardown(void)
+{
+        sched_classifier_free(c);
+}
+
+static struct sched_verdict classify(const char *text)
+{
+        struct sched_verdict v;
+        sched_classify_text(c, text, &v);
+        return v;
+}
+
+TestSuite(classify, .init = setup, .fini = teardown);
+
+Test(classify, any_5xx_is_permanent_whatever_its_words)
+{
+        struct sched_verdict v = classify("550 5.7.1 Greylisting in effect, try again later");
+        cr_assert_eq(v.cls, CLASS_PERMANENT);
+        cr_assert_str_eq(v.rule, "5xx-permanent");
+}
+
+Test(classify, a_2xx_is_accepted)
+{
+        cr_assert(classify("250 2.0.0 Ok: queued as 4F1").accepted);
+}
+
+Test(classify, an_unmatched_4xx_is_unknown_temp)
+{
+        struct sched_verdict v = classify("451 4.7.1 Try again later");
+        cr_assert_eq(v.cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(v.hint_s, -1);
+}
+
+Test(classify, multi_line_reply_is_parsed_with_code_and_enhanced_code)
+{
+        struct sched_verdict v =
+            classify("450-4.2.1 The user you are trying to contact is receiving mail too "
+                     "quickly. Please\r\n450-4.2.1 resend your message at a later time.\r\n450 "
+                     "4.2.1 https://support.google.com/mail/?p=ReceivingRate");
+        cr_assert_eq(v.code, 450);
+        cr_assert_str_eq(v.enhanced, "4.2.1");
+        cr_assert_eq(v.cls, CLASS_RATE_LIMIT);
+}
+
+Test(classify, enhanced_code_decides_when_the_words_say_nothing)
+{
+        cr_assert_eq(classify("452 4.2.2 nope").cls, CLASS_MAILBOX_FULL);
+        cr_assert_eq(classify("451 4.3.2 nope").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 4.4.0 nope").cls, CLASS_ROUTING);
+        cr_assert_eq(classify("451 4.7.0 Temporary server error").cls, CLASS_POLICY);
+}
+
+Test(classify, provider_codes_beat_misleading_words)
+{
+        cr_assert_eq(classify("451 4.7.650 The mail server [1.2.3.4] has been temporarily rate "
+                              "limited due to IP reputation")
+                         .cls,
+                     CLASS_REPUTATION);
+        cr_assert_eq(classify("421 4.7.28 unusual rate").cls, CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("421 4.7.30 Your email has been rate limited because DKIM").cls,
+                     CLASS_POLICY);
+        cr_assert_eq(classify("421 4.7.500 Server busy, please try again later").cls,
+                     CLASS_OVERLOAD);
+}
+
+Test(classify, greylister_fingerprints_are_greylist)
+{
+        cr_assert_eq(classify("450 4.2.0 <a@b.example>: Recipient address rejected: Greylisted, "
+                              "see http://postgrey.schweikert.ch/help/b.example.html")
+                         .cls,
+                     CLASS_GREYLIST);
+        cr_assert_eq(classify("422 4.2.2 Greylisted, please try again in a few moments.").cls,
+                     CLASS_GREYLIST);
+}
+
+Test(classify, hints_are_explicit_delays_only)
+{
+        cr_assert_eq(classify("451 4.7.1 Greylisted, try again in 300 seconds").hint_s, 300);
+        cr_assert_eq(classify("451 4.7.1 Greylisted, retry in 5 minutes").hint_s, 300);
+        cr_assert_eq(classify("451 4.7.1 Greylisted, please come back in 00:04:59").hint_s, 299);
+        cr_assert_eq(classify("451 4.7.1 Greylisted, please send again 15min later").hint_s, 900);
+        cr_assert_eq(classify("451 too many messages in the last 10 minutes").hint_s, -1);
+        cr_assert_eq(classify("451 DT:SPM please try again 1235720034").hint_s, -1);
+        cr_assert_eq(classify("451 4.7.1 Greylisted, please try again shortly").hint_s, -1);
+        cr_assert_eq(classify("554 4.4.7 Message expired: unable to deliver in 840 minutes").hint_s,
+                     -1);
+}
+
+Test(classify, huge_hints_are_clamped_to_a_day)
+{
+        cr_assert_eq(classify("451 try again in 9999 hours").hint_s, SCHED_HINT_MAX_S);
+}
+
+Test(classify, attempt_level_failures_map_to_routing_or_overload)
+{
+        struct sched_verdict v;
+        struct sched_reply r = {421, "4.4.1",
+                                "4.4.1 connect to mx.example.com[192.0.2.1]:25: "
+                                "Connection refused"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        r = (struct sched_reply){421, "4.4.2",
+                                 "conversation with mx.example.com[192.0.2.1] timed "
+                                 "out while receiving the initial server greeting"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_OVERLOAD);
+        r = (struct sched_reply){421, "4.4.2",
+                                 "lost connection with mx[192.0.2.1] while sending "
+                                 "RCPT TO"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_OVERLOAD);
+        r = (struct sched_reply){451, "4.4.3",
+                                 "Host or domain name lookup failed: name=example.com "
+                                 "type=MX: Timeout while contacting DNS servers"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        r = (struct sched_reply){421, "4.7.5", "STARTTLS handshake with mx[192.0.2.1] failed"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        r = (struct sched_reply){0, NULL, "421 4.3.2 Service shutting down"};
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.cls, CLASS_OVERLOAD);
+}
+
+Test(classify, given_code_wins_over_text_without_prefix)
+{
+        struct sched_reply r = {451, NULL, "Greylisted for 60 seconds"};
+        struct sched_verdict v;
+        sched_classify(c, &r, &v);
+        cr_assert_eq(v.code, 451);
+        cr_assert_eq(v.cls, CLASS_GREYLIST);
+        cr_assert_eq(v.hint_s, 60);
+}
+
+Test(classify, garbage_and_empty_replies_are_temporary)
+{
+        cr_assert_eq(classify("").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_str_eq(classify("").rule, "unparseable");
+        cr_assert_eq(classify("\x01\x02\xff garbage").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("354 go ahead").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify(NULL).cls, CLASS_UNKNOWN_TEMP);
+}
+
+Test(classify, huge_hostile_reply_is_bounded)
+{
+        size_t n = 4u << 20;
+        char *big = malloc(n + 1);
+        cr_assert_not_null(big);
+        memcpy(big, "451 ", 4);
+        for (size_t i = 4; i < n; i++)
+                big[i] = "a(\r\n451-"[i % 8];
+        big[n] = '\0';
+        struct sched_verdict v;
+        sched_classify_text(c, big, &v);
+        cr_assert_eq(v.code, 451);
+        cr_assert_eq(v.cls, CLASS_UNKNOWN_TEMP);
+        free(big);
+}
+
+Test(classify, operator_rules_are_tried_first)
+{
+        char err[256] = "";
+        int r = sched_classifier_load_rules_string(
+            c, "/etc/tarry/rules", "# local provider codes\n\npolicy 4?? 4.7.1 \\bACME-42\\b\n",
+            err, sizeof(err));
+        cr_assert_eq(r, 1, "%s", err);
+        struct sched_verdict v = classify("451 4.7.1 Greylisted ACME-42");
+        cr_assert_eq(v.cls, CLASS_POLICY);
+        cr_assert_str_eq(v.rule, "rules:3");
+        cr_assert_eq(classify("451 4.7.1 Greylisted").cls, CLASS_GREYLIST);
+}
+
+Test(classify, operator_rule_with_no_enhanced_code_pattern)
+{
+        char err[256] = "";
+        cr_assert_eq(sched_classifier_load_rules_string(c, "r", "overload 421 - ^closing\n", err,
+                                                        sizeof(err)),
+                     1, "%s", err);
+        cr_assert_eq(classify("421 closing now").cls, CLASS_OVERLOAD);
+        cr_assert_neq(classify("421 4.7.0 closing now").cls, CLASS_OVERLOAD);
+}
+
+Test(classify, operator_rule_errors_name_file_and_line)
+{
+        char err[256] = "";
+        cr_assert_eq(sched_classifier_load_rules_string(c, "rules.conf", "\ngreylst 4?? * x\n", err,
+                                                        sizeof(err)),
+                     -EINVAL);
+        cr_assert_str_eq(err, "rules.conf:2: unknown class 'greylst'");
+        cr_assert_eq(
+            sched_classifier_load_rules_string(c, "rules.conf", "greylist 4??\n", err, sizeof(err)),
+            -EINVAL);
+        cr_assert(strstr(err, "rules.conf:1: expected") == err, "%s", err);
+        cr_assert_eq(sched_classifier_load_rules_string(c, "rules.conf", "policy 4x? * x\n", err,
+                                                        sizeof(err)),
+                     -EINVAL);
+        cr_assert_str_eq(err, "rules.conf:1: bad code pattern '4x?'");
+        cr_assert_eq(sched_classifier_load_rules_string(c, "rules.conf", "policy 4?? * (\n", err,
+                                                        sizeof(err)),
+                     -EINVAL);
+        cr_assert(strstr(err, "rules.conf:1: bad regular expression") == err, "%s", err);
+        /* nothing was added */
+        cr_assert_eq(classify("451 4.7.1 Greylisted").cls, CLASS_GREYLIST);
+}
+
+Test(classify, operator_rule_file_is_read_from_disk)
+{
+        char path[] = "/tmp/tarry-rules-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        const char *text = "rate_limit 4?? * slow lane\n";
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+        char err[256] = "";
+        cr_assert_eq(sched_classifier_load_rules(c, path, err, sizeof(err)), 1, "%s", err);
+        cr_assert_eq(classify("451 you are in the slow lane").cls, CLASS_RATE_LIMIT);
+        unlink(path);
+        cr_assert_eq(sched_classifier_load_rules(c, path, err, sizeof(err)), -ENOENT);
+}

@@ -1,0 +1,434 @@
+/* tests/scheduler/test_sched.c — per-class decisions, destination states and
+ * the due-time heap, all on a fake clock.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/scheduler.h"
+
+#define S  1000000LL
+#define T0 (1700000000LL * S)
+
+static struct tarry_config *cfg;
+static struct sched_classifier *cls;
+static struct sched *s;
+
+static void setup(void)
+{
+        char err[256];
+        cr_assert_eq(cfg_load_string("test.conf", "[smtp]\ndestination_concurrency = 3\n", &cfg,
+                                     err, sizeof(err)),
+                     0, "%s", err);
+        cr_assert_eq(sched_classifier_new(&cls), 0);
+        cr_assert_eq(sched_new(cfg, cls, NULL, 42, &s), 0);
+}
+
+static void teardown(void)
+{
+        sched_free(s);
+        sched_classifier_free(cls);
+        cfg_free(cfg);
+}
+
+TestSuite(sched, .init = setup, .fini = teardown);
+
+static struct sched_item *add(const char *route, int64_t due)
+{
+        struct sched_item *it;
+        cr_assert_eq(sched_add(s, "192.0.2.10", route, due, T0 + 5 * 86400 * S, NULL, &it), 0);
+        return it;
+}
+
+static struct sched_item *pop_one(int64_t now)
+{
+        struct sched_item *out[1];
+        return sched_pop_due(s, now, out, 1) == 1 ? out[0] : NULL;
+}
+
+/* One recipient attempted with text; returns the decision. */
+static struct sched_decision attempt(struct sched_item *it, int64_t now, const char *text,
+                                     int deferrals, int64_t first_deferral, int prev_class)
+{
+        struct sched_reply r = {.text = text};
+        struct sched_rcpt_result rr = {.reply = &r,
+                                       .deferrals = deferrals,
+                                       .first_deferral_us = first_deferral,
+                                       .last_deferral_us = first_deferral,
+                                       .prev_class = prev_class};
+        struct sched_decision d;
+        cr_assert_geq(sched_on_result(s, it, now, NULL, &rr, 1, &d), 0);
+        return d;
+}
+
+static const char *GREY = "451 4.7.1 Greylisting in action, please come back later";
+static const char *OK = "250 2.0.0 Ok: queued";
+
+Test(sched, hinted_greylist_retries_right_after_the_window)
+{
+        struct sched_item *it = add("mx:a.example", T0);
+        cr_assert_eq(pop_one(T0), it);
+        struct sched_decision d =
+            attempt(it, T0, "451 4.7.1 Greylisted, try again in 300 seconds", 0, 0, -1);
+        cr_assert_eq(d.action, SCHED_RETRY);
+        cr_assert_eq(d.cls, CLASS_GREYLIST);
+        cr_assert_eq(d.hint_s, 300);
+        cr_assert_eq(d.next_attempt_us, T0 + 305 * S);
+        cr_assert_eq(d.first_deferral_us, T0);
+        cr_assert_eq(sched_item_due(it), T0 + 305 * S);
+}
+
+Test(sched, unhinted_greylist_schedule_meets_common_greylister_windows)
+{
+        struct sched_item *it = add("mx:a.example", T0);
+        int64_t now = T0, expect[] = {60, 180, 305, 785, 1505, 1805, 3005, 3605};
+        for (int k = 0; k < 8; k++) {
+                cr_assert_eq(pop_one(now), it);
+                struct sched_decision d = attempt(it, now, GREY, k, T0, CLASS_GREYLIST);
+                cr_assert_eq(d.next_attempt_us, T0 + expect[k] * S, "retry %d at %lld s", k + 1,
+                             (long long)((d.next_attempt_us - T0) / S));
+                now = d.next_attempt_us;
+        }
+}
+
+Test(sched, greylist_gaps_stay_far_below_spamd_expiry)
+{
+        cfg->retry[CLASS_GREYLIST].max_s = 10 * 3600;
+        struct sched_item *it = add("mx:a.example", T0);
+        int64_t now = T0;
+        for (int k = 0; k < 20; k++) {
+                cr_assert_eq(pop_one(now), it);
+                struct sched_decision d = attempt(it, now, GREY, k, T0, CLASS_GREYLIST);
+                cr_assert_leq(d.next_attempt_us - now, 2 * 3600 * S);
+                now = d.next_attempt_us;
+        }
+}
+
+Test(sched, learned_greylist_delay_aims_the_next_message)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        pop_one(T0);
+        attempt(a, T0, GREY, 0, 0, -1);
+        int64_t t = T0 + 1505 * S;
+        sched_reschedule(s, a, t);
+        cr_assert_eq(pop_one(t), a);
+        struct sched_decision d = attempt(a, t, OK, 1, T0, CLASS_GREYLIST);
+        cr_assert_eq(d.action, SCHED_DELIVERED);
+
+        int64_t t2 = T0 + 7200 * S;
+        struct sched_item *b = add("mx:a.example", t2);
+        cr_assert_eq(pop_one(t2), b);
+        d = attempt(b, t2, GREY, 0, 0, -1);
+        cr_assert_eq(d.next_attempt_us, t2 + 1510 * S);
+}
+
+Test(sched, silent_greylister_is_learned_too)
+{
+        const char *silent = "451 Temporary failure, please try again later.";
+        struct sched_item *a = add("mx:b.example", T0);
+        pop_one(T0);
+        struct sched_decision d = attempt(a, T0, silent, 0, 0, -1);
+        cr_assert_eq(d.cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(d.next_attempt_us, T0 + 305 * S);
+        pop_one(d.next_attempt_us);
+        attempt(a, d.next_attempt_us, OK, 1, T0, CLASS_UNKNOWN_TEMP);
+        struct sched_item *b = add("mx:b.example", T0 + 3600 * S);
+        pop_one(T0 + 3600 * S);
+        d = attempt(b, T0 + 3600 * S, silent, 0, 0, -1);
+        cr_assert_eq(d.next_attempt_us, T0 + (3600 + 310) * S);
+}
+
+Test(sched, learning_does_not_drift_by_the_margin)
+{
+        /* a receiver with a 300 s window, five messages one hour apart */
+        int64_t now = T0;
+        for (int m = 0; m < 5; m++) {
+                struct sched_item *it = add("mx:c.example", now);
+                int64_t first = now;
+                int k = 0;
+                for (;;) {
+                        cr_assert_eq(pop_one(now), it);
+                        const char *r = now - first >= 300 * S ? OK : GREY;
+                        struct sched_decision d =
+                            attempt(it, now, r, k, k ? first : 0, k ? CLASS_GREYLIST : -1);
+                        if (d.action == SCHED_DELIVERED)
+                                break;
+                        now = d.next_attempt_us;
+                        k++;
+                }
+                if (m > 0)
+                        cr_assert_eq(now - first, 310 * S, "message %d took %lld s", m,
+                                     (long long)((now - first) / S));
+                now += 3600 * S;
+        }
+}
+
+Test(sched, reputation_suspends_the_whole_destination)
+{
+        struct sched_item *a = add("mx:outlook.example", T0);
+        struct sched_item *b = add("mx:outlook.example", T0 + 10 * S);
+        cr_assert_eq(pop_one(T0), a);
+        struct sched_decision d =
+            attempt(a, T0,
+                    "451 4.7.650 The mail server [192.0.2.10] has been temporarily rate "
+                    "limited due to IP reputation",
+                    0, 0, -1);
+        cr_assert_eq(d.cls, CLASS_REPUTATION);
+        cr_assert_eq(d.next_attempt_us, T0 + 15 * 60 * S);
+        /* the second message is not attempted before the suspension ends */
+        for (int64_t t = T0 + 10 * S; t < T0 + 15 * 60 * S; t += 30 * S)
+                cr_assert_null(pop_one(t), "attempted at +%lld s", (long long)((t - T0) / S));
+        cr_assert_eq(sched_next_due(s, T0 + 20 * S), T0 + 15 * 60 * S);
+        /* then one connection at a time */
+        struct sched_item *out[4];
+        size_t n = sched_pop_due(s, T0 + 15 * 60 * S, out, 4);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(out[0], b);
+}
+
+Test(sched, suspension_does_not_stop_other_destinations)
+{
+        struct sched_item *a = add("mx:outlook.example", T0);
+        struct sched_item *c = add("mx:other.example", T0 + 60 * S);
+        pop_one(T0);
+        attempt(a, T0, "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred", 0, 0, -1);
+        cr_assert_eq(pop_one(T0 + 60 * S), c);
+}
+
+Test(sched, concurrency_is_raised_gradually_after_a_suspension)
+{
+        struct sched_item *items[6];
+        for (int i = 0; i < 6; i++)
+                items[i] = add("mx:y.example", T0);
+        cr_assert_eq(pop_one(T0), items[0]);
+        attempt(items[0], T0, "421 4.7.0 [TSS04] temporarily deferred due to user complaints", 0, 0,
+                -1);
+        int64_t t = T0 + 15 * 60 * S;
+        struct sched_item *out[6];
+        cr_assert_eq(sched_pop_due(s, t, out, 6), 1);
+        attempt(out[0], t, OK, 0, 0, -1);
+        cr_assert_eq(sched_pop_due(s, t, out, 6), 2, "concurrency 2 after one success");
+        attempt(out[0], t, OK, 0, 0, -1);
+        attempt(out[1], t, OK, 0, 0, -1);
+        cr_assert_eq(sched_pop_due(s, t, out, 6), 3, "full concurrency (3) after two more");
+}
+
+static int find_dest(const struct sched_dest_info *d, void *ud)
+{
+        *(struct sched_dest_info *)ud = *d;
+        return 1;
+}
+
+Test(sched, destination_listing_shows_suspension)
+{
+        struct sched_item *a = add("mx:outlook.example", T0);
+        pop_one(T0);
+        attempt(a, T0, "451 4.7.651 rate limited due to IP reputation", 0, 0, -1);
+        struct sched_dest_info info;
+        cr_assert_eq(sched_foreach_destination(s, T0 + S, find_dest, &info), 1);
+        cr_assert_str_eq(info.route, "mx:outlook.example");
+        cr_assert_str_eq(info.source_address, "192.0.2.10");
+        cr_assert_str_eq(sched_dest_state_name(info.state), "suspended");
+        cr_assert_eq(info.until_us, T0 + 15 * 60 * S);
+        cr_assert_eq(info.queued, 1);
+        cr_assert_eq(info.last_class, CLASS_REPUTATION);
+        cr_assert_not_null(strstr(info.last_reply, "4.7.651"));
+        cr_assert_eq(info.learned_greylist_s, -1);
+}
+
+Test(sched, per_recipient_rate_limit_does_not_pause_when_others_got_through)
+{
+        struct sched_item *a = add("mx:gmail.example", T0);
+        struct sched_item *b = add("mx:gmail.example", T0);
+        pop_one(T0);
+        struct sched_reply ok = {.text = OK};
+        struct sched_reply slow = {.text = "450 4.2.1 The user you are trying to contact is "
+                                           "receiving mail at a rate that prevents delivery"};
+        struct sched_rcpt_result rr[2] = {{.reply = &ok, .prev_class = -1},
+                                          {.reply = &slow, .prev_class = -1}};
+        struct sched_decision d[2];
+        cr_assert_eq(sched_on_result(s, a, T0, NULL, rr, 2, d), 1);
+        cr_assert_eq(d[0].action, SCHED_DELIVERED);
+        cr_assert_eq(d[1].cls, CLASS_RATE_LIMIT);
+        cr_assert_eq(d[1].next_attempt_us, T0 + 5 * 60 * S);
+        cr_assert_eq(pop_one(T0 + S), b);
+}
+
+Test(sched, overload_backs_off_the_destination_with_growth_and_jitter)
+{
+        struct sched_item *a = add("mx:busy.example", T0);
+        int64_t now = T0;
+        int64_t base[] = {120, 240, 480, 960, 1800, 1800};
+        for (int k = 0; k < 6; k++) {
+                cr_assert_eq(pop_one(now), a);
+                struct sched_decision d = attempt(a, now,
+                                                  "421 4.3.2 System not accepting network "
+                                                  "messages",
+                                                  k, T0, CLASS_OVERLOAD);
+                cr_assert_eq(d.cls, CLASS_OVERLOAD);
+                int64_t gap = d.next_attempt_us - now;
+                cr_assert_geq(gap, base[k] * S * 90 / 100, "step %d gap %lld", k, (long long)gap);
+                cr_assert_leq(gap, base[k] * S * 110 / 100, "step %d gap %lld", k, (long long)gap);
+                now = d.next_attempt_us;
+        }
+}
+
+Test(sched, connection_refused_backs_off_every_message_of_the_destination)
+{
+        struct sched_item *a = add("[192.0.2.1]:25", T0);
+        struct sched_item *b = add("[192.0.2.1]:25", T0 + S);
+        pop_one(T0);
+        struct sched_reply fail = {421, "4.4.1",
+                                   "connect to 192.0.2.1[192.0.2.1]:25: Connection "
+                                   "refused"};
+        struct sched_rcpt_result rr = {.prev_class = -1};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, a, T0, &fail, &rr, 1, &d), 1);
+        cr_assert_eq(d.cls, CLASS_ROUTING);
+        cr_assert_null(pop_one(T0 + 60 * S));
+        int64_t until = sched_next_due(s, T0 + 60 * S);
+        cr_assert_geq(until, T0 + 270 * S);
+        cr_assert_leq(until, T0 + 330 * S);
+        struct sched_item *out[2];
+        cr_assert_eq(sched_pop_due(s, until, out, 2), 1, "one probe after a back-off");
+        (void)b;
+}
+
+Test(sched, mailbox_full_waits_long)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        pop_one(T0);
+        struct sched_decision d = attempt(a, T0, "452 4.2.2 Mailbox full", 0, 0, -1);
+        cr_assert_eq(d.cls, CLASS_MAILBOX_FULL);
+        cr_assert_eq(d.next_attempt_us, T0 + 3600 * S);
+}
+
+Test(sched, policy_and_unknown_temp_are_conservative)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        pop_one(T0);
+        struct sched_decision d = attempt(a, T0, "451 4.7.1 local policy violation", 0, 0, -1);
+        cr_assert_eq(d.cls, CLASS_POLICY);
+        cr_assert_eq(d.next_attempt_us, T0 + 15 * 60 * S);
+        pop_one(d.next_attempt_us);
+        d = attempt(a, d.next_attempt_us, "450 4.0.0 Temporary failure", 0, 0, -1);
+        cr_assert_eq(d.cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(d.next_attempt_us, T0 + (15 * 60 + 305) * S);
+}
+
+Test(sched, permanent_reply_fails_the_recipient_and_frees_the_item)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        pop_one(T0);
+        struct sched_reply r = {.text = "550 5.1.1 User unknown"};
+        struct sched_rcpt_result rr = {.reply = &r, .prev_class = -1};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, a, T0, NULL, &rr, 1, &d), 0);
+        cr_assert_eq(d.action, SCHED_FAILED);
+        cr_assert_str_eq(d.reason, "permanent");
+        cr_assert_eq(d.code, 550);
+        cr_assert_str_eq(d.enhanced, "5.1.1");
+        struct sched_stats st;
+        sched_get_stats(s, &st);
+        cr_assert_eq(st.items, 0);
+}
+
+Test(sched, queue_lifetime_expires_recipients)
+{
+        struct sched_item *a;
+        int64_t expires = T0 + 600 * S;
+        cr_assert_eq(sched_add(s, "", "mx:a.example", T0, expires, NULL, &a), 0);
+        pop_one(T0);
+        struct sched_decision d = attempt(a, T0, "452 4.2.2 Mailbox full", 0, 0, -1);
+        cr_assert_eq(d.next_attempt_us, expires, "last retry clamped to the lifetime");
+        pop_one(expires);
+        d = attempt(a, expires, "452 4.2.2 Mailbox full", 1, T0, CLASS_MAILBOX_FULL);
+        cr_assert_eq(d.action, SCHED_FAILED);
+        cr_assert_str_eq(d.reason, "expired");
+}
+
+Test(sched, destination_concurrency_limits_pops)
+{
+        for (int i = 0; i < 5; i++)
+                add("mx:a.example", T0);
+        struct sched_item *out[5];
+        cr_assert_eq(sched_pop_due(s, T0, out, 5), 3);
+        cr_assert_eq(sched_pop_due(s, T0, out + 3, 5), 0);
+        attempt(out[0], T0, OK, 0, 0, -1);
+        cr_assert_eq(sched_next_due(s, T0), T0, "a freed slot releases a parked item");
+        cr_assert_eq(sched_pop_due(s, T0, out, 5), 1);
+}
+
+Test(sched, recipients_not_attempted_keep_their_time)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        pop_one(T0);
+        struct sched_reply ok = {.text = OK};
+        struct sched_rcpt_result rr[2] = {
+            {.reply = &ok, .prev_class = -1},
+            {.reply = NULL, .next_attempt_us = T0 + 999 * S, .prev_class = -1}};
+        struct sched_decision d[2];
+        cr_assert_eq(sched_on_result(s, a, T0, NULL, rr, 2, d), 1);
+        cr_assert_eq(d[1].action, SCHED_NOT_ATTEMPTED);
+        cr_assert_eq(sched_item_due(a), T0 + 999 * S);
+}
+
+Test(sched, admin_flush_retry_now_and_resume)
+{
+        struct sched_item *a = add("mx:a.example", T0 + 3600 * S);
+        struct sched_item *b = add("mx:b.example", T0 + 7200 * S);
+        cr_assert_eq(sched_retry_now(s, a, T0), 0);
+        cr_assert_eq(sched_next_due(s, T0), T0);
+        cr_assert_eq(pop_one(T0), a);
+        cr_assert_eq(sched_retry_now(s, a, T0), -EINVAL);
+        attempt(a, T0, "451 4.7.651 IP reputation", 0, 0, -1);
+        cr_assert_eq(sched_flush(s, T0), 2);
+        cr_assert_eq(pop_one(T0), b);
+        cr_assert_null(pop_one(T0), "suspension survives a flush");
+        cr_assert_eq(sched_resume_destination(s, "mx:a.example", NULL, T0), 1);
+        cr_assert_eq(pop_one(T0), a);
+        cr_assert_eq(sched_resume_destination(s, "mx:nowhere.example", NULL, T0), -ENOENT);
+}
+
+Test(sched, remove_works_in_every_state)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        struct sched_item *b = add("mx:a.example", T0);
+        struct sched_item *c = add("mx:a.example", T0 + 60 * S);
+        pop_one(T0);
+        sched_remove(s, a); /* in flight */
+        attempt(pop_one(T0), T0, "451 4.7.651 IP reputation", 0, 0, -1);
+        cr_assert_null(pop_one(T0 + 60 * S)); /* c gets parked */
+        sched_remove(s, c);                   /* parked */
+        sched_remove(s, b);                   /* waiting */
+        struct sched_stats st;
+        sched_get_stats(s, &st);
+        cr_assert_eq(st.items, 0);
+        cr_assert_eq(st.parked, 0);
+        cr_assert_eq(st.in_flight, 0);
+}
+
+Test(sched, heap_pops_in_due_order)
+{
+        enum { N = 5000 };
+        srand(7);
+        cfg->destination_concurrency = N;
+        sched_set_config(s, cfg, cls);
+        for (int i = 0; i < N; i++)
+                add("mx:a.example", T0 + (rand() % 100000) * S);
+        int64_t last = 0;
+        size_t got = 0;
+        for (;;) {
+                int64_t t = sched_next_due(s, T0);
+                if (t == INT64_MAX)
+                        break;
+                struct sched_item *it = pop_one(t);
+                cr_assert_not_null(it);
+                cr_assert_geq(t, last);
+                last = t;
+                sched_remove(s, it);
+                got++;
+        }
+        cr_assert_eq(got, N);
+}
