@@ -218,7 +218,7 @@ static void fmt_time(char *buf, size_t len, double s)
         if (s < 600)
                 snprintf(buf, len, "%.0f s", s);
         else
-                snprintf(buf, len, "%.1f min", s / 60);
+                snprintf(buf, len, "%.0f s = %.1f min", s, s / 60);
 }
 
 int main(int argc, char **argv)
@@ -258,7 +258,7 @@ int main(int argc, char **argv)
                     tarry_message(s, rc, T0 + (int64_t)(first.seconds + 3600) * S);
                 sched_free(s);
                 struct anchor pf = anchor(rc, postfix_next), ex = anchor(rc, exim_next);
-                char why[128], a[32], b[32], c[32], d[32], e[32], f[32], dd[16];
+                char why[128], a[32], b[32], c[32], d[32], e[32], f[32], dd[32];
                 bool ok = check(rc, &first, &second, &pf, &ex, why, sizeof(why));
                 all_ok &= ok;
                 fmt_time(a, sizeof(a), first.seconds);
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
                 fmt_time(e, sizeof(e), ex.mean_s);
                 fmt_time(f, sizeof(f), ex.best_s);
                 fmt_time(dd, sizeof(dd), (double)rc->delay_s);
-                char t1[64], t2[64], t3[160], t4[160];
+                char t1[96], t2[96], t3[200], t4[200];
                 snprintf(t1, sizeof(t1), "%s (%d)", a, first.attempts);
                 snprintf(t2, sizeof(t2), "%s (%d)", b, second.attempts);
                 snprintf(t3, sizeof(t3), "%s / %s (%.1f)", c, d, pf.mean_attempts);
