@@ -465,9 +465,14 @@ int control_start(struct tarryd *d)
         };
         char err[512] = "";
         r = status_start(d->loop, &opt, &provider, d->metrics, &d->status, err, sizeof(err));
-        if (r < 0)
+        if (r < 0) {
                 fprintf(stderr, "tarryd: %s: status_listen: %s\n", d->cfg->path, err);
-        return r;
+                return r;
+        }
+        int port = status_tcp_port(d->status);
+        if (port > 0)
+                log_info("status endpoint on loopback port %d", port);
+        return 0;
 }
 
 void control_stop(struct tarryd *d)

@@ -215,7 +215,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         struct envelope *env = m->env;
         _cleanup_free_ size_t *idx = calloc(env->n_rcpt, sizeof(size_t));
         _cleanup_free_ const char **rcpts = calloc(env->n_rcpt, sizeof(char *));
-        int64_t next_due;
+        int64_t next_due = INT64_MAX;
         size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
         if (n == 0) {
                 sched_reschedule(d->sched, w->it, idx ? next_due : now + WRITE_RETRY_US);

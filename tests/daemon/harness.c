@@ -62,10 +62,24 @@ void harness_init(struct harness *h, const char *extra)
         /* Tests run as root: say so explicitly, as the config must. */
         snprintf(text, sizeof(text),
                  "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
-                 "status_listen = unix:%s/status.sock\nshutdown_timeout = 2s\n"
+                 "status_listen = unix:%s/status.sock, 127.0.0.1:0\nshutdown_timeout = 2s\n"
                  "%s%s",
                  h->spool, h->dir, extra ? "" : "", extra ? extra : "");
         write_file(h->conf, text);
+}
+
+/* The loopback status port tarryd chose ("status endpoint on loopback port N"). */
+static void read_port(struct harness *h)
+{
+        FILE *f = fopen(h->log, "r");
+        char line[8192];
+        while (f && fgets(line, sizeof(line), f)) {
+                const char *p = strstr(line, "status endpoint on loopback port ");
+                if (p)
+                        h->status_port = atoi(p + strlen("status endpoint on loopback port "));
+        }
+        if (f)
+                fclose(f);
 }
 
 void harness_start(struct harness *h)
@@ -88,8 +102,10 @@ void harness_start(struct harness *h)
         char sock[320];
         snprintf(sock, sizeof(sock), "%s/status.sock", h->dir);
         for (int i = 0; i < 500; i++) {
-                if (access(sock, F_OK) == 0 && harness_log_contains(h, "started:"))
+                if (access(sock, F_OK) == 0 && harness_log_contains(h, "started:")) {
+                        read_port(h);
                         return;
+                }
                 int st;
                 if (waitpid(pid, &st, WNOHANG) == pid) {
                         h->tarryd = 0;

@@ -18,7 +18,8 @@ struct harness {
         char conf[300]; /* path of tarry.conf */
         char log[300];  /* tarryd's stderr */
         char spool[300];
-        pid_t tarryd; /* 0 when not running */
+        pid_t tarryd;    /* 0 when not running */
+        int status_port; /* loopback TCP port of the status endpoint */
 };
 
 /* Make the temp dir and write tarry.conf: the common settings (spool, user,

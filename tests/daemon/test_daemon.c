@@ -39,6 +39,8 @@ Test(daemon, mail_submitted_while_stopped_is_delivered_within_a_second_of_start)
         struct fixture *f = start_fixture();
         struct harness h;
         init_with(&h, f, NULL, NULL);
+        harness_start(&h); /* a first run creates the spool, as installation would */
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_send(&h, "alice@sender.test", "bob@example.test", "queued while down");
         cr_assert_eq(harness_count_queued(&h, "incoming"), 1);
 
@@ -164,7 +166,7 @@ Test(daemon, sigterm_with_attempts_in_flight_exits_in_time_and_loses_nothing)
 
         /* A healthy receiver: the message goes out after the restart. */
         struct fixture *g = start_fixture();
-        char extra[512];
+        char extra[2048];
         snprintf(extra, sizeof(extra),
                  "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
                  "status_listen = unix:%s/status.sock\nsource_address = 127.0.0.2\n"
@@ -185,11 +187,18 @@ Test(daemon, sighup_with_a_broken_config_keeps_running_on_the_old_one)
         struct harness h;
         init_with(&h, f, NULL, NULL);
         harness_start(&h);
+        char good[4096];
+        FILE *cf = fopen(h.conf, "r");
+        size_t n = fread(good, 1, sizeof(good) - 1, cf);
+        good[n] = '\0';
+        fclose(cf);
         harness_write_config(&h, "[main]\nspool_dir = relative/oops\nbogus_key = 1\n");
         kill(h.tarryd, SIGHUP);
         for (int i = 0; i < 100 && !harness_log_contains(&h, "reload failed"); i++)
                 harness_sleep_ms(20);
         cr_assert(harness_log_contains(&h, "reload failed, keeping the running configuration"));
+        cr_assert(harness_log_contains(&h, "tarry.conf:3: unknown key 'bogus_key' in [main]"));
+        harness_write_config(&h, good); /* for sendmail; tarryd is not told */
         harness_send(&h, "alice@sender.test", "bob@example.test", "after reload");
         cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0, "tarryd stopped delivering after SIGHUP");
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);

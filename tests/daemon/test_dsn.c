@@ -1,0 +1,134 @@
+/* tests/daemon/test_dsn.c — DSNs end to end: tarryd queues them and delivers
+ * them to the sender's domain (routed by [transport] to a second fixture). */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+
+struct setup {
+        struct fixture *rcpt, *sender;
+        struct harness h;
+        char saved[300];
+};
+
+/* Every temporary class retries after 1 s, so three attempts take ~2 s. */
+static void start(struct setup *s)
+{
+        cr_assert_eq(fixture_new("127.0.0.1", &s->rcpt), 0);
+        cr_assert_eq(fixture_new("127.0.0.1", &s->sender), 0);
+        cr_assert_eq(fixture_start(s->rcpt, 0), 0);
+        snprintf(s->saved, sizeof(s->saved), "/tmp/tarry-dsn-XXXXXX");
+        cr_assert_not_null(mkdtemp(s->saved));
+        fixture_set(s->sender, "save_dir", s->saved);
+        cr_assert_eq(fixture_start(s->sender, 0), 0);
+        char extra[4096];
+        int n = snprintf(extra, sizeof(extra),
+                         "delay_dsn_after_retries = 2\n"
+                         "[transport]\nexample.test = [127.0.0.1]:%u\n"
+                         "sender.test = [127.0.0.1]:%u\n",
+                         fixture_port(s->rcpt), fixture_port(s->sender));
+        const char *classes[] = {"greylist",     "reputation", "rate_limit", "overload",
+                                 "mailbox_full", "routing",    "policy",     "unknown_temp"};
+        for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+                n += snprintf(extra + n, sizeof(extra) - (size_t)n,
+                              "[retry.%s]\ninitial = 1s\nfactor = 1\nmax = 1s\nuse_hint = no\n",
+                              classes[i]);
+        harness_init(&s->h, extra);
+        harness_start(&s->h);
+}
+
+static void stop(struct setup *s)
+{
+        cr_assert_eq(harness_stop(&s->h, SIGTERM, 3000), 0);
+        harness_cleanup(&s->h);
+        fixture_free(s->rcpt);
+        fixture_free(s->sender);
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->saved);
+        cr_assert_eq(system(cmd), 0);
+}
+
+/* The text of the n-th message saved by the sender's fixture. */
+static char *saved_message(struct setup *s, int n)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%d.eml", s->saved, n);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "no saved message %s", path);
+        static char buf[65536];
+        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[len] = '\0';
+        fclose(f);
+        return buf;
+}
+
+Test(dsn, three_deferrals_send_exactly_one_delayed_dsn_to_the_sender)
+{
+        struct setup s;
+        start(&s);
+        fixture_set(s.rcpt, "rcpt", "451 4.3.0 Temporary system problem, try later");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "slow one");
+
+        cr_assert_eq(fixture_wait_txns(s.sender, 1, 8000), 0, "no delayed DSN arrived");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(s.sender, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, "", "a DSN must have the null sender");
+        cr_assert_eq(t.n_rcpts, 1);
+        cr_assert_str_eq(t.rcpts[0], "alice@sender.test");
+        fixture_txn_clear(&t);
+        /* the DSN came after the first attempt and two failed retries */
+        cr_assert_geq(fixture_connection_count(s.rcpt), 3);
+        const char *dsn = saved_message(&s, 1);
+        cr_assert_not_null(strstr(dsn, "Action: delayed"));
+        cr_assert_not_null(strstr(dsn, "Final-Recipient: rfc822; bob@example.test"));
+        cr_assert_not_null(strstr(dsn, "report-type=delivery-status"));
+
+        /* more deferrals: still only the one warning */
+        size_t attempts = fixture_connection_count(s.rcpt);
+        for (int i = 0; i < 400 && fixture_connection_count(s.rcpt) < attempts + 2; i++)
+                harness_sleep_ms(10);
+        cr_assert_geq(fixture_connection_count(s.rcpt), attempts + 2);
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(s.sender), 1, "a second delayed DSN was sent");
+        stop(&s);
+}
+
+Test(dsn, a_550_sends_one_failed_dsn)
+{
+        struct setup s;
+        start(&s);
+        fixture_set(s.rcpt, "rcpt",
+                    "550 5.1.1 <bob@example.test>: Recipient address rejected: "
+                    "User unknown");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "to nobody");
+        cr_assert_eq(fixture_wait_txns(s.sender, 1, 3000), 0, "no failure DSN arrived");
+        const char *dsn = saved_message(&s, 1);
+        cr_assert_not_null(strstr(dsn, "Action: failed"));
+        cr_assert_not_null(strstr(dsn, "Status: 5.1.1"));
+        cr_assert_not_null(strstr(dsn, "Diagnostic-Code: smtp; 550 5.1.1"));
+        harness_sleep_ms(500);
+        cr_assert_eq(fixture_txn_count(s.sender), 1, "more than one failure DSN");
+        cr_assert_eq(harness_count_queued(&s.h, "active"), 0, "the bounced message stayed queued");
+        stop(&s);
+}
+
+Test(dsn, a_bounce_of_a_null_sender_message_produces_nothing)
+{
+        struct setup s;
+        start(&s);
+        fixture_set(s.rcpt, "rcpt", "550 5.1.1 User unknown");
+        const char *args[] = {"-f", "<>", "bob@example.test", NULL};
+        cr_assert_eq(harness_sendmail(&s.h, "Subject: bounce me\n\nx\n", args), 0);
+        for (int i = 0; i < 200 && !harness_log_contains(&s.h, "status=bounced"); i++)
+                harness_sleep_ms(10);
+        cr_assert(harness_log_contains(&s.h, "status=bounced"));
+        harness_sleep_ms(500);
+        cr_assert_eq(fixture_txn_count(s.sender), 0, "a DSN about a <> message was sent");
+        cr_assert_eq(harness_count_queued(&s.h, "incoming") + harness_count_queued(&s.h, "active"),
+                     0);
+        stop(&s);
+}

@@ -1,0 +1,216 @@
+/* tests/daemon/test_status.c — the status endpoint of a running tarryd: JSON
+ * that matches the queue the test made, admin actions on the unix socket
+ * only, and /metrics that a strict Prometheus parser accepts. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/status_client.h"
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+#include "tests/status/prom_parse.h"
+
+struct setup {
+        struct fixture *f;
+        struct harness h;
+        struct status_client *unix_c, *tcp_c;
+};
+
+/* example.test greylists for an hour: everything sent there stays deferred. */
+static void start(struct setup *s)
+{
+        cr_assert_eq(fixture_new("127.0.0.1", &s->f), 0);
+        fixture_set(s->f, "greylist", "3600");
+        fixture_set(s->f, "greylist_reply",
+                    "451 4.7.1 Greylisted, see "
+                    "http://postgrey.schweikert.ch/help/example.test.html");
+        cr_assert_eq(fixture_start(s->f, 0), 0);
+        char extra[512];
+        snprintf(extra, sizeof(extra), "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 fixture_port(s->f));
+        harness_init(&s->h, extra);
+        harness_start(&s->h);
+        cr_assert_gt(s->h.status_port, 0, "tarryd did not log its status port");
+        char u[400], t[64];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", s->h.dir);
+        snprintf(t, sizeof(t), "127.0.0.1:%d", s->h.status_port);
+        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
+        cr_assert_eq(status_client_new(ul, &s->unix_c), 0);
+        cr_assert_eq(status_client_new(tl, &s->tcp_c), 0);
+}
+
+static void stop(struct setup *s)
+{
+        status_client_free(s->unix_c);
+        status_client_free(s->tcp_c);
+        cr_assert_eq(harness_stop(&s->h, SIGTERM, 3000), 0);
+        harness_cleanup(&s->h);
+        fixture_free(s->f);
+}
+
+static json_t *get(struct status_client *c, const char *path, long want)
+{
+        long code = 0;
+        json_t *j = NULL;
+        int r = status_client_request_json(c, "GET", path, &code, &j);
+        cr_assert_eq(r, 0, "GET %s: %d %s", path, r, status_client_last_error(c));
+        cr_assert_eq(code, want, "GET %s answered %ld", path, code);
+        return j;
+}
+
+static long call(struct status_client *c, const char *method, const char *path)
+{
+        long code = 0;
+        char *body = NULL;
+        size_t len;
+        int r = status_client_request(c, method, path, &code, &body, &len);
+        cr_assert_eq(r, 0, "%s %s: %d", method, path, r);
+        free(body);
+        return code;
+}
+
+/* Send n messages and wait until each has been deferred once. */
+static void queue_deferred(struct setup *s, int n)
+{
+        for (int i = 0; i < n; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "user%d@example.test", i);
+                harness_send(&s->h, "alice@sender.test", rcpt, "greylisted");
+        }
+        for (int i = 0; i < 300; i++) {
+                json_t *st = get(s->unix_c, "/status", 200);
+                json_int_t deferred =
+                    json_integer_value(json_object_get(json_object_get(st, "queue"), "deferred"));
+                json_decref(st);
+                if (deferred == n)
+                        return;
+                harness_sleep_ms(10);
+        }
+        cr_assert_fail("messages were not deferred");
+}
+
+static char *first_id(struct setup *s)
+{
+        json_t *q = get(s->unix_c, "/queue", 200);
+        json_t *m = json_array_get(json_object_get(q, "messages"), 0);
+        cr_assert_not_null(m);
+        char *id = strdup(json_string_value(json_object_get(m, "queue_id")));
+        json_decref(q);
+        return id;
+}
+
+Test(status_e2e, status_counts_match_the_queue)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 3);
+        json_t *st = get(s.tcp_c, "/status", 200);
+        json_t *q = json_object_get(st, "queue");
+        cr_assert_eq(json_integer_value(json_object_get(q, "total")), 3);
+        cr_assert_eq(json_integer_value(json_object_get(q, "deferred")), 3);
+        cr_assert_eq(json_integer_value(json_object_get(q, "hold")), 0);
+        cr_assert_eq(
+            json_integer_value(json_object_get(json_object_get(st, "by_class"), "greylist")), 3);
+        cr_assert_eq(
+            json_integer_value(json_object_get(json_object_get(st, "attempts"), "deferred")), 3);
+        json_t *dests = json_object_get(st, "destinations");
+        cr_assert_eq(json_array_size(dests), 1);
+        cr_assert_str_eq(json_string_value(json_object_get(json_array_get(dests, 0), "state")),
+                         "ok");
+        json_decref(st);
+        stop(&s);
+}
+
+Test(status_e2e, a_greylisted_message_shows_its_class_and_a_future_retry)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 1);
+        json_t *q = get(s.unix_c, "/queue?class=greylist", 200);
+        cr_assert_eq(json_integer_value(json_object_get(q, "total")), 1);
+        json_t *m = json_array_get(json_object_get(q, "messages"), 0);
+        cr_assert_str_eq(json_string_value(json_object_get(m, "class")), "greylist");
+        cr_assert_gt(json_integer_value(json_object_get(m, "next_attempt")),
+                     (json_int_t)time(NULL));
+        cr_assert_str_eq(json_string_value(json_object_get(m, "sender")), "alice@sender.test");
+        char path[64];
+        snprintf(path, sizeof(path), "/queue/%s",
+                 json_string_value(json_object_get(m, "queue_id")));
+        json_t *one = get(s.unix_c, path, 200);
+        cr_assert_not_null(
+            strstr(json_string_value(json_object_get(one, "transcript")), "451 4.7.1 Greylisted"));
+        json_decref(one);
+        json_decref(q);
+        json_t *none = get(s.unix_c, "/queue?class=reputation", 200);
+        cr_assert_eq(json_integer_value(json_object_get(none, "total")), 0);
+        json_decref(none);
+        stop(&s);
+}
+
+Test(status_e2e, admin_actions_work_on_the_unix_socket_and_are_refused_over_tcp)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 1);
+        char *id = first_id(&s);
+        char path[96];
+        snprintf(path, sizeof(path), "/queue/%s/hold", id);
+        cr_assert_eq(call(s.tcp_c, "POST", path), 403);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 0);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 1);
+
+        snprintf(path, sizeof(path), "/queue/%s/release", id);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        cr_assert_eq(harness_count_queued(&s.h, "active"), 1);
+
+        snprintf(path, sizeof(path), "/queue/%s", id);
+        cr_assert_eq(call(s.tcp_c, "DELETE", path), 403);
+        cr_assert_eq(call(s.unix_c, "DELETE", path), 200);
+        cr_assert_eq(harness_count_queued(&s.h, "active"), 0);
+        cr_assert_eq(call(s.unix_c, "DELETE", path), 404);
+        free(id);
+        stop(&s);
+}
+
+Test(status_e2e, retry_now_attempts_the_message_at_once)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 1);
+        size_t before = fixture_connection_count(s.f);
+        char *id = first_id(&s);
+        char path[96];
+        snprintf(path, sizeof(path), "/queue/%s/retry", id);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        for (int i = 0; i < 100 && fixture_connection_count(s.f) == before; i++)
+                harness_sleep_ms(10);
+        cr_assert_eq(fixture_connection_count(s.f), before + 1, "retry did not attempt");
+        cr_assert_eq(call(s.unix_c, "POST", "/flush"), 200);
+        free(id);
+        stop(&s);
+}
+
+Test(status_e2e, metrics_are_valid_prometheus_text)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 2);
+        long code = 0;
+        char *body = NULL;
+        size_t len;
+        cr_assert_eq(status_client_request(s.tcp_c, "GET", "/metrics", &code, &body, &len), 0);
+        cr_assert_eq(code, 200);
+        char err[256];
+        cr_assert_eq(prom_parse(body, err, sizeof(err)), 0, "invalid metrics: %s", err);
+        double v = 0;
+        cr_assert(prom_value(
+            body, "tarry_delivery_attempts_total{class=\"greylist\",outcome=\"deferred\"}", &v));
+        cr_assert_eq(v, 2);
+        free(body);
+        stop(&s);
+}
