@@ -99,6 +99,11 @@ static int wait_at(struct sched *s, struct sched_item *it, int64_t due)
 
 static void start(struct sched *s, struct sched_item *it)
 {
+        it->prev = NULL;
+        it->next = s->flight_head;
+        if (s->flight_head)
+                s->flight_head->prev = it;
+        s->flight_head = it;
         it->where = W_IN_FLIGHT;
         it->due_us = 0;
         it->dest->in_flight++;
@@ -107,6 +112,13 @@ static void start(struct sched *s, struct sched_item *it)
 
 static void end_flight(struct sched *s, struct sched_item *it, int64_t now)
 {
+        if (it->prev)
+                it->prev->next = it->next;
+        else
+                s->flight_head = it->next;
+        if (it->next)
+                it->next->prev = it->prev;
+        it->prev = it->next = NULL;
         it->dest->in_flight--;
         s->n_in_flight--;
         if (dest_can_start(it->dest, now))
@@ -428,7 +440,10 @@ void sched_free(struct sched *s)
                         d = next;
                 }
         }
-        /* In-flight items belong to the caller's attempts; the handles die with s. */
+        for (struct sched_item *it = s->flight_head, *n; it; it = n) {
+                n = it->next;
+                free(it);
+        }
         free(s->buckets);
         heap_free(&s->items);
         heap_free(&s->dests);

@@ -19,7 +19,7 @@ struct sched_item {
         int64_t expires_us;
         void *userdata;
         struct dest *dest;
-        struct sched_item *prev, *next; /* parked list */
+        struct sched_item *prev, *next; /* parked list, or the in-flight list */
         uint32_t heap_idx;
         uint8_t where;
 };
@@ -59,7 +59,8 @@ struct sched {
         struct heap dests; /* paused destinations by end of pause */
         struct dest **buckets;
         size_t n_buckets, n_dests;
-        struct dest *run_head; /* destinations whose parked items may go */
+        struct dest *run_head;          /* destinations whose parked items may go */
+        struct sched_item *flight_head; /* items in flight */
         size_t n_items, n_parked, n_in_flight;
         bool learned_dirty;
 };

@@ -129,6 +129,7 @@ struct sched_io {
  * random). 0 or -ENOMEM. */
 int sched_new(const struct tarry_config *cfg, const struct sched_classifier *cls,
               const struct sched_io *io, uint64_t rng_seed, struct sched **out);
+/* Frees every item too, in flight or not: their handles become invalid. */
 void sched_free(struct sched *s);
 
 /* Reload: new policies and limits apply to decisions made from now on. */

@@ -432,3 +432,15 @@ Test(sched, heap_pops_in_due_order)
         }
         cr_assert_eq(got, N);
 }
+
+Test(sched, freeing_the_scheduler_with_work_in_every_state_releases_it)
+{
+        struct sched_item *a = add("mx:a.example", T0);
+        add("mx:a.example", T0);
+        add("mx:a.example", T0 + 3600 * S);
+        cr_assert_eq(pop_one(T0), a);
+        attempt(a, T0, "451 4.7.651 IP reputation", 0, 0, -1);
+        cr_assert_null(pop_one(T0)); /* the second one is parked */
+        add("mx:b.example", T0);
+        cr_assert_not_null(pop_one(T0)); /* and one stays in flight: teardown frees all */
+}
