@@ -31,9 +31,6 @@ const char *qlist_queue_name(enum queue_dir d, const struct envelope *env);
 int qlist_read_spool(struct queue *q, struct qlist *out, FILE *warn);
 void qlist_free(struct qlist *l);
 
-/* The "(reason)" of a deferred recipient ("" when there is none); buf gets it. */
-const char *qlist_delay_reason(const struct envelope_rcpt *r, char *buf, size_t len);
-
 /* postqueue -p and postqueue -j layouts. 0, or -EIO when writing failed. */
 int qlist_print_postqueue(FILE *f, const struct qentry *v, size_t n);
 int qlist_print_json(FILE *f, const struct qentry *v, size_t n);

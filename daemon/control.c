@@ -70,48 +70,14 @@ static const char *queue_name(const struct msg *m, int64_t now)
         return status_queue_state_name(state_of(m, now));
 }
 
-static json_t *rcpt_json(const struct envelope_rcpt *r)
-{
-        json_t *o = json_pack("{s:s}", "address", r->address);
-        if (!o)
-                return NULL;
-        if (r->state == RCPT_DEFERRED && r->last_reply)
-                json_object_set_new(o, "delay_reason", json_string(r->last_reply));
-        json_object_set_new(o, "state", json_string(rcpt_state_name(r->state)));
-        json_object_set_new(o, "attempts", json_integer(r->attempts));
-        if (r->reply_class)
-                json_object_set_new(o, "class", json_string(r->reply_class));
-        if (r->state == RCPT_DEFERRED)
-                json_object_set_new(o, "next_attempt", json_integer(r->next_attempt_us / 1000000));
-        return o;
-}
-
-/* The `postqueue -j` object plus tarry's class, next_attempt and attempts. */
+/* The tarryq -j object, with tarryd's live view of state and next attempt. */
 static json_t *message_json(const struct msg *m, const struct envelope *env, int64_t now)
 {
-        json_t *rcpts = json_array();
-        int attempts = 0;
-        for (size_t i = 0; rcpts && i < env->n_rcpt; i++) {
-                const struct envelope_rcpt *r = &env->rcpt[i];
-                if (r->attempts > attempts)
-                        attempts = r->attempts;
-                if (r->state == RCPT_PENDING || r->state == RCPT_DEFERRED)
-                        json_array_append_new(rcpts, rcpt_json(r));
-        }
-        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:b, s:s, s:o, s:i}", "queue_name",
-                              queue_name(m, now), "queue_id", m->id, "arrival_time",
-                              (json_int_t)(env->arrival_us / 1000000), "message_size",
-                              (json_int_t)env->size, "forced_expire", 0, "sender", env->sender,
-                              "recipients", rcpts ? rcpts : json_array(), "attempts", attempts);
+        json_t *o = queue_listing_json(queue_name(m, now), env);
         if (!o)
                 return NULL;
-        json_object_set_new(o, "class",
-                            m->reply_class >= 0 ? json_string(reply_class_name(m->reply_class))
-                                                : json_null());
-        json_object_set_new(o, "next_attempt",
-                            m->next_attempt_us > 0 && m->next_attempt_us != INT64_MAX
-                                ? json_integer(m->next_attempt_us / 1000000)
-                                : json_null());
+        if (m->next_attempt_us > now && m->next_attempt_us != INT64_MAX && m->dir != QUEUE_HOLD)
+                json_object_set_new(o, "next_attempt", json_integer(m->next_attempt_us / 1000000));
         if (env->source_address)
                 json_object_set_new(o, "source_address", json_string(env->source_address));
         return o;
@@ -299,7 +265,10 @@ static int get_message(void *userdata, const char *id, json_t **out)
         if (o) {
                 json_t *all = json_array();
                 for (size_t i = 0; i < env->n_rcpt; i++)
-                        json_array_append_new(all, rcpt_json(&env->rcpt[i]));
+                        json_array_append_new(all, json_pack("{s:s, s:s, s:i}", "address",
+                                                             env->rcpt[i].address, "state",
+                                                             rcpt_state_name(env->rcpt[i].state),
+                                                             "attempts", env->rcpt[i].attempts));
                 json_object_set_new(o, "all_recipients", all);
                 const char *t = find_transcript(id);
                 json_object_set_new(o, "transcript", t ? json_string(t) : json_null());

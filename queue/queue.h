@@ -165,6 +165,19 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id);
  * Returns the number removed. */
 int queue_recover_tmp(struct queue *q);
 
+/* ---- listings (tarryq -p/-j, the status endpoint) ---- */
+
+/* Is r still to be delivered (pending or deferred)? */
+bool queue_rcpt_waiting(const struct envelope_rcpt *r);
+/* The "(reason)" of a deferred recipient as postqueue shows it ("" when none). */
+const char *queue_delay_reason(const struct envelope_rcpt *r, char *buf, size_t len);
+/* The sender as listings show it: MAILER-DAEMON for the null sender. */
+const char *queue_sender_shown(const struct envelope *env);
+/* The postqueue -j object of a message (queue_name, queue_id, arrival_time,
+ * message_size, forced_expire, sender, recipients[{address, delay_reason,
+ * class, next_attempt, attempts}]) plus class, next_attempt, attempts. */
+json_t *queue_listing_json(const char *queue_name, const struct envelope *env);
+
 /* Durable small state files under state/ (e.g. the scheduler's learned.json). */
 int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len);
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len);
