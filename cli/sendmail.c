@@ -13,6 +13,7 @@
 #include "cli/headers.h"
 #include "cli/linereader.h"
 #include "cli/qlist.h"
+#include "cli/tarryq_live.h"
 #include "cli/smtp_server.h"
 #include "cli/submit.h"
 #include "common/cleanup.h"
@@ -529,7 +530,7 @@ int main(int argc, char **argv)
         if (ex)
                 return ex;
         if (o.mode == MODE_MAILQ)
-                return qlist_main(prog, o.config, false);
+                return tarryq_list(o.config, false);
         if (o.mode == MODE_IGNORE || (o.mode == MODE_ENQUEUE && o.queue_run))
                 return 0;
         struct tarry_config *cfg = NULL;

@@ -1,11 +1,14 @@
-/* cli/tarryq.c — the queue tool: listing (-p, -j) and `tarryq classify`.
+/* cli/tarryq.c — the queue tool: listing (-p, -j), control (-f -i -d -h -H),
+ * status (-s) and `tarryq classify`.
  *
- * This build reads the spool directly (offline mode), as postqueue does when
- * it can; the printers in cli/qlist.c take records, so a live listing from
- * tarryd's status endpoint prints through the same code.
- * Exit codes: 0; 64 usage; 75 spool unreadable; 78 configuration.
+ * Listings ask the running tarryd (live state: next attempt, class) and read
+ * the spool directly when it does not answer, as postqueue does; both print
+ * through the same code in cli/qlist.c and queue/listing.c.
+ * Exit codes (sysexits): 0; 64 usage; 66 no such message; 69 tarryd needed
+ * but not answering; 75 spool unreadable; 77 not allowed; 78 configuration.
  */
 #include "cli/qlist.h"
+#include "cli/tarryq_live.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,9 +21,16 @@
 
 static int usage(void)
 {
-        fprintf(stderr, "usage: tarryq [-C FILE] -p    list the queue (postqueue -p layout)\n"
-                        "       tarryq [-C FILE] -j    list the queue as JSON lines\n"
-                        "       tarryq classify ...    classify SMTP replies\n");
+        fprintf(stderr,
+                "usage: tarryq [-C FILE] -p        list the queue (postqueue -p layout)\n"
+                "       tarryq [-C FILE] -j        list the queue as JSON lines\n"
+                "       tarryq [-C FILE] -s        status summary of the running tarryd\n"
+                "       tarryq [-C FILE] -f        flush: attempt every deferred message now\n"
+                "       tarryq [-C FILE] -i ID     attempt one message now\n"
+                "       tarryq [-C FILE] -d ID|ALL delete\n"
+                "       tarryq [-C FILE] -h ID|ALL put on hold\n"
+                "       tarryq [-C FILE] -H ID|ALL release from hold\n"
+                "       tarryq classify ...        classify SMTP replies\n");
         return EX_USAGE;
 }
 
@@ -39,16 +49,24 @@ int main(int argc, char **argv)
 {
         if (argc >= 2 && strcmp(argv[1], "classify") == 0)
                 return classify(argc - 1, argv + 1);
-        const char *config = NULL;
+        const char *config = NULL, *target = NULL;
         int mode = 0, c;
         opterr = 0;
-        while ((c = getopt(argc, argv, "+:C:pj")) != -1) {
+        while ((c = getopt(argc, argv, "+:C:pjsfi:d:h:H:")) != -1) {
                 switch (c) {
                 case 'C':
                         config = optarg;
                         break;
+                case 'i':
+                case 'd':
+                case 'h':
+                case 'H':
+                        target = optarg;
+                        /* fall through */
                 case 'p':
                 case 'j':
+                case 's':
+                case 'f':
                         if (mode && mode != c)
                                 return usage();
                         mode = c;
@@ -63,5 +81,13 @@ int main(int argc, char **argv)
         }
         if (!mode || optind < argc)
                 return usage();
-        return qlist_main("tarryq", config, mode == 'j');
+        switch (mode) {
+        case 'p':
+        case 'j':
+                return tarryq_list(config, mode == 'j');
+        case 's':
+                return tarryq_status(config);
+        default:
+                return tarryq_admin(config, (char)mode, target);
+        }
 }

@@ -223,3 +223,50 @@ bool harness_log_contains(struct harness *h, const char *needle)
         fclose(f);
         return found;
 }
+
+static char *slurp_fd(int fd)
+{
+        size_t cap = 4096, len = 0;
+        char *buf = malloc(cap);
+        for (;;) {
+                if (len + 1 >= cap)
+                        buf = realloc(buf, cap *= 2);
+                ssize_t n = read(fd, buf + len, cap - len - 1);
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        return buf;
+}
+
+int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err)
+{
+        char outpath[400], errpath[400];
+        snprintf(outpath, sizeof(outpath), "%s/tarryq.out", h->dir);
+        snprintf(errpath, sizeof(errpath), "%s/tarryq.err", h->dir);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                int o = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                int e = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                dup2(o, 1);
+                dup2(e, 2);
+                const char *argv[32] = {"tarryq", "-C", h->conf};
+                size_t n = 3;
+                for (size_t i = 0; args && args[i] && n < 31; i++)
+                        argv[n++] = args[i];
+                argv[n] = NULL;
+                execv(harness_binary("cli/tarryq"), (char *const *)argv);
+                _exit(127);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        int fd = open(outpath, O_RDONLY);
+        *out = slurp_fd(fd);
+        close(fd);
+        fd = open(errpath, O_RDONLY);
+        *err = slurp_fd(fd);
+        close(fd);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}

@@ -39,6 +39,9 @@ int harness_sendmail(struct harness *h, const char *body, const char *const *arg
 /* A simple message from sender to one recipient; fails the test unless sendmail exits 0. */
 void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject);
 
+/* Run tarryq -C conf ARGS…; stdout and stderr come back in malloc'd strings. */
+int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err);
+
 /* Files in spool/DIR that are queue IDs. */
 size_t harness_count_queued(struct harness *h, const char *dir);
 /* Does tarryd's log contain needle? */

@@ -46,6 +46,7 @@ static void start(struct setup *s)
 static void stop(struct setup *s)
 {
         status_client_free(s->unix_c);
+        s->unix_c = NULL;
         status_client_free(s->tcp_c);
         cr_assert_eq(harness_stop(&s->h, SIGTERM, 3000), 0);
         harness_cleanup(&s->h);
@@ -212,5 +213,77 @@ Test(status_e2e, metrics_are_valid_prometheus_text)
             body, "tarry_delivery_attempts_total{class=\"greylist\",outcome=\"deferred\"}", &v));
         cr_assert_eq(v, 2);
         free(body);
+        stop(&s);
+}
+
+Test(status_e2e, tarryq_p_live_matches_the_offline_listing_byte_for_byte)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 2);
+        char *live, *live_err, *off, *off_err;
+        const char *p[] = {"-p", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, p, &live, &live_err), 0, "%s", live_err);
+        cr_assert_str_empty(live_err, "the live listing warned: %s", live_err);
+        cr_assert_not_null(strstr(live, "-- 0 Kbytes in 2 Requests."), "%s", live);
+        cr_assert_not_null(strstr(live, "Greylisted, see http://postgrey"), "%s", live);
+
+        status_client_free(s.unix_c);
+        status_client_free(s.tcp_c);
+        s.unix_c = s.tcp_c = NULL;
+        cr_assert_eq(harness_stop(&s.h, SIGTERM, 3000), 0);
+        cr_assert_eq(harness_tarryq(&s.h, p, &off, &off_err), 0, "%s", off_err);
+        cr_assert_not_null(strstr(off_err, "reading the spool directly"), "%s", off_err);
+        cr_assert_str_eq(live, off);
+        free(live);
+        free(live_err);
+        free(off);
+        free(off_err);
+        harness_cleanup(&s.h);
+        fixture_free(s.f);
+}
+
+Test(status_e2e, tarryq_controls_the_running_daemon)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 2);
+        char *out, *err;
+        const char *st[] = {"-s", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, st, &out, &err), 0, "%s", err);
+        cr_assert_not_null(strstr(out, "queue: 2 total"), "%s", out);
+        cr_assert_not_null(strstr(out, "greylist 2"), "%s", out);
+        free(out);
+        free(err);
+
+        const char *hold[] = {"-h", "ALL", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, hold, &out, &err), 0, "%s", err);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 2);
+        free(out);
+        free(err);
+        const char *release[] = {"-H", "ALL", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, release, &out, &err), 0, "%s", err);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 0);
+        free(out);
+        free(err);
+
+        size_t before = fixture_connection_count(s.f);
+        const char *flush[] = {"-f", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, flush, &out, &err), 0, "%s", err);
+        free(out);
+        free(err);
+        for (int i = 0; i < 200 && fixture_connection_count(s.f) < before + 2; i++)
+                harness_sleep_ms(10);
+        cr_assert_geq(fixture_connection_count(s.f), before + 2, "flush did not attempt both");
+
+        const char *del[] = {"-d", "ALL", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, del, &out, &err), 0, "%s", err);
+        cr_assert_eq(harness_count_queued(&s.h, "active"), 0);
+        free(out);
+        free(err);
+        const char *bad[] = {"-i", "0123456789ABCDEF", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, bad, &out, &err), 66, "%s", err);
+        free(out);
+        free(err);
         stop(&s);
 }

@@ -1,0 +1,380 @@
+/* cli/tarryq_live.c — tarryq against the running daemon; see tarryq_live.h.
+ *
+ * Listings come from GET /queue (the same objects tarryq -j prints offline),
+ * admin actions go to the unix socket. When tarryd does not answer, listings
+ * and delete/hold/release work on the spool directly, as postqueue and
+ * postsuper do; flush, retry and status need the daemon.
+ */
+#include "cli/tarryq_live.h"
+#include "cli/cli_util.h"
+#include "cli/qlist.h"
+#include "cli/status_client.h"
+#include "common/cleanup.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+
+#define PAGE 10000
+
+static struct status_client *client_for(const struct tarry_config *cfg)
+{
+        struct status_client *c = NULL;
+        if (status_client_new((const char *const *)cfg->status_listen, &c) < 0)
+                return NULL;
+        return c;
+}
+
+static void warn_offline(struct status_client *c)
+{
+        fprintf(stderr,
+                "tarryq: warning: tarryd is not answering (%s) -- reading the spool "
+                "directly\n",
+                c ? status_client_last_error(c) : "no status_listen configured");
+}
+
+/* An envelope good enough for the postqueue -p printer, from a -j object. */
+static struct envelope *envelope_from_listing(json_t *o)
+{
+        struct envelope *env = envelope_new();
+        if (!env)
+                return NULL;
+        const char *id = json_string_value(json_object_get(o, "queue_id"));
+        const char *sender = json_string_value(json_object_get(o, "sender"));
+        if (!id || strlen(id) != QUEUE_ID_LEN || !sender) {
+                envelope_free(env);
+                return NULL;
+        }
+        memcpy(env->id, id, QUEUE_ID_LEN + 1);
+        env->sender = strdup(strcmp(sender, "MAILER-DAEMON") == 0 ? "" : sender);
+        env->arrival_us = json_integer_value(json_object_get(o, "arrival_time")) * 1000000;
+        env->size = (uint64_t)json_integer_value(json_object_get(o, "message_size"));
+        size_t i;
+        json_t *r;
+        json_array_foreach (json_object_get(o, "recipients"), i, r) {
+                const char *addr = json_string_value(json_object_get(r, "address"));
+                const char *why = json_string_value(json_object_get(r, "delay_reason"));
+                struct envelope_rcpt *rc = addr ? envelope_add_rcpt(env, addr) : NULL;
+                if (!rc)
+                        continue;
+                rc->state = why ? RCPT_DEFERRED : RCPT_PENDING;
+                rc->last_reply = why ? strdup(why) : NULL;
+        }
+        return env;
+}
+
+/* Every message the daemon lists, page by page. */
+static int fetch_all(struct status_client *c, json_t *all)
+{
+        for (size_t offset = 0;;) {
+                char path[64];
+                snprintf(path, sizeof(path), "/queue?offset=%zu&limit=%d", offset, PAGE);
+                long code = 0;
+                _cleanup_(json_decrefp) json_t *page = NULL;
+                int r = status_client_request_json(c, "GET", path, &code, &page);
+                if (r < 0)
+                        return r;
+                if (code != 200)
+                        return -EPROTO;
+                json_t *msgs = json_object_get(page, "messages");
+                json_array_extend(all, msgs);
+                offset += json_array_size(msgs);
+                if (json_array_size(msgs) == 0 ||
+                    offset >= (size_t)json_integer_value(json_object_get(page, "total")))
+                        return 0;
+        }
+}
+
+static int print_listing(json_t *all, bool json)
+{
+        size_t i;
+        json_t *o;
+        if (json) {
+                json_array_foreach (all, i, o) {
+                        _cleanup_free_ char *line = json_dumps(o, JSON_COMPACT);
+                        if (line)
+                                printf("%s\n", line);
+                }
+                return fflush(stdout) == 0 ? 0 : EX_IOERR;
+        }
+        size_t n = json_array_size(all);
+        struct qentry *v = calloc(n ? n : 1, sizeof(*v));
+        if (!v)
+                return EX_OSERR;
+        size_t k = 0;
+        json_array_foreach (all, i, o) {
+                const char *qn = json_string_value(json_object_get(o, "queue_name"));
+                struct envelope *env = envelope_from_listing(o);
+                if (!env)
+                        continue;
+                v[k++] = (struct qentry){.queue_name = qn ? qn : "active", .env = env};
+        }
+        int r = qlist_print_postqueue(stdout, v, k);
+        for (size_t j = 0; j < k; j++)
+                envelope_free(v[j].env);
+        free(v);
+        return r < 0 ? EX_IOERR : 0;
+}
+
+int tarryq_list(const char *config_path, bool json)
+{
+        struct tarry_config *cfg = NULL;
+        int ex = cli_load_config("tarryq", config_path, &cfg);
+        if (ex)
+                return ex;
+        struct status_client *c = client_for(cfg);
+        json_t *all = json_array();
+        int r = c && all ? fetch_all(c, all) : STATUS_CLIENT_NOT_ANSWERING;
+        cfg_free(cfg);
+        if (r == 0) {
+                status_client_free(c);
+                ex = print_listing(all, json);
+                json_decref(all);
+                return ex;
+        }
+        json_decref(all);
+        warn_offline(c);
+        status_client_free(c);
+        return qlist_main("tarryq", config_path, json);
+}
+
+/* ---- admin actions ---- */
+
+static int exit_for_http(long code, const char *what, const char *body)
+{
+        if (code >= 200 && code < 300)
+                return 0;
+        fprintf(stderr, "tarryq: %s: %s\n", what, body && *body ? body : "failed");
+        switch (code) {
+        case 400:
+                return EX_USAGE;
+        case 403:
+                return EX_NOPERM;
+        case 404:
+                return EX_NOINPUT;
+        case 409:
+                return EX_TEMPFAIL;
+        default:
+                return EX_SOFTWARE;
+        }
+}
+
+static int request(struct status_client *c, const char *method, const char *path, const char *what)
+{
+        long code = 0;
+        _cleanup_free_ char *body = NULL;
+        size_t len;
+        int r = status_client_request(c, method, path, &code, &body, &len);
+        if (r < 0) {
+                fprintf(stderr, "tarryq: %s: %s\n", what, status_client_last_error(c));
+                return EX_UNAVAILABLE;
+        }
+        return exit_for_http(code, what, body);
+}
+
+static const char *method_of(char action)
+{
+        return action == 'd' ? "DELETE" : "POST";
+}
+
+static void path_of(char action, const char *id, char *path, size_t len)
+{
+        const char *suffix = action == 'h'   ? "/hold"
+                             : action == 'H' ? "/release"
+                             : action == 'i' ? "/retry"
+                                             : "";
+        snprintf(path, len, "/queue/%s%s", id, suffix);
+}
+
+/* -d/-h/-H ALL: every listed message. */
+static int each_listed(struct status_client *c, char action)
+{
+        _cleanup_(json_decrefp) json_t *all = json_array();
+        int r = fetch_all(c, all);
+        if (r < 0)
+                return EX_UNAVAILABLE;
+        size_t i, n = 0;
+        json_t *o;
+        json_array_foreach (all, i, o) {
+                const char *id = json_string_value(json_object_get(o, "queue_id"));
+                char path[64];
+                path_of(action, id, path, sizeof(path));
+                long code = 0;
+                _cleanup_free_ char *body = NULL;
+                size_t len;
+                if (id &&
+                    status_client_request(c, method_of(action), path, &code, &body, &len) == 0 &&
+                    code == 200)
+                        n++;
+        }
+        return (int)n;
+}
+
+static const char *verb(char action)
+{
+        return action == 'd' ? "Deleted" : action == 'h' ? "Placed on hold" : "Released from hold";
+}
+
+/* The daemon is down: change the spool directly, as postsuper does. */
+static int offline_action(const struct tarry_config *cfg, char action, const char *target)
+{
+        struct queue *q = NULL;
+        int ex = cli_open_spool("tarryq", cfg, &q);
+        if (ex)
+                return ex;
+        struct qlist list;
+        if (qlist_read_spool(q, &list, stderr) < 0) {
+                queue_close(q);
+                return EX_TEMPFAIL;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < list.n; i++) {
+                const char *id = list.v[i].env->id;
+                if (strcmp(target, "ALL") != 0 && strcmp(target, id) != 0)
+                        continue;
+                bool held = strcmp(list.v[i].queue_name, "hold") == 0;
+                enum queue_dir from = held ? QUEUE_HOLD
+                                      : strcmp(list.v[i].queue_name, "incoming") == 0
+                                          ? QUEUE_INCOMING
+                                          : QUEUE_ACTIVE;
+                int r = action == 'd'   ? queue_remove(q, from, id)
+                        : action == 'h' ? (held ? 1 : queue_move(q, id, from, QUEUE_HOLD))
+                                        : (held ? queue_move(q, id, QUEUE_HOLD, QUEUE_ACTIVE) : 1);
+                if (r == 0)
+                        n++;
+        }
+        qlist_free(&list);
+        queue_close(q);
+        fprintf(stderr, "tarryq: %s: %zu message%s\n", verb(action), n, n == 1 ? "" : "s");
+        if (n == 0 && strcmp(target, "ALL") != 0)
+                return EX_NOINPUT;
+        return 0;
+}
+
+int tarryq_admin(const char *config_path, char action, const char *target)
+{
+        struct tarry_config *cfg = NULL;
+        int ex = cli_load_config("tarryq", config_path, &cfg);
+        if (ex)
+                return ex;
+        struct status_client *c = client_for(cfg);
+        long code = 0;
+        _cleanup_free_ char *body = NULL;
+        size_t len;
+        bool up = c && status_client_request(c, "GET", "/status", &code, &body, &len) == 0;
+        if (!up) {
+                if (action == 'd' || action == 'h' || action == 'H') {
+                        warn_offline(c);
+                        ex = offline_action(cfg, action, target);
+                } else {
+                        fprintf(stderr, "tarryq: cannot %s: tarryd is not answering (%s)\n",
+                                action == 'f' ? "flush the queue" : "retry the message",
+                                c ? status_client_last_error(c) : "no status_listen configured");
+                        ex = EX_UNAVAILABLE;
+                }
+        } else if (action == 'f') {
+                ex = request(c, "POST", "/flush", "flush");
+        } else if (target && strcmp(target, "ALL") == 0 && action != 'i') {
+                int n = each_listed(c, action);
+                if (n >= 0)
+                        fprintf(stderr, "tarryq: %s: %d message%s\n", verb(action), n,
+                                n == 1 ? "" : "s");
+                ex = n < 0 ? EX_UNAVAILABLE : 0;
+        } else {
+                char path[64];
+                if (!target || strlen(target) != QUEUE_ID_LEN) {
+                        fprintf(stderr, "tarryq: '%s' is not a queue ID\n", target ? target : "");
+                        ex = EX_USAGE;
+                } else {
+                        path_of(action, target, path, sizeof(path));
+                        ex = request(c, method_of(action), path, target);
+                        if (ex == 0 && action != 'i')
+                                fprintf(stderr, "tarryq: %s: 1 message\n", verb(action));
+                }
+        }
+        status_client_free(c);
+        cfg_free(cfg);
+        return ex;
+}
+
+/* ---- -s ---- */
+
+static void print_time(const char *label, json_t *v)
+{
+        if (!json_is_integer(v))
+                return;
+        time_t t = (time_t)json_integer_value(v);
+        char buf[64];
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(buf, sizeof(buf), "%a %b %e %H:%M:%S %Y", &tm);
+        printf("%s%s\n", label, buf);
+}
+
+static json_int_t num(json_t *o, const char *key)
+{
+        return json_integer_value(json_object_get(o, key));
+}
+
+static void print_status(json_t *st)
+{
+        json_int_t up = num(st, "uptime_s");
+        json_t *q = json_object_get(st, "queue"), *a = json_object_get(st, "attempts");
+        printf("tarryd %s, up %lldd %02lld:%02lld:%02lld\n",
+               json_string_value(json_object_get(st, "version")), up / 86400, up % 86400 / 3600,
+               up % 3600 / 60, up % 60);
+        printf("queue: %lld total (%lld incoming, %lld active, %lld deferred, %lld hold, %lld "
+               "corrupt)\n",
+               num(q, "total"), num(q, "incoming"), num(q, "active"), num(q, "deferred"),
+               num(q, "hold"), num(q, "corrupt"));
+        print_time("oldest arrival: ", json_object_get(st, "oldest_arrival"));
+        printf("attempts: %lld (%lld delivered, %lld deferred, %lld failed)\n", num(a, "total"),
+               num(a, "delivered"), num(a, "deferred"), num(a, "failed"));
+        const char *k;
+        json_t *v;
+        printf("deferred by class:");
+        json_object_foreach (json_object_get(st, "by_class"), k, v)
+                if (json_integer_value(v))
+                        printf(" %s %lld", k, json_integer_value(v));
+        printf("\n");
+        size_t i;
+        json_array_foreach (json_object_get(st, "destinations"), i, v) {
+                const char *src = json_string_value(json_object_get(v, "source_address"));
+                printf("destination %s%s%s: %s, concurrency %lld, %lld queued",
+                       json_string_value(json_object_get(v, "destination")),
+                       src && *src ? " from " : "", src ? src : "",
+                       json_string_value(json_object_get(v, "state")), num(v, "concurrency"),
+                       num(v, "queued"));
+                json_t *until = json_object_get(v, "until");
+                if (json_is_integer(until))
+                        printf(", until %lld", json_integer_value(until));
+                printf("\n");
+                const char *last = json_string_value(json_object_get(v, "last_reply"));
+                if (last)
+                        printf("    last reply: %s\n", last);
+        }
+}
+
+int tarryq_status(const char *config_path)
+{
+        struct tarry_config *cfg = NULL;
+        int ex = cli_load_config("tarryq", config_path, &cfg);
+        if (ex)
+                return ex;
+        struct status_client *c = client_for(cfg);
+        long code = 0;
+        _cleanup_(json_decrefp) json_t *st = NULL;
+        int r = c ? status_client_request_json(c, "GET", "/status", &code, &st) : -ENOENT;
+        if (r < 0 || code != 200) {
+                fprintf(stderr, "tarryq: cannot read the status: tarryd is not answering (%s)\n",
+                        c ? status_client_last_error(c) : "no status_listen configured");
+                ex = EX_UNAVAILABLE;
+        } else {
+                print_status(st);
+        }
+        status_client_free(c);
+        cfg_free(cfg);
+        return ex;
+}
