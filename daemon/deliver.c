@@ -555,6 +555,21 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 snprintf(relay, sizeof(relay), "%s[%s]:%u", res->mx_host,
                          res->mx_ip ? res->mx_ip : "", res->port);
 
+        /* Aborted by our own shutdown: not the receiver's doing, so no class, no
+         * back-off, nothing recorded; the recipients are tried again at start. */
+        if (d->stopping && res->status == SMTPC_ATTEMPT_TEMPFAIL &&
+            res->failure == SMTPC_FAIL_LOCAL) {
+                sched_reschedule(d->sched, w->it, now);
+                free(a->idx);
+                free(a);
+                m->inflight--;
+                d->inflight--;
+                release_envelope(m);
+                if (d->inflight == 0)
+                        sd_event_exit(d->loop, 0);
+                return;
+        }
+
         struct sched_reply attempt_reply = {res->code, res->enhanced, res->text};
         struct sched_reply *replies = calloc(a->n, sizeof(*replies));
         struct sched_rcpt_result *rr = calloc(a->n, sizeof(*rr));

@@ -4,7 +4,8 @@
  * Tunables (scheduler/internal.h), with their reasons:
  *   GREYLIST_MARGIN_S 5      come back just after a window, not on its edge:
  *                            the receiver counts from its first sight of us,
- *                            a little before our reply arrived, in whole seconds
+ *                            a little before our reply arrived, in whole seconds;
+ *                            short windows get 5 % of the window (at least 1 s)
  *   GREYLIST_GAP_CEILING_S 2h  OpenBSD spamd forgets a triplet after 4 h
  *                            without a retry: never leave a longer gap than half
  *   LEARN_MAX_S 12h          an acceptance later than that is not a greylist window
@@ -33,9 +34,16 @@ static int64_t schedule_delay(const struct cfg_retry *p, int step, int64_t cap)
         return (int64_t)d > 0 ? (int64_t)d : 1;
 }
 
+/* How long after a window to come back: a 2 s window needs 1 s, not 5. */
+static int64_t margin_for(int64_t window_s)
+{
+        int64_t m = window_s / 20;
+        return m < 1 ? 1 : m > GREYLIST_MARGIN_S ? GREYLIST_MARGIN_S : m;
+}
+
 static int64_t hinted(const struct cfg_retry *p, const struct sched_verdict *v)
 {
-        return p->use_hint && v->hint_s >= 0 ? v->hint_s + GREYLIST_MARGIN_S : -1;
+        return p->use_hint && v->hint_s >= 0 ? v->hint_s + margin_for(v->hint_s) : -1;
 }
 
 /* Greylist-like classes: hint, else the learned window, else the schedule
@@ -49,7 +57,7 @@ static int64_t greylist_time(struct sched *s, const struct dest *d,
         if (h >= 0)
                 return now + h * US;
         if (r->deferrals == 0 && dest_learned_fresh(s, d, now))
-                return now + (d->learned_s + GREYLIST_MARGIN_S) * US;
+                return now + (d->learned_s + margin_for(d->learned_s)) * US;
         int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
         int64_t geo = now + schedule_delay(p, r->deferrals + 1, cap) * US;
         int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
