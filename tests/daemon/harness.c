@@ -84,6 +84,7 @@ static void read_port(struct harness *h)
 
 void harness_start(struct harness *h)
 {
+        size_t starts = harness_log_count(h, "started:");
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
@@ -102,7 +103,7 @@ void harness_start(struct harness *h)
         char sock[320];
         snprintf(sock, sizeof(sock), "%s/status.sock", h->dir);
         for (int i = 0; i < 500; i++) {
-                if (access(sock, F_OK) == 0 && harness_log_contains(h, "started:")) {
+                if (access(sock, F_OK) == 0 && harness_log_count(h, "started:") > starts) {
                         read_port(h);
                         return;
                 }
@@ -211,17 +212,22 @@ size_t harness_count_queued(struct harness *h, const char *dir)
         return n;
 }
 
-bool harness_log_contains(struct harness *h, const char *needle)
+size_t harness_log_count(struct harness *h, const char *needle)
 {
         FILE *f = fopen(h->log, "r");
         if (!f)
-                return false;
+                return 0;
         char line[8192];
-        bool found = false;
-        while (!found && fgets(line, sizeof(line), f))
-                found = strstr(line, needle) != NULL;
+        size_t n = 0;
+        while (fgets(line, sizeof(line), f))
+                n += strstr(line, needle) != NULL;
         fclose(f);
-        return found;
+        return n;
+}
+
+bool harness_log_contains(struct harness *h, const char *needle)
+{
+        return harness_log_count(h, needle) > 0;
 }
 
 static char *slurp_fd(int fd)

@@ -44,6 +44,8 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
 
 /* Files in spool/DIR that are queue IDs. */
 size_t harness_count_queued(struct harness *h, const char *dir);
+/* How many lines of tarryd's log contain needle? */
+size_t harness_log_count(struct harness *h, const char *needle);
 /* Does tarryd's log contain needle? */
 bool harness_log_contains(struct harness *h, const char *needle);
 /* Path of a built binary: "daemon/tarryd", "cli/sendmail", "cli/tarryq". */
