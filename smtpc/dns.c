@@ -271,12 +271,14 @@ static int by_pref(const void *a, const void *b)
 /* Sort by preference, then shuffle each run of equal preferences. */
 static void sort_mx(struct dns_job *j)
 {
+        if (j->n_hosts > MAX_MX_HOSTS) /* never: the lookup stops at MAX_MX_HOSTS */
+                j->n_hosts = MAX_MX_HOSTS;
         qsort(j->hosts, j->n_hosts, sizeof(j->hosts[0]), by_pref);
         for (size_t s = 0; s < j->n_hosts;) {
                 size_t e = s;
                 while (e < j->n_hosts && j->hosts[e].pref == j->hosts[s].pref)
                         e++;
-                for (size_t i = e - 1; i > s; i--) {
+                for (size_t i = e - 1; i > s && i < MAX_MX_HOSTS; i--) {
                         size_t k = s + next_rand(j->d) % (i - s + 1);
                         struct mx_host tmp = j->hosts[i];
                         j->hosts[i] = j->hosts[k];
