@@ -48,6 +48,7 @@ static struct envelope *envelope_from_listing(json_t *o)
                 return NULL;
         }
         memcpy(env->id, id, QUEUE_ID_LEN + 1);
+        free(env->sender);
         env->sender = strdup(strcmp(sender, "MAILER-DAEMON") == 0 ? "" : sender);
         env->arrival_us = json_integer_value(json_object_get(o, "arrival_time")) * 1000000;
         env->size = (uint64_t)json_integer_value(json_object_get(o, "message_size"));

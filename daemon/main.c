@@ -263,6 +263,17 @@ static int setup_signals(struct tarryd *d)
         return r;
 }
 
+/* Once per loop iteration: make this iteration's pickups and removals durable. */
+static int on_post(sd_event_source *s, void *userdata)
+{
+        (void)s;
+        struct tarryd *d = userdata;
+        int r = queue_sync(d->queue);
+        if (r < 0)
+                log_error("cannot sync the spool folders: %s", strerror(-r));
+        return 0;
+}
+
 static int state_write(void *userdata, const char *name, const void *buf, size_t len)
 {
         return queue_state_write(userdata, name, buf, len);
@@ -285,6 +296,11 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 return EX_CANTCREAT;
         }
         chown_spool(d, uid, gid);
+        queue_set_batched_dirsync(d->queue, true);
+        if ((r = sd_event_add_post(d->loop, NULL, on_post, d)) < 0) {
+                fprintf(stderr, "tarryd: cannot set up the event loop: %s\n", strerror(-r));
+                return EX_OSERR;
+        }
         if ((r = load_classifier(d->cfg, &d->classifier, err, sizeof(err))) < 0) {
                 fprintf(stderr, "tarryd: %s\n", err);
                 return EX_CONFIG;
@@ -367,6 +383,7 @@ int main(int argc, char **argv)
         r = sd_event_loop(d.loop);
         log_info("stopped");
 
+        queue_sync(d.queue);
         control_stop(&d);
         smtpc_free(d.smtpc);
         sched_save_learned(d.sched, now_realtime_us());

@@ -45,6 +45,8 @@ struct queue {
         int dir_fd[QUEUE__DIR_MAX];
         int tmp_fd;
         int state_fd;
+        bool batch_dirsync;          /* moves/removals leave their folder fsync to queue_sync */
+        bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
 };
 
 struct queue_draft {
@@ -545,6 +547,41 @@ int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, 
         return 0;
 }
 
+/* A rename between folders is atomic; its fsync only decides how soon it is
+ * durable. Batched, a crash may undo the latest moves: the message is then
+ * whole in its former folder (picked up again, or delivered again: at least
+ * once), never lost. */
+static int sync_dirs(struct queue *q, enum queue_dir a, enum queue_dir b)
+{
+        if (q->batch_dirsync) {
+                q->dirty[a] = q->dirty[b] = true;
+                return 0;
+        }
+        int r = dir_fsync(q->dir_fd[a]);
+        if (r == 0 && b != a)
+                r = dir_fsync(q->dir_fd[b]);
+        return r;
+}
+
+void queue_set_batched_dirsync(struct queue *q, bool on)
+{
+        q->batch_dirsync = on;
+}
+
+int queue_sync(struct queue *q)
+{
+        int err = 0;
+        for (int i = 0; i < QUEUE__DIR_MAX; i++) {
+                if (!q->dirty[i])
+                        continue;
+                q->dirty[i] = false;
+                int r = dir_fsync(q->dir_fd[i]);
+                if (r < 0 && err == 0)
+                        err = r;
+        }
+        return err;
+}
+
 int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to)
 {
         if ((unsigned)from >= QUEUE__DIR_MAX || (unsigned)to >= QUEUE__DIR_MAX ||
@@ -554,10 +591,7 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
                 return 0;
         if (renameat2(q->dir_fd[from], id, q->dir_fd[to], id, RENAME_NOREPLACE) < 0)
                 return -errno;
-        int r = dir_fsync(q->dir_fd[to]);
-        if (r == 0)
-                r = dir_fsync(q->dir_fd[from]);
-        return r;
+        return sync_dirs(q, from, to);
 }
 
 int queue_remove(struct queue *q, enum queue_dir d, const char *id)
@@ -572,7 +606,7 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id)
         snprintf(name, sizeof(name), "del-%s-%03X", id, random_bits() & 0xfff);
         if (renameat2(q->dir_fd[d], id, q->tmp_fd, name, RENAME_NOREPLACE) < 0)
                 return -errno;
-        int r = dir_fsync(q->dir_fd[d]);
+        int r = sync_dirs(q, d, d);
         int r2 = remove_tmp_entry(q, name, mfd);
         return r < 0 ? r : r2;
 }

@@ -161,6 +161,15 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
 /* Remove a message for good (when nothing is left to deliver, or on delete). */
 int queue_remove(struct queue *q, enum queue_dir d, const char *id);
 
+/* Batching for tarryd: with it on, queue_move and queue_remove leave the fsync
+ * of the folders they changed to queue_sync(), which the daemon calls once per
+ * loop iteration; a burst of pickups or removals then costs one fsync per
+ * folder. Message contents and envelope updates are always synced at once,
+ * and a crash before queue_sync can only undo a move (the message is whole in
+ * its former folder), never lose a message. Off by default. */
+void queue_set_batched_dirsync(struct queue *q, bool on);
+int queue_sync(struct queue *q);
+
 /* Start-up recovery: remove abandoned tmp/ entries (whose writer is gone).
  * Returns the number removed. */
 int queue_recover_tmp(struct queue *q);
