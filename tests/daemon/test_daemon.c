@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "tests/fixture/fixture.h"
@@ -235,4 +237,54 @@ Test(daemon, mixed_replies_deliver_accepted_recipients_only_once)
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_cleanup(&h);
         fixture_free(f);
+}
+
+/* Run tarryd with args; returns its exit code, with stdout+stderr in out. */
+static int run_tarryd(const char *const *args, char *out, size_t outlen)
+{
+        char cmd[2048] = "";
+        size_t n = (size_t)snprintf(cmd, sizeof(cmd), "%s", harness_binary("daemon/tarryd"));
+        for (size_t i = 0; args[i]; i++)
+                n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " '%s'", args[i]);
+        snprintf(cmd + n, sizeof(cmd) - n, " 2>&1");
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        size_t len = fread(out, 1, outlen - 1, p);
+        out[len] = '\0';
+        int st = pclose(p);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(daemon, started_as_root_it_refuses_a_user_that_does_not_exist)
+{
+        struct harness h;
+        harness_init(&h, NULL);
+        /* the config names no user: the default is "tarry", which this test expects missing */
+        harness_write_config(&h, "[main]\nspool_dir = /tmp/tarry-no-such-spool\n"
+                                 "user = tarry-test-no-such-user\n");
+        char out[4096];
+        const char *args[] = {"-C", h.conf, NULL};
+        int code = run_tarryd(args, out, sizeof(out));
+        if (geteuid() == 0) {
+                cr_assert_eq(code, 67, "exit %d: %s", code, out);
+                cr_assert_not_null(strstr(out, "user 'tarry-test-no-such-user' does not exist"),
+                                   "%s", out);
+        }
+        harness_cleanup(&h);
+}
+
+Test(daemon, check_prints_the_effective_config_and_broken_ones_exit_78)
+{
+        struct harness h;
+        harness_init(&h, "[transport]\nexample.test = [127.0.0.1]:2525\n");
+        char out[16384];
+        const char *args[] = {"-C", h.conf, "--check", NULL};
+        cr_assert_eq(run_tarryd(args, out, sizeof(out)), 0, "%s", out);
+        cr_assert_not_null(strstr(out, "queue_lifetime = 432000s"), "%s", out);
+        cr_assert_not_null(strstr(out, "example.test = [127.0.0.1]:2525"), "%s", out);
+        harness_write_config(&h, "[main]\nspool_dir = /x\nqueue_lifetime = forever\n");
+        cr_assert_eq(run_tarryd(args, out, sizeof(out)), 78, "%s", out);
+        cr_assert_not_null(strstr(out, "tarry.conf:3: bad value 'forever' for queue_lifetime"),
+                           "%s", out);
+        harness_cleanup(&h);
 }
