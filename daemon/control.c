@@ -451,11 +451,32 @@ void control_stop(struct tarryd *d)
         free_transcripts();
 }
 
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)s;
+        (void)usec;
+        struct tarryd *d = userdata;
+        d->status_line_us = 0;
+        control_update_status_line(d);
+        return 0;
+}
+
 void control_update_status_line(struct tarryd *d)
 {
         int64_t now = now_monotonic_us();
-        if (now - d->status_line_us < 1000000 && !d->stopping)
-                return; /* at most once a second */
+        if (now - d->status_line_us < 1000000 && !d->stopping) {
+                /* at most once a second; the last change is written when the second is up */
+                if (!d->status_timer)
+                        sd_event_add_time(d->loop, &d->status_timer, CLOCK_MONOTONIC,
+                                          (uint64_t)(d->status_line_us + 1000000), 100000,
+                                          on_status_timer, d);
+                else {
+                        sd_event_source_set_time(d->status_timer,
+                                                 (uint64_t)(d->status_line_us + 1000000));
+                        sd_event_source_set_enabled(d->status_timer, SD_EVENT_ONESHOT);
+                }
+                return;
+        }
         d->status_line_us = now;
         struct sched_stats st;
         sched_get_stats(d->sched, &st);
