@@ -11,7 +11,8 @@
  * blocking calls — with one libcurl 7.88 exception: curl waits for the reply
  * to the final "." inside its DONE phase in a blocking poll, bounded by the
  * command timeout (the loop stalls for one round trip per message, longer
- * only if a server is slow to answer the final dot).
+ * only if a server is slow to answer the final dot). A daemon therefore runs
+ * this engine in worker processes through smtpc_pool_* (end of this file).
  *
  * Replies: recovered from libcurl's debug callback, each command paired with
  * its reply. A reply's text is the reply exactly as sent, code prefix of
@@ -181,5 +182,83 @@ void smtpc_free(struct smtpc *c);
 /* Reading relay_auth_file: "user:password" on the first line. -EPERM when
  * the file is readable or writable by group/other (why names it). */
 int smtpc_read_auth_file(const char *path, char **user, char **password, const char **why);
+
+/* ---- delivery worker processes (Postfix's smtp(8) model) ----
+ *
+ * libcurl 7.88 blocks inside its DONE phase (reply to the final ".") and at
+ * QUIT, bounded only by the command timeout. A daemon that must never block
+ * its loop uses the pool: the same requests and results as smtpc_*, but each
+ * attempt runs in a worker process (the in-process engine above on the
+ * worker's own loop), ONE attempt per worker at a time, so curl's blocking
+ * wait only ever blocks an attempt that has nothing else to do.
+ *
+ * IPC: one SOCK_SEQPACKET socketpair per worker, fd SMTPC_WORKER_FD in the
+ * worker. A request is a JSON object with the body fd passed by SCM_RIGHTS;
+ * the result is a JSON object with every smtpc_result field, validated with
+ * size limits in the parent (the worker's output is untrusted input).
+ *
+ * Scheduling: at most max_connections busy workers, at most
+ * destination_concurrency per (source address, destination); requests
+ * beyond the limits wait in arrival order. An idle worker whose last attempt
+ * had the same (source, destination) is preferred (curl keeps its connection
+ * warm); idle workers exit after idle_timeout; workers are spawned lazily.
+ *
+ * Failures: a worker that dies, sends garbage or passes its hard deadline is
+ * killed and reaped (pidfd on the caller's loop; SIGCHLD is not used, so the
+ * caller must not set SIGCHLD to SIG_IGN nor reap with waitpid(-1)); its
+ * attempt gets a temporary failure "451 4.3.0 delivery worker ...". Every
+ * request gets exactly one done(), from the loop.
+ */
+#define SMTPC_WORKER_FD 3 /* the worker's end of its socket */
+
+struct smtpc_pool;
+
+struct smtpc_pool_options {
+        /* Worker command, NULL-terminated: the executable's absolute path
+         * and leading arguments, e.g. {"/usr/sbin/tarryd", "--smtp-worker",
+         * NULL}. The pool appends "-C" and the config path; the program must
+         * call smtpc_worker_main(SMTPC_WORKER_FD, that path). */
+        const char *const *worker_argv;
+        const char *config_path;  /* the file cfg was read from (workers read it) */
+        uint64_t idle_timeout_us; /* idle workers exit after this; 0: 10 s */
+        uint64_t deadline_us;     /* hard limit per attempt; 0: from the config's timeouts */
+};
+
+/* A pool on loop e. cfg (limits and routing for the slot keys) must outlive
+ * the pool or be replaced with smtpc_pool_set_config; opt is copied.
+ * 0 or negative errno (-EINVAL: no worker_argv or config_path). */
+int smtpc_pool_new(sd_event *e, const struct tarry_config *cfg,
+                   const struct smtpc_pool_options *opt, struct smtpc_pool **out);
+
+/* Reload: limits from cfg apply now; idle workers are retired, new workers
+ * read config_path; busy workers finish their attempt, then exit.
+ * 0 or -EINVAL/-ENOMEM. */
+int smtpc_pool_set_config(struct smtpc_pool *p, const struct tarry_config *cfg,
+                          const char *config_path);
+
+/* Start (or queue) one attempt, as smtpc_attempt_start: strings and the fd
+ * are copied, done() is called exactly once from the loop, never from inside
+ * this call. 0, or -EINVAL, -ENOMEM, -EBADF. */
+int smtpc_pool_attempt_start(struct smtpc_pool *p, const struct smtpc_request *req);
+
+/* Attempts running or queued. */
+size_t smtpc_pool_pending(const struct smtpc_pool *p);
+
+/* Worker processes alive (busy, idle or exiting but not yet reaped). */
+size_t smtpc_pool_workers(const struct smtpc_pool *p);
+
+/* Kill every busy worker and answer every running and queued attempt (from
+ * this call) with "451 4.3.0 delivery aborted: shutting down". */
+void smtpc_pool_abort_all(struct smtpc_pool *p);
+
+/* Terminate every worker (idle ones get EOF and QUIT their connections,
+ * busy ones are killed; anything left after 2 s is killed) and reap them.
+ * Attempts still pending are dropped without callback. NULL is fine. */
+void smtpc_pool_free(struct smtpc_pool *p);
+
+/* The worker's side: load config_path, run smtpc on a loop of its own and
+ * serve requests from fd until the pool closes it. Returns an exit status
+ * for main(): 0, 78 (config unreadable; the reason goes to stderr), 71. */
+int smtpc_worker_main(int fd, const char *config_path);
 
 #endif
