@@ -15,6 +15,7 @@
 #include "common/fileio.h"
 #include "smtpc/dns.h"
 #include "smtpc/reply.h"
+#include "smtpc/slots.h"
 
 /* Spelled with three Ls before curl 8.2. */
 #if LIBCURL_VERSION_NUM >= 0x080200
@@ -58,12 +59,6 @@ struct reply {
         char *text;
 };
 
-struct dest_count {
-        char *key;
-        int active;
-        struct dest_count *next;
-};
-
 struct attempt {
         struct smtpc *c;
         struct attempt *next; /* in c->queue or c->running */
@@ -77,7 +72,7 @@ struct attempt {
         void *userdata;
         /* settings taken when the attempt starts */
         struct smtpc_route route;
-        char slot_key[SMTPC_DEST_MAX + 72];
+        char slot_key[SLOTS_KEY_MAX];
         char *helo;
         int64_t connect_ms, command_ms, data_ms;
         char *auth_user, *auth_pass;
@@ -121,8 +116,7 @@ struct smtpc {
         sd_event_source *curl_timer, *pump_src;
         struct dns *dns;
         struct attempt *queue, *running;
-        size_t n_running;
-        struct dest_count *dests;
+        struct slots slots;
 };
 
 static void attempt_finish(struct attempt *a);
@@ -167,50 +161,6 @@ static void ts_append(struct attempt *a, const char *prefix, const char *s, size
 static int64_t ms_of(int64_t s, int64_t fallback)
 {
         return (s > 0 ? s : fallback) * 1000;
-}
-
-/* ---- concurrency slots ---- */
-
-static struct dest_count *dest_get(struct smtpc *c, const char *key, bool create)
-{
-        for (struct dest_count *d = c->dests; d; d = d->next)
-                if (strcmp(d->key, key) == 0)
-                        return d;
-        if (!create)
-                return NULL;
-        struct dest_count *d = calloc(1, sizeof(*d));
-        if (!d || !(d->key = strdup(key))) {
-                free(d);
-                return NULL;
-        }
-        d->next = c->dests;
-        c->dests = d;
-        return d;
-}
-
-static void dest_release(struct smtpc *c, const char *key)
-{
-        for (struct dest_count **pp = &c->dests; *pp; pp = &(*pp)->next) {
-                struct dest_count *d = *pp;
-                if (strcmp(d->key, key) != 0)
-                        continue;
-                if (--d->active <= 0) {
-                        *pp = d->next;
-                        free(d->key);
-                        free(d);
-                }
-                return;
-        }
-}
-
-static bool slot_free(struct smtpc *c, const struct attempt *a)
-{
-        int global = c->cfg->max_connections > 0 ? c->cfg->max_connections : 100;
-        int per = c->cfg->destination_concurrency > 0 ? c->cfg->destination_concurrency : 20;
-        if ((int)c->n_running >= global)
-                return false;
-        struct dest_count *d = dest_get(c, a->slot_key, false);
-        return !d || d->active < per;
 }
 
 /* ---- completion ---- */
@@ -367,8 +317,7 @@ static void attempt_finish(struct attempt *a)
         }
         if (a->started) {
                 list_remove(&c->running, a);
-                c->n_running--;
-                dest_release(c, a->slot_key);
+                slots_release(&c->slots, a->slot_key);
         } else {
                 list_remove(&c->queue, a);
         }
@@ -1022,18 +971,15 @@ static int attempt_prepare(struct attempt *a)
 static void attempt_begin(struct attempt *a)
 {
         struct smtpc *c = a->c;
-        struct dest_count *d = dest_get(c, a->slot_key, true);
-        if (!d) {
+        if (slots_take(&c->slots, a->slot_key) < 0) {
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
                                     "451 4.3.0 out of memory");
                 attempt_finish(a);
                 return;
         }
-        d->active++;
         list_remove(&c->queue, a);
         a->next = c->running;
         c->running = a;
-        c->n_running++;
         a->started = true;
         if (attempt_prepare(a) < 0) {
                 if (!a->res_text)
@@ -1059,7 +1005,7 @@ static int on_pump(sd_event_source *s, void *userdata)
         struct attempt *a = c->queue;
         while (a) {
                 struct attempt *next = a->next;
-                if (!a->early && slot_free(c, a))
+                if (!a->early && slots_free(&c->slots, c->cfg, a->slot_key))
                         attempt_begin(a);
                 a = next;
         }
@@ -1137,8 +1083,7 @@ static int route_of(struct attempt *a)
                                     "550 5.1.2 bad recipient domain");
                 return -EINVAL;
         }
-        snprintf(a->slot_key, sizeof(a->slot_key), "%s|%s", a->source ? a->source : "",
-                 a->route.destination);
+        slots_key(a->slot_key, a->source, a->route.destination);
         return 0;
 }
 
@@ -1227,7 +1172,7 @@ int smtpc_set_config(struct smtpc *c, const struct tarry_config *cfg)
         if (!cfg)
                 return -EINVAL;
         c->cfg = cfg;
-        long max = cfg->max_connections > 0 ? cfg->max_connections : 100;
+        long max = slots_max_global(cfg);
         curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max);
         curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, max);
         pump_schedule(c);
@@ -1236,7 +1181,7 @@ int smtpc_set_config(struct smtpc *c, const struct tarry_config *cfg)
 
 size_t smtpc_pending(const struct smtpc *c)
 {
-        size_t n = c->n_running;
+        size_t n = c->slots.active;
         for (const struct attempt *a = c->queue; a; a = a->next)
                 n++;
         return n;
@@ -1280,12 +1225,7 @@ void smtpc_free(struct smtpc *c)
         if (c->multi)
                 curl_multi_cleanup(c->multi); /* closes cached connections */
         dns_free(c->dns);
-        while (c->dests) {
-                struct dest_count *d = c->dests;
-                c->dests = d->next;
-                free(d->key);
-                free(d);
-        }
+        slots_clear(&c->slots);
         sd_event_source_disable_unref(c->curl_timer);
         sd_event_source_disable_unref(c->pump_src);
         sd_event_unref(c->e);

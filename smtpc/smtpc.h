@@ -258,7 +258,7 @@ void smtpc_pool_free(struct smtpc_pool *p);
 
 /* The worker's side: load config_path, run smtpc on a loop of its own and
  * serve requests from fd until the pool closes it. Returns an exit status
- * for main(): 0, 78 (config unreadable; the reason goes to stderr), 71. */
+ * for main(): 0, 78 (config unreadable; the reason goes to stderr), 70/71. */
 int smtpc_worker_main(int fd, const char *config_path);
 
 #endif

@@ -43,7 +43,7 @@ static char *dup_or_null(const char *s)
         return s ? strdup(s) : NULL;
 }
 
-static void on_done(const struct smtpc_result *res, void *userdata)
+void outcome_capture(const struct smtpc_result *res, void *userdata)
 {
         struct outcome *o = userdata;
         o->calls++;
@@ -65,6 +65,8 @@ static void on_done(const struct smtpc_result *res, void *userdata)
         o->mx_host = dup_or_null(res->mx_host);
         o->mx_ip = dup_or_null(res->mx_ip);
         o->source = dup_or_null(res->source_address);
+        o->destination = dup_or_null(res->destination);
+        o->port = res->port;
         o->tls = res->tls;
         o->total_us = res->total_us;
 }
@@ -87,7 +89,7 @@ void test_deliver(const struct tarry_config *cfg, const char *sender, const char
             .body_fd = fd,
             .body_size = strlen(body),
             .source_address = source,
-            .done = on_done,
+            .done = outcome_capture,
             .userdata = out,
         };
         cr_assert_eq(smtpc_attempt_start(c, &req), 0);
@@ -112,6 +114,7 @@ void outcome_clear(struct outcome *o)
         free(o->mx_host);
         free(o->mx_ip);
         free(o->source);
+        free(o->destination);
         memset(o, 0, sizeof(*o));
 }
 

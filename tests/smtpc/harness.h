@@ -25,7 +25,8 @@ struct outcome {
                 char *text;
         } r[8];
         char *transcript;
-        char *mx_host, *mx_ip, *source;
+        char *mx_host, *mx_ip, *source, *destination;
+        uint16_t port;
         bool tls;
         int64_t total_us;
         bool called;
@@ -43,6 +44,9 @@ void test_deliver(const struct tarry_config *cfg, const char *sender, const char
                   int timeout_s);
 
 void outcome_clear(struct outcome *o);
+
+/* A done() callback filling the struct outcome userdata points to. */
+void outcome_capture(const struct smtpc_result *res, void *userdata);
 
 /* dnsmasq on 127.0.0.1:port with extra options; returns its pid (0: absent). */
 int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port);

@@ -1,0 +1,178 @@
+/* tests/smtpc/test_ipc.c — the pool ↔ worker messages: round trips and the decoders' limits. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "smtpc/ipc.h"
+
+static struct smtpc_rcpt_result rr[2] = {
+    {.address = "a@x.test",
+     .outcome = SMTPC_RCPT_DELIVERED,
+     .code = 250,
+     .enhanced = "2.0.0",
+     .text = "250 2.0.0 Ok: queued as 1"},
+    {.address = "b@x.test",
+     .outcome = SMTPC_RCPT_DEFERRED,
+     .code = 451,
+     .enhanced = "4.7.1",
+     .text = "451-4.7.1 Greylisted \xff\xfe\n451 4.7.1 try later \x01\t"},
+};
+
+static const struct smtpc_result sample = {
+    .status = SMTPC_ATTEMPT_DONE,
+    .failure = SMTPC_FAIL_NONE,
+    .n_rcpts = 2,
+    .rcpts = rr,
+    .destination = "mx:example.com",
+    .mx_host = "mx1.example.com",
+    .mx_ip = "192.0.2.1",
+    .port = 25,
+    .source_address = "127.0.0.2",
+    .tls = true,
+    .transcript = "< 220 hi\n> EHLO c\n",
+    .connect_us = 1234,
+    .total_us = 5678,
+};
+
+Test(smtpc_ipc, results_round_trip_byte_exact_including_non_utf8_reply_bytes)
+{
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&sample, &buf, &len), 0);
+        struct ipc_result out;
+        cr_assert_eq(ipc_result_decode(buf, len, 2, &out), 0);
+        const struct smtpc_result *r = &out.res;
+        cr_assert_eq(r->status, SMTPC_ATTEMPT_DONE);
+        cr_assert_null(r->text);
+        cr_assert_eq(r->n_rcpts, 2);
+        cr_assert_str_eq(r->rcpts[1].text, rr[1].text);
+        cr_assert_str_eq(r->rcpts[1].enhanced, "4.7.1");
+        cr_assert_eq(r->rcpts[1].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_str_eq(r->mx_host, "mx1.example.com");
+        cr_assert_str_eq(r->source_address, "127.0.0.2");
+        cr_assert(r->tls);
+        cr_assert_eq(r->port, 25);
+        cr_assert_eq(r->connect_us, 1234);
+        cr_assert_eq(r->total_us, 5678);
+        cr_assert_str_eq(r->transcript, sample.transcript);
+        ipc_result_clear(&out);
+        free(buf);
+}
+
+Test(smtpc_ipc, result_with_another_recipient_count_is_rejected)
+{
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&sample, &buf, &len), 0);
+        struct ipc_result out;
+        cr_assert_eq(ipc_result_decode(buf, len, 3, &out), -EBADMSG);
+        cr_assert_eq(ipc_result_decode(buf, len, 1, &out), -EBADMSG);
+        free(buf);
+}
+
+/* The sample with one member replaced by value (JSON text). */
+static int decode_with(const char *key, const char *value)
+{
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&sample, &buf, &len), 0);
+        json_t *j = json_loads(buf, 0, NULL);
+        free(buf);
+        json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
+        cr_assert_not_null(v, "%s", value);
+        json_object_set_new(j, key, v);
+        buf = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        struct ipc_result out;
+        int r = ipc_result_decode(buf, strlen(buf), 2, &out);
+        if (r == 0)
+                ipc_result_clear(&out);
+        free(buf);
+        return r;
+}
+
+Test(smtpc_ipc, result_fields_out_of_range_or_mistyped_are_rejected)
+{
+        cr_assert_eq(decode_with("status", "\"delivered-ish\""), -EBADMSG);
+        cr_assert_eq(decode_with("failure", "7"), -EBADMSG);
+        cr_assert_eq(decode_with("code", "1000"), -EBADMSG);
+        cr_assert_eq(decode_with("code", "-1"), -EBADMSG);
+        cr_assert_eq(decode_with("port", "70000"), -EBADMSG);
+        cr_assert_eq(decode_with("tls", "1"), -EBADMSG);
+        cr_assert_eq(decode_with("enhanced", "\"4.7.1.1.1.1.1.1.1\""), -EBADMSG);
+        cr_assert_eq(decode_with("total_us", "-5"), -EBADMSG);
+        cr_assert_eq(decode_with("mx_ip", "\"\\u0101\""), -EBADMSG); /* beyond U+00FF */
+        cr_assert_eq(decode_with("rcpts", "[{\"outcome\":\"delivered\"},{}]"), -EBADMSG);
+        cr_assert_eq(decode_with("text", "\"451 ok\""), 0);
+        cr_assert_eq(decode_with("mx_host", "null"), 0);
+}
+
+Test(smtpc_ipc, oversized_strings_and_non_objects_are_rejected)
+{
+        char *big = malloc(SMTPC_TRANSCRIPT_MAX + 16);
+        memset(big, 'a', SMTPC_TRANSCRIPT_MAX + 12);
+        big[0] = '"';
+        big[SMTPC_TRANSCRIPT_MAX + 10] = '"';
+        big[SMTPC_TRANSCRIPT_MAX + 11] = '\0';
+        cr_assert_eq(decode_with("transcript", big), -EBADMSG);
+        free(big);
+        struct ipc_result out;
+        cr_assert_eq(ipc_result_decode("[1,2]", 5, 0, &out), -EBADMSG);
+        cr_assert_eq(ipc_result_decode("{\"status\":", 10, 0, &out), -EBADMSG);
+}
+
+Test(smtpc_ipc, requests_round_trip)
+{
+        const char *rcpts[] = {"a@x.test", "b\xe9@x.test"};
+        struct smtpc_request req = {
+            .queue_id = "Q1", .sender = "", .rcpts = rcpts, .n_rcpts = 2, .body_size = 4096};
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        struct ipc_request q;
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_str_eq(q.queue_id, "Q1");
+        cr_assert_str_eq(q.sender, "");
+        cr_assert_null(q.source);
+        cr_assert_eq(q.n_rcpts, 2);
+        cr_assert_str_eq(q.rcpts[1], rcpts[1]);
+        cr_assert_eq(q.body_size, 4096);
+        ipc_request_clear(&q);
+        free(buf);
+        cr_assert_eq(ipc_request_decode("{\"rcpts\":[]}", 12, &q), -EBADMSG);
+}
+
+Test(smtpc_ipc, messages_larger_than_a_packet_arrive_whole_with_their_fd)
+{
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sv), 0);
+        size_t n = 3 * IPC_CHUNK + 17;
+        struct ipc_out out = {.buf = malloc(n), .len = n, .fd = sv[0]};
+        for (size_t i = 0; i < n; i++)
+                out.buf[i] = (char)('a' + i % 26);
+        cr_assert_eq(ipc_send(sv[0], &out), 1);
+        struct ipc_in in;
+        ipc_in_init(&in, n, true);
+        cr_assert_eq(ipc_recv(sv[1], &in), 1);
+        cr_assert_eq(in.len, n);
+        cr_assert_eq(memcmp(in.buf, out.buf, n), 0);
+        cr_assert_geq(in.fd, 0, "the fd came with the first packet");
+        ipc_in_reset(&in);
+        cr_assert_eq(ipc_recv(sv[1], &in), 0, "nothing more");
+        /* the same message is too big for a receiver allowing n - 1 bytes */
+        out.off = 0;
+        out.fd = -1;
+        cr_assert_eq(ipc_send(sv[0], &out), 1);
+        in.max = n - 1;
+        cr_assert_eq(ipc_recv(sv[1], &in), -EMSGSIZE);
+        ipc_out_clear(&out);
+        ipc_in_reset(&in);
+        free(in.buf);
+        close(sv[0]);
+        cr_assert_eq(ipc_recv(sv[1], &in), -EPIPE);
+        close(sv[1]);
+}
