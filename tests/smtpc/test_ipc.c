@@ -171,8 +171,8 @@ Test(smtpc_ipc, messages_larger_than_a_packet_arrive_whole_with_their_fd)
         cr_assert_eq(ipc_recv(sv[1], &in), -EMSGSIZE);
         ipc_out_clear(&out);
         ipc_in_reset(&in);
-        free(in.buf);
         close(sv[0]);
         cr_assert_eq(ipc_recv(sv[1], &in), -EPIPE);
+        free(in.buf);
         close(sv[1]);
 }
