@@ -673,12 +673,13 @@ static int argv_build(struct smtpc_pool *p, const char *const *prefix, const cha
 int smtpc_pool_new(sd_event *e, const struct tarry_config *cfg,
                    const struct smtpc_pool_options *opt, struct smtpc_pool **out)
 {
-        if (!e || !cfg || !opt || !opt->worker_argv || !opt->worker_argv[0] || !opt->config_path)
+        const char *path = opt && opt->config_path ? opt->config_path : cfg ? cfg->path : NULL;
+        if (!e || !cfg || !opt || !opt->worker_argv || !opt->worker_argv[0] || !path)
                 return -EINVAL;
         struct smtpc_pool *p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
-        if (argv_build(p, opt->worker_argv, opt->config_path) < 0) {
+        if (argv_build(p, opt->worker_argv, path) < 0) {
                 free(p);
                 return -ENOMEM;
         }
@@ -693,6 +694,8 @@ int smtpc_pool_new(sd_event *e, const struct tarry_config *cfg,
 int smtpc_pool_set_config(struct smtpc_pool *p, const struct tarry_config *cfg,
                           const char *config_path)
 {
+        if (cfg && !config_path)
+                config_path = cfg->path;
         if (!cfg || !config_path)
                 return -EINVAL;
         size_t n = p->argc - 2; /* keep the worker command, replace the path */

@@ -207,7 +207,9 @@ int smtpc_read_auth_file(const char *path, char **user, char **password, const c
  * killed and reaped (pidfd on the caller's loop; SIGCHLD is not used, so the
  * caller must not set SIGCHLD to SIG_IGN nor reap with waitpid(-1)); its
  * attempt gets a temporary failure "451 4.3.0 delivery worker ...". Every
- * request gets exactly one done(), from the loop.
+ * request gets exactly one done(), from the loop; done() may start attempts,
+ * abort or reload, but must not free the pool. Workers set PR_SET_PDEATHSIG,
+ * so none outlives the pool's process.
  */
 #define SMTPC_WORKER_FD 3 /* the worker's end of its socket */
 
@@ -219,19 +221,20 @@ struct smtpc_pool_options {
          * NULL}. The pool appends "-C" and the config path; the program must
          * call smtpc_worker_main(SMTPC_WORKER_FD, that path). */
         const char *const *worker_argv;
-        const char *config_path;  /* the file cfg was read from (workers read it) */
+        const char *config_path;  /* the file workers read; NULL: cfg->path */
         uint64_t idle_timeout_us; /* idle workers exit after this; 0: 10 s */
         uint64_t deadline_us;     /* hard limit per attempt; 0: from the config's timeouts */
 };
 
 /* A pool on loop e. cfg (limits and routing for the slot keys) must outlive
  * the pool or be replaced with smtpc_pool_set_config; opt is copied.
- * 0 or negative errno (-EINVAL: no worker_argv or config_path). */
+ * 0 or negative errno (-EINVAL: no worker_argv, or no config path). */
 int smtpc_pool_new(sd_event *e, const struct tarry_config *cfg,
                    const struct smtpc_pool_options *opt, struct smtpc_pool **out);
 
 /* Reload: limits from cfg apply now; idle workers are retired, new workers
- * read config_path; busy workers finish their attempt, then exit.
+ * read config_path (NULL: cfg->path); busy workers finish their attempt,
+ * then exit.
  * 0 or -EINVAL/-ENOMEM. */
 int smtpc_pool_set_config(struct smtpc_pool *p, const struct tarry_config *cfg,
                           const char *config_path);

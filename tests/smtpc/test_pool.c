@@ -600,3 +600,25 @@ Test(smtpc_pool, attempt_start_rejects_requests_without_recipients_or_callback)
         rig_stop(&r);
         fixture_free(f);
 }
+
+Test(smtpc_pool, reload_lets_a_busy_worker_finish_its_attempt_then_retires_it)
+{
+        const char *kv[] = {"delay:dot", "600", NULL};
+        struct fixture *f = start_fixture(kv);
+        struct rig r;
+        rig_start(&r, to_fixture(f, NULL));
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        submit(&r, rcpts, 1, BODY, &o);
+        run_for(&r, 300);
+        cr_assert_eq(smtpc_pool_workers(r.pool), 1);
+        cr_assert_eq(smtpc_pool_set_config(r.pool, r.cfg, NULL), 0, "NULL path: cfg->path");
+        struct outcome *os[] = {&o};
+        cr_assert(run_until(&r, os, 1, 5000));
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        run_for(&r, 300);
+        cr_assert_eq(smtpc_pool_workers(r.pool), 0, "retired after its attempt");
+        outcome_clear(&o);
+        rig_stop(&r);
+        fixture_free(f);
+}
