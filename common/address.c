@@ -2,6 +2,7 @@
 #include "common/address.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 static int fail(const char **why, const char *reason)
@@ -9,6 +10,49 @@ static int fail(const char **why, const char *reason)
         if (why)
                 *why = reason;
         return -EINVAL;
+}
+
+/* Why byte c may never appear in an address, quoted or escaped or not; NULL if it may. */
+static const char *forbidden(unsigned char c)
+{
+        if (c == '\r' || c == '\n')
+                return "contains CR or LF";
+        if (c < 0x20 || c == 0x7f)
+                return "contains a control character";
+        if (c == '<' || c == '>')
+                return "contains '<' or '>'";
+        return NULL;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t left)
+{
+        size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
+        if (n == 0 || n > left || s[0] > 0xf4)
+                return 0;
+        unsigned cp = s[0] & (0x7f >> n);
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (s[i] & 0x3f);
+        }
+        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return n;
+}
+
+/* Non-ASCII is allowed only as UTF-8 (RFC 6531); the spool stores addresses as JSON text. */
+static bool utf8_valid(const char *addr, size_t len)
+{
+        const unsigned char *s = (const unsigned char *)addr;
+        for (size_t i = 0; i < len;) {
+                size_t n = s[i] < 0x80 ? 1 : utf8_len(s + i, len - i);
+                if (n == 0)
+                        return false;
+                i += n;
+        }
+        return true;
 }
 
 int addr_check(const char *addr, const char **why)
@@ -22,16 +66,15 @@ int addr_check(const char *addr, const char **why)
         int quoted = 0, ats = 0;
         for (size_t i = 0; i < len; i++) {
                 unsigned char c = (unsigned char)addr[i];
-                if (c == '\r' || c == '\n')
-                        return fail(why, "contains CR or LF");
-                if (c < 0x20 || c == 0x7f)
-                        return fail(why, "contains a control character");
-                if (c == '<' || c == '>')
-                        return fail(why, "contains '<' or '>'");
+                const char *bad = forbidden(c);
+                if (bad)
+                        return fail(why, bad);
                 if (c == '\\' && quoted) {
                         if (i + 1 >= len)
                                 return fail(why, "ends in a backslash");
-                        i++;
+                        /* an escaped character is still sent as is: check it too */
+                        if ((bad = forbidden((unsigned char)addr[++i])))
+                                return fail(why, bad);
                         continue;
                 }
                 if (c == '"') {
@@ -49,6 +92,8 @@ int addr_check(const char *addr, const char **why)
                 return fail(why, "unbalanced quotes");
         if (ats > 1)
                 return fail(why, "more than one '@' outside quotes");
+        if (!utf8_valid(addr, len))
+                return fail(why, "contains bytes that are not UTF-8");
         const char *dom = addr_domain(addr);
         if (dom && *dom == '\0')
                 return fail(why, "empty domain after '@'");
