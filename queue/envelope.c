@@ -121,6 +121,51 @@ static int set_str(json_t *o, const char *key, const char *s)
         return json_object_set_new(o, key, json_string(s));
 }
 
+/* Length of the well-formed UTF-8 sequence at s (2..4 bytes), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+        size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
+        if (n == 0 || n > left || s[0] > 0xf4)
+                return 0;
+        unsigned cp = s[0] & (0x7f >> n);
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (s[i] & 0x3f);
+        }
+        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+        return cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
+}
+
+/* A free-text field (a server's reply, a full name) as the parser will take
+ * it back: control characters (the newlines of a multi-line reply too)
+ * become spaces, bytes that are not UTF-8 become U+FFFD, and the text is cut
+ * at max bytes on a character boundary. Without this one Latin-1 byte in a
+ * reply made the envelope unwritable, and a multi-line reply unreadable. */
+static int set_text(json_t *o, const char *key, const char *s, size_t max)
+{
+        if (!s)
+                return 0;
+        size_t len = strlen(s), k = 0;
+        _cleanup_free_ char *t = malloc(max + 1);
+        if (!t)
+                return -1;
+        for (size_t i = 0; i < len;) {
+                const unsigned char *c = (const unsigned char *)s + i;
+                size_t n = *c < 0x80 ? 1 : utf8_seq(c, len - i);
+                const char *out = n ? (const char *)c : "\xef\xbf\xbd";
+                size_t olen = n ? n : 3;
+                if (k + olen > max)
+                        break;
+                if (n == 1 && (*c < 0x20 || *c == 0x7f))
+                        out = " ";
+                memcpy(t + k, out, olen);
+                k += olen;
+                i += n ? n : 1;
+        }
+        return json_object_set_new(o, key, json_stringn(t, k));
+}
+
 static int set_int(json_t *o, const char *key, json_int_t v)
 {
         return json_object_set_new(o, key, json_integer(v));
@@ -155,9 +200,9 @@ static json_t *rcpt_to_json(const struct envelope_rcpt *r)
         e |= set_int(o, "first_deferral_us", r->first_deferral_us);
         e |= set_int(o, "reply_code", r->reply_code);
         e |= set_str(o, "dsn_status", r->dsn_status);
-        e |= set_str(o, "last_reply", r->last_reply);
+        e |= set_text(o, "last_reply", r->last_reply, REPLY_MAX);
         e |= set_str(o, "class", r->reply_class);
-        e |= set_str(o, "rule", r->rule);
+        e |= set_text(o, "rule", r->rule, SHORT_MAX);
         e |= set_str(o, "relay", r->relay);
         e |= json_object_set_new(o, "failure_dsn_sent", json_boolean(r->failure_dsn_sent));
         if (e) {
@@ -179,11 +224,11 @@ json_t *envelope_to_json(const struct envelope *env)
         e |= set_int(o, "version", env->version);
         e |= set_str(o, "id", env->id);
         e |= set_str(o, "sender", env->sender ? env->sender : "");
-        e |= set_str(o, "full_name", env->full_name);
+        e |= set_text(o, "full_name", env->full_name, NAME_MAX_LEN);
         e |= set_int(o, "arrival_us", env->arrival_us);
         e |= set_int(o, "size", (json_int_t)env->size);
         e |= set_int(o, "uid", env->uid == (uid_t)-1 ? -1 : (json_int_t)env->uid);
-        e |= set_str(o, "user", env->user);
+        e |= set_text(o, "user", env->user, NAME_MAX_LEN);
         e |= set_str(o, "ret", ret_names[env->ret <= DSN_RET_FULL ? env->ret : 0]);
         e |= set_str(o, "envid", env->envid);
         e |= set_str(o, "source_address", env->source_address);

@@ -298,6 +298,54 @@ Test(queue, update_refuses_an_envelope_it_could_not_read_back)
         free(id);
 }
 
+Test(queue, a_multi_line_reply_with_8bit_text_is_stored_and_read_back)
+{
+        /* found by fuzz_reply/fuzz_submit: smtpc joins reply lines with '\n' and
+         * keeps a server's Latin-1 bytes; the envelope could not be written
+         * (json_string refuses non-UTF-8) or not read back (controls), so the
+         * recipient's state was never persisted */
+        char *id = commit_sample();
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        env->rcpt[0].last_reply = strdup("451-4.7.1 Empf\xe4nger\tbusy\n451 4.7.1 try later");
+        free(env->user);
+        env->user = strdup("j\xf6rg");
+        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_str_eq(back->rcpt[0].last_reply,
+                         "451-4.7.1 Empf\xef\xbf\xbdnger busy 451 4.7.1 try later");
+        cr_assert_str_eq(back->user, "j\xef\xbf\xbdrg");
+        envelope_free(env);
+        envelope_free(back);
+        free(id);
+}
+
+Test(queue, an_overlong_full_name_is_cut_on_a_character_boundary)
+{
+        struct envelope *env = sample_envelope();
+        strcpy(env->id, "0000000100000ABC");
+        char name[400];
+        for (size_t i = 0; i + 2 < sizeof(name); i += 2)
+                memcpy(name + i, "\xc3\xa9", 2); /* é */
+        name[sizeof(name) - 2] = '\0';
+        env->full_name = strdup(name);
+        json_t *j = envelope_to_json(env);
+        cr_assert_not_null(j);
+        char *text = json_dumps(j, 0);
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(envelope_from_json(text, strlen(text), &back, &why), 0, "%s", why);
+        cr_assert_eq(strlen(back->full_name), 256);
+        cr_assert_eq(strncmp(back->full_name, name, 256), 0);
+        free(text);
+        json_decref(j);
+        envelope_free(env);
+        envelope_free(back);
+}
+
 static void write_envelope(const char *id, const char *text)
 {
         char path[512];
