@@ -63,6 +63,8 @@ static const struct key_def keys[] = {
     {"main", "delay_dsn_after_retries", KEY_INT, OFF(delay_dsn_after_retries), 0,
      "send one delay DSN after this many failed retries; 0: never"},
     {"main", "user", KEY_STRING, OFF(user), 0, "tarryd drops to this user when started as root"},
+    {"main", "allow_sender_override", KEY_LIST, LIST(allow_sender_override),
+     "who may set the envelope sender (sendmail -f): yes, no, or user names"},
     {"main", "shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_s), 0,
      "grace for in-flight attempts on SIGTERM"},
     {"main", "classifier_rules", KEY_STRING, OFF(classifier_rules), 0,
@@ -564,6 +566,8 @@ static int set_defaults(struct tarry_config *c)
                 return -ENOMEM;
         if (parse_list("unix:/run/tarry/status.sock", &c->status_listen, &c->n_status_listen) < 0)
                 return -ENOMEM;
+        if (parse_list("yes", &c->allow_sender_override, &c->n_allow_sender_override) < 0)
+                return -ENOMEM;
         c->message_size_limit = 10 * 1024 * 1024;
         c->queue_lifetime_s = 5 * 86400;
         c->delay_dsn_after_retries = 2;
@@ -578,6 +582,47 @@ static int set_defaults(struct tarry_config *c)
         c->destination_concurrency = 20;
         memcpy(c->retry, retry_defaults, sizeof(retry_defaults));
         return 0;
+}
+
+static bool is_yes_or_no(const char *s)
+{
+        return strcmp(s, "yes") == 0 || strcmp(s, "no") == 0;
+}
+
+/* allow_sender_override: "yes", "no", or user names (which are never yes/no). */
+static int validate_sender_override(struct parser *p)
+{
+        const struct tarry_config *c = p->cfg;
+        for (size_t i = 0; i < c->n_allow_sender_override; i++) {
+                const char *u = c->allow_sender_override[i];
+                if (is_yes_or_no(u) && c->n_allow_sender_override > 1)
+                        return fail(p,
+                                    "allow_sender_override: '%s' cannot be mixed with user "
+                                    "names",
+                                    u),
+                               -EINVAL;
+                if (!*u || strspn(u, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789._-$") != strlen(u))
+                        return fail(p, "allow_sender_override: '%s' is not a user name", u),
+                               -EINVAL;
+        }
+        return 0;
+}
+
+bool cfg_sender_allowed(const struct tarry_config *cfg, uid_t uid, const char *user,
+                        const char *sender)
+{
+        if (uid == 0)
+                return true;
+        for (size_t i = 0; i < cfg->n_allow_sender_override; i++) {
+                const char *u = cfg->allow_sender_override[i];
+                if (strcmp(u, "yes") == 0 || (user && strcmp(u, user) == 0))
+                        return true;
+        }
+        /* the sender sendmail would have chosen anyway: user@myorigin */
+        size_t n = user ? strlen(user) : 0;
+        return n > 0 && strncmp(sender, user, n) == 0 && sender[n] == '@' &&
+               strcasecmp(sender + n + 1, cfg->myorigin) == 0;
 }
 
 /* Cross-key checks that a single line cannot express. */
@@ -599,7 +644,7 @@ static int validate(struct parser *p)
         if (c->max_connections < 1 || c->destination_concurrency < 1)
                 return fail(p, "max_connections and destination_concurrency must be at least 1"),
                        -EINVAL;
-        return 0;
+        return validate_sender_override(p);
 }
 
 int cfg_load_string(const char *name, const char *text, struct tarry_config **out, char *err,
@@ -723,7 +768,7 @@ static void print_route(FILE *f, const struct cfg_route *r)
                 fprintf(f, " tls=%s", cfg_tls_name(r->tls));
 }
 
-static void print_key(FILE *f, const struct tarry_config *c, const struct key_def *k)
+static void print_value(FILE *f, const struct tarry_config *c, const struct key_def *k)
 {
         const void *v = (const char *)c + k->offset;
         fprintf(f, "%s = ", k->name);
@@ -758,7 +803,24 @@ static void print_key(FILE *f, const struct tarry_config *c, const struct key_de
                         print_route(f, &c->relayhost);
                 break;
         }
-        fprintf(f, "\t; %s\n", k->doc);
+}
+
+/* "key = value<TAB>; doc", or the doc on a line of its own above a long value:
+ * the printout must load again (inih refuses lines of INI_MAX_LINE or more). */
+static void print_key(FILE *f, const struct tarry_config *c, const struct key_def *k)
+{
+        _cleanup_free_ char *line = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&line, &len);
+        if (!m)
+                return;
+        print_value(m, c, k);
+        if (fclose(m) != 0)
+                return;
+        if (len + 3 + strlen(k->doc) + 1 >= INI_MAX_LINE) /* + the newline */
+                fprintf(f, "; %s\n%s\n", k->doc, line);
+        else
+                fprintf(f, "%s\t; %s\n", line, k->doc);
 }
 
 void cfg_print(FILE *f, const struct tarry_config *c)

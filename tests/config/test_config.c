@@ -215,3 +215,25 @@ Test(config, effective_config_printout_reloads_to_the_same_values)
         cfg_free(c);
         cfg_free(again);
 }
+
+Test(config, printout_of_a_long_value_reloads)
+{
+        /* found by fuzz_config: a value close to the line limit was printed with
+         * its "; doc" comment appended, and the printout no longer loaded */
+        char spool[170] = "/var/spool/";
+        memset(spool + strlen(spool), 'x', sizeof(spool) - strlen(spool) - 1);
+        spool[sizeof(spool) - 1] = '\0';
+        char text[300];
+        snprintf(text, sizeof(text), "[main]\nspool_dir = %s\n", spool);
+        struct tarry_config *c = load_ok(text);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cfg_print(f, c);
+        fclose(f);
+        struct tarry_config *again = load_ok(buf);
+        cr_assert_str_eq(again->spool_dir, spool);
+        free(buf);
+        cfg_free(c);
+        cfg_free(again);
+}
