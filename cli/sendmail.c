@@ -8,6 +8,12 @@
  * input); 67 no user name; 75 the spool cannot take the message now (full
  * disk, quota, file size limit, missing spool); 78 configuration errors.
  * Whatever fails, the draft is aborted: nothing is left half-queued.
+ *
+ * Installed set-group-ID tarrydrop, for a user who cannot write the spool:
+ * -C and $TARRY_CONFIG are refused (77) unless the user is root; the
+ * message goes into the spool's maildrop/ (queue_open_maildrop), and the
+ * group is given up for good right after the drop file is created, before
+ * stdin is read. -f by a user that allow_sender_override does not list: 77.
  */
 #include "cli/cli_util.h"
 #include "cli/headers.h"
@@ -28,8 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sysexits.h>
+#include <limits.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define FULL_NAME_MAX 256
@@ -364,6 +373,14 @@ static int set_sender(struct envelope *env, const struct options *o, const struc
         } else if (!(sender = strdup(""))) {
                 return EX_OSERR;
         }
+        if (o->sender && !cfg_sender_allowed(cfg, getuid(), user, sender)) {
+                fprintf(stderr,
+                        "%s: user %s may not set the envelope sender (-f %s): not allowed by "
+                        "allow_sender_override in %s\n",
+                        prog, user, sender[0] ? sender : "<>", cfg->path);
+                free(sender);
+                return EX_NOPERM;
+        }
         free(env->sender);
         env->sender = sender;
         return 0;
@@ -445,6 +462,65 @@ static int read_message(struct submit *sub, bool dot_ends)
         return r;
 }
 
+/* ---- privileges ---- */
+
+/* Set-group-ID (or set-user-ID) and run by someone else: the binary's extra
+ * rights must not be steerable by the caller. */
+static bool privileged(void)
+{
+        return getuid() != geteuid() || getgid() != getegid();
+}
+
+/* Give up the set-group-ID group for good: real, effective and saved. */
+static int drop_group(void)
+{
+        gid_t g = getgid();
+        if (setresgid(g, g, g) < 0 || getegid() != g) {
+                fprintf(stderr, "%s: cannot give up the set-group-ID group: %s\n", prog,
+                        strerror(errno));
+                return EX_OSERR;
+        }
+        return 0;
+}
+
+/* Can the real user write the spool's private folders (root, its owner, its group)? */
+static bool can_write_spool(const char *spool)
+{
+        static const char *const dirs[] = {"tmp", "incoming"};
+        char path[PATH_MAX];
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                snprintf(path, sizeof(path), "%s/%s", spool, dirs[i]);
+                if (faccessat(AT_FDCWD, path, W_OK | X_OK, 0) < 0) /* real IDs */
+                        return false;
+        }
+        return true;
+}
+
+/* The spool itself when the real user may write it, else its maildrop/; the
+ * set-group-ID group is given up as soon as either is open. */
+static int open_submission_spool(const struct tarry_config *cfg, struct queue **q)
+{
+        int ex;
+        if (can_write_spool(cfg->spool_dir)) {
+                ex = cli_open_spool(prog, cfg, q);
+        } else {
+                int r = queue_open_maildrop(cfg->spool_dir, q);
+                ex = r < 0 ? EX_TEMPFAIL : 0;
+                if (r < 0)
+                        fprintf(stderr, "%s: cannot write the spool %s, nor its maildrop: %s%s\n",
+                                prog, cfg->spool_dir, strerror(-r),
+                                r == -EACCES ? " (is sendmail installed set-group-ID "
+                                               "tarrydrop?)"
+                                             : "");
+        }
+        int dx = drop_group();
+        if (dx && !ex) {
+                queue_close(*q);
+                return dx;
+        }
+        return ex;
+}
+
 static int enqueue(const struct options *o, const struct tarry_config *cfg, char **rcpts,
                    int n_rcpts)
 {
@@ -458,7 +534,7 @@ static int enqueue(const struct options *o, const struct tarry_config *cfg, char
                 return usage_error("Recipient addresses must be specified on the command line or "
                                    "via the -t option");
         struct queue *q = NULL;
-        if ((ex = cli_open_spool(prog, cfg, &q)))
+        if ((ex = open_submission_spool(cfg, &q)))
                 return ex;
         struct submit_opts so = {.cfg = cfg,
                                  .extract_rcpts = o->extract,
@@ -503,7 +579,7 @@ static int enqueue(const struct options *o, const struct tarry_config *cfg, char
 static int run_smtp(const struct tarry_config *cfg)
 {
         struct queue *q = NULL;
-        int ex = cli_open_spool(prog, cfg, &q);
+        int ex = open_submission_spool(cfg, &q);
         if (ex) {
                 printf("421 4.3.0 %s Error: mail system unavailable\r\n", cfg->myhostname);
                 fflush(stdout);
@@ -512,6 +588,22 @@ static int run_smtp(const struct tarry_config *cfg)
         ex = smtp_server_run(cfg, q, STDIN_FILENO, stdout);
         queue_close(q);
         return ex;
+}
+
+/* As Postfix restricts alternate_config_directories: a privileged sendmail
+ * pointed at another config would write another spool with our group. */
+static int check_alternate_config(const struct options *o)
+{
+        if (!privileged() || getuid() == 0)
+                return 0;
+        const char *env = getenv("TARRY_CONFIG");
+        if (!o->config && !(env && *env))
+                return 0;
+        fprintf(stderr,
+                "%s: %s is honoured only for root: this sendmail is set-group-ID, and another "
+                "configuration could point it at another spool\n",
+                prog, o->config ? "-C" : "$TARRY_CONFIG");
+        return EX_NOPERM;
 }
 
 int main(int argc, char **argv)
@@ -528,6 +620,10 @@ int main(int argc, char **argv)
         umask(007);
         int ex = parse_options(argc, argv, &o);
         if (ex)
+                return ex;
+        if ((ex = check_alternate_config(&o)))
+                return ex;
+        if (o.mode != MODE_ENQUEUE && o.mode != MODE_SMTP && (ex = drop_group()))
                 return ex;
         if (o.mode == MODE_MAILQ)
                 return tarryq_list(o.config, false);

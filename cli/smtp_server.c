@@ -141,6 +141,11 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
                 free(env->sender);
                 env->sender = a;
         }
+        if (!cfg_sender_allowed(s->cfg, env->uid, env->user, env->sender)) {
+                error_reply(s, "553 5.7.1 Error: this user may not set the envelope sender "
+                               "(allow_sender_override)");
+                return;
+        }
         for (size_t i = 0; i < c->n_params; i++) {
                 const char *err = mail_param(s, &c->params[i], env);
                 if (err) {

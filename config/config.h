@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "common/reply_class.h"
 
@@ -73,11 +74,13 @@ struct tarry_config {
         char *status_group; /* group owning the unix socket, or NULL */
         uint64_t message_size_limit;
         int64_t queue_lifetime_s;
-        int delay_dsn_after_retries; /* 0: no delay DSNs */
-        char *user;                  /* tarryd switches to this user when started as root */
-        int64_t shutdown_timeout_s;  /* grace for in-flight attempts on SIGTERM */
-        char *classifier_rules;      /* operator rule file, or NULL */
-        int64_t greylist_memory_s;   /* forget learned greylist delays after this */
+        int delay_dsn_after_retries;  /* 0: no delay DSNs */
+        char *user;                   /* tarryd switches to this user when started as root */
+        char **allow_sender_override; /* "yes", "no", or user names allowed to use -f */
+        size_t n_allow_sender_override;
+        int64_t shutdown_timeout_s; /* grace for in-flight attempts on SIGTERM */
+        char *classifier_rules;     /* operator rule file, or NULL */
+        int64_t greylist_memory_s;  /* forget learned greylist delays after this */
 
         /* [smtp] */
         uint16_t smtp_port; /* port for MX delivery (25) */
@@ -118,6 +121,12 @@ void cfg_print(FILE *f, const struct tarry_config *cfg);
 
 /* The [transport] route for a recipient domain, or NULL if none matches. */
 const struct cfg_route *cfg_transport_for(const struct tarry_config *cfg, const char *domain);
+
+/* allow_sender_override: may local user (uid, user) submit with envelope
+ * sender (sendmail -f, or MAIL FROM in -bs)? Always for root and for
+ * user@myorigin, the sender tarry would have chosen; else as configured. */
+bool cfg_sender_allowed(const struct tarry_config *cfg, uid_t uid, const char *user,
+                        const char *sender);
 
 /* Parsers shared with other modules' inputs (tarryq, rule files). */
 int cfg_parse_duration(const char *s, int64_t *out_s); /* "90", "5m", "2h", "5d" */

@@ -1,16 +1,31 @@
-/* daemon/pickup.c — new mail from incoming/, and the queue at start-up.
+/* daemon/pickup.c — new mail from incoming/ and maildrop/, and the queue at start-up.
  *
  * sendmail renames each committed message into incoming/; inotify tells us
  * at once (IN_MOVED_TO), and a full scan runs at start and after an inotify
  * queue overflow. Each message moves to active/ before it is indexed, so a
  * message is in exactly one folder and listed exactly once.
+ *
+ * Users who cannot write the spool submit through maildrop/ (queue.h): a
+ * drop file is taken when its sendmail closes it (IN_CLOSE_WRITE), at start,
+ * and by a rescan every MAILDROP_RESCAN_S (which also catches a writer whose
+ * close was seen a moment before its lock went). Each drop file is untrusted:
+ * queue_maildrop_take checks it and copies its records into incoming/, where
+ * the watch above picks them up; the submitter is the file's owner, and
+ * allow_sender_override is enforced again here.
  */
+#include "common/cleanup.h"
 #include "daemon/log.h"
 #include "daemon/tarryd.h"
 
 #include <errno.h>
+#include <pwd.h>
+#include <stdlib.h>
 #include <stdio.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <sys/inotify.h>
 
 static void quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why)
@@ -150,13 +165,141 @@ static int on_incoming(sd_event_source *s, const struct inotify_event *ev, void 
         return 0;
 }
 
+/* ---- maildrop/ ---- */
+
+#define MAILDROP_RESCAN_S 60
+#define MAILDROP_RETRY_US (200 * 1000) /* a drop file closed but still locked: look again */
+
+static sd_event_source *maildrop_timer; /* floating: the loop owns it */
+
+/* Fill in the submitter's name and enforce allow_sender_override. */
+static int check_drop(struct envelope *env, void *userdata, const char **why)
+{
+        struct tarryd *d = userdata;
+        struct passwd *pw = getpwuid(env->uid);
+        char num[32];
+        snprintf(num, sizeof(num), "%u", (unsigned)env->uid);
+        if (!(env->user = strdup(pw ? pw->pw_name : num)))
+                return -ENOMEM;
+        if (!cfg_sender_allowed(d->cfg, env->uid, pw ? pw->pw_name : NULL, env->sender)) {
+                *why = "its owner may not set the envelope sender (allow_sender_override)";
+                return -EPERM;
+        }
+        return 0;
+}
+
+static void note_corrupt_drop(struct tarryd *d, const char *name, const struct maildrop_result *res)
+{
+        d->n_corrupt++;
+        if (d->metrics)
+                status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS, STATUS_LABELS("corrupt"), 1);
+        if (res->quarantine_error)
+                log_error("maildrop/%s: refused (%s) and cannot move it to corrupt/: %s", name,
+                          res->why ? res->why : "invalid", strerror(-res->quarantine_error));
+        else
+                log_error("maildrop/%s: refused (%s); %d message(s) before it queued; moved to "
+                          "corrupt/maildrop-%s",
+                          name, res->why ? res->why : "invalid", res->queued, name);
+}
+
+static void log_taken(const char *name, const struct maildrop_result *res)
+{
+        for (int i = 0; i < res->queued && i < (int)ELEMENTSOF(res->ids); i++)
+                log_record(LOG_INFO, &(struct log_fields){.queue_id = res->ids[i]},
+                           "%s: picked up from maildrop/%s", res->ids[i], name);
+        if (res->unfinished)
+                log_warn("maildrop/%s: dropped a message its sendmail never finished", name);
+}
+
+/* 0, or -EBUSY when the writer still holds it. */
+static int take_drop(struct tarryd *d, const char *name)
+{
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+                return 0;
+        uint64_t max = d->cfg->message_size_limit ? d->cfg->message_size_limit : UINT64_MAX;
+        struct maildrop_result res;
+        int r = queue_maildrop_take(d->queue, name, max, check_drop, d, &res);
+        if (r == 0)
+                log_taken(name, &res);
+        else if (r == -EBADMSG || r == -EPERM)
+                note_corrupt_drop(d, name, &res);
+        else if (r != -EBUSY && r != -ENOENT)
+                log_error("maildrop/%s: cannot take it: %s", name, strerror(-r));
+        return r == -EBUSY ? r : 0;
+}
+
+static int scan_maildrop(struct tarryd *d)
+{
+        int fd = openat(queue_maildrop_fd(d->queue), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *dir = fdopendir(fd);
+        if (!dir) {
+                close(fd);
+                return -errno;
+        }
+        struct dirent *de;
+        while ((de = readdir(dir)))
+                take_drop(d, de->d_name);
+        closedir(dir);
+        return 0;
+}
+
+static void rescan_maildrop_in(uint64_t usec)
+{
+        if (maildrop_timer && sd_event_source_set_time_relative(maildrop_timer, usec) >= 0)
+                sd_event_source_set_enabled(maildrop_timer, SD_EVENT_ONESHOT);
+}
+
+static int on_maildrop_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)s, (void)usec;
+        int r = scan_maildrop(userdata);
+        if (r < 0)
+                log_error("cannot read maildrop/: %s", strerror(-r));
+        rescan_maildrop_in(MAILDROP_RESCAN_S * 1000000ULL);
+        return 0;
+}
+
+static int on_maildrop(sd_event_source *s, const struct inotify_event *ev, void *userdata)
+{
+        (void)s;
+        struct tarryd *d = userdata;
+        if (ev->mask & IN_Q_OVERFLOW) {
+                log_warn("inotify queue overflow: rescanning maildrop/");
+                rescan_maildrop_in(0);
+                return 0;
+        }
+        if (ev->len > 0 && take_drop(d, ev->name) == -EBUSY)
+                rescan_maildrop_in(MAILDROP_RETRY_US);
+        return 0;
+}
+
+static int maildrop_start(struct tarryd *d)
+{
+        if (queue_maildrop_fd(d->queue) < 0)
+                return 0; /* an older spool: submissions by its owner only */
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", d->cfg->spool_dir, QUEUE_MAILDROP_DIR);
+        int r = sd_event_add_inotify(d->loop, NULL, path, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR,
+                                     on_maildrop, d);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time_relative(d->loop, &maildrop_timer, CLOCK_MONOTONIC,
+                                       MAILDROP_RESCAN_S * 1000000ULL, 0, on_maildrop_timer, d);
+        if (r < 0)
+                return r;
+        sd_event_source_set_floating(maildrop_timer, true);
+        return scan_maildrop(d);
+}
+
 int pickup_start(struct tarryd *d)
 {
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", d->cfg->spool_dir, queue_dir_name(QUEUE_INCOMING));
         int r = sd_event_add_inotify(d->loop, &d->incoming_watch, path,
                                      IN_MOVED_TO | IN_CREATE | IN_ONLYDIR, on_incoming, d);
-        if (r < 0)
+        if (r < 0 || (r = maildrop_start(d)) < 0)
                 return r;
         return pickup_scan_incoming(d);
 }

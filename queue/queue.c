@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,15 +43,24 @@ static const char *const dir_names[QUEUE__DIR_MAX] = {
 
 struct queue {
         int root_fd;
+        int maildrop_fd; /* tarryd: maildrop/ to read; sendmail: maildrop/ as O_PATH */
+        /* A maildrop handle (queue_open_maildrop) has only these besides maildrop_fd: */
+        int drop_fd;       /* this process's drop file, flock()ed, or -1 */
+        uint64_t drop_end; /* bytes of whole records in it */
+        bool drop_synced;  /* its directory entry is known durable */
+        bool drop_broken;  /* a failed record could not be cut off: take no more */
+        bool drop_busy;    /* a draft is open */
         int dir_fd[QUEUE__DIR_MAX];
         int tmp_fd;
         int state_fd;
-        bool batch_dirsync;          /* moves/removals leave their folder fsync to queue_sync */
+        bool batch_dirsync;         /* moves/removals leave their folder fsync to queue_sync */
         bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
 };
 
 struct queue_draft {
         struct queue *q;
+        bool drop; /* a record of the maildrop file; body_fd is q->drop_fd */
+        uint64_t drop_start;
         int dir_fd; /* tmp/NAME, flock()ed while the draft lives */
         int body_fd;
         char name[40];
@@ -130,6 +140,10 @@ void queue_close(struct queue *q)
         closep(&q->tmp_fd);
         closep(&q->state_fd);
         closep(&q->root_fd);
+        closep(&q->maildrop_fd);
+        if (q->drop_fd >= 0)
+                flock(q->drop_fd, LOCK_UN); /* before the close that tarryd's inotify reports */
+        closep(&q->drop_fd);
         free(q);
 }
 
@@ -147,7 +161,19 @@ static int open_subdirs(struct queue *q, bool create)
         if ((r = ensure_dir_at(q->root_fd, "state", create)) < 0)
                 return r;
         q->state_fd = r;
+        /* Optional: a spool without maildrop/ takes submissions by its owner only. */
+        if (create && mkdirat(q->root_fd, QUEUE_MAILDROP_DIR, 0700) == 0 &&
+            fchmodat(q->root_fd, QUEUE_MAILDROP_DIR, MAILDROP_DIR_MODE, 0) < 0)
+                return -errno;
+        q->maildrop_fd = open_dir_at(q->root_fd, QUEUE_MAILDROP_DIR);
+        if (q->maildrop_fd < 0 && q->maildrop_fd != -ENOENT)
+                return q->maildrop_fd;
         return 0;
+}
+
+int queue_maildrop_fd(const struct queue *q)
+{
+        return q->maildrop_fd >= 0 ? q->maildrop_fd : -ENOENT;
 }
 
 int queue_open(const char *spool_dir, int flags, struct queue **out)
@@ -161,7 +187,7 @@ int queue_open(const char *spool_dir, int flags, struct queue **out)
         struct queue *q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        q->tmp_fd = q->state_fd = -1;
+        q->tmp_fd = q->state_fd = q->maildrop_fd = q->drop_fd = -1;
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 q->dir_fd[i] = -1;
         int r = q->root_fd = open_dir_at(AT_FDCWD, spool_dir);
@@ -217,6 +243,10 @@ static int remove_tmp_entry(struct queue *q, const char *name, int fd)
 
 static void draft_free(struct queue_draft *d)
 {
+        if (d->drop) {
+                d->q->drop_busy = false;
+                d->body_fd = -1; /* the queue's drop file, not ours */
+        }
         closep(&d->body_fd);
         closep(&d->dir_fd);
         free(d);
@@ -240,12 +270,164 @@ static int draft_mkdir(struct queue_draft *d)
         return r < 0 ? r : 0;
 }
 
+/* ---- maildrop records (the drafts of a queue_open_maildrop handle) ---- */
+
+static int draft_flush(struct queue_draft *d);
+static int envelope_dump(const struct envelope *env, char **out, size_t *len);
+
+static int drop_record_begin(struct queue_draft *d)
+{
+        struct queue *q = d->q;
+        if (q->drop_broken)
+                return -EIO;
+        if (q->drop_busy)
+                return -EBUSY;
+        char hdr[MAILDROP_HEADER_LEN + 1];
+        snprintf(hdr, sizeof(hdr), "%-*s\n", MAILDROP_HEADER_LEN - 1, MAILDROP_OPEN_MAGIC);
+        if (lseek(q->drop_fd, (off_t)q->drop_end, SEEK_SET) < 0)
+                return -errno;
+        int r = fd_write_all(q->drop_fd, hdr, MAILDROP_HEADER_LEN);
+        if (r < 0) {
+                if (ftruncate(q->drop_fd, (off_t)q->drop_end) < 0)
+                        q->drop_broken = true;
+                return r;
+        }
+        d->drop = true;
+        d->drop_start = q->drop_end;
+        d->body_fd = q->drop_fd;
+        q->drop_busy = true;
+        return 0;
+}
+
+/* Cut a record that will not be committed off the end of the drop file. */
+static void drop_record_cut(struct queue_draft *d)
+{
+        if (ftruncate(d->q->drop_fd, (off_t)d->drop_start) < 0)
+                d->q->drop_broken = true; /* a "tarry-open" record would hide later ones */
+}
+
+/* Body, then envelope, fsync; only then the header that makes the record whole. */
+static int drop_record_write(struct queue_draft *d, struct envelope *env)
+{
+        struct queue *q = d->q;
+        int r = draft_flush(d);
+        if (r < 0)
+                return r;
+        env->size = d->size;
+        env->version = ENVELOPE_VERSION;
+        env->arrival_us = now_realtime_us();
+        id_from_time(env->arrival_us, env->id); /* a placeholder: tarryd assigns the real ID */
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        if ((r = envelope_dump(env, &text, &len)) < 0)
+                return r;
+        if (len > ENVELOPE_MAX_BYTES)
+                return -E2BIG;
+        if ((r = fd_write_all(q->drop_fd, text, len)) < 0)
+                return r;
+        if (fdatasync(q->drop_fd) < 0)
+                return -errno;
+        char hdr[MAILDROP_HEADER_LEN + 1];
+        snprintf(hdr, sizeof(hdr), MAILDROP_MAGIC " %020llu %010zu\n", (unsigned long long)d->size,
+                 len);
+        if (pwrite(q->drop_fd, hdr, MAILDROP_HEADER_LEN, (off_t)d->drop_start) !=
+            MAILDROP_HEADER_LEN)
+                return errno ? -errno : -EIO;
+        if (fdatasync(q->drop_fd) < 0)
+                return -errno;
+        /* maildrop/ is not readable by submitters, so it cannot be opened to be
+         * fsynced: syncfs commits the file's directory entry instead. */
+        if (!q->drop_synced && syncfs(q->drop_fd) < 0)
+                return -errno;
+        q->drop_synced = true;
+        q->drop_end = d->drop_start + MAILDROP_HEADER_LEN + d->size + len;
+        return 0;
+}
+
+/* draft_finish frees the draft, or aborts it (cutting the record off) on failure. */
+static int drop_record_commit(struct queue_draft *d, struct envelope *env)
+{
+        errno = 0;
+        return drop_record_write(d, env);
+}
+
+static int drop_random_name(char out[MAILDROP_NAME_LEN + 1])
+{
+        unsigned char rnd[MAILDROP_NAME_LEN / 2];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+                return -EIO; /* the name is what keeps other users out: no weak fallback */
+        for (size_t i = 0; i < sizeof(rnd); i++)
+                snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+        return 0;
+}
+
+/* Create maildrop/NAME already locked and readable by tarryd: made as .tmp-NAME, renamed. */
+static int drop_create(struct queue *q)
+{
+        char name[MAILDROP_NAME_LEN + 1], hidden[MAILDROP_NAME_LEN + 8];
+        int r = drop_random_name(name);
+        if (r < 0)
+                return r;
+        snprintf(hidden, sizeof(hidden), MAILDROP_TMP_PREFIX "%s", name);
+        int fd = openat(q->maildrop_fd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0600);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, LOCK_EX) < 0 || fchmod(fd, MAILDROP_FILE_MODE) < 0 ||
+            renameat2(q->maildrop_fd, hidden, q->maildrop_fd, name, RENAME_NOREPLACE) < 0) {
+                r = -errno;
+                unlinkat(q->maildrop_fd, hidden, 0);
+                close(fd);
+                return r;
+        }
+        q->drop_fd = fd;
+        return 0;
+}
+
+int queue_open_maildrop(const char *spool_dir, struct queue **out)
+{
+        struct queue *q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        q->root_fd = q->tmp_fd = q->state_fd = q->drop_fd = -1;
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                q->dir_fd[i] = -1;
+        char path[PATH_MAX];
+        int r = -ENAMETOOLONG;
+        if ((size_t)snprintf(path, sizeof(path), "%s/" QUEUE_MAILDROP_DIR, spool_dir) <
+            sizeof(path)) {
+                /* O_PATH: searching and creating need no read permission on the folder */
+                q->maildrop_fd = openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                r = q->maildrop_fd < 0 ? -errno : drop_create(q);
+        }
+        if (r < 0) {
+                queue_close(q);
+                return r;
+        }
+        *out = q;
+        return 0;
+}
+
+bool queue_is_maildrop(const struct queue *q)
+{
+        return q->drop_fd >= 0;
+}
+
 int queue_draft_begin(struct queue *q, struct queue_draft **out)
 {
         struct queue_draft *d = malloc(sizeof(*d));
         if (!d)
                 return -ENOMEM;
         *d = (struct queue_draft){.q = q, .dir_fd = -1, .body_fd = -1};
+        if (q->drop_fd >= 0) {
+                int r = drop_record_begin(d);
+                if (r < 0) {
+                        free(d);
+                        return r;
+                }
+                *out = d;
+                return 0;
+        }
         int r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
@@ -304,7 +486,10 @@ void queue_draft_abort(struct queue_draft *d)
 {
         if (!d)
                 return;
-        remove_tmp_entry(d->q, d->name, d->dir_fd);
+        if (d->drop)
+                drop_record_cut(d);
+        else
+                remove_tmp_entry(d->q, d->name, d->dir_fd);
         draft_free(d);
 }
 
@@ -408,7 +593,7 @@ static int draft_commit_into(struct queue_draft *d, struct envelope *env, enum q
 
 static int draft_finish(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
 {
-        int r = draft_commit_into(d, env, dir);
+        int r = d->drop ? drop_record_commit(d, env) : draft_commit_into(d, env, dir);
         if (r < 0) {
                 queue_draft_abort(d);
                 return r;

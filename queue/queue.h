@@ -65,14 +65,14 @@ struct envelope_rcpt {
         int attempts;
         int64_t first_attempt_us; /* 0: never */
         int64_t last_attempt_us;
-        int64_t next_attempt_us;  /* when deferred */
+        int64_t next_attempt_us; /* when deferred */
         int64_t first_deferral_us;
-        int reply_code;     /* last basic code (0: none yet) */
-        char *dsn_status;   /* last enhanced status "4.7.1", or NULL */
-        char *last_reply;   /* last reply text, multi-line joined, or NULL */
-        char *reply_class;  /* class name assigned by the scheduler, or NULL */
-        char *rule;         /* classifier rule that matched, or NULL */
-        char *relay;        /* "host[ip]:port" of the last attempt, or NULL */
+        int reply_code;    /* last basic code (0: none yet) */
+        char *dsn_status;  /* last enhanced status "4.7.1", or NULL */
+        char *last_reply;  /* last reply text, multi-line joined, or NULL */
+        char *reply_class; /* class name assigned by the scheduler, or NULL */
+        char *rule;        /* classifier rule that matched, or NULL */
+        char *relay;       /* "host[ip]:port" of the last attempt, or NULL */
         bool failure_dsn_sent;
 };
 
@@ -89,7 +89,7 @@ struct envelope {
         char *envid;          /* RFC 3461 ENVID, or NULL */
         char *source_address; /* pinned at the first attempt, or NULL */
         bool delay_dsn_sent;
-        bool is_dsn;          /* a report tarry generated itself */
+        bool is_dsn; /* a report tarry generated itself */
         size_t n_rcpt;
         struct envelope_rcpt *rcpt;
 };
@@ -173,6 +173,77 @@ int queue_sync(struct queue *q);
 /* Start-up recovery: remove abandoned tmp/ entries (whose writer is gone).
  * Returns the number removed. */
 int queue_recover_tmp(struct queue *q);
+
+/* ---- the maildrop: submissions by users who cannot write the spool ----
+ *
+ * maildrop/ (mode 1730, group tarrydrop: sticky, group-writable, not
+ * readable) takes submissions from `sendmail` run set-group-ID tarrydrop by
+ * any local user. Each sendmail process creates ONE drop file there under
+ * an unguessable name (created as .tmp-NAME, flock()ed, made 0644, renamed
+ * to NAME) and keeps it locked while it runs; each message it accepts is
+ * appended as one record:
+ *     "tarry-drop 1 " BODY_LEN (20 digits) " " ENV_LEN (10 digits) "\n"
+ *     BODY_LEN bytes of body, ENV_LEN bytes of envelope JSON
+ * While a record is written its header reads "tarry-open 1" (padded to the
+ * same 45 bytes); the real header is written only after body and envelope
+ * are fdatasync()ed, and fdatasync()ed in turn (the first record also runs
+ * syncfs(), as maildrop/ cannot be opened by the submitter to be fsynced).
+ * A failed record is cut off (ftruncate), so a drop file is a run of whole
+ * records, then at most one unfinished one from a writer that died.
+ *
+ * tarryd takes a drop file once its writer is gone (the lock is free): it
+ * treats it as untrusted input (queue_maildrop_take), copies every whole
+ * record into incoming/ as a new message, then unlinks it. The submitter
+ * is the file's owner (fstat), never anything written inside it.
+ */
+#define QUEUE_MAILDROP_DIR  "maildrop"
+#define MAILDROP_DIR_MODE   01730
+#define MAILDROP_FILE_MODE  0644 /* readable by tarryd; hidden by the unreadable folder */
+#define MAILDROP_NAME_LEN   32   /* hex digits: 128 random bits */
+#define MAILDROP_TMP_PREFIX ".tmp-"
+#define MAILDROP_MAGIC      "tarry-drop 1"
+#define MAILDROP_OPEN_MAGIC "tarry-open 1"
+#define MAILDROP_HEADER_LEN 45
+
+/* sendmail, for a user who cannot write the spool: open spool_dir/maildrop
+ * and create this process's drop file (needs the tarrydrop group for this
+ * call only). Drafts on the returned handle (queue_draft_begin/write/commit,
+ * one at a time) append records; commit returns 0 only once the record is
+ * durable. Nothing else may be called on it but queue_close. */
+int queue_open_maildrop(const char *spool_dir, struct queue **out);
+bool queue_is_maildrop(const struct queue *q);
+
+/* tarryd: the maildrop/ folder of a spool opened with queue_open (-ENOENT
+ * when the spool has none). */
+int queue_maildrop_fd(const struct queue *q);
+
+/* Called for each record before it is queued: env holds what the record
+ * says (sender, full_name, ret, envid, recipients with notify and orcpt;
+ * addresses already re-checked with addr_check) and uid = the drop file's
+ * owner; user is NULL for the callback to fill. Return 0 to queue it, or
+ * -EPERM / -EBADMSG with *why set to refuse the whole file. */
+typedef int (*maildrop_check_fn)(struct envelope *env, void *userdata, const char **why);
+
+struct maildrop_result {
+        int queued;                    /* records committed into incoming/ */
+        bool unfinished;               /* a record its writer never finished was dropped */
+        const char *why;               /* -EBADMSG/-EPERM: why the file went to corrupt/ */
+        int quarantine_error;          /* and 0, or why it could not be moved there */
+        char ids[8][QUEUE_ID_LEN + 1]; /* the first queue IDs given, for logs */
+};
+
+/* Take maildrop/name (name as listed in the folder). Returns 0 with the file
+ * consumed (every whole record queued into incoming/, then unlinked);
+ * -EBUSY while its writer still holds it; -ENOENT when it is gone;
+ * -EBADMSG or -EPERM when it is not a drop file tarry can trust (not a
+ * regular single-link file, bad header, lengths over body_max or the
+ * envelope limit, bad envelope, refused by check): it is then moved to
+ * corrupt/maildrop-NAME (unless res->quarantine_error) and res->why says
+ * why (records before the bad one stay queued); other negative errnos for I/O trouble (file left in
+ * place). Names starting with ".tmp-" are taken only once older than an hour (a sendmail that died
+ * before locking); then they are just removed. */
+int queue_maildrop_take(struct queue *q, const char *name, uint64_t body_max,
+                        maildrop_check_fn check, void *userdata, struct maildrop_result *res);
 
 /* ---- listings (tarryq -p/-j, the status endpoint) ---- */
 
