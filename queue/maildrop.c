@@ -159,17 +159,20 @@ static int take_record(struct take *t, uint64_t off, uint64_t *next)
         uint64_t left = t->size - off;
         if (left == 0)
                 return 0;
-        ssize_t n = left < MAILDROP_HEADER_LEN ? -1 : pread(t->fd, hdr, sizeof(hdr), (off_t)off);
-        if (left < MAILDROP_HEADER_LEN ||
-            (n == MAILDROP_HEADER_LEN && memcmp(hdr, MAILDROP_OPEN_MAGIC, 12) == 0)) {
+        size_t want = left < MAILDROP_HEADER_LEN ? (size_t)left : MAILDROP_HEADER_LEN;
+        ssize_t n = pread(t->fd, hdr, want, (off_t)off);
+        if (n < 0)
+                return -errno;
+        if ((size_t)n != want)
+                return refuse(t, -EBADMSG, "the file changed while it was read");
+        size_t magic = sizeof(MAILDROP_OPEN_MAGIC) - 1;
+        if (memcmp(hdr, MAILDROP_OPEN_MAGIC, want < magic ? want : magic) == 0) {
                 t->res->unfinished = true; /* its writer died before committing it */
                 return 0;
         }
-        if (n < 0)
-                return -errno;
         uint64_t body_len;
         size_t env_len;
-        if (n != MAILDROP_HEADER_LEN || parse_header(hdr, &body_len, &env_len) < 0)
+        if (want != MAILDROP_HEADER_LEN || parse_header(hdr, &body_len, &env_len) < 0)
                 return refuse(t, -EBADMSG, "a record header is malformed");
         if (body_len > t->body_max)
                 return refuse(t, -EBADMSG, "a message is larger than message_size_limit");

@@ -1,0 +1,422 @@
+/* tests/install/test_privileges.c — tarry on a multi-user machine.
+ *
+ * sendmail is installed set-group-ID tarrydrop (a copy of the built one,
+ * chgrp'ed and chmod g+s by the test) and run by unprivileged users that
+ * the test creates; tarryd runs as root (user = root, said explicitly).
+ * The installed sendmail reads only /etc/tarry/tarry.conf, so each run
+ * happens in a private mount namespace where the test's directory is
+ * bind-mounted on /etc/tarry. Needs root (skipped otherwise).
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+
+#define ALICE "tarrytest-alice"
+#define BOB   "tarrytest-bob"
+#define EX_NS 125 /* the child could not set up its namespace: skip */
+
+struct env {
+        struct fixture *smtp;
+        struct harness h;
+        char sendmail[320]; /* the set-group-ID copy */
+        bool made_etc_tarry;
+};
+
+static void ensure_account(const char *user)
+{
+        if (getpwnam(user))
+                return;
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "useradd --system --no-create-home --shell /usr/sbin/nologin %s",
+                 user);
+        cr_assert_eq(system(cmd), 0, "cannot create user %s", user);
+}
+
+static void ensure_group(const char *group)
+{
+        if (getgrnam(group))
+                return;
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "groupadd --system %s", group);
+        cr_assert_eq(system(cmd), 0, "cannot create group %s", group);
+}
+
+static void sh(const char *fmt, const char *a, const char *b)
+{
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), fmt, a, b);
+        cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
+}
+
+/* The config every run uses: no TCP status endpoint, example.test to the fixture. */
+static void write_config(struct env *e, const char *more)
+{
+        char text[4096];
+        snprintf(text, sizeof(text),
+                 "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
+                 "status_listen = unix:%s/status.sock\nshutdown_timeout = 2s\n%s"
+                 "[smtp]\nconnect_timeout = 2s\ncommand_timeout = 3s\n"
+                 "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 e->h.spool, e->h.dir, more ? more : "", fixture_port(e->smtp));
+        harness_write_config(&e->h, text);
+        cr_assert_eq(chmod(e->h.conf, 0644), 0);
+}
+
+/* A machine as installed: users, the tarrydrop group, a set-group-ID sendmail,
+ * the spool searchable but not readable, maildrop/ 1730 root:tarrydrop. */
+static void setup(struct env *e, const char *more)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root (creates users and a set-group-ID binary)");
+        ensure_group("tarrydrop");
+        ensure_account(ALICE);
+        ensure_account(BOB);
+        memset(e, 0, sizeof(*e));
+        cr_assert_eq(fixture_new("127.0.0.1", &e->smtp), 0);
+        cr_assert_eq(fixture_start(e->smtp, 0), 0);
+        harness_init(&e->h, NULL);
+        write_config(e, more);
+        cr_assert_eq(chmod(e->h.dir, 0711), 0);
+        harness_start(&e->h);
+        sh("chgrp tarrydrop %s/maildrop && chmod 1730 %s/maildrop", e->h.spool, e->h.spool);
+        cr_assert_eq(chmod(e->h.spool, 0711), 0);
+        snprintf(e->sendmail, sizeof(e->sendmail), "%s/sendmail", e->h.dir);
+        sh("cp %s %s", harness_binary("cli/sendmail"), e->sendmail);
+        sh("chgrp tarrydrop %s && chmod 2755 %s", e->sendmail, e->sendmail);
+        e->made_etc_tarry = mkdir("/etc/tarry", 0755) == 0;
+}
+
+static void teardown(struct env *e)
+{
+        cr_assert_eq(harness_stop(&e->h, SIGTERM, 5000), 0);
+        if (!getenv("TARRY_KEEP"))
+                harness_cleanup(&e->h);
+        fixture_free(e->smtp);
+        if (e->made_etc_tarry)
+                rmdir("/etc/tarry");
+}
+
+struct run {
+        int status;
+        char out[8192];
+        char err[8192];
+};
+
+static void slurp(const char *path, char *buf, size_t len)
+{
+        buf[0] = '\0';
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return;
+        size_t n = fread(buf, 1, len - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+}
+
+/* In the child: /etc/tarry is the test's dir, then become user for good. */
+static void become(const struct env *e, const char *user)
+{
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount(e->h.dir, "/etc/tarry", NULL, MS_BIND, NULL) < 0)
+                _exit(EX_NS);
+        if (!user)
+                return;
+        struct passwd *pw = getpwnam(user);
+        if (!pw || setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+                _exit(EX_NS);
+}
+
+/* Run argv as user (NULL: root) with input on stdin; env_kv ("K=V") is added if given. */
+static struct run run_as(const struct env *e, const char *user, const char *input,
+                         const char *env_kv, const char *const *argv)
+{
+        char in[400], out[400], err[400];
+        snprintf(in, sizeof(in), "%s/run.in", e->h.dir);
+        snprintf(out, sizeof(out), "%s/run.out", e->h.dir);
+        snprintf(err, sizeof(err), "%s/run.err", e->h.dir);
+        FILE *f = fopen(in, "w");
+        cr_assert_not_null(f);
+        fputs(input ? input : "", f);
+        fclose(f);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                int i = open(in, O_RDONLY), o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644),
+                    r = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                dup2(i, 0), dup2(o, 1), dup2(r, 2);
+                become(e, user);
+                unsetenv("TARRY_CONFIG");
+                if (env_kv)
+                        putenv((char *)env_kv);
+                execv(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        struct run res = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
+        if (res.status == EX_NS)
+                cr_skip_test("no private mount namespace here (unshare: %s)", strerror(errno));
+        slurp(out, res.out, sizeof(res.out));
+        slurp(err, res.err, sizeof(res.err));
+        return res;
+}
+
+static int sendmail_as(struct env *e, const char *user, const char *rcpt, const char *subject,
+                       struct run *res)
+{
+        char msg[512];
+        snprintf(msg, sizeof(msg), "Subject: %s\n\nsent by %s\n", subject, user);
+        const char *argv[] = {e->sendmail, rcpt, NULL};
+        *res = run_as(e, user, msg, NULL, argv);
+        return res->status;
+}
+
+static size_t entries(const char *dir)
+{
+        DIR *d = opendir(dir);
+        cr_assert_not_null(d, "%s: %s", dir, strerror(errno));
+        size_t n = 0;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                n += de->d_name[0] != '.';
+        closedir(d);
+        return n;
+}
+
+static char *only_active_envelope(struct env *e)
+{
+        char dir[400], path[700];
+        snprintf(dir, sizeof(dir), "%s/active", e->h.spool);
+        DIR *d = opendir(dir);
+        cr_assert_not_null(d);
+        struct dirent *de;
+        path[0] = '\0';
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        snprintf(path, sizeof(path), "%s/%s/envelope", dir, de->d_name);
+        closedir(d);
+        cr_assert(path[0], "nothing in active/");
+        static char text[16384];
+        slurp(path, text, sizeof(text));
+        return text;
+}
+
+static void wait_active(struct env *e, size_t n)
+{
+        char dir[400];
+        snprintf(dir, sizeof(dir), "%s/active", e->h.spool);
+        for (int i = 0; i < 300 && entries(dir) < n; i++)
+                harness_sleep_ms(10);
+        cr_assert_eq(entries(dir), n, "expected %zu message(s) in active/", n);
+}
+
+Test(install, an_unprivileged_user_submits_and_tarryd_delivers)
+{
+        struct env e;
+        setup(&e, NULL);
+        struct run r;
+        cr_assert_eq(sendmail_as(&e, ALICE, "bob@example.test", "hello", &r), 0, "%s", r.err);
+        cr_assert_eq(fixture_wait_txns(e.smtp, 1, 5000), 0, "not delivered");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(e.smtp, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, ALICE "@tarry.test");
+        cr_assert_str_eq(t.rcpts[0], "bob@example.test");
+        fixture_txn_clear(&t);
+        cr_assert(harness_log_contains(&e.h, "picked up from maildrop/"));
+        char drop[400];
+        snprintf(drop, sizeof(drop), "%s/maildrop", e.h.spool);
+        cr_assert_eq(entries(drop), 0, "the drop file is consumed");
+        teardown(&e);
+}
+
+Test(install, the_envelope_records_the_submitting_user)
+{
+        struct env e;
+        setup(&e, NULL);
+        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct run r;
+        cr_assert_eq(sendmail_as(&e, ALICE, "bob@example.test", "who", &r), 0, "%s", r.err);
+        wait_active(&e, 1);
+        const char *env = only_active_envelope(&e);
+        char want[64];
+        snprintf(want, sizeof(want), "\"uid\":%u", (unsigned)getpwnam(ALICE)->pw_uid);
+        cr_assert(strstr(env, want), "no %s in %s", want, env);
+        cr_assert(strstr(env, "\"user\":\"" ALICE "\""), "%s", env);
+        teardown(&e);
+}
+
+Test(install, an_ordinary_user_cannot_point_sendmail_at_another_config)
+{
+        struct env e;
+        setup(&e, NULL);
+        char evil[400], evil_conf[400];
+        snprintf(evil, sizeof(evil), "%s/evil-spool", e.h.dir);
+        snprintf(evil_conf, sizeof(evil_conf), "%s/evil.conf", e.h.dir);
+        FILE *f = fopen(evil_conf, "w");
+        fprintf(f, "[main]\nspool_dir = %s\n", evil);
+        fclose(f);
+        chmod(evil_conf, 0644);
+        sh("mkdir -p %s/maildrop && chmod -R 1777 %s", evil, evil);
+
+        const char *argv[] = {e.sendmail, "-C", evil_conf, "bob@example.test", NULL};
+        struct run r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, argv);
+        cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
+        cr_assert(strstr(r.err, "-C is honoured only for root"), "%s", r.err);
+
+        char env_kv[500];
+        snprintf(env_kv, sizeof(env_kv), "TARRY_CONFIG=%s", evil_conf);
+        const char *argv2[] = {e.sendmail, "bob@example.test", NULL};
+        r = run_as(&e, ALICE, "Subject: x\n\ny\n", env_kv, argv2);
+        cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
+        cr_assert(strstr(r.err, "$TARRY_CONFIG is honoured only for root"), "%s", r.err);
+        char drop[450];
+        snprintf(drop, sizeof(drop), "%s/maildrop", evil);
+        cr_assert_eq(entries(drop), 0, "nothing was written to the other spool");
+        teardown(&e);
+}
+
+/* Runs in the child as ALICE: 0 if every read of the spool is refused. */
+static int probe_spool(const struct env *e, const char *id)
+{
+        char path[600];
+        if (opendir(e->h.spool))
+                return 1;
+        const char *const subs[] = {"incoming", "active", "hold", "corrupt", "tmp", "maildrop"};
+        for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+                snprintf(path, sizeof(path), "%s/%s", e->h.spool, subs[i]);
+                if (opendir(path))
+                        return 2;
+        }
+        snprintf(path, sizeof(path), "%s/active/%s/body", e->h.spool, id);
+        if (open(path, O_RDONLY) >= 0 || errno != EACCES)
+                return 3;
+        snprintf(path, sizeof(path), "%s/active/%s", e->h.spool, id);
+        if (rename(path, "/tmp/stolen") == 0 || unlink(path) == 0)
+                return 4;
+        return 0;
+}
+
+static void queued_id(const struct env *e, char id[32])
+{
+        char dir[400];
+        snprintf(dir, sizeof(dir), "%s/active", e->h.spool);
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        snprintf(id, 32, "%.16s", de->d_name);
+        closedir(d);
+}
+
+Test(install, an_ordinary_user_cannot_read_change_or_delete_the_spool)
+{
+        struct env e;
+        setup(&e, NULL);
+        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct run r;
+        cr_assert_eq(sendmail_as(&e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
+        wait_active(&e, 1);
+        char id[32] = "";
+        queued_id(&e, id);
+        pid_t pid = fork();
+        if (pid == 0) {
+                become(&e, ALICE);
+                _exit(probe_spool(&e, id));
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "probe %d: the spool is readable",
+                  WEXITSTATUS(st));
+        wait_active(&e, 1);
+        teardown(&e);
+}
+
+Test(install, an_ordinary_user_cannot_list_or_delete_another_users_mail_with_tarryq)
+{
+        struct env e;
+        setup(&e, NULL);
+        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct run r;
+        cr_assert_eq(sendmail_as(&e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
+        wait_active(&e, 1);
+        char id[32] = "";
+        queued_id(&e, id);
+
+        const char *list[] = {harness_binary("cli/tarryq"), "-C", e.h.conf, "-j", NULL};
+        r = run_as(&e, ALICE, NULL, NULL, list);
+        cr_assert_neq(r.status, 0);
+        cr_assert_null(strstr(r.out, id), "alice saw bob's message: %s", r.out);
+        cr_assert_null(strstr(r.out, "carol@example.test"));
+        cr_assert(strstr(r.err, "Permission denied"), "%s", r.err);
+
+        const char *del[] = {harness_binary("cli/tarryq"), "-C", e.h.conf, "-d", "ALL", NULL};
+        r = run_as(&e, ALICE, NULL, NULL, del);
+        cr_assert_neq(r.status, 0);
+        wait_active(&e, 1);
+
+        r = run_as(&e, NULL, NULL, NULL, list); /* root sees it */
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        cr_assert(strstr(r.out, id), "%s", r.out);
+        teardown(&e);
+}
+
+Test(install, sender_override_can_be_limited_to_listed_users)
+{
+        struct env e;
+        setup(&e, "allow_sender_override = " BOB "\n");
+        const char *argv[] = {e.sendmail, "-f", "ceo@bank.example", "x@example.test", NULL};
+        struct run r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, argv);
+        cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
+        cr_assert(strstr(r.err, "allow_sender_override"), "%s", r.err);
+
+        const char *own[] = {e.sendmail, "-f", ALICE "@tarry.test", "x@example.test", NULL};
+        r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, own);
+        cr_assert_eq(r.status, 0, "her own address is always fine: %s", r.err);
+
+        r = run_as(&e, BOB, "Subject: x\n\ny\n", NULL, argv);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        cr_assert_eq(fixture_wait_txns(e.smtp, 2, 5000), 0);
+        struct fixture_txn t;
+        bool seen = false;
+        for (size_t i = 0; i < 2; i++) {
+                cr_assert_eq(fixture_txn_get(e.smtp, i, &t), 0);
+                seen |= strcmp(t.mail_from, "ceo@bank.example") == 0;
+                fixture_txn_clear(&t);
+        }
+        cr_assert(seen, "bob's -f was not used");
+        teardown(&e);
+}
+
+Test(install, an_smtp_session_by_an_ordinary_user_queues_every_message)
+{
+        struct env e;
+        setup(&e, NULL);
+        const char *session = "EHLO client\r\n"
+                              "MAIL FROM:<" ALICE "@tarry.test>\r\nRCPT TO:<one@example.test>\r\n"
+                              "DATA\r\nSubject: 1\r\n\r\nfirst\r\n.\r\n"
+                              "MAIL FROM:<" ALICE "@tarry.test>\r\nRCPT TO:<two@example.test>\r\n"
+                              "DATA\r\nSubject: 2\r\n\r\nsecond\r\n.\r\nQUIT\r\n";
+        const char *argv[] = {e.sendmail, "-bs", NULL};
+        struct run r = run_as(&e, ALICE, session, NULL, argv);
+        cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+        const char *p = strstr(r.out, "250 2.0.0 Ok: queued");
+        cr_assert(p && strstr(p + 1, "250 2.0.0 Ok: queued"), "%s", r.out);
+        cr_assert_eq(fixture_wait_txns(e.smtp, 2, 5000), 0, "not both delivered");
+        teardown(&e);
+}
