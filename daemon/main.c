@@ -159,6 +159,10 @@ static void chown_spool(struct tarryd *d, uid_t uid, gid_t gid)
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 if (fchown(queue_dir_fd(d->queue, i), uid, gid) < 0)
                         log_warn("cannot chown spool folder %s: %m", queue_dir_name(i));
+        /* maildrop/ keeps its group (tarrydrop, set by tmpfiles or the package) */
+        if (queue_maildrop_fd(d->queue) >= 0 &&
+            fchown(queue_maildrop_fd(d->queue), uid, (gid_t)-1) < 0)
+                log_warn("cannot chown spool folder %s: %m", QUEUE_MAILDROP_DIR);
 }
 
 static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata)

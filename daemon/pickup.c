@@ -299,7 +299,10 @@ int pickup_start(struct tarryd *d)
         snprintf(path, sizeof(path), "%s/%s", d->cfg->spool_dir, queue_dir_name(QUEUE_INCOMING));
         int r = sd_event_add_inotify(d->loop, &d->incoming_watch, path,
                                      IN_MOVED_TO | IN_CREATE | IN_ONLYDIR, on_incoming, d);
-        if (r < 0 || (r = maildrop_start(d)) < 0)
+        if (r < 0)
                 return r;
+        if ((r = maildrop_start(d)) < 0) /* local users cannot submit; root still can */
+                log_error("cannot watch %s/%s: %s", d->cfg->spool_dir, QUEUE_MAILDROP_DIR,
+                          strerror(-r));
         return pickup_scan_incoming(d);
 }
