@@ -478,6 +478,8 @@ static int set_transport(struct parser *p, const char *domain, const char *value
 {
         const char *why = "invalid";
         struct cfg_route r;
+        if (!*domain) /* "= host" would print as a continuation line and never match */
+                return fail(p, "a route in [transport] needs a domain before '='");
         int ret = cfg_parse_route(value, &r, &why);
         if (ret < 0)
                 return fail(p, "bad route '%s' for %s in [transport]: %s", value, domain, why);

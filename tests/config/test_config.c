@@ -237,3 +237,10 @@ Test(config, printout_of_a_long_value_reloads)
         cfg_free(c);
         cfg_free(again);
 }
+
+Test(config, a_transport_route_without_a_domain_is_an_error)
+{
+        /* found by fuzz_config: "= host" was taken as a route for the empty domain */
+        expect_error("[transport]\n= [127.0.0.1]:2525\n",
+                     "tarry.conf:2: a route in [transport] needs a domain before '='");
+}
