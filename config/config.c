@@ -770,17 +770,18 @@ static void print_route(FILE *f, const struct cfg_route *r)
                 fprintf(f, " tls=%s", cfg_tls_name(r->tls));
 }
 
-static void print_value(FILE *f, const struct tarry_config *c, const struct key_def *k)
+static void print_value(FILE *f, const struct tarry_config *c, const struct key_def *k,
+                        bool compact)
 {
         const void *v = (const char *)c + k->offset;
-        fprintf(f, "%s = ", k->name);
+        fprintf(f, compact ? "%s=" : "%s = ", k->name);
         switch (k->type) {
         case KEY_STRING:
                 fputs(*(char *const *)v ? *(char *const *)v : "", f);
                 break;
         case KEY_LIST:
                 for (char *const *s = *(char **const *)v; s && *s; s++)
-                        fprintf(f, "%s%s", s == *(char **const *)v ? "" : ", ", *s);
+                        fprintf(f, "%s%s", s == *(char **const *)v ? "" : compact ? "," : ", ", *s);
                 break;
         case KEY_BOOL:
                 fputs(*(const bool *)v ? "yes" : "no", f);
@@ -807,17 +808,33 @@ static void print_value(FILE *f, const struct tarry_config *c, const struct key_
         }
 }
 
-/* "key = value<TAB>; doc", or the doc on a line of its own above a long value:
- * the printout must load again (inih refuses lines of INI_MAX_LINE or more). */
+static char *render_value(const struct tarry_config *c, const struct key_def *k, bool compact,
+                          size_t *len)
+{
+        char *line = NULL;
+        FILE *m = open_memstream(&line, len);
+        if (!m)
+                return NULL;
+        print_value(m, c, k, compact);
+        if (fclose(m) != 0) {
+                free(line);
+                return NULL;
+        }
+        return line;
+}
+
+/* "key = value<TAB>; doc", or the doc on a line of its own above a long value,
+ * written "key=a,b" if it is longer still: the printout must load again
+ * (inih refuses lines of INI_MAX_LINE or more). */
 static void print_key(FILE *f, const struct tarry_config *c, const struct key_def *k)
 {
-        _cleanup_free_ char *line = NULL;
         size_t len = 0;
-        FILE *m = open_memstream(&line, &len);
-        if (!m)
-                return;
-        print_value(m, c, k);
-        if (fclose(m) != 0)
+        _cleanup_free_ char *line = render_value(c, k, false, &len);
+        if (line && len + 1 >= INI_MAX_LINE) {
+                free(line);
+                line = render_value(c, k, true, &len);
+        }
+        if (!line)
                 return;
         if (len + 3 + strlen(k->doc) + 1 >= INI_MAX_LINE) /* + the newline */
                 fprintf(f, "; %s\n%s\n", k->doc, line);

@@ -244,3 +244,24 @@ Test(config, a_transport_route_without_a_domain_is_an_error)
         expect_error("[transport]\n= [127.0.0.1]:2525\n",
                      "tarry.conf:2: a route in [transport] needs a domain before '='");
 }
+
+Test(config, printout_of_a_long_address_list_reloads)
+{
+        /* found by fuzz_config: "a,b,..." near the line limit grew to "a, b, ..." */
+        char list[190] = "";
+        while (strlen(list) + 10 < 180)
+                strcat(list, strlen(list) ? ",127.0.0.2" : "127.0.0.2");
+        char text[300];
+        snprintf(text, sizeof(text), "[main]\nsource_address=%s\n", list);
+        struct tarry_config *c = load_ok(text);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cfg_print(f, c);
+        fclose(f);
+        struct tarry_config *again = load_ok(buf);
+        cr_assert_str_eq(again->source_addresses[16], "127.0.0.2");
+        free(buf);
+        cfg_free(c);
+        cfg_free(again);
+}
