@@ -151,7 +151,9 @@ static char *read_line(char *str, int num, void *stream)
                 return NULL;
         const char *nl = strchr(p->pos, '\n');
         size_t len = nl ? (size_t)(nl - p->pos) + 1 : strlen(p->pos);
-        if (len >= (size_t)num) {
+        /* the same limit with or without the final newline, so that a last line
+         * without one is not longer than any other line can be */
+        if ((nl ? len : len + 1) >= (size_t)num) {
                 p->line++;
                 p->line_too_long = true;
                 len = (size_t)num - 1;
@@ -669,7 +671,7 @@ int cfg_load_string(const char *name, const char *text, struct tarry_config **ou
                 int bad_line = ini_parse_stream(read_line, &p, handle, &p);
                 if (p.line_too_long && !p.failed) {
                         p.line = 0;
-                        fail(&p, "a line is longer than %d characters", INI_MAX_LINE - 1);
+                        fail(&p, "a line is longer than %d characters", INI_MAX_LINE - 2);
                 }
                 if (bad_line > 0 && !p.failed) {
                         p.line = bad_line;

@@ -265,3 +265,16 @@ Test(config, printout_of_a_long_address_list_reloads)
         cfg_free(c);
         cfg_free(again);
 }
+
+Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
+{
+        /* found by fuzz_config: a 199-character last line without "\n" loaded,
+         * the same line with it did not, so the printout of such a file failed */
+        char text[300] = "[main]\nspool_dir = /";
+        size_t n = strlen(text) - strlen("[main]\n");
+        memset(text + strlen(text), 'x', 199 - n);
+        text[strlen("[main]\n") + 199] = '\0';
+        expect_error(text, "tarry.conf:0: a line is longer than 198 characters");
+        text[strlen(text) - 1] = '\0'; /* 198 characters: fine */
+        cfg_free(load_ok(text));
+}
