@@ -278,3 +278,19 @@ Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
         text[strlen(text) - 1] = '\0'; /* 198 characters: fine */
         cfg_free(load_ok(text));
 }
+
+Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
+{
+        /* found by fuzz_config: "key=;x" printed as "key = ;x", which inih reads as a comment */
+        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\n");
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cfg_print(f, c);
+        fclose(f);
+        struct tarry_config *again = load_ok(buf);
+        cr_assert_str_eq(again->myhostname, ";x");
+        free(buf);
+        cfg_free(c);
+        cfg_free(again);
+}
