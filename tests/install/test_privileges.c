@@ -112,6 +112,21 @@ static void teardown(struct env *e)
                 rmdir("/etc/tarry");
 }
 
+static struct env E; /* one installed machine per test (.init/.fini run even on failure) */
+
+static void suite_setup(void)
+{
+        setup(&E, NULL);
+}
+
+static void suite_teardown(void)
+{
+        if (E.smtp)
+                teardown(&E);
+}
+
+TestSuite(install, .init = suite_setup, .fini = suite_teardown);
+
 struct run {
         int status;
         char out[8192];
@@ -228,67 +243,61 @@ static void wait_active(struct env *e, size_t n)
 
 Test(install, an_unprivileged_user_submits_and_tarryd_delivers)
 {
-        struct env e;
-        setup(&e, NULL);
+        struct env *e = &E;
         struct run r;
-        cr_assert_eq(sendmail_as(&e, ALICE, "bob@example.test", "hello", &r), 0, "%s", r.err);
-        cr_assert_eq(fixture_wait_txns(e.smtp, 1, 5000), 0, "not delivered");
+        cr_assert_eq(sendmail_as(e, ALICE, "bob@example.test", "hello", &r), 0, "%s", r.err);
+        cr_assert_eq(fixture_wait_txns(e->smtp, 1, 5000), 0, "not delivered");
         struct fixture_txn t;
-        cr_assert_eq(fixture_txn_get(e.smtp, 0, &t), 0);
+        cr_assert_eq(fixture_txn_get(e->smtp, 0, &t), 0);
         cr_assert_str_eq(t.mail_from, ALICE "@tarry.test");
         cr_assert_str_eq(t.rcpts[0], "bob@example.test");
         fixture_txn_clear(&t);
-        cr_assert(harness_log_contains(&e.h, "picked up from maildrop/"));
-        char drop[400];
-        snprintf(drop, sizeof(drop), "%s/maildrop", e.h.spool);
+        cr_assert(harness_log_contains(&e->h, "picked up from maildrop/"));
+        char drop[1100];
+        snprintf(drop, sizeof(drop), "%s/maildrop", e->h.spool);
         cr_assert_eq(entries(drop), 0, "the drop file is consumed");
-        teardown(&e);
 }
 
 Test(install, the_envelope_records_the_submitting_user)
 {
-        struct env e;
-        setup(&e, NULL);
-        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct env *e = &E;
+        fixture_set(e->smtp, "rcpt", "451 4.3.0 try again later");
         struct run r;
-        cr_assert_eq(sendmail_as(&e, ALICE, "bob@example.test", "who", &r), 0, "%s", r.err);
-        wait_active(&e, 1);
-        const char *env = only_active_envelope(&e);
+        cr_assert_eq(sendmail_as(e, ALICE, "bob@example.test", "who", &r), 0, "%s", r.err);
+        wait_active(e, 1);
+        const char *env = only_active_envelope(e);
         char want[64];
         snprintf(want, sizeof(want), "\"uid\":%u", (unsigned)getpwnam(ALICE)->pw_uid);
         cr_assert(strstr(env, want), "no %s in %s", want, env);
         cr_assert(strstr(env, "\"user\":\"" ALICE "\""), "%s", env);
-        teardown(&e);
 }
 
 Test(install, an_ordinary_user_cannot_point_sendmail_at_another_config)
 {
-        struct env e;
-        setup(&e, NULL);
-        char evil[400], evil_conf[400];
-        snprintf(evil, sizeof(evil), "%s/evil-spool", e.h.dir);
-        snprintf(evil_conf, sizeof(evil_conf), "%s/evil.conf", e.h.dir);
+        struct env *e = &E;
+        char evil[1024], evil_conf[1024];
+        snprintf(evil, sizeof(evil), "%.255s/evil-spool", e->h.dir);
+        snprintf(evil_conf, sizeof(evil_conf), "%.255s/evil.conf", e->h.dir);
         FILE *f = fopen(evil_conf, "w");
         fprintf(f, "[main]\nspool_dir = %s\n", evil);
         fclose(f);
         chmod(evil_conf, 0644);
         sh("mkdir -p %s/maildrop && chmod -R 1777 %s", evil, evil);
 
-        const char *argv[] = {e.sendmail, "-C", evil_conf, "bob@example.test", NULL};
-        struct run r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, argv);
+        const char *argv[] = {e->sendmail, "-C", evil_conf, "bob@example.test", NULL};
+        struct run r = run_as(e, ALICE, "Subject: x\n\ny\n", NULL, argv);
         cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
         cr_assert(strstr(r.err, "-C is honoured only for root"), "%s", r.err);
 
-        char env_kv[500];
+        char env_kv[1100];
         snprintf(env_kv, sizeof(env_kv), "TARRY_CONFIG=%s", evil_conf);
-        const char *argv2[] = {e.sendmail, "bob@example.test", NULL};
-        r = run_as(&e, ALICE, "Subject: x\n\ny\n", env_kv, argv2);
+        const char *argv2[] = {e->sendmail, "bob@example.test", NULL};
+        r = run_as(e, ALICE, "Subject: x\n\ny\n", env_kv, argv2);
         cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
         cr_assert(strstr(r.err, "$TARRY_CONFIG is honoured only for root"), "%s", r.err);
-        char drop[450];
+        char drop[1700];
         snprintf(drop, sizeof(drop), "%s/maildrop", evil);
         cr_assert_eq(entries(drop), 0, "nothing was written to the other spool");
-        teardown(&e);
 }
 
 /* Runs in the child as ALICE: 0 if every read of the spool is refused. */
@@ -326,97 +335,92 @@ static void queued_id(const struct env *e, char id[32])
 
 Test(install, an_ordinary_user_cannot_read_change_or_delete_the_spool)
 {
-        struct env e;
-        setup(&e, NULL);
-        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct env *e = &E;
+        fixture_set(e->smtp, "rcpt", "451 4.3.0 try again later");
         struct run r;
-        cr_assert_eq(sendmail_as(&e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
-        wait_active(&e, 1);
+        cr_assert_eq(sendmail_as(e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
+        wait_active(e, 1);
         char id[32] = "";
-        queued_id(&e, id);
+        queued_id(e, id);
         pid_t pid = fork();
         if (pid == 0) {
-                become(&e, ALICE);
-                _exit(probe_spool(&e, id));
+                become(e, ALICE);
+                _exit(probe_spool(e, id));
         }
         int st;
         waitpid(pid, &st, 0);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "probe %d: the spool is readable",
                   WEXITSTATUS(st));
-        wait_active(&e, 1);
-        teardown(&e);
+        wait_active(e, 1);
 }
 
 Test(install, an_ordinary_user_cannot_list_or_delete_another_users_mail_with_tarryq)
 {
-        struct env e;
-        setup(&e, NULL);
-        fixture_set(e.smtp, "rcpt", "451 4.3.0 try again later");
+        struct env *e = &E;
+        fixture_set(e->smtp, "rcpt", "451 4.3.0 try again later");
         struct run r;
-        cr_assert_eq(sendmail_as(&e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
-        wait_active(&e, 1);
+        cr_assert_eq(sendmail_as(e, BOB, "carol@example.test", "private", &r), 0, "%s", r.err);
+        wait_active(e, 1);
         char id[32] = "";
-        queued_id(&e, id);
+        queued_id(e, id);
 
-        const char *list[] = {harness_binary("cli/tarryq"), "-C", e.h.conf, "-j", NULL};
-        r = run_as(&e, ALICE, NULL, NULL, list);
+        const char *list[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-j", NULL};
+        r = run_as(e, ALICE, NULL, NULL, list);
         cr_assert_neq(r.status, 0);
         cr_assert_null(strstr(r.out, id), "alice saw bob's message: %s", r.out);
         cr_assert_null(strstr(r.out, "carol@example.test"));
         cr_assert(strstr(r.err, "Permission denied"), "%s", r.err);
 
-        const char *del[] = {harness_binary("cli/tarryq"), "-C", e.h.conf, "-d", "ALL", NULL};
-        r = run_as(&e, ALICE, NULL, NULL, del);
+        const char *del[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-d", "ALL", NULL};
+        r = run_as(e, ALICE, NULL, NULL, del);
         cr_assert_neq(r.status, 0);
-        wait_active(&e, 1);
+        wait_active(e, 1);
 
-        r = run_as(&e, NULL, NULL, NULL, list); /* root sees it */
+        r = run_as(e, NULL, NULL, NULL, list); /* root sees it */
         cr_assert_eq(r.status, 0, "%s", r.err);
         cr_assert(strstr(r.out, id), "%s", r.out);
-        teardown(&e);
 }
 
 Test(install, sender_override_can_be_limited_to_listed_users)
 {
-        struct env e;
-        setup(&e, "allow_sender_override = " BOB "\n");
-        const char *argv[] = {e.sendmail, "-f", "ceo@bank.example", "x@example.test", NULL};
-        struct run r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, argv);
+        struct env *e = &E;
+        write_config(e, "allow_sender_override = " BOB "\n");
+        kill(e->h.tarryd, SIGHUP); /* tarryd enforces it too */
+        harness_sleep_ms(200);
+        const char *argv[] = {e->sendmail, "-f", "ceo@bank.example", "x@example.test", NULL};
+        struct run r = run_as(e, ALICE, "Subject: x\n\ny\n", NULL, argv);
         cr_assert_eq(r.status, EX_NOPERM, "exit %d: %s", r.status, r.err);
         cr_assert(strstr(r.err, "allow_sender_override"), "%s", r.err);
 
-        const char *own[] = {e.sendmail, "-f", ALICE "@tarry.test", "x@example.test", NULL};
-        r = run_as(&e, ALICE, "Subject: x\n\ny\n", NULL, own);
+        const char *own[] = {e->sendmail, "-f", ALICE "@tarry.test", "x@example.test", NULL};
+        r = run_as(e, ALICE, "Subject: x\n\ny\n", NULL, own);
         cr_assert_eq(r.status, 0, "her own address is always fine: %s", r.err);
 
-        r = run_as(&e, BOB, "Subject: x\n\ny\n", NULL, argv);
+        r = run_as(e, BOB, "Subject: x\n\ny\n", NULL, argv);
         cr_assert_eq(r.status, 0, "%s", r.err);
-        cr_assert_eq(fixture_wait_txns(e.smtp, 2, 5000), 0);
+        cr_assert_eq(fixture_wait_txns(e->smtp, 2, 5000), 0);
         struct fixture_txn t;
         bool seen = false;
         for (size_t i = 0; i < 2; i++) {
-                cr_assert_eq(fixture_txn_get(e.smtp, i, &t), 0);
+                cr_assert_eq(fixture_txn_get(e->smtp, i, &t), 0);
                 seen |= strcmp(t.mail_from, "ceo@bank.example") == 0;
                 fixture_txn_clear(&t);
         }
         cr_assert(seen, "bob's -f was not used");
-        teardown(&e);
 }
 
 Test(install, an_smtp_session_by_an_ordinary_user_queues_every_message)
 {
-        struct env e;
-        setup(&e, NULL);
+        struct env *e = &E;
         const char *session = "EHLO client\r\n"
                               "MAIL FROM:<" ALICE "@tarry.test>\r\nRCPT TO:<one@example.test>\r\n"
                               "DATA\r\nSubject: 1\r\n\r\nfirst\r\n.\r\n"
                               "MAIL FROM:<" ALICE "@tarry.test>\r\nRCPT TO:<two@example.test>\r\n"
                               "DATA\r\nSubject: 2\r\n\r\nsecond\r\n.\r\nQUIT\r\n";
-        const char *argv[] = {e.sendmail, "-bs", NULL};
-        struct run r = run_as(&e, ALICE, session, NULL, argv);
+        const char *argv[] = {e->sendmail, "-bs", NULL};
+        struct run r = run_as(e, ALICE, session, NULL, argv);
         cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
         const char *p = strstr(r.out, "250 2.0.0 Ok: queued");
         cr_assert(p && strstr(p + 1, "250 2.0.0 Ok: queued"), "%s", r.out);
-        cr_assert_eq(fixture_wait_txns(e.smtp, 2, 5000), 0, "not both delivered");
-        teardown(&e);
+        cr_assert_eq(fixture_wait_txns(e->smtp, 2, 5000), 0, "not both delivered");
 }
