@@ -826,14 +826,15 @@ static char *render_value(const struct tarry_config *c, const struct key_def *k,
 }
 
 /* "key = value<TAB>; doc", or the doc on a line of its own above a long value,
- * written "key=a,b" if it is longer still or starts with ';': the printout must load again
+ * written "key=a,b" if it is longer still or holds a ';': the printout must load again
  * (inih refuses lines of INI_MAX_LINE or more). */
 static void print_key(FILE *f, const struct tarry_config *c, const struct key_def *k)
 {
         size_t len = 0;
         _cleanup_free_ char *line = render_value(c, k, false, &len);
-        /* inih takes " ;" as the start of a comment: "key=;x" must stay tight */
-        bool semicolon = line && len > strlen(k->name) + 3 && line[strlen(k->name) + 3] == ';';
+        /* inih takes " ;" as the start of a comment: "key=;x" and "a,;b" must stay tight */
+        bool semicolon =
+            line && len > strlen(k->name) + 3 && strchr(line + strlen(k->name) + 3, ';');
         if (line && (len + 1 >= INI_MAX_LINE || semicolon)) {
                 free(line);
                 line = render_value(c, k, true, &len);

@@ -282,7 +282,7 @@ Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
 Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
 {
         /* found by fuzz_config: "key=;x" printed as "key = ;x", which inih reads as a comment */
-        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\n");
+        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\nsource_address=127.0.0.2,;\n");
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
@@ -290,6 +290,7 @@ Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
         fclose(f);
         struct tarry_config *again = load_ok(buf);
         cr_assert_str_eq(again->myhostname, ";x");
+        cr_assert_str_eq(again->source_addresses[1], ";");
         free(buf);
         cfg_free(c);
         cfg_free(again);
