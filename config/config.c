@@ -847,6 +847,24 @@ static void print_key(FILE *f, const struct tarry_config *c, const struct key_de
                 fprintf(f, "%s\t; %s\n", line, k->doc);
 }
 
+/* "domain = route", or "domain=route" when that is needed to stay within the line limit. */
+static void print_transport(FILE *f, const struct cfg_transport *t)
+{
+        char *route = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&route, &len);
+        if (!m)
+                return;
+        print_route(m, &t->route);
+        if (fclose(m) != 0) {
+                free(route);
+                return;
+        }
+        bool tight = strlen(t->domain) + 3 + len + 1 >= INI_MAX_LINE;
+        fprintf(f, "%s%s%s\n", t->domain, tight ? "=" : " = ", route);
+        free(route);
+}
+
 void cfg_print(FILE *f, const struct tarry_config *c)
 {
         fprintf(f, "; effective configuration read from %s\n", c->path);
@@ -859,11 +877,8 @@ void cfg_print(FILE *f, const struct tarry_config *c)
                 print_key(f, c, &keys[i]);
         }
         fprintf(f, "\n[transport]\n");
-        for (size_t i = 0; i < c->n_transports; i++) {
-                fprintf(f, "%s = ", c->transports[i].domain);
-                print_route(f, &c->transports[i].route);
-                fputc('\n', f);
-        }
+        for (size_t i = 0; i < c->n_transports; i++)
+                print_transport(f, &c->transports[i]);
         for (int i = 0; i < CLASS__MAX; i++) {
                 if (i == CLASS_PERMANENT)
                         continue;

@@ -295,3 +295,24 @@ Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
         cfg_free(c);
         cfg_free(again);
 }
+
+Test(config, printout_of_a_long_transport_line_reloads)
+{
+        /* found by fuzz_config: "domain=route" near the limit grew to "domain = route" */
+        char text[300] = "[transport]\n";
+        size_t start = strlen(text);
+        memset(text + start, 'd', 175);
+        strcpy(text + start + 175, ".example=[127.0.0.1]:25\n");
+        struct tarry_config *c = load_ok(text);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cfg_print(f, c);
+        fclose(f);
+        struct tarry_config *again = load_ok(buf);
+        cr_assert_eq(again->n_transports, 1);
+        cr_assert_eq(again->transports[0].route.port, 25);
+        free(buf);
+        cfg_free(c);
+        cfg_free(again);
+}
