@@ -606,7 +606,7 @@ static int check_alternate_config(const struct options *o)
         return EX_NOPERM;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
         const char *base = strrchr(argv[0], '/');
         base = base ? base + 1 : argv[0];
@@ -637,5 +637,15 @@ int main(int argc, char **argv)
         else
                 ex = enqueue(&o, cfg, argv + optind, argc - optind);
         cfg_free(cfg);
+        return ex;
+}
+
+int main(int argc, char **argv)
+{
+        int ex = run(argc, argv);
+        /* Paths that end before the spool is opened give the group up here. */
+        gid_t g = getgid();
+        if (setresgid(g, g, g) < 0 && ex == 0)
+                ex = EX_OSERR;
         return ex;
 }
