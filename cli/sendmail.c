@@ -483,17 +483,19 @@ static int drop_group(void)
         return 0;
 }
 
-/* Can the real user write the spool's private folders (root, its owner, its group)? */
-static bool can_write_spool(const char *spool)
+/* May the real user write the spool's private folders (root, its owner, its
+ * group)? Only a refusal (EACCES) sends the message to the maildrop; a
+ * missing or broken spool is reported as such by the direct path. */
+static bool spool_closed_to_user(const char *spool)
 {
         static const char *const dirs[] = {"tmp", "incoming"};
         char path[PATH_MAX];
         for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
                 snprintf(path, sizeof(path), "%s/%s", spool, dirs[i]);
                 if (faccessat(AT_FDCWD, path, W_OK | X_OK, 0) < 0) /* real IDs */
-                        return false;
+                        return errno == EACCES;
         }
-        return true;
+        return false;
 }
 
 /* The spool itself when the real user may write it, else its maildrop/; the
@@ -501,7 +503,7 @@ static bool can_write_spool(const char *spool)
 static int open_submission_spool(const struct tarry_config *cfg, struct queue **q)
 {
         int ex;
-        if (can_write_spool(cfg->spool_dir)) {
+        if (!spool_closed_to_user(cfg->spool_dir)) {
                 ex = cli_open_spool(prog, cfg, q);
         } else {
                 int r = queue_open_maildrop(cfg->spool_dir, q);
