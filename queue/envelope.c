@@ -14,15 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RCPT_MAX     100000 /* recipients per message */
-#define REPLY_MAX    8192   /* last reply text, multi-line joined */
-#define ENVID_MAX    100    /* RFC 3461 section 4.4 */
-#define ORCPT_MAX    500    /* RFC 3461 section 4.2: addr-type ";" xtext */
-#define NAME_MAX_LEN 256    /* full name, user name */
-#define SHORT_MAX    128    /* class, rule, dsn status, source address */
-#define RELAY_MAX    300    /* "host[ip]:port" */
-#define TIME_MAX_US  (INT64_C(1) << 62)
-#define ATTEMPTS_MAX 1000000
+#define RCPT_MAX       100000 /* recipients per message */
+#define REPLY_MAX      8192   /* last reply text, multi-line joined */
+#define REPLY_CODE_MAX 599    /* basic reply codes are 2xx..5xx */
+#define ENVID_MAX      100    /* RFC 3461 section 4.4 */
+#define ORCPT_MAX      500    /* RFC 3461 section 4.2: addr-type ";" xtext */
+#define NAME_MAX_LEN   256    /* full name, user name */
+#define SHORT_MAX      128    /* class, rule, dsn status, source address */
+#define RELAY_MAX      300    /* "host[ip]:port" */
+#define TIME_MAX_US    (INT64_C(1) << 62)
+#define ATTEMPTS_MAX   1000000
 
 static const char *const state_names[] = {
     [RCPT_PENDING] = "pending",
@@ -121,6 +122,8 @@ static int set_str(json_t *o, const char *key, const char *s)
         return json_object_set_new(o, key, json_string(s));
 }
 
+static bool status_ok(const char *s);
+
 /* Length of the well-formed UTF-8 sequence at s (2..4 bytes), or 0. */
 static size_t utf8_seq(const unsigned char *s, size_t left)
 {
@@ -198,8 +201,11 @@ static json_t *rcpt_to_json(const struct envelope_rcpt *r)
         e |= set_int(o, "last_attempt_us", r->last_attempt_us);
         e |= set_int(o, "next_attempt_us", r->next_attempt_us);
         e |= set_int(o, "first_deferral_us", r->first_deferral_us);
-        e |= set_int(o, "reply_code", r->reply_code);
-        e |= set_str(o, "dsn_status", r->dsn_status);
+        /* a server may answer "671 6.7.1": keep such codes in the reply text only */
+        e |= set_int(o, "reply_code",
+                     r->reply_code >= 0 && r->reply_code <= REPLY_CODE_MAX ? r->reply_code : 0);
+        e |= set_str(o, "dsn_status",
+                     r->dsn_status && status_ok(r->dsn_status) ? r->dsn_status : NULL);
         e |= set_text(o, "last_reply", r->last_reply, REPLY_MAX);
         e |= set_str(o, "class", r->reply_class);
         e |= set_text(o, "rule", r->rule, SHORT_MAX);
@@ -311,7 +317,8 @@ static const struct field rcpt_fields[] = {
      "a recipient 'next_attempt_us' is not a time in microseconds"},
     {"first_deferral_us", F_I64, R(first_deferral_us), false, 0, TIME_MAX_US,
      "a recipient 'first_deferral_us' is not a time in microseconds"},
-    {"reply_code", F_INT, R(reply_code), false, 0, 599, "a recipient 'reply_code' is not 0..599"},
+    {"reply_code", F_INT, R(reply_code), false, 0, REPLY_CODE_MAX,
+     "a recipient 'reply_code' is not 0..599"},
     {"dsn_status", F_STR, R(dsn_status), false, SYN_STATUS, 11,
      "a recipient 'dsn_status' is not an enhanced status code like 4.7.1"},
     {"last_reply", F_STR, R(last_reply), false, SYN_TEXT, REPLY_MAX,

@@ -24,7 +24,7 @@ static void check_stored(const char *text, int code, const char *enh)
         struct envelope_rcpt *r = envelope_add_rcpt(env, "rcpt@example.org");
         FUZZ_ASSERT(r);
         r->state = RCPT_DEFERRED;
-        r->reply_code = code >= 0 && code <= 599 ? code : 0;
+        r->reply_code = code;
         r->dsn_status = enh[0] ? strdup(enh) : NULL;
         r->last_reply = strdup(text);
         json_t *j = envelope_to_json(env);

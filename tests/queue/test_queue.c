@@ -323,6 +323,29 @@ Test(queue, a_multi_line_reply_with_8bit_text_is_stored_and_read_back)
         free(id);
 }
 
+Test(queue, a_reply_with_codes_outside_smtp_keeps_the_envelope_readable)
+{
+        /* found by fuzz_reply: "671 6.7.1 ..." gave reply_code 671 and dsn_status
+         * 6.7.1, which the envelope parser refuses; the text keeps them */
+        char *id = commit_sample();
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        env->rcpt[0].reply_code = 671;
+        env->rcpt[0].dsn_status = strdup("6.7.1");
+        env->rcpt[0].last_reply = strdup("671 6.7.1 what");
+        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_eq(back->rcpt[0].reply_code, 0);
+        cr_assert_null(back->rcpt[0].dsn_status);
+        cr_assert_str_eq(back->rcpt[0].last_reply, "671 6.7.1 what");
+        envelope_free(env);
+        envelope_free(back);
+        free(id);
+}
+
 Test(queue, an_overlong_full_name_is_cut_on_a_character_boundary)
 {
         struct envelope *env = sample_envelope();
