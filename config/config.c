@@ -389,12 +389,18 @@ static int parse_list(const char *value, char ***out, size_t *count)
         return 0;
 }
 
+/* Key names compare exactly; [transport] domains without case, as they match. */
+static bool name_eq(const char *section, const char *a, const char *b)
+{
+        return strcmp(section, "transport") == 0 ? strcasecmp(a, b) == 0 : strcmp(a, b) == 0;
+}
+
 static bool mark_seen(struct parser *p, const char *section, const char *name)
 {
         size_t len = strlen(section) + strlen(name) + 2;
         for (struct seen *s = p->seen; s; s = s->next)
                 if (strlen(s->what) + 1 == len && strncmp(s->what, section, strlen(section)) == 0 &&
-                    strcmp(s->what + strlen(section) + 1, name) == 0) {
+                    name_eq(section, s->what + strlen(section) + 1, name)) {
                         fail(p, "duplicate key '%s' in [%s] (first set on line %d)", name, section,
                              s->line);
                         return false;

@@ -316,3 +316,11 @@ Test(config, printout_of_a_long_transport_line_reloads)
         cfg_free(c);
         cfg_free(again);
 }
+
+Test(config, a_transport_domain_given_twice_in_another_case_is_a_duplicate)
+{
+        /* found by fuzz_config: "cE" and "ce" both loaded; domains match without case */
+        expect_error(
+            "[transport]\nExample.test = [127.0.0.1]:25\nexample.TEST = [127.0.0.2]:25\n",
+            "tarry.conf:3: duplicate key 'example.TEST' in [transport] (first set on line 2)");
+}
