@@ -246,7 +246,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .done = on_attempt_done,
                     .userdata = a,
                 };
-                r = smtpc_attempt_start(d->smtpc, &req);
+                r = smtpc_pool_attempt_start(d->pool, &req);
         }
         if (r < 0) {
                 log_error("%s: cannot start a delivery attempt: %s", m->id, strerror(-r));

@@ -172,7 +172,7 @@ static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata
         struct tarryd *d = userdata;
         log_warn("shutdown: %d attempt(s) still running after %llds; aborting them", d->inflight,
                  (long long)d->cfg->shutdown_timeout_s);
-        smtpc_abort_all(d->smtpc);
+        smtpc_pool_abort_all(d->pool);
         return sd_event_exit(d->loop, 0);
 }
 
@@ -215,7 +215,7 @@ static int reload(struct tarryd *d)
                 cfg_free(cfg);
                 return r;
         }
-        r = smtpc_set_config(d->smtpc, cfg);
+        r = smtpc_pool_set_config(d->pool, cfg, d->config_path);
         if (r < 0) {
                 log_error("reload failed, keeping the running configuration: %s", strerror(-r));
                 sched_classifier_free(cls);
@@ -288,6 +288,22 @@ static int state_read(void *userdata, const char *name, size_t limit, char **out
         return queue_state_read(userdata, name, limit, out, len);
 }
 
+/* Delivery workers are this same binary, started as `tarryd --smtp-worker`. */
+static int start_pool(struct tarryd *d)
+{
+        static char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0)
+                return -errno;
+        self[n] = '\0';
+        static const char *wargv[3];
+        wargv[0] = self;
+        wargv[1] = "--smtp-worker";
+        wargv[2] = NULL;
+        struct smtpc_pool_options opt = {.worker_argv = wargv, .config_path = d->config_path};
+        return smtpc_pool_new(d->loop, d->cfg, &opt, &d->pool);
+}
+
 static int start(struct tarryd *d, uid_t uid, gid_t gid)
 {
         char err[512];
@@ -317,7 +333,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 return EX_NOPERM;
         }
         io.userdata = d->queue;
-        if ((r = msgindex_new(&d->index)) < 0 || (r = smtpc_new(d->loop, d->cfg, &d->smtpc)) < 0 ||
+        if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
                 return EX_SOFTWARE;
@@ -339,6 +355,11 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
 
 int main(int argc, char **argv)
 {
+        if (argc >= 2 && strcmp(argv[1], "--smtp-worker") == 0) {
+                if (argc != 4 || strcmp(argv[2], "-C") != 0)
+                        return EX_USAGE;
+                return smtpc_worker_main(SMTPC_WORKER_FD, argv[3]);
+        }
         struct options o = {0};
         if (parse_options(argc, argv, &o) < 0)
                 return EX_USAGE;
@@ -389,7 +410,7 @@ int main(int argc, char **argv)
 
         queue_sync(d.queue);
         control_stop(&d);
-        smtpc_free(d.smtpc);
+        smtpc_pool_free(d.pool);
         sched_save_learned(d.sched, now_realtime_us());
         sched_free(d.sched);
         sched_classifier_free(d.classifier);

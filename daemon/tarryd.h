@@ -29,7 +29,7 @@ struct tarryd {
         struct tarry_config *cfg;
         struct queue *queue;
         struct msgindex *index;
-        struct smtpc *smtpc;
+        struct smtpc_pool *pool; /* delivery workers: curl's blocking waits stay out of this loop */
         struct sched *sched;
         struct sched_classifier *classifier;
         struct status_server *status;
