@@ -1,5 +1,6 @@
 /* common/address.c — envelope address validation; see address.h. */
 #include "common/address.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -24,30 +25,12 @@ static const char *forbidden(unsigned char c)
         return NULL;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t left)
-{
-        size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
-        if (n == 0 || n > left || s[0] > 0xf4)
-                return 0;
-        unsigned cp = s[0] & (0x7f >> n);
-        for (size_t i = 1; i < n; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = cp << 6 | (s[i] & 0x3f);
-        }
-        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                return 0;
-        return n;
-}
-
 /* Non-ASCII is allowed only as UTF-8 (RFC 6531); the spool stores addresses as JSON text. */
 static bool utf8_valid(const char *addr, size_t len)
 {
         const unsigned char *s = (const unsigned char *)addr;
         for (size_t i = 0; i < len;) {
-                size_t n = s[i] < 0x80 ? 1 : utf8_len(s + i, len - i);
+                size_t n = s[i] < 0x80 ? 1 : utf8_seq_len(s + i, len - i);
                 if (n == 0)
                         return false;
                 i += n;

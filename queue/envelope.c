@@ -5,6 +5,7 @@
  * field against a table (type, length limit, syntax) and rejects anything it
  * does not know, with a static reason naming the field.
  */
+#include "common/utf8.h"
 #include "queue/queue.h"
 #include "common/address.h"
 #include "common/cleanup.h"
@@ -124,22 +125,6 @@ static int set_str(json_t *o, const char *key, const char *s)
 
 static bool status_ok(const char *s);
 
-/* Length of the well-formed UTF-8 sequence at s (2..4 bytes), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t left)
-{
-        size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc0 ? 2 : 0;
-        if (n == 0 || n > left || s[0] > 0xf4)
-                return 0;
-        unsigned cp = s[0] & (0x7f >> n);
-        for (size_t i = 1; i < n; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = cp << 6 | (s[i] & 0x3f);
-        }
-        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
-        return cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
-}
-
 /* A free-text field (a server's reply, a full name) as the parser will take
  * it back: control characters (the newlines of a multi-line reply too)
  * become spaces, bytes that are not UTF-8 become U+FFFD, and the text is cut
@@ -155,7 +140,7 @@ static int set_text(json_t *o, const char *key, const char *s, size_t max)
                 return -1;
         for (size_t i = 0; i < len;) {
                 const unsigned char *c = (const unsigned char *)s + i;
-                size_t n = *c < 0x80 ? 1 : utf8_seq(c, len - i);
+                size_t n = *c < 0x80 ? 1 : utf8_seq_len(c, len - i);
                 const char *out = n ? (const char *)c : "\xef\xbf\xbd";
                 size_t olen = n ? n : 3;
                 if (k + olen > max)
