@@ -353,6 +353,82 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         return 0;
 }
 
+/* Everything after the options: returns the exit code; teardown() frees. */
+static int run(struct tarryd *d, const struct options *o)
+{
+        char err[512];
+        d->config_path = strdup(cfg_path(o->config));
+        if (!d->config_path)
+                return EX_OSERR;
+        if (cfg_load(d->config_path, &d->cfg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "tarryd: %s\n", err);
+                return EX_CONFIG;
+        }
+        if (o->check) {
+                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0) {
+                        fprintf(stderr, "tarryd: %s\n", err);
+                        return EX_CONFIG;
+                }
+                cfg_print(stdout, d->cfg);
+                return 0;
+        }
+        log_open();
+
+        uid_t uid;
+        gid_t gid;
+        if (resolve_user(d->cfg, &uid, &gid) < 0)
+                return EX_NOUSER;
+        d->uid = uid;
+        int r = sd_event_default(&d->loop);
+        if (r < 0 || setup_signals(d) < 0) {
+                fprintf(stderr, "tarryd: cannot set up the event loop: %s\n", strerror(-r));
+                return EX_OSERR;
+        }
+        sd_event_set_watchdog(d->loop, true);
+        r = start(d, uid, gid);
+        if (r != 0)
+                return r;
+
+        log_info("started: %zu message(s) queued, spool %s", msgindex_count(d->index),
+                 d->cfg->spool_dir);
+        sd_notify(0, "READY=1");
+        control_update_status_line(d);
+        deliver_run_due(d);
+
+        r = sd_event_loop(d->loop);
+        log_info("stopped");
+        queue_sync(d->queue);
+        if (d->sched)
+                sched_save_learned(d->sched, now_realtime_us());
+        return r < 0 ? EX_SOFTWARE : 0;
+}
+
+static void teardown(struct tarryd *d)
+{
+        control_stop(d);
+        smtpc_pool_free(d->pool);
+        sched_free(d->sched);
+        sched_classifier_free(d->classifier);
+        while (retired_classifiers) {
+                struct old_classifier *n = retired_classifiers->next;
+                sched_classifier_free(retired_classifiers->cls);
+                free(retired_classifiers);
+                retired_classifiers = n;
+        }
+        msgindex_free(d->index);
+        queue_close(d->queue);
+        status_metrics_free(d->metrics);
+        sd_event_unref(d->loop);
+        cfg_free(d->cfg);
+        while (retired) {
+                struct old_config *n = retired->next;
+                cfg_free(retired->cfg);
+                free(retired);
+                retired = n;
+        }
+        free(d->config_path);
+}
+
 int main(int argc, char **argv)
 {
         if (argc >= 2 && strcmp(argv[1], "--smtp-worker") == 0) {
@@ -363,74 +439,8 @@ int main(int argc, char **argv)
         struct options o = {0};
         if (parse_options(argc, argv, &o) < 0)
                 return EX_USAGE;
-
         struct tarryd d = {.start_us = now_realtime_us()};
-        char err[512];
-        d.config_path = strdup(cfg_path(o.config));
-        if (!d.config_path)
-                return EX_OSERR;
-        if (cfg_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {
-                fprintf(stderr, "tarryd: %s\n", err);
-                return EX_CONFIG;
-        }
-        if (o.check) {
-                if (load_classifier(d.cfg, &d.classifier, err, sizeof(err)) < 0) {
-                        fprintf(stderr, "tarryd: %s\n", err);
-                        return EX_CONFIG;
-                }
-                sched_classifier_free(d.classifier);
-                cfg_print(stdout, d.cfg);
-                return 0;
-        }
-        log_open();
-
-        uid_t uid;
-        gid_t gid;
-        if (resolve_user(d.cfg, &uid, &gid) < 0)
-                return EX_NOUSER;
-        d.uid = uid;
-        int r = sd_event_default(&d.loop);
-        if (r < 0 || setup_signals(&d) < 0) {
-                fprintf(stderr, "tarryd: cannot set up the event loop: %s\n", strerror(-r));
-                return EX_OSERR;
-        }
-        sd_event_set_watchdog(d.loop, true);
-        r = start(&d, uid, gid);
-        if (r != 0)
-                return r;
-
-        log_info("started: %zu message(s) queued, spool %s", msgindex_count(d.index),
-                 d.cfg->spool_dir);
-        sd_notify(0, "READY=1");
-        control_update_status_line(&d);
-        deliver_run_due(&d);
-
-        r = sd_event_loop(d.loop);
-        log_info("stopped");
-
-        queue_sync(d.queue);
-        control_stop(&d);
-        smtpc_pool_free(d.pool);
-        sched_save_learned(d.sched, now_realtime_us());
-        sched_free(d.sched);
-        sched_classifier_free(d.classifier);
-        while (retired_classifiers) {
-                struct old_classifier *n = retired_classifiers->next;
-                sched_classifier_free(retired_classifiers->cls);
-                free(retired_classifiers);
-                retired_classifiers = n;
-        }
-        msgindex_free(d.index);
-        queue_close(d.queue);
-        status_metrics_free(d.metrics);
-        sd_event_unref(d.loop);
-        cfg_free(d.cfg);
-        while (retired) {
-                struct old_config *n = retired->next;
-                cfg_free(retired->cfg);
-                free(retired);
-                retired = n;
-        }
-        free(d.config_path);
-        return r < 0 ? EX_SOFTWARE : 0;
+        int ex = run(&d, &o);
+        teardown(&d);
+        return ex;
 }
