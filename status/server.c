@@ -315,6 +315,11 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
         if (n_args > 0)
                 return reply_error(s, c, MHD_HTTP_BAD_REQUEST,
                                    "this resource takes no query parameters", NULL);
+        /* Listings show senders and recipients: any local user can reach a
+         * loopback port, so they are served on the unix socket only. */
+        if ((req.route == ROUTE_QUEUE || req.route == ROUTE_MESSAGE) && !l->addr.is_unix)
+                return reply_error(s, c, MHD_HTTP_FORBIDDEN,
+                                   "message listings are only served on the unix socket", NULL);
         switch (req.route) {
         case ROUTE_STATUS:
                 return handle_status(s, c);

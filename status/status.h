@@ -21,6 +21,8 @@
  *   POST /queue/ID/retry | /hold | /release, DELETE /queue/ID,
  *   POST /flush, POST /destinations/NAME/resume
  *                                        provider->action → {"ok":true,"action","target","count"}
+ * /queue and /queue/ID (senders, recipients) are served on unix sockets only:
+ * any local user can reach a loopback port; over TCP they answer 403.
  * Errors are JSON {"error": "why", "status": code}: 400 bad ID or query value,
  * 403 admin refused, 404 unknown path or object, 405 wrong method (with Allow),
  * 409 provider -EBUSY, 413 request body too large, 500 provider failure.

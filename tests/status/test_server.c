@@ -413,10 +413,17 @@ Test(server, bad_query_values_are_400)
 
 Test(server, message_includes_the_last_transcript)
 {
-        json_t *j = http_json("GET", "/queue/0000000000000001", true, 200);
+        json_t *j = http_json("GET", "/queue/0000000000000001", false, 200);
         cr_assert_str_eq(json_string_value(json_object_get(j, "queue_id")), "0000000000000001");
         cr_assert(strstr(json_string_value(json_object_get(j, "transcript")), "451 4.7.1"));
         json_decref(j);
+}
+
+Test(server, listings_are_refused_over_tcp_where_any_local_user_can_connect)
+{
+        expect_error("GET", "/queue", true, 403);
+        expect_error("GET", "/queue/0000000000000001", true, 403);
+        json_decref(http_json("GET", "/status", true, 200));
 }
 
 Test(server, unknown_message_is_404_and_bad_ids_are_400)
