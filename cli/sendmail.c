@@ -181,7 +181,8 @@ static int opt_q(struct options *o, const char *arg)
         }
         if (arg[0] == 'R' || arg[0] == 'I')
                 return usage_error("-q%c: use 'tarryq -f' or 'tarryq -i ID' instead", arg[0]);
-        return usage_error("-q%c: unknown queue option; use 'tarryq -f' to flush", arg[0] ? arg[0] : ' ');
+        return usage_error("-q%c: unknown queue option; use 'tarryq -f' to flush",
+                           arg[0] ? arg[0] : ' ');
 }
 
 static int opt_value(struct options *o, int c, const char *arg)
