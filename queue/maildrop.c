@@ -32,6 +32,9 @@ struct take {
         maildrop_check_fn check;
         void *userdata;
         struct maildrop_result *res;
+        uint64_t ino;
+        uint64_t start; /* the first record not yet queued */
+        uint64_t done;  /* end of the last record queued */
 };
 
 static int refuse(struct take *t, int r, const char *why)
@@ -220,6 +223,7 @@ static int open_drop(struct take *t, int mfd, const char *name)
                 return refuse(t, -EBADMSG, "the file has other hard links");
         t->uid = a.st_uid;
         t->size = (uint64_t)a.st_size;
+        t->ino = (uint64_t)a.st_ino;
         return 0;
 }
 
@@ -249,16 +253,26 @@ static int take_tmp(int mfd, const char *name)
 
 static int take_records(struct take *t)
 {
-        uint64_t off = 0;
+        uint64_t off = t->start <= t->size ? t->start : 0;
         int r;
         while ((r = take_record(t, off, &off)) > 0)
-                ;
+                t->done = off;
         return r;
 }
 
 int queue_maildrop_take(struct queue *q, const char *name, uint64_t body_max,
                         maildrop_check_fn check, void *userdata, struct maildrop_result *res)
 {
+        struct maildrop_resume from = {0, 0};
+        return queue_maildrop_take_resume(q, name, &from, body_max, check, userdata, res);
+}
+
+int queue_maildrop_take_resume(struct queue *q, const char *name, struct maildrop_resume *resume,
+                               uint64_t body_max, maildrop_check_fn check, void *userdata,
+                               struct maildrop_result *res)
+{
+        struct maildrop_resume from = *resume;
+        *resume = (struct maildrop_resume){0, 0};
         int mfd = queue_maildrop_fd(q);
         if (mfd < 0)
                 return mfd;
@@ -273,10 +287,18 @@ int queue_maildrop_take(struct queue *q, const char *name, uint64_t body_max,
                          .res = res};
         int r = name_is_drop(name) ? open_drop(&t, mfd, name)
                                    : refuse(&t, -EBADMSG, "not a drop file name");
+        if (r == 0 && from.offset > 0 && from.ino == t.ino)
+                t.start = t.done = from.offset;
         if (r == 0)
                 r = take_records(&t);
         if (r == 0 && unlinkat(mfd, name, 0) < 0)
                 r = -errno;
+        if (r < 0 && r != -EBADMSG && r != -EPERM) {
+                if (t.done > 0)
+                        *resume = (struct maildrop_resume){t.ino, t.done};
+                else if (t.ino == 0)
+                        *resume = from; /* not even opened: nothing changed */
+        }
         if (r == 0)
                 r = dir_fsync(mfd);
         if (r == -EBADMSG || r == -EPERM)

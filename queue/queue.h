@@ -245,6 +245,21 @@ struct maildrop_result {
 int queue_maildrop_take(struct queue *q, const char *name, uint64_t body_max,
                         maildrop_check_fn check, void *userdata, struct maildrop_result *res);
 
+/* Where a take stopped on an I/O error (a full disk) after queueing some
+ * records: taking the same file again from here queues only the rest, so a
+ * retry sends nothing twice. The drop file is identified by its inode. */
+struct maildrop_resume {
+        uint64_t ino;
+        uint64_t offset; /* 0: from the start */
+};
+
+/* queue_maildrop_take, starting at *resume when it names this file, and
+ * setting *resume to where it stopped when it fails with an I/O error after
+ * queueing records (else to zero). */
+int queue_maildrop_take_resume(struct queue *q, const char *name, struct maildrop_resume *resume,
+                               uint64_t body_max, maildrop_check_fn check, void *userdata,
+                               struct maildrop_result *res);
+
 /* ---- listings (tarryq -p/-j, the status endpoint) ---- */
 
 /* Is r still to be delivered (pending or deferred)? */

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -616,4 +618,58 @@ Test(queue, opening_a_missing_spool_fails_without_creating_it)
         snprintf(path, sizeof(path), "%s/nonexistent", spool);
         cr_assert_eq(queue_open(path, 0, &other), -ENOENT);
         cr_assert_eq(access(path, F_OK), -1);
+}
+
+/* A drop file with a small message, then one too large for the file size
+ * limit (as a full disk would refuse it): the first take queues the small one
+ * and says where it stopped; the retry from there queues only the large one. */
+Test(queue, a_maildrop_take_that_fails_half_way_resumes_without_duplicates)
+{
+        struct queue *drop = NULL;
+        cr_assert_eq(queue_open_maildrop(spool, &drop), 0);
+        static char big[200000];
+        memset(big, 'x', sizeof(big));
+        const struct {
+                const void *buf;
+                size_t len;
+        } msgs[] = {{body, strlen(body)}, {big, sizeof(big)}};
+        for (size_t i = 0; i < 2; i++) {
+                struct queue_draft *d = NULL;
+                struct envelope *env = sample_envelope();
+                cr_assert_eq(queue_draft_begin(drop, &d), 0);
+                cr_assert_eq(queue_draft_write(d, msgs[i].buf, msgs[i].len), 0);
+                cr_assert_eq(queue_draft_commit(d, env), 0);
+                envelope_free(env);
+        }
+        queue_close(drop); /* unlocks it: the writer is gone */
+        char name[MAILDROP_NAME_LEN + 8] = "", path[512];
+        snprintf(path, sizeof(path), "%s/maildrop", spool);
+        DIR *dir = opendir(path);
+        cr_assert_not_null(dir);
+        struct dirent *de;
+        while ((de = readdir(dir)))
+                if (strlen(de->d_name) == MAILDROP_NAME_LEN)
+                        snprintf(name, sizeof(name), "%s", de->d_name);
+        closedir(dir);
+        cr_assert_str_neq(name, "");
+
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit small = {65536, RLIM_INFINITY}, none = {RLIM_INFINITY, RLIM_INFINITY};
+        cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+        struct maildrop_resume at = {0, 0};
+        struct maildrop_result res;
+        int r = queue_maildrop_take_resume(q, name, &at, UINT64_MAX, NULL, NULL, &res);
+        cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
+        cr_assert_eq(r, -EFBIG, "take: %s", strerror(-r));
+        cr_assert_eq(res.queued, 1);
+        cr_assert_gt(at.offset, 0, "no resume point after a half-done take");
+        cr_assert_eq(count_entries("incoming"), 1);
+        cr_assert_eq(count_entries("tmp"), 0, "the failed record left a draft");
+
+        r = queue_maildrop_take_resume(q, name, &at, UINT64_MAX, NULL, NULL, &res);
+        cr_assert_eq(r, 0, "retake: %s", strerror(-r));
+        cr_assert_eq(res.queued, 1, "the retry queued the first message again");
+        cr_assert_eq(at.offset, 0);
+        cr_assert_eq(count_entries("incoming"), 2);
+        cr_assert_eq(count_entries("maildrop"), 0, "the drop file stayed");
 }
