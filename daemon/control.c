@@ -307,7 +307,7 @@ static int hold(struct tarryd *d, struct msg *m)
 {
         if (m->dir == QUEUE_HOLD)
                 return 0;
-        if (m->inflight)
+        if (m->inflight || m->dirty) /* dirty: its newest state is only in memory */
                 return -EBUSY;
         int r = queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_HOLD);
         if (r < 0)

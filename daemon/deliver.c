@@ -21,8 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POP_BATCH      64
-#define WRITE_RETRY_US (5 * 1000000LL) /* retry a failed envelope write after */
+#define POP_BATCH 64
 
 /* One running attempt. */
 struct attempt {
@@ -207,9 +206,17 @@ static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
-        if (load_envelope(d, m) < 0) {
+        int lr = load_envelope(d, m);
+        if (lr == -ENOENT || lr == -EBADMSG) {
                 deliver_forget_message(d, m);
                 msgindex_remove(d->index, m);
+                return;
+        }
+        if (lr < 0) {
+                /* EMFILE, ENOMEM, EIO…: the message is still queued; try it again later */
+                log_error("%s: cannot read the envelope: %s; will retry", m->id, strerror(-lr));
+                deliver_count_spool_error(d, "read");
+                sched_reschedule(d->sched, w->it, now + SPOOL_RETRY_US);
                 return;
         }
         struct envelope *env = m->env;
@@ -218,7 +225,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         int64_t next_due = INT64_MAX;
         size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
         if (n == 0) {
-                sched_reschedule(d->sched, w->it, idx ? next_due : now + WRITE_RETRY_US);
+                sched_reschedule(d->sched, w->it, idx ? next_due : now + SPOOL_RETRY_US);
                 release_envelope(m);
                 return;
         }
@@ -253,7 +260,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 if (a)
                         free(a->idx);
                 free(a);
-                sched_reschedule(d->sched, w->it, now + WRITE_RETRY_US);
+                sched_reschedule(d->sched, w->it, now + SPOOL_RETRY_US);
                 release_envelope(m);
                 return;
         }
@@ -418,8 +425,17 @@ static void apply_decision(struct envelope_rcpt *r, const struct sched_decision 
         }
 }
 
-/* Queue a DSN and mark it on the original; the caller persists the original. */
-static void send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
+/* An error that may go away by itself (a full disk, too many open files)
+ * rather than one that will repeat for ever (a DSN that cannot be serialised). */
+static bool transient(int r)
+{
+        return r != -EINVAL && r != -E2BIG && r != -EBADMSG;
+}
+
+/* Queue a DSN and mark it on the original; the caller persists the original.
+ * Returns 0, or a negative errno when the DSN could not be queued yet and is
+ * still owed: the original must then stay queued until it can be. */
+static int send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
 {
         struct envelope *env = m->env;
         _cleanup_close_ int fd = -1;
@@ -435,13 +451,21 @@ static void send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
                 if (r < 0)
                         log_error("%s: cannot build a %s DSN: %s", m->id,
                                   kind == DSN_DELAYED ? "delay" : "failure", strerror(-r));
-                return;
+                return 0;
         }
         r = queue_enqueue(d->queue, QUEUE_INCOMING, rep->env, rep->message, rep->len);
         if (r < 0) {
-                log_error("%s: cannot queue a %s DSN: %s", m->id,
-                          kind == DSN_DELAYED ? "delay" : "failure", strerror(-r));
+                bool owed = transient(r);
+                if (m->dsn_error != r)
+                        log_error("%s: cannot queue a %s DSN: %s%s", m->id,
+                                  kind == DSN_DELAYED ? "delay" : "failure", strerror(-r),
+                                  owed ? "; keeping the message until it can" : "");
+                deliver_count_spool_error(d, "dsn");
+                m->dsn_error = r;
+                if (!owed)
+                        r = 0;
         } else {
+                m->dsn_error = 0;
                 dsn_mark_sent(env, rep);
                 d->n_dsn_sent++;
                 if (d->metrics)
@@ -452,68 +476,121 @@ static void send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
                          kind == DSN_DELAYED ? "delay" : "non-delivery", rep->env->id);
         }
         dsn_report_free(rep);
+        return r;
 }
 
-static void on_write_retry(struct tarryd *d);
+/* Note the outcome of a spool write for m (the envelope's, or the removal's):
+ * the first failure of a run (and a change of error) is logged, every one is
+ * counted; the write that succeeds after failures says so. Returns true when
+ * m must be visited again. */
+static bool note_write(struct tarryd *d, struct msg *m, int r, bool removal)
+{
+        if (r == 0) {
+                if (m->write_failures > 0)
+                        log_info("%s: %s after %u failed attempt(s)", m->id,
+                                 removal ? "spool writes work again" : "envelope written",
+                                 (unsigned)m->write_failures);
+                m->write_failures = 0;
+                m->write_error = 0;
+                return false;
+        }
+        if (m->write_error != r)
+                log_error("%s: cannot %s: %s; will retry", m->id,
+                          removal ? "remove the finished message" : "write the envelope",
+                          strerror(-r));
+        m->write_error = r;
+        if (m->write_failures < UINT16_MAX)
+                m->write_failures++;
+        deliver_count_spool_error(d, removal ? "remove" : "write");
+        return true;
+}
 
-/* Persist the envelope, or remove the message when nothing is left to do. */
+/* Persist the envelope, or remove the message when nothing is left to do.
+ * Whatever fails (a full disk…) leaves the message queued and marked dirty:
+ * its envelope stays in memory and the retry timer comes back to it. */
 static void finish_message(struct tarryd *d, struct msg *m)
 {
         struct envelope *env = m->env;
+        int owed = 0; /* a DSN that could not be queued yet: keep the original */
         if (dsn_failures_pending(env) > 0)
-                send_dsn(d, m, DSN_FAILED);
-        if (dsn_delay_due(env, &d->dsn_policy))
-                send_dsn(d, m, DSN_DELAYED);
+                owed = send_dsn(d, m, DSN_FAILED);
+        if (dsn_delay_due(env, &d->dsn_policy)) {
+                int r = send_dsn(d, m, DSN_DELAYED);
+                if (owed == 0)
+                        owed = r;
+        }
         size_t pending = 0;
         for (size_t i = 0; i < env->n_rcpt; i++)
                 pending += waiting(&env->rcpt[i]);
         m->n_pending = (uint32_t)pending;
-        int r;
-        if (pending == 0 && !m->works && m->inflight == 0) {
-                r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
+        bool again;
+        if (pending == 0 && !m->works && m->inflight == 0 && owed == 0) {
+                int r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
                 if (r == 0 || r == -ENOENT) {
+                        note_write(d, m, 0, true);
                         log_record(LOG_INFO, &(struct log_fields){.queue_id = m->id}, "%s: removed",
                                    m->id);
                         msgindex_remove(d->index, m);
                         return;
                 }
+                again = note_write(d, m, r, true);
         } else {
-                r = queue_update(d->queue, QUEUE_ACTIVE, env);
+                int r = queue_update(d->queue, QUEUE_ACTIVE, env);
+                again = note_write(d, m, r, false) || owed < 0;
         }
-        m->dirty = r < 0;
-        if (r < 0) {
-                log_error("%s: cannot write the envelope: %s; will retry", m->id, strerror(-r));
-                if (d->metrics)
-                        status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS,
-                                           STATUS_LABELS("write"), 1);
-                on_write_retry(d);
-        }
+        m->dirty = again;
+        if (again)
+                deliver_retry_later(d);
 }
 
 static int write_retry_cb(struct msg *m, void *userdata)
 {
-        if (m->dirty && m->inflight == 0) {
-                finish_message(userdata, m);
+        struct tarryd *d = userdata;
+        if (!m->dirty || m->inflight > 0 || m->dir != QUEUE_ACTIVE)
                 return 0;
-        }
+        char id[QUEUE_ID_LEN + 1];
+        memcpy(id, m->id, sizeof(id));
+        finish_message(d, m); /* may remove and free m */
+        m = msgindex_get(d->index, id);
+        if (m)
+                release_envelope(m);
         return 0;
 }
 
-static int on_write_timer(sd_event_source *s, uint64_t usec, void *userdata)
+static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
+        (void)s;
         (void)usec;
         struct tarryd *d = userdata;
-        sd_event_source_unref(s);
         msgindex_foreach(d->index, write_retry_cb, d);
+        if (d->state_unsaved)
+                sched_save_learned(d->sched, now_realtime_us()); /* re-arms on failure */
+        pickup_retry(d);
+        deliver_run_due(d);
         return 0;
 }
 
-static void on_write_retry(struct tarryd *d)
+void deliver_retry_later(struct tarryd *d)
 {
-        uint64_t now;
-        sd_event_now(d->loop, CLOCK_MONOTONIC, &now);
-        sd_event_add_time(d->loop, NULL, CLOCK_MONOTONIC, now + WRITE_RETRY_US, 100000,
-                          on_write_timer, d);
+        if (d->retry_timer) {
+                int on = SD_EVENT_OFF;
+                if (sd_event_source_get_enabled(d->retry_timer, &on) >= 0 && on != SD_EVENT_OFF)
+                        return; /* one pending visit covers every failure so far */
+                if (sd_event_source_set_time_relative(d->retry_timer, SPOOL_RETRY_US) >= 0)
+                        sd_event_source_set_enabled(d->retry_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        int r = sd_event_add_time_relative(d->loop, &d->retry_timer, CLOCK_MONOTONIC,
+                                           SPOOL_RETRY_US, 100000, on_retry_timer, d);
+        if (r < 0)
+                log_error("cannot arm the spool retry timer: %s", strerror(-r));
+}
+
+void deliver_count_spool_error(struct tarryd *d, const char *kind)
+{
+        d->n_spool_errors++;
+        if (d->metrics)
+                status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS, STATUS_LABELS(kind), 1);
 }
 
 static void summarise_class(struct msg *m)
@@ -576,7 +653,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         struct sched_decision *dec = calloc(a->n, sizeof(*dec));
         if (!replies || !rr || !dec) {
                 /* without memory we cannot record anything: retry the item later */
-                sched_reschedule(d->sched, w->it, now + WRITE_RETRY_US);
+                sched_reschedule(d->sched, w->it, now + SPOOL_RETRY_US);
                 goto out;
         }
         for (size_t i = 0; i < a->n; i++) {

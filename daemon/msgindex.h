@@ -33,7 +33,10 @@ struct msg {
         int64_t arrival_us;
         int64_t next_attempt_us; /* earliest retry of any recipient (0: now) */
         bool forced;             /* admin retry/flush: ignore the recipients' retry times */
-        bool dirty;              /* env changed but could not be written yet */
+        bool dirty;              /* env changed but could not be written yet (or a DSN is owed) */
+        uint16_t write_failures; /* failed spool writes in a row (for the log) */
+        int write_error;         /* the last one's -errno, 0: none (logged once per run) */
+        int dsn_error;           /* likewise for queueing a DSN */
         struct envelope *env;    /* loaded while inflight > 0 or dirty, else NULL */
         struct work *works;      /* scheduler items, one per destination */
         struct msg *hnext;       /* hash chain */

@@ -101,6 +101,15 @@ int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id)
         return index_message(d, dir, id, false);
 }
 
+/* A pickup failed (a full disk, too many open files): the message stays in
+ * incoming/, and the retry timer rescans it. */
+static void pickup_later(struct tarryd *d)
+{
+        d->pickup_failed = true;
+        deliver_count_spool_error(d, "pickup");
+        deliver_retry_later(d);
+}
+
 static int pickup_one(struct tarryd *d, const char *id)
 {
         if (!queue_id_valid(id))
@@ -109,10 +118,26 @@ static int pickup_one(struct tarryd *d, const char *id)
         if (r == -ENOENT)
                 return 0;
         if (r < 0) {
-                log_error("%s: cannot move from incoming/ to active/: %s", id, strerror(-r));
+                log_error("%s: cannot move from incoming/ to active/: %s; will retry", id,
+                          strerror(-r));
+                pickup_later(d);
                 return r;
         }
-        return index_message(d, QUEUE_ACTIVE, id, true);
+        r = index_message(d, QUEUE_ACTIVE, id, true);
+        if (r < 0 && !msgindex_get(d->index, id)) {
+                /* Not indexed, so nothing would ever deliver it: back to incoming/,
+                 * where the rescan finds it again. */
+                int back = queue_move(d->queue, id, QUEUE_ACTIVE, QUEUE_INCOMING);
+                if (back < 0)
+                        log_error("%s: cannot load the new message: %s; left in active/ for "
+                                  "the next start (moving it back failed: %s)",
+                                  id, strerror(-r), strerror(-back));
+                else
+                        log_error("%s: cannot load the new message: %s; will retry", id,
+                                  strerror(-r));
+                pickup_later(d);
+        }
+        return r;
 }
 
 static int scan_cb(const char *id, void *userdata)
@@ -124,8 +149,20 @@ static int scan_cb(const char *id, void *userdata)
 int pickup_scan_incoming(struct tarryd *d)
 {
         int r = queue_scan(d->queue, QUEUE_INCOMING, scan_cb, d);
+        if (r < 0) {
+                log_error("cannot read incoming/: %s; will retry", strerror(-r));
+                pickup_later(d);
+        }
         deliver_run_due(d);
         return r;
+}
+
+void pickup_retry(struct tarryd *d)
+{
+        if (!d->pickup_failed)
+                return;
+        d->pickup_failed = false;
+        pickup_scan_incoming(d);
 }
 
 static int load_cb(const char *id, void *userdata)
@@ -211,20 +248,60 @@ static void log_taken(const char *name, const struct maildrop_result *res)
                 log_warn("maildrop/%s: dropped a message its sendmail never finished", name);
 }
 
-/* 0, or -EBUSY when the writer still holds it. */
+/* Drop files whose take stopped half-way (a full disk): where to go on, so
+ * the records already queued are not queued twice. A few are plenty; when
+ * the table is full the oldest is forgotten (at-least-once, as after a crash). */
+#define RESUMES 16
+struct resume_slot {
+        char name[MAILDROP_NAME_LEN + 1];
+        struct maildrop_resume at;
+};
+static struct resume_slot resumes[RESUMES];
+static unsigned resume_next;
+
+static struct resume_slot *resume_find(const char *name)
+{
+        for (size_t i = 0; i < RESUMES; i++)
+                if (resumes[i].name[0] && strcmp(resumes[i].name, name) == 0)
+                        return &resumes[i];
+        return NULL;
+}
+
+static struct resume_slot *resume_new(const char *name)
+{
+        if (strlen(name) != MAILDROP_NAME_LEN)
+                return NULL;
+        struct resume_slot *s = &resumes[resume_next++ % RESUMES];
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        return s;
+}
+
+/* 0, -EBUSY when the writer still holds it, -EAGAIN when it could not be
+ * taken now (a full disk…). */
 static int take_drop(struct tarryd *d, const char *name)
 {
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
                 return 0;
         uint64_t max = d->cfg->message_size_limit ? d->cfg->message_size_limit : UINT64_MAX;
         struct maildrop_result res;
-        int r = queue_maildrop_take(d->queue, name, max, check_drop, d, &res);
+        struct maildrop_resume at = {0, 0};
+        struct resume_slot *slot = resume_find(name);
+        if (slot)
+                at = slot->at;
+        int r = queue_maildrop_take_resume(d->queue, name, &at, max, check_drop, d, &res);
+        if (at.offset > 0 && (slot || (slot = resume_new(name))))
+                slot->at = at;
+        else if (slot)
+                slot->name[0] = '\0';
         if (r == 0)
                 log_taken(name, &res);
         else if (r == -EBADMSG || r == -EPERM)
                 note_corrupt_drop(d, name, &res);
-        else if (r != -EBUSY && r != -ENOENT)
-                log_error("maildrop/%s: cannot take it: %s", name, strerror(-r));
+        else if (r != -EBUSY && r != -ENOENT) {
+                log_error("maildrop/%s: cannot take it: %s; will retry", name, strerror(-r));
+                deliver_count_spool_error(d, "pickup");
+                return -EAGAIN;
+        }
         return r == -EBUSY ? r : 0;
 }
 
@@ -239,10 +316,12 @@ static int scan_maildrop(struct tarryd *d)
                 return -errno;
         }
         struct dirent *de;
+        int r = 0;
         while ((de = readdir(dir)))
-                take_drop(d, de->d_name);
+                if (take_drop(d, de->d_name) == -EAGAIN)
+                        r = -EAGAIN;
         closedir(dir);
-        return 0;
+        return r;
 }
 
 static void rescan_maildrop_in(uint64_t usec)
@@ -255,9 +334,10 @@ static int on_maildrop_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         (void)s, (void)usec;
         int r = scan_maildrop(userdata);
-        if (r < 0)
+        if (r < 0 && r != -EAGAIN)
                 log_error("cannot read maildrop/: %s", strerror(-r));
-        rescan_maildrop_in(MAILDROP_RESCAN_S * 1000000ULL);
+        rescan_maildrop_in(r == -EAGAIN ? (uint64_t)SPOOL_RETRY_US
+                                        : MAILDROP_RESCAN_S * 1000000ULL);
         return 0;
 }
 
@@ -270,8 +350,13 @@ static int on_maildrop(sd_event_source *s, const struct inotify_event *ev, void 
                 rescan_maildrop_in(0);
                 return 0;
         }
-        if (ev->len > 0 && take_drop(d, ev->name) == -EBUSY)
+        if (ev->len == 0)
+                return 0;
+        int r = take_drop(d, ev->name);
+        if (r == -EBUSY)
                 rescan_maildrop_in(MAILDROP_RETRY_US);
+        else if (r == -EAGAIN)
+                rescan_maildrop_in(SPOOL_RETRY_US);
         return 0;
 }
 
@@ -290,7 +375,12 @@ static int maildrop_start(struct tarryd *d)
         if (r < 0)
                 return r;
         sd_event_source_set_floating(maildrop_timer, true);
-        return scan_maildrop(d);
+        r = scan_maildrop(d);
+        if (r == -EAGAIN) {
+                rescan_maildrop_in(SPOOL_RETRY_US);
+                return 0;
+        }
+        return r;
 }
 
 int pickup_start(struct tarryd *d)

@@ -23,6 +23,9 @@
 #include "smtpc/smtpc.h"
 #include "status/status.h"
 
+/* A spool write that failed (a full disk…) is tried again after this. */
+#define SPOOL_RETRY_US (5 * 1000000LL)
+
 struct tarryd {
         sd_event *loop;
         char *config_path;
@@ -39,16 +42,20 @@ struct tarryd {
         sd_event_source *incoming_watch;
         sd_event_source *due_timer;
         sd_event_source *status_timer;
+        sd_event_source *retry_timer; /* one pending visit after spool write failures */
 
         uid_t uid; /* the user tarryd runs as (after dropping root) */
         int64_t status_line_us;
-        bool stopping;    /* SIGTERM seen: start no new attempts */
-        int64_t start_us; /* CLOCK_REALTIME at start, for uptime */
-        int inflight;     /* attempts running */
+        bool stopping;      /* SIGTERM seen: start no new attempts */
+        bool state_unsaved; /* state/ (learned.json) could not be written: retry */
+        bool pickup_failed; /* incoming/ could not be picked up: rescan */
+        int64_t start_us;   /* CLOCK_REALTIME at start, for uptime */
+        int inflight;       /* attempts running */
 
         /* counters for STATUS= and /status */
         uint64_t n_attempts, n_delivered, n_deferred, n_failed, n_dsn_sent;
         uint64_t n_corrupt;
+        uint64_t n_spool_errors; /* spool reads and writes that failed */
 };
 
 /* pickup.c */
@@ -57,6 +64,8 @@ int pickup_scan_incoming(struct tarryd *d);
 int pickup_load_active(struct tarryd *d);
 /* Register a message already in active/ (or hold/) with the index and scheduler. */
 int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
+/* After a failed pickup: rescan incoming/ (called by the retry timer). */
+void pickup_retry(struct tarryd *d);
 
 /* deliver.c */
 /* Schedule every destination of m whose recipients are waiting. */
@@ -67,6 +76,12 @@ void deliver_arm_timer(struct tarryd *d);
 void deliver_run_due(struct tarryd *d);
 /* Forget a message (deleted, held): drop its scheduler items. */
 void deliver_forget_message(struct tarryd *d, struct msg *m);
+/* Something could not be written to the spool (or read): visit dirty
+ * messages, unsaved state and failed pickups again in SPOOL_RETRY_US. One
+ * timer, however many failures. */
+void deliver_retry_later(struct tarryd *d);
+/* Count a spool error of this kind (write, remove, dsn, read, state, pickup). */
+void deliver_count_spool_error(struct tarryd *d, const char *kind);
 
 /* control.c */
 int control_start(struct tarryd *d);
