@@ -259,6 +259,9 @@ static int setup_signals(struct tarryd *d)
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return -errno;
         signal(SIGPIPE, SIG_IGN);
+        /* A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG, which
+         * is handled like a full disk, not kill the daemon. */
+        signal(SIGXFSZ, SIG_IGN);
         int r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_stop_signal, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->loop, NULL, SIGINT, on_stop_signal, d);
@@ -278,14 +281,31 @@ static int on_post(sd_event_source *s, void *userdata)
         return 0;
 }
 
+/* The scheduler's learned.json: a failed write is logged (once per run of
+ * failures), counted, and tried again by the spool retry timer; what was
+ * learned stays in memory meanwhile. */
 static int state_write(void *userdata, const char *name, const void *buf, size_t len)
 {
-        return queue_state_write(userdata, name, buf, len);
+        struct tarryd *d = userdata;
+        int r = queue_state_write(d->queue, name, buf, len);
+        if (r < 0) {
+                if (!d->state_unsaved)
+                        log_error("cannot write state/%s: %s; will retry", name, strerror(-r));
+                d->state_unsaved = true;
+                deliver_count_spool_error(d, "state");
+                if (!d->stopping)
+                        deliver_retry_later(d);
+        } else if (d->state_unsaved) {
+                d->state_unsaved = false;
+                log_info("state/%s written after an earlier failure", name);
+        }
+        return r;
 }
 
 static int state_read(void *userdata, const char *name, size_t limit, char **out, size_t *len)
 {
-        return queue_state_read(userdata, name, limit, out, len);
+        struct tarryd *d = userdata;
+        return queue_state_read(d->queue, name, limit, out, len);
 }
 
 /* Delivery workers are this same binary, started as `tarryd --smtp-worker`. */
@@ -332,7 +352,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                         strerror(-r));
                 return EX_NOPERM;
         }
-        io.userdata = d->queue;
+        io.userdata = d;
         if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
@@ -405,6 +425,7 @@ static int run(struct tarryd *d, const struct options *o)
 
 static void teardown(struct tarryd *d)
 {
+        sd_event_source_unref(d->retry_timer);
         control_stop(d);
         smtpc_pool_free(d->pool);
         sched_free(d->sched);
