@@ -5,10 +5,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,10 +145,24 @@ void harness_kill9(struct harness *h)
         h->tarryd = 0;
 }
 
+bool harness_running(struct harness *h)
+{
+        if (!h->tarryd)
+                return false;
+        int st;
+        if (waitpid(h->tarryd, &st, WNOHANG) == h->tarryd) {
+                h->tarryd = 0;
+                return false;
+        }
+        return true;
+}
+
 void harness_cleanup(struct harness *h)
 {
         if (h->tarryd)
                 harness_kill9(h);
+        if (h->spool_mounted && umount2(h->spool, MNT_DETACH) == 0)
+                h->spool_mounted = false;
         if (getenv("TARRY_KEEP_TEST_DIRS"))
                 return;
         char cmd[400];
@@ -154,7 +171,8 @@ void harness_cleanup(struct harness *h)
                 fprintf(stderr, "cannot remove %s\n", h->dir);
 }
 
-int harness_sendmail(struct harness *h, const char *body, const char *const *args)
+static int run_sendmail(struct harness *h, const char *body, const char *const *args,
+                        const char *err_path)
 {
         int in[2];
         cr_assert_eq(pipe(in), 0);
@@ -164,6 +182,10 @@ int harness_sendmail(struct harness *h, const char *body, const char *const *arg
                 dup2(in[0], 0);
                 close(in[0]);
                 close(in[1]);
+                if (err_path) {
+                        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                        dup2(e, 2);
+                }
                 const char *argv[32] = {"sendmail", "-C", h->conf};
                 size_t n = 3;
                 for (size_t i = 0; args && args[i] && n < 31; i++)
@@ -173,6 +195,9 @@ int harness_sendmail(struct harness *h, const char *body, const char *const *arg
                 _exit(127);
         }
         close(in[0]);
+        /* sendmail may stop reading early (a full spool): EPIPE, not SIGPIPE */
+        struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+        sigaction(SIGPIPE, &ign, &old);
         size_t len = strlen(body);
         for (size_t off = 0; off < len;) {
                 ssize_t w = write(in[1], body + off, len - off);
@@ -181,9 +206,29 @@ int harness_sendmail(struct harness *h, const char *body, const char *const *arg
                 off += (size_t)w;
         }
         close(in[1]);
+        sigaction(SIGPIPE, &old, NULL);
         int st;
         waitpid(pid, &st, 0);
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int harness_sendmail(struct harness *h, const char *body, const char *const *args)
+{
+        return run_sendmail(h, body, args, NULL);
+}
+
+static char *slurp_fd(int fd);
+
+int harness_sendmail_err(struct harness *h, const char *body, const char *const *args, char **err)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/sendmail.err", h->dir);
+        int r = run_sendmail(h, body, args, path);
+        int fd = open(path, O_RDONLY);
+        *err = slurp_fd(fd);
+        if (fd >= 0)
+                close(fd);
+        return r;
 }
 
 void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject)
@@ -275,4 +320,100 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
         *err = slurp_fd(fd);
         close(fd);
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- a spool on a small filesystem of its own ---- */
+
+static int write_proc(const char *path, const char *text)
+{
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        ssize_t n = write(fd, text, strlen(text));
+        int r = n == (ssize_t)strlen(text) ? 0 : -errno;
+        close(fd);
+        return r;
+}
+
+/* A mount namespace of our own, as root or else as root of a new user namespace. */
+static int enter_mount_namespace(const char **how)
+{
+        if (unshare(CLONE_NEWNS) == 0) {
+                *how = "tmpfs in a private mount namespace";
+        } else {
+                if (errno != EPERM)
+                        return *how = "unshare(CLONE_NEWNS) failed", -errno;
+                uid_t uid = geteuid();
+                gid_t gid = getegid();
+                if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+                        return *how = "no CAP_SYS_ADMIN and no user namespace "
+                                      "(unshare(CLONE_NEWUSER) failed)",
+                               -errno;
+                char map[64];
+                int r = write_proc("/proc/self/setgroups", "deny");
+                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+                if (r == 0)
+                        r = write_proc("/proc/self/uid_map", map);
+                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+                if (r == 0)
+                        r = write_proc("/proc/self/gid_map", map);
+                if (r < 0)
+                        return *how = "cannot write the user namespace's id maps", r;
+                *how = "tmpfs in a user and mount namespace (unprivileged)";
+        }
+        /* nothing mounted here may propagate back to the host */
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return *how = "cannot make the mounts private", -errno;
+        return 0;
+}
+
+int harness_spool_on_tmpfs(struct harness *h, const char *size, const char **how)
+{
+        const char *dummy;
+        if (!how)
+                how = &dummy;
+        int r = enter_mount_namespace(how);
+        if (r < 0)
+                return r;
+        if (mkdir(h->spool, 0755) < 0 && errno != EEXIST)
+                return *how = "cannot create spool/", -errno;
+        char opts[64];
+        snprintf(opts, sizeof(opts), "size=%s,mode=0755", size);
+        if (mount("tarry-test-spool", h->spool, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+                return *how = "mount -t tmpfs failed", -errno;
+        h->spool_mounted = true;
+        return 0;
+}
+
+long long harness_fill_spool(struct harness *h)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/filler", h->spool);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        cr_assert_geq(fd, 0, "cannot create %s: %s", path, strerror(errno));
+        static char chunk[65536];
+        long long total = 0;
+        /* big writes, then page-sized ones for the last partial chunk */
+        for (size_t len = sizeof(chunk); len >= 512; len /= 8) {
+                for (;;) {
+                        ssize_t n = write(fd, chunk, len);
+                        if (n > 0) {
+                                total += n;
+                                continue;
+                        }
+                        cr_assert(n < 0 && errno == ENOSPC, "filling %s stopped with %s", path,
+                                  n == 0 ? "a zero-byte write" : strerror(errno));
+                        break;
+                }
+        }
+        close(fd);
+        return total;
+}
+
+void harness_unfill_spool(struct harness *h)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/filler", h->spool);
+        cr_assert(unlink(path) == 0 || errno == ENOENT, "cannot remove %s: %s", path,
+                  strerror(errno));
 }

@@ -18,8 +18,9 @@ struct harness {
         char conf[300]; /* path of tarry.conf */
         char log[300];  /* tarryd's stderr */
         char spool[300];
-        pid_t tarryd;    /* 0 when not running */
-        int status_port; /* loopback TCP port of the status endpoint */
+        pid_t tarryd;       /* 0 when not running */
+        int status_port;    /* loopback TCP port of the status endpoint */
+        bool spool_mounted; /* spool/ is a tmpfs of the test's own (harness_spool_on_tmpfs) */
 };
 
 /* Make the temp dir and write tarry.conf: the common settings (spool, user,
@@ -31,11 +32,28 @@ void harness_start(struct harness *h);
 /* Send sig and wait up to timeout_ms; returns the exit status (or -1 on timeout). */
 int harness_stop(struct harness *h, int sig, int timeout_ms);
 void harness_kill9(struct harness *h);
-/* Remove the temp dir (tarryd must be stopped). */
+/* Remove the temp dir (tarryd must be stopped); unmounts the spool's tmpfs. */
 void harness_cleanup(struct harness *h);
+/* Is tarryd still running (it has not exited)? */
+bool harness_running(struct harness *h);
+
+/* Put spool/ on a tmpfs of `size` bytes ("8m"), mounted in a mount namespace
+ * of this test process's own, so the mount disappears with the process even
+ * if the test dies before harness_cleanup. Needs CAP_SYS_ADMIN, or else
+ * unprivileged user namespaces (the process then becomes root in a user
+ * namespace of its own). 0, or a negative errno with *how saying what failed;
+ * on success *how says which way it worked. Call before harness_start. */
+int harness_spool_on_tmpfs(struct harness *h, const char *size, const char **how);
+/* Fill the spool's filesystem: write spool/filler until ENOSPC. Returns the
+ * bytes written (fails the test if the write stops for another reason). */
+long long harness_fill_spool(struct harness *h);
+/* Remove the filler: the space is back. */
+void harness_unfill_spool(struct harness *h);
 
 /* Run sendmail with args (NULL-terminated) and body on stdin; returns its exit code. */
 int harness_sendmail(struct harness *h, const char *body, const char *const *args);
+/* Likewise, with its stderr returned in *err (malloc'd). */
+int harness_sendmail_err(struct harness *h, const char *body, const char *const *args, char **err);
 /* A simple message from sender to one recipient; fails the test unless sendmail exits 0. */
 void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject);
 
