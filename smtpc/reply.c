@@ -41,7 +41,8 @@ static bool line_done(struct reply_acc *r)
                 r->garbled = true;
         if (!r->code && code > 0)
                 r->code = code;
-        bool last = r->head_len < 4 || r->head[3] != '-';
+        /* garbage ends the reply at once: "SSH-2.0-…" is no continuation line */
+        bool last = r->garbled || r->head_len < 4 || r->head[3] != '-';
         r->head_len = 0;
         r->at_line_start = true;
         return last;

@@ -95,6 +95,8 @@ struct attempt {
         enum cmd last_cmd;
         size_t rcpt_sent, rcpt_answered;
         bool any_reply, tls_used, hide_next;
+        /* curl sent QUIT while a reply was still due: the session failed */
+        bool quit_after_failure;
         struct reply greeting, conn_fail, mail, data, dot, auth, last;
         struct reply *rcpt_reply; /* n_rcpts */
         char **local_text;        /* n_rcpts: why an address was refused before sending */
@@ -203,7 +205,7 @@ static void replies_reset(struct attempt *a)
         a->n_expect = 0;
         a->last_cmd = CMD_GREETING;
         a->rcpt_sent = a->rcpt_answered = 0;
-        a->any_reply = a->tls_used = a->hide_next = false;
+        a->any_reply = a->tls_used = a->hide_next = a->quit_after_failure = false;
         a->abort_why = NULL;
         a->body_off = 0;
 }
@@ -356,10 +358,24 @@ static bool try_next_host(struct attempt *a, CURLcode rc)
         return false;
 }
 
+/* The TCP connection was made (so a timeout came after it, not in connect()). */
+static bool tcp_connected(const struct attempt *a)
+{
+        curl_off_t t = 0;
+        return a->easy && curl_easy_getinfo(a->easy, CURLINFO_CONNECT_TIME_T, &t) == CURLE_OK &&
+               t > 0;
+}
+
 static void record_connect_failure(struct attempt *a, CURLcode rc)
 {
         long oserr = 0;
         char detail[256];
+        if (rc == CURLE_OPERATION_TIMEDOUT && tcp_connected(a)) {
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TIMEOUT, "4.4.2",
+                              "conversation with %s[%s]:%u timed out while %s",
+                              cmd_stage[CMD_GREETING]);
+                return;
+        }
         if (a->easy)
                 curl_easy_getinfo(a->easy, CURLINFO_OS_ERRNO, &oserr);
         if (rc == CURLE_OPERATION_TIMEDOUT)
@@ -432,6 +448,15 @@ static bool all_rcpts_refused(struct attempt *a)
         return true;
 }
 
+/* The command whose reply never came (or came broken): the oldest one still
+ * expected, else the last one sent. */
+static enum cmd failed_cmd(const struct attempt *a)
+{
+        if (a->n_expect > 0 && a->expect[0] != CMD_QUIT)
+                return a->expect[0];
+        return a->last_cmd;
+}
+
 static void interpret_dropped(struct attempt *a, CURLcode rc)
 {
         if (a->last.code == 421) {
@@ -443,7 +468,14 @@ static void interpret_dropped(struct attempt *a, CURLcode rc)
                       "4.4.2",
                       timeout ? "conversation with %s[%s]:%u timed out while %s"
                               : "lost connection with %s[%s]:%u while %s",
-                      cmd_stage[a->last_cmd]);
+                      cmd_stage[failed_cmd(a)]);
+}
+
+/* curl 7.88 gives up by itself on a reply line over 300 KB (before the debug
+ * callback sees the line, so SMTPC_REPLY_ABORT cannot catch it). */
+static bool reply_too_large(const struct attempt *a, CURLcode rc)
+{
+        return rc == CURLE_RECV_ERROR && strncmp(a->errbuf, "Too large response", 18) == 0;
 }
 
 /* The server said 220 to STARTTLS and the session died before the next command. */
@@ -473,6 +505,11 @@ static void interpret(struct attempt *a, CURLcode rc)
         if (a->abort_why) {
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure, "4.4.2", "%s[%s]:%u: %s",
                               a->abort_why);
+                return;
+        }
+        if (reply_too_large(a, rc)) {
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_PROTOCOL, "4.4.2",
+                              "%s[%s]:%u: reply too long: %s", a->errbuf);
                 return;
         }
         if (server_refused(a))
@@ -596,6 +633,9 @@ static void reply_complete(struct attempt *a)
                 break;
         case CMD_DOT:
                 reply_set(&a->dot, code, text);
+                /* the transaction ended in step: the connection may be reused */
+                if (!a->abort_why)
+                        curl_easy_setopt(a->easy, CURLOPT_FORBID_REUSE, 0L);
                 break;
         default:
                 break;
@@ -659,7 +699,14 @@ static void on_command(struct attempt *a, const char *data, size_t size)
                 return;
         }
         enum cmd k = cmd_kind(data, size);
-        a->last_cmd = k;
+        /* curl closes a failed session with QUIT and waits up to the command
+         * timeout for its answer: the failure stays the unanswered command's,
+         * and on_progress cuts that wait short (Postfix sends no QUIT after
+         * a timeout either). */
+        if (k == CMD_QUIT && a->n_expect > 0)
+                a->quit_after_failure = true;
+        else
+                a->last_cmd = k;
         if (k == CMD_RCPT)
                 a->rcpt_sent++;
         expect_push(a, k);
@@ -684,7 +731,7 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
 {
         struct attempt *a = p;
         (void)dt, (void)dn, (void)ut, (void)un;
-        return a->abort_why ? 1 : 0;
+        return a->abort_why || a->quit_after_failure ? 1 : 0;
 }
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)
@@ -799,6 +846,11 @@ static void set_timeouts(struct attempt *a, CURL *h)
         int64_t total = a->connect_ms + a->data_ms + a->command_ms * (int64_t)(6 + a->n_rcpts);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)total);
         curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, (long)IDLE_CONN_MAX_AGE_S);
+        /* Until the final dot is answered. libcurl 7.88 keeps a connection
+         * whose dot reply timed out in its cache; the next message on it would
+         * read that late reply as its own MAIL reply, and every later reply
+         * one step off (a 5xx meant for the last message could bounce it). */
+        curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
 }
 
 static int transfer_start(struct attempt *a)

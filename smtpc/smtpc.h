@@ -20,8 +20,16 @@
  *   "451-4.7.1 Greylisted\n451 4.7.1 try again in 300 seconds".
  * Each reply text is capped at SMTPC_REPLY_MAX bytes and the transcript at
  * SMTPC_TRANSCRIPT_MAX; a server that exceeds SMTPC_REPLY_ABORT for one
- * reply (1 MB line, endless multi-line reply) has its transfer aborted and
- * the attempt reported as a temporary failure (4.4.2).
+ * reply (endless multi-line reply), or sends a line longer than libcurl's own
+ * 300 KB limit (1 MB line), has its transfer aborted and the attempt reported
+ * as a temporary failure (4.4.2, SMTPC_FAIL_PROTOCOL).
+ *
+ * Timeouts: connect_timeout covers TCP connect, the greeting and a STARTTLS
+ * handshake; command_timeout each reply, counted from its command however
+ * slowly the bytes trickle in (and the final dot's reply: libcurl waits for
+ * it outside the loop); data_timeout the body. A failed session is dropped
+ * without waiting for an answer to QUIT. A connection is kept for the next
+ * message only after its final dot was answered.
  *
  * Concurrency: requests beyond max_connections (global) or
  * destination_concurrency (per route key + source address) are queued

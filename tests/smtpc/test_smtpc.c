@@ -239,6 +239,10 @@ static void check_hostile_reply(const char *key, const char *step)
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
         long grown = rss_kb() - before;
         cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        /* an oversized reply, not a lost connection (libcurl itself stops
+         * reading a line at 300 KB; SMTPC_REPLY_ABORT stops the endless one) */
+        cr_assert_eq(o.failure, SMTPC_FAIL_PROTOCOL, "%s", o.text);
+        cr_assert_null(strstr(o.text, "QUIT"), "%s", o.text);
         cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
         cr_assert_leq(strlen(o.text), SMTPC_REPLY_MAX + 256);
         cr_assert_leq(strlen(o.r[0].text), SMTPC_REPLY_MAX + 256);
@@ -564,4 +568,184 @@ Test(smtpc, failed_tls_handshake_with_tls_may_retries_in_clear_text)
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- slow and stalled servers ---- */
+
+/* A reply that trickles in at one byte per second (slowloris) is bound by the
+ * command timeout: curl's server response timeout counts from the command,
+ * not from the last byte received. The attempt then ends at once: the QUIT
+ * that libcurl sends on a failed session is not waited for (that wait used
+ * to take another command timeout), and the reason names the command whose
+ * reply never came, not that QUIT. */
+static void check_dripping_reply(const char *step, const char *stage, int timeout_s)
+{
+        char key[32];
+        snprintf(key, sizeof(key), "drip:%s", step);
+        const char *kv[] = {key, "1000", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        cfg->command_timeout_s = 3;
+        cfg->data_timeout_s = 3;
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        int64_t t0 = now_monotonic_us();
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 30);
+        int64_t took = now_monotonic_us() - t0;
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_TIMEOUT, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_not_null(strstr(o.text, stage), "%s", o.text);
+        /* the timeout, plus at most 1 s for libcurl to notice that the QUIT
+         * is not waited for; twice the timeout was the old wait */
+        int64_t limit = (int64_t)timeout_s * 1000000;
+        cr_assert_geq(took, limit - 100000, "took %lld us", (long long)took);
+        cr_assert_lt(took, limit + 2000000, "took %lld us", (long long)took);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* The greeting is part of connecting: connect_timeout (2 s here) applies. */
+Test(smtpc, greeting_at_one_byte_per_second_times_out_at_the_connect_timeout)
+{
+        check_dripping_reply("greeting", "timed out while receiving the initial server greeting",
+                             2);
+}
+
+Test(smtpc, rcpt_reply_at_one_byte_per_second_times_out_at_the_command_timeout)
+{
+        check_dripping_reply("rcpt", "timed out while sending RCPT TO", 3);
+}
+
+Test(smtpc, final_dot_reply_at_one_byte_per_second_times_out_at_the_command_timeout)
+{
+        check_dripping_reply("dot", "timed out while sending end of data", 3);
+}
+
+struct two_attempts {
+        struct fixture *f;
+        struct outcome o[2];
+        int done;
+};
+
+static void on_second_of_two(const struct smtpc_result *res, void *userdata)
+{
+        struct two_attempts *t = userdata;
+        outcome_capture(res, &t->o[t->done]);
+        /* the server recovers: the second message gets prompt answers */
+        if (t->done++ == 0) {
+                cr_assert_eq(fixture_set(t->f, "delay:dot", "0"), 0);
+                cr_assert_eq(fixture_set(t->f, "dot", "250 2.0.0 Ok: queued"), 0);
+        }
+}
+
+/* libcurl 7.88 kept a connection whose final-dot reply timed out; the next
+ * message to the destination went out on it, and read the late reply to the
+ * first message's dot as the reply to its own MAIL FROM (here a 554: the
+ * second message would have bounced for the first one's content). */
+Test(smtpc, late_final_dot_reply_is_never_taken_as_the_next_messages_reply)
+{
+        const char *kv[] = {"delay:dot", "4500", "dot", "554 5.7.1 Message rejected as spam", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", "");
+        cfg->destination_concurrency = 1;
+        struct two_attempts t = {.f = f};
+        sd_event *e;
+        struct smtpc *c;
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(smtpc_new(e, cfg, &c), 0);
+        int fd = test_body(BODY, strlen(BODY));
+        const char *rcpts[] = {"user@x.test"};
+        struct smtpc_request req = {.queue_id = "Q",
+                                    .sender = "a@example.org",
+                                    .rcpts = rcpts,
+                                    .n_rcpts = 1,
+                                    .body_fd = fd,
+                                    .body_size = strlen(BODY),
+                                    .done = on_second_of_two,
+                                    .userdata = &t};
+        cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        close(fd);
+        int64_t end = now_monotonic_us() + 20000000;
+        while (t.done < 2 && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        smtpc_free(c);
+        sd_event_unref(e);
+        cr_assert_eq(t.done, 2);
+        cr_assert_eq(t.o[0].failure, SMTPC_FAIL_TIMEOUT, "%s", t.o[0].text);
+        cr_assert_eq(t.o[0].r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(t.o[1].r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", t.o[1].text,
+                     t.o[1].transcript);
+        cr_assert_null(strstr(t.o[1].transcript, "554"), "%s", t.o[1].transcript);
+        cr_assert_eq(fixture_connection_count(f), 2, "the timed-out connection was reused");
+        outcome_clear(&t.o[0]);
+        outcome_clear(&t.o[1]);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* After "220 Ready to start TLS" the server sends and reads nothing. */
+static void check_stalled_handshake(const char *tls, struct outcome *o, int64_t *took)
+{
+        struct fixture *f;
+        char dir[] = "/tmp/smtpc-tls-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        cr_assert_eq(fixture_new(NULL, &f), 0);
+        cr_assert_eq(fixture_tls_generate(f, dir), 0, "openssl CLI needed");
+        cr_assert_eq(fixture_set(f, "tls_stall", "yes"), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct tarry_config *cfg = cfg_to(f, tls, NULL);
+        const char *rcpts[] = {"user@x.test"};
+        int64_t t0 = now_monotonic_us();
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, o, 30);
+        *took = now_monotonic_us() - t0;
+        cfg_free(cfg);
+        fixture_free(f);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+}
+
+Test(smtpc, stalled_tls_handshake_with_tls_may_times_out_and_retries_in_clear_text)
+{
+        struct outcome o;
+        int64_t took;
+        check_stalled_handshake("may", &o, &took);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_not(o.tls);
+        cr_assert(strstr(o.transcript, "retrying without STARTTLS"), "%s", o.transcript);
+        cr_assert_lt(took, 6000000, "took %lld us", (long long)took);
+        outcome_clear(&o);
+}
+
+Test(smtpc, stalled_tls_handshake_with_tls_encrypt_is_a_temporary_tls_failure)
+{
+        struct outcome o;
+        int64_t took;
+        check_stalled_handshake("encrypt", &o, &took);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_TLS, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_lt(took, 6000000, "took %lld us", (long long)took);
+        outcome_clear(&o);
+}
+/* An SSH server on the SMTP port: its banner ("SSH-2.0-…", the '-' where a
+ * multi-line reply has one) is garbage, not the start of a long greeting. */
+Test(smtpc, ssh_banner_instead_of_a_greeting_fails_at_once_as_garbled)
+{
+        const char *kv[] = {"greeting", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_PROTOCOL, "%s", o.text);
+        cr_assert_not_null(strstr(o.text, "garbled reply"), "%s", o.text);
+        cr_assert_lt(o.total_us, 1000000, "took %lld us", (long long)o.total_us);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
 }
