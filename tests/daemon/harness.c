@@ -335,30 +335,51 @@ static int write_proc(const char *path, const char *text)
         return r;
 }
 
+/* The initial user namespace maps all 2^32 ids. */
+static bool in_user_namespace(void)
+{
+        FILE *f = fopen("/proc/self/uid_map", "r");
+        unsigned long inside = 0, outside = 0, count = 0;
+        bool r =
+            f && fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3 && count != 4294967295UL;
+        if (f)
+                fclose(f);
+        return r;
+}
+
+int harness_enter_user_namespace(void)
+{
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+                return -errno;
+        char map[64];
+        int r = write_proc("/proc/self/setgroups", "deny");
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+        if (r == 0)
+                r = write_proc("/proc/self/uid_map", map);
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+        if (r == 0)
+                r = write_proc("/proc/self/gid_map", map);
+        return r;
+}
+
 /* A mount namespace of our own, as root or else as root of a new user namespace. */
 static int enter_mount_namespace(const char **how)
 {
         if (unshare(CLONE_NEWNS) == 0) {
-                *how = "tmpfs in a private mount namespace";
+                *how = in_user_namespace() ? "tmpfs in a private mount namespace, as root of a "
+                                             "user namespace (unprivileged)"
+                                           : "tmpfs in a private mount namespace";
         } else {
                 if (errno != EPERM)
                         return *how = "unshare(CLONE_NEWNS) failed", -errno;
-                uid_t uid = geteuid();
-                gid_t gid = getegid();
-                if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
-                        return *how = "no CAP_SYS_ADMIN and no user namespace "
-                                      "(unshare(CLONE_NEWUSER) failed)",
-                               -errno;
-                char map[64];
-                int r = write_proc("/proc/self/setgroups", "deny");
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
-                if (r == 0)
-                        r = write_proc("/proc/self/uid_map", map);
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
-                if (r == 0)
-                        r = write_proc("/proc/self/gid_map", map);
+                int r = harness_enter_user_namespace();
                 if (r < 0)
-                        return *how = "cannot write the user namespace's id maps", r;
+                        return *how = "no CAP_SYS_ADMIN, and no user namespace to get it in "
+                                      "(call harness_enter_user_namespace from main, before "
+                                      "any thread starts)",
+                               r;
                 *how = "tmpfs in a user and mount namespace (unprivileged)";
         }
         /* nothing mounted here may propagate back to the host */

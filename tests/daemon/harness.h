@@ -44,6 +44,11 @@ bool harness_running(struct harness *h);
  * namespace of its own). 0, or a negative errno with *how saying what failed;
  * on success *how says which way it worked. Call before harness_start. */
 int harness_spool_on_tmpfs(struct harness *h, const char *size, const char **how);
+/* Become root of a new user namespace (with a mount namespace), where an
+ * unprivileged process may mount a tmpfs. The kernel allows it only while
+ * the process has one thread: call it from main() before Criterion starts
+ * (its worker processes inherit it). 0 or a negative errno. */
+int harness_enter_user_namespace(void);
 /* Fill the spool's filesystem: write spool/filler until ENOSPC. Returns the
  * bytes written (fails the test if the write stops for another reason). */
 long long harness_fill_spool(struct harness *h);

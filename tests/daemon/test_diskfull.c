@@ -75,6 +75,13 @@ static void teardown(void)
         S.f = NULL;
 }
 
+/* tarryd leaves cleanly (under ASan: no leak, no error report either) */
+static void stop_cleanly(void)
+{
+        int st = harness_stop(&S.h, SIGTERM, 10000);
+        cr_assert_eq(st, 0, "tarryd exited with %d; see %s", st, S.h.log);
+}
+
 static size_t queued(const char *dir)
 {
         return harness_count_queued(&S.h, dir);
@@ -214,6 +221,25 @@ static void flush(void)
 
 TestSuite(diskfull, .fini = teardown, .timeout = 90);
 
+/* Without root, mounting the tmpfs needs a user namespace, which the kernel
+ * grants only to a single-threaded process: enter it here, before Criterion
+ * starts any thread; the tests (and tarryd, sendmail, tarryq) run inside. */
+int main(int argc, char *argv[])
+{
+        int r = geteuid() != 0 ? harness_enter_user_namespace() : 0;
+        if (r < 0)
+                fprintf(stderr,
+                        "test_diskfull: no user namespace (%s): the tests will skip unless "
+                        "mounting works anyway\n",
+                        strerror(-r));
+        struct criterion_test_set *tests = criterion_initialize();
+        int result = 0;
+        if (criterion_handle_args(argc, argv, true))
+                result = !criterion_run_all_tests(tests);
+        criterion_finalize(tests);
+        return result;
+}
+
 /* Scenario A: deferrals come back while the disk is full, so tarryd cannot
  * write the envelopes. It keeps the state in memory, says so, keeps running,
  * writes each envelope within one retry interval of the space coming back,
@@ -223,8 +249,11 @@ Test(diskfull, envelope_writes_that_fail_are_retried_and_nothing_is_lost)
         start("60s", NULL); /* no second attempt on its own: only the retry timer writes */
         fixture_set(S.f, "rcpt", "451 4.3.0 Temporary system problem, try later");
         fixture_set(S.f, "delay:rcpt", RCPT_DELAY);
+        /* queued while tarryd is down, so every attempt starts at once at its start */
+        cr_assert_eq(harness_stop(&S.h, SIGTERM, 5000), 0);
         for (int i = 0; i < MESSAGES; i++)
                 send_numbered(i, "u");
+        harness_start(&S.h);
         cr_assert(wait_log("(queue active)", MESSAGES, 5000), "not all messages picked up");
         long long filled = harness_fill_spool(&S.h);
         int64_t t_full = harness_now_us();
@@ -301,6 +330,7 @@ Test(diskfull, envelope_writes_that_fail_are_retried_and_nothing_is_lost)
         cr_assert_eq(dups, 0, "%zu messages delivered twice", dups);
         cr_assert_eq(tmp_entries(), 0, "leftovers in tmp/");
         cr_assert(harness_running(&S.h));
+        stop_cleanly();
 }
 
 /* Scenario B: sendmail on a full spool exits 75 (EX_TEMPFAIL), says why, and
@@ -335,6 +365,7 @@ Test(diskfull, sendmail_on_a_full_spool_exits_75_and_leaves_nothing)
         cr_assert(wait_for(spool_empty, 0, 5000));
         harness_sleep_ms(300);
         cr_assert_eq(fixture_txn_count(S.f), 1);
+        stop_cleanly();
 }
 
 /* Scenario C: a recipient fails for good while the disk is full, so the
@@ -382,6 +413,7 @@ Test(diskfull, a_bounce_that_cannot_be_queued_keeps_the_original)
         fixture_txn_clear(&t);
         fprintf(stderr, "diskfull C: failure DSN delivered %.1f s after space came back\n",
                 (double)(t_dsn - t_free) / 1e6);
+        stop_cleanly();
 }
 
 /* Scenario C, state files: a greylisted message is accepted while the disk is
@@ -389,7 +421,7 @@ Test(diskfull, a_bounce_that_cannot_be_queued_keeps_the_original)
  * so, keeps running, and saves it once space is back. */
 Test(diskfull, learned_state_that_cannot_be_saved_is_saved_later)
 {
-        start("2s", NULL);
+        start("3s", NULL);
         fixture_set(S.f, "greylist", "1");
         harness_send(&S.h, "alice@sender.test", "grey@example.test", "greylisted");
         cr_assert(wait_log("status=deferred", 1, 5000), "not greylisted");
@@ -415,4 +447,5 @@ Test(diskfull, learned_state_that_cannot_be_saved_is_saved_later)
         fclose(f);
         cr_assert(strstr(buf, "greylist_s"), "learned.json holds nothing: %s", buf);
         cr_assert_eq(fixture_txn_count(S.f), 1);
+        stop_cleanly();
 }
