@@ -251,7 +251,9 @@ static void check_hostile_reply(const char *key, const char *step)
          * fixture buffers the 1 MB line in this process too (and ASan quarantines) */
         cr_assert_lt(o.total_us, 1500000, "took %lld us", (long long)o.total_us);
         cr_assert_lt(grown, 32 * 1024, "RSS grew by %ld KB", grown);
-        cr_assert_eq(fixture_txn_count(f), 0);
+        /* at the dot the server has the message (it records it as it answers) */
+        if (strcmp(step, "dot") != 0)
+                cr_assert_eq(fixture_txn_count(f), 0);
         outcome_clear(&o);
         cfg_free(cfg);
         fixture_free(f);
@@ -265,6 +267,18 @@ Test(smtpc, one_megabyte_reply_line_is_bounded_and_a_temporary_failure)
 Test(smtpc, endless_multi_line_reply_is_cut_off_as_a_temporary_failure)
 {
         check_hostile_reply("endless", "mail");
+}
+
+/* libcurl waits for the final dot's reply in a blocking poll: the same limits
+ * must hold there. */
+Test(smtpc, one_megabyte_reply_to_the_final_dot_is_bounded_and_a_temporary_failure)
+{
+        check_hostile_reply("huge", "dot");
+}
+
+Test(smtpc, endless_reply_to_the_final_dot_is_cut_off_as_a_temporary_failure)
+{
+        check_hostile_reply("endless", "dot");
 }
 
 Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
