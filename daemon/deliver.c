@@ -548,6 +548,8 @@ static int write_retry_cb(struct msg *m, void *userdata)
         struct tarryd *d = userdata;
         if (!m->dirty || m->inflight > 0 || m->dir != QUEUE_ACTIVE)
                 return 0;
+        if (!m->env && load_envelope(d, m) < 0)
+                return 0; /* gone or quarantined meanwhile: nothing to write */
         char id[QUEUE_ID_LEN + 1];
         memcpy(id, m->id, sizeof(id));
         finish_message(d, m); /* may remove and free m */
@@ -562,12 +564,17 @@ static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata)
         (void)s;
         (void)usec;
         struct tarryd *d = userdata;
-        msgindex_foreach(d->index, write_retry_cb, d);
+        deliver_write_dirty(d);
         if (d->state_unsaved)
                 sched_save_learned(d->sched, now_realtime_us()); /* re-arms on failure */
         pickup_retry(d);
         deliver_run_due(d);
         return 0;
+}
+
+void deliver_write_dirty(struct tarryd *d)
+{
+        msgindex_foreach(d->index, write_retry_cb, d);
 }
 
 void deliver_retry_later(struct tarryd *d)

@@ -89,7 +89,8 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
         }
         m->env = env;
         r = deliver_schedule_message(d, m);
-        if (m->inflight == 0 && msgindex_get(d->index, id) == m) {
+        /* dirty: its newest state could not be written (a DSN owed on a full disk) */
+        if (msgindex_get(d->index, id) == m && m->inflight == 0 && !m->dirty) {
                 envelope_free(m->env);
                 m->env = NULL;
         }

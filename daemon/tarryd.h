@@ -80,6 +80,9 @@ void deliver_forget_message(struct tarryd *d, struct msg *m);
  * messages, unsaved state and failed pickups again in SPOOL_RETRY_US. One
  * timer, however many failures. */
 void deliver_retry_later(struct tarryd *d);
+/* Try once more to write every envelope whose newest state is only in memory
+ * (the retry timer does this; main does it once more at shutdown). */
+void deliver_write_dirty(struct tarryd *d);
 /* Count a spool error of this kind (write, remove, dsn, read, state, pickup). */
 void deliver_count_spool_error(struct tarryd *d, const char *kind);
 
