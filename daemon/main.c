@@ -416,6 +416,7 @@ static int run(struct tarryd *d, const struct options *o)
         deliver_run_due(d);
 
         r = sd_event_loop(d->loop);
+        deliver_write_dirty(d); /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);
         if (d->sched)
