@@ -431,6 +431,17 @@ long long harness_fill_spool(struct harness *h)
         return total;
 }
 
+long long harness_fill_spool_but(struct harness *h, long long free_bytes)
+{
+        long long total = harness_fill_spool(h);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/filler", h->spool);
+        long long keep = (total - free_bytes) & ~4095LL; /* whole pages are freed */
+        cr_assert_geq(keep, 0);
+        cr_assert_eq(truncate(path, keep), 0, "cannot truncate %s: %s", path, strerror(errno));
+        return keep;
+}
+
 void harness_unfill_spool(struct harness *h)
 {
         char path[400];

@@ -52,6 +52,9 @@ int harness_enter_user_namespace(void);
 /* Fill the spool's filesystem: write spool/filler until ENOSPC. Returns the
  * bytes written (fails the test if the write stops for another reason). */
 long long harness_fill_spool(struct harness *h);
+/* Fill it, then give free_bytes back (rounded up to whole pages): a disk
+ * with room for a small write but not a larger one. Returns the filler's size. */
+long long harness_fill_spool_but(struct harness *h, long long free_bytes);
 /* Remove the filler: the space is back. */
 void harness_unfill_spool(struct harness *h);
 

@@ -397,6 +397,15 @@ Test(diskfull, a_bounce_that_cannot_be_queued_keeps_the_original)
         cr_assert_eq(queued("incoming"), 0);
         cr_assert_eq(fixture_txn_count(S.f), 0);
 
+        /* a restart on the full disk: start-up copes, and the bounce is still owed */
+        stop_cleanly();
+        harness_start(&S.h);
+        cr_assert(wait_log("status=bounced", 2, 10000), "the restart did not retry");
+        harness_sleep_ms(500);
+        cr_assert(harness_running(&S.h), "tarryd died starting on a full disk");
+        cr_assert_eq(active_ids(ids, 4), 1, "the original left the spool without its DSN");
+        cr_assert_not(harness_log_contains(&S.h, line));
+
         harness_unfill_spool(&S.h);
         int64_t t_free = harness_now_us();
         cr_assert(wait_for(txns_at_least, 1, RETRY_WAIT_MS + 5000), "no DSN after space came back");
@@ -413,6 +422,48 @@ Test(diskfull, a_bounce_that_cannot_be_queued_keeps_the_original)
         fixture_txn_clear(&t);
         fprintf(stderr, "diskfull C: failure DSN delivered %.1f s after space came back\n",
                 (double)(t_dsn - t_free) / 1e6);
+        stop_cleanly();
+}
+
+/* Scenario C, nearly full: one free page takes the updated envelope (the
+ * recipient failed) but not the DSN (a body and an envelope). A restart then
+ * finds a message with nothing to deliver and a DSN owed, on a disk that
+ * still refuses it: tarryd keeps it, retries, and sends the DSN once space is
+ * back. */
+Test(diskfull, a_bounce_still_owed_at_restart_is_sent_once_there_is_space)
+{
+        start("1s", NULL);
+        fixture_set(S.f, "rcpt:bad*@example.test", "550 5.1.1 No such user here");
+        fixture_set(S.f, "delay:rcpt", RCPT_DELAY);
+        harness_send(&S.h, "alice@sender.test", "bad1@example.test", "will bounce");
+        cr_assert(wait_log("(queue active)", 1, 5000));
+        char ids[4][17];
+        cr_assert_eq(active_ids(ids, 4), 1);
+        harness_fill_spool_but(&S.h, 4096);
+        cr_assert(wait_log("cannot queue a failure DSN: " ENOSPC_TEXT, 1, 20000),
+                  "the DSN was queued on a nearly full disk?");
+        const char *env = envelope_on_disk(ids[0]);
+        cr_assert(strstr(env, "\"state\":\"failed\""),
+                  "the failed recipient is not on disk (one page was free): %s", env);
+        cr_assert(strstr(env, "\"failure_dsn_sent\":false"), "the DSN is marked sent: %s", env);
+
+        stop_cleanly();
+        harness_start(&S.h);
+        harness_sleep_ms(7000); /* past a retry of the owed DSN */
+        cr_assert(harness_running(&S.h), "tarryd died retrying an owed DSN after a restart");
+        cr_assert_eq(active_ids(ids, 4), 1, "the original left the spool without its DSN");
+        cr_assert_eq(fixture_txn_count(S.f), 0);
+
+        harness_unfill_spool(&S.h);
+        cr_assert(wait_for(txns_at_least, 1, RETRY_WAIT_MS + 5000), "no DSN after space came back");
+        cr_assert(wait_for(spool_empty, 0, 5000), "mail left in the spool");
+        harness_sleep_ms(1000);
+        cr_assert_eq(fixture_txn_count(S.f), 1, "one DSN, and nothing else");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(S.f, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, "");
+        cr_assert_str_eq(t.rcpts[0], "alice@sender.test");
+        fixture_txn_clear(&t);
         stop_cleanly();
 }
 
