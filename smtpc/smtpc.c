@@ -97,6 +97,9 @@ struct attempt {
         bool any_reply, tls_used, hide_next;
         /* curl sent QUIT while a reply was still due: the session failed */
         bool quit_after_failure;
+        /* the DATA phase (354 → reply to the final dot) must end by then */
+        int64_t data_deadline_us;
+        bool data_expired;
         struct reply greeting, conn_fail, mail, data, dot, auth, last;
         struct reply *rcpt_reply; /* n_rcpts */
         char **local_text;        /* n_rcpts: why an address was refused before sending */
@@ -206,6 +209,8 @@ static void replies_reset(struct attempt *a)
         a->last_cmd = CMD_GREETING;
         a->rcpt_sent = a->rcpt_answered = 0;
         a->any_reply = a->tls_used = a->hide_next = a->quit_after_failure = false;
+        a->data_deadline_us = 0;
+        a->data_expired = false;
         a->abort_why = NULL;
         a->body_off = 0;
 }
@@ -463,7 +468,7 @@ static void interpret_dropped(struct attempt *a, CURLcode rc)
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REPLY, 421, a->last.text);
                 return;
         }
-        bool timeout = rc == CURLE_OPERATION_TIMEDOUT;
+        bool timeout = rc == CURLE_OPERATION_TIMEDOUT || a->data_expired;
         synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, timeout ? SMTPC_FAIL_TIMEOUT : SMTPC_FAIL_DROPPED,
                       "4.4.2",
                       timeout ? "conversation with %s[%s]:%u timed out while %s"
@@ -581,13 +586,21 @@ static enum cmd expect_pop(struct attempt *a)
 
 static int on_data_timeout(sd_event_source *s, uint64_t usec, void *userdata);
 
-/* The whole DATA phase (body + final reply) gets data_timeout, however slow the peer. */
+/* The whole DATA phase (body + final reply) gets data_timeout, however slow
+ * the peer: a timer on the loop while the body goes out; for the reply to the
+ * final dot, which libcurl awaits in a blocking poll, on_progress checks the
+ * deadline, and curl's own per-reply limits are raised to data_timeout so they
+ * do not cut that wait short (RFC 5321 4.5.3.2.6 asks for 10 minutes). */
 static void arm_data_timer(struct attempt *a)
 {
         if (a->data_timer)
                 return;
         sd_event_add_time_relative(a->c->e, &a->data_timer, CLOCK_MONOTONIC,
                                    (uint64_t)a->data_ms * 1000, 10000, on_data_timeout, a);
+        a->data_deadline_us = now_monotonic_us() + a->data_ms * 1000;
+        long data_s = (long)((a->data_ms + 999) / 1000);
+        curl_easy_setopt(a->easy, CURLOPT_SERVER_RESPONSE_TIMEOUT, data_s);
+        curl_easy_setopt(a->easy, CURLOPT_LOW_SPEED_TIME, data_s);
 }
 
 static void reply_complete(struct attempt *a)
@@ -731,7 +744,9 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
 {
         struct attempt *a = p;
         (void)dt, (void)dn, (void)ut, (void)un;
-        return a->abort_why || a->quit_after_failure ? 1 : 0;
+        if (a->data_deadline_us && !a->dot.code && now_monotonic_us() > a->data_deadline_us)
+                a->data_expired = true;
+        return a->abort_why || a->quit_after_failure || a->data_expired ? 1 : 0;
 }
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)

@@ -25,11 +25,12 @@
  * as a temporary failure (4.4.2, SMTPC_FAIL_PROTOCOL).
  *
  * Timeouts: connect_timeout covers TCP connect, the greeting and a STARTTLS
- * handshake; command_timeout each reply, counted from its command however
- * slowly the bytes trickle in (and the final dot's reply: libcurl waits for
- * it outside the loop); data_timeout the body. A failed session is dropped
- * without waiting for an answer to QUIT. A connection is kept for the next
- * message only after its final dot was answered.
+ * handshake; command_timeout each reply up to DATA, counted from its command
+ * however slowly the bytes trickle in; data_timeout the DATA phase from the
+ * 354 to the reply to the final dot (which libcurl awaits outside the loop;
+ * checked there about once a second). A failed session is dropped without
+ * waiting for an answer to QUIT. A connection is kept for the next message
+ * only after its final dot was answered.
  *
  * Concurrency: requests beyond max_connections (global) or
  * destination_concurrency (per route key + source address) are queued

@@ -632,9 +632,51 @@ Test(smtpc, rcpt_reply_at_one_byte_per_second_times_out_at_the_command_timeout)
         check_dripping_reply("rcpt", "timed out while sending RCPT TO", 3);
 }
 
-Test(smtpc, final_dot_reply_at_one_byte_per_second_times_out_at_the_command_timeout)
+Test(smtpc, final_dot_reply_at_one_byte_per_second_gives_up_at_the_data_timeout)
 {
         check_dripping_reply("dot", "timed out while sending end of data", 3);
+}
+
+/* RFC 5321 4.5.3.2.6: wait (10 minutes by default) for the reply to the
+ * final dot; tarry.conf(5): data_timeout covers the DATA phase, final dot
+ * included. libcurl waits for that reply with its per-reply limit, which
+ * used to be command_timeout. */
+Test(smtpc, final_dot_reply_slower_than_the_command_timeout_is_waited_for_until_data_timeout)
+{
+        const char *kv[] = {"delay:dot", "3500", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        cfg->command_timeout_s = 2;
+        cfg->data_timeout_s = 6;
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_geq(o.total_us, 3400000, "took %lld us", (long long)o.total_us);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(smtpc, final_dot_never_answered_gives_up_at_a_data_timeout_shorter_than_the_command_timeout)
+{
+        const char *kv[] = {"hang", "dot", NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        cfg->command_timeout_s = 5;
+        cfg->data_timeout_s = 2;
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_TIMEOUT, "%s", o.text);
+        cr_assert_not_null(strstr(o.text, "timed out while sending end of data"), "%s", o.text);
+        /* checked once a second inside libcurl's wait */
+        cr_assert_geq(o.total_us, 1900000, "took %lld us", (long long)o.total_us);
+        cr_assert_lt(o.total_us, 4000000, "took %lld us", (long long)o.total_us);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
 }
 
 struct two_attempts {
