@@ -364,12 +364,12 @@ Test(hostile, rcpt_reply_at_one_byte_per_second_gives_up_at_the_command_timeout)
                                     .reason = "timed out while sending RCPT TO"});
 }
 
-Test(hostile, final_dot_reply_at_one_byte_per_second_gives_up_at_the_command_timeout)
+Test(hostile, final_dot_reply_at_one_byte_per_second_gives_up_at_the_data_timeout)
 {
         const char *kv[] = {"drip:dot", "1000", NULL};
         run_hostile("slowloris dot reply", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = COMMAND_TIMEOUT_S + 3,
+                                    .max_attempt_s = DATA_TIMEOUT_S + 3,
                                     .reason = "timed out while sending end of data"});
 }
 
@@ -396,12 +396,12 @@ Test(hostile, ssh_banner_instead_of_smtp_is_a_temporary_failure)
                     (struct expect){.max_attempt_s = 3, .reason = "garbled reply"});
 }
 
-Test(hostile, silence_after_the_final_dot_gives_up_at_the_command_timeout)
+Test(hostile, silence_after_the_final_dot_gives_up_at_the_data_timeout)
 {
         const char *kv[] = {"hang", "dot", NULL};
         run_hostile("no reply to the dot", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = COMMAND_TIMEOUT_S + 3,
+                                    .max_attempt_s = DATA_TIMEOUT_S + 3,
                                     .reason = "timed out while sending end of data"});
 }
 
@@ -433,20 +433,20 @@ Test(hostile, stalled_tls_handshake_with_tls_encrypt_stays_queued)
 Test(hostile, late_reply_to_a_timed_out_dot_never_bounces_the_next_message)
 {
         char delay[16];
-        snprintf(delay, sizeof(delay), "%d", (COMMAND_TIMEOUT_S + 2) * 1000);
+        snprintf(delay, sizeof(delay), "%d", (DATA_TIMEOUT_S + 2) * 1000);
         const char *kv[] = {"delay:dot", delay, "dot", "554 5.7.1 Message rejected as spam", NULL};
         struct scene s;
         scene_start(&s, kv, "none", "destination_concurrency = 1\n", "scope = recipient\n");
         struct harness *h = &s.h;
         harness_send(h, "alice@sender.test", "first@bad.test", "first");
         cr_assert(wait_for(&s, bad_connected, 5000), "tarryd never connected to bad.test");
-        harness_sleep_ms(1000); /* at the dot within milliseconds; its reply is due in 6 s */
+        harness_sleep_ms(1000); /* at the dot within milliseconds; its reply is due in 7 s */
         /* the late 554 is on its way; from now on the receiver answers at once */
         cr_assert_eq(fixture_set(s.bad, "delay:dot", "0"), 0);
         cr_assert_eq(fixture_set(s.bad, "dot", "250 2.0.0 Ok: queued"), 0);
         harness_send(h, "alice@sender.test", "second@bad.test", "second");
         /* the first message is not recorded: the server's last word was 554 */
-        int r = fixture_wait_txns(s.bad, 1, (COMMAND_TIMEOUT_S + 6) * 1000);
+        int r = fixture_wait_txns(s.bad, 1, (DATA_TIMEOUT_S + 6) * 1000);
         harness_sleep_ms(300);
         if (r != 0 || harness_log_contains(h, "status=bounced"))
                 print_log(&s);
