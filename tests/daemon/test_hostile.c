@@ -257,10 +257,22 @@ static void run_hostile(const char *name, const char *const *kv, const char *tls
                 print_log(&s);
         cr_assert_eq(r, 0, "%s: the healthy destination got nothing within 5 s", name);
         cr_assert_lt(good_s, 3.0, "%s: good mail took %.2f s", name, good_s);
-        if (ex.stuck)
+        if (ex.stuck) {
                 cr_assert(still_stuck,
                           "%s: the bad attempt ended before the good mail arrived (%.2f s)", name,
                           good_s);
+                /* tarryd answers its status endpoint meanwhile */
+                char *out = NULL, *err = NULL;
+                const char *args[] = {"-s", NULL};
+                int64_t t2 = harness_now_us();
+                cr_assert_eq(harness_tarryq(h, args, &out, &err), 0, "%s: tarryq -s: %s", name,
+                             err);
+                double status_s = (double)(harness_now_us() - t2) / 1e6;
+                cr_assert_lt(status_s, 2.0, "%s: tarryq -s took %.2f s", name, status_s);
+                cr_assert_not_null(strstr(out, "queue: "), "%s: %s", name, out);
+                free(out);
+                free(err);
+        }
 
         /* The hostile attempt ends within its timeouts, as a temporary failure. */
         double attempt_s;
