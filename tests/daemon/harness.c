@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -320,6 +323,24 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
         *err = slurp_fd(fd);
         close(fd);
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+char *harness_http_get(struct harness *h, const char *path)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(fd, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)h->status_port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0,
+                     "cannot reach the status endpoint on port %d: %s", h->status_port,
+                     strerror(errno));
+        char req[512];
+        int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+        cr_assert_eq(write(fd, req, (size_t)n), n);
+        char *resp = slurp_fd(fd);
+        close(fd);
+        return resp;
 }
 
 /* ---- a spool on a small filesystem of its own ---- */

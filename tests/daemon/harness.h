@@ -68,6 +68,10 @@ void harness_send(struct harness *h, const char *sender, const char *rcpt, const
 /* Run tarryq -C conf ARGS…; stdout and stderr come back in malloc'd strings. */
 int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err);
 
+/* GET path from the loopback status endpoint (HTTP/1.0): the whole response,
+ * headers and body, malloc'd. */
+char *harness_http_get(struct harness *h, const char *path);
+
 /* Files in spool/DIR that are queue IDs. */
 size_t harness_count_queued(struct harness *h, const char *dir);
 /* How many lines of tarryd's log contain needle? */

@@ -209,6 +209,19 @@ static void assert_tarryq_lists(size_t n)
         free(err);
 }
 
+/* tarry_spool_errors_total{kind="KIND"} from the metrics endpoint (0 if absent). */
+static long spool_errors(const char *kind)
+{
+        char *resp = harness_http_get(&S.h, "/metrics");
+        cr_assert(strstr(resp, " 200 "), "GET /metrics: %.200s", resp);
+        char needle[128];
+        snprintf(needle, sizeof(needle), "tarry_spool_errors_total{kind=\"%s\"} ", kind);
+        const char *p = strstr(resp, needle);
+        long n = p ? strtol(p + strlen(needle), NULL, 10) : 0;
+        free(resp);
+        return n;
+}
+
 static void flush(void)
 {
         char *out = NULL, *err = NULL;
@@ -275,6 +288,16 @@ Test(diskfull, envelope_writes_that_fail_are_retried_and_nothing_is_lost)
         harness_sleep_ms(6000);
         cr_assert(harness_running(&S.h), "tarryd died on a full disk");
         assert_tarryq_lists(MESSAGES);
+        /* each message's first failure, then a retry of each (at most 5 s later) */
+        long counted = spool_errors("write");
+        for (int waited = 0; counted < 2 * MESSAGES && waited < RETRY_WAIT_MS; waited += 200) {
+                harness_sleep_ms(200);
+                counted = spool_errors("write");
+        }
+        cr_assert_geq(counted, 2 * MESSAGES,
+                      "tarry_spool_errors_total{kind=\"write\"} is %ld: not every failure (and "
+                      "retry) was counted",
+                      counted);
         cr_assert_eq(queued("active"), MESSAGES);
         cr_assert_eq(harness_log_count(&S.h, "cannot write the envelope"), MESSAGES,
                      "the error should be logged once per message, not every retry");
@@ -321,9 +344,9 @@ Test(diskfull, envelope_writes_that_fail_are_retried_and_nothing_is_lost)
         }
         fprintf(stderr,
                 "diskfull A: %d messages, filler %lld bytes, %zu failed envelope writes, "
-                "full for %.1f s, state written %.1f s after space came back, %zu delivered "
-                "(%zu transactions), %zu lost, %zu duplicated\n",
-                MESSAGES, filled, failures, (double)(t_free - t_full) / 1e6,
+                "(metric %ld while full), full for %.1f s, state written %.1f s after space came "
+                "back, %zu delivered (%zu transactions), %zu lost, %zu duplicated\n",
+                MESSAGES, filled, failures, counted, (double)(t_free - t_full) / 1e6,
                 (double)(t_written - t_free) / 1e6, (size_t)MESSAGES - lost,
                 fixture_txn_count(S.f) - before, lost, dups);
         cr_assert_eq(lost, 0, "%zu messages lost", lost);
@@ -442,7 +465,12 @@ Test(diskfull, a_bounce_still_owed_at_restart_is_sent_once_there_is_space)
         harness_fill_spool_but(&S.h, 4096);
         cr_assert(wait_log("cannot queue a failure DSN: " ENOSPC_TEXT, 1, 20000),
                   "the DSN was queued on a nearly full disk?");
+        /* the envelope is written just after the DSN failed */
         const char *env = envelope_on_disk(ids[0]);
+        for (int waited = 0; !strstr(env, "\"state\":\"failed\"") && waited < 5000; waited += 50) {
+                harness_sleep_ms(50);
+                env = envelope_on_disk(ids[0]);
+        }
         cr_assert(strstr(env, "\"state\":\"failed\""),
                   "the failed recipient is not on disk (one page was free): %s", env);
         cr_assert(strstr(env, "\"failure_dsn_sent\":false"), "the DSN is marked sent: %s", env);
