@@ -276,8 +276,12 @@ static int on_post(sd_event_source *s, void *userdata)
         (void)s;
         struct tarryd *d = userdata;
         int r = queue_sync(d->queue);
-        if (r < 0)
-                log_error("cannot sync the spool folders: %s", strerror(-r));
+        /* once per run of failures: this runs every loop iteration */
+        if (r < 0 && !d->sync_failing)
+                log_error("cannot sync the spool folders: %s; will retry", strerror(-r));
+        else if (r == 0 && d->sync_failing)
+                log_info("spool folders synced again");
+        d->sync_failing = r < 0;
         return 0;
 }
 

@@ -49,6 +49,7 @@ struct tarryd {
         bool stopping;      /* SIGTERM seen: start no new attempts */
         bool state_unsaved; /* state/ (learned.json) could not be written: retry */
         bool pickup_failed; /* incoming/ could not be picked up: rescan */
+        bool sync_failing;  /* the last queue_sync failed (logged once) */
         int64_t start_us;   /* CLOCK_REALTIME at start, for uptime */
         int inflight;       /* attempts running */
 

@@ -759,8 +759,9 @@ int queue_sync(struct queue *q)
         for (int i = 0; i < QUEUE__DIR_MAX; i++) {
                 if (!q->dirty[i])
                         continue;
-                q->dirty[i] = false;
+                /* a folder whose fsync failed stays due: the next call tries again */
                 int r = dir_fsync(q->dir_fd[i]);
+                q->dirty[i] = r < 0;
                 if (r < 0 && err == 0)
                         err = r;
         }

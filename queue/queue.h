@@ -168,6 +168,7 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id);
  * and a crash before queue_sync can only undo a move (the message is whole in
  * its former folder), never lose a message. Off by default. */
 void queue_set_batched_dirsync(struct queue *q, bool on);
+/* 0, or the first error; a folder that failed stays due for the next call. */
 int queue_sync(struct queue *q);
 
 /* Start-up recovery: remove abandoned tmp/ entries (whose writer is gone).
