@@ -349,7 +349,7 @@ static void log_outcome(struct attempt *a, const struct smtpc_result *res,
         double conn = (double)res->connect_us / 1e6;
         double xfer = (double)(res->total_us - res->connect_us) / 1e6;
         char host[300] = "";
-        if (res->mx_host && res->status != SMTPC_ATTEMPT_TEMPFAIL)
+        if (res->mx_host && r->reply_code > 0) /* the server's words, not tarry's */
                 snprintf(host, sizeof(host), "host %s[%s] said: ", res->mx_host,
                          res->mx_ip ? res->mx_ip : "?");
         log_record(LOG_INFO,
@@ -388,6 +388,13 @@ static void count_outcome(struct tarryd *d, const struct sched_decision *dec,
         if (dec->action == SCHED_DELIVERED)
                 status_histogram_observe(d->metrics, STATUS_M_LATENCY, NULL,
                                          (double)(now - env->arrival_us) / 1e6);
+}
+
+/* Did the outcome come from the server's reply, or from tarry (a timeout, a
+ * lost connection, DNS)? Only the former is "host … said" and "smtp;" in a DSN. */
+static bool server_replied(const struct smtpc_result *res)
+{
+        return res->status == SMTPC_ATTEMPT_DONE || res->failure == SMTPC_FAIL_REPLY;
 }
 
 static void apply_decision(struct envelope_rcpt *r, const struct sched_decision *dec,
@@ -688,6 +695,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 if (dec[i].action == SCHED_NOT_ATTEMPTED)
                         continue;
                 apply_decision(r, &dec[i], text, relay, a->start_us, now);
+                if (!server_replied(res))
+                        r->reply_code = 0; /* tarry's own reason: shown and reported as such */
                 log_outcome(a, res, r, &dec[i], text, relay, now);
                 count_outcome(d, &dec[i], env, now);
         }

@@ -39,7 +39,10 @@ const char *queue_delay_reason(const struct envelope_rcpt *r, char *buf, size_t 
         }
         if (!*text && !*code)
                 return buf;
-        if (r->relay) /* "host[ip]:port" is shown as Postfix does: "host[ip]" */
+        /* "host[ip]:port" is shown as Postfix does: "host[ip]"; a reason of
+         * tarry's own (no reply code: a timeout, a lost connection) already
+         * names the host and is shown as it is */
+        if (r->relay && r->reply_code > 0)
                 snprintf(buf, len, "host %.*s said: %s%s", relay_len(r->relay), r->relay, code,
                          text);
         else
