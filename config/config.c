@@ -119,7 +119,7 @@ struct parser {
         const char *name;
         const char *text, *pos;
         int line;
-        bool line_too_long;
+        int long_line; /* first line over the limit, 0: none */
         char *err;
         size_t errlen;
         bool failed;
@@ -133,7 +133,8 @@ static int fail(struct parser *p, const char *fmt, ...)
         if (p->failed)
                 return 0;
         p->failed = true;
-        int n = snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line);
+        int n = p->line > 0 ? snprintf(p->err, p->errlen, "%s:%d: ", p->name, p->line)
+                            : snprintf(p->err, p->errlen, "%s: ", p->name);
         if (n < 0 || (size_t)n >= p->errlen)
                 return 0;
         va_list ap;
@@ -155,7 +156,8 @@ static char *read_line(char *str, int num, void *stream)
          * without one is not longer than any other line can be */
         if ((nl ? len : len + 1) >= (size_t)num) {
                 p->line++;
-                p->line_too_long = true;
+                if (!p->long_line)
+                        p->long_line = p->line;
                 len = (size_t)num - 1;
                 memcpy(str, p->pos, len);
                 str[len] = '\0';
@@ -635,25 +637,50 @@ bool cfg_sender_allowed(const struct tarry_config *cfg, uid_t uid, const char *u
                strcasecmp(sender + n + 1, cfg->myorigin) == 0;
 }
 
-/* Cross-key checks that a single line cannot express. */
+/* The line that set section/name, 0 when the file did not set it. */
+static int seen_line(const struct parser *p, const char *section, const char *name)
+{
+        size_t ls = strlen(section);
+        for (const struct seen *s = p->seen; s; s = s->next)
+                if (strncmp(s->what, section, ls) == 0 && s->what[ls] == '\n' &&
+                    name_eq(section, s->what + ls + 1, name))
+                        return s->line;
+        return 0;
+}
+
+static int later(int a, int b)
+{
+        return a > b ? a : b;
+}
+
+/* Cross-key checks that a single line cannot express: the error names the
+ * line that set the value (the later one of two), or only the file when the
+ * value is a default. */
 static int validate(struct parser *p)
 {
         struct tarry_config *c = p->cfg;
-        p->line = 0;
+        p->line = seen_line(p, "main", "spool_dir");
         if (!c->spool_dir || c->spool_dir[0] != '/')
                 return fail(p, "spool_dir must be an absolute path"), -EINVAL;
+        p->line = seen_line(p, "main", "myhostname");
         if (!c->myhostname)
                 return fail(p, "myhostname must not be empty"), -EINVAL;
         if (!c->myorigin && !(c->myorigin = strdup(c->myhostname)))
                 return -ENOMEM;
-        for (int i = 0; i < CLASS__MAX; i++)
-                if (i != CLASS_PERMANENT && c->retry[i].max_s < c->retry[i].initial_s)
-                        return fail(p, "[retry.%s]: max is smaller than initial",
-                                    reply_class_name(i)),
-                               -EINVAL;
+        for (int i = 0; i < CLASS__MAX; i++) {
+                if (i == CLASS_PERMANENT || c->retry[i].max_s >= c->retry[i].initial_s)
+                        continue;
+                char section[64];
+                snprintf(section, sizeof(section), "retry.%s", reply_class_name(i));
+                p->line = later(seen_line(p, section, "max"), seen_line(p, section, "initial"));
+                return fail(p, "[%s]: max is smaller than initial", section), -EINVAL;
+        }
+        p->line = later(seen_line(p, "smtp", "max_connections"),
+                        seen_line(p, "smtp", "destination_concurrency"));
         if (c->max_connections < 1 || c->destination_concurrency < 1)
                 return fail(p, "max_connections and destination_concurrency must be at least 1"),
                        -EINVAL;
+        p->line = seen_line(p, "main", "allow_sender_override");
         return validate_sender_override(p);
 }
 
@@ -675,8 +702,8 @@ int cfg_load_string(const char *name, const char *text, struct tarry_config **ou
         int r = set_defaults(cfg);
         if (r == 0) {
                 int bad_line = ini_parse_stream(read_line, &p, handle, &p);
-                if (p.line_too_long && !p.failed) {
-                        p.line = 0;
+                if (p.long_line && !p.failed) {
+                        p.line = p.long_line;
                         fail(&p, "a line is longer than %d characters", INI_MAX_LINE - 2);
                 }
                 if (bad_line > 0 && !p.failed) {

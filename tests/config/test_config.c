@@ -124,7 +124,7 @@ Test(config, syntax_error_names_the_line)
 Test(config, relative_spool_dir_is_refused)
 {
         expect_error("[main]\nspool_dir = spool\n",
-                     "tarry.conf:0: spool_dir must be an absolute path");
+                     "tarry.conf:2: spool_dir must be an absolute path");
 }
 
 Test(config, durations_and_sizes_take_suffixes)
@@ -191,7 +191,19 @@ Test(config, missing_file_is_reported_with_its_name)
 Test(config, retry_policy_must_not_shrink)
 {
         expect_error("[retry.overload]\ninitial = 10m\nmax = 1m\n",
-                     "tarry.conf:0: [retry.overload]: max is smaller than initial");
+                     "tarry.conf:3: [retry.overload]: max is smaller than initial");
+        /* the later of the two lines; a default has no line */
+        expect_error("[retry.overload]\nmax = 1m\n\ninitial = 10m\n",
+                     "tarry.conf:4: [retry.overload]: max is smaller than initial");
+        expect_error("[retry.overload]\nmax = 1m\n",
+                     "tarry.conf:2: [retry.overload]: max is smaller than initial");
+}
+
+Test(config, a_cross_key_error_names_the_line_that_set_the_value)
+{
+        expect_error(
+            "[smtp]\nmax_connections = 0\n",
+            "tarry.conf:2: max_connections and destination_concurrency must be at least 1");
 }
 
 Test(config, effective_config_printout_reloads_to_the_same_values)
@@ -274,7 +286,7 @@ Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
         size_t n = strlen(text) - strlen("[main]\n");
         memset(text + strlen(text), 'x', 199 - n);
         text[strlen("[main]\n") + 199] = '\0';
-        expect_error(text, "tarry.conf:0: a line is longer than 198 characters");
+        expect_error(text, "tarry.conf:2: a line is longer than 198 characters");
         text[strlen(text) - 1] = '\0'; /* 198 characters: fine */
         cfg_free(load_ok(text));
 }
