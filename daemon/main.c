@@ -197,6 +197,26 @@ static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si,
                                  on_shutdown_timeout, d);
 }
 
+/* Remove the drafts of submitters that died (kill -9 sendmail): nothing
+ * reads them, they only take space. Safe while sendmail runs: a draft
+ * whose writer lives is locked and kept. */
+static void sweep_tmp(struct tarryd *d, const char *when)
+{
+        int r = queue_recover_tmp(d->queue);
+        if (r > 0)
+                log_info("%s: removed %d abandoned submission(s) from tmp/", when, r);
+        else if (r < 0)
+                log_error("%s: cannot clean tmp/: %s", when, strerror(-r));
+}
+
+static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        (void)usec;
+        sweep_tmp(userdata, "hourly clean-up");
+        int r = sd_event_source_set_time_relative(s, TMP_SWEEP_US);
+        return r < 0 ? r : sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
 static int reload(struct tarryd *d)
 {
         struct tarry_config *cfg = NULL;
@@ -233,6 +253,7 @@ static int reload(struct tarryd *d)
         d->cfg = cfg;
         dsn_policy_from_config(&d->dsn_policy, cfg);
         log_info("configuration reloaded from %s", d->config_path);
+        sweep_tmp(d, "reload");
         deliver_arm_timer(d);
         return 0;
 }
@@ -367,10 +388,10 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         if (r == -EBADMSG)
                 log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
 
-        r = queue_recover_tmp(d->queue);
-        if (r > 0)
-                log_info("recovery: removed %d abandoned submission(s) from tmp/", r);
-        if ((r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
+        sweep_tmp(d, "recovery");
+        if ((r = sd_event_add_time_relative(d->loop, NULL, CLOCK_MONOTONIC, TMP_SWEEP_US,
+                                            60 * 1000000ULL, on_sweep_timer, d)) < 0 ||
+            (r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
                 log_error("start-up: cannot read the spool: %s", strerror(-r));
                 return EX_IOERR;
         }

@@ -25,6 +25,8 @@
 
 /* A spool write that failed (a full disk…) is tried again after this. */
 #define SPOOL_RETRY_US (5 * 1000000LL)
+/* Abandoned drafts in tmp/ are removed at start, on reload and this often. */
+#define TMP_SWEEP_US (3600 * 1000000ULL)
 
 struct tarryd {
         sd_event *loop;
