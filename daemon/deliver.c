@@ -550,6 +550,17 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 deliver_retry_later(d);
 }
 
+/* finish_message, then drop the envelope from memory unless m is gone. */
+static void finish_and_release(struct tarryd *d, struct msg *m)
+{
+        char id[QUEUE_ID_LEN + 1];
+        memcpy(id, m->id, sizeof(id));
+        finish_message(d, m); /* may remove and free m */
+        m = msgindex_get(d->index, id);
+        if (m)
+                release_envelope(m);
+}
+
 static int write_retry_cb(struct msg *m, void *userdata)
 {
         struct tarryd *d = userdata;
@@ -557,12 +568,7 @@ static int write_retry_cb(struct msg *m, void *userdata)
                 return 0;
         if (!m->env && load_envelope(d, m) < 0)
                 return 0; /* gone or quarantined meanwhile: nothing to write */
-        char id[QUEUE_ID_LEN + 1];
-        memcpy(id, m->id, sizeof(id));
-        finish_message(d, m); /* may remove and free m */
-        m = msgindex_get(d->index, id);
-        if (m)
-                release_envelope(m);
+        finish_and_release(d, m);
         return 0;
 }
 
@@ -711,12 +717,7 @@ out:
         m->inflight--;
         d->inflight--;
         summarise_class(m);
-        char id[QUEUE_ID_LEN + 1];
-        memcpy(id, m->id, sizeof(id));
-        finish_message(d, m); /* may remove and free m */
-        m = msgindex_get(d->index, id);
-        if (m)
-                release_envelope(m);
+        finish_and_release(d, m);
         control_update_status_line(d);
         if (d->stopping && d->inflight == 0) {
                 sd_event_exit(d->loop, 0);

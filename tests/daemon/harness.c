@@ -174,8 +174,8 @@ void harness_cleanup(struct harness *h)
                 fprintf(stderr, "cannot remove %s\n", h->dir);
 }
 
-static int run_sendmail(struct harness *h, const char *body, const char *const *args,
-                        const char *err_path)
+pid_t harness_sendmail_start(struct harness *h, const char *const *args, const char *err_path,
+                             int *stdin_fd)
 {
         int in[2];
         cr_assert_eq(pipe(in), 0);
@@ -198,17 +198,26 @@ static int run_sendmail(struct harness *h, const char *body, const char *const *
                 _exit(127);
         }
         close(in[0]);
+        *stdin_fd = in[1];
+        return pid;
+}
+
+static int run_sendmail(struct harness *h, const char *body, const char *const *args,
+                        const char *err_path)
+{
+        int fd;
+        pid_t pid = harness_sendmail_start(h, args, err_path, &fd);
         /* sendmail may stop reading early (a full spool): EPIPE, not SIGPIPE */
         struct sigaction ign = {.sa_handler = SIG_IGN}, old;
         sigaction(SIGPIPE, &ign, &old);
         size_t len = strlen(body);
         for (size_t off = 0; off < len;) {
-                ssize_t w = write(in[1], body + off, len - off);
+                ssize_t w = write(fd, body + off, len - off);
                 if (w <= 0)
                         break;
                 off += (size_t)w;
         }
-        close(in[1]);
+        close(fd);
         sigaction(SIGPIPE, &old, NULL);
         int st;
         waitpid(pid, &st, 0);

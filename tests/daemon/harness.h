@@ -58,6 +58,10 @@ long long harness_fill_spool_but(struct harness *h, long long free_bytes);
 /* Remove the filler: the space is back. */
 void harness_unfill_spool(struct harness *h);
 
+/* Start sendmail with args (NULL-terminated); *stdin_fd is the write end of
+ * its stdin, stderr goes to err_path (NULL: the test's). Returns its pid. */
+pid_t harness_sendmail_start(struct harness *h, const char *const *args, const char *err_path,
+                             int *stdin_fd);
 /* Run sendmail with args (NULL-terminated) and body on stdin; returns its exit code. */
 int harness_sendmail(struct harness *h, const char *body, const char *const *args);
 /* Likewise, with its stderr returned in *err (malloc'd). */

@@ -48,29 +48,6 @@ static char *message_text(int n, int lines, size_t *len)
         return buf;
 }
 
-static pid_t spawn_sendmail(struct harness *h, int n, int *stdin_fd)
-{
-        int in[2];
-        cr_assert_eq(pipe(in), 0);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                dup2(in[0], 0);
-                close(in[0]);
-                close(in[1]);
-                int devnull = open("/dev/null", O_WRONLY);
-                dup2(devnull, 2);
-                char rcpt[64];
-                snprintf(rcpt, sizeof(rcpt), "k%d@example.test", n);
-                execl(harness_binary("cli/sendmail"), "sendmail", "-C", h->conf, "-f",
-                      "alice@sender.test", rcpt, (char *)NULL);
-                _exit(127);
-        }
-        close(in[0]);
-        *stdin_fd = in[1];
-        return pid;
-}
-
 static void write_all(int fd, const char *buf, size_t len)
 {
         for (size_t off = 0; off < len;) {
@@ -87,7 +64,10 @@ static void submit_and_kill(struct harness *h, int n, struct submission *s)
         size_t len;
         char *text = message_text(n, s->lines, &len);
         int fd;
-        pid_t pid = spawn_sendmail(h, n, &fd);
+        char rcpt[64];
+        snprintf(rcpt, sizeof(rcpt), "k%d@example.test", n);
+        const char *args[] = {"-f", "alice@sender.test", rcpt, NULL};
+        pid_t pid = harness_sendmail_start(h, args, "/dev/null", &fd);
         if (s->fate == MID_WRITE) {
                 write_all(fd, text, (size_t)rand() % len);
                 harness_sleep_ms(rand() % 3);
