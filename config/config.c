@@ -8,6 +8,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 
 #include <ctype.h>
@@ -654,6 +655,65 @@ static int later(int a, int b)
         return a > b ? a : b;
 }
 
+static bool ip_literal(const char *s)
+{
+        unsigned char buf[sizeof(struct in6_addr)];
+        return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* A DNS server as c-ares takes it: IPv4[:port], IPv6 or [IPv6]:port. */
+static bool dns_server_ok(const char *s)
+{
+        char host[INET6_ADDRSTRLEN + 1];
+        const char *port = NULL;
+        if (s[0] == '[') {
+                const char *end = strchr(s, ']');
+                if (!end || (size_t)(end - s - 1) >= sizeof(host) || (end[1] && end[1] != ':'))
+                        return false;
+                memcpy(host, s + 1, (size_t)(end - s - 1));
+                host[end - s - 1] = '\0';
+                port = end[1] ? end + 2 : NULL;
+        } else if (strchr(s, ':') == strrchr(s, ':') && strchr(s, ':')) {
+                const char *colon = strchr(s, ':');
+                if ((size_t)(colon - s) >= sizeof(host))
+                        return false;
+                memcpy(host, s, (size_t)(colon - s));
+                host[colon - s] = '\0';
+                port = colon + 1;
+        } else {
+                return ip_literal(s);
+        }
+        if (port) {
+                char *end;
+                long v = strtol(port, &end, 10);
+                if (!isdigit((unsigned char)*port) || *end || v < 1 || v > 65535)
+                        return false;
+        }
+        return ip_literal(host);
+}
+
+/* Addresses tarry uses as they are: a typo is an error now, not at the first
+ * delivery. */
+static int validate_addresses(struct parser *p)
+{
+        const struct tarry_config *c = p->cfg;
+        p->line = seen_line(p, "main", "source_address");
+        for (size_t i = 0; i < c->n_source_addresses; i++)
+                if (!ip_literal(c->source_addresses[i]))
+                        return fail(p, "source_address: '%s' is not an IPv4 or IPv6 address",
+                                    c->source_addresses[i]),
+                               -EINVAL;
+        p->line = seen_line(p, "smtp", "dns_servers");
+        for (size_t i = 0; i < c->n_dns_servers; i++)
+                if (!dns_server_ok(c->dns_servers[i]))
+                        return fail(p,
+                                    "dns_servers: '%s' is not an IP address (IPv4[:port], "
+                                    "IPv6 or [IPv6]:port)",
+                                    c->dns_servers[i]),
+                               -EINVAL;
+        return 0;
+}
+
 /* Cross-key checks that a single line cannot express: the error names the
  * line that set the value (the later one of two), or only the file when the
  * value is a default. */
@@ -681,6 +741,8 @@ static int validate(struct parser *p)
         if (c->max_connections < 1 || c->destination_concurrency < 1)
                 return fail(p, "max_connections and destination_concurrency must be at least 1"),
                        -EINVAL;
+        if (validate_addresses(p) < 0)
+                return -EINVAL;
         p->line = seen_line(p, "main", "allow_sender_override");
         return validate_sender_override(p);
 }

@@ -294,7 +294,7 @@ Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
 Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
 {
         /* found by fuzz_config: "key=;x" printed as "key = ;x", which inih reads as a comment */
-        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\nsource_address=127.0.0.2,;\n");
+        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\nstatus_listen=unix:/run/x,;\n");
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
@@ -302,7 +302,7 @@ Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
         fclose(f);
         struct tarry_config *again = load_ok(buf);
         cr_assert_str_eq(again->myhostname, ";x");
-        cr_assert_str_eq(again->source_addresses[1], ";");
+        cr_assert_str_eq(again->status_listen[1], ";");
         free(buf);
         cfg_free(c);
         cfg_free(again);
@@ -335,4 +335,32 @@ Test(config, a_transport_domain_given_twice_in_another_case_is_a_duplicate)
         expect_error(
             "[transport]\nExample.test = [127.0.0.1]:25\nexample.TEST = [127.0.0.2]:25\n",
             "tarry.conf:3: duplicate key 'example.TEST' in [transport] (first set on line 2)");
+}
+
+Test(config, source_addresses_must_be_ip_addresses)
+{
+        cfg_free(load_ok("[main]\nspool_dir = /s\nsource_address = 192.0.2.1, 2001:db8::1\n"));
+        expect_error("[main]\nspool_dir = /s\nsource_address = 192.0.2.1, 192.0.2.300\n",
+                     "tarry.conf:3: source_address: '192.0.2.300' is not an IPv4 or IPv6 address");
+        expect_error("[main]\nsource_address = eth0\nspool_dir = /s\n",
+                     "tarry.conf:2: source_address: 'eth0' is not an IPv4 or IPv6 address");
+}
+
+Test(config, dns_servers_must_be_ip_addresses_with_optional_ports)
+{
+        cfg_free(load_ok("[main]\nspool_dir = /s\n[smtp]\n"
+                         "dns_servers = 127.0.0.1, 127.0.0.2:5353, ::1, [2001:db8::53]:53\n"));
+        static const char *const bad[] = {
+            "resolver.example", "127.0.0.1:0", "127.0.0.1:99999", "[::1",
+            "[::1]x",           "127.0.0.1:x", "[::1]:"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char text[256], msg[256];
+                snprintf(text, sizeof(text), "[main]\nspool_dir = /s\n[smtp]\ndns_servers = %s\n",
+                         bad[i]);
+                snprintf(msg, sizeof(msg),
+                         "tarry.conf:4: dns_servers: '%s' is not an IP address (IPv4[:port], "
+                         "IPv6 or [IPv6]:port)",
+                         bad[i]);
+                expect_error(text, msg);
+        }
 }
