@@ -64,8 +64,9 @@ const struct rule_def sched_default_rules[] = {
     /* ---- reputation ---- */
     {"complaints", "4??", "*", "complaint", REP, "deferred because of user complaints"},
     {"reputation-word", "4??", "*", "reputation", REP, "the reply names the sender's reputation"},
-    {"blocklisted", "4??", "*", "black ?list|block ?list|\\bdnsbl\\b|\\brbl\\b", REP,
-     "the sending IP is on a block list"},
+    {"blocklisted", "4??", "*",
+     "black ?list|block ?list|\\bdnsbl\\b|\\brbl\\b|blocked using|\\bspamhaus\\b|\\bspamcop\\b",
+     REP, "the sending IP is on a block list"},
     {"yahoo-resources", "4??", "*", "resources temporarily unavailable", REP,
      "Yahoo's reputation/volume deferral wording"},
     {"abuse-desk", "4??", "*", "abuse@", REP,

@@ -357,6 +357,7 @@ static const char *const failure_names[] = {
     [SMTPC_FAIL_TIMEOUT] = "timeout", [SMTPC_FAIL_DROPPED] = "dropped",
     [SMTPC_FAIL_TLS] = "tls",         [SMTPC_FAIL_PROTOCOL] = "protocol",
     [SMTPC_FAIL_REPLY] = "reply",     [SMTPC_FAIL_LOCAL] = "local",
+    [SMTPC_FAIL_REFUSED] = "refused",
 };
 
 static const char *const outcome_names[] = {

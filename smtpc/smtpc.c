@@ -414,10 +414,33 @@ static enum smtpc_status status_of(int code)
         return code >= 500 ? SMTPC_ATTEMPT_PERMFAIL : SMTPC_ATTEMPT_TEMPFAIL;
 }
 
+/* A 5xx greeting says nothing about this message: often a block of our IP
+ * that is lifted later, or a broken server. Defer, as Postfix does
+ * (smtp_skip_5xx_greeting): "host mx[ip] refused to talk to me: 554 …", with
+ * the code and enhanced status made temporary so the scheduler classifies
+ * the server's words (a blocklist, say) without bouncing. */
+static void refused_to_talk(struct attempt *a)
+{
+        const struct smtpc_target *t = &a->targets[a->cur];
+        char text[SMTPC_REPLY_MAX + 256], enh[SMTPC_ENH_MAX] = "";
+        reply_enhanced(a->greeting.text, a->greeting.code, enh);
+        snprintf(text, sizeof(text), "host %s[%s] refused to talk to me: %s", t->host, t->ip,
+                 a->greeting.text);
+        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REFUSED, a->greeting.code - 100,
+                            text);
+        if (enh[0] == '5')
+                enh[0] = '4';
+        snprintf(a->res.enhanced, sizeof(a->res.enhanced), "%s", enh[0] ? enh : "4.0.0");
+}
+
 /* The server said no to something before or at the end of the transaction. */
 static bool server_refused(struct attempt *a)
 {
         const struct reply *r = NULL;
+        if (a->greeting.code >= 500) {
+                refused_to_talk(a);
+                return true;
+        }
         if (a->greeting.code >= 400)
                 r = &a->greeting;
         else if (a->auth.code >= 400) {

@@ -111,6 +111,8 @@ enum smtpc_failure {
         SMTPC_FAIL_PROTOCOL, /* 4.4.2 oversized or garbled reply */
         SMTPC_FAIL_REPLY,    /* the server's own reply (greeting, EHLO, MAIL, end of DATA) */
         SMTPC_FAIL_LOCAL,    /* 4.3.0 local problem (body unreadable, auth file, memory) */
+        SMTPC_FAIL_REFUSED,  /* 5xx greeting from the last host: deferred, as Postfix's
+                              * smtp_skip_5xx_greeting (4.x.x, "refused to talk to me") */
 };
 
 enum smtpc_rcpt_outcome {

@@ -412,6 +412,20 @@ Test(hostile, ssh_banner_instead_of_smtp_is_a_temporary_failure)
                     (struct expect){.max_attempt_s = 3, .reason = "garbled reply"});
 }
 
+/* Postfix's smtp_skip_5xx_greeting: a server that will not talk to us is no
+ * verdict on the message; it is deferred (here: a blocklist → reputation). */
+Test(hostile, greeting_554_defers_and_never_bounces)
+{
+        const char *kv[] = {"greeting",
+                            "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked "
+                            "using zen.spamhaus.org",
+                            NULL};
+        run_hostile("554 greeting", kv, "none",
+                    (struct expect){.max_attempt_s = 3,
+                                    .reason = "host 127.0.0.1[127.0.0.1] refused to talk to me: "
+                                              "554 5.7.1 Service unavailable"});
+}
+
 Test(hostile, silence_after_the_final_dot_gives_up_at_the_data_timeout)
 {
         const char *kv[] = {"hang", "dot", NULL};

@@ -82,6 +82,19 @@ Test(classify, provider_codes_beat_misleading_words)
                      CLASS_OVERLOAD);
 }
 
+Test(classify, a_block_list_is_reputation_even_when_the_service_is_unavailable)
+{
+        /* a 5xx greeting deferred by smtpc: the words say why, not the code */
+        cr_assert_eq(classify("454 4.7.1 host mx.example[192.0.2.1] refused to talk to me: 554 "
+                              "5.7.1 Service unavailable; Client host [198.51.100.7] blocked "
+                              "using zen.spamhaus.org")
+                         .cls,
+                     CLASS_REPUTATION);
+        cr_assert_eq(classify("450 4.7.1 Client host rejected: listed by SpamCop").cls,
+                     CLASS_REPUTATION);
+        cr_assert_eq(classify("421 4.3.2 Service unavailable, try later").cls, CLASS_OVERLOAD);
+}
+
 Test(classify, greylister_fingerprints_are_greylist)
 {
         cr_assert_eq(classify("450 4.2.0 <a@b.example>: Recipient address rejected: Greylisted, "

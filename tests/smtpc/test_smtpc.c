@@ -455,6 +455,36 @@ Test(smtpc, greeting_421_is_an_attempt_level_temporary_failure)
         fixture_free(f);
 }
 
+/* Postfix's smtp_skip_5xx_greeting: a 5xx greeting defers, it never bounces. */
+Test(smtpc, greeting_554_from_the_last_host_is_deferred_not_bounced)
+{
+        const char *kv[] = {"greeting",
+                            "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked "
+                            "using zen.spamhaus.org",
+                            NULL};
+        struct fixture *f = start_fixture(NULL, kv);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        const char *rcpts[] = {"a@x.test", "b@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 2, BODY, NULL, &o, 10);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
+        cr_assert_eq(o.failure, SMTPC_FAIL_REFUSED);
+        cr_assert_eq(o.code, 454);
+        cr_assert_str_eq(o.enhanced, "4.7.1");
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "host %s[%s] refused to talk to me: 554 5.7.1 Service unavailable; Client host "
+                 "[127.0.0.1] blocked using zen.spamhaus.org",
+                 fixture_ip(f), fixture_ip(f));
+        cr_assert_str_eq(o.text, want);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
 Test(smtpc, relay_credentials_are_used_for_auth)
 {
         const char *kv[] = {"auth", "relayuser:s3cret", NULL};
