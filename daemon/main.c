@@ -389,6 +389,9 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
 
         sweep_tmp(d, "recovery");
+        d->starting = true;
+        sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting: reading the spool",
+                   (unsigned long long)STARTUP_EXTEND_US);
         if ((r = sd_event_add_time_relative(d->loop, NULL, CLOCK_MONOTONIC, TMP_SWEEP_US,
                                             60 * 1000000ULL, on_sweep_timer, d)) < 0 ||
             (r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
@@ -436,6 +439,7 @@ static int run(struct tarryd *d, const struct options *o)
 
         log_info("started: %zu message(s) queued, spool %s", msgindex_count(d->index),
                  d->cfg->spool_dir);
+        d->starting = false;
         sd_notify(0, "READY=1");
         control_update_status_line(d);
         deliver_run_due(d);

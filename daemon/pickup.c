@@ -17,6 +17,8 @@
 #include "daemon/log.h"
 #include "daemon/tarryd.h"
 
+#include <systemd/sd-daemon.h>
+
 #include <errno.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -141,9 +143,20 @@ static int pickup_one(struct tarryd *d, const char *id)
         return r;
 }
 
+void pickup_note_startup(struct tarryd *d)
+{
+        if (!d->starting || ++d->n_read_at_start % STARTUP_NOTE_EVERY != 0)
+                return;
+        sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting: %zu message(s) read",
+                   (unsigned long long)STARTUP_EXTEND_US, d->n_read_at_start);
+        if (d->n_read_at_start % (10 * STARTUP_NOTE_EVERY) == 0)
+                log_info("start-up: %zu message(s) read", d->n_read_at_start);
+}
+
 static int scan_cb(const char *id, void *userdata)
 {
         pickup_one(userdata, id);
+        pickup_note_startup(userdata);
         return 0;
 }
 
@@ -172,12 +185,14 @@ static int load_cb(const char *id, void *userdata)
         int r = pickup_index_message(d, QUEUE_ACTIVE, id);
         if (r < 0)
                 log_error("%s: cannot load: %s", id, strerror(-r));
+        pickup_note_startup(d);
         return 0;
 }
 
 static int hold_cb(const char *id, void *userdata)
 {
         pickup_index_message(userdata, QUEUE_HOLD, id);
+        pickup_note_startup(userdata);
         return 0;
 }
 

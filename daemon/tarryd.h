@@ -25,6 +25,11 @@
 
 /* A spool write that failed (a full disk…) is tried again after this. */
 #define SPOOL_RETRY_US (5 * 1000000LL)
+/* While the spool is read at start, every this many messages systemd is
+ * asked for STARTUP_EXTEND_US more (a big queue takes longer than the unit's
+ * TimeoutStartSec; cold, ~10,000 messages take ~15 s) and STATUS= says how far. */
+#define STARTUP_NOTE_EVERY 10000
+#define STARTUP_EXTEND_US  (90 * 1000000ULL)
 /* Abandoned drafts in tmp/ are removed at start, on reload and this often. */
 #define TMP_SWEEP_US (3600 * 1000000ULL)
 
@@ -48,12 +53,14 @@ struct tarryd {
 
         uid_t uid; /* the user tarryd runs as (after dropping root) */
         int64_t status_line_us;
-        bool stopping;      /* SIGTERM seen: start no new attempts */
-        bool state_unsaved; /* state/ (learned.json) could not be written: retry */
-        bool pickup_failed; /* incoming/ could not be picked up: rescan */
-        bool sync_failing;  /* the last queue_sync failed (logged once) */
-        int64_t start_us;   /* CLOCK_REALTIME at start, for uptime */
-        int inflight;       /* attempts running */
+        bool stopping;          /* SIGTERM seen: start no new attempts */
+        bool state_unsaved;     /* state/ (learned.json) could not be written: retry */
+        bool pickup_failed;     /* incoming/ could not be picked up: rescan */
+        bool sync_failing;      /* the last queue_sync failed (logged once) */
+        bool starting;          /* reading the spool, before READY=1 */
+        size_t n_read_at_start; /* messages indexed so far while starting */
+        int64_t start_us;       /* CLOCK_REALTIME at start, for uptime */
+        int inflight;           /* attempts running */
 
         /* counters for STATUS= and /status */
         uint64_t n_attempts, n_delivered, n_deferred, n_failed, n_dsn_sent;
@@ -68,6 +75,8 @@ int pickup_load_active(struct tarryd *d);
 /* Register a message already in active/ (or hold/) with the index and scheduler. */
 int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
 /* After a failed pickup: rescan incoming/ (called by the retry timer). */
+/* Start-up: one more message read; tells systemd now and then. */
+void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);
 
 /* deliver.c */

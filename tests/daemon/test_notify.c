@@ -1,6 +1,7 @@
 /* tests/daemon/test_notify.c — tarryd speaks sd_notify as a Type=notify
  * service must: READY=1 after start-up, STATUS= figures, WATCHDOG=1 when the
- * unit asks for it, STOPPING=1 on SIGTERM. */
+ * unit asks for it, STOPPING=1 on SIGTERM, EXTEND_TIMEOUT_USEC= while a big
+ * queue is read. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -35,29 +36,44 @@ static bool wait_for(int fd, const char *want, int ms, char *all, size_t alllen)
         return false;
 }
 
+/* A datagram socket in the harness dir for tarryd's NOTIFY_SOCKET. */
+static int notify_socket(struct harness *h, char *path, size_t len)
+{
+        cr_assert_lt(snprintf(path, len, "%s/notify.sock", h->dir), (int)len);
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        return fd;
+}
+
+/* Start tarryd with NOTIFY_SOCKET (and a watchdog when watchdog_usec). */
+static pid_t start_notified(struct harness *h, const char *path, const char *watchdog_usec)
+{
+        pid_t pid = fork();
+        if (pid == 0) {
+                int log = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+                dup2(log, 2);
+                setenv("NOTIFY_SOCKET", path, 1);
+                if (watchdog_usec) {
+                        setenv("WATCHDOG_USEC", watchdog_usec, 1);
+                        char p[32];
+                        snprintf(p, sizeof(p), "%d", (int)getpid());
+                        setenv("WATCHDOG_PID", p, 1);
+                }
+                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", h->conf, (char *)NULL);
+                _exit(127);
+        }
+        return pid;
+}
+
 Test(notify, ready_status_watchdog_and_stopping_reach_systemd)
 {
         struct harness h;
         harness_init(&h, NULL);
         char path[100];
-        cr_assert_lt(snprintf(path, sizeof(path), "%s/notify.sock", h.dir), (int)sizeof(path));
-        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-
-        pid_t pid = fork();
-        if (pid == 0) {
-                int log = open(h.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-                dup2(log, 2);
-                setenv("NOTIFY_SOCKET", path, 1);
-                setenv("WATCHDOG_USEC", "1000000", 1);
-                char p[32];
-                snprintf(p, sizeof(p), "%d", (int)getpid());
-                setenv("WATCHDOG_PID", p, 1);
-                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", h.conf, (char *)NULL);
-                _exit(127);
-        }
+        int fd = notify_socket(&h, path, sizeof(path));
+        pid_t pid = start_notified(&h, path, "1000000");
         char all[16384] = "";
         cr_assert(wait_for(fd, "READY=1", 5000, all, sizeof(all)), "no READY=1: %s", all);
         cr_assert(wait_for(fd, "STATUS=0 queued", 3000, all, sizeof(all)) ||
@@ -66,6 +82,38 @@ Test(notify, ready_status_watchdog_and_stopping_reach_systemd)
         cr_assert(wait_for(fd, "WATCHDOG=1", 2000, all, sizeof(all)), "no WATCHDOG=1: %s", all);
         kill(pid, SIGTERM);
         cr_assert(wait_for(fd, "STOPPING=1", 3000, all, sizeof(all)), "no STOPPING=1: %s", all);
+        int st;
+        waitpid(pid, &st, 0);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        close(fd);
+        harness_cleanup(&h);
+}
+
+/* A big queue takes longer to read than systemd's TimeoutStartSec (90 s by
+ * default): tarryd asks for more time as it goes, and says how far it is. */
+Test(notify, a_long_start_up_asks_systemd_for_more_time, .timeout = 120)
+{
+        struct harness h;
+        harness_init(&h, NULL);
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "%s --spool %s --messages 20000 --defer 3600 >/dev/null",
+                 harness_binary("bench/spool-gen"), h.spool);
+        cr_assert_eq(system(cmd), 0, "%s", cmd);
+        char path[100];
+        int fd = notify_socket(&h, path, sizeof(path));
+        pid_t pid = start_notified(&h, path, NULL);
+        static char all[65536];
+        all[0] = '\0';
+        cr_assert(wait_for(fd, "READY=1", 60000, all, sizeof(all)), "no READY=1: %s", all);
+        const char *ready = strstr(all, "READY=1");
+        const char *first = strstr(all, "EXTEND_TIMEOUT_USEC=90000000");
+        const char *ten = strstr(all, "STATUS=starting: 10000 message(s) read");
+        const char *twenty = strstr(all, "STATUS=starting: 20000 message(s) read");
+        cr_assert(first && first < ready, "no EXTEND_TIMEOUT_USEC before READY: %s", all);
+        cr_assert(ten && ten < ready, "no progress at 10000 before READY: %s", all);
+        cr_assert(twenty && twenty < ready, "no progress at 20000 before READY: %s", all);
+        cr_assert(harness_log_contains(&h, "started: 20000 message(s) queued"));
+        kill(pid, SIGTERM);
         int st;
         waitpid(pid, &st, 0);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
