@@ -111,6 +111,7 @@ static int fill_envelope(struct envelope *env, const struct options *o, unsigned
         snprintf(address, sizeof(address), "user%lu@d%lu.example.test", i, i % o->domains);
         snprintf(env->id, sizeof(env->id), "%08X%05X%03X", (unsigned)(arrival_us / S),
                  (unsigned)(arrival_us % S), (unsigned)(i & 0xfff));
+        free(env->sender);
         env->sender = strdup("bench@example.com");
         env->user = strdup("root");
         env->arrival_us = arrival_us;
