@@ -213,11 +213,19 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 return;
         }
         if (lr < 0) {
-                /* EMFILE, ENOMEM, EIO…: the message is still queued; try it again later */
-                log_error("%s: cannot read the envelope: %s; will retry", m->id, strerror(-lr));
+                /* EMFILE, ENOMEM, EIO…: the message is still queued; try it again later
+                 * (every 5 s: logged once per run of the same error, counted each time) */
+                if (m->read_error != lr)
+                        log_error("%s: cannot read the envelope: %s; will retry", m->id,
+                                  strerror(-lr));
+                m->read_error = (int16_t)lr;
                 deliver_count_spool_error(d, "read");
                 sched_reschedule(d->sched, w->it, now + SPOOL_RETRY_US);
                 return;
+        }
+        if (m->read_error) {
+                log_info("%s: envelope read again", m->id);
+                m->read_error = 0;
         }
         struct envelope *env = m->env;
         _cleanup_free_ size_t *idx = calloc(env->n_rcpt, sizeof(size_t));

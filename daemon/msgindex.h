@@ -28,6 +28,7 @@ struct msg {
         enum queue_dir dir; /* QUEUE_ACTIVE or QUEUE_HOLD */
         int inflight;       /* attempts running for this message */
         int8_t reply_class; /* class of the latest deferral, -1: none */
+        int16_t read_error; /* -errno of the last failed envelope read (logged once), 0: none */
         uint32_t n_pending; /* recipients not yet delivered or failed */
         uint64_t size;
         int64_t arrival_us;

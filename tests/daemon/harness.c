@@ -479,3 +479,15 @@ void harness_unfill_spool(struct harness *h)
         cr_assert(unlink(path) == 0 || errno == ENOENT, "cannot remove %s: %s", path,
                   strerror(errno));
 }
+
+long harness_metric(struct harness *h, const char *series)
+{
+        char *resp = harness_http_get(h, "/metrics");
+        cr_assert(strstr(resp, " 200 "), "GET /metrics: %.200s", resp);
+        char needle[256];
+        snprintf(needle, sizeof(needle), "\n%s ", series);
+        const char *p = strstr(resp, needle);
+        long n = p ? strtol(p + strlen(needle), NULL, 10) : 0;
+        free(resp);
+        return n;
+}

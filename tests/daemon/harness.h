@@ -75,6 +75,8 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
 /* GET path from the loopback status endpoint (HTTP/1.0): the whole response,
  * headers and body, malloc'd. */
 char *harness_http_get(struct harness *h, const char *path);
+/* The value of one series of /metrics ("name{label=\"v\"}"), 0 if absent. */
+long harness_metric(struct harness *h, const char *series);
 
 /* Files in spool/DIR that are queue IDs. */
 size_t harness_count_queued(struct harness *h, const char *dir);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -287,4 +288,61 @@ Test(daemon, check_prints_the_effective_config_and_broken_ones_exit_78)
         cr_assert_not_null(strstr(out, "tarry.conf:3: bad value 'forever' for queue_lifetime"),
                            "%s", out);
         harness_cleanup(&h);
+}
+
+/* The only message folder in spool/active/ (fails the test otherwise). */
+static void only_active(struct harness *h, char *path, size_t len)
+{
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "ls %s/active", h->spool);
+        FILE *p = popen(cmd, "r");
+        char id[64] = "";
+        cr_assert_not_null(fgets(id, sizeof(id), p), "nothing in active/");
+        pclose(p);
+        id[strcspn(id, "\n")] = '\0';
+        snprintf(path, len, "%s/active/%s", h->spool, id);
+}
+
+/* An envelope that cannot be read for a while (EIO, EMFILE…; here a folder
+ * where the file should be: EISDIR) keeps the message queued: tried again
+ * every 5 s, logged once, counted each time, delivered once it reads again. */
+Test(daemon, an_unreadable_envelope_is_retried_logged_once_and_delivered_later, .timeout = 60)
+{
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt", "451 4.3.0 try again later");
+        struct harness h;
+        init_with(&h, f, NULL, "[retry.unknown_temp]\ninitial = 1s\nmax = 1s\n");
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "bob@example.test", "unreadable");
+        for (int i = 0; i < 300 && !harness_log_contains(&h, "status=deferred"); i++)
+                harness_sleep_ms(10);
+        cr_assert(harness_log_contains(&h, "status=deferred"));
+
+        char dir[600], env[700], saved[700];
+        only_active(&h, dir, sizeof(dir));
+        snprintf(env, sizeof(env), "%s/envelope", dir);
+        snprintf(saved, sizeof(saved), "%s/envelope.saved", dir);
+        cr_assert_eq(rename(env, saved), 0);
+        cr_assert_eq(mkdir(env, 0700), 0);
+        /* the 1 s retry fails to read, then again 5 s later */
+        for (int i = 0;
+             i < 1000 && harness_metric(&h, "tarry_spool_errors_total{kind=\"read\"}") < 2; i++)
+                harness_sleep_ms(10);
+        cr_assert_geq(harness_metric(&h, "tarry_spool_errors_total{kind=\"read\"}"), 2);
+        cr_assert_eq(harness_log_count(&h, "cannot read the envelope: Is a directory"), 1);
+        cr_assert_eq(harness_count_queued(&h, "active"), 1, "the message left the queue");
+
+        cr_assert_eq(rmdir(env), 0);
+        cr_assert_eq(rename(saved, env), 0);
+        fixture_set(f, "rcpt", "250 2.1.5 Ok");
+        cr_assert_eq(fixture_wait_txns(f, 1, 8000), 0, "not delivered once readable again");
+        cr_assert(harness_log_contains(&h, "envelope read again"));
+        for (int i = 0; i < 300 && harness_count_queued(&h, "active") > 0; i++)
+                harness_sleep_ms(10);
+        cr_assert_eq(harness_count_queued(&h, "active"), 0);
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(f), 1, "delivered more than once");
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        fixture_free(f);
 }

@@ -212,14 +212,9 @@ static void assert_tarryq_lists(size_t n)
 /* tarry_spool_errors_total{kind="KIND"} from the metrics endpoint (0 if absent). */
 static long spool_errors(const char *kind)
 {
-        char *resp = harness_http_get(&S.h, "/metrics");
-        cr_assert(strstr(resp, " 200 "), "GET /metrics: %.200s", resp);
-        char needle[128];
-        snprintf(needle, sizeof(needle), "tarry_spool_errors_total{kind=\"%s\"} ", kind);
-        const char *p = strstr(resp, needle);
-        long n = p ? strtol(p + strlen(needle), NULL, 10) : 0;
-        free(resp);
-        return n;
+        char series[128];
+        snprintf(series, sizeof(series), "tarry_spool_errors_total{kind=\"%s\"}", kind);
+        return harness_metric(&S.h, series);
 }
 
 static void flush(void)
