@@ -491,3 +491,38 @@ long harness_metric(struct harness *h, const char *series)
         free(resp);
         return n;
 }
+
+char *harness_numbered_message(int n, int lines, size_t *len)
+{
+        size_t cap = 128 + (size_t)lines * 64;
+        char *buf = malloc(cap);
+        cr_assert_not_null(buf);
+        size_t off = (size_t)snprintf(buf, cap, "Subject: kill %d\nX-Kill: %d\n\n", n, n);
+        for (int i = 0; i < lines; i++)
+                off += (size_t)snprintf(buf + off, cap - off,
+                                        "kill %d line %06d abcdefghijklmnopqrstuvwxyz0123456789\n",
+                                        n, i);
+        off += (size_t)snprintf(buf + off, cap - off, "END %d\n", n);
+        *len = off;
+        return buf;
+}
+
+int harness_numbered_read(const char *path, int *lines, bool *ended)
+{
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "%s", path);
+        char line[256];
+        int n = -1, a, b;
+        *lines = 0;
+        *ended = false;
+        while (fgets(line, sizeof(line), f)) {
+                if (n < 0 && sscanf(line, "X-Kill: %d", &a) == 1)
+                        n = a;
+                else if (sscanf(line, "kill %d line %d", &a, &b) == 2 && a == n && b == *lines)
+                        (*lines)++;
+                else if (sscanf(line, "END %d", &a) == 1 && a == n)
+                        *ended = true;
+        }
+        fclose(f);
+        return n;
+}

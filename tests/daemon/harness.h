@@ -66,6 +66,12 @@ pid_t harness_sendmail_start(struct harness *h, const char *const *args, const c
 int harness_sendmail(struct harness *h, const char *body, const char *const *args);
 /* Likewise, with its stderr returned in *err (malloc'd). */
 int harness_sendmail_err(struct harness *h, const char *body, const char *const *args, char **err);
+/* A message that shows at the receiver whether it arrived whole (for kill
+ * tests): "X-Kill: n", `lines` numbered lines, "END n"; malloc'd. */
+char *harness_numbered_message(int n, int lines, size_t *len);
+/* Read a saved body: its number n (-1: no X-Kill header), how many numbered
+ * lines it holds in order, and whether "END n" is there. */
+int harness_numbered_read(const char *path, int *lines, bool *ended);
 /* A simple message from sender to one recipient; fails the test unless sendmail exits 0. */
 void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject);
 

@@ -3,8 +3,8 @@
  * or delivered, every submission that sendmail confirmed (exit 0) is
  * delivered exactly once, and the abandoned drafts are cleaned up (on reload).
  *
- * Each message carries "X-Kill: N", LINES(N) numbered lines and "END N", so a
- * delivered body shows whether it is whole. Kills land while the body is
+ * Each message is harness_numbered_message's ("X-Kill: N", numbered lines,
+ * "END N"), so a delivered body shows whether it is whole. Kills land while the body is
  * still being written, just after stdin closes (during the commit) or never.
  */
 #include <criterion/criterion.h>
@@ -33,21 +33,6 @@ struct submission {
         int delivered;
 };
 
-static char *message_text(int n, int lines, size_t *len)
-{
-        size_t cap = 256 + (size_t)lines * 96;
-        char *buf = malloc(cap);
-        size_t off = (size_t)snprintf(
-            buf, cap, "Subject: kill %d\nX-Kill: %d\nTo: <k%d@example.test>\n\n", n, n, n);
-        for (int i = 0; i < lines; i++)
-                off += (size_t)snprintf(buf + off, cap - off,
-                                        "kill %d line %06d abcdefghijklmnopqrstuvwxyz0123456789\n",
-                                        n, i);
-        off += (size_t)snprintf(buf + off, cap - off, "END %d\n", n);
-        *len = off;
-        return buf;
-}
-
 static void write_all(int fd, const char *buf, size_t len)
 {
         for (size_t off = 0; off < len;) {
@@ -62,7 +47,7 @@ static void write_all(int fd, const char *buf, size_t len)
 static void submit_and_kill(struct harness *h, int n, struct submission *s)
 {
         size_t len;
-        char *text = message_text(n, s->lines, &len);
+        char *text = harness_numbered_message(n, s->lines, &len);
         int fd;
         char rcpt[64];
         snprintf(rcpt, sizeof(rcpt), "k%d@example.test", n);
@@ -93,22 +78,11 @@ static void submit_and_kill(struct harness *h, int n, struct submission *s)
 /* Check one delivered body: its number, and that every line is there. */
 static void check_delivered(const char *path, struct submission *subs)
 {
-        FILE *f = fopen(path, "r");
-        cr_assert_not_null(f, "%s", path);
-        char line[256];
-        int n = -1, lines = 0, end = -1;
-        while (fgets(line, sizeof(line), f)) {
-                int a, b;
-                if (n < 0 && sscanf(line, "X-Kill: %d", &a) == 1)
-                        n = a;
-                else if (sscanf(line, "kill %d line %d", &a, &b) == 2 && a == n && b == lines)
-                        lines++;
-                else if (sscanf(line, "END %d", &a) == 1)
-                        end = a;
-        }
-        fclose(f);
+        int lines;
+        bool ended;
+        int n = harness_numbered_read(path, &lines, &ended);
         cr_assert(n >= 0 && n < SUBMISSIONS, "%s: no X-Kill header", path);
-        cr_assert_eq(end, n, "%s: message %d delivered without its end", path, n);
+        cr_assert(ended, "%s: message %d delivered without its end", path, n);
         cr_assert_eq(lines, subs[n].lines, "%s: message %d has %d of %d lines", path, n, lines,
                      subs[n].lines);
         subs[n].delivered++;

@@ -456,37 +456,13 @@ static pid_t start_sendmail_as(const struct env *e, const char *user, const char
         return pid;
 }
 
-/* "X-Kill: N", then `lines` numbered lines, then "END N". */
-static char *numbered_message(int n, int lines, size_t *len)
-{
-        size_t cap = 128 + (size_t)lines * 64;
-        char *buf = malloc(cap);
-        size_t off = (size_t)snprintf(buf, cap, "Subject: kill %d\nX-Kill: %d\n\n", n, n);
-        for (int i = 0; i < lines; i++)
-                off += (size_t)snprintf(buf + off, cap - off, "kill %d line %06d %s\n", n, i,
-                                        "abcdefghijklmnopqrstuvwxyz0123456789");
-        off += (size_t)snprintf(buf + off, cap - off, "END %d\n", n);
-        *len = off;
-        return buf;
-}
-
 /* The message number of a saved body, or -1 unless every line is there. */
 static int whole_message(const char *path, const int *lines_of)
 {
-        FILE *f = fopen(path, "r");
-        cr_assert_not_null(f, "%s", path);
-        char line[256];
-        int n = -1, lines = 0, end = -1, a, b;
-        while (fgets(line, sizeof(line), f)) {
-                if (n < 0 && sscanf(line, "X-Kill: %d", &a) == 1)
-                        n = a;
-                else if (sscanf(line, "kill %d line %d", &a, &b) == 2 && a == n && b == lines)
-                        lines++;
-                else if (sscanf(line, "END %d", &a) == 1)
-                        end = a;
-        }
-        fclose(f);
-        return n >= 0 && n < DROP_KILLS && end == n && lines == lines_of[n] ? n : -1;
+        int lines;
+        bool ended;
+        int n = harness_numbered_read(path, &lines, &ended);
+        return n >= 0 && n < DROP_KILLS && ended && lines == lines_of[n] ? n : -1;
 }
 
 Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message, .timeout = 120)
@@ -501,7 +477,7 @@ Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message,
         for (int n = 0; n < DROP_KILLS; n++) {
                 lines_of[n] = 16 << (rand() % 8); /* 1 KB to 256 KB */
                 size_t len;
-                char *text = numbered_message(n, lines_of[n], &len);
+                char *text = harness_numbered_message(n, lines_of[n], &len);
                 char rcpt[64];
                 snprintf(rcpt, sizeof(rcpt), "k%d@example.test", n);
                 int fd;
