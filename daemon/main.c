@@ -10,6 +10,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -197,6 +199,37 @@ static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si,
                                  on_shutdown_timeout, d);
 }
 
+/* A source_address that is not (yet) an address of this machine makes every
+ * delivery from it fail to bind: say so now, not at the first deferral. A
+ * warning, not an error: a floating address may arrive later. */
+static void check_source_addresses(const struct tarry_config *cfg)
+{
+        for (size_t i = 0; i < cfg->n_source_addresses; i++) {
+                const char *a = cfg->source_addresses[i];
+                struct sockaddr_storage ss = {0};
+                socklen_t len;
+                struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+                struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+                if (inet_pton(AF_INET, a, &v4->sin_addr) == 1) {
+                        v4->sin_family = AF_INET;
+                        len = sizeof(*v4);
+                } else if (inet_pton(AF_INET6, a, &v6->sin6_addr) == 1) {
+                        v6->sin6_family = AF_INET6;
+                        len = sizeof(*v6);
+                } else {
+                        continue; /* config load refuses these */
+                }
+                int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        continue;
+                if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+                        log_warn("source_address %s is not usable here (%s): deliveries from it "
+                                 "will be deferred until it is",
+                                 a, strerror(errno));
+                close(fd);
+        }
+}
+
 /* Remove the drafts of submitters that died (kill -9 sendmail): nothing
  * reads them, they only take space. Safe while sendmail runs: a draft
  * whose writer lives is locked and kept. */
@@ -253,6 +286,7 @@ static int reload(struct tarryd *d)
         d->cfg = cfg;
         dsn_policy_from_config(&d->dsn_policy, cfg);
         log_info("configuration reloaded from %s", d->config_path);
+        check_source_addresses(cfg);
         sweep_tmp(d, "reload");
         deliver_arm_timer(d);
         return 0;
@@ -388,6 +422,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         if (r == -EBADMSG)
                 log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
 
+        check_source_addresses(d->cfg);
         sweep_tmp(d, "recovery");
         d->starting = true;
         sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=starting: reading the spool",

@@ -346,3 +346,23 @@ Test(daemon, an_unreadable_envelope_is_retried_logged_once_and_delivered_later, 
         harness_cleanup(&h);
         fixture_free(f);
 }
+
+/* A pinned source address the machine does not have is named at start and on
+ * reload (every delivery from it would fail to bind), without refusing to run:
+ * a floating address may be added later. */
+Test(daemon, a_source_address_this_machine_lacks_is_named_at_start_and_reload)
+{
+        struct harness h;
+        harness_init(&h, "source_address = 127.0.0.2, 192.0.2.1\n");
+        harness_start(&h);
+        const char *warning = "source_address 192.0.2.1 is not usable here (Cannot assign "
+                              "requested address)";
+        cr_assert_eq(harness_log_count(&h, warning), 1);
+        cr_assert_not(harness_log_contains(&h, "source_address 127.0.0.2"));
+        kill(h.tarryd, SIGHUP);
+        for (int i = 0; i < 300 && harness_log_count(&h, warning) < 2; i++)
+                harness_sleep_ms(10);
+        cr_assert_eq(harness_log_count(&h, warning), 2);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+}
