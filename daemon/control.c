@@ -8,6 +8,7 @@
 #include "daemon/tarryd.h"
 #include "common/address.h"
 #include "common/cleanup.h"
+#include "common/kselect.h"
 #include "common/fileio.h"
 
 #include <errno.h>
@@ -223,7 +224,7 @@ static int match_cb(struct msg *m, void *userdata)
 
 static int by_id(const void *a, const void *b)
 {
-        return strcmp((*(struct msg *const *)a)->id, (*(struct msg *const *)b)->id);
+        return strcmp(((const struct msg *)a)->id, ((const struct msg *)b)->id);
 }
 
 static int list_queue(void *userdata, const struct status_queue_filter *f, json_t **out_array,
@@ -235,9 +236,11 @@ static int list_queue(void *userdata, const struct status_queue_filter *f, json_
                 free(l.v);
                 return r;
         }
-        qsort(l.v, l.n, sizeof(*l.v), by_id);
+        /* only the page is sorted: a 10,000-line page of a 1M queue costs a
+         * linear selection, not a sort of the million */
+        size_t count = kselect_page((void **)l.v, l.n, f->offset, f->limit, by_id);
         json_t *a = json_array();
-        for (size_t i = f->offset; a && i < l.n && i < f->offset + f->limit; i++) {
+        for (size_t i = f->offset; a && i < f->offset + count; i++) {
                 struct envelope *env = NULL;
                 if (load_any(l.d, l.v[i], &env) == 0)
                         json_array_append_new(a, message_json(l.v[i], env, l.now));

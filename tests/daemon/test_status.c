@@ -287,3 +287,50 @@ Test(status_e2e, tarryq_controls_the_running_daemon)
         free(err);
         stop(&s);
 }
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Pages of /queue, whatever their offset and size, are consecutive runs of
+ * the queue sorted by ID: together exactly the queue, each ID once. */
+Test(status_e2e, queue_pages_are_runs_of_the_queue_in_id_order)
+{
+        enum { N = 23 };
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, N);
+        json_t *all = get(s.unix_c, "/queue?limit=1000", 200);
+        json_t *msgs = json_object_get(all, "messages");
+        cr_assert_eq(json_array_size(msgs), N);
+        char *ids[N];
+        for (size_t i = 0; i < N; i++)
+                ids[i] =
+                    strdup(json_string_value(json_object_get(json_array_get(msgs, i), "queue_id")));
+        json_decref(all);
+        char *sorted[N];
+        memcpy(sorted, ids, sizeof(ids));
+        qsort(sorted, N, sizeof(*sorted), cmp_str);
+        for (size_t i = 0; i < N; i++)
+                cr_assert_str_eq(ids[i], sorted[i], "the full listing is not in ID order");
+        for (size_t limit = 1; limit <= 10; limit += 3) {
+                for (size_t offset = 0; offset < N + 2; offset += limit) {
+                        char path[64];
+                        snprintf(path, sizeof(path), "/queue?offset=%zu&limit=%zu", offset, limit);
+                        json_t *page = get(s.unix_c, path, 200);
+                        json_t *pm = json_object_get(page, "messages");
+                        size_t want = offset >= N ? 0 : (N - offset < limit ? N - offset : limit);
+                        cr_assert_eq(json_array_size(pm), want, "%s", path);
+                        cr_assert_eq(json_integer_value(json_object_get(page, "total")), N);
+                        for (size_t i = 0; i < want; i++)
+                                cr_assert_str_eq(json_string_value(json_object_get(
+                                                     json_array_get(pm, i), "queue_id")),
+                                                 sorted[offset + i], "%s, item %zu", path, i);
+                        json_decref(page);
+                }
+        }
+        for (size_t i = 0; i < N; i++)
+                free(ids[i]);
+        stop(&s);
+}
