@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +102,8 @@ void harness_start(struct harness *h)
                 dup2(devnull, 1);
                 unsetenv("NOTIFY_SOCKET");
                 unsetenv("JOURNAL_STREAM");
+                /* a test that fails before stopping tarryd must not leave it running */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 execl(harness_binary("daemon/tarryd"), "tarryd", "-C", h->conf, (char *)NULL);
                 _exit(127);
         }

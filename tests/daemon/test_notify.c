@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -54,6 +55,7 @@ static pid_t start_notified(struct harness *h, const char *path, const char *wat
         if (pid == 0) {
                 int log = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
                 dup2(log, 2);
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* not left running by a failed test */
                 setenv("NOTIFY_SOCKET", path, 1);
                 if (watchdog_usec) {
                         setenv("WATCHDOG_USEC", watchdog_usec, 1);
