@@ -405,14 +405,17 @@ static bool server_replied(const struct smtpc_result *res)
         return res->status == SMTPC_ATTEMPT_DONE || res->failure == SMTPC_FAIL_REPLY;
 }
 
+/* Record one recipient's outcome. A reason of tarry's own (!from_server)
+ * keeps no reply code: it is shown and reported as tarry's words. */
 static void apply_decision(struct envelope_rcpt *r, const struct sched_decision *dec,
-                           const char *text, const char *relay, int64_t start, int64_t now)
+                           const char *text, bool from_server, const char *relay, int64_t start,
+                           int64_t now)
 {
         r->attempts++;
         if (!r->first_attempt_us)
                 r->first_attempt_us = start;
         r->last_attempt_us = now;
-        r->reply_code = dec->code;
+        r->reply_code = from_server ? dec->code : 0;
         set_str(&r->dsn_status, dec->enhanced[0] ? dec->enhanced : NULL);
         set_str(&r->last_reply, text);
         set_str(&r->relay, relay);
@@ -708,9 +711,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 const char *text = rr[i].reply ? rr[i].reply->text : res->text;
                 if (dec[i].action == SCHED_NOT_ATTEMPTED)
                         continue;
-                apply_decision(r, &dec[i], text, relay, a->start_us, now);
-                if (!server_replied(res))
-                        r->reply_code = 0; /* tarry's own reason: shown and reported as such */
+                apply_decision(r, &dec[i], text, server_replied(res), relay, a->start_us, now);
                 log_outcome(a, res, r, &dec[i], text, relay, now);
                 count_outcome(d, &dec[i], env, now);
         }
