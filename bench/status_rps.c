@@ -48,8 +48,9 @@ static json_t *msg_json(const struct queue *q, const struct msg *m)
                          q->dest[m->dest], "next_attempt", (json_int_t)q->started + 300);
 }
 
-static int get_status(void *userdata, json_t **out)
+static int get_status(void *userdata, enum status_view view, json_t **out)
 {
+        (void)view;
         const struct queue *q = userdata;
         size_t by_state[STATUS_QSTATE__MAX] = {0}, by_class[CLASS__MAX] = {0};
         size_t per_dest[N_DEST] = {0};

@@ -128,7 +128,29 @@ static int dest_cb(const struct sched_dest_info *di, void *userdata)
         return 0;
 }
 
-static int get_status(void *userdata, json_t **out)
+/* The aggregate view: how many destinations are in each state, no names. */
+static int dest_count_cb(const struct sched_dest_info *di, void *userdata)
+{
+        json_t *o = userdata;
+        const char *state = sched_dest_state_name(di->state);
+        json_object_set_new(o, state,
+                            json_integer(json_integer_value(json_object_get(o, state)) + 1));
+        return 0;
+}
+
+static json_t *destinations_json(struct tarryd *d, int64_t now, enum status_view view)
+{
+        json_t *v = view == STATUS_VIEW_FULL ? json_array() : json_object();
+        if (v)
+                sched_foreach_destination(d->sched, now,
+                                          view == STATUS_VIEW_FULL ? dest_cb : dest_count_cb, v);
+        return v;
+}
+
+/* view FULL (unix socket): "destinations" lists each one with its last
+ * reply, which can quote recipient addresses; AGGREGATE (TCP, any local
+ * user): "destination_states" counts them per state instead. */
+static int get_status(void *userdata, enum status_view view, json_t **out)
 {
         struct tarryd *d = userdata;
         struct counts c = {.now = now_realtime_us()};
@@ -143,8 +165,7 @@ static int get_status(void *userdata, json_t **out)
                 if (i != CLASS_PERMANENT)
                         json_object_set_new(by_class, reply_class_name(i),
                                             json_integer((json_int_t)c.by_class[i]));
-        json_t *dests = json_array();
-        sched_foreach_destination(d->sched, c.now, dest_cb, dests);
+        json_t *dests = destinations_json(d, c.now, view);
         size_t total = msgindex_count(d->index) + incoming;
         *out = json_pack(
             "{s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:{s:I, s:I, s:I, s:I}, s:o}",
@@ -155,7 +176,8 @@ static int get_status(void *userdata, json_t **out)
             (json_int_t)c.state[STATUS_QSTATE_HOLD], "corrupt", (json_int_t)corrupt, "by_class",
             by_class, "attempts", "total", (json_int_t)d->n_attempts, "delivered",
             (json_int_t)d->n_delivered, "deferred", (json_int_t)d->n_deferred, "failed",
-            (json_int_t)d->n_failed, "destinations", dests);
+            (json_int_t)d->n_failed,
+            view == STATUS_VIEW_FULL ? "destinations" : "destination_states", dests);
         if (!*out)
                 return -ENOMEM;
         json_object_set_new(*out, "oldest_arrival",

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/cleanup.h"
 #include "status/request.h"
@@ -303,6 +304,82 @@ static int parse_port(const char *s, uint16_t *out)
                 return -EINVAL;
         *out = v;
         return 0;
+}
+
+/* ---- the request line and the Host header ---- */
+
+int status_check_uri(const char *uri, const char **why)
+{
+        const char *q = uri ? strchr(uri, '?') : NULL;
+        unsigned n = 0;
+        for (const char *p = q; p && *p; p++)
+                if (*p == '&' || *p == ';' || p == q)
+                        n++;
+        if (n > STATUS_MAX_QUERY_ARGS) {
+                *why = "too many query arguments (at most 16)";
+                return -E2BIG;
+        }
+        return 0;
+}
+
+/* "host", "host:port", "[v6]" or "[v6]:port" → host and port text. */
+static bool split_host(const char *s, char *host, size_t hostsz, const char **port)
+{
+        const char *end;
+        *port = NULL;
+        if (s[0] == '[') {
+                end = strchr(s, ']');
+                if (!end || (end[1] && end[1] != ':'))
+                        return false;
+                s++;
+                *port = end[1] ? end + 2 : NULL;
+        } else {
+                end = strchr(s, ':');
+                if (end)
+                        *port = end + 1;
+                else
+                        end = s + strlen(s);
+        }
+        if ((size_t)(end - s) >= hostsz || end == s)
+                return false;
+        memcpy(host, s, (size_t)(end - s));
+        host[end - s] = '\0';
+        return true;
+}
+
+/* Numeric equality, so "::1" and "0::1" are the same address. */
+static bool same_address(const char *a, const char *b)
+{
+        unsigned char x[16] = {0}, y[16] = {0};
+        for (int af = AF_INET; af != -1; af = af == AF_INET ? AF_INET6 : -1)
+                if (inet_pton(af, a, x) == 1)
+                        return inet_pton(af, b, y) == 1 && memcmp(x, y, sizeof(x)) == 0;
+        return false;
+}
+
+static bool is_ip_literal(const char *s)
+{
+        unsigned char x[16];
+        return inet_pton(AF_INET, s, x) == 1 || inet_pton(AF_INET6, s, x) == 1;
+}
+
+bool status_host_allowed(const char *value, const struct status_listen_addr *a, int port)
+{
+        char host[64];
+        const char *p;
+        uint16_t n;
+        if (!value)
+                return true; /* HTTP/1.0 without Host: not a browser (libmicrohttpd
+                                refuses HTTP/1.1 without one) */
+        if (!split_host(value, host, sizeof(host), &p))
+                return false;
+        if (p && (parse_port(p, &n) < 0 || n != port))
+                return false;
+        if (strcasecmp(host, "localhost") == 0)
+                return true;
+        if (same_address(a->host, "0.0.0.0") || same_address(a->host, "::"))
+                return is_ip_literal(host);
+        return same_address(host, a->host);
 }
 
 static int parse_unix(const char *path, struct status_listen_addr *out, const char **why)

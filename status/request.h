@@ -45,6 +45,23 @@ int status_parse_queue_arg(struct status_queue_filter *f, unsigned *seen, const 
 /* A default filter: any class, destination and state, first page. */
 void status_queue_filter_init(struct status_queue_filter *f);
 
+/* The most query arguments a request may carry: GET /queue takes five.
+ * libmicrohttpd keeps each argument in the connection's memory, and ~500
+ * of them exhausted it, leaving the connection unanswered until its
+ * timeout; such a request is refused when its request line is seen. */
+#define STATUS_MAX_QUERY_ARGS 16
+
+/* The raw request target as the client sent it: -E2BIG with a static reason
+ * when it has more than STATUS_MAX_QUERY_ARGS query arguments. */
+int status_check_uri(const char *uri, const char **why);
+
+/* May a request with this Host header (NULL: none, as in HTTP/1.0) be served
+ * on TCP listener a, bound to port? Only the listening address itself (any
+ * IP literal for a wildcard address) or "localhost", with no port or the
+ * bound one: a web page that rebinds its own name to 127.0.0.1 sends that
+ * name, and is refused. */
+bool status_host_allowed(const char *host, const struct status_listen_addr *a, int port);
+
 /* Destination names: a domain or next hop, [A-Za-z0-9.-_:[\]], 1..255 bytes. */
 bool status_destination_valid(const char *s);
 

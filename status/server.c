@@ -15,6 +15,7 @@
 #include <microhttpd.h>
 
 #include "common/cleanup.h"
+#include "status/guard.h"
 #include "status/listen.h"
 #include "status/request.h"
 #include "status/status.h"
@@ -22,6 +23,7 @@
 #define DEFAULT_MAX_CONNECTIONS 64
 #define DEFAULT_PER_IP          16
 #define DEFAULT_TIMEOUT_S       10
+#define DEFAULT_REQUEST_MS      5000 /* a request line, headers and body arrive in this */
 #define DEFAULT_MAX_BODY        4096
 #define HEADER_MEMORY_LIMIT     (32 * 1024) /* request line + headers; beyond: 414/431 */
 #define DISCARD_FACTOR          16          /* a body this many times over the limit: hang up */
@@ -33,6 +35,7 @@ struct listener {
         bool created_path; /* unlink the unix socket on stop */
         int port;          /* TCP: bound port */
         struct MHD_Daemon *mhd;
+        struct guard *guard;
         sd_event_source *io;
         sd_event_source *timer;
 };
@@ -99,6 +102,7 @@ static enum MHD_Result queue_buffer(struct status_server *s, struct MHD_Connecti
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
         if (allow)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+        guard_answered(c);
         enum MHD_Result ret = MHD_queue_response(c, code, resp);
         MHD_destroy_response(resp);
         count_request(s, code);
@@ -166,12 +170,13 @@ static const char *admin_refusal(struct listener *l, struct MHD_Connection *c)
 
 /* ---- endpoints ---- */
 
-static enum MHD_Result handle_status(struct status_server *s, struct MHD_Connection *c)
+static enum MHD_Result handle_status(struct status_server *s, struct MHD_Connection *c,
+                                     enum status_view view)
 {
         json_t *out = NULL;
         if (!s->provider.get_status)
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no status provider", NULL);
-        int r = s->provider.get_status(s->provider.userdata, &out);
+        int r = s->provider.get_status(s->provider.userdata, view, &out);
         if (r < 0)
                 return reply_errno(s, c, r);
         return reply_json(s, c, MHD_HTTP_OK, out, NULL);
@@ -263,6 +268,7 @@ static enum MHD_Result handle_metrics(struct status_server *s, struct MHD_Connec
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 "text/plain; version=0.0.4; charset=utf-8");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        guard_answered(c);
         enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
         MHD_destroy_response(resp);
         return ret;
@@ -303,6 +309,14 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
         const char *allow, *why;
         unsigned n_args = 0;
 
+        /* DNS rebinding: a web page whose name now points at 127.0.0.1 can
+         * make a browser send requests here, with its own name as Host */
+        if (!l->addr.is_unix && !status_host_allowed(MHD_lookup_connection_value(
+                                                         c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+                                                     &l->addr, l->port))
+                return reply_error(s, c, MHD_HTTP_MISDIRECTED_REQUEST,
+                                   "the Host header must be this listener's address or localhost",
+                                   NULL);
         int r = status_parse_request(method, url, &req, &allow, &why);
         if (r == -ENOENT)
                 return reply_error(s, c, MHD_HTTP_NOT_FOUND, why, NULL);
@@ -322,7 +336,8 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
                                    "message listings are only served on the unix socket", NULL);
         switch (req.route) {
         case ROUTE_STATUS:
-                return handle_status(s, c);
+                return handle_status(s, c,
+                                     l->addr.is_unix ? STATUS_VIEW_FULL : STATUS_VIEW_AGGREGATE);
         case ROUTE_QUEUE:
                 return handle_queue(s, c);
         case ROUTE_MESSAGE:
@@ -358,9 +373,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         (void)version, (void)upload_data;
 
         if (!ctx) {
+                unsigned code;
+                const char *refusal = guard_refusal(c, &code);
                 if (!(ctx = calloc(1, sizeof(*ctx))))
                         return MHD_NO;
                 *con_cls = ctx;
+                if (refusal)
+                        return reply_error(s, c, code, refusal, NULL);
                 if (declared_too_large(c, s->max_body))
                         return reply_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE,
                                            "request body too large", NULL);
@@ -380,9 +399,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-        (void)cls, (void)c, (void)toe;
+        struct listener *l = cls;
         free(*con_cls);
         *con_cls = NULL;
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                guard_request_done(l->guard, c); /* kept alive: the next request's clock */
+}
+
+/* The request line as sent, before libmicrohttpd splits its arguments. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+        struct listener *l = cls;
+        const char *why;
+        if (status_check_uri(uri, &why) < 0)
+                guard_refuse(l->guard, c, MHD_HTTP_URI_TOO_LONG, why);
+        return NULL;
+}
+
+static void count_drop(void *userdata, unsigned code)
+{
+        count_request(userdata, code);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -458,10 +494,17 @@ static int start_mhd(struct listener *l, const struct status_options *opt, int f
 {
         struct status_server *s = l->server;
         unsigned flags = MHD_USE_EPOLL | (s->log ? MHD_USE_ERROR_LOG : 0);
+        unsigned limit = opt->max_connections ? opt->max_connections : DEFAULT_MAX_CONNECTIONS;
+        unsigned request_ms =
+            opt->request_timeout_ms ? opt->request_timeout_ms : DEFAULT_REQUEST_MS;
+        int r = guard_new(s->event, limit, (uint64_t)request_ms * 1000, count_drop, s, &l->guard);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
         struct MHD_OptionItem items[] = {
             {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
-            {MHD_OPTION_CONNECTION_LIMIT,
-             opt->max_connections ? opt->max_connections : DEFAULT_MAX_CONNECTIONS, NULL},
+            {MHD_OPTION_CONNECTION_LIMIT, limit, NULL},
             {MHD_OPTION_CONNECTION_TIMEOUT,
              opt->connection_timeout_s ? opt->connection_timeout_s : DEFAULT_TIMEOUT_S, NULL},
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY_LIMIT, NULL},
@@ -472,7 +515,9 @@ static int start_mhd(struct listener *l, const struct status_options *opt, int f
         };
         l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER,
                                   on_mhd_log, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
-                                  MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+                                  MHD_OPTION_NOTIFY_CONNECTION, guard_notify, l->guard,
+                                  MHD_OPTION_URI_LOG_CALLBACK, on_uri, l, MHD_OPTION_ARRAY, items,
+                                  MHD_OPTION_END);
         if (!l->mhd) {
                 close(fd);
                 return -EIO;
@@ -525,6 +570,8 @@ static void listener_stop(struct listener *l)
         if (l->mhd)
                 MHD_stop_daemon(l->mhd);
         l->mhd = NULL;
+        guard_free(l->guard); /* after MHD: stopping it closes (and untracks) every connection */
+        l->guard = NULL;
         if (l->created_path)
                 unlink(l->addr.path);
         free(l->entry);

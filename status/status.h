@@ -22,7 +22,11 @@
  *   POST /flush, POST /destinations/NAME/resume
  *                                        provider->action → {"ok":true,"action","target","count"}
  * /queue and /queue/ID (senders, recipients) are served on unix sockets only:
- * any local user can reach a loopback port; over TCP they answer 403.
+ * any local user can reach a loopback port; over TCP they answer 403, and
+ * /status there is the aggregate view (STATUS_VIEW_AGGREGATE). On TCP a Host
+ * header other than the listening address or localhost is refused (421).
+ * A request must arrive within request_timeout_ms and carry at most 16 query
+ * arguments (414), whatever the listener.
  * Errors are JSON {"error": "why", "status": code}: 400 bad ID or query value,
  * 403 admin refused, 404 unknown path or object, 405 wrong method (with Allow),
  * 409 provider -EBUSY, 413 request body too large, 500 provider failure.
@@ -134,14 +138,22 @@ enum status_action {
 };
 const char *status_action_name(enum status_action a); /* "retry", "flush", … */
 
+/* What GET /status may show. The unix socket is reachable by root, tarryd's
+ * user and status_group only; a loopback port by every local user (and by
+ * web pages, through DNS rebinding, were the Host header not checked). */
+enum status_view {
+        STATUS_VIEW_FULL,      /* destinations by name, with their last replies */
+        STATUS_VIEW_AGGREGATE, /* counts only: no address, domain or host name */
+};
+
 /* Callbacks run on the loop, one at a time. Each returns 0 (or a positive count
  * for actions: messages affected) or a negative errno: -ENOENT → 404,
  * -EINVAL → 400, -EBUSY → 409, anything else → 500. Objects handed out in *out
  * become the server's (one reference). */
 struct status_provider {
         void *userdata;
-        /* GET /status: the whole status object. */
-        int (*get_status)(void *userdata, json_t **out);
+        /* GET /status: the whole status object, as much as view allows. */
+        int (*get_status)(void *userdata, enum status_view view, json_t **out);
         /* GET /queue: the page [offset, offset+limit) of matching messages as a
          * JSON array of `tarryq -j` objects, and how many match in all. */
         int (*list_queue)(void *userdata, const struct status_queue_filter *filter,
@@ -166,9 +178,12 @@ struct status_options {
          * matches one of these uses it (dup'ed) instead of creating its own. */
         const int *activated_fds;
         size_t n_activated_fds;
-        unsigned max_connections;      /* per listener; 0: 64 */
+        unsigned max_connections;      /* per listener; 0: 64. When full, the oldest
+                                          request still arriving is dropped (408) */
         unsigned per_ip_connections;   /* per TCP client address; 0: 16 */
         unsigned connection_timeout_s; /* idle connections closed after; 0: 10 */
+        unsigned request_timeout_ms;   /* a request must arrive whole (line, headers,
+                                          body) within this, else 408; 0: 5000 */
         size_t max_body;               /* request body bytes, else 413; 0: 4096 */
         /* Diagnostics from libmicrohttpd (may be NULL: dropped). */
         void (*log)(void *userdata, const char *msg);

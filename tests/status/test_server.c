@@ -56,12 +56,12 @@ static json_t *msg_json(const struct fake_msg *m)
             (json_int_t)(m->class && strcmp(m->class, "greylist") == 0 ? time(NULL) + 300 : 0));
 }
 
-static int fake_status(void *userdata, json_t **out)
+static int fake_status(void *userdata, enum status_view view, json_t **out)
 {
         (void)userdata;
-        *out =
-            json_pack("{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i}}", "version", "0.1.0", "uptime_s", 5,
-                      "queue", "total", 5, "active", 1, "deferred", 3, "hold", 1, "corrupt", 0);
+        *out = json_pack("{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i}, s:s}", "version", "0.1.0",
+                         "uptime_s", 5, "queue", "total", 5, "active", 1, "deferred", 3, "hold", 1,
+                         "corrupt", 0, "view", view == STATUS_VIEW_FULL ? "full" : "aggregate");
         return *out ? 0 : -ENOMEM;
 }
 
@@ -896,4 +896,193 @@ Test(server, oversized_chunked_body_is_413)
         curl_slist_free_all(hdr);
         curl_easy_cleanup(h);
         free(r.body);
+}
+
+/* ---- what the TCP port shows, and to whom ---- */
+
+/* A TCP connection from a chosen loopback source address. */
+static int connect_from(const char *src)
+{
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        cr_assert_eq(inet_pton(AF_INET, src, &a.sin_addr), 1);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "bind %s: %m", src);
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(fx.port)};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "connect: %m");
+        return fd;
+}
+
+/* Read what the server says until it hangs up (or max_s pass); returns the text. */
+static char *read_answer(int fd, double max_s)
+{
+        static char buf[8192];
+        size_t len = 0;
+        double t0 = now_s();
+        for (;;) {
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                int left = (int)((max_s - (now_s() - t0)) * 1000);
+                if (left <= 0 || poll(&p, 1, left) != 1)
+                        break;
+                ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        return buf;
+}
+
+/* One raw request over TCP with the given Host header (NULL: none); the status code. */
+static int raw_status_code(const char *path, const char *host)
+{
+        char req[512];
+        int fd = connect_from("127.0.0.1");
+        if (host)
+                snprintf(req, sizeof(req),
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+        else
+                snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
+        cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+        const char *a = read_answer(fd, 10);
+        close(fd);
+        int code = 0;
+        cr_assert_eq(sscanf(a, "HTTP/1.%*d %d", &code), 1, "no answer: '%s'", a);
+        return code;
+}
+
+Test(server, tcp_status_is_the_aggregate_view_and_the_unix_socket_the_full_one)
+{
+        json_t *j = http_json("GET", "/status", true, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "view")), "aggregate");
+        json_decref(j);
+        j = http_json("GET", "/status", false, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "view")), "full");
+        json_decref(j);
+}
+
+Test(server, a_host_header_naming_another_site_is_refused_over_tcp)
+{
+        char host[64];
+        /* what a browser sends after rebinding evil.example to 127.0.0.1 */
+        snprintf(host, sizeof(host), "evil.example:%d", fx.port);
+        cr_assert_eq(raw_status_code("/status", host), 421);
+        cr_assert_eq(raw_status_code("/metrics", "evil.example"), 421);
+        snprintf(host, sizeof(host), "127.0.0.1:%d", fx.port + 1 == 65536 ? 1 : fx.port + 1);
+        cr_assert_eq(raw_status_code("/status", host), 421, "another port");
+        cr_assert_eq(raw_status_code("/status", "127.0.0.2"), 421, "another address");
+        /* the listening address, localhost, and HTTP/1.0 without Host are served */
+        snprintf(host, sizeof(host), "127.0.0.1:%d", fx.port);
+        cr_assert_eq(raw_status_code("/status", host), 200);
+        snprintf(host, sizeof(host), "LocalHost:%d", fx.port);
+        cr_assert_eq(raw_status_code("/status", host), 200);
+        cr_assert_eq(raw_status_code("/metrics", "localhost"), 200);
+        cr_assert_eq(raw_status_code("/status", NULL), 200);
+}
+
+Test(server, a_request_with_hundreds_of_query_arguments_is_refused_at_once)
+{
+        char req[8192] = "GET /status?";
+        for (int i = 0; i < 600; i++)
+                strcat(req, "a=1&");
+        strcat(req, "b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        int fd = connect_from("127.0.0.1");
+        double t0 = now_s();
+        cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+        const char *a = read_answer(fd, 9);
+        double took = now_s() - t0;
+        close(fd);
+        /* it used to hold the connection, unanswered, for the 10 s idle timeout */
+        cr_assert_lt(took, 5.0, "answered after %.1f s", took);
+        cr_assert(strncmp(a, "HTTP/1.1 414", 12) == 0, "answer: '%.200s'", a);
+        cr_assert_not_null(strstr(a, "too many query arguments"), "answer: '%.300s'", a);
+        /* and a few more than any resource takes, on the unix socket too */
+        expect_error("GET", "/queue?class=greylist&a&b&c&d&e&f&g&h&i&j&k&l&m&n&o&p&q", false, 414);
+}
+
+/* ---- slow clients ---- */
+
+struct trickle {
+        int *fds;
+        size_t n;
+        volatile bool stop;
+};
+
+/* One more header byte on every connection every 200 ms: never idle. */
+static void *trickle_run(void *arg)
+{
+        struct trickle *t = arg;
+        while (!t->stop) {
+                for (size_t i = 0; i < t->n; i++)
+                        if (t->fds[i] >= 0 && send(t->fds[i], "a", 1, MSG_NOSIGNAL) != 1) {
+                                close(t->fds[i]);
+                                t->fds[i] = -1;
+                        }
+                usleep(200 * 1000);
+        }
+        return NULL;
+}
+
+static double timed_status(bool tcp, const char *path)
+{
+        double t0 = now_s();
+        struct reply r = http("GET", path, tcp, 0);
+        cr_assert_eq(r.code, 200, "%s over %s: %ld %s", path, tcp ? "tcp" : "unix", r.code, r.body);
+        free(r.body);
+        return now_s() - t0;
+}
+
+Test(server, eighty_slow_clients_from_eight_addresses_do_not_hold_status_or_metrics)
+{
+        enum { N = 80 };
+        int fds[N];
+        struct trickle t = {.fds = fds, .n = N};
+        pthread_t th;
+        for (int i = 0; i < N; i++) {
+                char src[32];
+                snprintf(src, sizeof(src), "127.0.0.%d", 100 + i % 8);
+                fds[i] = connect_from(src);
+                const char *start = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+                cr_assert_eq(send(fds[i], start, strlen(start), MSG_NOSIGNAL),
+                             (ssize_t)strlen(start));
+        }
+        cr_assert_eq(pthread_create(&th, NULL, trickle_run, &t), 0);
+        usleep(500 * 1000); /* let the server take them all in */
+        /* used to wait for the slow clients (for ever, as long as they trickle) */
+        for (int i = 0; i < 3; i++) {
+                double took = timed_status(true, "/status");
+                cr_assert_lt(took, 5.0, "/status over TCP took %.1f s", took);
+                took = timed_status(true, "/metrics");
+                cr_assert_lt(took, 5.0, "/metrics over TCP took %.1f s", took);
+                took = timed_status(false, "/status");
+                cr_assert_lt(took, 5.0, "/status on the unix socket took %.1f s", took);
+        }
+        t.stop = true;
+        pthread_join(th, NULL);
+        for (int i = 0; i < N; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+}
+
+Test(listeners, a_request_trickling_in_is_answered_408_after_the_request_timeout, .init = fx_init)
+{
+        fx.opt.request_timeout_ms = 500;
+        fx_run();
+        int fd = connect_from("127.0.0.1");
+        const char *start = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+        cr_assert_eq(send(fd, start, strlen(start), MSG_NOSIGNAL), (ssize_t)strlen(start));
+        struct trickle t = {.fds = &fd, .n = 1};
+        pthread_t th;
+        double t0 = now_s();
+        cr_assert_eq(pthread_create(&th, NULL, trickle_run, &t), 0);
+        /* the idle timeout (10 s) never fires for a client that keeps sending */
+        char a[512];
+        snprintf(a, sizeof(a), "%s", read_answer(fd, 8));
+        double took = now_s() - t0;
+        t.stop = true;
+        pthread_join(th, NULL);
+        if (fd >= 0)
+                close(fd);
+        cr_assert(strncmp(a, "HTTP/1.1 408", 12) == 0, "after %.1f s: '%.200s'", took, a);
+        cr_assert_lt(took, 6.0);
 }
