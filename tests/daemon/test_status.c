@@ -118,11 +118,52 @@ Test(status_e2e, status_counts_match_the_queue)
             json_integer_value(json_object_get(json_object_get(st, "by_class"), "greylist")), 3);
         cr_assert_eq(
             json_integer_value(json_object_get(json_object_get(st, "attempts"), "deferred")), 3);
+        /* over TCP, destinations are only counted per state */
+        cr_assert_null(json_object_get(st, "destinations"));
+        cr_assert_eq(
+            json_integer_value(json_object_get(json_object_get(st, "destination_states"), "ok")),
+            1);
+        json_decref(st);
+        st = get(s.unix_c, "/status", 200);
         json_t *dests = json_object_get(st, "destinations");
         cr_assert_eq(json_array_size(dests), 1);
         cr_assert_str_eq(json_string_value(json_object_get(json_array_get(dests, 0), "state")),
                          "ok");
         json_decref(st);
+        stop(&s);
+}
+
+static char *body_of(struct status_client *c, const char *path)
+{
+        long code = 0;
+        char *body = NULL;
+        size_t len;
+        cr_assert_eq(status_client_request(c, "GET", path, &code, &body, &len), 0);
+        cr_assert_eq(code, 200, "GET %s answered %ld", path, code);
+        return body;
+}
+
+Test(status_e2e, the_tcp_port_shows_no_address_domain_or_reply_text)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 2);
+        /* the unix socket (root, tarry, status_group) shows the destination and
+         * its last reply, which names the recipient domain */
+        char *full = body_of(s.unix_c, "/status");
+        cr_assert_not_null(strstr(full, "example.test"), "%s", full);
+        free(full);
+        /* any local user reaches the TCP port: counts only */
+        char *paths[] = {"/status", "/metrics"};
+        for (size_t i = 0; i < 2; i++) {
+                char *b = body_of(s.tcp_c, paths[i]);
+                cr_assert_null(strstr(b, "example.test"), "%s shows a domain: %s", paths[i], b);
+                cr_assert_null(strstr(b, "user0"), "%s shows an address: %s", paths[i], b);
+                cr_assert_null(strstr(b, "sender.test"), "%s shows a sender: %s", paths[i], b);
+                cr_assert_null(strstr(b, "127.0.0.1"), "%s shows a next hop: %s", paths[i], b);
+                cr_assert_null(strstr(b, "Greylisted"), "%s shows a reply: %s", paths[i], b);
+                free(b);
+        }
         stop(&s);
 }
 

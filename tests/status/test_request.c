@@ -141,3 +141,43 @@ Test(request, listen_entries_parse_and_loopback_is_recognised)
         cr_assert_not(status_addr_is_loopback("::"));
         cr_assert_not(status_addr_is_loopback("192.0.2.1"));
 }
+
+Test(request, only_the_listening_address_or_localhost_may_be_the_host)
+{
+        struct status_listen_addr a, v6, any;
+        const char *why;
+        cr_assert_eq(status_parse_listen("127.0.0.1:8025", &a, &why), 0);
+        cr_assert(status_host_allowed("127.0.0.1:8025", &a, 8025));
+        cr_assert(status_host_allowed("127.0.0.1", &a, 8025));
+        cr_assert(status_host_allowed("localhost:8025", &a, 8025));
+        cr_assert(status_host_allowed("LOCALHOST", &a, 8025));
+        cr_assert(status_host_allowed(NULL, &a, 8025), "HTTP/1.0 without Host");
+        cr_assert_not(status_host_allowed("evil.example:8025", &a, 8025), "DNS rebinding");
+        cr_assert_not(status_host_allowed("127.0.0.1:8026", &a, 8025), "another port");
+        cr_assert_not(status_host_allowed("127.0.0.2:8025", &a, 8025), "another address");
+        cr_assert_not(status_host_allowed("", &a, 8025));
+        cr_assert_not(status_host_allowed("127.0.0.1:", &a, 8025));
+        cr_assert_not(status_host_allowed("localhost.evil.example", &a, 8025));
+        cr_assert_eq(status_parse_listen("[::1]:8025", &v6, &why), 0);
+        cr_assert(status_host_allowed("[::1]:8025", &v6, 8025));
+        cr_assert(status_host_allowed("[0::1]", &v6, 8025));
+        cr_assert_not(status_host_allowed("::1", &v6, 8025));
+        cr_assert_not(status_host_allowed("[::1", &v6, 8025));
+        cr_assert_eq(status_parse_listen("0.0.0.0:8025", &any, &why), 0);
+        cr_assert(status_host_allowed("192.0.2.7:8025", &any, 8025), "any IP on a wildcard");
+        cr_assert_not(status_host_allowed("evil.example", &any, 8025));
+}
+
+Test(request, a_request_line_with_many_query_arguments_is_refused)
+{
+        const char *why = NULL;
+        char uri[4096] = "/status?";
+        cr_assert_eq(status_check_uri("/status", &why), 0);
+        cr_assert_eq(status_check_uri("/queue?class=greylist&state=deferred&limit=5", &why), 0);
+        for (int i = 0; i < 16; i++)
+                strcat(uri, i ? "&a=1" : "a=1");
+        cr_assert_eq(status_check_uri(uri, &why), 0, "16 arguments");
+        strcat(uri, "&b");
+        cr_assert_eq(status_check_uri(uri, &why), -E2BIG, "17 arguments");
+        cr_assert_not_null(strstr(why, "query arguments"));
+}
