@@ -1,5 +1,12 @@
-/* daemon/log.c — journal or stderr; see log.h. */
+/* daemon/log.c — journal or stderr; see log.h.
+ *
+ * Log lines carry text from outside (servers' replies, addresses, host
+ * names): every line and field is escaped here, in one place, before it
+ * leaves, so an ESC sequence or a stray byte from a remote server cannot
+ * repaint an administrator's terminal or forge a line.
+ */
 #include "daemon/log.h"
+#include "common/utf8.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -30,13 +37,38 @@ static void to_stderr(const char *text)
         fprintf(stderr, "%s tarryd[%d]: %s\n", stamp, (int)getpid(), text);
 }
 
+/* Control characters (newlines and tabs too), DEL and bytes that are not
+ * part of well-formed UTF-8 become \xHH; printable ASCII and well-formed
+ * UTF-8 are kept. Truncates at a whole character, always terminates. */
+static void escape(const char *in, char *out, size_t outsz)
+{
+        const unsigned char *s = (const unsigned char *)in;
+        size_t o = 0, left = strlen(in);
+        while (left > 0) {
+                size_t n = *s >= 0x80 ? utf8_seq_len(s, left) : 1;
+                bool plain = n > 1 || (*s >= 0x20 && *s < 0x7f);
+                size_t need = plain ? n : 4;
+                if (o + need >= outsz)
+                        break;
+                if (plain)
+                        memcpy(out + o, s, n);
+                else
+                        snprintf(out + o, 5, "\\x%02x", *s);
+                o += need;
+                s += plain ? n : 1;
+                left -= plain ? n : 1;
+        }
+        out[o] = '\0';
+}
+
 void log_msg(int priority, const char *fmt, ...)
 {
-        char text[4096];
+        char raw[4096], text[4096];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        escape(raw, text, sizeof(text));
         if (to_journal)
                 sd_journal_send("MESSAGE=%s", text, "PRIORITY=%d", priority,
                                 "SYSLOG_IDENTIFIER=tarryd", NULL);
@@ -46,11 +78,12 @@ void log_msg(int priority, const char *fmt, ...)
 
 void log_record(int priority, const struct log_fields *f, const char *fmt, ...)
 {
-        char text[8192];
+        char raw[8192], text[8192];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(text, sizeof(text), fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        escape(raw, text, sizeof(text));
         if (!to_journal) {
                 to_stderr(text);
                 return;
@@ -58,7 +91,7 @@ void log_record(int priority, const struct log_fields *f, const char *fmt, ...)
         const char *names[] = {"TARRY_QUEUE_ID", "TARRY_RCPT",  "TARRY_STATUS",
                                "TARRY_DSN",      "TARRY_RELAY", "TARRY_CLASS"};
         const char *values[] = {f->queue_id, f->rcpt, f->status, f->dsn, f->relay, f->reply_class};
-        char buf[8][1024];
+        char buf[8][1024], value[1000];
         struct iovec iov[10];
         int n = 0;
         snprintf(buf[n], sizeof(buf[n]), "PRIORITY=%d", priority);
@@ -67,7 +100,8 @@ void log_record(int priority, const struct log_fields *f, const char *fmt, ...)
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
                 if (!values[i])
                         continue;
-                snprintf(buf[n], sizeof(buf[n]), "%s=%s", names[i], values[i]);
+                escape(values[i], value, sizeof(value));
+                snprintf(buf[n], sizeof(buf[n]), "%s=%s", names[i], value);
                 iov[n] = (struct iovec){buf[n], strlen(buf[n])};
                 n++;
         }

@@ -375,3 +375,29 @@ Test(status_e2e, queue_pages_are_runs_of_the_queue_in_id_order)
                 free(ids[i]);
         stop(&s);
 }
+
+/* A remote reply is quoted in tarryd's log lines: its control characters and
+ * stray bytes are escaped, so it cannot repaint a terminal or forge a line. */
+Test(status_e2e, remote_escape_sequences_and_stray_bytes_are_escaped_in_the_log)
+{
+        struct setup s;
+        cr_assert_eq(fixture_new("127.0.0.1", &s.f), 0);
+        fixture_set(s.f, "greylist", "3600");
+        fixture_set(s.f, "greylist_reply", "451 4.7.1 \x1b[2J\x1b[31mwiped\xff\xfe caf\xc3\xa9");
+        cr_assert_eq(fixture_start(s.f, 0), 0);
+        char extra[512];
+        snprintf(extra, sizeof(extra), "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 fixture_port(s.f));
+        harness_init(&s.h, extra);
+        harness_start(&s.h);
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "hostile reply");
+        for (int i = 0; i < 3000 && !harness_log_contains(&s.h, "wiped"); i++)
+                harness_sleep_ms(10);
+        cr_assert(harness_log_contains(&s.h, "\\x1b[2J\\x1b[31mwiped\\xff\\xfe caf\xc3\xa9"),
+                  "the reply is logged, escaped, with its UTF-8 kept");
+        cr_assert_not(harness_log_contains(&s.h, "\x1b"), "a raw ESC reached the log");
+        cr_assert_not(harness_log_contains(&s.h, "\xff"), "a raw 0xFF reached the log");
+        cr_assert_eq(harness_stop(&s.h, SIGTERM, 3000), 0);
+        harness_cleanup(&s.h);
+        fixture_free(s.f);
+}
