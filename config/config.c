@@ -28,7 +28,7 @@ enum key_type {
         KEY_BOOL,     /* bool: yes/no/true/false/on/off/1/0 */
         KEY_DURATION, /* int64_t seconds */
         KEY_SIZE,     /* uint64_t bytes */
-        KEY_INT,      /* int, >= 0 */
+        KEY_INT,      /* int, in its int_ranges row, else >= 0 */
         KEY_PORT,     /* uint16_t, 1..65535 */
         KEY_TLS,      /* enum cfg_tls */
         KEY_RELAY,    /* relayhost: route or empty */
@@ -84,6 +84,16 @@ static const struct key_def keys[] = {
     {"smtp", "destination_concurrency", KEY_INT, OFF(destination_concurrency), 0,
      "per destination"},
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
+};
+
+/* KEY_INT keys whose range is not 0..INT_MAX; the error states the range. */
+static const struct {
+        const char *name;
+        long min, max;
+} int_ranges[] = {
+    /* no connection at all would queue mail for ever */
+    {"max_connections", 1, INT_MAX},
+    {"destination_concurrency", 1, INT_MAX},
 };
 
 static const char *const retry_keys[] = {"initial", "factor", "max", "use_hint", "scope"};
@@ -146,6 +156,20 @@ static int fail(struct parser *p, const char *fmt, ...)
         return 0;
 }
 
+/* "key = value  # note": inih takes only ';' as an inline comment (Debian's
+ * libinih 55 could be told '#' too, but only through a process-wide
+ * variable); tarry.conf(5) promises both. Cut at a '#' that follows
+ * whitespace, as inih does at a ';'. */
+static void cut_hash_comment(char *line)
+{
+        for (char *h = strchr(line, '#'); h; h = strchr(h + 1, '#'))
+                if (h > line && (h[-1] == ' ' || h[-1] == '\t')) {
+                        h[0] = '\n';
+                        h[1] = '\0';
+                        return;
+                }
+}
+
 /* inih reader over a memory buffer that counts lines and notices overlong ones. */
 static char *read_line(char *str, int num, void *stream)
 {
@@ -172,6 +196,7 @@ static char *read_line(char *str, int num, void *stream)
         str[len] = '\0';
         p->pos += len;
         p->line++;
+        cut_hash_comment(str);
         return str;
 }
 
@@ -423,10 +448,34 @@ static bool mark_seen(struct parser *p, const char *section, const char *name)
         return true;
 }
 
+/* A KEY_INT value within the key's range; range gets the words for it. */
+static int parse_int(const char *value, const struct key_def *k, int *out, char *range,
+                     size_t rangesz)
+{
+        long min = 0, max = INT_MAX;
+        for (size_t i = 0; i < ELEMENTSOF(int_ranges); i++)
+                if (strcmp(int_ranges[i].name, k->name) == 0) {
+                        min = int_ranges[i].min;
+                        max = int_ranges[i].max;
+                }
+        if (max == INT_MAX)
+                snprintf(range, rangesz, "expected a whole number, at least %ld", min);
+        else
+                snprintf(range, rangesz, "expected a whole number from %ld to %ld", min, max);
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno || *end || end == value || v < min || v > max)
+                return -EINVAL;
+        *out = (int)v;
+        return 0;
+}
+
 static int set_key(struct parser *p, const struct key_def *k, const char *value)
 {
         void *f = (char *)p->cfg + k->offset;
         const char *why = NULL;
+        char range[80];
         int r = 0;
         switch (k->type) {
         case KEY_STRING:
@@ -450,17 +499,10 @@ static int set_key(struct parser *p, const struct key_def *k, const char *value)
                 r = cfg_parse_size(value, f);
                 why = "expected a size such as 512, 64k, 10M or 1G";
                 break;
-        case KEY_INT: {
-                char *end;
-                errno = 0;
-                long v = strtol(value, &end, 10);
-                if (errno || *end || end == value || v < 0 || v > INT_MAX)
-                        r = -EINVAL;
-                else
-                        *(int *)f = (int)v;
-                why = "expected a whole number >= 0";
+        case KEY_INT:
+                r = parse_int(value, k, f, range, sizeof(range));
+                why = range;
                 break;
-        }
         case KEY_PORT:
                 r = parse_port(value, f);
                 why = "expected a port number 1-65535";
@@ -486,12 +528,32 @@ static int set_key(struct parser *p, const struct key_def *k, const char *value)
         return 1;
 }
 
+/* The section a [transport] "domain" belongs in when it is really a key of
+ * another section: keys appended at the end of a file whose last section is
+ * [transport] silently became routes for domains called relayhost. */
+static const char *misplaced_key(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (strcasecmp(keys[i].name, name) == 0)
+                        return keys[i].section;
+        for (size_t i = 0; i < ELEMENTSOF(retry_keys); i++)
+                if (strcasecmp(retry_keys[i], name) == 0)
+                        return "retry.CLASS";
+        return NULL;
+}
+
 static int set_transport(struct parser *p, const char *domain, const char *value)
 {
         const char *why = "invalid";
         struct cfg_route r;
         if (!*domain) /* "= host" would print as a continuation line and never match */
                 return fail(p, "a route in [transport] needs a domain before '='");
+        const char *home = misplaced_key(domain);
+        if (home)
+                return fail(p,
+                            "'%s' in [transport] would be a route for a domain called %s: %s "
+                            "belongs in [%s], above [transport]",
+                            domain, domain, domain, home);
         int ret = cfg_parse_route(value, &r, &why);
         if (ret < 0)
                 return fail(p, "bad route '%s' for %s in [transport]: %s", value, domain, why);
@@ -568,11 +630,17 @@ static int handle(void *user, const char *section, const char *name, const char 
         return fail(p, "unknown key '%s' in [%s]", name, section);
 }
 
+static void host_name(char *buf, size_t size)
+{
+        if (gethostname(buf, size - 1) < 0)
+                snprintf(buf, size, "localhost");
+        buf[size - 1] = '\0';
+}
+
 static int set_defaults(struct tarry_config *c)
 {
-        char host[256] = "localhost";
-        if (gethostname(host, sizeof(host) - 1) < 0)
-                strcpy(host, "localhost");
+        char host[256];
+        host_name(host, sizeof(host));
         c->spool_dir = strdup("/var/spool/tarry");
         c->myhostname = strdup(host);
         c->user = strdup("tarry");
@@ -714,6 +782,59 @@ static int validate_addresses(struct parser *p)
         return 0;
 }
 
+/* RFC 1035 host name: dot-separated labels of letters, digits and hyphens
+ * (not at either end), 1-63 bytes each, 253 in all; no trailing dot. */
+static bool dns_name_ok(const char *s)
+{
+        size_t n = strlen(s), label = 0;
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i <= n; i++) {
+                if (i == n || s[i] == '.') {
+                        if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-')
+                                return false;
+                        label = 0;
+                } else if (isalnum((unsigned char)s[i]) || s[i] == '-') {
+                        label++;
+                } else {
+                        return false;
+                }
+        }
+        return true;
+}
+
+/* myhostname goes into EHLO and every Message-ID, myorigin into addresses:
+ * a CR, a space or an '@' there would end up inside headers and commands.
+ * An empty myhostname means the default, the host name. */
+static int validate_names(struct parser *p)
+{
+        struct tarry_config *c = p->cfg;
+        static const char rule[] =
+            "not a DNS name (letters, digits, '-' and '.'; labels of 1-63, at most 253 in all)";
+        p->line = seen_line(p, "main", "myhostname");
+        bool defaulted = !p->line || !c->myhostname;
+        if (!c->myhostname) {
+                char host[256];
+                host_name(host, sizeof(host));
+                if (!(c->myhostname = strdup(host)))
+                        return -ENOMEM;
+        }
+        if (!dns_name_ok(c->myhostname) && defaulted)
+                return fail(p,
+                            "myhostname defaults to the host name, '%s', which is %s: set "
+                            "myhostname in [main]",
+                            c->myhostname, rule),
+                       -EINVAL;
+        if (!dns_name_ok(c->myhostname))
+                return fail(p, "myhostname: '%s' is %s", c->myhostname, rule), -EINVAL;
+        p->line = seen_line(p, "main", "myorigin");
+        if (c->myorigin && !dns_name_ok(c->myorigin))
+                return fail(p, "myorigin: '%s' is %s", c->myorigin, rule), -EINVAL;
+        if (!c->myorigin && !(c->myorigin = strdup(c->myhostname)))
+                return -ENOMEM;
+        return 0;
+}
+
 /* Cross-key checks that a single line cannot express: the error names the
  * line that set the value (the later one of two), or only the file when the
  * value is a default. */
@@ -723,11 +844,8 @@ static int validate(struct parser *p)
         p->line = seen_line(p, "main", "spool_dir");
         if (!c->spool_dir || c->spool_dir[0] != '/')
                 return fail(p, "spool_dir must be an absolute path"), -EINVAL;
-        p->line = seen_line(p, "main", "myhostname");
-        if (!c->myhostname)
-                return fail(p, "myhostname must not be empty"), -EINVAL;
-        if (!c->myorigin && !(c->myorigin = strdup(c->myhostname)))
-                return -ENOMEM;
+        if (validate_names(p) < 0)
+                return -EINVAL;
         for (int i = 0; i < CLASS__MAX; i++) {
                 if (i == CLASS_PERMANENT || c->retry[i].max_s >= c->retry[i].initial_s)
                         continue;
@@ -736,11 +854,6 @@ static int validate(struct parser *p)
                 p->line = later(seen_line(p, section, "max"), seen_line(p, section, "initial"));
                 return fail(p, "[%s]: max is smaller than initial", section), -EINVAL;
         }
-        p->line = later(seen_line(p, "smtp", "max_connections"),
-                        seen_line(p, "smtp", "destination_concurrency"));
-        if (c->max_connections < 1 || c->destination_concurrency < 1)
-                return fail(p, "max_connections and destination_concurrency must be at least 1"),
-                       -EINVAL;
         if (validate_addresses(p) < 0)
                 return -EINVAL;
         p->line = seen_line(p, "main", "allow_sender_override");
@@ -928,9 +1041,10 @@ static void print_key(FILE *f, const struct tarry_config *c, const struct key_de
 {
         size_t len = 0;
         _cleanup_free_ char *line = render_value(c, k, false, &len);
-        /* inih takes " ;" as the start of a comment: "key=;x" and "a,;b" must stay tight */
+        /* " ;" and " #" start a comment: "key=;x" and "a,;b" must stay tight */
         bool semicolon =
-            line && len > strlen(k->name) + 3 && strchr(line + strlen(k->name) + 3, ';');
+            line && len > strlen(k->name) + 3 &&
+            (strchr(line + strlen(k->name) + 3, ';') || strchr(line + strlen(k->name) + 3, '#'));
         if (line && (len + 1 >= INI_MAX_LINE || semicolon)) {
                 free(line);
                 line = render_value(c, k, true, &len);

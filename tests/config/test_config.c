@@ -1,8 +1,11 @@
 /* tests/config/test_config.c — tarry.conf: values, defaults and error messages. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "config/config.h"
 
@@ -199,11 +202,22 @@ Test(config, retry_policy_must_not_shrink)
                      "tarry.conf:2: [retry.overload]: max is smaller than initial");
 }
 
-Test(config, a_cross_key_error_names_the_line_that_set_the_value)
+Test(config, a_count_out_of_range_states_the_range_it_takes)
 {
-        expect_error(
-            "[smtp]\nmax_connections = 0\n",
-            "tarry.conf:2: max_connections and destination_concurrency must be at least 1");
+        /* used to say ">= 0" for -5, then refuse 0 */
+        expect_error("[smtp]\nmax_connections = -5\n",
+                     "tarry.conf:2: bad value '-5' for max_connections in [smtp]: expected a "
+                     "whole number, at least 1");
+        expect_error("[smtp]\nmax_connections = 0\n",
+                     "tarry.conf:2: bad value '0' for max_connections in [smtp]: expected a "
+                     "whole number, at least 1");
+        expect_error("[smtp]\ndestination_concurrency = 0\n",
+                     "tarry.conf:2: bad value '0' for destination_concurrency in [smtp]: "
+                     "expected a whole number, at least 1");
+        expect_error("[main]\ndelay_dsn_after_retries = -1\n",
+                     "tarry.conf:2: bad value '-1' for delay_dsn_after_retries in [main]: "
+                     "expected a whole number, at least 0");
+        cfg_free(load_ok("[main]\ndelay_dsn_after_retries = 0\n[smtp]\nmax_connections = 1\n"));
 }
 
 Test(config, effective_config_printout_reloads_to_the_same_values)
@@ -294,14 +308,14 @@ Test(config, the_last_line_has_the_same_length_limit_without_its_newline)
 Test(config, printout_of_a_value_starting_with_a_semicolon_reloads)
 {
         /* found by fuzz_config: "key=;x" printed as "key = ;x", which inih reads as a comment */
-        struct tarry_config *c = load_ok("[main]\nmyhostname=;x\nstatus_listen=unix:/run/x,;\n");
+        struct tarry_config *c = load_ok("[main]\nstatus_group=;x\nstatus_listen=unix:/run/x,;\n");
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
         cfg_print(f, c);
         fclose(f);
         struct tarry_config *again = load_ok(buf);
-        cr_assert_str_eq(again->myhostname, ";x");
+        cr_assert_str_eq(again->status_group, ";x");
         cr_assert_str_eq(again->status_listen[1], ";");
         free(buf);
         cfg_free(c);
@@ -363,4 +377,122 @@ Test(config, dns_servers_must_be_ip_addresses_with_optional_ports)
                          bad[i]);
                 expect_error(text, msg);
         }
+}
+
+Test(config, a_key_of_another_section_under_transport_is_an_error_with_a_hint)
+{
+        /* appended at the end of a file whose last section is [transport]: these
+         * used to become routes for domains called relayhost and queue_lifetime */
+        expect_error("[main]\nspool_dir = /x\n[transport]\nexample.com = [10.0.0.5]:25\n"
+                     "relayhost = [smtp.example.net]:587\n",
+                     "tarry.conf:5: 'relayhost' in [transport] would be a route for a domain "
+                     "called relayhost: relayhost belongs in [main], above [transport]");
+        expect_error("[transport]\nqueue_lifetime = 3d\n",
+                     "tarry.conf:2: 'queue_lifetime' in [transport] would be a route for a "
+                     "domain called queue_lifetime: queue_lifetime belongs in [main], above "
+                     "[transport]");
+        expect_error("[transport]\nconnect_timeout = 10s\n",
+                     "tarry.conf:2: 'connect_timeout' in [transport] would be a route for a "
+                     "domain called connect_timeout: connect_timeout belongs in [smtp], above "
+                     "[transport]");
+        expect_error("[transport]\ninitial = 60s\n",
+                     "tarry.conf:2: 'initial' in [transport] would be a route for a domain "
+                     "called initial: initial belongs in [retry.CLASS], above [transport]");
+}
+
+Test(config, a_hash_after_whitespace_starts_a_comment_as_the_page_says)
+{
+        struct tarry_config *c = load_ok("# a comment line\n"
+                                         "[main]   # the main section\n"
+                                         "message_size_limit = 20M # c\n"
+                                         "queue_lifetime = 3d\t# tab before\n"
+                                         "myhostname = mail.example.com ; also\n"
+                                         "status_group = a#b\n"
+                                         "[transport]\n"
+                                         "example.com = [10.0.0.5]:25 # to the hub\n");
+        cr_assert_eq(c->message_size_limit, 20u * 1024 * 1024);
+        cr_assert_eq(c->queue_lifetime_s, 3 * 86400);
+        cr_assert_str_eq(c->myhostname, "mail.example.com");
+        cr_assert_str_eq(c->status_group, "a#b", "a '#' inside a word is kept");
+        cr_assert_str_eq(c->transports[0].route.host, "10.0.0.5");
+        cfg_free(c);
+}
+
+Test(config, myhostname_and_myorigin_must_be_dns_names)
+{
+        /* a bare CR in myhostname went into every Message-ID */
+        expect_error("[main]\nmyhostname = mail\rBcc: x\n",
+                     "tarry.conf:2: myhostname: 'mail\rBcc: x' is not a DNS name (letters, "
+                     "digits, '-' and '.'; labels of 1-63, at most 253 in all)");
+        expect_error("[main]\nmyhostname = mail..example.com\n",
+                     "tarry.conf:2: myhostname: 'mail..example.com' is not a DNS name (letters, "
+                     "digits, '-' and '.'; labels of 1-63, at most 253 in all)");
+        expect_error("[main]\nmyhostname = -mail.example.com\n",
+                     "tarry.conf:2: myhostname: '-mail.example.com' is not a DNS name (letters, "
+                     "digits, '-' and '.'; labels of 1-63, at most 253 in all)");
+        expect_error("[main]\nmyorigin = user@example.com\n",
+                     "tarry.conf:2: myorigin: 'user@example.com' is not a DNS name (letters, "
+                     "digits, '-' and '.'; labels of 1-63, at most 253 in all)");
+        struct tarry_config *c = load_ok("[main]\nmyhostname = Mail-1.example.com\n");
+        cr_assert_str_eq(c->myorigin, "Mail-1.example.com");
+        cfg_free(c);
+}
+
+Test(config, an_empty_myhostname_means_the_host_name)
+{
+        struct tarry_config *c = load_ok("[main]\nmyhostname =\n");
+        struct tarry_config *d = load_ok("");
+        cr_assert_str_eq(c->myhostname, d->myhostname);
+        cfg_free(c);
+        cfg_free(d);
+}
+
+/* The shipped file with every ";key = value" and ";[section]" line made live,
+ * as an administrator does who uncomments what they want to change. */
+static char *uncommented_example(void)
+{
+        const char *src = getenv("TARRY_SOURCE_DIR");
+        cr_assert_not_null(src, "TARRY_SOURCE_DIR is not set (run through meson test)");
+        char path[4096], line[1024];
+        snprintf(path, sizeof(path), "%s/etc/tarry.conf", src);
+        FILE *in = fopen(path, "r");
+        cr_assert_not_null(in, "%s: %m", path);
+        char *out = NULL;
+        size_t len = 0;
+        FILE *o = open_memstream(&out, &len);
+        while (fgets(line, sizeof(line), in)) {
+                /* "; prose" stays a comment; ";key", ";.domain", ";*", ";[section]" go live */
+                bool live = line[0] == ';' && line[1] != ' ' && line[1] != '\n' && line[1] != ';';
+                fputs(live ? line + 1 : line, o);
+        }
+        fclose(in);
+        fclose(o);
+        return out;
+}
+
+Test(config, uncommenting_every_key_of_the_shipped_file_gives_a_working_file)
+{
+        char *text = uncommented_example();
+        cr_assert_not_null(strstr(text, "\nmyhostname ="), "the file was not uncommented");
+        /* in-process first, for a readable message */
+        struct tarry_config *c = NULL;
+        char err[512] = "";
+        int r = cfg_load_string("etc/tarry.conf, uncommented", text, &c, err, sizeof(err));
+        cr_assert_eq(r, 0, "%s", err);
+        cr_assert_eq(c->n_transports, 3, "the three example routes");
+        cfg_free(c);
+        /* then as the administrator checks it: tarryd --check */
+        char path[] = "/tmp/tarry-conf-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+        char cmd[8192];
+        snprintf(cmd, sizeof(cmd), "'%s/daemon/tarryd' -C '%s' --check >/dev/null",
+                 getenv("TARRY_BUILD_DIR"), path);
+        int status = system(cmd);
+        unlink(path);
+        free(text);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tarryd --check exited %d",
+                  WEXITSTATUS(status));
 }
