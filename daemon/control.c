@@ -469,6 +469,34 @@ int control_start(struct tarryd *d)
         return 0;
 }
 
+static bool same_list(char *const *a, size_t na, char *const *b, size_t nb)
+{
+        if (na != nb)
+                return false;
+        for (size_t i = 0; i < na; i++)
+                if (strcmp(a[i], b[i]) != 0)
+                        return false;
+        return true;
+}
+
+static bool same_string(const char *a, const char *b)
+{
+        return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The status sockets are made once, before tarryd gives up root: a reload
+ * cannot move them, so say so instead of seeming to accept the change. */
+void control_note_reload(const struct tarry_config *now, const struct tarry_config *next)
+{
+        if (!same_list(now->status_listen, now->n_status_listen, next->status_listen,
+                       next->n_status_listen))
+                log_warn("reload: status_listen changed; it takes effect at restart");
+        if (!same_string(now->status_group, next->status_group))
+                log_warn("reload: status_group changed; it takes effect at restart");
+        if (now->status_allow_remote != next->status_allow_remote)
+                log_warn("reload: status_allow_remote changed; it takes effect at restart");
+}
+
 void control_stop(struct tarryd *d)
 {
         status_stop(d->status);

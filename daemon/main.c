@@ -261,6 +261,7 @@ static int reload(struct tarryd *d)
         }
         if (strcmp(cfg->spool_dir, d->cfg->spool_dir) != 0)
                 log_warn("reload: spool_dir changed; it takes effect at restart");
+        control_note_reload(d->cfg, cfg);
         struct sched_classifier *cls = NULL;
         r = load_classifier(cfg, &cls, err, sizeof(err));
         if (r < 0) {

@@ -101,6 +101,8 @@ void deliver_count_spool_error(struct tarryd *d, const char *kind);
 /* control.c */
 int control_start(struct tarryd *d);
 void control_stop(struct tarryd *d);
+/* Warn about status settings a reload cannot apply (they take effect at restart). */
+void control_note_reload(const struct tarry_config *now, const struct tarry_config *next);
 void control_note_transcript(const char *id, const char *text);
 void control_update_status_line(struct tarryd *d);
 

@@ -401,3 +401,25 @@ Test(status_e2e, remote_escape_sequences_and_stray_bytes_are_escaped_in_the_log)
         harness_cleanup(&s.h);
         fixture_free(s.f);
 }
+
+Test(status_e2e, a_reload_that_moves_the_status_endpoint_says_it_waits_for_a_restart)
+{
+        struct setup s;
+        start(&s);
+        char text[2048];
+        snprintf(text, sizeof(text),
+                 "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
+                 "status_listen = unix:%s/other.sock, 127.0.0.1:0\nshutdown_timeout = 2s\n",
+                 s.h.spool, s.h.dir);
+        harness_write_config(&s.h, text);
+        kill(s.h.tarryd, SIGHUP);
+        for (int i = 0; i < 500 && !harness_log_contains(&s.h, "configuration reloaded"); i++)
+                harness_sleep_ms(10);
+        cr_assert(harness_log_contains(&s.h, "configuration reloaded"));
+        cr_assert(harness_log_contains(
+            &s.h, "reload: status_listen changed; it takes effect at restart"));
+        /* and the endpoint it has is still there */
+        json_decref(get(s.unix_c, "/status", 200));
+        json_decref(get(s.tcp_c, "/status", 200));
+        stop(&s);
+}
