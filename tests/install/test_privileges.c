@@ -28,9 +28,10 @@
 #include "harness.h"
 #include "tests/fixture/fixture.h"
 
-#define ALICE "tarrytest-alice"
-#define BOB   "tarrytest-bob"
-#define EX_NS 125 /* the child could not set up its namespace: skip */
+#define ALICE     "tarrytest-alice"
+#define BOB       "tarrytest-bob"
+#define EX_NS     125 /* the child could not make a private mount namespace: skip */
+#define EX_BECOME 124 /* the child could not become the test user: a failure */
 
 struct env {
         struct fixture *smtp;
@@ -145,17 +146,30 @@ static void slurp(const char *path, char *buf, size_t len)
         fclose(f);
 }
 
-/* In the child: /etc/tarry is the test's dir, then become user for good. */
+/* In the child: /etc/tarry is the test's dir, then become user for good.
+ * What failed is written to stderr; the exit code says which kind it was. */
 static void become(const struct env *e, const char *user)
 {
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount(e->h.dir, "/etc/tarry", NULL, MS_BIND, NULL) < 0)
+            mount(e->h.dir, "/etc/tarry", NULL, MS_BIND, NULL) < 0) {
+                dprintf(2, "private mount of /etc/tarry: %s\n", strerror(errno));
                 _exit(EX_NS);
+        }
         if (!user)
                 return;
+        errno = 0;
         struct passwd *pw = getpwnam(user);
-        if (!pw || setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
-                _exit(EX_NS);
+        const char *step = !pw                      ? "getpwnam"
+                           : setgroups(0, NULL) < 0 ? "setgroups"
+                           : setgid(pw->pw_gid) < 0 ? "setgid"
+                           : setuid(pw->pw_uid) < 0 ? "setuid"
+                           : getuid() != pw->pw_uid ? "getuid after setuid"
+                                                    : NULL;
+        if (step) {
+                dprintf(2, "cannot become %s: %s: %s\n", user, step,
+                        errno ? strerror(errno) : "no such user");
+                _exit(EX_BECOME);
+        }
 }
 
 /* Run argv as user (NULL: root) with input on stdin; env_kv ("K=V") is added if given. */
@@ -188,10 +202,12 @@ static struct run run_as(const struct env *e, const char *user, const char *inpu
         int st;
         cr_assert_eq(waitpid(pid, &st, 0), pid);
         struct run res = {.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st)};
-        if (res.status == EX_NS)
-                cr_skip_test("no private mount namespace here (unshare: %s)", strerror(errno));
         slurp(out, res.out, sizeof(res.out));
         slurp(err, res.err, sizeof(res.err));
+        if (res.status == EX_NS)
+                cr_skip_test("no private mount namespace here: %s", res.err);
+        /* the test is about what this user can do: not being them is a failure */
+        cr_assert_neq(res.status, EX_BECOME, "setup failed: %s", res.err);
         return res;
 }
 
@@ -352,8 +368,10 @@ Test(install, an_ordinary_user_cannot_read_change_or_delete_the_spool)
         }
         int st;
         waitpid(pid, &st, 0);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "probe %d: the spool is readable",
-                  WEXITSTATUS(st));
+        cr_assert(WIFEXITED(st), "the probe died (signal %d)", WTERMSIG(st));
+        cr_assert_neq(WEXITSTATUS(st), EX_BECOME, "setup failed: could not become " ALICE);
+        cr_assert_neq(WEXITSTATUS(st), EX_NS, "setup failed: no private mount of /etc/tarry");
+        cr_assert_eq(WEXITSTATUS(st), 0, "probe %d: the spool is readable", WEXITSTATUS(st));
         wait_active(e, 1);
 }
 
@@ -472,7 +490,8 @@ Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message,
         snprintf(saved, sizeof(saved), "%.255s/delivered", e->h.dir);
         cr_assert_eq(mkdir(saved, 0755), 0);
         cr_assert_eq(fixture_set(e->smtp, "save_dir", saved), 0);
-        static int lines_of[DROP_KILLS], status[DROP_KILLS], delivered[DROP_KILLS];
+        static int lines_of[DROP_KILLS], status[DROP_KILLS], delivered[DROP_KILLS],
+            fate_of[DROP_KILLS];
         srand(11);
         for (int n = 0; n < DROP_KILLS; n++) {
                 lines_of[n] = 16 << (rand() % 8); /* 1 KB to 256 KB */
@@ -483,6 +502,7 @@ Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message,
                 int fd;
                 pid_t pid = start_sendmail_as(e, ALICE, rcpt, &fd);
                 int fate = rand() % 10; /* 0–5 mid-body, 6–8 after the end, 9 never */
+                fate_of[n] = fate;
                 size_t part = fate < 6 ? (size_t)rand() % len : len;
                 for (size_t off = 0; off < part;) {
                         ssize_t w = write(fd, text + off, part - off);
@@ -531,14 +551,40 @@ Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message,
                 n_delivered++;
         }
         closedir(d);
-        size_t killed = 0, confirmed = 0;
+        /* Each sendmail ended as its fate says, so the test did what it claims:
+         * killed mid-body with its stdin open (it cannot have finished), or
+         * left alone (it must confirm), or either. Any other end (it could not
+         * become the user, it failed on its own) is a failure, not a pass with
+         * nothing delivered. */
+        size_t killed = 0, confirmed = 0, left_alone = 0;
         for (int n = 0; n < DROP_KILLS; n++) {
+                cr_assert_neq(status[n], EX_BECOME, "sendmail %d: could not become " ALICE, n);
+                if (fate_of[n] < 6)
+                        cr_assert_eq(status[n], 128 + SIGKILL,
+                                     "sendmail %d, killed mid-body, exited %d on its own", n,
+                                     status[n]);
+                else if (fate_of[n] == 9)
+                        cr_assert_eq(status[n], 0, "sendmail %d, never killed, exited %d", n,
+                                     status[n]);
+                else
+                        cr_assert(status[n] == 0 || status[n] == 128 + SIGKILL,
+                                  "sendmail %d exited %d: neither killed nor confirmed", n,
+                                  status[n]);
+                left_alone += fate_of[n] == 9;
                 cr_assert_leq(delivered[n], 1, "message %d delivered %d times", n, delivered[n]);
                 if (status[n] == 0)
                         cr_assert_eq(delivered[n], 1, "confirmed message %d not delivered", n);
                 killed += status[n] == 128 + SIGKILL;
                 confirmed += status[n] == 0;
         }
+        /* a lower bound: the submissions left alone (srand(11): about 1 in 10)
+         * were all confirmed and delivered, so a run where every sendmail
+         * failed at start cannot pass with nothing delivered */
+        cr_assert_gt(left_alone, 0, "no submission was left to finish");
+        cr_assert_geq(confirmed, left_alone);
+        cr_assert_geq(n_delivered, confirmed, "%zu confirmed, %zu delivered", confirmed,
+                      n_delivered);
+        cr_assert_gt(killed, 0, "no sendmail was killed");
         /* a writer killed before it locked its file leaves ".tmp-NAME": taken
          * (removed) once an hour old, as it may still be starting */
         size_t early = 0;
