@@ -48,7 +48,8 @@ void outcome_clear(struct outcome *o);
 /* A done() callback filling the struct outcome userdata points to. */
 void outcome_capture(const struct smtpc_result *res, void *userdata);
 
-/* dnsmasq on 127.0.0.1:port with extra options; returns its pid (0: absent). */
+/* dnsmasq on 127.0.0.1:port with extra options, once it answers queries;
+ * returns its pid (0: not installed). Fails the test if it never answers. */
 int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port);
 void test_dnsmasq_stop(int pid);
 
