@@ -36,6 +36,12 @@
 #define RSS_LIMIT_KB (64 * 1024)
 #endif
 
+/* Waits are generous (a slow, busy machine); timing is asserted only where
+ * it is the feature: an attempt that must end at a timeout, timed from the
+ * connection that starts it, within TIMEOUT_SLACK_S of it. */
+#define WAIT_MS         30000
+#define TIMEOUT_SLACK_S 5
+
 #define BAD_RCPT  "bob@bad.test"
 #define GOOD_RCPT "carol@good.test"
 
@@ -225,8 +231,9 @@ static void print_log(struct scene *s)
 struct expect {
         /* the bad attempt is still running when the good mail is submitted */
         bool stuck;
-        /* upper bound for submission → the bad recipient's "status=deferred" */
-        double max_attempt_s;
+        /* the timeout that must end the attempt (s), 0 if none does: it ends
+         * at once, and the reason says how */
+        int timeout_s;
         /* text the deferral's log line must contain (the reason) */
         const char *reason;
         /* the bad message is delivered after all (TLS stall with tls=may) */
@@ -239,57 +246,57 @@ static void run_hostile(const char *name, const char *const *kv, const char *tls
         scene_start(&s, kv, tls, NULL, NULL);
         struct harness *h = &s.h;
 
-        int64_t t0 = harness_now_us();
         harness_send(h, "alice@sender.test", BAD_RCPT, "to the hostile server");
-        cr_assert(wait_for(&s, bad_connected, 5000), "%s: tarryd never connected to bad.test",
+        cr_assert(wait_for(&s, bad_connected, WAIT_MS), "%s: tarryd never connected to bad.test",
                   name);
+        int64_t connected = harness_now_us(); /* at most a poll after the fact */
         if (ex.stuck)
                 harness_sleep_ms(300); /* well inside the hostile step */
 
         /* A healthy destination is served while the hostile one is stuck. */
         int64_t t1 = harness_now_us();
         harness_send(h, "alice@sender.test", GOOD_RCPT, "to the healthy server");
-        int r = fixture_wait_txns(s.good, 1, 5000);
+        int r = fixture_wait_txns(s.good, 1, WAIT_MS);
         double good_s = (double)(harness_now_us() - t1) / 1e6;
         /* no outcome of the bad attempt logged yet */
         bool still_stuck = !log_line_with(h, "to=<" BAD_RCPT ">", "status=");
         if (r != 0)
                 print_log(&s);
-        cr_assert_eq(r, 0, "%s: the healthy destination got nothing within 5 s", name);
-        cr_assert_lt(good_s, 3.0, "%s: good mail took %.2f s", name, good_s);
+        cr_assert_eq(r, 0, "%s: the healthy destination got nothing", name);
         if (ex.stuck) {
                 cr_assert(still_stuck,
                           "%s: the bad attempt ended before the good mail arrived (%.2f s)", name,
                           good_s);
-                /* tarryd answers its status endpoint meanwhile */
+                /* tarryd answers its status endpoint meanwhile: before the bad
+                 * attempt ends, not after it */
                 char *out = NULL, *err = NULL;
                 const char *args[] = {"-s", NULL};
-                int64_t t2 = harness_now_us();
                 cr_assert_eq(harness_tarryq(h, args, &out, &err), 0, "%s: tarryq -s: %s", name,
                              err);
-                double status_s = (double)(harness_now_us() - t2) / 1e6;
-                cr_assert_lt(status_s, 2.0, "%s: tarryq -s took %.2f s", name, status_s);
+                cr_assert(!log_line_with(h, "to=<" BAD_RCPT ">", "status="),
+                          "%s: tarryq -s was answered only once the bad attempt ended", name);
                 cr_assert_not_null(strstr(out, "queue: "), "%s: %s", name, out);
                 free(out);
                 free(err);
         }
 
-        /* The hostile attempt ends within its timeouts, as a temporary failure. */
+        /* The hostile attempt ends, within its timeout, as a temporary failure. */
         double attempt_s;
+        int limit_ms = (ex.timeout_s + TIMEOUT_SLACK_S) * 1000 + WAIT_MS;
         if (ex.delivered) {
-                cr_assert_eq(fixture_wait_txns(s.bad, 1, (int)(ex.max_attempt_s * 1000)), 0,
-                             "%s: never delivered", name);
-                attempt_s = (double)(harness_now_us() - t0) / 1e6;
+                cr_assert_eq(fixture_wait_txns(s.bad, 1, limit_ms), 0, "%s: never delivered", name);
+                attempt_s = (double)(harness_now_us() - connected) / 1e6;
         } else {
-                bool ended = wait_for(&s, bad_deferred, (int)(ex.max_attempt_s * 1000) + 5000);
-                attempt_s = (double)(harness_now_us() - t0) / 1e6;
+                bool ended = wait_for(&s, bad_deferred, limit_ms);
+                attempt_s = (double)(harness_now_us() - connected) / 1e6;
                 if (!ended)
                         print_log(&s);
-                cr_assert(ended, "%s: no deferral logged within %.0f s", name,
-                          ex.max_attempt_s + 5);
-                cr_assert_leq(attempt_s, ex.max_attempt_s, "%s: the attempt took %.2f s", name,
-                              attempt_s);
+                cr_assert(ended, "%s: no deferral logged within %.0f s", name, limit_ms / 1000.0);
         }
+        if (ex.timeout_s)
+                cr_assert_leq(attempt_s, ex.timeout_s + TIMEOUT_SLACK_S,
+                              "%s: the attempt took %.2f s with a %d s timeout", name, attempt_s,
+                              ex.timeout_s);
         harness_sleep_ms(300);
         sample_memory(&s);
 
@@ -350,15 +357,13 @@ static void run_hostile(const char *name, const char *const *kv, const char *tls
 Test(hostile, one_megabyte_reply_line_is_cut_off_and_the_message_stays_queued)
 {
         const char *kv[] = {"huge", "rcpt", NULL};
-        run_hostile("1 MB reply line", kv, "none",
-                    (struct expect){.max_attempt_s = 3, .reason = "reply too long"});
+        run_hostile("1 MB reply line", kv, "none", (struct expect){.reason = "reply too long"});
 }
 
 Test(hostile, endless_multi_line_reply_is_cut_off_and_the_message_stays_queued)
 {
         const char *kv[] = {"endless", "mail", NULL};
-        run_hostile("endless reply", kv, "none",
-                    (struct expect){.max_attempt_s = 3, .reason = "reply exceeds 64 KB"});
+        run_hostile("endless reply", kv, "none", (struct expect){.reason = "reply exceeds 64 KB"});
 }
 
 Test(hostile, greeting_at_one_byte_per_second_gives_up_at_the_connect_timeout)
@@ -366,7 +371,7 @@ Test(hostile, greeting_at_one_byte_per_second_gives_up_at_the_connect_timeout)
         const char *kv[] = {"drip:greeting", "1000", NULL};
         run_hostile("slowloris greeting", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = CONNECT_TIMEOUT_S + 3,
+                                    .timeout_s = CONNECT_TIMEOUT_S,
                                     .reason = "timed out while receiving the initial server "
                                               "greeting"});
 }
@@ -376,7 +381,7 @@ Test(hostile, rcpt_reply_at_one_byte_per_second_gives_up_at_the_command_timeout)
         const char *kv[] = {"drip:rcpt", "1000", NULL};
         run_hostile("slowloris RCPT reply", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = COMMAND_TIMEOUT_S + 3,
+                                    .timeout_s = COMMAND_TIMEOUT_S,
                                     .reason = "timed out while sending RCPT TO"});
 }
 
@@ -385,7 +390,7 @@ Test(hostile, final_dot_reply_at_one_byte_per_second_gives_up_at_the_data_timeou
         const char *kv[] = {"drip:dot", "1000", NULL};
         run_hostile("slowloris dot reply", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = DATA_TIMEOUT_S + 3,
+                                    .timeout_s = DATA_TIMEOUT_S,
                                     .reason = "timed out while sending end of data"});
 }
 
@@ -393,23 +398,20 @@ Test(hostile, hang_up_at_rcpt_before_data_is_a_temporary_failure)
 {
         const char *kv[] = {"disconnect", "rcpt", NULL};
         run_hostile("hang-up at RCPT", kv, "none",
-                    (struct expect){.max_attempt_s = 3,
-                                    .reason = "lost connection with 127.0.0.1[127.0.0.1]"});
+                    (struct expect){.reason = "lost connection with 127.0.0.1[127.0.0.1]"});
 }
 
 Test(hostile, hang_up_during_data_is_a_temporary_failure)
 {
         const char *kv[] = {"disconnect", "body", NULL};
         run_hostile("hang-up during DATA", kv, "none",
-                    (struct expect){.max_attempt_s = 3,
-                                    .reason = "lost connection with 127.0.0.1[127.0.0.1]"});
+                    (struct expect){.reason = "lost connection with 127.0.0.1[127.0.0.1]"});
 }
 
 Test(hostile, ssh_banner_instead_of_smtp_is_a_temporary_failure)
 {
         const char *kv[] = {"greeting", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", NULL};
-        run_hostile("garbage greeting", kv, "none",
-                    (struct expect){.max_attempt_s = 3, .reason = "garbled reply"});
+        run_hostile("garbage greeting", kv, "none", (struct expect){.reason = "garbled reply"});
 }
 
 /* Postfix's smtp_skip_5xx_greeting: a server that will not talk to us is no
@@ -421,8 +423,7 @@ Test(hostile, greeting_554_defers_and_never_bounces)
                             "using zen.spamhaus.org",
                             NULL};
         run_hostile("554 greeting", kv, "none",
-                    (struct expect){.max_attempt_s = 3,
-                                    .reason = "host 127.0.0.1[127.0.0.1] refused to talk to me: "
+                    (struct expect){.reason = "host 127.0.0.1[127.0.0.1] refused to talk to me: "
                                               "554 5.7.1 Service unavailable"});
 }
 
@@ -431,7 +432,7 @@ Test(hostile, silence_after_the_final_dot_gives_up_at_the_data_timeout)
         const char *kv[] = {"hang", "dot", NULL};
         run_hostile("no reply to the dot", kv, "none",
                     (struct expect){.stuck = true,
-                                    .max_attempt_s = DATA_TIMEOUT_S + 3,
+                                    .timeout_s = DATA_TIMEOUT_S,
                                     .reason = "timed out while sending end of data"});
 }
 
@@ -440,18 +441,17 @@ Test(hostile, silence_after_the_final_dot_gives_up_at_the_data_timeout)
 Test(hostile, stalled_tls_handshake_with_tls_may_falls_back_to_clear_text)
 {
         const char *kv[] = {"tls_stall", "yes", NULL};
-        run_hostile("TLS stall, tls=may", kv, "may",
-                    (struct expect){
-                        .stuck = true, .max_attempt_s = CONNECT_TIMEOUT_S + 3, .delivered = true});
+        run_hostile(
+            "TLS stall, tls=may", kv, "may",
+            (struct expect){.stuck = true, .timeout_s = CONNECT_TIMEOUT_S, .delivered = true});
 }
 
 Test(hostile, stalled_tls_handshake_with_tls_encrypt_stays_queued)
 {
         const char *kv[] = {"tls_stall", "yes", NULL};
         run_hostile("TLS stall, tls=encrypt", kv, "encrypt",
-                    (struct expect){.stuck = true,
-                                    .max_attempt_s = CONNECT_TIMEOUT_S + 3,
-                                    .reason = "4.7.5 TLS with"});
+                    (struct expect){
+                        .stuck = true, .timeout_s = CONNECT_TIMEOUT_S, .reason = "4.7.5 TLS with"});
 }
 
 /* The receiver takes the first message's final dot, then answers it only
@@ -469,7 +469,7 @@ Test(hostile, late_reply_to_a_timed_out_dot_never_bounces_the_next_message)
         scene_start(&s, kv, "none", "destination_concurrency = 1\n", "scope = recipient\n");
         struct harness *h = &s.h;
         harness_send(h, "alice@sender.test", "first@bad.test", "first");
-        cr_assert(wait_for(&s, bad_connected, 5000), "tarryd never connected to bad.test");
+        cr_assert(wait_for(&s, bad_connected, WAIT_MS), "tarryd never connected to bad.test");
         harness_sleep_ms(1000); /* at the dot within milliseconds; its reply is due in 7 s */
         /* the late 554 is on its way; from now on the receiver answers at once */
         cr_assert_eq(fixture_set(s.bad, "delay:dot", "0"), 0);
