@@ -1,19 +1,29 @@
-/* tests/scheduler/test_corpus.c — classifier accuracy on the labelled corpus
- * (tests/data/replies-dev.jsonl): at least 97% of classes and every hint
- * right. Prints the confusion table and every miss.
+/* tests/scheduler/test_corpus.c — classifier accuracy on the labelled corpus,
+ * split by source (tests/data/split-corpus.py, docs/scheduler.md "Corpus"):
+ * the tune split (rules are written against it) and the held-out split
+ * (read only to measure; its threshold is the documented figure). Prints
+ * the confusion table and every miss.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "scheduler/scheduler.h"
 
-static const char *corpus_path(char *buf, size_t len)
+/* Held-out accuracy as measured and documented in docs/scheduler.md: the
+ * test fails below it. Raise it when the rules get better; never lower it
+ * to make a rule change pass. */
+#define HELD_OUT_TOTAL       41
+#define HELD_OUT_CLASS_RIGHT 41
+#define HELD_OUT_HINT_RIGHT  41
+
+static const char *corpus_path(const char *name, char *buf, size_t len)
 {
         const char *src = getenv("TARRY_SOURCE_DIR");
-        snprintf(buf, len, "%s/tests/data/replies-dev.jsonl", src ? src : ".");
+        snprintf(buf, len, "%s/tests/data/%s", src ? src : ".", name);
         return buf;
 }
 
@@ -23,12 +33,17 @@ static int class_index(const char *name)
         return k < 0 ? CLASS__MAX : k;
 }
 
-Test(corpus, classifies_labelled_replies_with_97_percent_accuracy_and_every_hint)
+struct score {
+        unsigned total, right, hints_total, hints_right;
+};
+
+/* Classify every reply of tests/data/NAME; print misses and the confusion table. */
+static struct score measure(const char *name)
 {
         struct sched_classifier *c;
         cr_assert_eq(sched_classifier_new(&c), 0);
         char path[4096];
-        FILE *f = fopen(corpus_path(path, sizeof(path)), "r");
+        FILE *f = fopen(corpus_path(name, path, sizeof(path)), "r");
         cr_assert_not_null(f, "cannot open %s", path);
 
         unsigned confusion[CLASS__MAX + 1][CLASS__MAX + 1] = {{0}};
@@ -76,11 +91,46 @@ Test(corpus, classifies_labelled_replies_with_97_percent_accuracy_and_every_hint
                         printf(" %5u", confusion[i][j]);
                 printf("\n");
         }
-        printf("# classes %u/%u (%.1f%%), hints %u/%u\n", right, total, 100.0 * right / total,
-               hints_right, hints_total);
+        printf("# %s: classes %u/%u (%.1f%%), hints %u/%u\n", name, right, total,
+               100.0 * right / total, hints_right, hints_total);
         fflush(stdout);
         sched_classifier_free(c);
         cr_assert_gt(total, 0);
-        cr_expect_geq(right * 100, total * 97, "class accuracy %u/%u below 97%%", right, total);
-        cr_expect_eq(hints_right, hints_total, "hints %u/%u", hints_right, hints_total);
+        return (struct score){total, right, hints_total, hints_right};
+}
+
+/* The rules are written against this split: at least 97 % and every hint
+ * (tarryq classify's test demands every line exactly). */
+Test(corpus, tune_split_is_classified_with_97_percent_accuracy_and_every_hint)
+{
+        struct score s = measure("replies-tune.jsonl");
+        cr_expect_geq(s.right * 100, s.total * 97, "class accuracy %u/%u below 97%%", s.right,
+                      s.total);
+        cr_expect_eq(s.hints_right, s.hints_total, "hints %u/%u", s.hints_right, s.hints_total);
+}
+
+/* Replies the rules are not written against: no worse than documented. */
+Test(corpus, held_out_split_keeps_the_documented_accuracy)
+{
+        struct score s = measure("replies-heldout.jsonl");
+        cr_assert_eq(s.total, HELD_OUT_TOTAL, "the held-out split changed: measure and document");
+        cr_expect_geq(s.right, HELD_OUT_CLASS_RIGHT,
+                      "held-out classes %u/%u, below the documented %u/%u", s.right, s.total,
+                      HELD_OUT_CLASS_RIGHT, HELD_OUT_TOTAL);
+        cr_expect_geq(s.hints_right, HELD_OUT_HINT_RIGHT,
+                      "held-out hints %u/%u, below the documented %u/%u", s.hints_right,
+                      s.hints_total, HELD_OUT_HINT_RIGHT, HELD_OUT_TOTAL);
+}
+
+/* The two splits are exactly what the documented rule makes of
+ * replies-dev.jsonl: every reply once, one source on one side. */
+Test(corpus, the_split_files_follow_the_documented_rule)
+{
+        char cmd[4200], script[4096];
+        snprintf(cmd, sizeof(cmd), "python3 '%s' --check",
+                 corpus_path("split-corpus.py", script, sizeof(script)));
+        int st = system(cmd);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "tests/data/replies-{tune,heldout}.jsonl differ from split-corpus.py's split "
+                  "of replies-dev.jsonl (run it and commit the result)");
 }
