@@ -297,6 +297,11 @@ static int draft_mkdir(struct queue_draft *d)
         int r = d->dir_fd = open_dir_at(d->q->tmp_fd, hidden);
         if (r >= 0 && flock(d->dir_fd, LOCK_EX | LOCK_NB) < 0)
                 r = -errno;
+        /* From the start: tarryd's recovery must be able to empty and remove
+         * the draft of a root sendmail that was killed. Files in it are then
+         * only ever created with O_EXCL (never through a name planted there). */
+        if (r >= 0)
+                r = give_to_owner(d->q, d->dir_fd);
         if (r >= 0 && renameat2(d->q->tmp_fd, hidden, d->q->tmp_fd, d->name, RENAME_NOREPLACE) < 0)
                 r = -errno;
         if (r < 0)
@@ -550,11 +555,15 @@ static int envelope_dump(const struct envelope *env, char **out, size_t *len)
         return 0;
 }
 
+/* A new file in a draft (written again, from scratch, when the ID changes):
+ * O_EXCL, so that nothing planted under its name is ever written through. */
 static int write_file_at(const struct queue *q, int dirfd, const char *name, const char *buf,
                          size_t len)
 {
+        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+                return -errno;
         _cleanup_close_ int fd = openat(
-            dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, SPOOL_FILE_MODE);
+            dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, SPOOL_FILE_MODE);
         if (fd < 0)
                 return -errno;
         int r = give_to_owner(q, fd);
@@ -624,10 +633,6 @@ static int draft_commit_into(struct queue_draft *d, struct envelope *env, enum q
         env->version = ENVELOPE_VERSION;
         r = draft_write_envelope(d, env); /* written before the body's fsync: one journal commit */
         if (r < 0)
-                return r;
-        /* Given away last, once root has written everything in it; the fsync
-         * below makes the new owner durable along with the folder. */
-        if ((r = give_to_owner(d->q, d->dir_fd)) < 0)
                 return r;
         if (fsync(d->body_fd) < 0 || dir_fsync(d->dir_fd) < 0)
                 return -errno;
