@@ -57,7 +57,7 @@ static pid_t start_notified(struct harness *h, const char *path, const char *wat
         if (pid == 0) {
                 int log = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
                 dup2(log, 2);
-                harness_child_become_daemon(h); /* User=, as the unit runs it */
+                harness_child_become_daemon(h);   /* User=, as the unit runs it */
                 prctl(PR_SET_PDEATHSIG, SIGKILL); /* not left running by a failed test */
                 setenv("NOTIFY_SOCKET", path, 1);
                 if (watchdog_usec) {
