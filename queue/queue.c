@@ -435,8 +435,10 @@ int queue_open_maildrop(const char *spool_dir, struct queue **out)
         int r = -ENAMETOOLONG;
         if ((size_t)snprintf(path, sizeof(path), "%s/" QUEUE_MAILDROP_DIR, spool_dir) <
             sizeof(path)) {
-                /* O_PATH: searching and creating need no read permission on the folder */
-                q->maildrop_fd = openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                /* O_PATH: searching and creating need no read permission on the folder;
+                 * O_NOFOLLOW: not a link the spool's owner planted there */
+                q->maildrop_fd =
+                    openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 r = q->maildrop_fd < 0 ? -errno : drop_create(q);
         }
         if (r < 0) {

@@ -643,3 +643,21 @@ Test(install, status_group_members_list_the_queue_under_the_units_credentials, .
         cr_assert_neq(r.status, 0, "a non-member listed the queue");
         cr_assert_null(strstr(r.out, id), "%s", r.out);
 }
+
+/* The tarry user owns the spool: a link it plants at maildrop/ must not make
+ * an ordinary user's set-group-ID sendmail write somewhere else. */
+Test(install, sendmail_refuses_a_link_planted_at_maildrop)
+{
+        struct env *e = &E;
+        char drop[400], elsewhere[400];
+        snprintf(drop, sizeof(drop), "%.299s/maildrop", e->h.spool);
+        snprintf(elsewhere, sizeof(elsewhere), "%.255s/elsewhere", e->h.dir);
+        cr_assert_eq(mkdir(elsewhere, 0755), 0);
+        cr_assert_eq(chmod(elsewhere, 01777), 0); /* following the link would succeed */
+        cr_assert_eq(rmdir(drop), 0);
+        cr_assert_eq(symlink(elsewhere, drop), 0);
+        struct run r;
+        int code = sendmail_as(e, ALICE, "bob@example.test", "through a link", &r);
+        cr_assert_eq(code, EX_TEMPFAIL, "exit %d: %s", code, r.err);
+        cr_assert_eq(entries(elsewhere), 0, "sendmail wrote through the link");
+}
