@@ -35,15 +35,27 @@ int dir_fsync(int dirfd)
 
 int file_replace_durable(int dirfd, const char *name, const void *buf, size_t len)
 {
+        return file_replace_durable_owned(dirfd, name, buf, len, (uid_t)-1, (gid_t)-1);
+}
+
+int file_replace_durable_owned(int dirfd, const char *name, const void *buf, size_t len, uid_t uid,
+                               gid_t gid)
+{
         char tmp[512];
         int r = snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
         if (r < 0 || (size_t)r >= sizeof(tmp))
                 return -ENAMETOOLONG;
 
-        _cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        /* O_NOFOLLOW: a link planted at the temporary name is refused, not written through */
+        _cleanup_close_ int fd =
+            openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
-        r = fd_write_all(fd, buf, len);
+        r = 0;
+        if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+                r = -errno;
+        if (r == 0)
+                r = fd_write_all(fd, buf, len);
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
         if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)

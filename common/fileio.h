@@ -9,12 +9,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Write all of buf to fd, retrying on short writes and EINTR. */
 int fd_write_all(int fd, const void *buf, size_t len);
 
 /* Durably replace dirfd/name with buf: dirfd/.name.tmp, fsync, rename, fsync dirfd. */
 int file_replace_durable(int dirfd, const char *name, const void *buf, size_t len);
+/* The same, the new file given to uid:gid before it is written ((uid_t)-1 and
+ * (gid_t)-1 leave them): root writing a spool that another user owns. */
+int file_replace_durable_owned(int dirfd, const char *name, const void *buf, size_t len, uid_t uid,
+                               gid_t gid);
 
 /* Read a whole file (at most limit bytes: -EFBIG beyond). *out is NUL-terminated. */
 int file_read_all_at(int dirfd, const char *name, size_t limit, char **out, size_t *len);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,20 +152,98 @@ static int drop_privileges(const struct tarry_config *cfg, uid_t uid, gid_t gid)
         return 0;
 }
 
-/* Spool folders created by root must belong to the user tarryd becomes. */
+/* The group maildrop/ gets when root created it: tarrydrop if this machine
+ * has it (the package's and tmpfiles.d's layout), else the daemon's own. */
+static gid_t maildrop_gid(gid_t fallback)
+{
+        char buf[4096];
+        struct group gr, *res = NULL;
+        if (getgrnam_r(QUEUE_MAILDROP_GROUP, &gr, buf, sizeof(buf), &res) == 0 && res)
+                return gr.gr_gid;
+        return fallback;
+}
+
+/* tarryd started as root: the spool folders root created (a fresh spool) must
+ * belong to the user tarryd becomes, laid out as tmpfiles.d lays them out.
+ * Every folder was opened with O_NOFOLLOW|O_DIRECTORY (a link planted in the
+ * spool is refused before this runs), and only what root owns is changed: a
+ * folder that already belongs to someone is left as it is. */
 static void chown_spool(struct tarryd *d, uid_t uid, gid_t gid)
 {
         if (geteuid() != 0 || uid == 0)
                 return;
-        if (chown(d->cfg->spool_dir, uid, gid) < 0)
-                log_warn("cannot chown %s: %m", d->cfg->spool_dir);
-        for (int i = 0; i < QUEUE__DIR_MAX; i++)
-                if (fchown(queue_dir_fd(d->queue, i), uid, gid) < 0)
-                        log_warn("cannot chown spool folder %s: %m", queue_dir_name(i));
-        /* maildrop/ keeps its group (tarrydrop, set by tmpfiles or the package) */
-        if (queue_maildrop_fd(d->queue) >= 0 &&
-            fchown(queue_maildrop_fd(d->queue), uid, (gid_t)-1) < 0)
-                log_warn("cannot chown spool folder %s: %m", QUEUE_MAILDROP_DIR);
+        struct queue_folder f[QUEUE_FOLDERS_MAX];
+        size_t n = queue_folders(d->queue, f);
+        gid_t drop_gid = maildrop_gid(gid);
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (fstat(f[i].fd, &st) < 0) {
+                        log_warn("spool %s: cannot check %s: %m", d->cfg->spool_dir, f[i].name);
+                        continue;
+                }
+                gid_t want = f[i].kind == QUEUE_FOLDER_MAILDROP ? drop_gid : gid;
+                if (st.st_uid == uid && (st.st_gid == want || st.st_gid != 0))
+                        continue; /* already the user's */
+                if (st.st_uid != 0 && st.st_uid != uid) {
+                        log_warn("spool %s: %s belongs to uid %u, not root or %s: left as it is",
+                                 d->cfg->spool_dir, f[i].name, (unsigned)st.st_uid, d->cfg->user);
+                        continue;
+                }
+                /* a group the administrator chose stays */
+                if (fchown(f[i].fd, uid, st.st_gid == 0 ? want : (gid_t)-1) < 0)
+                        log_warn("spool %s: cannot give %s to %s: %m", d->cfg->spool_dir, f[i].name,
+                                 d->cfg->user);
+        }
+}
+
+/* Which entry of the spool made queue_open fail with ELOOP/ENOTDIR: a link or
+ * a file where a folder should be is refused, and named. */
+static const char *refused_entry(const char *spool, struct stat *st)
+{
+        static const char *const names[] = {"tmp",  "state",   "incoming",        "active",
+                                            "hold", "corrupt", QUEUE_MAILDROP_DIR};
+        char path[PATH_MAX];
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                snprintf(path, sizeof(path), "%s/%s", spool, names[i]);
+                if (lstat(path, st) == 0 && !S_ISDIR(st->st_mode))
+                        return names[i];
+        }
+        return NULL;
+}
+
+static int report_open_error(const char *spool, int r)
+{
+        struct stat st;
+        const char *bad = r == -ELOOP || r == -ENOTDIR ? refused_entry(spool, &st) : NULL;
+        if (bad)
+                fprintf(stderr, "tarryd: spool %s: %s/%s is %s, not a folder: refused\n", spool,
+                        spool, bad, S_ISLNK(st.st_mode) ? "a symbolic link" : "not a folder");
+        else
+                fprintf(stderr, "tarryd: cannot open spool %s: %s\n", spool, strerror(-r));
+        return EX_CANTCREAT;
+}
+
+/* One tarryd per spool, for its whole life: a second one would schedule the
+ * same messages. Taken before anything is changed (sockets, recovery). */
+static int lock_spool(struct tarryd *d)
+{
+        pid_t holder = 0;
+        int r = queue_lock(d->queue, &holder);
+        if (r == -EBUSY) {
+                if (holder > 0)
+                        fprintf(stderr, "tarryd: spool %s is in use by tarryd (pid %d)\n",
+                                d->cfg->spool_dir, (int)holder);
+                else
+                        fprintf(stderr, "tarryd: spool %s is in use by another tarryd\n",
+                                d->cfg->spool_dir);
+                return EX_TEMPFAIL;
+        }
+        if (r < 0) {
+                fprintf(stderr, "tarryd: spool %s: cannot lock state/%s: %s\n", d->cfg->spool_dir,
+                        QUEUE_LOCK_FILE, strerror(-r));
+                return r == -EPERM ? EX_CANTCREAT : EX_IOERR;
+        }
+        return 0;
 }
 
 static int on_shutdown_timeout(sd_event_source *s, uint64_t usec, void *userdata)
@@ -390,11 +469,10 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         struct sched_io io = {state_write, state_read, NULL};
         uint64_t seed = (uint64_t)now_monotonic_us() ^ ((uint64_t)getpid() << 32);
         int r = queue_open(d->cfg->spool_dir, QUEUE_OPEN_CREATE, &d->queue);
-        if (r < 0) {
-                fprintf(stderr, "tarryd: cannot open spool %s: %s\n", d->cfg->spool_dir,
-                        strerror(-r));
-                return EX_CANTCREAT;
-        }
+        if (r < 0)
+                return report_open_error(d->cfg->spool_dir, r);
+        if ((r = lock_spool(d)) != 0)
+                return r;
         chown_spool(d, uid, gid);
         queue_set_batched_dirsync(d->queue, true);
         if ((r = sd_event_add_post(d->loop, NULL, on_post, d)) < 0) {

@@ -53,7 +53,8 @@ struct queue {
         int dir_fd[QUEUE__DIR_MAX];
         int tmp_fd;
         int state_fd;
-        bool batch_dirsync;         /* moves/removals leave their folder fsync to queue_sync */
+        int lock_fd;        /* state/tarryd.lock, flock()ed by the one tarryd of this spool */
+        bool batch_dirsync; /* moves/removals leave their folder fsync to queue_sync */
         bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
 };
 
@@ -118,10 +119,39 @@ bool queue_id_valid(const char *id)
 
 /* ---- opening the spool ---- */
 
+/* A folder inside the spool: never through a symbolic link (the spool's owner
+ * could plant one to make root work on another folder), only a folder. */
 static int open_dir_at(int at, const char *name)
 {
-        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         return fd < 0 ? -errno : fd;
+}
+
+/* Root writing a spool that another user owns (sendmail or tarryq run by
+ * root, next to tarryd running as its user) gives what it creates to the
+ * spool's owner, so that tarryd can move, read and remove it: *uid and *gid
+ * are the owner of spool_dir itself, or -1 (leave them) when we are not root
+ * or root owns the spool. */
+static void owner_for_new_files(const struct queue *q, uid_t *uid, gid_t *gid)
+{
+        struct stat st;
+        *uid = (uid_t)-1;
+        *gid = (gid_t)-1;
+        if (geteuid() != 0 || fstat(q->root_fd, &st) < 0 || st.st_uid == 0)
+                return;
+        *uid = st.st_uid;
+        *gid = st.st_gid;
+}
+
+/* fchown fd to the spool's owner when root writes someone else's spool. */
+static int give_to_owner(const struct queue *q, int fd)
+{
+        uid_t uid;
+        gid_t gid;
+        owner_for_new_files(q, &uid, &gid);
+        if (uid == (uid_t)-1 || fchown(fd, uid, gid) == 0)
+                return 0;
+        return -errno;
 }
 
 static int ensure_dir_at(int at, const char *name, bool create)
@@ -138,6 +168,7 @@ void queue_close(struct queue *q)
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 closep(&q->dir_fd[i]);
         closep(&q->tmp_fd);
+        closep(&q->lock_fd); /* releases the spool lock */
         closep(&q->state_fd);
         closep(&q->root_fd);
         closep(&q->maildrop_fd);
@@ -187,10 +218,13 @@ int queue_open(const char *spool_dir, int flags, struct queue **out)
         struct queue *q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        q->tmp_fd = q->state_fd = q->maildrop_fd = q->drop_fd = -1;
+        q->tmp_fd = q->state_fd = q->lock_fd = q->maildrop_fd = q->drop_fd = -1;
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 q->dir_fd[i] = -1;
-        int r = q->root_fd = open_dir_at(AT_FDCWD, spool_dir);
+        /* spool_dir itself is the administrator's choice and may be a link */
+        int r = q->root_fd = openat(AT_FDCWD, spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (r < 0)
+                r = -errno;
         if (r >= 0)
                 r = open_subdirs(q, create);
         if (create && r >= 0)
@@ -263,6 +297,11 @@ static int draft_mkdir(struct queue_draft *d)
         int r = d->dir_fd = open_dir_at(d->q->tmp_fd, hidden);
         if (r >= 0 && flock(d->dir_fd, LOCK_EX | LOCK_NB) < 0)
                 r = -errno;
+        /* From the start: tarryd's recovery must be able to empty and remove
+         * the draft of a root sendmail that was killed. Files in it are then
+         * only ever created with O_EXCL (never through a name planted there). */
+        if (r >= 0)
+                r = give_to_owner(d->q, d->dir_fd);
         if (r >= 0 && renameat2(d->q->tmp_fd, hidden, d->q->tmp_fd, d->name, RENAME_NOREPLACE) < 0)
                 r = -errno;
         if (r < 0)
@@ -389,15 +428,17 @@ int queue_open_maildrop(const char *spool_dir, struct queue **out)
         struct queue *q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
-        q->root_fd = q->tmp_fd = q->state_fd = q->drop_fd = -1;
+        q->root_fd = q->tmp_fd = q->state_fd = q->lock_fd = q->drop_fd = -1;
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 q->dir_fd[i] = -1;
         char path[PATH_MAX];
         int r = -ENAMETOOLONG;
         if ((size_t)snprintf(path, sizeof(path), "%s/" QUEUE_MAILDROP_DIR, spool_dir) <
             sizeof(path)) {
-                /* O_PATH: searching and creating need no read permission on the folder */
-                q->maildrop_fd = openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+                /* O_PATH: searching and creating need no read permission on the folder;
+                 * O_NOFOLLOW: not a link the spool's owner planted there */
+                q->maildrop_fd =
+                    openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 r = q->maildrop_fd < 0 ? -errno : drop_create(q);
         }
         if (r < 0) {
@@ -440,6 +481,8 @@ int queue_draft_begin(struct queue *q, struct queue_draft **out)
                                     SPOOL_FILE_MODE);
                 if (d->body_fd < 0)
                         r = -errno;
+                else
+                        r = give_to_owner(q, d->body_fd);
         }
         if (r < 0) {
                 if (d->dir_fd >= 0)
@@ -514,13 +557,20 @@ static int envelope_dump(const struct envelope *env, char **out, size_t *len)
         return 0;
 }
 
-static int write_file_at(int dirfd, const char *name, const char *buf, size_t len)
+/* A new file in a draft (written again, from scratch, when the ID changes):
+ * O_EXCL, so that nothing planted under its name is ever written through. */
+static int write_file_at(const struct queue *q, int dirfd, const char *name, const char *buf,
+                         size_t len)
 {
-        _cleanup_close_ int fd =
-            openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, SPOOL_FILE_MODE);
+        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+                return -errno;
+        _cleanup_close_ int fd = openat(
+            dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, SPOOL_FILE_MODE);
         if (fd < 0)
                 return -errno;
-        int r = fd_write_all(fd, buf, len);
+        int r = give_to_owner(q, fd);
+        if (r == 0)
+                r = fd_write_all(fd, buf, len);
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
         return r;
@@ -547,7 +597,7 @@ static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
         int r = envelope_dump(env, &text, &len);
         if (r < 0)
                 return r;
-        return write_file_at(d->dir_fd, "envelope", text, len);
+        return write_file_at(d->q, d->dir_fd, "envelope", text, len);
 }
 
 /* The draft is whole on disk: move it into dir under its ID, durably. */
@@ -712,7 +762,10 @@ int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env)
         int r = envelope_dump(env, &text, &len);
         if (r < 0)
                 return r;
-        return file_replace_durable(mfd, "envelope", text, len);
+        uid_t uid;
+        gid_t gid;
+        owner_for_new_files(q, &uid, &gid);
+        return file_replace_durable_owned(mfd, "envelope", text, len, uid, gid);
 }
 
 int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size)
@@ -873,7 +926,10 @@ int queue_state_write(struct queue *q, const char *name, const void *buf, size_t
 {
         if (!state_name_ok(name))
                 return -EINVAL;
-        return file_replace_durable(q->state_fd, name, buf, len);
+        uid_t uid;
+        gid_t gid;
+        owner_for_new_files(q, &uid, &gid);
+        return file_replace_durable_owned(q->state_fd, name, buf, len, uid, gid);
 }
 
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len)
@@ -881,4 +937,69 @@ int queue_state_read(struct queue *q, const char *name, size_t limit, char **out
         if (!state_name_ok(name))
                 return -EINVAL;
         return file_read_all_at(q->state_fd, name, limit, out, len);
+}
+
+/* ---- one tarryd per spool ---- */
+
+/* The pid written in a lock file, or 0 if it says nothing usable. */
+static pid_t lock_holder(int fd)
+{
+        char buf[32];
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        char *end;
+        long pid = strtol(buf, &end, 10);
+        return pid > 0 && pid <= INT_MAX && (*end == '\n' || *end == '\0') ? (pid_t)pid : 0;
+}
+
+int queue_lock(struct queue *q, pid_t *holder)
+{
+        *holder = 0;
+        if (q->lock_fd >= 0)
+                return 0;
+        _cleanup_close_ int fd =
+            openat(q->state_fd, QUEUE_LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+                return -EPERM; /* not a file tarry made: touch nothing */
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK)
+                        return -errno;
+                *holder = lock_holder(fd);
+                return -EBUSY;
+        }
+        char pid[32];
+        int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        int r = give_to_owner(q, fd);
+        if (r == 0 && (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n))
+                r = -errno;
+        if (r < 0)
+                return r;
+        q->lock_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* ---- the spool's own folders, for the daemon's start as root ---- */
+
+size_t queue_folders(const struct queue *q, struct queue_folder out[QUEUE_FOLDERS_MAX])
+{
+        size_t n = 0;
+        out[n++] = (struct queue_folder){".", q->root_fd, QUEUE_FOLDER_PRIVATE};
+        out[n++] = (struct queue_folder){"tmp", q->tmp_fd, QUEUE_FOLDER_PRIVATE};
+        out[n++] = (struct queue_folder){"state", q->state_fd, QUEUE_FOLDER_PRIVATE};
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                out[n++] = (struct queue_folder){dir_names[i], q->dir_fd[i], QUEUE_FOLDER_PRIVATE};
+        if (q->maildrop_fd >= 0)
+                out[n++] = (struct queue_folder){QUEUE_MAILDROP_DIR, q->maildrop_fd,
+                                                 QUEUE_FOLDER_MAILDROP};
+        if (q->lock_fd >= 0)
+                out[n++] = (struct queue_folder){"state/" QUEUE_LOCK_FILE, q->lock_fd,
+                                                 QUEUE_FOLDER_PRIVATE};
+        return n;
 }

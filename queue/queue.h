@@ -171,6 +171,36 @@ void queue_set_batched_dirsync(struct queue *q, bool on);
 /* 0, or the first error; a folder that failed stays due for the next call. */
 int queue_sync(struct queue *q);
 
+/* Root writing a spool owned by another user (sendmail or tarryq run by root
+ * while tarryd runs as its user) gives every folder and file it creates to
+ * the owner of spool_dir, before the rename that makes it visible: tarryd
+ * must be able to move, read and remove it. */
+
+/* ---- one tarryd per spool ----
+ *
+ * tarryd holds an flock on state/tarryd.lock (holding its pid) for its whole
+ * life. 0 once held (until queue_close); -EBUSY with *holder = the pid the
+ * file names (0 if unknown) when another process holds it; -EPERM when the
+ * lock file is not a regular single-link file. */
+#define QUEUE_LOCK_FILE "tarryd.lock"
+int queue_lock(struct queue *q, pid_t *holder);
+
+/* The spool's folders (and the lock file once held), as opened: for tarryd
+ * started as root, which gives them to its user. name is relative to
+ * spool_dir ("." for spool_dir itself). */
+enum queue_folder_kind {
+        QUEUE_FOLDER_PRIVATE,  /* the daemon's user and group */
+        QUEUE_FOLDER_MAILDROP, /* the daemon's user, group tarrydrop */
+};
+struct queue_folder {
+        const char *name;
+        int fd;
+        enum queue_folder_kind kind;
+};
+#define QUEUE_FOLDERS_MAX    (QUEUE__DIR_MAX + 5)
+#define QUEUE_MAILDROP_GROUP "tarrydrop"
+size_t queue_folders(const struct queue *q, struct queue_folder out[QUEUE_FOLDERS_MAX]);
+
 /* Start-up recovery: remove abandoned tmp/ entries (whose writer is gone).
  * Returns the number removed. */
 int queue_recover_tmp(struct queue *q);

@@ -3,6 +3,7 @@
  * a matching socket handed over by systemd.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -33,7 +34,21 @@ static int group_gid(const char *group, gid_t *out)
         return 0;
 }
 
-/* Remove a stale socket left by an earlier run; never anything else. */
+/* Is a process accepting connections on the unix socket at path? */
+static bool socket_alive(const char *path)
+{
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return false;
+        /* a full backlog (EAGAIN) is a live listener too; refused means nobody */
+        return connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 || errno == EAGAIN ||
+               errno == EINPROGRESS;
+}
+
+/* Remove a stale socket left by an earlier run; never anything else, and
+ * never one that a live process (another tarryd) still accepts on. */
 static int unlink_stale(const char *path, const char **why)
 {
         struct stat st;
@@ -43,7 +58,25 @@ static int unlink_stale(const char *path, const char **why)
                 *why = "path exists and is not a socket";
                 return -EEXIST;
         }
+        if (socket_alive(path)) {
+                *why = "address in use: a running process accepts connections on this socket "
+                       "(another tarryd?)";
+                return -EADDRINUSE;
+        }
         return unlink(path) < 0 ? -errno : 0;
+}
+
+/* Are we in group gid (effective or supplementary)? */
+static bool in_group(gid_t gid)
+{
+        if (getegid() == gid)
+                return true;
+        gid_t groups[256];
+        int n = getgroups(256, groups);
+        for (int i = 0; i < n; i++)
+                if (groups[i] == gid)
+                        return true;
+        return false;
 }
 
 int listen_unix(const struct status_listen_addr *a, const char *group, int *out_fd,
@@ -58,14 +91,23 @@ int listen_unix(const struct status_listen_addr *a, const char *group, int *out_
                 *why = "status_group names no existing group";
                 return r;
         }
+        /* Without CAP_CHOWN a socket can only be given to one of our own groups. */
+        if (group && geteuid() != 0 && !in_group(gid)) {
+                *why = "status_group: tarryd's user is not a member of that group (under "
+                       "systemd add it to the unit: SupplementaryGroups=, systemctl edit tarryd)";
+                return -EPERM;
+        }
         if ((r = unlink_stale(a->path, why)) < 0)
                 return r;
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
         snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->path);
-        if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+        if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+                if (errno == EADDRINUSE)
+                        *why = "address in use: the socket path was created again meanwhile";
                 return -errno;
+        }
         /* Nobody can connect before listen(), so fixing the mode here is race-free. */
         if (chmod(a->path, 0660) < 0 || (group && chown(a->path, (uid_t)-1, gid) < 0) ||
             listen(fd, BACKLOG) < 0) {
@@ -117,6 +159,18 @@ int listen_tcp(const struct status_listen_addr *a, int *out_fd)
         if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, BACKLOG) < 0)
                 return -errno;
         *out_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int listen_path_identity(const char *path, dev_t *dev, ino_t *ino)
+{
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return -errno;
+        if (!S_ISSOCK(st.st_mode))
+                return -ENOTSOCK;
+        *dev = st.st_dev;
+        *ino = st.st_ino;
         return 0;
 }
 

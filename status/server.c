@@ -32,8 +32,10 @@ struct listener {
         struct status_server *server;
         char *entry; /* as configured, for messages */
         struct status_listen_addr addr;
-        bool created_path; /* unlink the unix socket on stop */
-        int port;          /* TCP: bound port */
+        bool created_path; /* unlink the unix socket on stop, if still this file: */
+        dev_t path_dev;
+        ino_t path_ino;
+        int port; /* TCP: bound port */
         struct MHD_Daemon *mhd;
         struct guard *guard;
         sd_event_source *io;
@@ -484,10 +486,14 @@ static int open_socket(struct status_server *s, struct listener *l,
         }
         if (l->addr.is_unix) {
                 r = listen_unix(&l->addr, opt->group, fd, why);
-                l->created_path = r >= 0;
+                l->created_path =
+                    r >= 0 && listen_path_identity(l->addr.path, &l->path_dev, &l->path_ino) == 0;
                 return r;
         }
-        return listen_tcp(&l->addr, fd);
+        r = listen_tcp(&l->addr, fd);
+        if (r == -EADDRINUSE)
+                *why = "address in use (another tarryd, or another program, listens there)";
+        return r;
 }
 
 static int start_mhd(struct listener *l, const struct status_options *opt, int fd)
@@ -549,6 +555,7 @@ static int start_listener(struct status_server *s, struct listener *l,
         int r = status_parse_listen(l->entry, &l->addr, why);
         if (r < 0)
                 return r;
+        *why = NULL; /* the parser may leave a message on success */
         if (!l->addr.is_unix && !opt->allow_remote && !status_addr_is_loopback(l->addr.host)) {
                 *why = "not a loopback address; set status_allow_remote = yes to serve it";
                 return -EPERM;
@@ -572,7 +579,11 @@ static void listener_stop(struct listener *l)
         l->mhd = NULL;
         guard_free(l->guard); /* after MHD: stopping it closes (and untracks) every connection */
         l->guard = NULL;
-        if (l->created_path)
+        /* Only the socket this listener made: never one that replaced it. */
+        dev_t dev;
+        ino_t ino;
+        if (l->created_path && listen_path_identity(l->addr.path, &dev, &ino) == 0 &&
+            dev == l->path_dev && ino == l->path_ino)
                 unlink(l->addr.path);
         free(l->entry);
 }

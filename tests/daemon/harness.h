@@ -4,6 +4,17 @@
  * fixture's port filled in), starts tarryd as a child process, submits mail
  * with the real sendmail binary, and stops tarryd with a signal. Binaries are
  * found through $TARRY_BUILD_DIR (set by meson).
+ *
+ * tarryd runs as the package's unit runs it: started directly as an
+ * unprivileged user (HARNESS_DAEMON_USER, made like the package's `tarry`
+ * user if missing) with the supplementary group tarrydrop, on a spool laid
+ * out as tmpfiles.d lays it out (spool 0711, folders 0750, maildrop/ 1730
+ * group tarrydrop, all the user's); the temp dir is the user's too (it is
+ * where the status socket goes, like /run/tarry). Submissions by the test
+ * process are root's. h->as_root = true before harness_start starts tarryd
+ * as root instead (it then switches to the config's user, unless that says
+ * root), for tests about root; without real root (or inside a user
+ * namespace) tarryd runs as the test's own user.
  */
 #ifndef TARRY_TESTS_HARNESS_H
 #define TARRY_TESTS_HARNESS_H
@@ -18,14 +29,36 @@ struct harness {
         char conf[300]; /* path of tarry.conf */
         char log[300];  /* tarryd's stderr */
         char spool[300];
-        pid_t tarryd;       /* 0 when not running */
-        int status_port;    /* loopback TCP port of the status endpoint */
-        bool spool_mounted; /* spool/ is a tmpfs of the test's own (harness_spool_on_tmpfs) */
+        pid_t tarryd;            /* 0 when not running */
+        int status_port;         /* loopback TCP port of the status endpoint */
+        bool spool_mounted;      /* spool/ is a tmpfs of the test's own (harness_spool_on_tmpfs) */
+        bool as_root;            /* run tarryd as root (set before harness_start) */
+        const char *extra_group; /* another supplementary group for tarryd (a unit drop-in's
+                                    SupplementaryGroups=), or NULL */
+        uid_t daemon_uid;        /* who tarryd runs as (harness_start) */
+        gid_t daemon_gid;
 };
+
+#define HARNESS_DAEMON_USER "tarrytest-daemon"
+#define HARNESS_DROP_GROUP  "tarrydrop"
+
+/* Can this test process run tarryd as another user (real root, not in a user
+ * namespace)? Then HARNESS_DAEMON_USER and tarrydrop exist once this returns. */
+bool harness_can_switch_user(void);
+/* In a child about to exec tarryd: become the daemon user, as User=,
+ * Group= and SupplementaryGroups=tarrydrop of the unit make it (nothing when
+ * h->as_root or harness_can_switch_user() is false). _exit(126) on failure. */
+void harness_child_become_daemon(const struct harness *h);
+/* Give path (made by the test as root) to the daemon user. */
+void harness_give(const struct harness *h, const char *path);
+/* chown -R the spool to the daemon user (a spool written by root tools). */
+void harness_give_spool(const struct harness *h);
 
 /* Make the temp dir and write tarry.conf: the common settings (spool, user,
  * short timeouts) followed by extra (more INI text, may be NULL). */
 void harness_init(struct harness *h, const char *extra);
+/* Lay the spool out as tmpfiles.d does (harness_start does it first). */
+void harness_layout_spool(struct harness *h);
 /* Rewrite tarry.conf with the given full text (for reload tests). */
 void harness_write_config(struct harness *h, const char *text);
 void harness_start(struct harness *h);

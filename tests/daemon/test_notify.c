@@ -45,6 +45,8 @@ static int notify_socket(struct harness *h, char *path, size_t len)
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         memcpy(sa.sun_path, path, strlen(path) + 1);
         cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        harness_layout_spool(h);
+        harness_give(h, path); /* systemd's socket is writable by the service's user */
         return fd;
 }
 
@@ -55,6 +57,7 @@ static pid_t start_notified(struct harness *h, const char *path, const char *wat
         if (pid == 0) {
                 int log = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
                 dup2(log, 2);
+                harness_child_become_daemon(h);   /* User=, as the unit runs it */
                 prctl(PR_SET_PDEATHSIG, SIGKILL); /* not left running by a failed test */
                 setenv("NOTIFY_SOCKET", path, 1);
                 if (watchdog_usec) {
@@ -97,10 +100,12 @@ Test(notify, a_long_start_up_asks_systemd_for_more_time, .timeout = 120)
 {
         struct harness h;
         harness_init(&h, NULL);
+        harness_layout_spool(&h);
         char cmd[600];
         snprintf(cmd, sizeof(cmd), "%s --spool %s --messages 20000 --defer 3600 >/dev/null",
                  harness_binary("bench/spool-gen"), h.spool);
         cr_assert_eq(system(cmd), 0, "%s", cmd);
+        harness_give_spool(&h); /* spool-gen ran as root */
         char path[100];
         int fd = notify_socket(&h, path, sizeof(path));
         pid_t pid = start_notified(&h, path, NULL);

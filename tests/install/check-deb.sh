@@ -62,7 +62,7 @@ done
 # sendmail becomes set-group-ID tarrydrop at configure time, never setgid root
 grep -q 'dpkg-statoverride --update --add root tarrydrop 2755 /usr/sbin/sendmail' \
         "$work/control/postinst" || bad "postinst does not make sendmail set-group-ID tarrydrop"
-grep -q 'install -d -o tarry -g tarrydrop -m 1730 "$spool/maildrop"' "$work/control/postinst" ||
+grep -q 'spool_folder 1730 tarry tarrydrop "$spool/maildrop"' "$work/control/postinst" ||
         bad "postinst does not create maildrop/ 1730 tarry:tarrydrop"
 grep -q 'install -d -o tarry -g tarry -m 0711 "$spool"' "$work/control/postinst" ||
         bad "postinst does not create the spool 0711"
@@ -75,16 +75,21 @@ dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/lib/tmpfiles.d/tarry.conf >"$w
 grep -Eq '^d /var/spool/tarry/maildrop +1730 tarry tarrydrop' "$work/tmpfiles" ||
         bad "tmpfiles.d: maildrop is not 1730 tarry tarrydrop"
 grep -Eq '^d /var/spool/tarry +0711 tarry tarry' "$work/tmpfiles" || bad "tmpfiles.d: spool is not 0711"
-# run the postinst's spool layout in a scratch dir (owners mapped to root, so
-# it needs no tarry user on this machine): the modes it leaves
-sed -n '/^create_spool()/,/^}/p' "$work/control/postinst" |
-        sed 's/-o tarry -g tarrydrop/-o root -g root/; s/-o tarry -g tarry/-o root -g root/' >"$work/layout.sh"
+# run the postinst's accounts and spool layout in a scratch dir, with the
+# package's own owners (the tarry user and tarrydrop group, made by the
+# postinst's create_accounts when missing): the owners and modes it leaves
+sed -n '/^create_accounts()/,/^}/p; /^spool_folder()/,/^}/p; /^create_spool()/,/^}/p' \
+        "$work/control/postinst" >"$work/layout.sh"
 if [ "$(id -u)" = 0 ]; then
-        (spool="$work/spool" && . "$work/layout.sh" && create_spool)
-        [ "$(stat -c '%a' "$work/spool/maildrop")" = 1730 ] ||
-                bad "maildrop after postinst: $(stat -c '%a' "$work/spool/maildrop")"
-        [ "$(stat -c '%a' "$work/spool")" = 711 ] || bad "spool after postinst: $(stat -c %a "$work/spool")"
-        [ "$(stat -c '%a' "$work/spool/active")" = 750 ] || bad "active/ after postinst is not 0750"
+        chmod 0755 "$work"
+        (spool=/var/spool/tarry && . "$work/layout.sh" && create_accounts)
+        (spool="$work/spool" && . "$work/layout.sh" && create_spool) || bad "create_spool failed"
+        [ "$(stat -c '%a %U:%G' "$work/spool/maildrop")" = "1730 tarry:tarrydrop" ] ||
+                bad "maildrop after postinst: $(stat -c '%a %U:%G' "$work/spool/maildrop")"
+        [ "$(stat -c '%a %U:%G' "$work/spool")" = "711 tarry:tarry" ] ||
+                bad "spool after postinst: $(stat -c '%a %U:%G' "$work/spool")"
+        [ "$(stat -c '%a %U:%G' "$work/spool/active")" = "750 tarry:tarry" ] ||
+                bad "active/ after postinst: $(stat -c '%a %U:%G' "$work/spool/active")"
 else
         echo "note: postinst layout not executed (needs root)"
 fi

@@ -2,7 +2,8 @@
  *
  * sendmail is installed set-group-ID tarrydrop (a copy of the built one,
  * chgrp'ed and chmod g+s by the test) and run by unprivileged users that
- * the test creates; tarryd runs as root (user = root, said explicitly).
+ * the test creates, and by root; tarryd runs as the unit runs it (its own
+ * unprivileged user, harness.h), on the spool as the package lays it out.
  * The installed sendmail reads only /etc/tarry/tarry.conf, so each run
  * happens in a private mount namespace where the test's directory is
  * bind-mounted on /etc/tarry. Needs root (skipped otherwise).
@@ -28,10 +29,12 @@
 #include "harness.h"
 #include "tests/fixture/fixture.h"
 
-#define ALICE     "tarrytest-alice"
-#define BOB       "tarrytest-bob"
-#define EX_NS     125 /* the child could not make a private mount namespace: skip */
-#define EX_BECOME 124 /* the child could not become the test user: a failure */
+#define ALICE        "tarrytest-alice"
+#define BOB          "tarrytest-bob"
+#define CAROL        "tarrytest-carol" /* a member of STATUS_GROUP */
+#define STATUS_GROUP "tarrytest-status"
+#define EX_NS        125 /* the child could not make a private mount namespace: skip */
+#define EX_BECOME    124 /* the child could not become the test user: a failure */
 
 struct env {
         struct fixture *smtp;
@@ -71,7 +74,7 @@ static void write_config(struct env *e, const char *more)
 {
         char text[4096];
         snprintf(text, sizeof(text),
-                 "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
+                 "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = " HARNESS_DAEMON_USER "\n"
                  "status_listen = unix:%s/status.sock\nshutdown_timeout = 2s\n%s"
                  "[smtp]\nconnect_timeout = 2s\ncommand_timeout = 3s\n"
                  "[transport]\nexample.test = [127.0.0.1]:%u\n",
@@ -89,6 +92,9 @@ static void setup(struct env *e, const char *more)
         ensure_group("tarrydrop");
         ensure_account(ALICE);
         ensure_account(BOB);
+        ensure_account(CAROL);
+        ensure_group(STATUS_GROUP);
+        sh("usermod -a -G %s %s", STATUS_GROUP, CAROL);
         memset(e, 0, sizeof(*e));
         cr_assert_eq(fixture_new("127.0.0.1", &e->smtp), 0);
         cr_assert_eq(fixture_start(e->smtp, 0), 0);
@@ -159,12 +165,13 @@ static void become(const struct env *e, const char *user)
                 return;
         errno = 0;
         struct passwd *pw = getpwnam(user);
-        const char *step = !pw                      ? "getpwnam"
-                           : setgroups(0, NULL) < 0 ? "setgroups"
-                           : setgid(pw->pw_gid) < 0 ? "setgid"
-                           : setuid(pw->pw_uid) < 0 ? "setuid"
-                           : getuid() != pw->pw_uid ? "getuid after setuid"
-                                                    : NULL;
+        /* the user's groups, as a login gives them (carol: STATUS_GROUP) */
+        const char *step = !pw                                ? "getpwnam"
+                           : initgroups(user, pw->pw_gid) < 0 ? "initgroups"
+                           : setgid(pw->pw_gid) < 0           ? "setgid"
+                           : setuid(pw->pw_uid) < 0           ? "setuid"
+                           : getuid() != pw->pw_uid           ? "getuid after setuid"
+                                                              : NULL;
         if (step) {
                 dprintf(2, "cannot become %s: %s: %s\n", user, step,
                         errno ? strerror(errno) : "no such user");
@@ -215,7 +222,7 @@ static int sendmail_as(struct env *e, const char *user, const char *rcpt, const 
                        struct run *res)
 {
         char msg[512];
-        snprintf(msg, sizeof(msg), "Subject: %s\n\nsent by %s\n", subject, user);
+        snprintf(msg, sizeof(msg), "Subject: %s\n\nsent by %s\n", subject, user ? user : "root");
         const char *argv[] = {e->sendmail, rcpt, NULL};
         *res = run_as(e, user, msg, NULL, argv);
         return res->status;
@@ -598,4 +605,104 @@ Test(install, killing_an_ordinary_users_sendmail_never_queues_a_partial_message,
                 "delivered whole, 0 partial, corrupt/ empty, %zu unlocked .tmp- file(s) left "
                 "(removed once an hour old)\n",
                 DROP_KILLS, ALICE, killed, confirmed, n_delivered, early);
+}
+
+Test(install, roots_mail_through_the_installed_sendmail_is_delivered)
+{
+        struct env *e = &E;
+        struct run r;
+        cr_assert_eq(sendmail_as(e, NULL, "bob@example.test", "from root's cron", &r), 0, "%s",
+                     r.err);
+        cr_assert_eq(fixture_wait_txns(e->smtp, 1, 20000), 0, "root's mail was not delivered");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(e->smtp, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, "root@tarry.test");
+        fixture_txn_clear(&t);
+        char active[400];
+        snprintf(active, sizeof(active), "%.299s/active", e->h.spool);
+        for (int i = 0; i < 2000 && entries(active) > 0; i++)
+                harness_sleep_ms(10);
+        cr_assert_eq(entries(active), 0, "delivered but left in active/");
+        cr_assert_not(harness_log_contains(&e->h, "Permission denied"));
+}
+
+/* status_group with the shipped unit: tarryd runs as its user with the
+ * unit's groups (tarrydrop, plus the group a drop-in adds); the socket is
+ * 0660 tarry:status_group in a folder that is searchable (0711, as
+ * RuntimeDirectoryMode=). Members list the queue; changing it needs root
+ * or tarryd's user (docs/security.md); anyone else cannot connect. */
+Test(install, status_group_members_list_the_queue_under_the_units_credentials, .timeout = 120)
+{
+        struct env *e = &E;
+        cr_assert_eq(harness_stop(&e->h, SIGTERM, 10000), 0);
+        write_config(e, "status_group = " STATUS_GROUP "\n");
+
+        /* the unit as shipped: the group is not among tarryd's groups */
+        char out[400];
+        snprintf(out, sizeof(out), "%.255s/tarryd.log", e->h.dir);
+        size_t before = harness_log_count(&e->h, "status_group");
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                int fd = open(out, O_WRONLY | O_APPEND);
+                dup2(fd, 2);
+                harness_child_become_daemon(&e->h);
+                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", e->h.conf, (char *)NULL);
+                _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == EX_UNAVAILABLE, "exit %d", WEXITSTATUS(st));
+        cr_assert_gt(harness_log_count(&e->h, "status_group: tarryd's user is not a member of "
+                                              "that group (under systemd add it to the unit: "
+                                              "SupplementaryGroups="),
+                     before, "no clear reason in %s", out);
+
+        /* with the drop-in: SupplementaryGroups=STATUS_GROUP */
+        e->h.extra_group = STATUS_GROUP;
+        harness_start(&e->h);
+        char sock[400];
+        snprintf(sock, sizeof(sock), "%.255s/status.sock", e->h.dir);
+        struct stat sst;
+        cr_assert_eq(stat(sock, &sst), 0);
+        cr_assert_eq(sst.st_gid, getgrnam(STATUS_GROUP)->gr_gid, "socket not in status_group");
+        cr_assert_eq(sst.st_mode & 0777, 0660);
+
+        fixture_set(e->smtp, "rcpt", "451 4.3.0 try again later");
+        struct run r;
+        cr_assert_eq(sendmail_as(e, BOB, "dave@example.test", "listed", &r), 0, "%s", r.err);
+        wait_active(e, 1);
+        char id[32] = "";
+        queued_id(e, id);
+
+        const char *list[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-j", NULL};
+        r = run_as(e, CAROL, NULL, NULL, list);
+        cr_assert_eq(r.status, 0, "a member of status_group cannot list: %s", r.err);
+        cr_assert(strstr(r.out, id), "%s", r.out);
+
+        const char *flush[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-f", NULL};
+        r = run_as(e, CAROL, NULL, NULL, flush);
+        cr_assert_neq(r.status, 0, "a member of status_group may not flush: %s", r.out);
+
+        r = run_as(e, ALICE, NULL, NULL, list);
+        cr_assert_neq(r.status, 0, "a non-member listed the queue");
+        cr_assert_null(strstr(r.out, id), "%s", r.out);
+}
+
+/* The tarry user owns the spool: a link it plants at maildrop/ must not make
+ * an ordinary user's set-group-ID sendmail write somewhere else. */
+Test(install, sendmail_refuses_a_link_planted_at_maildrop)
+{
+        struct env *e = &E;
+        char drop[400], elsewhere[400];
+        snprintf(drop, sizeof(drop), "%.299s/maildrop", e->h.spool);
+        snprintf(elsewhere, sizeof(elsewhere), "%.255s/elsewhere", e->h.dir);
+        cr_assert_eq(mkdir(elsewhere, 0755), 0);
+        cr_assert_eq(chmod(elsewhere, 01777), 0); /* following the link would succeed */
+        cr_assert_eq(rmdir(drop), 0);
+        cr_assert_eq(symlink(elsewhere, drop), 0);
+        struct run r;
+        int code = sendmail_as(e, ALICE, "bob@example.test", "through a link", &r);
+        cr_assert_eq(code, EX_TEMPFAIL, "exit %d: %s", code, r.err);
+        cr_assert_eq(entries(elsewhere), 0, "sendmail wrote through the link");
 }
