@@ -811,9 +811,12 @@ static char *join_url(const struct attempt *a)
 {
         const struct smtpc_target *t = &a->targets[a->cur];
         char *url = NULL;
-        bool v6 = strchr(t->host, ':') != NULL;
-        if (asprintf(&url, "smtp://%s%s%s:%u/%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
-                     a->route.port, a->helo) < 0)
+        /* only a host name or an IP goes into the URL (dns.c filters MX names;
+         * this is the last line of defence for any other source) */
+        const char *host = dns_host_name_ok(t->host) ? t->host : t->ip;
+        bool v6 = strchr(host, ':') != NULL;
+        if (asprintf(&url, "smtp://%s%s%s:%u/%s", v6 ? "[" : "", host, v6 ? "]" : "", a->route.port,
+                     a->helo) < 0)
                 return NULL;
         return url;
 }
@@ -1020,6 +1023,14 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
                         return;
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, "4.3.0", "%s[%s]:%u: %s",
                               "cannot start transfer");
+        } else if (a->route.kind != SMTPC_ROUTE_MX && st != DNS_TEMPFAIL) {
+                /* the administrator's next hop, not the recipient's domain:
+                 * defer until the configuration is fixed, never bounce */
+                char text[900];
+                snprintf(text, sizeof(text), "451 4.4.3 %s %s: %s", a->route.configured,
+                         a->route.host,
+                         st == DNS_NULL_MX ? "does not accept mail (null MX)" : "host not found");
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_DNS, 451, text);
         } else if (st == DNS_NULL_MX) {
                 char text[600];
                 snprintf(text, sizeof(text), "556 5.1.10 %s", why);

@@ -74,6 +74,9 @@ struct smtpc_route {
         bool no_mx;     /* connect to host itself (A/AAAA), no MX lookup */
         enum cfg_tls tls;
         bool auth; /* relayhost with relay_auth_file */
+        /* Where the administrator configured this next hop, for reasons:
+         * "relayhost", "[transport] example.com ="; "" for MX routes. */
+        char configured[SMTPC_DEST_MAX];
         /* Stable route key: "[127.0.0.1]:2525", "mx:example.com",
          * "relay.example.net:587" (MX of host). Scheduler destinations are
          * (source address, destination). */
