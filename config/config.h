@@ -100,6 +100,12 @@ struct tarry_config {
 
         /* [retry.CLASS] */
         struct cfg_retry retry[CLASS__MAX];
+
+        /* Lines that load but probably mean something else than meant
+         * ("file:line: relayhost = 127.0.0.1:2600 looks up ..."), NULL-terminated;
+         * tarryd prints them with --check and logs them at start and reload. */
+        char **warnings;
+        size_t n_warnings;
 };
 
 /* The file to read: cli_path (-C) if given, else $TARRY_CONFIG, else the default. */

@@ -354,6 +354,8 @@ static bool try_next_host(struct attempt *a, CURLcode rc)
 {
         if (a->cur + 1 >= a->n_targets)
                 return false;
+        if (rc == CURLE_INTERFACE_FAILED) /* the source address: every host alike */
+                return false;
         if (is_connect_failure(rc))
                 return true;
         if (rc == CURLE_OPERATION_TIMEDOUT && !a->greeting.code)
@@ -383,6 +385,19 @@ static void record_connect_failure(struct attempt *a, CURLcode rc)
         }
         if (a->easy)
                 curl_easy_getinfo(a->easy, CURLINFO_OS_ERRNO, &oserr);
+        if (rc == CURLE_INTERFACE_FAILED) { /* our side: name the source, not only the host */
+                const struct smtpc_target *t = &a->targets[a->cur];
+                char text[1024];
+                snprintf(text, sizeof(text),
+                         "451 4.4.1 cannot bind source %s: %s (connecting to %s[%s]:%u)",
+                         a->source ? a->source : "address",
+                         oserr          ? strerror((int)oserr)
+                         : a->errbuf[0] ? a->errbuf
+                                        : "bind failed",
+                         t->host, t->ip, a->route.port);
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_CONNECT, 451, text);
+                return;
+        }
         if (rc == CURLE_OPERATION_TIMEDOUT)
                 snprintf(detail, sizeof(detail), "Connection timed out");
         else if (oserr)
