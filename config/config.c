@@ -76,6 +76,8 @@ static const struct key_def keys[] = {
     {"smtp", "tls", KEY_TLS, OFF(smtp_tls), 0, "none | may | encrypt | verify"},
     {"smtp", "relay_auth_file", KEY_STRING, OFF(relay_auth_file), 0,
      "user:password file for the relayhost"},
+    {"smtp", "relay_auth_cleartext", KEY_BOOL, OFF(relay_auth_cleartext), 0,
+     "allow AUTH to the relayhost without TLS"},
     {"smtp", "connect_timeout", KEY_DURATION, OFF(connect_timeout_s), 0,
      "connect, greeting, STARTTLS"},
     {"smtp", "command_timeout", KEY_DURATION, OFF(command_timeout_s), 0, "each SMTP reply"},
@@ -898,6 +900,13 @@ static int validate(struct parser *p)
         }
         if (validate_addresses(p) < 0)
                 return -EINVAL;
+        p->line = later(seen_line(p, "main", "relayhost"), seen_line(p, "smtp", "relay_auth_file"));
+        if (c->relay_auth_file && c->has_relayhost && c->relayhost.tls == CFG_TLS_NONE &&
+            !c->relay_auth_cleartext)
+                return fail(p, "relayhost has tls=none but relay_auth_file is set: the password "
+                               "would cross the network in clear (use tls=verify or "
+                               "tls=encrypt, or set relay_auth_cleartext = yes)"),
+                       -EINVAL;
         p->line = seen_line(p, "main", "allow_sender_override");
         return validate_sender_override(p);
 }

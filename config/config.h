@@ -86,6 +86,10 @@ struct tarry_config {
         uint16_t smtp_port; /* port for MX delivery (25) */
         enum cfg_tls smtp_tls;
         char *relay_auth_file; /* "user:password" for the relayhost, or NULL */
+        /* AUTH to the relayhost without TLS allowed (the password crosses the
+         * network readable). Off: with relay_auth_file the relay route needs
+         * TLS, and tls=may there means verify. */
+        bool relay_auth_cleartext;
         int64_t connect_timeout_s;
         int64_t command_timeout_s;
         int64_t data_timeout_s;

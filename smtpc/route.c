@@ -69,6 +69,10 @@ int smtpc_route(const struct tarry_config *cfg, const char *rcpt_domain, struct 
                 route_from_cfg(cfg, &cfg->relayhost, SMTPC_ROUTE_RELAYHOST, out);
                 snprintf(out->configured, sizeof(out->configured), "relayhost");
                 out->auth = cfg->relay_auth_file != NULL;
+                /* a password never goes out where STARTTLS can be stripped or
+                 * an unverified peer can read it (docs/security.md) */
+                if (out->auth && !cfg->relay_auth_cleartext && out->tls == CFG_TLS_MAY)
+                        out->tls = CFG_TLS_VERIFY;
                 return 0;
         }
         out->kind = SMTPC_ROUTE_MX;

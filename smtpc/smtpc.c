@@ -575,11 +575,13 @@ static void interpret(struct attempt *a, CURLcode rc)
         interpret_dropped(a, rc);
 }
 
-/* STARTTLS was offered and accepted but the handshake failed: tls=may retries in clear. */
+/* STARTTLS was offered and accepted but the handshake failed: tls=may retries
+ * in clear, except with relay credentials (relay_auth_cleartext = yes):
+ * whoever broke the handshake would read the password. */
 static bool retry_without_tls(struct attempt *a, CURLcode rc)
 {
-        return a->route.tls == CFG_TLS_MAY && !a->no_starttls && handshake_failed(a, rc) &&
-               a->abort_why == NULL;
+        return a->route.tls == CFG_TLS_MAY && !a->route.auth && !a->no_starttls &&
+               handshake_failed(a, rc) && a->abort_why == NULL;
 }
 
 static void transfer_done(struct attempt *a, CURLcode rc)

@@ -4,6 +4,7 @@
  * never cross the wire in clear. Real DNS (dnsmasq on a loopback port) and
  * the scripted SMTP server. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,4 +254,163 @@ Test(nexthop, only_host_names_pass_as_names_for_the_url)
         cr_assert_not(dns_host_name_ok(label));
         label[63] = '\0';
         cr_assert(dns_host_name_ok(label));
+}
+
+/* ---- relay credentials never cross the wire in clear ---- */
+
+struct relay {
+        struct fixture *f;
+        char auth[32];   /* relay_auth_file */
+        char tlsdir[32]; /* the fixture's certificate, "" when none */
+};
+
+/* A relay that requires AUTH PLAIN relayuser:s3cret; with_tls: it offers
+ * STARTTLS with a self-signed certificate; extra: more fixture keys. */
+static void relay_start(struct relay *r, bool with_tls, const char *key, const char *value)
+{
+        memset(r, 0, sizeof(*r));
+        cr_assert_eq(fixture_new("127.0.0.1", &r->f), 0);
+        cr_assert_eq(fixture_set(r->f, "auth", "relayuser:s3cret"), 0);
+        if (with_tls) {
+                snprintf(r->tlsdir, sizeof(r->tlsdir), "/tmp/nexthop-tls-XXXXXX");
+                cr_assert_not_null(mkdtemp(r->tlsdir));
+                cr_assert_eq(fixture_tls_generate(r->f, r->tlsdir), 0, "openssl CLI needed");
+        }
+        if (key)
+                cr_assert_eq(fixture_set(r->f, key, value), 0);
+        cr_assert_eq(fixture_start(r->f, 0), 0);
+        snprintf(r->auth, sizeof(r->auth), "/tmp/nexthop-auth-XXXXXX");
+        int fd = mkstemp(r->auth);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, "relayuser:s3cret\n", 17), 17);
+        close(fd);
+}
+
+static struct tarry_config *relay_cfg(const struct relay *r, const char *tls, const char *smtp)
+{
+        return test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                        "relayhost = [127.0.0.1]:%u%s%s\n"
+                        "[smtp]\nrelay_auth_file = %s\nconnect_timeout = 3\ncommand_timeout = 3\n"
+                        "%s",
+                        fixture_port(r->f), tls ? " tls=" : "", tls ? tls : "", r->auth,
+                        smtp ? smtp : "");
+}
+
+static void relay_stop(struct relay *r)
+{
+        fixture_free(r->f);
+        unlink(r->auth);
+        if (r->tlsdir[0]) {
+                char cmd[64];
+                snprintf(cmd, sizeof(cmd), "rm -rf %s", r->tlsdir);
+                cr_assert_eq(system(cmd), 0);
+        }
+}
+
+static void assert_tls_deferral_without_auth(const struct relay *r, const struct outcome *o)
+{
+        cr_assert_eq(o->status, SMTPC_ATTEMPT_TEMPFAIL, "%s / %s", o->text, o->transcript);
+        cr_assert_eq(o->failure, SMTPC_FAIL_TLS, "%s", o->text);
+        cr_assert_str_eq(o->enhanced, "4.7.5");
+        cr_assert_eq(o->r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(fixture_cleartext_auth_count(r->f), 0, "AUTH reached the relay in clear");
+        cr_assert_eq(fixture_txn_count(r->f), 0);
+        cr_assert_null(strstr(o->transcript, "> AUTH"), "%s", o->transcript);
+}
+
+/* With the default tls=may, a relay (or whoever sits in the path and strips
+ * STARTTLS from its EHLO) used to receive AUTH PLAIN in clear. */
+Test(nexthop, relay_that_offers_no_starttls_never_receives_the_password)
+{
+        struct relay r;
+        relay_start(&r, false, NULL, NULL);
+        struct tarry_config *cfg = relay_cfg(&r, NULL, NULL);
+        const char *rcpts[] = {"user@far.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        assert_tls_deferral_without_auth(&r, &o);
+        cr_assert_eq(fixture_connection_count(r.f), 1);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        relay_stop(&r);
+}
+
+/* A broken handshake used to be retried without STARTTLS, AUTH included. */
+Test(nexthop, relay_whose_tls_handshake_breaks_is_deferred_not_retried_in_clear)
+{
+        struct relay r;
+        relay_start(&r, true, "tls_garbage", "yes");
+        struct tarry_config *cfg = relay_cfg(&r, NULL, NULL);
+        const char *rcpts[] = {"user@far.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        assert_tls_deferral_without_auth(&r, &o);
+        cr_assert_eq(fixture_connection_count(r.f), 1, "reconnected (in clear)");
+        outcome_clear(&o);
+        cfg_free(cfg);
+        relay_stop(&r);
+}
+
+/* Even an operator who allows cleartext AUTH (a relay without STARTTLS) gets
+ * no silent downgrade from a relay that does offer it. */
+Test(nexthop, relay_auth_cleartext_still_never_falls_back_after_a_broken_handshake)
+{
+        struct relay r;
+        relay_start(&r, true, "tls_garbage", "yes");
+        struct tarry_config *cfg = relay_cfg(&r, "may", "relay_auth_cleartext = yes\n");
+        const char *rcpts[] = {"user@far.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        assert_tls_deferral_without_auth(&r, &o);
+        cr_assert_eq(fixture_connection_count(r.f), 1, "reconnected (in clear)");
+        outcome_clear(&o);
+        cfg_free(cfg);
+        relay_stop(&r);
+}
+
+/* With credentials, the default is tls=verify: a certificate that does not
+ * verify (here self-signed; or a man in the middle's) gets no password.
+ * tls=encrypt, written out, accepts it. */
+Test(nexthop, relay_credentials_need_a_verified_certificate_unless_tls_encrypt_is_written)
+{
+        struct relay r;
+        relay_start(&r, true, NULL, NULL);
+        struct tarry_config *cfg = relay_cfg(&r, NULL, NULL);
+        const char *rcpts[] = {"user@far.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        assert_tls_deferral_without_auth(&r, &o);
+        cr_assert(strstr(o.text, "certificate"), "%s", o.text);
+        outcome_clear(&o);
+        cfg_free(cfg);
+
+        cfg = relay_cfg(&r, "encrypt", NULL);
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 15);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s / %s", o.text, o.transcript);
+        cr_assert_eq(fixture_wait_txns(r.f, 1, 2000), 0);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(r.f, 0, &t), 0);
+        cr_assert_str_eq(t.auth_user, "relayuser");
+        cr_assert(t.tls);
+        fixture_txn_clear(&t);
+        cr_assert_eq(fixture_cleartext_auth_count(r.f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        relay_stop(&r);
+}
+
+Test(nexthop, relay_credentials_with_tls_none_are_a_config_error_unless_allowed)
+{
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        const char *text = "[main]\nrelayhost = [smtp.example.net]:587 tls=none\n"
+                           "[smtp]\nrelay_auth_file = /etc/tarry/auth\n";
+        cr_assert_eq(cfg_load_string("t.conf", text, &cfg, err, sizeof(err)), -EINVAL);
+        cr_assert(strstr(err, "t.conf:4: relayhost has tls=none but relay_auth_file is set"), "%s",
+                  err);
+        cr_assert(strstr(err, "relay_auth_cleartext = yes"), "%s", err);
+        char allowed[512];
+        snprintf(allowed, sizeof(allowed), "%srelay_auth_cleartext = yes\n", text);
+        cr_assert_eq(cfg_load_string("t.conf", allowed, &cfg, err, sizeof(err)), 0, "%s", err);
+        cfg_free(cfg);
 }

@@ -496,7 +496,8 @@ Test(smtpc, relay_credentials_are_used_for_auth)
         close(fd);
         struct tarry_config *cfg =
             test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "relayhost = [%s]:%u tls=none\n[smtp]\nrelay_auth_file = %s\n",
+                     "relayhost = [%s]:%u tls=none\n[smtp]\nrelay_auth_file = %s\n"
+                     "relay_auth_cleartext = yes\n",
                      fixture_ip(f), fixture_port(f), path);
         const char *rcpts[] = {"user@far.test"};
         struct outcome o;
