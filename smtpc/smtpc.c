@@ -88,6 +88,8 @@ struct attempt {
         sd_event_source *data_timer, *abort_src;
         const char *abort_why; /* set: abort the transfer at the next chance */
         enum smtpc_failure abort_failure;
+        const char *abort_enh; /* its enhanced status code; NULL: 4.4.2 */
+        char abort_buf[128];   /* room for an abort_why made up on the spot */
         /* reply pairing for the current transfer */
         struct reply_acc acc;
         enum cmd expect[8];
@@ -212,6 +214,7 @@ static void replies_reset(struct attempt *a)
         a->data_deadline_us = 0;
         a->data_expired = false;
         a->abort_why = NULL;
+        a->abort_enh = NULL;
         a->body_off = 0;
 }
 
@@ -539,15 +542,18 @@ static void settle_refused(struct attempt *a)
 
 static void interpret(struct attempt *a, CURLcode rc)
 {
-        if (rc == CURLE_OK && a->dot.code >= 200 && a->dot.code < 300) {
+        /* The server took the message: whatever it did after its 2xx to the
+         * final dot (a garbled or endless reply, a dropped connection) must
+         * not make us send it again. */
+        if (a->dot.code >= 200 && a->dot.code < 300) {
                 a->res.status = SMTPC_ATTEMPT_DONE;
                 settle_rcpts(a, &a->dot);
                 return;
         }
         settle_refused(a);
         if (a->abort_why) {
-                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure, "4.4.2", "%s[%s]:%u: %s",
-                              a->abort_why);
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure,
+                              a->abort_enh ? a->abort_enh : "4.4.2", "%s[%s]:%u: %s", a->abort_why);
                 return;
         }
         if (reply_too_large(a, rc)) {
@@ -649,7 +655,13 @@ static void reply_complete(struct attempt *a)
         int code = a->acc.code;
         const char *text = a->acc.text;
         if (a->acc.garbled || code < 200 || code > 599) {
-                a->abort_why = "garbled reply";
+                /* a broken server, not a busy one: X.5.0 (protocol), classed as
+                 * unknown_temp, so it neither reads as a lost connection nor
+                 * pauses the destination */
+                snprintf(a->abort_buf, sizeof(a->abort_buf), "garbled reply while %s",
+                         cmd_stage[k]);
+                a->abort_why = a->abort_buf;
+                a->abort_enh = "4.5.0";
                 a->abort_failure = SMTPC_FAIL_PROTOCOL;
         }
         a->any_reply = true;
@@ -708,16 +720,32 @@ static void request_abort(struct attempt *a, const char *why, enum smtpc_failure
         sd_event_add_defer(a->c->e, &a->abort_src, on_abort, a);
 }
 
+/* The reply to the final dot began with 2xx and goes on past 64 KB: the
+ * server has the message, so its 2xx stands (resending it on every retry
+ * would deliver it again each time); the rest is cut off. */
+static void accept_endless_dot(struct attempt *a)
+{
+        if (a->n_expect == 0 || a->expect[0] != CMD_DOT || a->dot.code || a->acc.garbled ||
+            a->acc.code < 200 || a->acc.code > 299)
+                return;
+        reply_set(&a->dot, a->acc.code, a->acc.text);
+        ts_append(a, "< ", a->acc.text, strlen(a->acc.text));
+        static const char note[] = "reply to the final dot cut off after 64 KB; its 2xx stands";
+        ts_append(a, "* ", note, sizeof(note) - 1);
+}
+
 static void feed_reply(struct attempt *a, const char *data, size_t size)
 {
         while (size > 0) {
                 bool complete;
                 size_t used = reply_acc_feed(&a->acc, data, size, &complete);
-                if (complete)
+                if (complete) {
                         reply_complete(a);
-                else if (a->acc.total > SMTPC_REPLY_ABORT)
+                } else if (a->acc.total > SMTPC_REPLY_ABORT) {
+                        accept_endless_dot(a);
                         request_abort(a, "reply exceeds 64 KB (too long or endless)",
                                       SMTPC_FAIL_PROTOCOL);
+                }
                 data += used;
                 size -= used;
         }

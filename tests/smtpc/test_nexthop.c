@@ -4,13 +4,19 @@
  * never cross the wire in clear. Real DNS (dnsmasq on a loopback port) and
  * the scripted SMTP server. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scheduler/scheduler.h"
 #include "smtpc/dns.h"
 #include "tests/fixture/fixture.h"
 #include "tests/smtpc/harness.h"
@@ -413,4 +419,186 @@ Test(nexthop, relay_credentials_with_tls_none_are_a_config_error_unless_allowed)
         snprintf(allowed, sizeof(allowed), "%srelay_auth_cleartext = yes\n", text);
         cr_assert_eq(cfg_load_string("t.conf", allowed, &cfg, err, sizeof(err)), 0, "%s", err);
         cfg_free(cfg);
+}
+
+/* ---- replies the scripted fixture cannot send (NUL bytes) ---- */
+
+/* A one-connection SMTP server answering each command (and the end of the
+ * data) with the next of its replies, sent byte for byte. */
+struct raw_server {
+        int lfd;
+        uint16_t port;
+        pthread_t th;
+        const char *const *replies; /* greeting, EHLO, MAIL, RCPT, DATA, dot, QUIT */
+        const size_t *lens;
+        size_t n;
+        size_t answered;
+};
+
+static void *raw_serve(void *arg)
+{
+        struct raw_server *s = arg;
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+                return NULL;
+        char buf[8192];
+        size_t have = 0;
+        bool data = false;
+        if (s->n > 0 && write(fd, s->replies[0], s->lens[0]) < 0)
+                goto out;
+        s->answered = 1;
+        for (;;) {
+                ssize_t k = read(fd, buf + have, sizeof(buf) - have - 1);
+                if (k <= 0)
+                        break;
+                have += (size_t)k;
+                buf[have] = '\0';
+                for (;;) {
+                        char *end = data ? strstr(buf, "\r\n.\r\n") : strstr(buf, "\r\n");
+                        if (!end)
+                                break;
+                        size_t used = (size_t)(end - buf) + (data ? 5 : 2);
+                        bool was_data_cmd = !data && strncasecmp(buf, "DATA", 4) == 0;
+                        memmove(buf, buf + used, have - used + 1);
+                        have -= used;
+                        data = was_data_cmd;
+                        if (s->answered < s->n &&
+                            write(fd, s->replies[s->answered], s->lens[s->answered]) < 0)
+                                goto out;
+                        s->answered++;
+                }
+                if (have >= sizeof(buf) - 1)
+                        have = 0;
+        }
+out:
+        close(fd);
+        return NULL;
+}
+
+static void raw_start(struct raw_server *s, const char *const *replies, const size_t *lens,
+                      size_t n)
+{
+        memset(s, 0, sizeof(*s));
+        s->replies = replies;
+        s->lens = lens;
+        s->n = n;
+        s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+        socklen_t sl = sizeof(sa);
+        cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(listen(s->lfd, 4), 0);
+        getsockname(s->lfd, (struct sockaddr *)&sa, &sl);
+        s->port = ntohs(sa.sin_port);
+        cr_assert_eq(pthread_create(&s->th, NULL, raw_serve, s), 0);
+}
+
+static void raw_stop(struct raw_server *s)
+{
+        shutdown(s->lfd, SHUT_RDWR);
+        pthread_join(s->th, NULL);
+        close(s->lfd);
+}
+
+#define R(s) s, sizeof(s) - 1
+
+static void deliver_to_raw(const char *nul_reply, size_t nul_len, int nul_at, struct outcome *o,
+                           struct raw_server *s)
+{
+        static const char *const std[] = {
+            "220 raw.test ESMTP\r\n", "250-raw.test\r\n250 8BITMIME\r\n",
+            "250 2.1.0 Ok\r\n",       "250 2.1.5 Ok\r\n",
+            "354 go ahead\r\n",       "250 2.0.0 Ok: queued\r\n",
+            "221 2.0.0 Bye\r\n"};
+        static const char *replies[7];
+        static size_t lens[7];
+        for (int i = 0; i < 7; i++) {
+                replies[i] = i == nul_at ? nul_reply : std[i];
+                lens[i] = i == nul_at ? nul_len : strlen(std[i]);
+        }
+        raw_start(s, replies, lens, 7);
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[smtp]\nconnect_timeout = 3\ncommand_timeout = 3\ndata_timeout = 4\n"
+                     "[transport]\n* = [127.0.0.1]:%u tls=none\n",
+                     s->port);
+        const char *rcpts[] = {"user@x.test"};
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, o, 20);
+        cfg_free(cfg);
+}
+
+static enum reply_class class_of(const char *text)
+{
+        struct sched_classifier *c = NULL;
+        cr_assert_eq(sched_classifier_new(&c), 0);
+        struct sched_verdict v;
+        sched_classify_text(c, text, &v);
+        sched_classifier_free(c);
+        return v.cls;
+}
+
+/* "250\0" to MAIL FROM: libcurl never sees the reply end and waited for the
+ * command timeout; tarry then logged "timed out while sending QUIT", classed
+ * overload, which pauses the whole destination. It is a garbled reply: said
+ * at once, naming the command, a protocol status (4.5.0) that the scheduler
+ * classes unknown_temp (the recipient's own retry, no pause of the site). */
+Test(nexthop, nul_byte_after_a_reply_code_is_a_garbled_reply_at_once_not_a_lost_connection)
+{
+        struct raw_server s;
+        struct outcome o;
+        deliver_to_raw(R("250\0\r\n"), 2, &o, &s);
+        raw_stop(&s);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.failure, SMTPC_FAIL_PROTOCOL, "%s", o.text);
+        cr_assert_str_eq(o.enhanced, "4.5.0");
+        cr_assert(strstr(o.text, "garbled reply while sending MAIL FROM"), "%s", o.text);
+        cr_assert_null(strstr(o.text, "timed out"), "%s", o.text);
+        cr_assert_null(strstr(o.text, "lost connection"), "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_lt(o.total_us, 2000000, "waited %lld us for the rest of the reply",
+                     (long long)o.total_us);
+        cr_assert_eq(class_of(o.text), CLASS_UNKNOWN_TEMP, "%s", o.text);
+        outcome_clear(&o);
+}
+
+/* "250\0" to the final dot: the code says the server took the message (as
+ * Postfix reads it); resending would deliver it twice. */
+Test(nexthop, nul_byte_after_250_to_the_final_dot_still_counts_as_delivered)
+{
+        struct raw_server s;
+        struct outcome o;
+        deliver_to_raw(R("250\0\r\n"), 5, &o, &s);
+        raw_stop(&s);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_DONE, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        cr_assert_eq(o.r[0].code, 250);
+        cr_assert_str_eq(o.r[0].text, "250?", "the NUL is shown, not a terminator");
+        outcome_clear(&o);
+}
+
+/* "250-…" to the final dot, then continuation lines past 64 KB: the transfer
+ * is cut off there, but the 2xx stands. It used to defer, and each retry
+ * delivered the message once more. */
+Test(nexthop, endless_continuation_after_250_to_the_final_dot_is_delivered_once)
+{
+        struct fixture *f;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_set(f, "endless", "dot"), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct tarry_config *cfg =
+            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                     "[smtp]\nconnect_timeout = 2\ncommand_timeout = 2\ndata_timeout = 3\n"
+                     "[transport]\n* = [127.0.0.1]:%u tls=none\n",
+                     fixture_port(f));
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_DONE, "%s / %s", o.text, o.transcript);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        cr_assert_eq(o.r[0].code, 250);
+        cr_assert_leq(strlen(o.r[0].text), SMTPC_REPLY_MAX);
+        cr_assert(strstr(o.transcript, "its 2xx stands"), "%s", o.transcript);
+        cr_assert_eq(fixture_txn_count(f), 1);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
 }
