@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -117,6 +118,7 @@ static pid_t start_dnsmasq(uint16_t *port)
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
                 execl("/usr/sbin/dnsmasq", "dnsmasq", "--keep-in-foreground", portarg,
                       "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
                       "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--user=root",
