@@ -76,6 +76,8 @@ static const struct key_def keys[] = {
     {"smtp", "tls", KEY_TLS, OFF(smtp_tls), 0, "none | may | encrypt | verify"},
     {"smtp", "relay_auth_file", KEY_STRING, OFF(relay_auth_file), 0,
      "user:password file for the relayhost"},
+    {"smtp", "relay_auth_cleartext", KEY_BOOL, OFF(relay_auth_cleartext), 0,
+     "allow AUTH to the relayhost without TLS"},
     {"smtp", "connect_timeout", KEY_DURATION, OFF(connect_timeout_s), 0,
      "connect, greeting, STARTTLS"},
     {"smtp", "command_timeout", KEY_DURATION, OFF(command_timeout_s), 0, "each SMTP reply"},
@@ -471,6 +473,45 @@ static int parse_int(const char *value, const struct key_def *k, int *out, char 
         return 0;
 }
 
+/* Not an error, but probably not what was meant: "file:line: what", kept in
+ * cfg->warnings for tarryd to print (--check) and log (start, reload). */
+static void warn(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(struct parser *p, const char *fmt, ...)
+{
+        char msg[768], *line = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        char **v = realloc(p->cfg->warnings, (p->cfg->n_warnings + 2) * sizeof(*v));
+        if (!v || asprintf(&line, "%s:%d: %s", p->name, p->line, msg) < 0) {
+                if (v)
+                        p->cfg->warnings = v;
+                return; /* a warning lost to ENOMEM is not worth failing the load */
+        }
+        p->cfg->warnings = v;
+        v[p->cfg->n_warnings++] = line;
+        v[p->cfg->n_warnings] = NULL;
+}
+
+static bool ip_literal(const char *s);
+
+/* "relayhost = 127.0.0.1:2600" without brackets looks up the MX records of
+ * a domain called "127.0.0.1", which never exists: say which form was meant. */
+static void warn_unbracketed_ip(struct parser *p, const char *key, const struct cfg_route *r)
+{
+        if (r->no_mx || !ip_literal(r->host))
+                return;
+        char port[8] = "";
+        if (r->port)
+                snprintf(port, sizeof(port), ":%u", r->port);
+        warn(p,
+             "%s = %s%s looks up the MX records of a domain named \"%s\"; to connect to "
+             "that address, write %s = [%s]%s",
+             key, r->host, port, r->host, key, r->host, port);
+}
+
 static int set_key(struct parser *p, const struct key_def *k, const char *value)
 {
         void *f = (char *)p->cfg + k->offset;
@@ -518,6 +559,8 @@ static int set_key(struct parser *p, const struct key_def *k, const char *value)
                         break;
                 r = cfg_parse_route(value, &p->cfg->relayhost, &why);
                 p->cfg->has_relayhost = r == 0;
+                if (r == 0)
+                        warn_unbracketed_ip(p, "relayhost", &p->cfg->relayhost);
                 break;
         }
         if (r == -ENOMEM)
@@ -569,6 +612,7 @@ static int set_transport(struct parser *p, const char *domain, const char *value
                 *c = (char)tolower((unsigned char)*c);
         t[p->cfg->n_transports].route = r;
         p->cfg->n_transports++;
+        warn_unbracketed_ip(p, domain, &r);
         return 1;
 }
 
@@ -856,6 +900,13 @@ static int validate(struct parser *p)
         }
         if (validate_addresses(p) < 0)
                 return -EINVAL;
+        p->line = later(seen_line(p, "main", "relayhost"), seen_line(p, "smtp", "relay_auth_file"));
+        if (c->relay_auth_file && c->has_relayhost && c->relayhost.tls == CFG_TLS_NONE &&
+            !c->relay_auth_cleartext)
+                return fail(p, "relayhost has tls=none but relay_auth_file is set: the password "
+                               "would cross the network in clear (use tls=verify or "
+                               "tls=encrypt, or set relay_auth_cleartext = yes)"),
+                       -EINVAL;
         p->line = seen_line(p, "main", "allow_sender_override");
         return validate_sender_override(p);
 }
@@ -943,6 +994,7 @@ void cfg_free(struct tarry_config *cfg)
                         strv_free(*(char ***)f);
         }
         route_clear(&cfg->relayhost);
+        strv_free(cfg->warnings);
         for (size_t i = 0; i < cfg->n_transports; i++) {
                 free(cfg->transports[i].domain);
                 route_clear(&cfg->transports[i].route);

@@ -86,6 +86,10 @@ struct tarry_config {
         uint16_t smtp_port; /* port for MX delivery (25) */
         enum cfg_tls smtp_tls;
         char *relay_auth_file; /* "user:password" for the relayhost, or NULL */
+        /* AUTH to the relayhost without TLS allowed (the password crosses the
+         * network readable). Off: with relay_auth_file the relay route needs
+         * TLS, and tls=may there means verify. */
+        bool relay_auth_cleartext;
         int64_t connect_timeout_s;
         int64_t command_timeout_s;
         int64_t data_timeout_s;
@@ -100,6 +104,12 @@ struct tarry_config {
 
         /* [retry.CLASS] */
         struct cfg_retry retry[CLASS__MAX];
+
+        /* Lines that load but probably mean something else than meant
+         * ("file:line: relayhost = 127.0.0.1:2600 looks up ..."), NULL-terminated;
+         * tarryd prints them with --check and logs them at start and reload. */
+        char **warnings;
+        size_t n_warnings;
 };
 
 /* The file to read: cli_path (-C) if given, else $TARRY_CONFIG, else the default. */

@@ -44,18 +44,50 @@ static int route_of(struct tarryd *d, const struct envelope_rcpt *r, struct smtp
 }
 
 /* The source address this message leaves from: the one pinned at its first
- * attempt while it is still configured, else the pool's pick. */
+ * attempt while it is still configured, else the pool's pick (NULL: none
+ * configured, the kernel chooses). start_attempt re-pins the envelope. */
 static const char *source_for(struct tarryd *d, struct envelope *env, const char *destination)
 {
-        if (env->source_address && *env->source_address) {
-                if (smtpc_source_configured(d->cfg, env->source_address) ||
-                    d->cfg->n_source_addresses == 0)
-                        return env->source_address;
-                log_error("%s: pinned source address %s is no longer configured; using the "
-                          "pool's pick",
-                          env->id, env->source_address);
-        }
+        if (env->source_address && smtpc_source_configured(d->cfg, env->source_address))
+                return env->source_address;
         return smtpc_pick_source(d->cfg, destination);
+}
+
+/* The item was made under a configuration that had its source address; a
+ * reload took it away. Replace the item with one from the current pick, due
+ * now (the pin follows at its attempt). False when it cannot be replaced. */
+static bool move_off_stale_source(struct tarryd *d, struct work *w, int64_t now)
+{
+        const char *source = sched_item_source(w->it);
+        if (!*source || smtpc_source_configured(d->cfg, source))
+                return false;
+        char route[SMTPC_DEST_MAX];
+        snprintf(route, sizeof(route), "%s", sched_item_route(w->it));
+        const char *pick = source_for(d, w->m->env, route);
+        int64_t expires = w->m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
+        struct sched_item *it = NULL;
+        if (sched_add(d->sched, pick ? pick : "", route, now, expires, w, &it) < 0)
+                return false;
+        sched_remove(d->sched, w->it);
+        w->it = it;
+        return true;
+}
+
+/* Pin the envelope to the source its attempt leaves from: at the first
+ * attempt, or again when the pinned address is no longer configured (logged
+ * once: the new pin is persisted with the attempt's outcome). */
+static void pin_source(struct tarryd *d, struct envelope *env, const char *source)
+{
+        const char *old = env->source_address;
+        if (old && (strcmp(old, source) == 0 || smtpc_source_configured(d->cfg, old)))
+                return;
+        if (!old && !*source)
+                return;
+        if (old)
+                log_info("%s: pinned source address %s is no longer configured; re-pinned to %s",
+                         env->id, old, *source ? source : "the kernel's choice");
+        free(env->source_address);
+        env->source_address = *source ? strdup(source) : NULL;
 }
 
 static void drop_works(struct tarryd *d, struct msg *m)
@@ -101,10 +133,11 @@ static bool has_work_for(struct msg *m, const char *destination)
 
 static void finish_message(struct tarryd *d, struct msg *m);
 
-int deliver_schedule_message(struct tarryd *d, struct msg *m)
+/* A work item for each destination of m's waiting recipients that has none,
+ * due when its first recipient is, or at not_after if that is earlier. */
+static int add_works(struct tarryd *d, struct msg *m, int64_t not_after)
 {
         struct envelope *env = m->env;
-        drop_works(d, m);
         const char *source = NULL;
         for (size_t i = 0; i < env->n_rcpt; i++) {
                 struct smtpc_route route;
@@ -113,7 +146,7 @@ int deliver_schedule_message(struct tarryd *d, struct msg *m)
                         continue;
                 if (!source)
                         source = source_for(d, env, route.destination);
-                int64_t due = INT64_MAX;
+                int64_t due = not_after;
                 for (size_t j = i; j < env->n_rcpt; j++) {
                         struct smtpc_route other;
                         if (waiting(&env->rcpt[j]) && route_of(d, &env->rcpt[j], &other) == 0 &&
@@ -124,10 +157,44 @@ int deliver_schedule_message(struct tarryd *d, struct msg *m)
                 if (!add_work(d, m, source, route.destination, due))
                         return -ENOMEM;
         }
+        return 0;
+}
+
+int deliver_schedule_message(struct tarryd *d, struct msg *m)
+{
+        drop_works(d, m);
+        int r = add_works(d, m, INT64_MAX);
+        if (r < 0)
+                return r;
         if (!m->works)
                 finish_message(d, m);
         deliver_arm_timer(d);
         return 0;
+}
+
+/* No waiting recipient of m goes to w's destination any more: a reload
+ * changed [transport] or relayhost (a typo fixed, say). Without this the
+ * item would wait for ever. Work for the new destinations replaces it.
+ * False (nothing changed) when m has no waiting recipient at all. */
+static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now)
+{
+        size_t waiting_n = 0;
+        for (size_t i = 0; i < m->env->n_rcpt; i++)
+                waiting_n += waiting(&m->env->rcpt[i]);
+        if (waiting_n == 0)
+                return false;
+        for (struct work **pp = &m->works; *pp; pp = &(*pp)->next)
+                if (*pp == w) {
+                        *pp = w->next;
+                        break;
+                }
+        sched_remove(d->sched, w->it);
+        free(w);
+        if (add_works(d, m, m->forced ? now : INT64_MAX) < 0) /* flushed: due now */
+                log_error("%s: cannot schedule the new next hop: %s; will retry at restart", m->id,
+                          strerror(ENOMEM));
+        deliver_arm_timer(d);
+        return true;
 }
 
 static int on_due(sd_event_source *s, uint64_t usec, void *userdata)
@@ -232,15 +299,22 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         _cleanup_free_ const char **rcpts = calloc(env->n_rcpt, sizeof(char *));
         int64_t next_due = INT64_MAX;
         size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
+        if (n == 0 && idx && rcpts && next_due == INT64_MAX && reroute(d, m, w, now)) {
+                release_envelope(m);
+                return;
+        }
         if (n == 0) {
                 sched_reschedule(d->sched, w->it, idx ? next_due : now + SPOOL_RETRY_US);
                 release_envelope(m);
                 return;
         }
+        if (move_off_stale_source(d, w, now)) {
+                release_envelope(m);
+                return;
+        }
         m->forced = false;
         const char *source = sched_item_source(w->it);
-        if (!env->source_address && *source)
-                env->source_address = strdup(source); /* pinned; persisted with the outcome */
+        pin_source(d, env, source); /* persisted with the outcome */
         for (size_t i = 0; i < n; i++)
                 rcpts[i] = env->rcpt[idx[i]].address;
 

@@ -309,6 +309,13 @@ static void check_source_addresses(const struct tarry_config *cfg)
         }
 }
 
+/* Lines of the config that load but probably mean something else. */
+static void log_config_warnings(const struct tarry_config *cfg)
+{
+        for (size_t i = 0; i < cfg->n_warnings; i++)
+                log_warn("%s", cfg->warnings[i]);
+}
+
 /* Remove the drafts of submitters that died (kill -9 sendmail): nothing
  * reads them, they only take space. Safe while sendmail runs: a draft
  * whose writer lives is locked and kept. */
@@ -366,6 +373,7 @@ static int reload(struct tarryd *d)
         d->cfg = cfg;
         dsn_policy_from_config(&d->dsn_policy, cfg);
         log_info("configuration reloaded from %s", d->config_path);
+        log_config_warnings(cfg);
         check_source_addresses(cfg);
         sweep_tmp(d, "reload");
         deliver_arm_timer(d);
@@ -501,6 +509,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         if (r == -EBADMSG)
                 log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
 
+        log_config_warnings(d->cfg);
         check_source_addresses(d->cfg);
         sweep_tmp(d, "recovery");
         d->starting = true;
@@ -531,6 +540,8 @@ static int run(struct tarryd *d, const struct options *o)
                         fprintf(stderr, "tarryd: %s\n", err);
                         return EX_CONFIG;
                 }
+                for (size_t i = 0; i < d->cfg->n_warnings; i++)
+                        fprintf(stderr, "tarryd: warning: %s\n", d->cfg->warnings[i]);
                 cfg_print(stdout, d->cfg);
                 return 0;
         }

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ares.h>
 #include <arpa/nameser.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -268,17 +269,14 @@ static int by_pref(const void *a, const void *b)
         return (int)x->pref - (int)y->pref;
 }
 
-/* Sort by preference, then shuffle each run of equal preferences. */
-static void sort_mx(struct dns_job *j)
+/* Shuffle each run of equal preferences of the sorted hosts[]. */
+static void shuffle_equal(struct dns_job *j)
 {
-        if (j->n_hosts > MAX_MX_HOSTS) /* never: the lookup stops at MAX_MX_HOSTS */
-                j->n_hosts = MAX_MX_HOSTS;
-        qsort(j->hosts, j->n_hosts, sizeof(j->hosts[0]), by_pref);
         for (size_t s = 0; s < j->n_hosts;) {
                 size_t e = s;
                 while (e < j->n_hosts && j->hosts[e].pref == j->hosts[s].pref)
                         e++;
-                for (size_t i = e - 1; i > s && i < MAX_MX_HOSTS; i--) {
+                for (size_t i = e - 1; i > s; i--) {
                         size_t k = s + next_rand(j->d) % (i - s + 1);
                         struct mx_host tmp = j->hosts[i];
                         j->hosts[i] = j->hosts[k];
@@ -295,22 +293,69 @@ static void use_domain_itself(struct dns_job *j)
         snprintf(j->hosts[0].name, sizeof(j->hosts[0].name), "%s", j->route.host);
 }
 
-/* Fill hosts[] from MX records: 0, or 1 for a null MX. */
-static int take_mx(struct dns_job *j, struct ares_mx_reply *mx)
+bool dns_host_name_ok(const char *name)
+{
+        size_t n = strlen(name), label = 0;
+        if (n > 0 && name[n - 1] == '.')
+                n--; /* the root label */
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)name[i];
+                if (c == '.') {
+                        if (label == 0 || name[i - 1] == '-')
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!(isalnum(c) || c == '_' || (c == '-' && label > 0)) || ++label > 63)
+                        return false;
+        }
+        return name[n - 1] != '-';
+}
+
+/* The index of the least preferred host in hosts[] (the last one of them). */
+static size_t worst_host(const struct dns_job *j)
+{
+        size_t w = 0;
+        for (size_t i = 1; i < j->n_hosts; i++)
+                if (j->hosts[i].pref >= j->hosts[w].pref)
+                        w = i;
+        return w;
+}
+
+/* Fill hosts[] with the MAX_MX_HOSTS most preferred MX records (answer order
+ * says nothing: a long list must not lose its best host), sorted by
+ * preference. Names that are not host names (RFC 1123: "mx/x?y#z", escapes
+ * of odd bytes) are skipped: they must never reach libcurl's URL.
+ * Returns 1 for a null MX, 0 otherwise; *bad counts the skipped names. */
+static int take_mx(struct dns_job *j, struct ares_mx_reply *mx, size_t *bad)
 {
         size_t total = 0, empty = 0;
+        *bad = 0;
         for (struct ares_mx_reply *m = mx; m; m = m->next) {
                 total++;
                 if (m->host[0] == '\0' || strcmp(m->host, ".") == 0) {
                         empty++;
                         continue;
                 }
-                if (j->n_hosts < MAX_MX_HOSTS) {
-                        struct mx_host *h = &j->hosts[j->n_hosts++];
-                        snprintf(h->name, sizeof(h->name), "%s", m->host);
-                        h->pref = m->priority;
+                if (!dns_host_name_ok(m->host) || strlen(m->host) >= sizeof(j->hosts[0].name)) {
+                        (*bad)++;
+                        continue;
                 }
+                struct mx_host *h;
+                if (j->n_hosts < MAX_MX_HOSTS) {
+                        h = &j->hosts[j->n_hosts++];
+                } else {
+                        h = &j->hosts[worst_host(j)];
+                        if (m->priority >= h->pref)
+                                continue;
+                }
+                snprintf(h->name, sizeof(h->name), "%s", m->host);
+                h->pref = m->priority;
         }
+        qsort(j->hosts, j->n_hosts, sizeof(j->hosts[0]), by_pref);
+        shuffle_equal(j);
         return total > 0 && empty == total ? 1 : 0;
 }
 
@@ -324,9 +369,22 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
         }
         char why[512];
         struct ares_mx_reply *mx = NULL;
-        if (status == ARES_SUCCESS && ares_parse_mx_reply(abuf, alen, &mx) != ARES_SUCCESS)
-                status = ARES_ENODATA;
-        if (status == ARES_SUCCESS && take_mx(j, mx) == 1) {
+        size_t bad = 0;
+        bool malformed = false;
+        if (status == ARES_SUCCESS) {
+                int pr = ares_parse_mx_reply(abuf, alen, &mx);
+                if (pr == ARES_ENODATA) /* no MX in the answer (a CNAME only, say) */
+                        status = ARES_ENODATA;
+                else if (pr != ARES_SUCCESS) /* c-ares refuses odd names in the answer */
+                        malformed = true;
+        }
+        if (malformed) {
+                snprintf(why, sizeof(why),
+                         "Host or domain name lookup failed: name=%s type=MX: malformed MX "
+                         "answer: %s",
+                         j->route.host, ares_strerror(ARES_EBADRESP));
+                finish(j, DNS_TEMPFAIL, NULL, 0, why);
+        } else if (status == ARES_SUCCESS && take_mx(j, mx, &bad) == 1) {
                 snprintf(why, sizeof(why), "Domain %s does not accept mail (nullMX)",
                          j->route.host);
                 finish(j, DNS_NULL_MX, NULL, 0, why);
@@ -340,11 +398,17 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
                 snprintf(why, sizeof(why), "Host or domain name lookup failed: name=%s type=MX: %s",
                          j->route.host, ares_strerror(status));
                 finish(j, DNS_TEMPFAIL, NULL, 0, why);
+        } else if (j->n_hosts == 0 && bad > 0) {
+                /* MX records exist, so no fallback to the domain's own address
+                 * (RFC 5321 5.1); a DNS error, as Postfix calls it */
+                snprintf(why, sizeof(why),
+                         "Host or domain name lookup failed: name=%s type=MX: malformed host "
+                         "name in MX record",
+                         j->route.host);
+                finish(j, DNS_TEMPFAIL, NULL, 0, why);
         } else {
                 if (j->n_hosts == 0)
                         use_domain_itself(j);
-                else
-                        sort_mx(j);
                 lookup_addresses(j);
         }
         if (mx)

@@ -1,12 +1,13 @@
 /* smtpc/dns.h — turning a route into the hosts to try, with c-ares on sd-event (private).
  *
- * MX route: MX records sorted by preference (equal ones shuffled), each
- * host's A/AAAA; no MX → the domain's own A/AAAA; null MX → DNS_NULL_MX.
- * no_mx route: the host's A/AAAA, or the IP literal itself.
+ * MX route: the 10 most preferred MX records whose names are host names,
+ * sorted by preference (equal ones shuffled), each host's A/AAAA; no MX → the domain's own A/AAAA;
+ * null MX → DNS_NULL_MX. no_mx route: the host's A/AAAA, or the IP literal itself.
  */
 #ifndef TARRY_SMTPC_DNS_H
 #define TARRY_SMTPC_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <systemd/sd-event.h>
 
@@ -43,5 +44,10 @@ void dns_free(struct dns *d);
 int dns_resolve(struct dns *d, const struct smtpc_route *route, dns_done_fn cb, void *arg,
                 struct dns_job **job);
 void dns_job_cancel(struct dns_job *job);
+
+/* Is name a host name (RFC 1123 labels: letters, digits, inner hyphens; '_'
+ * tolerated), at most 253 bytes, an optional final dot? What goes into
+ * libcurl's URL must be one: "mx.test/x?y#z" would become a path. */
+bool dns_host_name_ok(const char *name);
 
 #endif

@@ -39,6 +39,10 @@ static bool line_done(struct reply_acc *r)
         int code = r->head_len >= 3 ? head_code(r->head) : -1;
         if (code < 0 || (r->code && code != r->code))
                 r->garbled = true;
+        /* "250x…" or "250\0": no reply line (RFC 5321 4.2), and libcurl, not
+         * seeing its end, would wait for more until the command timeout */
+        if (r->head_len >= 4 && r->head[3] != ' ' && r->head[3] != '-')
+                r->garbled = true;
         if (!r->code && code > 0)
                 r->code = code;
         /* garbage ends the reply at once: "SSH-2.0-…" is no continuation line */
@@ -63,6 +67,10 @@ size_t reply_acc_feed(struct reply_acc *r, const char *buf, size_t len, bool *co
                 }
                 if (ch == '\r')
                         continue;
+                if (ch == '\0') { /* never in a reply: kept visible, not as a terminator */
+                        r->garbled = true;
+                        ch = '?';
+                }
                 if (r->at_line_start) {
                         if (r->len > 0)
                                 append(r, "\n", 1);

@@ -20,8 +20,9 @@ struct reply_acc {
         char head[4];                   /* first 4 bytes of the current line */
         size_t head_len;
         bool at_line_start;
-        bool garbled; /* a line did not start with the reply's 3 digits: the
-                       * reply ends with that line */
+        bool garbled; /* a line did not start with the reply's 3 digits and
+                       * ' ' or '-', or held a NUL (kept as '?'): the reply
+                       * ends with that line */
         int code;     /* from the first line, 0 until known */
 };
 

@@ -59,11 +59,20 @@ int smtpc_route(const struct tarry_config *cfg, const char *rcpt_domain, struct 
         const struct cfg_route *t = cfg_transport_for(cfg, rcpt_domain);
         if (t && t->host) {
                 route_from_cfg(cfg, t, SMTPC_ROUTE_TRANSPORT, out);
+                for (size_t i = 0; i < cfg->n_transports; i++)
+                        if (&cfg->transports[i].route == t)
+                                snprintf(out->configured, sizeof(out->configured),
+                                         "[transport] %s =", cfg->transports[i].domain);
                 return 0;
         }
         if (cfg->has_relayhost) {
                 route_from_cfg(cfg, &cfg->relayhost, SMTPC_ROUTE_RELAYHOST, out);
+                snprintf(out->configured, sizeof(out->configured), "relayhost");
                 out->auth = cfg->relay_auth_file != NULL;
+                /* a password never goes out where STARTTLS can be stripped or
+                 * an unverified peer can read it (docs/security.md) */
+                if (out->auth && !cfg->relay_auth_cleartext && out->tls == CFG_TLS_MAY)
+                        out->tls = CFG_TLS_VERIFY;
                 return 0;
         }
         out->kind = SMTPC_ROUTE_MX;

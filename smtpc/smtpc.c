@@ -88,6 +88,8 @@ struct attempt {
         sd_event_source *data_timer, *abort_src;
         const char *abort_why; /* set: abort the transfer at the next chance */
         enum smtpc_failure abort_failure;
+        const char *abort_enh; /* its enhanced status code; NULL: 4.4.2 */
+        char abort_buf[128];   /* room for an abort_why made up on the spot */
         /* reply pairing for the current transfer */
         struct reply_acc acc;
         enum cmd expect[8];
@@ -212,6 +214,7 @@ static void replies_reset(struct attempt *a)
         a->data_deadline_us = 0;
         a->data_expired = false;
         a->abort_why = NULL;
+        a->abort_enh = NULL;
         a->body_off = 0;
 }
 
@@ -354,6 +357,8 @@ static bool try_next_host(struct attempt *a, CURLcode rc)
 {
         if (a->cur + 1 >= a->n_targets)
                 return false;
+        if (rc == CURLE_INTERFACE_FAILED) /* the source address: every host alike */
+                return false;
         if (is_connect_failure(rc))
                 return true;
         if (rc == CURLE_OPERATION_TIMEDOUT && !a->greeting.code)
@@ -383,6 +388,19 @@ static void record_connect_failure(struct attempt *a, CURLcode rc)
         }
         if (a->easy)
                 curl_easy_getinfo(a->easy, CURLINFO_OS_ERRNO, &oserr);
+        if (rc == CURLE_INTERFACE_FAILED) { /* our side: name the source, not only the host */
+                const struct smtpc_target *t = &a->targets[a->cur];
+                char text[1024];
+                snprintf(text, sizeof(text),
+                         "451 4.4.1 cannot bind source %s: %s (connecting to %s[%s]:%u)",
+                         a->source ? a->source : "address",
+                         oserr          ? strerror((int)oserr)
+                         : a->errbuf[0] ? a->errbuf
+                                        : "bind failed",
+                         t->host, t->ip, a->route.port);
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_CONNECT, 451, text);
+                return;
+        }
         if (rc == CURLE_OPERATION_TIMEDOUT)
                 snprintf(detail, sizeof(detail), "Connection timed out");
         else if (oserr)
@@ -524,15 +542,18 @@ static void settle_refused(struct attempt *a)
 
 static void interpret(struct attempt *a, CURLcode rc)
 {
-        if (rc == CURLE_OK && a->dot.code >= 200 && a->dot.code < 300) {
+        /* The server took the message: whatever it did after its 2xx to the
+         * final dot (a garbled or endless reply, a dropped connection) must
+         * not make us send it again. */
+        if (a->dot.code >= 200 && a->dot.code < 300) {
                 a->res.status = SMTPC_ATTEMPT_DONE;
                 settle_rcpts(a, &a->dot);
                 return;
         }
         settle_refused(a);
         if (a->abort_why) {
-                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure, "4.4.2", "%s[%s]:%u: %s",
-                              a->abort_why);
+                synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, a->abort_failure,
+                              a->abort_enh ? a->abort_enh : "4.4.2", "%s[%s]:%u: %s", a->abort_why);
                 return;
         }
         if (reply_too_large(a, rc)) {
@@ -560,11 +581,13 @@ static void interpret(struct attempt *a, CURLcode rc)
         interpret_dropped(a, rc);
 }
 
-/* STARTTLS was offered and accepted but the handshake failed: tls=may retries in clear. */
+/* STARTTLS was offered and accepted but the handshake failed: tls=may retries
+ * in clear, except with relay credentials (relay_auth_cleartext = yes):
+ * whoever broke the handshake would read the password. */
 static bool retry_without_tls(struct attempt *a, CURLcode rc)
 {
-        return a->route.tls == CFG_TLS_MAY && !a->no_starttls && handshake_failed(a, rc) &&
-               a->abort_why == NULL;
+        return a->route.tls == CFG_TLS_MAY && !a->route.auth && !a->no_starttls &&
+               handshake_failed(a, rc) && a->abort_why == NULL;
 }
 
 static void transfer_done(struct attempt *a, CURLcode rc)
@@ -632,7 +655,13 @@ static void reply_complete(struct attempt *a)
         int code = a->acc.code;
         const char *text = a->acc.text;
         if (a->acc.garbled || code < 200 || code > 599) {
-                a->abort_why = "garbled reply";
+                /* a broken server, not a busy one: X.5.0 (protocol), classed as
+                 * unknown_temp, so it neither reads as a lost connection nor
+                 * pauses the destination */
+                snprintf(a->abort_buf, sizeof(a->abort_buf), "garbled reply while %s",
+                         cmd_stage[k]);
+                a->abort_why = a->abort_buf;
+                a->abort_enh = "4.5.0";
                 a->abort_failure = SMTPC_FAIL_PROTOCOL;
         }
         a->any_reply = true;
@@ -691,16 +720,32 @@ static void request_abort(struct attempt *a, const char *why, enum smtpc_failure
         sd_event_add_defer(a->c->e, &a->abort_src, on_abort, a);
 }
 
+/* The reply to the final dot began with 2xx and goes on past 64 KB: the
+ * server has the message, so its 2xx stands (resending it on every retry
+ * would deliver it again each time); the rest is cut off. */
+static void accept_endless_dot(struct attempt *a)
+{
+        if (a->n_expect == 0 || a->expect[0] != CMD_DOT || a->dot.code || a->acc.garbled ||
+            a->acc.code < 200 || a->acc.code > 299)
+                return;
+        reply_set(&a->dot, a->acc.code, a->acc.text);
+        ts_append(a, "< ", a->acc.text, strlen(a->acc.text));
+        static const char note[] = "reply to the final dot cut off after 64 KB; its 2xx stands";
+        ts_append(a, "* ", note, sizeof(note) - 1);
+}
+
 static void feed_reply(struct attempt *a, const char *data, size_t size)
 {
         while (size > 0) {
                 bool complete;
                 size_t used = reply_acc_feed(&a->acc, data, size, &complete);
-                if (complete)
+                if (complete) {
                         reply_complete(a);
-                else if (a->acc.total > SMTPC_REPLY_ABORT)
+                } else if (a->acc.total > SMTPC_REPLY_ABORT) {
+                        accept_endless_dot(a);
                         request_abort(a, "reply exceeds 64 KB (too long or endless)",
                                       SMTPC_FAIL_PROTOCOL);
+                }
                 data += used;
                 size -= used;
         }
@@ -811,9 +856,12 @@ static char *join_url(const struct attempt *a)
 {
         const struct smtpc_target *t = &a->targets[a->cur];
         char *url = NULL;
-        bool v6 = strchr(t->host, ':') != NULL;
-        if (asprintf(&url, "smtp://%s%s%s:%u/%s", v6 ? "[" : "", t->host, v6 ? "]" : "",
-                     a->route.port, a->helo) < 0)
+        /* only a host name or an IP goes into the URL (dns.c filters MX names;
+         * this is the last line of defence for any other source) */
+        const char *host = dns_host_name_ok(t->host) ? t->host : t->ip;
+        bool v6 = strchr(host, ':') != NULL;
+        if (asprintf(&url, "smtp://%s%s%s:%u/%s", v6 ? "[" : "", host, v6 ? "]" : "", a->route.port,
+                     a->helo) < 0)
                 return NULL;
         return url;
 }
@@ -1020,6 +1068,14 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
                         return;
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, "4.3.0", "%s[%s]:%u: %s",
                               "cannot start transfer");
+        } else if (a->route.kind != SMTPC_ROUTE_MX && st != DNS_TEMPFAIL) {
+                /* the administrator's next hop, not the recipient's domain:
+                 * defer until the configuration is fixed, never bounce */
+                char text[900];
+                snprintf(text, sizeof(text), "451 4.4.3 %s %s: %s", a->route.configured,
+                         a->route.host,
+                         st == DNS_NULL_MX ? "does not accept mail (null MX)" : "host not found");
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_DNS, 451, text);
         } else if (st == DNS_NULL_MX) {
                 char text[600];
                 snprintf(text, sizeof(text), "556 5.1.10 %s", why);

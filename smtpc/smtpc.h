@@ -22,7 +22,12 @@
  * SMTPC_TRANSCRIPT_MAX; a server that exceeds SMTPC_REPLY_ABORT for one
  * reply (endless multi-line reply), or sends a line longer than libcurl's own
  * 300 KB limit (1 MB line), has its transfer aborted and the attempt reported
- * as a temporary failure (4.4.2, SMTPC_FAIL_PROTOCOL).
+ * as a temporary failure (4.4.2, SMTPC_FAIL_PROTOCOL) — except a reply to the
+ * final dot that began with 2xx: the server has the message, so that 2xx
+ * stands (delivered), the rest is cut off. A garbled reply (no 3-digit code
+ * followed by ' ' or '-', or a NUL byte, shown as '?') ends the session at
+ * once: 4.5.0, SMTPC_FAIL_PROTOCOL, "garbled reply while sending MAIL FROM";
+ * a garbled 2xx to the final dot still counts as delivered.
  *
  * Timeouts: connect_timeout covers TCP connect, the greeting and a STARTTLS
  * handshake; command_timeout each reply up to DATA, counted from its command
@@ -74,6 +79,9 @@ struct smtpc_route {
         bool no_mx;     /* connect to host itself (A/AAAA), no MX lookup */
         enum cfg_tls tls;
         bool auth; /* relayhost with relay_auth_file */
+        /* Where the administrator configured this next hop, for reasons:
+         * "relayhost", "[transport] example.com ="; "" for MX routes. */
+        char configured[SMTPC_DEST_MAX];
         /* Stable route key: "[127.0.0.1]:2525", "mx:example.com",
          * "relay.example.net:587" (MX of host). Scheduler destinations are
          * (source address, destination). */
@@ -108,7 +116,7 @@ enum smtpc_failure {
         SMTPC_FAIL_TIMEOUT,  /* 4.4.2 connect, command or DATA timeout */
         SMTPC_FAIL_DROPPED,  /* 4.4.2 connection lost mid-session */
         SMTPC_FAIL_TLS,      /* 4.7.5 STARTTLS required but failed */
-        SMTPC_FAIL_PROTOCOL, /* 4.4.2 oversized or garbled reply */
+        SMTPC_FAIL_PROTOCOL, /* 4.4.2 oversized reply, 4.5.0 garbled reply */
         SMTPC_FAIL_REPLY,    /* the server's own reply (greeting, EHLO, MAIL, end of DATA) */
         SMTPC_FAIL_LOCAL,    /* 4.3.0 local problem (body unreadable, auth file, memory) */
         SMTPC_FAIL_REFUSED,  /* 5xx greeting from the last host: deferred, as Postfix's

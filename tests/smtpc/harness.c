@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -182,6 +183,7 @@ int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port)
                 pid_t pid = fork();
                 cr_assert_geq(pid, 0);
                 if (pid == 0) {
+                        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
                         execv("/usr/sbin/dnsmasq", (char **)argv);
                         _exit(127);
                 }
