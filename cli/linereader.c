@@ -10,6 +10,7 @@ void lr_init(struct line_reader *r, int fd)
         r->fd = fd;
         r->start = r->end = 0;
         r->eof = false;
+        r->crlf = false;
 }
 
 /* Move unread bytes to the front and read more. 0 on EOF, >0 bytes read, <0 error. */
@@ -35,56 +36,41 @@ static int fill(struct line_reader *r)
         }
 }
 
-/* Index of the first CR or LF in the unread bytes, or end. */
-static size_t find_eol(const struct line_reader *r, size_t from)
+/* Index of the first LF in the unread bytes from `from`, or end. */
+static size_t find_lf(const struct line_reader *r, size_t from)
 {
-        for (size_t i = from; i < r->end; i++)
-                if (r->buf[i] == '\n' || r->buf[i] == '\r')
-                        return i;
-        return r->end;
-}
-
-/* Consume the terminator at r->start (CR, LF or CRLF). 0 or a negative errno. */
-static int skip_eol(struct line_reader *r)
-{
-        char c = r->buf[r->start++];
-        if (c != '\r')
-                return 0;
-        if (r->start == r->end) {
-                int f = fill(r);
-                if (f < 0)
-                        return f;
-        }
-        if (r->start < r->end && r->buf[r->start] == '\n')
-                r->start++;
-        return 0;
+        const char *lf = memchr(r->buf + from, '\n', r->end - from);
+        return lf ? (size_t)(lf - r->buf) : r->end;
 }
 
 int lr_next(struct line_reader *r, size_t max, const char **line, size_t *len, bool *eol)
 {
         if (max == 0 || max > LR_PIECE)
                 max = LR_PIECE;
-        size_t i = find_eol(r, r->start);
-        while (i == r->end && i - r->start < max && !r->eof) {
+        size_t i = find_lf(r, r->start);
+        /* One byte beyond max is needed to know whether a CR there precedes an LF. */
+        while (i == r->end && i - r->start <= max && !r->eof) {
                 size_t scanned = i - r->start;
                 int f = fill(r);
                 if (f < 0)
                         return f;
-                i = find_eol(r, r->start + scanned);
+                i = find_lf(r, r->start + scanned);
         }
-        size_t n = i - r->start;
-        if (n == 0 && i == r->end)
+        if (i == r->start && i == r->end)
                 return 0; /* end of input, nothing pending */
-        bool ends = n <= max && (i < r->end || r->eof);
+        bool lf = i < r->end;
+        bool cr = lf && i > r->start && r->buf[i - 1] == '\r';
+        size_t n = i - r->start - cr;
+        bool ends = n <= max && (lf || r->eof);
         if (n > max)
                 n = max;
-        /* Copied out: skip_eol() may refill and move the buffer. */
         memcpy(r->piece, r->buf + r->start, n);
         r->start += n;
-        if (ends && r->start < r->end) {
-                int e = skip_eol(r);
-                if (e < 0)
-                        return e;
+        if (ends && lf) {
+                r->start = i + 1;
+                r->crlf = cr;
+        } else if (ends) {
+                r->crlf = false;
         }
         *line = r->piece;
         *len = n;

@@ -252,10 +252,18 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *c)
         reply(s, "250 2.1.5 Ok");
 }
 
-/* Read DATA lines up to "." into sub. 1: the terminator came; 0: end of input. */
+/* Read DATA up to the end-of-data line into sub. 1: the terminator came; 0: end of input.
+ *
+ * SMTP smuggling (the CVE-2023-51764 family): only <CRLF>.<CRLF> ends DATA.
+ * As Postfix's smtpd_forbid_bare_newline = normalize: a bare LF still ends a
+ * line of the message (stored as CRLF), but it is not a line end by RFC 5321,
+ * so a "." after it is data (neither end of data nor dot-stuffing), and a "."
+ * line ended by a bare LF is no end of data either. A bare CR is data. So
+ * <LF>.<LF>, <CR>.<CR>, <LF>.<CR><LF>, <CR><LF>.<LF> and <CR>.<CR><LF> all
+ * stay inside the message, and what follows them is message text. */
 static int read_data(struct session *s, struct submit *sub)
 {
-        bool line_start = true;
+        bool line_start = true; /* after a CRLF (or the DATA command) */
         for (;;) {
                 const char *p;
                 size_t n;
@@ -263,12 +271,12 @@ static int read_data(struct session *s, struct submit *sub)
                 int r = lr_next(&s->lr, 0, &p, &n, &eol);
                 if (r <= 0)
                         return 0;
-                if (line_start && eol && n == 1 && p[0] == '.')
+                if (line_start && eol && s->lr.crlf && n == 1 && p[0] == '.')
                         return 1;
                 if (line_start && n > 0 && p[0] == '.')
                         p++, n--;            /* dot-unstuffing, RFC 5321 4.5.2 */
                 submit_line(sub, p, n, eol); /* errors are sticky: read on to the "." */
-                line_start = eol;
+                line_start = eol && s->lr.crlf;
         }
 }
 

@@ -111,11 +111,12 @@ static void feed(const char *text)
         lr_init(&lr, p[0]);
 }
 
-Test(linereader, lf_crlf_and_bare_cr_all_end_lines)
+Test(linereader, lf_and_crlf_end_lines_and_say_which_one_it_was)
 {
-        feed("a\nb\r\nc\rd");
-        const char *want[] = {"a", "b", "c", "d"};
-        for (int i = 0; i < 4; i++) {
+        feed("a\nb\r\nc");
+        const char *want[] = {"a", "b", "c"};
+        bool crlf[] = {false, true, false};
+        for (int i = 0; i < 3; i++) {
                 const char *p;
                 size_t n;
                 bool eol;
@@ -123,11 +124,44 @@ Test(linereader, lf_crlf_and_bare_cr_all_end_lines)
                 cr_assert_eq(n, 1);
                 cr_assert_eq(p[0], want[i][0]);
                 cr_assert(eol);
+                cr_assert_eq(lr.crlf, crlf[i], "line %d", i);
         }
         const char *p;
         size_t n;
         bool eol;
         cr_assert_eq(lr_next(&lr, 0, &p, &n, &eol), 0);
+}
+
+Test(linereader, a_bare_cr_is_data_and_never_ends_a_line)
+{
+        /* the header injection of issue 14: one field, not two */
+        feed("Subject: hello\rBcc: injected@victim.test\r\nx\r.\r\n");
+        const char *p;
+        size_t n;
+        bool eol;
+        cr_assert_eq(lr_next(&lr, 0, &p, &n, &eol), 1);
+        cr_assert(eol && lr.crlf);
+        cr_assert_eq(n, 40);
+        cr_assert(memcmp(p, "Subject: hello\rBcc: injected@victim.test", 40) == 0);
+        cr_assert_eq(lr_next(&lr, 0, &p, &n, &eol), 1);
+        cr_assert(eol && n == 3 && memcmp(p, "x\r.", 3) == 0);
+        cr_assert_eq(lr_next(&lr, 0, &p, &n, &eol), 0);
+}
+
+Test(linereader, a_crlf_split_across_pieces_is_still_one_terminator)
+{
+        feed("abc\r\nab\rX\n");
+        const char *p;
+        size_t n;
+        bool eol;
+        cr_assert_eq(lr_next(&lr, 2, &p, &n, &eol), 1);
+        cr_assert(n == 2 && !eol && memcmp(p, "ab", 2) == 0);
+        cr_assert_eq(lr_next(&lr, 2, &p, &n, &eol), 1);
+        cr_assert(n == 1 && eol && lr.crlf && p[0] == 'c');
+        cr_assert_eq(lr_next(&lr, 3, &p, &n, &eol), 1);
+        cr_assert(n == 3 && !eol && memcmp(p, "ab\r", 3) == 0);
+        cr_assert_eq(lr_next(&lr, 3, &p, &n, &eol), 1);
+        cr_assert(n == 1 && eol && !lr.crlf && p[0] == 'X');
 }
 
 Test(linereader, long_lines_come_in_pieces_of_the_given_size)

@@ -64,7 +64,7 @@ static void expect_status(struct run_result *r, int status, const char *in_stder
 Test(sendmail, a_message_is_queued_with_crlf_and_missing_headers_added)
 {
         struct run_result r =
-            SENDMAIL("Subject: hello\nX-A: 1\r\nX-B: 2\r\rbody line\nlast", "bob@example.org");
+            SENDMAIL("Subject: hello\nX-A: 1\r\nX-B: 2\r\n\nbody line\nlast", "bob@example.org");
         expect_status(&r, 0, NULL);
         cr_assert_str_empty(r.err);
         char *body = queued_body();
@@ -230,6 +230,25 @@ Test(sendmail, t_takes_recipients_from_to_cc_and_bcc_and_removes_bcc)
         cr_assert_null(strstr(body, "Bcc"), "%s", body);
         cr_assert_null(strstr(body, "secret"), "%s", body);
         cr_assert_not_null(strstr(body, "Cc: friends: carol@example.net,\r\n\tdave@example.net;"));
+        free(body);
+        envelope_free(env);
+        run_free(&r);
+}
+
+/* Issue 14.3: a bare CR does not end a header line, so it cannot start a
+ * Bcc field that -t would read; the CR stays in the Subject, as in Postfix. */
+Test(sendmail, a_bare_cr_in_a_header_does_not_start_a_field_that_t_reads)
+{
+        struct run_result r = SENDMAIL("To: bob@example.org\n"
+                                       "Subject: hello\rBcc: injected@victim.test\n\nbody\n",
+                                       "-t");
+        expect_status(&r, 0, NULL);
+        struct envelope *env = queued_envelope();
+        cr_assert_eq(env->n_rcpt, 1);
+        cr_assert_str_eq(env->rcpt[0].address, "bob@example.org");
+        char *body = queued_body();
+        cr_assert_not_null(strstr(body, "\r\nSubject: hello\rBcc: injected@victim.test\r\n"), "%s",
+                           body);
         free(body);
         envelope_free(env);
         run_free(&r);

@@ -216,6 +216,83 @@ Test(smtp, too_many_errors_end_the_session_with_421)
         run_free(&r);
 }
 
+/* ---- SMTP smuggling (issue 14.3, the CVE-2023-51764 family) ---- */
+
+struct smuggle {
+        const char *name, *seq; /* what the client sends after "hello" */
+        const char *kept;       /* what the queued body holds there instead */
+};
+
+static const struct smuggle smuggles[] = {
+    {"<LF>.<LF>", "\n.\n", "hello\r\n.\r\nMAIL FROM:<ceo@example.com>\r\n"},
+    {"<CR>.<CR>", "\r.\r", "hello\r.\rMAIL FROM:<ceo@example.com>\r\n"},
+    {"<LF>.<CR><LF>", "\n.\r\n", "hello\r\n.\r\nMAIL FROM:<ceo@example.com>\r\n"},
+    {"<CR><LF>.<LF>", "\r\n.\n", "hello\r\n\r\nMAIL FROM:<ceo@example.com>\r\n"},
+    {"<CR>.<CR><LF>", "\r.\r\n", "hello\r.\r\nMAIL FROM:<ceo@example.com>\r\n"},
+};
+
+/* Only <CRLF>.<CRLF> ends DATA: each other "end" is message text, so the
+ * second transaction behind it is part of the first message, never queued
+ * on its own (a bare LF ends a stored line, a bare CR is data). */
+Test(smtp, only_crlf_dot_crlf_ends_data_so_nothing_is_smuggled_behind_another_ending)
+{
+        for (size_t i = 0; i < sizeof(smuggles) / sizeof(smuggles[0]); i++) {
+                const struct smuggle *m = &smuggles[i];
+                char in[1024];
+                snprintf(in, sizeof(in),
+                         "MAIL FROM:<app@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n"
+                         "Subject: s\r\n\r\nhello%sMAIL FROM:<ceo@example.com>\r\n"
+                         "RCPT TO:<victim@example.net>\r\nDATA\r\nSubject: smuggled\r\n\r\n"
+                         "x\r\n.\r\nQUIT\r\n",
+                         m->seq);
+                struct run_result r = session(in);
+                mask_ids(r.out);
+                cr_assert_str_eq(r.out,
+                                 "220 mail.example.com ESMTP tarry\r\n"
+                                 "250 2.1.0 Ok\r\n"
+                                 "250 2.1.5 Ok\r\n"
+                                 "354 End data with <CR><LF>.<CR><LF>\r\n"
+                                 "250 2.0.0 Ok: queued as QUEUEID_________\r\n"
+                                 "221 2.0.0 Bye\r\n",
+                                 "%s: %s", m->name, r.out);
+                cr_assert_eq(spool_count(&fx, "incoming"), 1, "%s", m->name);
+                char *text = spool_file(&fx, "incoming", "envelope");
+                struct envelope *env = NULL;
+                cr_assert_eq(envelope_from_json(text, strlen(text), &env, NULL), 0);
+                cr_assert_eq(env->n_rcpt, 1, "%s", m->name);
+                cr_assert_str_eq(env->rcpt[0].address, "bob@example.org", "%s", m->name);
+                char *body = spool_file(&fx, "incoming", "body");
+                cr_assert_not_null(strstr(body, m->kept), "%s: %s", m->name, body);
+                cr_assert_not_null(strstr(body, "\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
+                                                "Subject: smuggled\r\n\r\nx\r\n"),
+                                   "%s: %s", m->name, body);
+                for (char *p = body; *p; p++)
+                        if (*p == '\n')
+                                cr_assert(p > body && p[-1] == '\r', "%s: a bare LF was stored",
+                                          m->name);
+                envelope_free(env);
+                free(text);
+                free(body);
+                run_free(&r);
+                fixture_teardown(&fx);
+                fixture_setup(&fx, "message_size_limit = 2k\n");
+        }
+}
+
+Test(smtp, a_bare_lf_line_still_ends_a_line_and_is_stored_as_crlf)
+{
+        struct run_result r = session("MAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\n"
+                                      "Subject: lf\n\nline one\nline two\r\n.\r\nQUIT\r\n");
+        mask_ids(r.out);
+        cr_assert_not_null(strstr(r.out, "250 2.0.0 Ok: queued as QUEUEID_________\r\n221"), "%s",
+                           r.out);
+        char *body = spool_file(&fx, "incoming", "body");
+        cr_assert(strncmp(body, "Subject: lf\r\n", 13) == 0, "%s", body);
+        cr_assert_not_null(strstr(body, "\r\n\r\nline one\r\nline two\r\n"), "%s", body);
+        free(body);
+        run_free(&r);
+}
+
 /* ---- the command parser on its own ---- */
 
 Test(smtp_parse, mail_from_with_parameters)

@@ -3,12 +3,15 @@
  * Input: what a client sends on stdin (commands, DATA, dot-stuffing, garbage,
  * end of input at any point). The session runs against a scratch spool with
  * replies to /dev/null; every message it queues must have an envelope whose
- * addresses pass addr_check, and is removed again afterwards.
+ * addresses pass addr_check and a body with no bare LF (CRLF lines only: a
+ * bare LF passed on is how a message smuggles another past the next hop),
+ * and is removed again afterwards.
  */
 #include "fuzz.h"
 #include "cli/smtp_server.h"
 #include "common/address.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +43,15 @@ static int check_and_remove(const char *id, void *userdata)
         for (size_t i = 0; i < env->n_rcpt; i++)
                 FUZZ_ASSERT(addr_check(env->rcpt[i].address, &why) == 0);
         envelope_free(env);
+        int fd = -1;
+        uint64_t size = 0;
+        FUZZ_ASSERT(queue_open_body(q, QUEUE_INCOMING, id, &fd, &size) == 0);
+        char *body = malloc(size + 1);
+        FUZZ_ASSERT(body && pread(fd, body, size, 0) == (ssize_t)size);
+        close(fd);
+        for (uint64_t i = 0; i < size; i++)
+                FUZZ_ASSERT(body[i] != '\n' || (i > 0 && body[i - 1] == '\r'));
+        free(body);
         FUZZ_ASSERT(queue_remove(q, QUEUE_INCOMING, id) == 0);
         return 0;
 }
