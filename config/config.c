@@ -72,6 +72,8 @@ static const struct key_def keys[] = {
      "operator reply-classification rules, tried first"},
     {"main", "greylist_memory", KEY_DURATION, OFF(greylist_memory_s), 0,
      "forget learned greylist delays after this"},
+    {"main", "maildrop_message_limit", KEY_INT, OFF(maildrop_message_limit), 0,
+     "messages one unprivileged sendmail may submit (one drop file); 0: no limit"},
     {"smtp", "port", KEY_PORT, OFF(smtp_port), 0, "port for MX delivery"},
     {"smtp", "tls", KEY_TLS, OFF(smtp_tls), 0, "none | may | encrypt | verify"},
     {"smtp", "relay_auth_file", KEY_STRING, OFF(relay_auth_file), 0,
@@ -699,6 +701,7 @@ static int set_defaults(struct tarry_config *c)
         c->delay_dsn_after_retries = 2;
         c->shutdown_timeout_s = 30;
         c->greylist_memory_s = 30 * 86400;
+        c->maildrop_message_limit = 1000;
         c->smtp_port = 25;
         c->smtp_tls = CFG_TLS_MAY;
         c->connect_timeout_s = 30;

@@ -81,6 +81,7 @@ struct tarry_config {
         int64_t shutdown_timeout_s; /* grace for in-flight attempts on SIGTERM */
         char *classifier_rules;     /* operator rule file, or NULL */
         int64_t greylist_memory_s;  /* forget learned greylist delays after this */
+        int maildrop_message_limit; /* messages one maildrop file (one sendmail) may hold; 0: any */
 
         /* [smtp] */
         uint16_t smtp_port; /* port for MX delivery (25) */

@@ -292,24 +292,36 @@ static struct resume_slot *resume_new(const char *name)
         return s;
 }
 
-/* 0, -EBUSY when the writer still holds it, -EAGAIN when it could not be
- * taken now (a full disk…). */
+/* One step of a take: at most MAILDROP_BATCH records per loop iteration, so
+ * a drop file of 20,000 messages does not hold the loop (status, deliveries,
+ * the watchdog) for the whole of it. */
+#define MAILDROP_BATCH 32
+
+/* Take a batch of name: 0 (done, or nothing to do now), -EBUSY when the
+ * writer still holds it, -EINPROGRESS when more is left for the next step,
+ * -EAGAIN when it could not be taken now (a full disk…). */
 static int take_drop(struct tarryd *d, const char *name)
 {
         if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
                 return 0;
-        uint64_t max = d->cfg->message_size_limit ? d->cfg->message_size_limit : UINT64_MAX;
+        struct maildrop_take_opts o = {
+            .body_max = d->cfg->message_size_limit ? d->cfg->message_size_limit : UINT64_MAX,
+            .max_messages = (uint64_t)d->cfg->maildrop_message_limit,
+            .batch = MAILDROP_BATCH,
+            .check = check_drop,
+            .userdata = d,
+        };
         struct maildrop_result res;
-        struct maildrop_resume at = {0, 0};
+        struct maildrop_resume at = {0, 0, 0};
         struct resume_slot *slot = resume_find(name);
         if (slot)
                 at = slot->at;
-        int r = queue_maildrop_take_resume(d->queue, name, &at, max, check_drop, d, &res);
+        int r = queue_maildrop_take_step(d->queue, name, &at, &o, &res);
         if (at.offset > 0 && (slot || (slot = resume_new(name))))
                 slot->at = at;
         else if (slot)
                 slot->name[0] = '\0';
-        if (r == 0)
+        if (r == 0 || r == -EINPROGRESS)
                 log_taken(name, &res);
         else if (r == -EBADMSG || r == -EPERM)
                 note_corrupt_drop(d, name, &res);
@@ -318,9 +330,10 @@ static int take_drop(struct tarryd *d, const char *name)
                 deliver_count_spool_error(d, "pickup");
                 return -EAGAIN;
         }
-        return r == -EBUSY ? r : 0;
+        return r == -EBUSY || r == -EINPROGRESS ? r : 0;
 }
 
+/* Every drop file gets a step; -EINPROGRESS when some have more left. */
 static int scan_maildrop(struct tarryd *d)
 {
         int fd = openat(queue_maildrop_fd(d->queue), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -333,16 +346,30 @@ static int scan_maildrop(struct tarryd *d)
         }
         struct dirent *de;
         int r = 0;
-        while ((de = readdir(dir)))
-                if (take_drop(d, de->d_name) == -EAGAIN)
+        while ((de = readdir(dir))) {
+                int t = take_drop(d, de->d_name);
+                if (t == -EAGAIN)
                         r = -EAGAIN;
+                else if (t == -EINPROGRESS && r == 0)
+                        r = t;
+        }
         closedir(dir);
         return r;
 }
 
+/* Rescan in usec, unless a rescan is already due sooner. */
 static void rescan_maildrop_in(uint64_t usec)
 {
-        if (maildrop_timer && sd_event_source_set_time_relative(maildrop_timer, usec) >= 0)
+        if (!maildrop_timer)
+                return;
+        int on = SD_EVENT_OFF;
+        uint64_t due = 0, now = 0;
+        if (sd_event_source_get_enabled(maildrop_timer, &on) >= 0 && on != SD_EVENT_OFF &&
+            sd_event_source_get_time(maildrop_timer, &due) >= 0 &&
+            sd_event_now(sd_event_source_get_event(maildrop_timer), CLOCK_MONOTONIC, &now) >= 0 &&
+            due <= now + usec)
+                return;
+        if (sd_event_source_set_time_relative(maildrop_timer, usec) >= 0)
                 sd_event_source_set_enabled(maildrop_timer, SD_EVENT_ONESHOT);
 }
 
@@ -350,10 +377,11 @@ static int on_maildrop_timer(sd_event_source *s, uint64_t usec, void *userdata)
 {
         (void)s, (void)usec;
         int r = scan_maildrop(userdata);
-        if (r < 0 && r != -EAGAIN)
+        if (r < 0 && r != -EAGAIN && r != -EINPROGRESS)
                 log_error("cannot read maildrop/: %s", strerror(-r));
-        rescan_maildrop_in(r == -EAGAIN ? (uint64_t)SPOOL_RETRY_US
-                                        : MAILDROP_RESCAN_S * 1000000ULL);
+        rescan_maildrop_in(r == -EINPROGRESS ? 0
+                           : r == -EAGAIN    ? (uint64_t)SPOOL_RETRY_US
+                                             : MAILDROP_RESCAN_S * 1000000ULL);
         return 0;
 }
 
@@ -369,7 +397,9 @@ static int on_maildrop(sd_event_source *s, const struct inotify_event *ev, void 
         if (ev->len == 0)
                 return 0;
         int r = take_drop(d, ev->name);
-        if (r == -EBUSY)
+        if (r == -EINPROGRESS)
+                rescan_maildrop_in(0); /* the rest after whatever else is waiting */
+        else if (r == -EBUSY)
                 rescan_maildrop_in(MAILDROP_RETRY_US);
         else if (r == -EAGAIN)
                 rescan_maildrop_in(SPOOL_RETRY_US);
@@ -392,8 +422,8 @@ static int maildrop_start(struct tarryd *d)
                 return r;
         sd_event_source_set_floating(maildrop_timer, true);
         r = scan_maildrop(d);
-        if (r == -EAGAIN) {
-                rescan_maildrop_in(SPOOL_RETRY_US);
+        if (r == -EAGAIN || r == -EINPROGRESS) {
+                rescan_maildrop_in(r == -EAGAIN ? SPOOL_RETRY_US : 0);
                 return 0;
         }
         return r;

@@ -60,7 +60,8 @@ struct queue {
 
 struct queue_draft {
         struct queue *q;
-        bool drop; /* a record of the maildrop file; body_fd is q->drop_fd */
+        bool drop;    /* a record of the maildrop file; body_fd is q->drop_fd */
+        bool keep_id; /* queue_draft_commit_as: env->id and arrival_us as given */
         uint64_t drop_start;
         int dir_fd; /* tmp/NAME, flock()ed while the draft lives */
         int body_fd;
@@ -355,7 +356,9 @@ static int drop_record_write(struct queue_draft *d, struct envelope *env)
         env->size = d->size;
         env->version = ENVELOPE_VERSION;
         env->arrival_us = now_realtime_us();
-        id_from_time(env->arrival_us, env->id); /* a placeholder: tarryd assigns the real ID */
+        /* the message's queue ID: tarryd keeps it when it is free and plausible
+         * (queue/maildrop.c), so `sendmail -bs` can say "queued as" truly */
+        id_from_time(env->arrival_us, env->id);
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         if ((r = envelope_dump(env, &text, &len)) < 0)
@@ -585,13 +588,23 @@ static bool id_taken(struct queue *q, const char *id)
         return false;
 }
 
-/* Give env a fresh ID and arrival time, and write its envelope into the draft. */
+bool queue_id_in_use(struct queue *q, const char *id)
+{
+        return queue_id_valid(id) && id_taken(q, id);
+}
+
+/* Give env a fresh ID and arrival time (unless d->keep_id), and write its
+ * envelope into the draft. */
 static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
 {
-        do {
+        if (d->keep_id && id_taken(d->q, env->id))
+                return -EEXIST;
+        while (!d->keep_id) {
                 env->arrival_us = now_realtime_us();
                 id_from_time(env->arrival_us, env->id);
-        } while (id_taken(d->q, env->id));
+                if (!id_taken(d->q, env->id))
+                        break;
+        }
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r = envelope_dump(env, &text, &len);
@@ -613,7 +626,7 @@ static int draft_publish(struct queue_draft *d, struct envelope *env, enum queue
                         renameat2(dfd, env->id, d->q->tmp_fd, d->name, RENAME_NOREPLACE);
                         return r;
                 }
-                if (errno != EEXIST)
+                if (errno != EEXIST || d->keep_id)
                         return -errno;
                 int r = draft_write_envelope(d, env);
                 if (r == 0 && dir_fsync(d->dir_fd) < 0)
@@ -654,6 +667,16 @@ static int draft_finish(struct queue_draft *d, struct envelope *env, enum queue_
 
 int queue_draft_commit(struct queue_draft *d, struct envelope *env)
 {
+        return draft_finish(d, env, QUEUE_INCOMING);
+}
+
+int queue_draft_commit_as(struct queue_draft *d, struct envelope *env)
+{
+        if (d->drop || !queue_id_valid(env->id)) {
+                queue_draft_abort(d);
+                return -EINVAL;
+        }
+        d->keep_id = true;
         return draft_finish(d, env, QUEUE_INCOMING);
 }
 
@@ -1002,4 +1025,13 @@ size_t queue_folders(const struct queue *q, struct queue_folder out[QUEUE_FOLDER
                 out[n++] = (struct queue_folder){"state/" QUEUE_LOCK_FILE, q->lock_fd,
                                                  QUEUE_FOLDER_PRIVATE};
         return n;
+}
+
+int queue_state_remove(struct queue *q, const char *name)
+{
+        if (!state_name_ok(name))
+                return -EINVAL;
+        if (unlinkat(q->state_fd, name, 0) < 0)
+                return -errno;
+        return dir_fsync(q->state_fd);
 }

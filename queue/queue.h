@@ -134,6 +134,12 @@ uint64_t queue_draft_size(const struct queue_draft *d);
  * renames the message into incoming/. Frees the draft whatever the outcome. */
 int queue_draft_commit(struct queue_draft *d, struct envelope *env);
 void queue_draft_abort(struct queue_draft *d);
+/* queue_draft_commit, keeping env->id and env->arrival_us as given (tarryd,
+ * for a maildrop record whose ID its sendmail already reported): -EEXIST when
+ * a message in any folder has that ID, -EINVAL for a malformed one. */
+int queue_draft_commit_as(struct queue_draft *d, struct envelope *env);
+/* Does a message in any folder have this ID? */
+bool queue_id_in_use(struct queue *q, const char *id);
 
 /* Convenience for whole bodies in memory (DSNs, tests): begin+write+commit into dir. */
 int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, const void *body,
@@ -256,7 +262,8 @@ int queue_maildrop_fd(const struct queue *q);
 typedef int (*maildrop_check_fn)(struct envelope *env, void *userdata, const char **why);
 
 struct maildrop_result {
-        int queued;                    /* records committed into incoming/ */
+        int queued;                    /* records committed into incoming/ by this call */
+        int already;                   /* records found queued before (a take cut short) */
         bool unfinished;               /* a record its writer never finished was dropped */
         const char *why;               /* -EBADMSG/-EPERM: why the file went to corrupt/ */
         int quarantine_error;          /* and 0, or why it could not be moved there */
@@ -268,25 +275,52 @@ struct maildrop_result {
  * -EBUSY while its writer still holds it; -ENOENT when it is gone;
  * -EBADMSG or -EPERM when it is not a drop file tarry can trust (not a
  * regular single-link file, bad header, lengths over body_max or the
- * envelope limit, bad envelope, refused by check): it is then moved to
- * corrupt/maildrop-NAME (unless res->quarantine_error) and res->why says
- * why (records before the bad one stay queued); other negative errnos for I/O trouble (file left in
- * place). Names starting with ".tmp-" are taken only once older than an hour (a sendmail that died
- * before locking); then they are just removed. */
+ * envelope limit, bad envelope, more records than max_messages, refused by
+ * check): it is then moved to corrupt/maildrop-NAME (unless
+ * res->quarantine_error) and res->why says why (records before the bad one
+ * stay queued); other negative errnos for I/O trouble (file left in place).
+ * Names starting with ".tmp-" are taken only once older than an hour (a
+ * sendmail that died before locking); then they are just removed.
+ *
+ * Each record's body is normalised as sendmail normalises its standard
+ * input (LF or CRLF end a line, stored as CRLF; a bare CR is data; lines
+ * over 998 bytes folded; a last line gets its CRLF): the file is untrusted,
+ * and a bare LF passed on would let it smuggle a second message past the
+ * next hop. A record keeps the queue ID its sendmail gave it (and reported:
+ * `-bs` "queued as") when the ID is well formed, its time lies between the
+ * file's creation and now, and no message has it; else it gets a fresh one. */
 int queue_maildrop_take(struct queue *q, const char *name, uint64_t body_max,
                         maildrop_check_fn check, void *userdata, struct maildrop_result *res);
 
-/* Where a take stopped on an I/O error (a full disk) after queueing some
- * records: taking the same file again from here queues only the rest, so a
- * retry sends nothing twice. The drop file is identified by its inode. */
+/* Where a take stopped: taking the same file again from here queues only the
+ * rest, so nothing is queued twice. The drop file is identified by its inode. */
 struct maildrop_resume {
         uint64_t ino;
         uint64_t offset; /* 0: from the start */
+        uint64_t count;  /* records before offset */
 };
 
-/* queue_maildrop_take, starting at *resume when it names this file, and
- * setting *resume to where it stopped when it fails with an I/O error after
- * queueing records (else to zero). */
+struct maildrop_take_opts {
+        uint64_t body_max;     /* largest record body */
+        uint64_t max_messages; /* records one drop file may hold; 0: no limit */
+        unsigned batch;        /* records per call; 0: all of them */
+        maildrop_check_fn check;
+        void *userdata;
+};
+
+/* One bounded step of a take, for an event loop: queues at most o->batch
+ * records from where the last step stopped, then returns -EINPROGRESS (call
+ * again to go on). The resume point is kept durably in state/maildrop-NAME,
+ * written after the records it covers are committed; records past it that a
+ * crash left queued are recognised by their queue ID and not queued again.
+ * *resume (kept by the caller across calls) is a fallback for when that file
+ * cannot be written (a full disk): it is set to where a failed or partial
+ * step stopped, and zeroed when the file is done with. Other returns as
+ * queue_maildrop_take. */
+int queue_maildrop_take_step(struct queue *q, const char *name, struct maildrop_resume *resume,
+                             const struct maildrop_take_opts *o, struct maildrop_result *res);
+
+/* queue_maildrop_take_step with no batch bound and no message limit. */
 int queue_maildrop_take_resume(struct queue *q, const char *name, struct maildrop_resume *resume,
                                uint64_t body_max, maildrop_check_fn check, void *userdata,
                                struct maildrop_result *res);
@@ -307,5 +341,7 @@ json_t *queue_listing_json(const char *queue_name, const struct envelope *env);
 /* Durable small state files under state/ (e.g. the scheduler's learned.json). */
 int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len);
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len);
+/* Remove one durably (-ENOENT when there is none). */
+int queue_state_remove(struct queue *q, const char *name);
 
 #endif

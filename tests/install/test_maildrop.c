@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "queue/queue.h"
 
 #define OTHER_UID 4242 /* the "submitter": drop files are chowned to it */
@@ -323,4 +325,229 @@ Test(maildrop, a_record_the_check_refuses_sends_the_file_to_corrupt)
         cr_assert_str_eq(res.why, "not this sender");
         cr_assert(in_corrupt(name));
         cr_assert_eq(count_in("incoming"), 0);
+}
+
+/* ---- issue 14: the body is normalised, the ID kept, the take bounded ---- */
+
+static char *read_only_incoming_body(void)
+{
+        char cmd[400], id[64], path[600];
+        snprintf(cmd, sizeof(cmd), "ls %s/incoming", spool);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(fgets(id, sizeof(id), p));
+        pclose(p);
+        id[strcspn(id, "\n")] = '\0';
+        snprintf(path, sizeof(path), "%s/incoming/%s/body", spool, id);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        static char buf[8192];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        return buf;
+}
+
+/* A drop file is untrusted: a body written into it directly (not through
+ * sendmail's normalisation) must not reach the next hop with a bare LF, where
+ * "\n.\n" would end DATA and smuggle the rest as a second message. */
+Test(maildrop, a_forged_body_is_normalised_as_sendmail_normalises_its_input)
+{
+        struct queue *m;
+        cr_assert_eq(queue_open_maildrop(spool, &m), 0);
+        char body[2000];
+        char longline[1001];
+        memset(longline, 'x', 1000);
+        longline[1000] = '\0';
+        snprintf(body, sizeof(body),
+                 "Subject: s\n\nhello\n.\nMAIL FROM:<ceo@example.com>\r\n"
+                 "a\rb\r\n%s\nlast\r",
+                 longline);
+        drop_message(m, "a@example.org", "b@example.net", body);
+        queue_close(m);
+        char name[64];
+        only_drop(name);
+        struct maildrop_result res;
+        cr_assert_eq(take(name, 1 << 20, &res), 0);
+        char want[2100];
+        snprintf(want, sizeof(want),
+                 "Subject: s\r\n\r\nhello\r\n.\r\nMAIL FROM:<ceo@example.com>\r\n"
+                 "a\rb\r\n%.998s\r\n xx\r\nlast\r\r\n",
+                 longline);
+        cr_assert_str_eq(read_only_incoming_body(), want);
+        struct envelope *env = load_only_incoming();
+        cr_assert_eq(env->size, strlen(want));
+        envelope_free(env);
+}
+
+/* sendmail -bs answers "queued as ID" with the ID of the drop record: the
+ * message must be queued under that ID. */
+Test(maildrop, a_record_is_queued_under_the_id_its_sendmail_reported)
+{
+        struct queue *m;
+        cr_assert_eq(queue_open_maildrop(spool, &m), 0);
+        struct queue_draft *d;
+        cr_assert_eq(queue_draft_begin(m, &d), 0);
+        cr_assert_eq(queue_draft_write(d, "x\r\n", 3), 0);
+        struct envelope *env = env_to("a@example.org", "b@example.net");
+        cr_assert_eq(queue_draft_commit(d, env), 0);
+        char reported[QUEUE_ID_LEN + 1];
+        memcpy(reported, env->id, sizeof(reported));
+        envelope_free(env);
+        queue_close(m);
+        char name[64];
+        only_drop(name);
+        struct maildrop_result res;
+        cr_assert_eq(take(name, 1 << 20, &res), 0);
+        struct envelope *got = load_only_incoming();
+        cr_assert_str_eq(got->id, reported);
+        envelope_free(got);
+}
+
+/* A raw record with the envelope env (its id and arrival as given). */
+static size_t raw_record(char *out, size_t cap, const char *body, const struct envelope *env)
+{
+        json_t *j = envelope_to_json(env);
+        char *text = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        int n = snprintf(out, cap, MAILDROP_MAGIC " %020zu %010zu\n%s%s", strlen(body),
+                         strlen(text), body, text);
+        free(text);
+        cr_assert_lt((size_t)n, cap);
+        return (size_t)n;
+}
+
+/* An ID another message has, or one from before the file existed, is not
+ * the record's to keep: the record gets a fresh one, the other is untouched. */
+Test(maildrop, a_record_cannot_take_the_id_of_another_message)
+{
+        struct envelope *first = env_to("a@example.org", "b@example.net");
+        cr_assert_eq(queue_enqueue(q, QUEUE_ACTIVE, first, "mine\r\n", 6), 0);
+        struct envelope *forged = env_to("evil@example.org", "c@example.net");
+        memcpy(forged->id, first->id, sizeof(forged->id));
+        forged->arrival_us = first->arrival_us;
+        struct envelope *old = env_to("evil@example.org", "d@example.net");
+        old->arrival_us = 1000000LL * 1000000000; /* 2001 */
+        snprintf(old->id, sizeof(old->id), "%08X%05X%03X", 1000000000u, 0u, 0xabcu);
+        char buf[4096];
+        size_t n = raw_record(buf, sizeof(buf), "x\r\n", forged);
+        n += raw_record(buf + n, sizeof(buf) - n, "y\r\n", old);
+        raw_drop(NAME1, buf, n);
+        struct maildrop_result res;
+        cr_assert_eq(take(NAME1, 1 << 20, &res), 0);
+        cr_assert_eq(res.queued, 2);
+        cr_assert_str_neq(res.ids[0], first->id);
+        cr_assert_str_neq(res.ids[1], old->id);
+        struct envelope *still = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, first->id, &still, NULL), 0);
+        cr_assert_str_eq(still->sender, "a@example.org");
+        envelope_free(still);
+        envelope_free(first);
+        envelope_free(forged);
+        envelope_free(old);
+}
+
+static void drop_n(int n)
+{
+        struct queue *m;
+        cr_assert_eq(queue_open_maildrop(spool, &m), 0);
+        for (int i = 0; i < n; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "u%d@example.net", i);
+                drop_message(m, "a@example.org", rcpt, "x\r\n");
+        }
+        queue_close(m);
+}
+
+static bool state_exists(const char *name)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/state/maildrop-%s", spool, name);
+        return access(path, F_OK) == 0;
+}
+
+/* Every recipient u0..u(n-1) is queued exactly once in incoming/. */
+static void expect_each_once(int n)
+{
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd),
+                 "cat %s/incoming/*/envelope | grep -o 'u[0-9]*@example.net' | sort | uniq -c | "
+                 "awk '$1 != 1' | wc -l",
+                 spool);
+        FILE *p = popen(cmd, "r");
+        int bad = -1;
+        cr_assert_eq(fscanf(p, "%d", &bad), 1);
+        pclose(p);
+        cr_assert_eq(bad, 0, "a recipient was queued twice");
+        cr_assert_eq(count_in("incoming"), n);
+}
+
+Test(maildrop, a_take_in_batches_queues_every_record_once_and_cleans_up)
+{
+        drop_n(10);
+        char name[64];
+        only_drop(name);
+        struct maildrop_take_opts o = {.body_max = 1 << 20, .batch = 3};
+        struct maildrop_resume at = {0};
+        struct maildrop_result res;
+        int steps = 0, r;
+        while ((r = queue_maildrop_take_step(q, name, &at, &o, &res)) == -EINPROGRESS) {
+                cr_assert_eq(res.queued, 3);
+                cr_assert(state_exists(name), "the resume point is on disk between steps");
+                at = (struct maildrop_resume){0}; /* a restart forgets memory */
+                steps++;
+        }
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+        cr_assert_eq(steps, 3);
+        cr_assert_eq(res.queued, 1);
+        cr_assert_not(state_exists(name));
+        cr_assert_eq(count_in("maildrop"), 0);
+        expect_each_once(10);
+}
+
+/* A crash after records were committed but before the resume point moved
+ * past them: the next take recognises them by their queue ID. */
+Test(maildrop, records_queued_just_before_a_crash_are_not_queued_again)
+{
+        drop_n(10);
+        char name[64];
+        only_drop(name);
+        struct maildrop_take_opts o = {.body_max = 1 << 20, .batch = 3};
+        struct maildrop_resume at = {0};
+        struct maildrop_result res;
+        cr_assert_eq(queue_maildrop_take_step(q, name, &at, &o, &res), -EINPROGRESS);
+        char *saved = NULL;
+        size_t len = 0;
+        char sname[80];
+        snprintf(sname, sizeof(sname), "maildrop-%s", name);
+        cr_assert_eq(queue_state_read(q, sname, 1024, &saved, &len), 0);
+        cr_assert_eq(queue_maildrop_take_step(q, name, &at, &o, &res), -EINPROGRESS);
+        /* the crash: the second step's records are queued, its resume point lost */
+        cr_assert_eq(queue_state_write(q, sname, saved, len), 0);
+        free(saved);
+        at = (struct maildrop_resume){0};
+        o.batch = 0;
+        cr_assert_eq(queue_maildrop_take_step(q, name, &at, &o, &res), 0);
+        cr_assert_eq(res.already, 3);
+        cr_assert_eq(res.queued, 4);
+        expect_each_once(10);
+}
+
+Test(maildrop, a_file_with_more_messages_than_the_limit_queues_the_limit_and_goes_to_corrupt)
+{
+        drop_n(5);
+        char name[64];
+        only_drop(name);
+        struct maildrop_take_opts o = {.body_max = 1 << 20, .max_messages = 3, .batch = 2};
+        struct maildrop_resume at = {0};
+        struct maildrop_result res;
+        int queued = 0, r;
+        while ((r = queue_maildrop_take_step(q, name, &at, &o, &res)) == -EINPROGRESS)
+                queued += res.queued;
+        queued += res.queued;
+        cr_assert_eq(r, -EBADMSG);
+        cr_assert_str_eq(res.why, "more messages in one drop file than maildrop_message_limit");
+        cr_assert_eq(queued, 3);
+        cr_assert_eq(count_in("incoming"), 3);
+        cr_assert(in_corrupt(name), "the rest is kept for the administrator");
+        cr_assert_not(state_exists(name));
 }

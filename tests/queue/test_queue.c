@@ -656,7 +656,7 @@ Test(queue, a_maildrop_take_that_fails_half_way_resumes_without_duplicates)
         signal(SIGXFSZ, SIG_IGN);
         struct rlimit small = {65536, RLIM_INFINITY}, none = {RLIM_INFINITY, RLIM_INFINITY};
         cr_assert_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
-        struct maildrop_resume at = {0, 0};
+        struct maildrop_resume at = {0};
         struct maildrop_result res;
         int r = queue_maildrop_take_resume(q, name, &at, UINT64_MAX, NULL, NULL, &res);
         cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
