@@ -23,6 +23,7 @@ struct session {
         FILE *out;
         struct line_reader lr;
         struct envelope *env; /* the transaction after MAIL, else NULL */
+        int queued;           /* messages committed in this session */
         int errors;
         bool closed; /* QUIT, end of input, or too many errors */
 };
@@ -124,6 +125,14 @@ static void do_mail(struct session *s, const struct smtp_cmd *c)
 {
         if (s->env) {
                 error_reply(s, "503 5.5.1 Error: nested MAIL command");
+                return;
+        }
+        int limit = s->cfg->maildrop_message_limit;
+        if (queue_is_maildrop(s->q) && limit > 0 && s->queued >= limit) {
+                reply(s,
+                      "452 4.3.1 Error: %d messages in one session is the limit "
+                      "(maildrop_message_limit); start a new session",
+                      limit);
                 return;
         }
         _cleanup_(envelope_freep) struct envelope *env = envelope_new();
@@ -285,9 +294,10 @@ static void finish_data(struct session *s, struct submit *sub)
         int r = submit_finish(sub, s->env);
         if (r == 0)
                 r = submit_commit(sub, s->env);
-        if (r == 0)
+        if (r == 0) {
+                s->queued++;
                 reply(s, "250 2.0.0 Ok: queued as %s", s->env->id);
-        else if (r == -EMSGSIZE)
+        } else if (r == -EMSGSIZE)
                 reply(s, "552 5.3.4 Error: %s", submit_error(sub));
         else if (r == -EBADMSG)
                 reply(s, "550 5.6.0 Error: %s", submit_error(sub));

@@ -6,8 +6,14 @@
 #include <string.h>
 
 #include "cli/smtp_parse.h"
+#include "cli/smtp_server.h"
 #include "queue/queue.h"
 #include "run.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static struct fixture fx;
 
@@ -291,6 +297,93 @@ Test(smtp, a_bare_lf_line_still_ends_a_line_and_is_stored_as_crlf)
         cr_assert_not_null(strstr(body, "\r\n\r\nline one\r\nline two\r\n"), "%s", body);
         free(body);
         run_free(&r);
+}
+
+/* ---- through the maildrop (an ordinary user's sendmail) ---- */
+
+/* Run a -bs session on a maildrop handle of fx's spool, as sendmail does for
+ * a user who cannot write the spool; the replies come back malloc'd. */
+static char *maildrop_session(const char *extra_conf, const char *input)
+{
+        char text[1024], err[256];
+        snprintf(text, sizeof(text),
+                 "[main]\nspool_dir = %s\nmyhostname = mail.example.com\nmyorigin = "
+                 "example.com\n%s",
+                 fx.spool, extra_conf);
+        struct tarry_config *cfg = NULL;
+        cr_assert_eq(cfg_load_string("test.conf", text, &cfg, err, sizeof(err)), 0, "%s", err);
+        struct queue *m = NULL;
+        cr_assert_eq(queue_open_maildrop(fx.spool, &m), 0);
+        int in = memfd_create("smtp-in", 0);
+        cr_assert_eq(write(in, input, strlen(input)), (ssize_t)strlen(input));
+        lseek(in, 0, SEEK_SET);
+        char *out = NULL;
+        size_t out_len = 0;
+        FILE *f = open_memstream(&out, &out_len);
+        cr_assert_eq(smtp_server_run(cfg, m, in, f), 0);
+        fclose(f);
+        close(in);
+        queue_close(m);
+        cfg_free(cfg);
+        return out;
+}
+
+/* The drop file the session left in maildrop/, taken as tarryd takes it. */
+static void take_the_drop(void)
+{
+        struct queue *q = NULL;
+        cr_assert_eq(queue_open(fx.spool, 0, &q), 0);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/maildrop", fx.spool);
+        DIR *d = opendir(path);
+        struct dirent *de;
+        int taken = 0;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.') {
+                        struct maildrop_result res;
+                        cr_assert_eq(
+                            queue_maildrop_take(q, de->d_name, UINT64_MAX, NULL, NULL, &res), 0);
+                        taken++;
+                }
+        closedir(d);
+        queue_close(q);
+        cr_assert_eq(taken, 1);
+}
+
+Test(smtp, through_the_maildrop_queued_as_names_the_queue_id_the_message_gets)
+{
+        char *out = maildrop_session("", "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
+                                         "DATA\r\nSubject: s\r\n\r\nx\r\n.\r\nQUIT\r\n");
+        const char *p = strstr(out, "250 2.0.0 Ok: queued as ");
+        cr_assert_not_null(p, "%s", out);
+        char id[QUEUE_ID_LEN + 1];
+        memcpy(id, p + strlen("250 2.0.0 Ok: queued as "), QUEUE_ID_LEN);
+        id[QUEUE_ID_LEN] = '\0';
+        cr_assert(queue_id_valid(id), "%s", out);
+        take_the_drop();
+        char path[500];
+        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", fx.spool, id);
+        cr_assert_eq(access(path, F_OK), 0, "no message %s in incoming/", id);
+        free(out);
+}
+
+Test(smtp, through_the_maildrop_a_session_may_queue_maildrop_message_limit_messages)
+{
+        const char *one = "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
+                          "DATA\r\nx\r\n.\r\n";
+        char in[1024];
+        snprintf(in, sizeof(in), "%s%s%sQUIT\r\n", one, one, one);
+        char *out = maildrop_session("maildrop_message_limit = 2\n", in);
+        int queued = 0;
+        for (const char *p = out; (p = strstr(p, "queued as")); p++)
+                queued++;
+        cr_assert_eq(queued, 2, "%s", out);
+        cr_assert_not_null(strstr(out, "452 4.3.1 Error: 2 messages in one session is the limit "
+                                       "(maildrop_message_limit); start a new session\r\n"),
+                           "%s", out);
+        take_the_drop();
+        cr_assert_eq(spool_count(&fx, "incoming"), 2);
+        free(out);
 }
 
 /* ---- the command parser on its own ---- */
