@@ -633,6 +633,11 @@ static struct fixture *silent_relay(struct harness *h, const char *extra)
                  "destination_concurrency = 1\n",
                  (unsigned)fixture_port(f), extra);
         harness_init(h, conf);
+        /* fsyncs on a tmpfs cost nothing, so the test measures how the take
+         * shares the loop, not how fast the shared test machine's disk is */
+        const char *how = NULL;
+        if (harness_spool_on_tmpfs(h, "1g", &how) < 0)
+                cr_log_warn("spool on disk (no tmpfs: %s): slower", how);
         return f;
 }
 
@@ -642,13 +647,12 @@ static int env_int(const char *name, int def)
         return v && atoi(v) > 0 ? atoi(v) : def;
 }
 
-/* Taken a batch per loop iteration, a drop file holds a status request up
- * for one batch, not for the whole file. 5,000 records here; the issue's
- * 20,000: TARRY_MAILDROP_RECORDS=20000 build/tests/install/test_maildrop
- * --filter 'maildrop_daemon/status*' --verbose */
+/* The issue's 20,000 messages: taken a batch per loop iteration, a drop
+ * file holds a status request up for one batch, not for the whole file
+ * (TARRY_MAILDROP_RECORDS=N for another count). */
 Test(maildrop_daemon, status_answers_while_a_big_drop_file_is_taken, .timeout = 600)
 {
-        int n = env_int("TARRY_MAILDROP_RECORDS", 5000);
+        int n = env_int("TARRY_MAILDROP_RECORDS", 20000);
         struct harness h;
         struct fixture *f = silent_relay(&h, "maildrop_message_limit = 0\n");
         harness_start(&h);
@@ -657,23 +661,22 @@ Test(maildrop_daemon, status_answers_while_a_big_drop_file_is_taken, .timeout = 
         int samples = 0;
         while (drop_left(&h) && harness_now_us() - start < 500 * 1000000LL) {
                 int64_t t = harness_now_us();
-                char *resp = harness_http_get(&h, "/status");
+                char *resp = harness_http_get(&h, "/status"); /* asked during the take */
                 int64_t took = harness_now_us() - t;
-                cr_assert(strstr(resp, " 200 "), "%.200s", resp);
+                cr_assert(strstr(resp, " 200 "), "no answer after %.1f s: %.200s",
+                          (double)took / 1e6, resp);
                 free(resp);
-                if (drop_left(&h)) { /* answered while the take was still going */
-                        samples++;
-                        worst = took > worst ? took : worst;
-                }
+                samples++;
+                worst = took > worst ? took : worst;
                 harness_sleep_ms(20);
         }
         int64_t total = harness_now_us() - start;
         cr_assert_not(drop_left(&h), "the drop file was not taken within 500 s");
         cr_log_info("%d records taken in %.1f s; %d status requests meanwhile, slowest %.3f s", n,
                     (double)total / 1e6, samples, (double)worst / 1e6);
-        cr_assert_geq(samples, 3, "the take was too quick to probe (%.1f s)", (double)total / 1e6);
         cr_assert_lt(worst * 4, total, "a status request waited %.1f s of a %.1f s take",
                      (double)worst / 1e6, (double)total / 1e6);
+        cr_assert_geq(samples, 3, "the take was too quick to probe (%.1f s)", (double)total / 1e6);
         expect_each_queued_once(&h, n);
         harness_stop(&h, SIGTERM, 10000);
         harness_cleanup(&h);
