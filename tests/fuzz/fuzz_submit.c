@@ -4,8 +4,9 @@
  * bit 2: commit when there are recipients), the rest is the message. It is
  * read with sendmail's line reader and fed to cli/submit into a draft of a
  * scratch spool. A committed body must keep submit.h's promise: every line
- * ends in CRLF and none is longer than 998 bytes; -t recipients pass
- * addr_check. The message is removed again so the spool stays empty.
+ * ends in CRLF (no bare LF; a bare CR is data, as the line reader keeps it)
+ * and none is longer than 998 bytes; -t recipients pass addr_check. The message is removed again so
+ * the spool stays empty.
  */
 #include "fuzz.h"
 #include "cli/cli_util.h"
@@ -42,14 +43,13 @@ static void check_body(const char *id)
         close(fd);
         size_t col = 0;
         for (uint64_t i = 0; i < size; i++) {
-                if (body[i] == '\r') {
-                        FUZZ_ASSERT(i + 1 < size && body[i + 1] == '\n');
+                if (body[i] == '\r' && i + 1 < size && body[i + 1] == '\n') {
                         i++;
                         col = 0;
                         continue;
                 }
-                FUZZ_ASSERT(body[i] != '\n');
-                FUZZ_ASSERT(++col <= SUBMIT_LINE_MAX);
+                FUZZ_ASSERT(body[i] != '\n');          /* no bare LF */
+                FUZZ_ASSERT(++col <= SUBMIT_LINE_MAX); /* a bare CR is data, and counts */
         }
         FUZZ_ASSERT(col == 0); /* the last line is terminated too */
         free(body);
