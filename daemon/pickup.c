@@ -260,6 +260,9 @@ static void log_taken(const char *name, const struct maildrop_result *res)
         for (int i = 0; i < res->queued && i < (int)ELEMENTSOF(res->ids); i++)
                 log_record(LOG_INFO, &(struct log_fields){.queue_id = res->ids[i]},
                            "%s: picked up from maildrop/%s", res->ids[i], name);
+        if (res->already)
+                log_info("maildrop/%s: %d message(s) queued before a restart; not queued again",
+                         name, res->already);
         if (res->unfinished)
                 log_warn("maildrop/%s: dropped a message its sendmail never finished", name);
 }
