@@ -5,6 +5,7 @@
  * numbers to handlers, so we feed it through a reader that counts lines.
  */
 #include "config/config.h"
+#include "common/address.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
 
@@ -74,6 +75,12 @@ static const struct key_def keys[] = {
      "forget learned greylist delays after this"},
     {"main", "maildrop_message_limit", KEY_INT, OFF(maildrop_message_limit), 0,
      "messages one unprivileged sendmail may submit (one drop file); 0: no limit"},
+    {"main", "postmaster", KEY_STRING, OFF(postmaster), 0,
+     "told when a DSN cannot be delivered; default postmaster@myorigin; empty: hold it"},
+    {"main", "adminaddr", KEY_LIST, LIST(adminaddr),
+     "mail to local names (no domain, myhostname, localhost) goes here; empty: off"},
+    {"main", "hopcount_limit", KEY_INT, OFF(hopcount_limit), 0,
+     "bounce (5.4.6) a message with this many Received: headers; 1 or more"},
     {"smtp", "port", KEY_PORT, OFF(smtp_port), 0, "port for MX delivery"},
     {"smtp", "tls", KEY_TLS, OFF(smtp_tls), 0, "none | may | encrypt | verify"},
     {"smtp", "relay_auth_file", KEY_STRING, OFF(relay_auth_file), 0,
@@ -88,6 +95,8 @@ static const struct key_def keys[] = {
     {"smtp", "destination_concurrency", KEY_INT, OFF(destination_concurrency), 0,
      "per destination"},
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
+    {"smtp", "own_addresses", KEY_LIST, LIST(own_addresses),
+     "this host's addresses besides its interfaces' (NAT): an MX there loops back"},
 };
 
 /* KEY_INT keys whose range is not 0..INT_MAX; the error states the range. */
@@ -98,6 +107,8 @@ static const struct {
     /* no connection at all would queue mail for ever */
     {"max_connections", 1, INT_MAX},
     {"destination_concurrency", 1, INT_MAX},
+    /* 0 would bounce every message, even one that has never been anywhere */
+    {"hopcount_limit", 1, INT_MAX},
 };
 
 static const char *const retry_keys[] = {"initial", "factor", "max", "use_hint", "scope"};
@@ -702,6 +713,7 @@ static int set_defaults(struct tarry_config *c)
         c->shutdown_timeout_s = 30;
         c->greylist_memory_s = 30 * 86400;
         c->maildrop_message_limit = 1000;
+        c->hopcount_limit = 50; /* Postfix's hopcount_limit */
         c->smtp_port = 25;
         c->smtp_tls = CFG_TLS_MAY;
         c->connect_timeout_s = 30;
@@ -818,6 +830,12 @@ static int validate_addresses(struct parser *p)
                         return fail(p, "source_address: '%s' is not an IPv4 or IPv6 address",
                                     c->source_addresses[i]),
                                -EINVAL;
+        p->line = seen_line(p, "smtp", "own_addresses");
+        for (size_t i = 0; i < c->n_own_addresses; i++)
+                if (!ip_literal(c->own_addresses[i]))
+                        return fail(p, "own_addresses: '%s' is not an IPv4 or IPv6 address",
+                                    c->own_addresses[i]),
+                               -EINVAL;
         p->line = seen_line(p, "smtp", "dns_servers");
         for (size_t i = 0; i < c->n_dns_servers; i++)
                 if (!dns_server_ok(c->dns_servers[i]))
@@ -882,6 +900,52 @@ static int validate_names(struct parser *p)
         return 0;
 }
 
+bool cfg_domain_is_local(const struct tarry_config *cfg, const char *domain)
+{
+        return !domain || strcasecmp(domain, "localhost") == 0 ||
+               (cfg->myhostname && strcasecmp(domain, cfg->myhostname) == 0);
+}
+
+const char *cfg_rcpt_origin(const struct tarry_config *cfg)
+{
+        return cfg->n_adminaddr > 0 ? cfg->myhostname : cfg->myorigin;
+}
+
+/* An address that becomes a RCPT TO: checked, and with a domain. */
+static int check_rcpt_address(struct parser *p, const char *key, const char *a)
+{
+        const char *why = "no domain";
+        if (addr_check(a, &why) < 0 || !addr_domain(a))
+                return fail(p, "%s: '%s' is not a mail address: %s", key, a, why), -EINVAL;
+        return 0;
+}
+
+/* postmaster (default postmaster@myorigin, set but empty: none), adminaddr
+ * (never a local name itself: it would be rewritten again). */
+static int validate_local_delivery(struct parser *p)
+{
+        struct tarry_config *c = p->cfg;
+        p->line = seen_line(p, "main", "postmaster");
+        if (!p->line && asprintf(&c->postmaster, "postmaster@%s", c->myorigin) < 0) {
+                c->postmaster = NULL;
+                return fail(p, "out of memory"), -ENOMEM;
+        }
+        if (c->postmaster && check_rcpt_address(p, "postmaster", c->postmaster) < 0)
+                return -EINVAL;
+        p->line = seen_line(p, "main", "adminaddr");
+        for (size_t i = 0; i < c->n_adminaddr; i++) {
+                if (check_rcpt_address(p, "adminaddr", c->adminaddr[i]) < 0)
+                        return -EINVAL;
+                if (cfg_domain_is_local(c, addr_domain(c->adminaddr[i])))
+                        return fail(p,
+                                    "adminaddr: '%s' is itself a local name (its domain is "
+                                    "myhostname or localhost)",
+                                    c->adminaddr[i]),
+                               -EINVAL;
+        }
+        return 0;
+}
+
 /* Cross-key checks that a single line cannot express: the error names the
  * line that set the value (the later one of two), or only the file when the
  * value is a default. */
@@ -892,6 +956,8 @@ static int validate(struct parser *p)
         if (!c->spool_dir || c->spool_dir[0] != '/')
                 return fail(p, "spool_dir must be an absolute path"), -EINVAL;
         if (validate_names(p) < 0)
+                return -EINVAL;
+        if (validate_local_delivery(p) < 0)
                 return -EINVAL;
         for (int i = 0; i < CLASS__MAX; i++) {
                 if (i == CLASS_PERMANENT || c->retry[i].max_s >= c->retry[i].initial_s)

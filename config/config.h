@@ -82,6 +82,10 @@ struct tarry_config {
         char *classifier_rules;     /* operator rule file, or NULL */
         int64_t greylist_memory_s;  /* forget learned greylist delays after this */
         int maildrop_message_limit; /* messages one maildrop file (one sendmail) may hold; 0: any */
+        char *postmaster;           /* told about undeliverable DSNs; NULL: nobody (hold/) */
+        char **adminaddr;           /* local recipients go here instead; empty: off */
+        size_t n_adminaddr;
+        int hopcount_limit; /* bounce (5.4.6) a message with this many Received: headers */
 
         /* [smtp] */
         uint16_t smtp_port; /* port for MX delivery (25) */
@@ -98,6 +102,8 @@ struct tarry_config {
         int destination_concurrency;
         char **dns_servers; /* NULL-terminated "ip" or "ip:port"; empty: /etc/resolv.conf */
         size_t n_dns_servers;
+        char **own_addresses; /* more addresses that are this host (NAT): MX loop check */
+        size_t n_own_addresses;
 
         /* [transport] */
         struct cfg_transport *transports;
@@ -138,6 +144,14 @@ const struct cfg_route *cfg_transport_for(const struct tarry_config *cfg, const 
  * user@myorigin, the sender tarry would have chosen; else as configured. */
 bool cfg_sender_allowed(const struct tarry_config *cfg, uid_t uid, const char *user,
                         const char *sender);
+
+/* Is domain one whose mail is this host's own (myhostname or "localhost"),
+ * so that adminaddr, when set, receives it instead? NULL (no domain): yes. */
+bool cfg_domain_is_local(const struct tarry_config *cfg, const char *domain);
+
+/* The domain a bare recipient name ("root") gets: myhostname when adminaddr
+ * is set (so tarryd sends it to adminaddr), else myorigin. */
+const char *cfg_rcpt_origin(const struct tarry_config *cfg);
 
 /* Parsers shared with other modules' inputs (tarryq, rule files). */
 int cfg_parse_duration(const char *s, int64_t *out_s); /* "90", "5m", "2h", "5d" */

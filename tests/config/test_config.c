@@ -496,3 +496,50 @@ Test(config, uncommenting_every_key_of_the_shipped_file_gives_a_working_file)
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tarryd --check exited %d",
                   WEXITSTATUS(status));
 }
+
+Test(config, postmaster_defaults_to_postmaster_at_myorigin_and_empty_means_nobody)
+{
+        struct tarry_config *c = load_ok("[main]\nmyhostname = h.example.com\n"
+                                         "myorigin = example.com\n");
+        cr_assert_str_eq(c->postmaster, "postmaster@example.com");
+        cr_assert_eq(c->hopcount_limit, 50);
+        cr_assert_eq(c->n_adminaddr, 0);
+        cfg_free(c);
+        c = load_ok("[main]\nmyhostname = h.example.com\npostmaster =\n");
+        cr_assert_null(c->postmaster);
+        cfg_free(c);
+}
+
+Test(config, local_delivery_keys_are_checked)
+{
+        expect_error("[main]\nmyhostname = h.example.com\nadminaddr = root@h.example.com\n",
+                     "tarry.conf:3: adminaddr: 'root@h.example.com' is itself a local name (its "
+                     "domain is myhostname or localhost)");
+        expect_error("[main]\nmyhostname = h.example.com\nadminaddr = root\n",
+                     "tarry.conf:3: adminaddr: 'root' is not a mail address: no domain");
+        expect_error("[main]\nmyhostname = h.example.com\npostmaster = a b@c\n",
+                     "tarry.conf:3: postmaster: 'a b@c' is not a mail address: contains a space "
+                     "outside quotes");
+        expect_error("[main]\nmyhostname = h.example.com\nhopcount_limit = 0\n",
+                     "tarry.conf:3: bad value '0' for hopcount_limit in [main]: expected a whole "
+                     "number, at least 1");
+        expect_error("[smtp]\nown_addresses = mx.example.com\n",
+                     "tarry.conf:2: own_addresses: 'mx.example.com' is not an IPv4 or IPv6 "
+                     "address");
+}
+
+Test(config, bare_recipients_get_myhostname_when_adminaddr_is_set)
+{
+        struct tarry_config *c = load_ok("[main]\nmyhostname = h.example.com\n"
+                                         "myorigin = example.com\n");
+        cr_assert_str_eq(cfg_rcpt_origin(c), "example.com");
+        cfg_free(c);
+        c = load_ok("[main]\nmyhostname = h.example.com\nmyorigin = example.com\n"
+                    "adminaddr = ops@example.com\n");
+        cr_assert_str_eq(cfg_rcpt_origin(c), "h.example.com");
+        cr_assert(cfg_domain_is_local(c, "H.example.com"));
+        cr_assert(cfg_domain_is_local(c, "localhost"));
+        cr_assert(cfg_domain_is_local(c, NULL));
+        cr_assert_not(cfg_domain_is_local(c, "example.com"));
+        cfg_free(c);
+}
