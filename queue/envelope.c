@@ -23,6 +23,7 @@
 #define NAME_MAX_LEN   256    /* full name, user name */
 #define SHORT_MAX      128    /* class, rule, dsn status, source address */
 #define RELAY_MAX      300    /* "host[ip]:port" */
+#define HEADERS_MAX    16384  /* header lines added at pickup */
 #define TIME_MAX_US    (INT64_C(1) << 62)
 #define ATTEMPTS_MAX   1000000
 
@@ -95,6 +96,7 @@ void envelope_free(struct envelope *env)
         free(env->user);
         free(env->envid);
         free(env->source_address);
+        free(env->headers);
         free(env);
 }
 
@@ -225,6 +227,9 @@ json_t *envelope_to_json(const struct envelope *env)
         e |= set_str(o, "source_address", env->source_address);
         e |= json_object_set_new(o, "delay_dsn_sent", json_boolean(env->delay_dsn_sent));
         e |= json_object_set_new(o, "is_dsn", json_boolean(env->is_dsn));
+        if (env->postmaster_notice)
+                e |= json_object_set_new(o, "postmaster_notice", json_true());
+        e |= set_str(o, "headers", env->headers);
         for (size_t i = 0; !e && i < env->n_rcpt; i++)
                 e |= json_array_append_new(rcpts, rcpt_to_json(&env->rcpt[i]));
         e |= json_object_set_new(o, "recipients", rcpts); /* last: easier to read by eye */
@@ -243,6 +248,7 @@ enum syntax {
         SYN_ID,      /* a queue ID */
         SYN_STATUS,  /* enhanced status code "4.7.1" */
         SYN_ASCII,   /* printable US-ASCII without spaces (xtext, ORCPT, relay) */
+        SYN_HEADERS, /* header lines ending in CRLF, continuations start with SP/HT */
 };
 
 enum ftype {
@@ -284,6 +290,10 @@ static const struct field env_fields[] = {
      "'source_address' is not an address of at most 128 characters"},
     {"delay_dsn_sent", F_BOOL, E(delay_dsn_sent), false, 0, 0, "'delay_dsn_sent' is not a boolean"},
     {"is_dsn", F_BOOL, E(is_dsn), false, 0, 0, "'is_dsn' is not a boolean"},
+    {"postmaster_notice", F_BOOL, E(postmaster_notice), false, 0, 0,
+     "'postmaster_notice' is not a boolean"},
+    {"headers", F_STR, E(headers), false, SYN_HEADERS, HEADERS_MAX,
+     "'headers' is not header lines (name: value, CRLF) of at most 16384 bytes"},
 };
 
 /* Recipient fields other than state and notify (handled apart). */
@@ -328,6 +338,33 @@ static bool text_ok(const char *s, size_t len)
         return true;
 }
 
+/* "Name: value\r\n", continuation lines starting with a space or a tab;
+ * no other control characters, no bare CR or LF: these bytes go on the wire
+ * ahead of the body. */
+static bool headers_ok(const char *s, size_t len)
+{
+        bool line_start = true;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (line_start) {
+                        bool cont = c == ' ' || c == '\t';
+                        size_t n = strcspn(s + i, ":\r\n \t");
+                        if (!cont && (n == 0 || s[i + n] != ':'))
+                                return false;
+                        line_start = false;
+                }
+                if (c == '\r') {
+                        if (i + 1 >= len || s[i + 1] != '\n')
+                                return false;
+                        i++;
+                        line_start = true;
+                } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                        return false;
+                }
+        }
+        return line_start;
+}
+
 static bool ascii_ok(const char *s, size_t len)
 {
         for (size_t i = 0; i < len; i++)
@@ -368,6 +405,8 @@ static bool syntax_ok(enum syntax syn, const char *s, size_t len)
                 return status_ok(s);
         case SYN_ASCII:
                 return ascii_ok(s, len);
+        case SYN_HEADERS:
+                return headers_ok(s, len);
         }
         return false;
 }

@@ -90,6 +90,13 @@ struct envelope {
         char *source_address; /* pinned at the first attempt, or NULL */
         bool delay_dsn_sent;
         bool is_dsn; /* a report tarry generated itself */
+        /* is_dsn and addressed to the postmaster about a DSN that could not be
+         * delivered: if this fails too, nobody else is told (it goes to hold/) */
+        bool postmaster_notice;
+        /* Header lines tarryd put before the body at pickup (Received:,
+         * X-Original-To:), CRLF-terminated, sent ahead of the immutable body
+         * file; NULL until the message was picked up (cleanup.h). */
+        char *headers;
         size_t n_rcpt;
         struct envelope_rcpt *rcpt;
 };
