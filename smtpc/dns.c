@@ -238,6 +238,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
                 struct smtpc_target *t = &h->addrs[h->n_addrs];
                 snprintf(t->host, sizeof(t->host), "%s", h->name);
                 t->family = n->ai_family;
+                t->pref = h->pref;
                 const void *a = n->ai_family == AF_INET
                                     ? (const void *)&((struct sockaddr_in *)n->ai_addr)->sin_addr
                                     : (const void *)&((struct sockaddr_in6 *)n->ai_addr)->sin6_addr;

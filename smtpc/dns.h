@@ -19,6 +19,7 @@ struct smtpc_target {
         char host[256];
         char ip[64];
         int family;
+        unsigned pref; /* MX preference (0: no MX record) */
 };
 
 enum dns_status {

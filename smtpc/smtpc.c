@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 #include "smtpc/dns.h"
+#include "smtpc/self.h"
 #include "smtpc/reply.h"
 #include "smtpc/slots.h"
 
@@ -1061,9 +1062,18 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
 {
         struct attempt *a = arg;
         a->job = NULL;
+        bool looped = false;
         if (st == DNS_OK) {
                 memcpy(a->targets, t, n * sizeof(*t));
-                a->n_targets = n;
+                a->n_targets =
+                    a->route.no_mx ? n : self_drop_own_mx(a->c->cfg, a->targets, n, &looped);
+        }
+        if (st == DNS_OK && looped && a->n_targets == 0) {
+                char text[600]; /* Postfix's words; deferred: the DNS or the config gets fixed */
+                snprintf(text, sizeof(text), "451 4.4.6 mail for %s loops back to myself",
+                         a->route.host);
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_DNS, 451, text);
+        } else if (st == DNS_OK) {
                 if (transfer_start(a) == 0)
                         return;
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, "4.3.0", "%s[%s]:%u: %s",
