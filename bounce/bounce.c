@@ -27,6 +27,7 @@ void dsn_policy_from_config(struct dsn_policy *p, const struct tarry_config *cfg
 {
         *p = (struct dsn_policy){
             .myhostname = cfg->myhostname,
+            .postmaster = cfg->postmaster,
             .queue_lifetime_s = cfg->queue_lifetime_s,
             .delay_dsn_after_retries = cfg->delay_dsn_after_retries,
             .return_full_limit = DSN_RETURN_FULL_LIMIT_DEFAULT,
@@ -80,6 +81,26 @@ size_t dsn_failures_pending(const struct envelope *env)
         return n;
 }
 
+static bool undeliverable(const struct envelope *env, const struct envelope_rcpt *r)
+{
+        return env->is_dsn && r->state == RCPT_FAILED && !r->failure_dsn_sent;
+}
+
+size_t dsn_undeliverable(const struct envelope *env)
+{
+        size_t n = 0;
+        for (size_t i = 0; env && i < env->n_rcpt; i++)
+                n += undeliverable(env, &env->rcpt[i]);
+        return n;
+}
+
+bool dsn_postmaster_may_report(const struct envelope *env, const struct dsn_policy *p)
+{
+        const char *why;
+        return env && p && env->is_dsn && !env->postmaster_notice && p->postmaster &&
+               p->postmaster[0] && addr_check(p->postmaster, &why) == 0;
+}
+
 bool dsn_rcpt_expired(const struct envelope_rcpt *r)
 {
         /* a local permanent failure carries a 5.x.x status without a reply code */
@@ -89,9 +110,22 @@ bool dsn_rcpt_expired(const struct envelope_rcpt *r)
 
 /* ---- the original message ---- */
 
+/* The original's length: the header lines sent ahead of the body, and the body. */
+static uint64_t total_size(const struct dsn_original *o)
+{
+        return (o->prefix ? o->prefix_len : 0) + o->size;
+}
+
 static int read_at(const struct dsn_original *o, uint64_t off, void *dst, size_t n, size_t *got)
 {
         *got = 0;
+        size_t pre = o->prefix ? o->prefix_len : 0;
+        if (off < pre) {
+                *got = n < pre - off ? n : pre - (size_t)off;
+                memcpy(dst, o->prefix + off, *got);
+                return 0;
+        }
+        off -= pre;
         if (off >= o->size)
                 return 0;
         if (n > o->size - off)
@@ -165,7 +199,7 @@ static int return_headers(const struct dsn_original *o, struct returned *ret)
                 return r;
         }
         ssize_t end = raw.len ? header_end(raw.p, raw.len) : 0;
-        if (end < 0 && raw.len < o->size) {
+        if (end < 0 && raw.len < total_size(o)) {
                 /* no end of headers within the limit: cut at the last line end */
                 const char *nl = memrchr(raw.p, '\n', raw.len);
                 end = nl ? nl - raw.p + 1 : 0;
@@ -185,14 +219,15 @@ static int return_original(const struct envelope *env, const struct dsn_original
                 return 0;
         if (o->fd < 0 && !o->data && o->size > 0)
                 return -EINVAL;
-        if (env->ret != DSN_RET_FULL)
+        if (env->ret != DSN_RET_FULL && !env->is_dsn)
                 return return_headers(o, ret);
-        if (o->size > cap) {
+        if (total_size(o) > cap && !env->is_dsn) {
                 ret->too_big = true;
                 return return_headers(o, ret);
         }
+        /* a DSN goes to the postmaster whole: it is small by construction */
         struct buf raw = {0};
-        int r = read_prefix(o, (size_t)o->size, false, &raw);
+        int r = read_prefix(o, (size_t)total_size(o), false, &raw);
         if (r == 0) {
                 text_crlf(&ret->content, raw.p ? raw.p : "", raw.len);
                 ret->full = true;
@@ -210,7 +245,8 @@ struct build {
         const struct dsn_policy *p;
         int64_t now_us;
         enum dsn_kind kind;
-        size_t *idx; /* reported recipients */
+        bool postmaster; /* a notice to the postmaster about an undeliverable DSN */
+        size_t *idx;     /* reported recipients */
         size_t n;
         char *host; /* cleaned myhostname */
         struct returned ret;
@@ -234,8 +270,9 @@ static int select_rcpts(struct build *b)
                 return -ENOMEM;
         for (size_t i = 0; i < b->env->n_rcpt; i++) {
                 const struct envelope_rcpt *r = &b->env->rcpt[i];
-                bool in = b->kind == DSN_DELAYED ? dsn_delay_lists_rcpt(b->env, r)
-                                                 : dsn_failure_needed(b->env, r);
+                bool in = b->postmaster            ? undeliverable(b->env, r)
+                          : b->kind == DSN_DELAYED ? dsn_delay_lists_rcpt(b->env, r)
+                                                   : dsn_failure_needed(b->env, r);
                 if (in)
                         b->idx[b->n++] = i;
         }
@@ -297,6 +334,13 @@ static void text_intro(struct build *b)
         if (asprintf(&line, "This is the mail system at host %s.", b->host) < 0)
                 line = NULL;
         text_para(b, line ? line : "This is the mail system.");
+        if (b->postmaster) {
+                text_para(b, "A delivery status notification (a bounce or a delay warning) "
+                             "that this mail system sent could not be delivered to the "
+                             "address listed below. Nobody else has been told: the "
+                             "notification is attached below.");
+                return;
+        }
         if (b->kind == DSN_FAILED) {
                 text_para(b, "Your message could not be delivered to the recipients listed "
                              "below, and we have stopped trying.");
@@ -377,13 +421,13 @@ static void text_rcpt(struct build *b, const struct envelope_rcpt *r)
 static void text_returned(struct build *b)
 {
         char line[200];
-        if (!b->orig)
+        if (!b->orig || b->postmaster)
                 return;
         if (b->ret.too_big) {
                 snprintf(line, sizeof line,
                          "Your message is %llu bytes, more than the %llu bytes we return whole, "
                          "so only its headers are attached below.",
-                         (unsigned long long)b->orig->size,
+                         (unsigned long long)total_size(b->orig),
                          (unsigned long long)(b->p->return_full_limit
                                                   ? b->p->return_full_limit
                                                   : DSN_RETURN_FULL_LIMIT_DEFAULT));
@@ -513,7 +557,8 @@ static void top_headers(struct build *b, struct buf *m, const char *bnd)
 {
         char date[40], id[24];
         unsigned char rnd[8];
-        _cleanup_free_ char *to = text_clean_ascii(b->env->sender, ADDR_SHOWN);
+        _cleanup_free_ char *to =
+            text_clean_ascii(b->postmaster ? b->p->postmaster : b->env->sender, ADDR_SHOWN);
         bool eight = text_has_8bit(b->ret.content.p, b->ret.content.len);
 
         text_date(b->now_us, date);
@@ -524,8 +569,9 @@ static void top_headers(struct build *b, struct buf *m, const char *bnd)
         field(m, "From", "\"Mail Delivery System\" <MAILER-DAEMON@%s>", b->host);
         field(m, "To", "%s", to ? to : "");
         field(m, "Subject", "%s",
-              b->kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
-                                     : "Undelivered Mail Returned to Sender");
+              b->postmaster            ? "Undeliverable delivery status notification"
+              : b->kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
+                                       : "Undelivered Mail Returned to Sender");
         buf_addf(m, "Message-ID: <%lld.%s@%s>\r\n", (long long)(b->now_us / 1000000), id, b->host);
         buf_adds(m, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
         field(m, "Content-Type", "multipart/report; report-type=delivery-status; boundary=\"%s\"",
@@ -586,7 +632,7 @@ static int assemble(struct build *b, struct buf *m)
         return m->err;
 }
 
-static int dsn_envelope(const struct envelope *orig, struct envelope **out)
+static int dsn_envelope(const struct build *b, struct envelope **out)
 {
         struct envelope *e = envelope_new();
         if (!e)
@@ -594,8 +640,10 @@ static int dsn_envelope(const struct envelope *orig, struct envelope **out)
         free(e->sender);
         e->sender = strdup("");
         e->is_dsn = true;
+        e->postmaster_notice = b->postmaster;
         e->ret = DSN_RET_DEFAULT;
-        struct envelope_rcpt *r = e->sender ? envelope_add_rcpt(e, orig->sender) : NULL;
+        const char *to = b->postmaster ? b->p->postmaster : b->env->sender;
+        struct envelope_rcpt *r = e->sender ? envelope_add_rcpt(e, to) : NULL;
         if (!r) {
                 envelope_free(e);
                 return -ENOMEM;
@@ -611,7 +659,7 @@ static int finish(struct build *b, struct dsn_report **out)
         struct dsn_report *rep = calloc(1, sizeof *rep);
         int r = rep ? assemble(b, &m) : -ENOMEM;
         if (r == 0)
-                r = dsn_envelope(b->env, &rep->env);
+                r = dsn_envelope(b, &rep->env);
         if (r < 0) {
                 buf_done(&m);
                 free(rep);
@@ -644,16 +692,23 @@ static int build(struct build *b, struct dsn_report **out)
         return finish(b, out);
 }
 
-static int build_kind(enum dsn_kind kind, const struct envelope *env,
+static int build_kind(enum dsn_kind kind, bool postmaster, const struct envelope *env,
                       const struct dsn_original *orig, const struct dsn_policy *p, int64_t now_us,
                       struct dsn_report **out)
 {
         if (!env || !p || !out || !p->myhostname || !p->myhostname[0])
                 return -EINVAL;
         *out = NULL;
-        if (kind == DSN_DELAYED ? !dsn_delay_due(env, p) : dsn_failures_pending(env) == 0)
+        if (postmaster ? !dsn_postmaster_may_report(env, p) || dsn_undeliverable(env) == 0
+            : kind == DSN_DELAYED ? !dsn_delay_due(env, p)
+                                  : dsn_failures_pending(env) == 0)
                 return 0;
-        struct build b = {.env = env, .orig = orig, .p = p, .now_us = now_us, .kind = kind};
+        struct build b = {.env = env,
+                          .orig = orig,
+                          .p = p,
+                          .now_us = now_us,
+                          .kind = kind,
+                          .postmaster = postmaster};
         int r = build(&b, out);
         build_done(&b);
         return r;
@@ -662,13 +717,19 @@ static int build_kind(enum dsn_kind kind, const struct envelope *env,
 int dsn_build_delayed(const struct envelope *env, const struct dsn_original *orig,
                       const struct dsn_policy *p, int64_t now_us, struct dsn_report **out)
 {
-        return build_kind(DSN_DELAYED, env, orig, p, now_us, out);
+        return build_kind(DSN_DELAYED, false, env, orig, p, now_us, out);
 }
 
 int dsn_build_failed(const struct envelope *env, const struct dsn_original *orig,
                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out)
 {
-        return build_kind(DSN_FAILED, env, orig, p, now_us, out);
+        return build_kind(DSN_FAILED, false, env, orig, p, now_us, out);
+}
+
+int dsn_build_postmaster(const struct envelope *env, const struct dsn_original *orig,
+                         const struct dsn_policy *p, int64_t now_us, struct dsn_report **out)
+{
+        return build_kind(DSN_FAILED, true, env, orig, p, now_us, out);
 }
 
 void dsn_report_free(struct dsn_report *r)

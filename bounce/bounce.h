@@ -38,6 +38,7 @@ enum dsn_kind {
 
 struct dsn_policy {
         const char *myhostname;      /* Reporting-MTA, From: MAILER-DAEMON@myhostname */
+        const char *postmaster;      /* told about a DSN that cannot be delivered; NULL: none */
         int64_t queue_lifetime_s;    /* Will-Retry-Until = arrival + this */
         int delay_dsn_after_retries; /* N: delayed DSN once attempts >= N+1; 0 = never */
         uint64_t return_full_limit;  /* RET=FULL cap in bytes; 0 = DSN_RETURN_FULL_LIMIT_DEFAULT */
@@ -72,6 +73,19 @@ bool dsn_failure_needed(const struct envelope *env, const struct envelope_rcpt *
 /* Number of recipients a failure DSN built now would report (0: none due). */
 size_t dsn_failures_pending(const struct envelope *env);
 
+/* Double bounces (Postfix's 2bounce_notice_recipient). A DSN of tarry's own
+ * (is_dsn) whose recipient failed (5xx or expiry) is reported once to the
+ * postmaster, with the DSN attached; a postmaster notice that fails too, or
+ * any undeliverable DSN when no postmaster is set, is for the caller to put
+ * in hold/: never deleted. */
+
+/* Recipients of an is_dsn envelope that failed and were not reported yet. */
+size_t dsn_undeliverable(const struct envelope *env);
+
+/* May the postmaster be told about env's failures (a postmaster is set and
+ * env is a DSN but not itself a postmaster notice)? */
+bool dsn_postmaster_may_report(const struct envelope *env, const struct dsn_policy *p);
+
 /* Was r given up on because the queue lifetime ran out? True for FAILED with
  * no 5xx reply code and no 5.x.x dsn_status (a local permanent failure, e.g. a
  * bad address, should carry dsn_status "5.1.3" or similar). Expired recipients
@@ -89,6 +103,10 @@ struct dsn_original {
         int fd;
         const void *data;
         uint64_t size;
+        /* header lines sent ahead of the body (env->headers), or NULL: the
+         * original is prefix + body, as it went on the wire */
+        const char *prefix;
+        size_t prefix_len;
 };
 
 struct dsn_report {
@@ -112,6 +130,14 @@ int dsn_build_delayed(const struct envelope *env, const struct dsn_original *ori
  * (those failing in the same attempt share it). Same returns as above. */
 int dsn_build_failed(const struct envelope *env, const struct dsn_original *orig,
                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
+
+/* Build the postmaster's notice about an undeliverable DSN env (orig: the
+ * DSN itself, attached whole as message/rfc822) when dsn_undeliverable() and
+ * dsn_postmaster_may_report() say so: to p->postmaster, sender <>, is_dsn and
+ * postmaster_notice set. Its kind is DSN_FAILED: dsn_mark_sent() marks the
+ * reported recipients. Same returns as above. */
+int dsn_build_postmaster(const struct envelope *env, const struct dsn_original *orig,
+                         const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
 
 void dsn_report_free(struct dsn_report *r);
 

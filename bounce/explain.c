@@ -91,6 +91,12 @@ static const struct perm_row {
     {"5.3.4",
      {"The message is larger than the receiving server accepts.",
       "Send a smaller message (for example a link instead of a large attachment)."}},
+    /* X.4.6 routing loop: too many Received: headers, or mail handed back */
+    {"5.4.6",
+     {"The message was passed between mail systems too many times (a mail loop), so we "
+      "stopped it.",
+      "Ask the administrator of this mail system to check where mail for this address is "
+      "forwarded."}},
     /* X.7.x security or policy: spam filters, authentication, blocklists */
     {"5.7.",
      {"The receiving server refused the message for policy reasons (for example spam "

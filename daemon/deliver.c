@@ -524,37 +524,63 @@ static bool transient(int r)
         return r != -EINVAL && r != -E2BIG && r != -EBADMSG;
 }
 
-/* Queue a DSN and mark it on the original; the caller persists the original.
- * Returns 0, or a negative errno when the DSN could not be queued yet and is
- * still owed: the original must then stay queued until it can be. */
-static int send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
+/* The notifications tarryd sends about a message. */
+enum notice {
+        NOTICE_DELAY,      /* the one delayed DSN */
+        NOTICE_FAILURE,    /* failed DSN to the sender */
+        NOTICE_POSTMASTER, /* a DSN of ours failed: the postmaster gets it */
+};
+
+static const char *const notice_words[] = {
+    [NOTICE_DELAY] = "delay",
+    [NOTICE_FAILURE] = "failure",
+    [NOTICE_POSTMASTER] = "postmaster",
+};
+
+static int build_notice(struct tarryd *d, struct msg *m, enum notice kind, struct dsn_report **rep)
 {
-        struct envelope *env = m->env;
         _cleanup_close_ int fd = -1;
         uint64_t size = 0;
         if (queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size) < 0)
                 fd = -1;
-        struct dsn_original orig = {.fd = fd, .size = size};
-        struct dsn_report *rep = NULL;
+        const char *pre = m->env->headers;
+        struct dsn_original orig = {
+            .fd = fd, .size = size, .prefix = pre, .prefix_len = pre ? strlen(pre) : 0};
         int64_t now = now_realtime_us();
-        int r = kind == DSN_DELAYED ? dsn_build_delayed(env, &orig, &d->dsn_policy, now, &rep)
-                                    : dsn_build_failed(env, &orig, &d->dsn_policy, now, &rep);
+        switch (kind) {
+        case NOTICE_DELAY:
+                return dsn_build_delayed(m->env, &orig, &d->dsn_policy, now, rep);
+        case NOTICE_FAILURE:
+                return dsn_build_failed(m->env, &orig, &d->dsn_policy, now, rep);
+        case NOTICE_POSTMASTER:
+                return dsn_build_postmaster(m->env, &orig, &d->dsn_policy, now, rep);
+        }
+        return -EINVAL;
+}
+
+/* Queue a DSN and mark it on the original; the caller persists the original.
+ * Returns 0, or a negative errno when the DSN could not be queued yet and is
+ * still owed: the original must then stay queued until it can be. */
+static int send_dsn(struct tarryd *d, struct msg *m, enum notice kind)
+{
+        struct envelope *env = m->env;
+        struct dsn_report *rep = NULL;
+        int r = build_notice(d, m, kind, &rep);
         if (r <= 0) {
                 if (r < 0)
-                        log_error("%s: cannot build a %s DSN: %s", m->id,
-                                  kind == DSN_DELAYED ? "delay" : "failure", strerror(-r));
-                return 0;
+                        log_error("%s: cannot build a %s DSN: %s", m->id, notice_words[kind],
+                                  strerror(-r));
+                return kind == NOTICE_POSTMASTER ? r : 0;
         }
         r = queue_enqueue(d->queue, QUEUE_INCOMING, rep->env, rep->message, rep->len);
         if (r < 0) {
                 bool owed = transient(r);
                 if (m->dsn_error != r)
-                        log_error("%s: cannot queue a %s DSN: %s%s", m->id,
-                                  kind == DSN_DELAYED ? "delay" : "failure", strerror(-r),
-                                  owed ? "; keeping the message until it can" : "");
+                        log_error("%s: cannot queue a %s DSN: %s%s", m->id, notice_words[kind],
+                                  strerror(-r), owed ? "; keeping the message until it can" : "");
                 deliver_count_spool_error(d, "dsn");
                 m->dsn_error = r;
-                if (!owed)
+                if (!owed && kind != NOTICE_POSTMASTER)
                         r = 0;
         } else {
                 m->dsn_error = 0;
@@ -563,9 +589,13 @@ static int send_dsn(struct tarryd *d, struct msg *m, enum dsn_kind kind)
                 if (d->metrics)
                         status_counter_add(
                             d->metrics, STATUS_M_DSN_SENT,
-                            STATUS_LABELS(kind == DSN_DELAYED ? "delayed" : "failed"), 1);
-                log_info("%s: sender %s notification: %s", m->id,
-                         kind == DSN_DELAYED ? "delay" : "non-delivery", rep->env->id);
+                            STATUS_LABELS(kind == NOTICE_DELAY ? "delayed" : "failed"), 1);
+                if (kind == NOTICE_POSTMASTER)
+                        log_info("%s: undeliverable notification: postmaster %s notified: %s",
+                                 m->id, d->dsn_policy.postmaster, rep->env->id);
+                else
+                        log_info("%s: sender %s notification: %s", m->id,
+                                 kind == NOTICE_DELAY ? "delay" : "non-delivery", rep->env->id);
         }
         dsn_report_free(rep);
         return r;
@@ -597,6 +627,39 @@ static bool note_write(struct tarryd *d, struct msg *m, int r, bool removal)
         return true;
 }
 
+/* The last word on a DSN of ours that could not be delivered and that the
+ * postmaster cannot be told about (none set, or this is the postmaster's
+ * notice): persisted, then moved to hold/ with the reason logged. Never
+ * deleted. 0 when m is in hold/ now, else a negative errno (the caller
+ * keeps it dirty and comes back). */
+static int hold_undeliverable(struct tarryd *d, struct msg *m, int why_err)
+{
+        const struct envelope *env = m->env;
+        const char *addr = env->n_rcpt ? env->rcpt[0].address : "?";
+        char why[200];
+        if (why_err < 0)
+                snprintf(why, sizeof why, "the postmaster notice cannot be built: %s",
+                         strerror(-why_err));
+        else
+                snprintf(why, sizeof why, "%s",
+                         env->postmaster_notice      ? "it is the postmaster's notice itself"
+                         : !d->dsn_policy.postmaster ? "no postmaster is set"
+                                                     : "the postmaster cannot be told");
+        int r = queue_update(d->queue, QUEUE_ACTIVE, env);
+        if (r == 0)
+                r = queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_HOLD);
+        if (r < 0)
+                return r;
+        note_write(d, m, 0, false);
+        deliver_forget_message(d, m);
+        m->dir = QUEUE_HOLD;
+        m->n_pending = 0;
+        log_error("%s: undeliverable notification to <%s> moved to hold/ (%s); read it and "
+                  "remove it with tarryq -d",
+                  m->id, addr, why);
+        return 0;
+}
+
 /* Persist the envelope, or remove the message when nothing is left to do.
  * Whatever fails (a full disk…) leaves the message queued and marked dirty:
  * its envelope stays in memory and the retry timer comes back to it. */
@@ -604,19 +667,36 @@ static void finish_message(struct tarryd *d, struct msg *m)
 {
         struct envelope *env = m->env;
         int owed = 0; /* a DSN that could not be queued yet: keep the original */
+        bool hold = false;
         if (dsn_failures_pending(env) > 0)
-                owed = send_dsn(d, m, DSN_FAILED);
+                owed = send_dsn(d, m, NOTICE_FAILURE);
         if (dsn_delay_due(env, &d->dsn_policy)) {
-                int r = send_dsn(d, m, DSN_DELAYED);
+                int r = send_dsn(d, m, NOTICE_DELAY);
                 if (owed == 0)
                         owed = r;
         }
+        int pm_err = 0;
+        if (dsn_undeliverable(env) > 0 && dsn_postmaster_may_report(env, &d->dsn_policy)) {
+                int r = send_dsn(d, m, NOTICE_POSTMASTER);
+                if (r < 0 && transient(r) && owed == 0)
+                        owed = r;
+                else if (r < 0)
+                        pm_err = r;
+        }
+        hold = dsn_undeliverable(env) > 0 && owed == 0;
         size_t pending = 0;
         for (size_t i = 0; i < env->n_rcpt; i++)
                 pending += waiting(&env->rcpt[i]);
         m->n_pending = (uint32_t)pending;
         bool again;
-        if (pending == 0 && !m->works && m->inflight == 0 && owed == 0) {
+        if (hold && pending == 0 && !m->works && m->inflight == 0) {
+                int r = hold_undeliverable(d, m, pm_err);
+                if (r == 0) {
+                        m->dirty = false;
+                        return;
+                }
+                again = note_write(d, m, r, false);
+        } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
                 int r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
                 if (r == 0 || r == -ENOENT) {
                         note_write(d, m, 0, true);

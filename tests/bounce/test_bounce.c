@@ -1068,3 +1068,91 @@ Test(bounce, report_that_cannot_be_queued_is_not_marked_sent)
         queue_close(q);
         nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+/* ---- double bounces: a DSN of ours that could not be delivered ---- */
+
+static struct envelope *undeliverable_dsn(void)
+{
+        struct envelope *e = message("");
+        e->is_dsn = true;
+        struct envelope_rcpt *r = unknown_user(e, "app@sender.test");
+        r->notify = NOTIFY_NEVER;
+        return e;
+}
+
+Test(bounce, an_undeliverable_dsn_is_reported_to_the_postmaster_with_the_dsn_attached)
+{
+        struct envelope *e = undeliverable_dsn();
+        struct dsn_policy p = policy();
+        p.postmaster = "postmaster@tarry.test";
+        cr_assert_eq(dsn_failures_pending(e), 0, "no report to <> ever");
+        cr_assert_eq(dsn_undeliverable(e), 1);
+        cr_assert(dsn_postmaster_may_report(e, &p));
+        struct dsn_original o = original();
+        struct dsn_report *rep = NULL;
+        cr_assert_eq(dsn_build_postmaster(e, &o, &p, NOW_US, &rep), 1);
+        cr_assert_eq(rep->env->n_rcpt, 1);
+        cr_assert_str_eq(rep->env->rcpt[0].address, "postmaster@tarry.test");
+        cr_assert_str_eq(rep->env->sender, "");
+        cr_assert(rep->env->is_dsn && rep->env->postmaster_notice);
+        cr_assert_eq(rep->env->rcpt[0].notify, NOTIFY_NEVER);
+        json_t *j = parse(rep);
+        cr_assert_str_eq(hdr(j, "to"), "postmaster@tarry.test");
+        cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; app@sender.test");
+        cr_assert_str_eq(part_type(j, 2), "message/rfc822"); /* whole, though RET was not FULL */
+        cr_assert(contains(rep->message, "the secret body line."));
+        json_decref(j);
+        cr_assert_eq(dsn_mark_sent(e, rep), 0);
+        cr_assert_eq(dsn_undeliverable(e), 0, "reported once");
+        dsn_report_free(rep);
+        envelope_free(e);
+}
+
+Test(bounce, nobody_is_told_about_a_failed_postmaster_notice_or_without_a_postmaster)
+{
+        struct envelope *e = undeliverable_dsn();
+        struct dsn_policy p = policy();
+        cr_assert_not(dsn_postmaster_may_report(e, &p), "no postmaster set");
+        p.postmaster = "postmaster@tarry.test";
+        e->postmaster_notice = true;
+        cr_assert_not(dsn_postmaster_may_report(e, &p));
+        struct dsn_original o = original();
+        struct dsn_report *rep = (void *)1;
+        cr_assert_eq(dsn_build_postmaster(e, &o, &p, NOW_US, &rep), 0);
+        cr_assert_null(rep);
+        cr_assert_eq(dsn_undeliverable(e), 1, "still undelivered: the caller holds it");
+        envelope_free(e);
+}
+
+Test(bounce, the_returned_headers_include_those_added_at_pickup)
+{
+        struct envelope *e = message("app@sender.test");
+        unknown_user(e, "nobody@dest.test");
+        struct dsn_policy p = policy();
+        static const char added[] = "Received: by mx.tarry.test (tarry)\r\n\tid X; date\r\n";
+        struct dsn_original o = original();
+        o.prefix = added;
+        o.prefix_len = sizeof added - 1;
+        struct dsn_report *rep = NULL;
+        cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
+        cr_assert(contains(rep->message, "\r\n\r\nReceived: by mx.tarry.test (tarry)\r\n\tid X; "
+                                         "date\r\nFrom: App <app@sender.test>\r\n"),
+                  "%s", rep->message);
+        dsn_report_free(rep);
+        envelope_free(e);
+}
+
+Test(bounce, a_mail_loop_is_explained_as_one)
+{
+        struct envelope *e = message("app@sender.test");
+        rcpt(e, "nobody@dest.test", RCPT_FAILED, 0, 0, "5.4.6",
+             "message has 51 Received: headers, hopcount_limit is 50: mail forwarding loop", NULL);
+        struct dsn_policy p = policy();
+        struct dsn_report *rep = build(DSN_FAILED, e, &p);
+        json_t *j = parse(rep);
+        cr_assert_str_eq(field(j, 1, "status"), "5.4.6");
+        cr_assert(contains(human(j), "a mail loop"), "%s", human(j));
+        json_decref(j);
+        dsn_report_free(rep);
+        envelope_free(e);
+}

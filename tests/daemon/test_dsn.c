@@ -15,8 +15,9 @@ struct setup {
         char saved[300];
 };
 
-/* Every temporary class retries after 1 s, so three attempts take ~2 s. */
-static void start(struct setup *s)
+/* Every temporary class retries after 1 s, so three attempts take ~2 s.
+ * main_extra: more [main] keys. */
+static void start_with(struct setup *s, const char *main_extra)
 {
         cr_assert_eq(fixture_new("127.0.0.1", &s->rcpt), 0);
         cr_assert_eq(fixture_new("127.0.0.1", &s->sender), 0);
@@ -26,11 +27,12 @@ static void start(struct setup *s)
         fixture_set(s->sender, "save_dir", s->saved);
         cr_assert_eq(fixture_start(s->sender, 0), 0);
         char extra[4096];
-        int n = snprintf(extra, sizeof(extra),
-                         "delay_dsn_after_retries = 2\n"
-                         "[transport]\nexample.test = [127.0.0.1]:%u\n"
-                         "sender.test = [127.0.0.1]:%u\n",
-                         fixture_port(s->rcpt), fixture_port(s->sender));
+        int n =
+            snprintf(extra, sizeof(extra),
+                     "%sdelay_dsn_after_retries = 2\n"
+                     "[transport]\nexample.test = [127.0.0.1]:%u\n"
+                     "sender.test = [127.0.0.1]:%u\n",
+                     main_extra ? main_extra : "", fixture_port(s->rcpt), fixture_port(s->sender));
         const char *classes[] = {"greylist",     "reputation", "rate_limit", "overload",
                                  "mailbox_full", "routing",    "policy",     "unknown_temp"};
         for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
@@ -39,6 +41,11 @@ static void start(struct setup *s)
                               classes[i]);
         harness_init(&s->h, extra);
         harness_start(&s->h);
+}
+
+static void start(struct setup *s)
+{
+        start_with(s, NULL);
 }
 
 static void stop(struct setup *s)
@@ -130,5 +137,115 @@ Test(dsn, a_bounce_of_a_null_sender_message_produces_nothing)
         cr_assert_eq(fixture_txn_count(s.sender), 0, "a DSN about a <> message was sent");
         cr_assert_eq(harness_count_queued(&s.h, "incoming") + harness_count_queued(&s.h, "active"),
                      0);
+        stop(&s);
+}
+
+/* ---- double bounces: a DSN that cannot be delivered (issue 13.2) ---- */
+
+static void wait_log(struct setup *s, const char *needle, int timeout_ms)
+{
+        for (int i = 0; i < timeout_ms / 20 && !harness_log_contains(&s->h, needle); i++)
+                harness_sleep_ms(20);
+        cr_assert(harness_log_contains(&s->h, needle), "no '%s' in the log", needle);
+}
+
+static size_t wait_queued(struct setup *s, const char *dir, size_t want, int timeout_ms)
+{
+        for (int i = 0; i < timeout_ms / 20 && harness_count_queued(&s->h, dir) != want; i++)
+                harness_sleep_ms(20);
+        return harness_count_queued(&s->h, dir);
+}
+
+Test(dsn, a_dsn_the_senders_domain_refuses_goes_to_the_postmaster_once)
+{
+        struct setup s;
+        start_with(&s, "postmaster = postmaster@sender.test\n");
+        fixture_set(s.rcpt, "rcpt", "550 5.1.1 <bob@example.test>: User unknown");
+        fixture_set(s.sender, "rcpt:alice@sender.test",
+                    "550 5.1.1 <alice@sender.test>: no such user");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "to nobody");
+
+        cr_assert_eq(fixture_wait_txns(s.sender, 1, 10000), 0, "the postmaster got nothing");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(s.sender, 0, &t), 0);
+        cr_assert_str_eq(t.mail_from, "");
+        cr_assert_eq(t.n_rcpts, 1);
+        cr_assert_str_eq(t.rcpts[0], "postmaster@sender.test");
+        fixture_txn_clear(&t);
+        const char *notice = saved_message(&s, 1);
+        cr_assert(strstr(notice, "To: postmaster@sender.test\r\n"), "%s", notice);
+        cr_assert(strstr(notice, "Final-Recipient: rfc822; alice@sender.test\r\n"), "%s", notice);
+        cr_assert(strstr(notice, "Diagnostic-Code: smtp; 550 5.1.1 <alice@sender.test>"), "%s",
+                  notice);
+        /* the undeliverable DSN itself is attached whole */
+        cr_assert(strstr(notice, "Content-Type: message/rfc822\r\n"), "%s", notice);
+        cr_assert(strstr(notice, "Subject: Undelivered Mail Returned to Sender\r\n"), "%s", notice);
+        cr_assert(strstr(notice, "Final-Recipient: rfc822; bob@example.test\r\n"), "%s", notice);
+
+        cr_assert_eq(wait_queued(&s, "active", 0, 10000), 0, "something stayed queued");
+        harness_sleep_ms(500);
+        cr_assert_eq(fixture_txn_count(s.sender), 1, "the postmaster was told more than once");
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 0);
+        stop(&s);
+}
+
+Test(dsn, an_expired_dsn_goes_to_the_postmaster)
+{
+        struct setup s;
+        start_with(&s, "postmaster = postmaster@sender.test\nqueue_lifetime = 3s\n");
+        fixture_set(s.rcpt, "rcpt", "550 5.1.1 User unknown");
+        fixture_set(s.sender, "rcpt:alice@sender.test", "451 4.3.0 try later");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "to nobody");
+        cr_assert_eq(fixture_wait_txns(s.sender, 1, 20000), 0, "the postmaster got nothing");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(s.sender, 0, &t), 0);
+        cr_assert_str_eq(t.rcpts[0], "postmaster@sender.test");
+        fixture_txn_clear(&t);
+        const char *notice = saved_message(&s, 1);
+        cr_assert(strstr(notice, "Final-Recipient: rfc822; alice@sender.test\r\n"), "%s", notice);
+        cr_assert(strstr(notice, "Status: 4.4.7\r\n"), "%s", notice);
+        cr_assert_eq(wait_queued(&s, "active", 0, 10000), 0, "something stayed queued");
+        stop(&s);
+}
+
+Test(dsn, with_no_postmaster_an_undeliverable_dsn_is_held_not_deleted)
+{
+        struct setup s;
+        start_with(&s, "postmaster =\n");
+        fixture_set(s.rcpt, "rcpt", "550 5.1.1 User unknown");
+        fixture_set(s.sender, "rcpt", "550 5.1.1 no such user");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "to nobody");
+        wait_log(&s, "moved to hold/ (no postmaster is set)", 10000);
+        cr_assert_eq(wait_queued(&s, "hold", 1, 5000), 1, "the DSN is not in hold/");
+        cr_assert_eq(wait_queued(&s, "active", 0, 5000), 0);
+        cr_assert_eq(fixture_txn_count(s.sender), 0);
+        /* listed as held, and it stays there */
+        char *out = NULL, *err = NULL;
+        const char *args[] = {"-p", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, args, &out, &err), 0, "%s", err);
+        cr_assert(strstr(out, "!"), "%s", out);
+        cr_assert(strstr(out, "MAILER-DAEMON"), "%s", out);
+        free(out);
+        free(err);
+        harness_sleep_ms(1500);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 1);
+        stop(&s);
+}
+
+Test(dsn, when_the_postmaster_notice_fails_too_it_is_held)
+{
+        struct setup s;
+        start_with(&s, "postmaster = postmaster@sender.test\n");
+        fixture_set(s.rcpt, "rcpt", "550 5.1.1 User unknown");
+        fixture_set(s.sender, "rcpt", "550 5.1.1 no such user");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "to nobody");
+        wait_log(&s, "postmaster postmaster@sender.test notified", 10000);
+        wait_log(&s, "undeliverable notification to <postmaster@sender.test> moved to hold/",
+                 10000);
+        cr_assert_eq(wait_queued(&s, "hold", 1, 5000), 1);
+        cr_assert_eq(wait_queued(&s, "active", 0, 5000), 0);
+        harness_sleep_ms(1500);
+        cr_assert_eq(harness_count_queued(&s.h, "hold"), 1, "a notice about the notice?");
+        cr_assert_eq(harness_log_count(&s.h, "postmaster postmaster@sender.test notified"), 1);
         stop(&s);
 }
