@@ -418,7 +418,8 @@ static int build_envelope(struct envelope *env, const struct options *o,
                 }
         }
         for (int i = 0; i < n_rcpts; i++) {
-                struct qualify_ctx c = {.origin = cfg->myorigin, .what = "recipient", .env = env};
+                struct qualify_ctx c = {
+                    .origin = cfg_rcpt_origin(cfg), .what = "recipient", .env = env};
                 if ((ex = parse_arg_addresses(&c, rcpts[i])))
                         return ex;
         }

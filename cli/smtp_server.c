@@ -231,7 +231,8 @@ static void do_rcpt(struct session *s, const struct smtp_cmd *c)
         }
         const char *why;
         _cleanup_free_ char *a = NULL;
-        if (!c->arg[0] || cli_qualify(c->arg, strlen(c->arg), s->cfg->myorigin, &a, &why) < 0) {
+        if (!c->arg[0] ||
+            cli_qualify(c->arg, strlen(c->arg), cfg_rcpt_origin(s->cfg), &a, &why) < 0) {
                 error_reply(s, "501 5.1.3 Bad recipient address syntax");
                 return;
         }

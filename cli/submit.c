@@ -203,7 +203,7 @@ static int take_rcpt(const char *addr, size_t len, void *userdata)
         struct submit *s = c->s;
         const char *why = NULL;
         char *a = NULL;
-        if (cli_qualify(addr, len, s->o->cfg->myorigin, &a, &why) < 0) {
+        if (cli_qualify(addr, len, cfg_rcpt_origin(s->o->cfg), &a, &why) < 0) {
                 char shown[400];
                 FILE *f = fmemopen(shown, sizeof(shown), "w");
                 if (f) {

@@ -15,11 +15,14 @@
 #include "common/fileio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 
 #define POP_BATCH 64
 
@@ -231,6 +234,10 @@ static int load_envelope(struct tarryd *d, struct msg *m)
                 return 0;
         const char *why = NULL;
         int r = queue_load(d->queue, QUEUE_ACTIVE, m->id, &m->env, &why);
+        if (r == 0 && (r = pickup_take_in(d, m->env, false)) < 0) {
+                envelope_free(m->env); /* not as it must be sent: not at all */
+                m->env = NULL;
+        }
         if (r == -EBADMSG) {
                 log_error("%s: unreadable envelope (%s); moved to corrupt/", m->id, why);
                 queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_CORRUPT);
@@ -248,6 +255,45 @@ static void release_envelope(struct msg *m)
 }
 
 static void on_attempt_done(const struct smtpc_result *res, void *userdata);
+
+/* The message as it goes on the wire: the header lines added at pickup
+ * (env->headers: Received:, X-Original-To:) and then the immutable body
+ * file, copied into an anonymous memory file for this attempt (smtpc reads
+ * one fd). Without added headers, the body file itself. Returns 0 with *fd
+ * (owned by the caller) and *size, or a negative errno. */
+static int open_wire_message(struct tarryd *d, const struct msg *m, int *fd, uint64_t *size)
+{
+        _cleanup_close_ int body = -1;
+        uint64_t body_size = 0;
+        int r = queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &body, &body_size);
+        if (r < 0)
+                return r;
+        const char *pre = m->env->headers;
+        if (!pre || !*pre) {
+                *fd = TAKE_FD(body);
+                *size = body_size;
+                return 0;
+        }
+        _cleanup_close_ int out = memfd_create("tarry-message", MFD_CLOEXEC);
+        if (out < 0)
+                return -errno;
+        size_t pre_len = strlen(pre);
+        r = fd_write_all(out, pre, pre_len);
+        if (r < 0)
+                return r;
+        for (uint64_t done = 0; done < body_size;) {
+                off_t off = (off_t)done;
+                ssize_t n = sendfile(out, body, &off, (size_t)(body_size - done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO; /* the body file shrank: never */
+                done += (uint64_t)n;
+        }
+        *fd = TAKE_FD(out);
+        *size = pre_len + body_size;
+        return 0;
+}
 
 /* Recipients of w's destination whose own retry is due; returns how many. */
 static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t *idx,
@@ -321,7 +367,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         _cleanup_close_ int fd = -1;
         uint64_t size = 0;
         struct attempt *a = calloc(1, sizeof(*a));
-        int r = a ? queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size) : -ENOMEM;
+        int r = a ? open_wire_message(d, m, &fd, &size) : -ENOMEM;
         if (r == 0) {
                 *a = (struct attempt){d, w, now, n, TAKE_PTR(idx)};
                 struct smtpc_request req = {

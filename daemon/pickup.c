@@ -12,8 +12,20 @@
  * queue_maildrop_take checks it and copies its records into incoming/, where
  * the watch above picks them up; the submitter is the file's owner, and
  * allow_sender_override is enforced again here.
+ *
+ * Taking a message in (cleanup/cleanup.h): when a message in active/ is
+ * indexed and its envelope has no added headers yet, local recipients go to
+ * adminaddr, the Received: header is made and the hop count checked (a loop
+ * bounces at once). The result is a function of the envelope, the body and
+ * the config (the Received: date is the arrival), so it is not written
+ * here, which would cost an fsync per pickup: the envelope write after the
+ * first attempt keeps it, and until then every load of the envelope
+ * (pickup_take_in from deliver.c) derives the same again. The body file is
+ * never touched.
  */
+#include "cleanup/cleanup.h"
 #include "common/cleanup.h"
+#include "common/fileio.h"
 #include "daemon/log.h"
 #include "daemon/tarryd.h"
 
@@ -61,6 +73,45 @@ static void summarise(struct msg *m, const struct envelope *env)
         }
 }
 
+/* Every recipient of a looping message bounced at pickup, as delivery logs it. */
+static void log_loop(const struct envelope *env, const struct cleanup_result *res)
+{
+        for (size_t i = 0; i < env->n_rcpt; i++)
+                if (env->rcpt[i].state == RCPT_FAILED)
+                        log_record(LOG_INFO,
+                                   &(struct log_fields){.queue_id = env->id,
+                                                        .rcpt = env->rcpt[i].address,
+                                                        .status = "bounced",
+                                                        .dsn = "5.4.6"},
+                                   "%s: to=<%s>, relay=none, delay=0, dsn=5.4.6, status=bounced "
+                                   "(%s)",
+                                   env->id, env->rcpt[i].address, res->loop_text);
+}
+
+int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing)
+{
+        if (env->headers)
+                return 0;
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        int hops = 0, r = 0;
+        if (indexing) {
+                r = queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size);
+                if (r == 0)
+                        r = cleanup_count_hops(fd, size, &hops);
+        }
+        struct cleanup_result res;
+        if (r == 0)
+                r = cleanup_message(env, hops, &(struct cleanup_policy){d->cfg}, &res);
+        if (r < 0)
+                return r;
+        if (indexing && res.n_rewritten > 0)
+                log_info("%s: %zu local recipient(s) sent to adminaddr", env->id, res.n_rewritten);
+        if (res.loop)
+                log_loop(env, &res);
+        return 0;
+}
+
 /* Load id's envelope and index it; fresh: just picked up (log its arrival). */
 static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, bool fresh)
 {
@@ -79,6 +130,7 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
                            "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", id, env->sender,
                            (unsigned long long)env->size, env->n_rcpt);
         struct msg *m = msgindex_get(d->index, id);
+        bool added = !m;
         if (!m && (r = msgindex_add(d->index, id, &m)) < 0) {
                 envelope_free(env);
                 return r;
@@ -88,6 +140,15 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
         if (dir != QUEUE_ACTIVE) {
                 envelope_free(env);
                 return 0;
+        }
+        int taken = pickup_take_in(d, env, true);
+        if (taken < 0) {
+                log_error("%s: cannot take the message in: %s", id, strerror(-taken));
+                if (added) /* a new pickup goes back to incoming/ for a rescan; else it
+                            * stays listed and is read again at the next start */
+                        msgindex_remove(d->index, m);
+                envelope_free(env);
+                return taken;
         }
         m->env = env;
         r = deliver_schedule_message(d, m);

@@ -75,6 +75,10 @@ int pickup_load_active(struct tarryd *d);
 /* Register a message already in active/ (or hold/) with the index and scheduler. */
 int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
 /* After a failed pickup: rescan incoming/ (called by the retry timer). */
+/* Take env in (cleanup/cleanup.h) unless its envelope already has the added
+ * headers; indexing: also count its hops (reading the body) and log what was
+ * done. In memory only: the result is the same every time. 0 or -errno. */
+int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing);
 /* Start-up: one more message read; tells systemd now and then. */
 void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);
