@@ -104,6 +104,18 @@ static void drop_works(struct tarryd *d, struct msg *m)
         }
 }
 
+static void forget_work(struct tarryd *d, struct work *w)
+{
+        for (struct work **p = &w->m->works; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        break;
+                }
+        if (w->it)
+                sched_remove(d->sched, w->it);
+        free(w);
+}
+
 void deliver_forget_message(struct tarryd *d, struct msg *m)
 {
         drop_works(d, m);
@@ -321,8 +333,12 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         struct msg *m = w->m;
         int lr = load_envelope(d, m);
         if (lr == -ENOENT || lr == -EBADMSG) {
-                deliver_forget_message(d, m);
-                msgindex_remove(d->index, m);
+                /* Forget only this work: the message's other works may sit later in
+                 * the same batch of popped items (deliver_run_due), or be in flight;
+                 * each finds the envelope gone by itself, and the last one frees m. */
+                forget_work(d, w);
+                if (!m->works && m->inflight == 0)
+                        msgindex_remove(d->index, m);
                 return;
         }
         if (lr < 0) {

@@ -489,3 +489,45 @@ Test(daemon, a_source_address_this_machine_lacks_is_named_at_start_and_reload)
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_cleanup(&h);
 }
+
+/* A message with recipients at two destinations, both waiting; an
+ * administrator deletes its folder by hand, then flushes. Both of its
+ * scheduler items come due in the same batch: the first finds the envelope
+ * gone, and forgetting the message must not free the second item's work
+ * while the batch still holds it (a use-after-free that ASan reports and
+ * that could crash tarryd). tarryd keeps running and delivers the next mail. */
+Test(daemon, a_message_deleted_by_hand_with_two_destinations_due_is_forgotten_safely)
+{
+        struct fixture *f = start_fixture(), *other = start_fixture();
+        const char *wait = "451 4.7.1 Greylisted, try again in 600 seconds";
+        fixture_set(f, "rcpt", wait);
+        fixture_set(other, "rcpt", wait);
+        struct harness h;
+        init_with(&h, f, other, NULL);
+        harness_start(&h);
+        const char *args[] = {"-f", "alice@sender.test", "bob@example.test", "carol@other.test",
+                              NULL};
+        cr_assert_eq(harness_sendmail(&h, "Subject: two\n\nbody\n", args), 0);
+        for (int64_t end = harness_now_us() + (int64_t)WAIT_MS * 1000;
+             harness_log_count(&h, "class=greylist") < 2; harness_sleep_ms(10))
+                cr_assert_lt(harness_now_us(), end, "both destinations were not deferred");
+        cr_assert_eq(harness_count_queued(&h, "active"), 1);
+
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s/active/????????????????", h.spool);
+        cr_assert_eq(system(cmd), 0);
+        char *out = NULL, *err = NULL;
+        const char *flush[] = {"-f", NULL};
+        harness_tarryq(&h, flush, &out, &err);
+        free(out);
+        free(err);
+
+        fixture_set(f, "rcpt", "250 2.1.5 Ok");
+        harness_send(&h, "alice@sender.test", "dave@example.test", "after");
+        cr_assert_eq(fixture_wait_txns(f, 1, WAIT_MS), 0, "the next message was not delivered");
+        cr_assert(harness_running(&h), "tarryd died after the flush");
+        cr_assert_eq(harness_stop(&h, SIGTERM, 5000), 0, "tarryd did not stop cleanly");
+        harness_cleanup(&h);
+        fixture_free(f);
+        fixture_free(other);
+}
