@@ -61,8 +61,8 @@ static int64_t greylist_time(struct sched *s, const struct dest *d,
         int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
         int64_t geo = now + schedule_delay(p, r->deferrals + 1, cap) * US;
         int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
-        for (size_t i = 0; i < sched_n_greylist_windows; i++) {
-                int64_t t = first + (sched_greylist_windows[i].seconds + GREYLIST_MARGIN_S) * US;
+        for (size_t i = 0; i < s->cls->n_windows; i++) {
+                int64_t t = first + (s->cls->windows[i].seconds + GREYLIST_MARGIN_S) * US;
                 if (t > now && t <= geo + GREYLIST_MARGIN_S * US)
                         return t;
         }
@@ -73,7 +73,7 @@ static int64_t recipient_time(struct sched *s, const struct dest *d,
                               const struct sched_rcpt_result *r, const struct sched_verdict *v,
                               int64_t now)
 {
-        if (sched_class_traits[v->cls].greylist_like)
+        if (s->cls->traits[v->cls].greylist_like)
                 return greylist_time(s, d, r, v, now);
         const struct cfg_retry *p = &s->cfg->retry[v->cls];
         int64_t h = hinted(p, v);
@@ -86,7 +86,7 @@ static int64_t recipient_time(struct sched *s, const struct dest *d,
 
 static bool pauses_destination(const struct sched *s, enum reply_class c, bool any_delivered)
 {
-        const struct class_trait *t = &sched_class_traits[c];
+        const struct class_trait *t = &s->cls->traits[c];
         return t->pause != PAUSE_NONE && s->cfg->retry[c].scope == CFG_SCOPE_DESTINATION &&
                (t->pause_even_if_delivered || !any_delivered);
 }
@@ -108,8 +108,8 @@ static void apply_pause(struct sched *s, struct dest *d, const struct sched_verd
         int64_t h = hinted(p, v);
         int64_t delay_s = h >= 0 ? h : schedule_delay(p, d->strikes[v->cls], p->max_s);
         int64_t delay_us =
-            sched_class_traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
-        sched_pause(s, d, sched_class_traits[v->cls].pause, now + delay_us);
+            s->cls->traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
+        sched_pause(s, d, s->cls->traits[v->cls].pause, now + delay_us);
 }
 
 static void on_delivery(struct sched *s, struct dest *d)
@@ -145,7 +145,7 @@ static void remember_reply(struct dest *d, const struct sched_reply *r,
 static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_result *r, int64_t now)
 {
         if (r->prev_class < 0 || r->prev_class >= CLASS__MAX ||
-            !sched_class_traits[r->prev_class].greylist_like || r->first_deferral_us <= 0)
+            !s->cls->traits[r->prev_class].greylist_like || r->first_deferral_us <= 0)
                 return;
         int64_t hi = (now - r->first_deferral_us) / US;
         if (hi <= 0 || hi > LEARN_MAX_S)
