@@ -388,6 +388,22 @@ int sched_classifier_load_rules(struct sched_classifier *c, const char *path, ch
         return sched_classifier_load_rules_string(c, path, text, err, errlen);
 }
 
+int sched_classifier_for_config(const struct tarry_config *cfg, struct sched_classifier **out,
+                                char *err, size_t errlen)
+{
+        struct sched_classifier *c = NULL;
+        int r = sched_classifier_new_from(cfg->policy_file, &c, err, errlen);
+        if (r < 0)
+                return r;
+        if (cfg->classifier_rules &&
+            (r = sched_classifier_load_rules(c, cfg->classifier_rules, err, errlen)) < 0) {
+                sched_classifier_free(c);
+                return r;
+        }
+        *out = c;
+        return 0;
+}
+
 /* ---- where the shipped file is ---- */
 
 #ifndef TARRY_POLICY_INSTALLED

@@ -140,6 +140,79 @@ static void remember_reply(struct dest *d, const struct sched_reply *r,
         d->last_class = (int)v->cls;
 }
 
+/* ---- rule actions (policy file) ---- */
+
+/* Count a match of rule on d; true when its threshold (N within W) is met,
+ * which starts the count again. */
+static bool threshold_met(struct dest *d, const char *rule, const struct sched_rule_action *a,
+                          int64_t now)
+{
+        if (a->threshold_matches <= 1)
+                return true;
+        struct hitlog *h = d->hits;
+        while (h && strcmp(h->rule, rule) != 0)
+                h = h->next;
+        if (!h) {
+                size_t len = strlen(rule) + 1;
+                h = calloc(1, sizeof(*h) + len);
+                int64_t *t = calloc((size_t)a->threshold_matches, sizeof(*t));
+                if (!h || !t) {
+                        free(h);
+                        free(t);
+                        return false;
+                }
+                memcpy(h->rule, rule, len);
+                h->t = t;
+                h->next = d->hits;
+                d->hits = h;
+        }
+        int64_t since = now - a->threshold_within_s * US;
+        int keep = 0;
+        for (int i = 0; i < h->n; i++)
+                if (h->t[i] > since && keep < a->threshold_matches - 1)
+                        h->t[keep++] = h->t[i];
+        h->n = keep;
+        h->t[h->n++] = now;
+        if (h->n < a->threshold_matches)
+                return false;
+        h->n = 0;
+        return true;
+}
+
+static void apply_action(struct sched *s, struct dest *d, const struct sched_rule_action *a,
+                         int64_t now)
+{
+        if (a->suspend_s)
+                sched_pause(s, d, PAUSE_SUSPEND, now + a->suspend_s * US);
+        if (a->max_connections) {
+                d->cap_connections = a->max_connections;
+                d->cap_connections_until_us = now + a->for_s * US;
+        }
+        if (a->max_per_minute) {
+                d->pace_gap_us = 60 * US / a->max_per_minute;
+                d->pace_until_us = now + a->for_s * US;
+        }
+}
+
+/* Each matching rule with an action counts once per attempt. */
+static void apply_actions(struct sched *s, struct dest *d, const struct sched_verdict *v,
+                          const bool *attempted, size_t n, int64_t now)
+{
+        if (d->cap_connections && now >= d->cap_connections_until_us)
+                d->cap_connections = 0;
+        if (d->pace_gap_us && now >= d->pace_until_us)
+                d->pace_gap_us = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (!attempted[i] || v[i].accepted || !v[i].action)
+                        continue;
+                bool seen = false;
+                for (size_t j = 0; j < i && !seen; j++)
+                        seen = attempted[j] && v[j].action == v[i].action;
+                if (!seen && threshold_met(d, v[i].rule, v[i].action, now))
+                        apply_action(s, d, v[i].action, now);
+        }
+}
+
 /* ---- learning ---- */
 
 static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_result *r, int64_t now)
@@ -246,6 +319,7 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now,
         if (any_delivered)
                 on_delivery(s, d);
         unsigned paused = apply_pauses(s, d, v, attempted, n, any_delivered, now);
+        apply_actions(s, d, v, attempted, n, now);
 
         int64_t due = INT64_MAX;
         for (size_t i = 0; i < n; i++) {

@@ -146,6 +146,11 @@ int sched_classifier_load_rules(struct sched_classifier *c, const char *path, ch
 int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
                                        const char *text, char *err, size_t errlen);
 
+/* What tarryd and tarryq use: cfg->policy_file (or the default path), then
+ * cfg->classifier_rules when set. Errors as above, with the file in err. */
+int sched_classifier_for_config(const struct tarry_config *cfg, struct sched_classifier **out,
+                                char *err, size_t errlen);
+
 /* The providers loaded (shipped and operator), in load order. */
 size_t sched_classifier_providers(const struct sched_classifier *c,
                                   const struct sched_provider **out);
