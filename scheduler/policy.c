@@ -667,15 +667,19 @@ static int check_attach(const struct sched_classifier *c, const struct staged *s
                         if (pass && (find_rule(st->rules, st->n_rules, v[i].name) >= 0))
                                 continue; /* replaced or removed */
                         const struct sched_provider *p = find_provider(c, st, v[i].provider);
-                        const char *in = pass ? v[i].file : file;
                         if (!p)
-                                return fail(err, errlen, "%s: rule '%s': no provider '%s'", in,
+                                return fail(err, errlen, "%s: rule '%s': no provider '%s'", file,
                                             v[i].name, v[i].provider);
-                        if (p->n_mx == 0)
+                        if (p->n_mx == 0 && !pass)
                                 return fail(err, errlen,
                                             "%s: rule '%s': provider '%s' has no MX patterns, so "
                                             "the rule could never attach to a site",
-                                            in, v[i].name, v[i].provider);
+                                            file, v[i].name, v[i].provider);
+                        if (p->n_mx == 0)
+                                return fail(err, errlen,
+                                            "%s: provider '%s' has no MX patterns, so rule '%s' "
+                                            "of %s could never attach to a site",
+                                            file, v[i].provider, v[i].name, v[i].file);
                 }
         }
         return 0;
