@@ -373,7 +373,7 @@ int sched_classifier_load_rules_string(struct sched_classifier *c, const char *n
                                        const char *text, char *err, size_t errlen)
 {
         const char *p = text + strspn(text, " \t\r\n");
-        if (*p == '{')
+        if (*p == '{' || *p == '[')
                 return policy_load(c, name, text, false, err, errlen);
         return policy_load_lines(c, name, text, err, errlen);
 }

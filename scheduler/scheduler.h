@@ -134,7 +134,7 @@ void sched_classifier_free(struct sched_classifier *c);
  * tried before the shipped ones, in file order; a rule, provider or class
  * trait with the name of a loaded one replaces it ({"name": N, "disabled":
  * true} removes rule N); greylist_windows, when given, replace the list.
- * A file whose first non-blank byte is not "{" is read in the older format,
+ * A file whose first non-blank byte is not "{" or "[" is read in the older format,
  * one rule a line, "#" comments and blank lines ignored,
  *     CLASS  CODE  ENHANCED  TEXT
  * named "BASENAME:LINE". Returns the number of rules added. Errors: -EINVAL
