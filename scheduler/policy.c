@@ -793,7 +793,6 @@ int policy_load(struct sched_classifier *c, const char *name, const char *text, 
         if (!root)
                 return fail(err, errlen, "%s:%d:%d: %s", name, jerr.line, jerr.column, jerr.text);
         struct staged st = {0};
-        size_t before = c->n_operator;
         int r = parse_doc(root, name, base, &st, err, errlen);
         if (r == 0)
                 r = check_disabled(c, &st, name, err, errlen);
@@ -807,7 +806,6 @@ int policy_load(struct sched_classifier *c, const char *name, const char *text, 
         staged_free(&st);
         if (r == -ENOMEM && err && errlen)
                 snprintf(err, errlen, "%s: out of memory", name);
-        (void)before;
         return r < 0 ? r : (int)added;
 }
 
