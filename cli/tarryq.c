@@ -1,5 +1,5 @@
 /* cli/tarryq.c — the queue tool: listing (-p, -j), control (-f -i -d -h -H),
- * status (-s) and `tarryq classify`.
+ * status (-s), `tarryq classify` and `tarryq rules check`.
  *
  * Listings ask the running tarryd (live state: next attempt, class) and read
  * the spool directly when it does not answer, as postqueue does; both print
@@ -30,7 +30,8 @@ static int usage(void)
                 "       tarryq [-C FILE] -d ID|ALL delete\n"
                 "       tarryq [-C FILE] -h ID|ALL put on hold\n"
                 "       tarryq [-C FILE] -H ID|ALL release from hold\n"
-                "       tarryq classify ...        classify SMTP replies\n");
+                "       tarryq classify ...        classify SMTP replies\n"
+                "       tarryq rules check FILE    validate a policy file\n");
         return EX_USAGE;
 }
 
@@ -45,10 +46,23 @@ static int classify(int argc, char **argv)
 #endif
 }
 
+static int rules(int argc, char **argv)
+{
+#ifdef TARRYQ_HAVE_CLASSIFY
+        return tarryq_rules_main(argc, argv);
+#else
+        (void)argc, (void)argv;
+        fprintf(stderr, "tarryq: rules is not part of this build\n");
+        return EX_UNAVAILABLE;
+#endif
+}
+
 int main(int argc, char **argv)
 {
         if (argc >= 2 && strcmp(argv[1], "classify") == 0)
                 return classify(argc - 1, argv + 1);
+        if (argc >= 2 && strcmp(argv[1], "rules") == 0)
+                return rules(argc - 1, argv + 1);
         const char *config = NULL, *target = NULL;
         int mode = 0, c;
         opterr = 0;

@@ -20,40 +20,45 @@
 static int usage(void)
 {
         fprintf(stderr, "usage: tarryq classify [-C FILE] 'REPLY TEXT'\n"
-                        "       tarryq classify [-C FILE] --jsonl < replies.jsonl\n");
+                        "       tarryq classify [-C FILE] --jsonl < replies.jsonl\n"
+                        "       tarryq rules check [-C FILE] POLICY-FILE\n");
         return EX_USAGE;
 }
 
-/* Classifier with the operator rules of the config, if there is one to read:
- * -C FILE or $TARRY_CONFIG must load; the default path only if it exists. */
-static int load_classifier(const char *cli_path, struct sched_classifier **out)
+/* The config, if there is one to read: -C FILE or $TARRY_CONFIG must load;
+ * the default path only if it exists. *cfg stays NULL without one. */
+static int load_config(const char *cli_path, struct tarry_config **cfg)
 {
-        struct sched_classifier *c;
-        if (sched_classifier_new(&c) < 0) {
-                fprintf(stderr, "tarryq: out of memory\n");
-                return EX_OSERR;
-        }
         const char *path = cfg_path(cli_path);
         bool required = cli_path || getenv("TARRY_CONFIG");
-        if (required || access(path, F_OK) == 0) {
-                struct tarry_config *cfg = NULL;
-                char err[512];
-                if (cfg_load(path, &cfg, err, sizeof(err)) < 0) {
-                        fprintf(stderr, "tarryq: %s\n", err);
-                        sched_classifier_free(c);
-                        return EX_CONFIG;
-                }
-                int r = 0;
-                if (cfg->classifier_rules)
-                        r = sched_classifier_load_rules(c, cfg->classifier_rules, err, sizeof(err));
-                cfg_free(cfg);
-                if (r < 0) {
-                        fprintf(stderr, "tarryq: %s\n", err);
-                        sched_classifier_free(c);
-                        return EX_CONFIG;
-                }
+        char err[512];
+        *cfg = NULL;
+        if (!required && access(path, F_OK) != 0)
+                return 0;
+        if (cfg_load(path, cfg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "tarryq: %s\n", err);
+                return EX_CONFIG;
         }
-        *out = c;
+        return 0;
+}
+
+/* The classifier tarryd would build from the same config. */
+static int load_classifier(const char *cli_path, struct sched_classifier **out)
+{
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        int r = load_config(cli_path, &cfg);
+        if (r != 0)
+                return r;
+        if (cfg)
+                r = sched_classifier_for_config(cfg, out, err, sizeof(err));
+        else
+                r = sched_classifier_new_from(NULL, out, err, sizeof(err));
+        cfg_free(cfg);
+        if (r < 0) {
+                fprintf(stderr, "tarryq: %s\n", err);
+                return EX_CONFIG;
+        }
         return 0;
 }
 
@@ -72,6 +77,7 @@ static int classify_one(const struct sched_classifier *c, const char *text)
         else
                 printf("hint: none\n");
         printf("rule: %s (%s)\n", v.rule, v.reason);
+        printf("file: %s\n", v.file ? v.file : "(built in)");
         return fflush(stdout) == 0 ? 0 : EX_IOERR;
 }
 
@@ -102,8 +108,9 @@ static bool classify_line(const struct sched_classifier *c, const char *line, si
         }
         struct sched_verdict v;
         sched_classify_text(c, reply, &v);
-        out = json_pack("{s:s, s:o, s:s}", "class", class_of(&v), "hint_seconds",
-                        v.hint_s >= 0 ? json_integer(v.hint_s) : json_null(), "rule", v.rule);
+        out = json_pack("{s:s, s:o, s:s, s:o}", "class", class_of(&v), "hint_seconds",
+                        v.hint_s >= 0 ? json_integer(v.hint_s) : json_null(), "rule", v.rule,
+                        "file", v.file ? json_string(v.file) : json_null());
         print_json(out);
         return true;
 }
@@ -165,4 +172,77 @@ int tarryq_classify_main(int argc, char **argv)
         r = jsonl ? classify_jsonl(c) : classify_one(c, argv[optind]);
         sched_classifier_free(c);
         return r;
+}
+
+/* ---- tarryq rules check ---- */
+
+static bool same_file(const char *a, const char *b)
+{
+        _cleanup_free_ char *ra = realpath(a, NULL);
+        _cleanup_free_ char *rb = realpath(b, NULL);
+        return ra && rb && strcmp(ra, rb) == 0;
+}
+
+/* FILE on top of the shipped policy (so its references to shipped providers
+ * and rules resolve), or alone when it is the shipped file itself. */
+static int rules_check(const char *config, const char *file)
+{
+        struct tarry_config *cfg = NULL;
+        struct sched_classifier *c = NULL;
+        char err[1024];
+        int r = load_config(config, &cfg);
+        if (r != 0)
+                return r;
+        const char *base = cfg && cfg->policy_file ? cfg->policy_file : sched_policy_default_path();
+        bool is_base = same_file(file, base);
+        if (access(file, R_OK) != 0) {
+                fprintf(stderr, "tarryq: %s: %s\n", file, strerror(errno));
+                cfg_free(cfg);
+                return EX_NOINPUT;
+        }
+        r = sched_classifier_new_from(is_base ? file : base, &c, err, sizeof(err));
+        cfg_free(cfg);
+        if (r < 0) {
+                fprintf(stderr, "tarryq: %s\n", err);
+                return is_base ? EX_DATAERR : EX_CONFIG;
+        }
+        if (!is_base && (r = sched_classifier_load_rules(c, file, err, sizeof(err))) < 0) {
+                fprintf(stderr, "tarryq: %s\n", err);
+                sched_classifier_free(c);
+                return r == -EINVAL ? EX_DATAERR : EX_NOINPUT;
+        }
+        struct sched_policy_info info;
+        sched_classifier_info(c, &info);
+        if (is_base)
+                printf("%s: ok: %zu rules, %zu providers, %zu greylister windows\n", file,
+                       info.rules, info.providers, info.greylist_windows);
+        else
+                printf("%s: ok: %d rules tried first, %zu rules in all, %zu providers\n", file, r,
+                       info.rules, info.providers);
+        sched_classifier_free(c);
+        return fflush(stdout) == 0 ? 0 : EX_IOERR;
+}
+
+int tarryq_rules_main(int argc, char **argv)
+{
+        static const struct option opts[] = {
+            {"config", required_argument, NULL, 'C'},
+            {"help", no_argument, NULL, 'h'},
+            {},
+        };
+        const char *config = NULL;
+        int ch;
+        if (argc < 2 || strcmp(argv[1], "check") != 0)
+                return usage();
+        optind = 1;
+        opterr = 0;
+        argc--, argv++;
+        while ((ch = getopt_long(argc, argv, "+C:h", opts, NULL)) != -1) {
+                if (ch != 'C')
+                        return usage();
+                config = optarg;
+        }
+        if (optind != argc - 1)
+                return usage();
+        return rules_check(config, argv[optind]);
 }

@@ -71,6 +71,8 @@ static const struct key_def keys[] = {
      "grace for in-flight attempts on SIGTERM"},
     {"main", "classifier_rules", KEY_STRING, OFF(classifier_rules), 0,
      "operator reply-classification rules, tried first"},
+    {"main", "policy_file", KEY_STRING, OFF(policy_file), 0,
+     "the shipped policy file; empty: DATADIR/tarry/tarry-policy.json"},
     {"main", "greylist_memory", KEY_DURATION, OFF(greylist_memory_s), 0,
      "forget learned greylist delays after this"},
     {"main", "maildrop_message_limit", KEY_INT, OFF(maildrop_message_limit), 0,

@@ -79,7 +79,8 @@ struct tarry_config {
         char **allow_sender_override; /* "yes", "no", or user names allowed to use -f */
         size_t n_allow_sender_override;
         int64_t shutdown_timeout_s; /* grace for in-flight attempts on SIGTERM */
-        char *classifier_rules;     /* operator rule file, or NULL */
+        char *classifier_rules;     /* operator policy file (overrides by name), or NULL */
+        char *policy_file;          /* shipped policy file; NULL: sched_policy_default_path() */
         int64_t greylist_memory_s;  /* forget learned greylist delays after this */
         int maildrop_message_limit; /* messages one maildrop file (one sendmail) may hold; 0: any */
         char *postmaster;           /* told about undeliverable DSNs; NULL: nobody (hold/) */

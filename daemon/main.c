@@ -32,23 +32,11 @@ struct options {
         bool check;
 };
 
-/* The classifier: default rules plus the operator's file, if any. */
+/* The classifier: the shipped policy file plus the operator's, if any. */
 static int load_classifier(const struct tarry_config *cfg, struct sched_classifier **out, char *err,
                            size_t errlen)
 {
-        struct sched_classifier *c = NULL;
-        int r = sched_classifier_new(&c);
-        if (r < 0) {
-                snprintf(err, errlen, "%s", strerror(-r));
-                return r;
-        }
-        if (cfg->classifier_rules &&
-            (r = sched_classifier_load_rules(c, cfg->classifier_rules, err, errlen)) < 0) {
-                sched_classifier_free(c);
-                return r;
-        }
-        *out = c;
-        return 0;
+        return sched_classifier_for_config(cfg, out, err, errlen);
 }
 
 /* Retired configurations stay alive until exit: running attempts may point into them. */

@@ -11,28 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "scheduler/internal.h"
 #include "scheduler/scheduler.h"
-
-struct rule {
-        char *name; /* owned copy for operator rules, else points into the table */
-        char *code;
-        char *enhanced;
-        const char *reason;
-        enum reply_class cls;
-        bool owned;
-        regex_t re;
-};
-
-struct sched_classifier {
-        struct rule *rules; /* operator rules first, then the defaults */
-        size_t n_rules, n_operator;
-        regex_t hint_rel;   /* "try again in 5 minutes" */
-        regex_t hint_clock; /* "come back in 00:04:59" */
-        regex_t hint_later; /* "15min later" */
-};
 
 /* A parsed reply: code, enhanced code, text without code prefixes. */
 struct parsed {
@@ -212,6 +195,13 @@ static void set_verdict(struct sched_verdict *out, enum reply_class cls, const c
         out->reason = reason;
 }
 
+static void set_rule_verdict(struct sched_verdict *out, const struct rule *ru)
+{
+        set_verdict(out, ru->cls, ru->name, ru->reason);
+        out->file = ru->file;
+        out->action = ru->has_action ? &ru->action : NULL;
+}
+
 void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
                     struct sched_verdict *out)
 {
@@ -248,7 +238,7 @@ void sched_classify(const struct sched_classifier *c, const struct sched_reply *
         for (size_t i = 0; i < c->n_rules; i++) {
                 const struct rule *ru = &c->rules[i];
                 if (rule_matches(ru, pr, code)) {
-                        set_verdict(out, ru->cls, ru->name, ru->reason);
+                        set_rule_verdict(out, ru);
                         return;
                 }
         }
@@ -265,227 +255,56 @@ void sched_classify_text(const struct sched_classifier *c, const char *text,
 
 /* ---- construction ---- */
 
-static void rule_done(struct rule *ru)
-{
-        regfree(&ru->re);
-        if (ru->owned) {
-                free(ru->name);
-                free(ru->code);
-                free(ru->enhanced);
-        }
-}
-
 void sched_classifier_free(struct sched_classifier *c)
 {
         if (!c)
                 return;
         for (size_t i = 0; i < c->n_rules; i++)
-                rule_done(&c->rules[i]);
+                policy_rule_free(&c->rules[i]);
         free(c->rules);
+        for (size_t i = 0; i < c->n_providers; i++)
+                policy_provider_free(&c->providers[i]);
+        free(c->providers);
+        for (size_t i = 0; i < c->n_windows; i++) {
+                free(c->windows[i].who);
+                free(c->windows[i].source);
+        }
+        free(c->windows);
+        for (size_t i = 0; i < c->n_files; i++)
+                free(c->files[i]);
+        free(c->files);
         regfree(&c->hint_rel);
         regfree(&c->hint_clock);
         regfree(&c->hint_later);
         free(c);
 }
 
-static int compile(regex_t *re, const char *pattern, char *err, size_t errlen)
+/* The hint patterns are compile-time constants: a failure is a bug the tests catch. */
+static int compile_hints(struct sched_classifier *c)
 {
-        int r = regcomp(re, pattern, REG_EXTENDED | REG_ICASE | REG_NEWLINE);
-        if (r != 0) {
-                if (err && errlen)
-                        regerror(r, re, err, errlen);
+        if (policy_compile(&c->hint_rel,
+                           "(try(ing)? (it )?again|retry(ing)?|come back|resend|send (it )?again|"
+                           "accepted|greylisted|wait)[^.;:0-9]{0,24}(in|after|for)? +([0-9]{1,7}) "
+                           "*" UNIT_RE "\\b",
+                           NULL, 0) < 0)
+                return -EINVAL;
+        if (policy_compile(&c->hint_clock,
+                           "(come back|try (it )?again|retry|wait)[^.;0-9]{0,24}(in|after|for)? "
+                           "*([0-9]{1,3}):([0-9]{2}):([0-9]{2})\\b",
+                           NULL, 0) < 0) {
+                regfree(&c->hint_rel);
+                return -EINVAL;
+        }
+        if (policy_compile(&c->hint_later, "\\b([0-9]{1,7}) *" UNIT_RE " +later\\b", NULL, 0) < 0) {
+                regfree(&c->hint_rel);
+                regfree(&c->hint_clock);
                 return -EINVAL;
         }
         return 0;
 }
 
-int sched_classifier_new(struct sched_classifier **out)
-{
-        struct sched_classifier *c = calloc(1, sizeof(*c));
-        if (!c)
-                return -ENOMEM;
-        c->rules = calloc(sched_n_default_rules, sizeof(*c->rules));
-        if (!c->rules) {
-                free(c);
-                return -ENOMEM;
-        }
-        /* Compile-time constants: a failure here is a bug caught by the tests. */
-        if (compile(&c->hint_rel,
-                    "(try(ing)? (it )?again|retry(ing)?|come back|resend|send (it )?again|"
-                    "accepted|greylisted|wait)[^.;:0-9]{0,24}(in|after|for)? +([0-9]{1,7}) "
-                    "*" UNIT_RE "\\b",
-                    NULL, 0) < 0 ||
-            compile(&c->hint_clock,
-                    "(come back|try (it )?again|retry|wait)[^.;0-9]{0,24}(in|after|for)? "
-                    "*([0-9]{1,3}):([0-9]{2}):([0-9]{2})\\b",
-                    NULL, 0) < 0 ||
-            compile(&c->hint_later, "\\b([0-9]{1,7}) *" UNIT_RE " +later\\b", NULL, 0) < 0) {
-                free(c->rules);
-                free(c);
-                return -EINVAL;
-        }
-        for (size_t i = 0; i < sched_n_default_rules; i++) {
-                const struct rule_def *d = &sched_default_rules[i];
-                struct rule *ru = &c->rules[c->n_rules];
-                *ru = (struct rule){.name = (char *)d->name,
-                                    .code = (char *)d->code,
-                                    .enhanced = (char *)d->enhanced,
-                                    .reason = d->reason,
-                                    .cls = d->cls};
-                if (compile(&ru->re, d->text, NULL, 0) < 0) {
-                        sched_classifier_free(c);
-                        return -EINVAL;
-                }
-                c->n_rules++;
-        }
-        *out = c;
-        return 0;
-}
-
-/* ---- operator rule files ---- */
-
-static bool valid_code_pattern(const char *s)
-{
-        for (const char *p = s; *p; p++)
-                if (!isdigit((unsigned char)*p) && !strchr("?*[]-|!", *p))
-                        return false;
-        return *s != '\0';
-}
-
-static bool valid_enhanced_pattern(const char *s)
-{
-        if (strcmp(s, "-") == 0 || strcmp(s, "*") == 0)
-                return true;
-        for (const char *p = s; *p; p++)
-                if (!isdigit((unsigned char)*p) && !strchr(".?*[]-|!", *p))
-                        return false;
-        return *s != '\0';
-}
-
-static char *next_field(char **p)
-{
-        char *s = *p + strspn(*p, " \t");
-        if (!*s)
-                return NULL;
-        char *e = s + strcspn(s, " \t");
-        if (*e)
-                *e++ = '\0';
-        *p = e;
-        return s;
-}
-
-static int fail_at(char *err, size_t errlen, const char *name, unsigned line, const char *what,
-                   const char *arg)
-{
-        if (err && errlen)
-                snprintf(err, errlen, "%s:%u: %s%s%s%s", name, line, what, arg ? " '" : "",
-                         arg ? arg : "", arg ? "'" : "");
-        return -EINVAL;
-}
-
-/* Parse one non-blank line into ru. */
-static int parse_rule_line(char *line, const char *name, unsigned lineno, struct rule *ru,
-                           char *err, size_t errlen)
-{
-        char *p = line;
-        char *cls = next_field(&p), *code = next_field(&p), *enh = next_field(&p);
-        if (!cls || !code || !enh)
-                return fail_at(err, errlen, name, lineno,
-                               "expected: CLASS CODE ENHANCED TEXT-REGEX", NULL);
-        int k = reply_class_from_name(cls);
-        if (k < 0)
-                return fail_at(err, errlen, name, lineno, "unknown class", cls);
-        if (!valid_code_pattern(code))
-                return fail_at(err, errlen, name, lineno, "bad code pattern", code);
-        if (!valid_enhanced_pattern(enh))
-                return fail_at(err, errlen, name, lineno, "bad enhanced-code pattern", enh);
-        char *text = p + strspn(p, " \t");
-        size_t tl = strlen(text);
-        while (tl > 0 && isspace((unsigned char)text[tl - 1]))
-                text[--tl] = '\0';
-        if (tl == 0)
-                return fail_at(err, errlen, name, lineno, "missing text pattern", NULL);
-        char rerr[128];
-        if (compile(&ru->re, text, rerr, sizeof(rerr)) < 0)
-                return fail_at(err, errlen, name, lineno, "bad regular expression:", rerr);
-        const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
-        char rname[300];
-        snprintf(rname, sizeof(rname), "%s:%u", base, lineno);
-        ru->name = strdup(rname);
-        ru->code = strdup(code);
-        ru->enhanced = strdup(enh);
-        ru->owned = true;
-        ru->cls = (enum reply_class)k;
-        ru->reason = "operator rule";
-        if (!ru->name || !ru->code || !ru->enhanced) {
-                rule_done(ru);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static void free_rules(struct rule *v, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                rule_done(&v[i]);
-        free(v);
-}
-
-int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
-                                       const char *text, char *err, size_t errlen)
-{
-        _cleanup_free_ char *copy = strdup(text);
-        struct rule *v = NULL;
-        size_t n = 0, cap = 0;
-        unsigned lineno = 0;
-        if (!copy)
-                return -ENOMEM;
-        for (char *line = copy, *next; line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = '\0';
-                lineno++;
-                line[strcspn(line, "\r")] = '\0';
-                char *s = line + strspn(line, " \t");
-                if (*s == '\0' || *s == '#')
-                        continue;
-                if (n == cap) {
-                        cap = cap ? cap * 2 : 8;
-                        struct rule *nv = realloc(v, cap * sizeof(*v));
-                        if (!nv) {
-                                free_rules(v, n);
-                                return -ENOMEM;
-                        }
-                        v = nv;
-                }
-                int r = parse_rule_line(s, name, lineno, &v[n], err, errlen);
-                if (r < 0) {
-                        free_rules(v, n);
-                        return r;
-                }
-                n++;
-        }
-        /* New operator rules go after earlier operator rules, before the defaults. */
-        struct rule *all = malloc((c->n_rules + n + 1) * sizeof(*all));
-        if (!all) {
-                free_rules(v, n);
-                return -ENOMEM;
-        }
-        memcpy(all, c->rules, c->n_operator * sizeof(*all));
-        if (n)
-                memcpy(all + c->n_operator, v, n * sizeof(*all));
-        memcpy(all + c->n_operator + n, c->rules + c->n_operator,
-               (c->n_rules - c->n_operator) * sizeof(*all));
-        free(v);
-        free(c->rules);
-        c->rules = all;
-        c->n_rules += n;
-        c->n_operator += n;
-        return (int)n;
-}
-
-int sched_classifier_load_rules(struct sched_classifier *c, const char *path, char *err,
-                                size_t errlen)
+/* The whole file in memory (policy files are small: at most 16 MiB). */
+static int read_file(const char *path, char **out, char *err, size_t errlen)
 {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
         if (!f) {
@@ -494,14 +313,109 @@ int sched_classifier_load_rules(struct sched_classifier *c, const char *path, ch
                         snprintf(err, errlen, "%s: %s", path, strerror(e));
                 return -e;
         }
-        _cleanup_free_ char *buf = NULL;
+        char *buf = NULL;
         size_t cap = 0;
         ssize_t got = getdelim(&buf, &cap, '\0', f);
         if (got < 0 && ferror(f)) {
                 int e = errno;
+                free(buf);
                 if (err && errlen)
                         snprintf(err, errlen, "%s: %s", path, strerror(e));
                 return -e;
         }
-        return sched_classifier_load_rules_string(c, path, got < 0 ? "" : buf, err, errlen);
+        if (got >= 0 && (size_t)got > (16u << 20)) {
+                free(buf);
+                if (err && errlen)
+                        snprintf(err, errlen, "%s: larger than 16 MiB", path);
+                return -EFBIG;
+        }
+        if (got < 0) {
+                free(buf);
+                buf = strdup("");
+                if (!buf)
+                        return -ENOMEM;
+        }
+        *out = buf;
+        return 0;
+}
+
+int sched_classifier_new_from(const char *path, struct sched_classifier **out, char *err,
+                              size_t errlen)
+{
+        if (!path)
+                path = sched_policy_default_path();
+        _cleanup_free_ char *text = NULL;
+        int r = read_file(path, &text, err, errlen);
+        if (r < 0)
+                return r;
+        struct sched_classifier *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        if ((r = compile_hints(c)) < 0) {
+                free(c);
+                return r;
+        }
+        r = policy_load(c, path, text, true, err, errlen);
+        if (r < 0) {
+                sched_classifier_free(c);
+                return r;
+        }
+        *out = c;
+        return 0;
+}
+
+int sched_classifier_new(struct sched_classifier **out)
+{
+        return sched_classifier_new_from(NULL, out, NULL, 0);
+}
+
+int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
+                                       const char *text, char *err, size_t errlen)
+{
+        const char *p = text + strspn(text, " \t\r\n");
+        if (*p == '{' || *p == '[')
+                return policy_load(c, name, text, false, err, errlen);
+        return policy_load_lines(c, name, text, err, errlen);
+}
+
+int sched_classifier_load_rules(struct sched_classifier *c, const char *path, char *err,
+                                size_t errlen)
+{
+        _cleanup_free_ char *text = NULL;
+        int r = read_file(path, &text, err, errlen);
+        if (r < 0)
+                return r;
+        return sched_classifier_load_rules_string(c, path, text, err, errlen);
+}
+
+int sched_classifier_for_config(const struct tarry_config *cfg, struct sched_classifier **out,
+                                char *err, size_t errlen)
+{
+        struct sched_classifier *c = NULL;
+        int r = sched_classifier_new_from(cfg->policy_file, &c, err, errlen);
+        if (r < 0)
+                return r;
+        if (cfg->classifier_rules &&
+            (r = sched_classifier_load_rules(c, cfg->classifier_rules, err, errlen)) < 0) {
+                sched_classifier_free(c);
+                return r;
+        }
+        *out = c;
+        return 0;
+}
+
+/* ---- where the shipped file is ---- */
+
+#ifndef TARRY_POLICY_INSTALLED
+#error "meson defines TARRY_POLICY_INSTALLED, TARRY_POLICY_SOURCE and TARRY_BUILD_ROOT"
+#endif
+
+const char *sched_policy_default_path(void)
+{
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        size_t lb = strlen(TARRY_BUILD_ROOT);
+        if (n > 0 && (size_t)n > lb && strncmp(exe, TARRY_BUILD_ROOT, lb) == 0 && exe[lb] == '/')
+                return TARRY_POLICY_SOURCE;
+        return TARRY_POLICY_INSTALLED;
 }

@@ -85,19 +85,36 @@ struct dest *dest_get(struct sched *s, const char *source, const char *route, bo
         return d;
 }
 
+void dest_clear_actions(struct dest *d)
+{
+        while (d->hits) {
+                struct hitlog *n = d->hits->next;
+                free(d->hits->t);
+                free(d->hits);
+                d->hits = n;
+        }
+        d->cap_connections = 0;
+        d->cap_connections_until_us = 0;
+        d->pace_gap_us = 0;
+        d->pace_until_us = 0;
+}
+
 void dest_free(struct dest *d)
 {
         if (!d)
                 return;
+        dest_clear_actions(d);
         free(d->last_reply);
         free(d);
 }
 
-/* Forget a destination that holds nothing worth keeping. */
+/* Forget a destination that holds nothing worth keeping (a rule action's
+ * caps and threshold counts are worth keeping: the next message to it must
+ * meet them too). */
 void dest_gc(struct sched *s, struct dest *d)
 {
         if (d->queued > 0 || d->in_dheap || d->state != SCHED_DEST_OK || d->learned_s >= 0 ||
-            d->runnable || d->in_flight > 0)
+            d->runnable || d->in_flight > 0 || d->cap_connections || d->pace_gap_us || d->hits)
                 return;
         struct dest **pp = &s->buckets[d->hash & (s->n_buckets - 1)];
         while (*pp && *pp != d)
@@ -128,11 +145,14 @@ int sched_foreach_destination(struct sched *s, int64_t now,
 {
         for (size_t b = 0; b < s->n_buckets; b++) {
                 for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
+                        /* in the pause heap, but only pacing (max_per_minute) */
+                        bool paused = d->in_dheap && (d->state == SCHED_DEST_SUSPENDED ||
+                                                      d->state == SCHED_DEST_BACKOFF);
                         struct sched_dest_info info = {
                             .route = d->route,
                             .source_address = d->source,
                             .state = d->state,
-                            .until_us = d->in_dheap ? d->until_us : 0,
+                            .until_us = paused ? d->until_us : 0,
                             .concurrency = d->concurrency,
                             .in_flight = d->in_flight,
                             .queued = d->queued,
@@ -140,7 +160,7 @@ int sched_foreach_destination(struct sched *s, int64_t now,
                             .last_class = d->last_class,
                             .learned_greylist_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
                         };
-                        if (d->in_dheap && d->until_us <= now) {
+                        if (paused && d->until_us <= now) {
                                 /* pause over, not yet processed: it resumes throttled */
                                 info.state = SCHED_DEST_THROTTLED;
                                 info.until_us = 0;

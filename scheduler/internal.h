@@ -1,34 +1,37 @@
-/* scheduler/internal.h — private to scheduler/: rule rows, tunables, heap.
+/* scheduler/internal.h — private to scheduler/: loaded policy, tunables, heap.
  */
 #ifndef TARRY_SCHEDULER_INTERNAL_H
 #define TARRY_SCHEDULER_INTERNAL_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/reply_class.h"
+#include "scheduler/scheduler.h"
 
-/* One classification rule as written (compiled-in table or operator file). */
-struct rule_def {
-        const char *name;
-        const char *code;     /* fnmatch on "451"; '|' separates alternatives */
-        const char *enhanced; /* fnmatch on "4.7.1", "*" any, "-" none; '|' alternatives */
-        const char *text;     /* POSIX ERE, case-insensitive */
+/* One classification rule, loaded from a policy file (scheduler/policy.c). */
+struct rule {
+        char *name;
+        char *code;     /* fnmatch on "451"; '|' separates alternatives */
+        char *enhanced; /* fnmatch on "4.7.1", "*" any, "-" none; '|' alternatives */
+        char *reason;
+        char *source;     /* URL or "observed" */
+        char *provider;   /* provider the rule belongs to, or NULL */
+        const char *file; /* the file it came from (owned by the classifier) */
         enum reply_class cls;
-        const char *reason;
+        bool has_action;
+        struct sched_rule_action action;
+        regex_t re; /* POSIX ERE, case-insensitive, on the reply text */
 };
-
-extern const struct rule_def sched_default_rules[];
-extern const size_t sched_n_default_rules;
 
 /* A greylister's default window, aimed at just after it ends. */
 struct greylist_window {
         int64_t seconds;
-        const char *who;
+        char *who;
+        char *source;
 };
-extern const struct greylist_window sched_greylist_windows[];
-extern const size_t sched_n_greylist_windows;
 
 /* What each class does beyond its cfg_retry numbers. */
 enum pause_kind {
@@ -43,7 +46,35 @@ struct class_trait {
         bool pause_even_if_delivered; /* pause although other recipients got through */
         bool jitter;                  /* spread destination back-off (+-JITTER_PCT) */
 };
-extern const struct class_trait sched_class_traits[CLASS__MAX];
+
+/* Everything a policy file describes, plus the compiled hint patterns. */
+struct sched_classifier {
+        struct rule *rules; /* operator rules first, then the shipped ones */
+        size_t n_rules, n_operator;
+        struct greylist_window *windows; /* ascending */
+        size_t n_windows;
+        struct class_trait traits[CLASS__MAX];
+        struct sched_provider *providers;
+        size_t n_providers;
+        char **files; /* every file loaded, in order: rules point at these */
+        size_t n_files;
+        regex_t hint_rel;   /* "try again in 5 minutes" */
+        regex_t hint_clock; /* "come back in 00:04:59" */
+        regex_t hint_later; /* "15min later" */
+};
+
+/* policy.c: parse one policy document into c (base: the shipped file, which
+ * must describe every class; else an overlay). Nothing changes on error. */
+int policy_load(struct sched_classifier *c, const char *name, const char *text, bool base,
+                char *err, size_t errlen);
+/* The legacy one-rule-a-line operator format (before policy files). */
+int policy_load_lines(struct sched_classifier *c, const char *name, const char *text, char *err,
+                      size_t errlen);
+void policy_rule_free(struct rule *ru);
+void policy_provider_free(struct sched_provider *p);
+/* name kept in c->files (once): its stable copy, or NULL. */
+const char *policy_file_name(struct sched_classifier *c, const char *name);
+int policy_compile(regex_t *re, const char *pattern, char *err, size_t errlen);
 
 /* Tunables (scheduler/policy.c has the reasons). */
 #define GREYLIST_MARGIN_S      5

@@ -61,8 +61,8 @@ static int64_t greylist_time(struct sched *s, const struct dest *d,
         int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
         int64_t geo = now + schedule_delay(p, r->deferrals + 1, cap) * US;
         int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
-        for (size_t i = 0; i < sched_n_greylist_windows; i++) {
-                int64_t t = first + (sched_greylist_windows[i].seconds + GREYLIST_MARGIN_S) * US;
+        for (size_t i = 0; i < s->cls->n_windows; i++) {
+                int64_t t = first + (s->cls->windows[i].seconds + GREYLIST_MARGIN_S) * US;
                 if (t > now && t <= geo + GREYLIST_MARGIN_S * US)
                         return t;
         }
@@ -73,7 +73,7 @@ static int64_t recipient_time(struct sched *s, const struct dest *d,
                               const struct sched_rcpt_result *r, const struct sched_verdict *v,
                               int64_t now)
 {
-        if (sched_class_traits[v->cls].greylist_like)
+        if (s->cls->traits[v->cls].greylist_like)
                 return greylist_time(s, d, r, v, now);
         const struct cfg_retry *p = &s->cfg->retry[v->cls];
         int64_t h = hinted(p, v);
@@ -86,7 +86,7 @@ static int64_t recipient_time(struct sched *s, const struct dest *d,
 
 static bool pauses_destination(const struct sched *s, enum reply_class c, bool any_delivered)
 {
-        const struct class_trait *t = &sched_class_traits[c];
+        const struct class_trait *t = &s->cls->traits[c];
         return t->pause != PAUSE_NONE && s->cfg->retry[c].scope == CFG_SCOPE_DESTINATION &&
                (t->pause_even_if_delivered || !any_delivered);
 }
@@ -108,8 +108,8 @@ static void apply_pause(struct sched *s, struct dest *d, const struct sched_verd
         int64_t h = hinted(p, v);
         int64_t delay_s = h >= 0 ? h : schedule_delay(p, d->strikes[v->cls], p->max_s);
         int64_t delay_us =
-            sched_class_traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
-        sched_pause(s, d, sched_class_traits[v->cls].pause, now + delay_us);
+            s->cls->traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
+        sched_pause(s, d, s->cls->traits[v->cls].pause, now + delay_us);
 }
 
 static void on_delivery(struct sched *s, struct dest *d)
@@ -140,12 +140,85 @@ static void remember_reply(struct dest *d, const struct sched_reply *r,
         d->last_class = (int)v->cls;
 }
 
+/* ---- rule actions (policy file) ---- */
+
+/* Count a match of rule on d; true when its threshold (N within W) is met,
+ * which starts the count again. */
+static bool threshold_met(struct dest *d, const char *rule, const struct sched_rule_action *a,
+                          int64_t now)
+{
+        if (a->threshold_matches <= 1)
+                return true;
+        struct hitlog *h = d->hits;
+        while (h && strcmp(h->rule, rule) != 0)
+                h = h->next;
+        if (!h) {
+                size_t len = strlen(rule) + 1;
+                h = calloc(1, sizeof(*h) + len);
+                int64_t *t = calloc((size_t)a->threshold_matches, sizeof(*t));
+                if (!h || !t) {
+                        free(h);
+                        free(t);
+                        return false;
+                }
+                memcpy(h->rule, rule, len);
+                h->t = t;
+                h->next = d->hits;
+                d->hits = h;
+        }
+        int64_t since = now - a->threshold_within_s * US;
+        int keep = 0;
+        for (int i = 0; i < h->n; i++)
+                if (h->t[i] > since && keep < a->threshold_matches - 1)
+                        h->t[keep++] = h->t[i];
+        h->n = keep;
+        h->t[h->n++] = now;
+        if (h->n < a->threshold_matches)
+                return false;
+        h->n = 0;
+        return true;
+}
+
+static void apply_action(struct sched *s, struct dest *d, const struct sched_rule_action *a,
+                         int64_t now)
+{
+        if (a->suspend_s)
+                sched_pause(s, d, PAUSE_SUSPEND, now + a->suspend_s * US);
+        if (a->max_connections) {
+                d->cap_connections = a->max_connections;
+                d->cap_connections_until_us = now + a->for_s * US;
+        }
+        if (a->max_per_minute) {
+                d->pace_gap_us = 60 * US / a->max_per_minute;
+                d->pace_until_us = now + a->for_s * US;
+        }
+}
+
+/* Each matching rule with an action counts once per attempt. */
+static void apply_actions(struct sched *s, struct dest *d, const struct sched_verdict *v,
+                          const bool *attempted, size_t n, int64_t now)
+{
+        if (d->cap_connections && now >= d->cap_connections_until_us)
+                d->cap_connections = 0;
+        if (d->pace_gap_us && now >= d->pace_until_us)
+                d->pace_gap_us = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (!attempted[i] || v[i].accepted || !v[i].action)
+                        continue;
+                bool seen = false;
+                for (size_t j = 0; j < i && !seen; j++)
+                        seen = attempted[j] && v[j].action == v[i].action;
+                if (!seen && threshold_met(d, v[i].rule, v[i].action, now))
+                        apply_action(s, d, v[i].action, now);
+        }
+}
+
 /* ---- learning ---- */
 
 static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_result *r, int64_t now)
 {
         if (r->prev_class < 0 || r->prev_class >= CLASS__MAX ||
-            !sched_class_traits[r->prev_class].greylist_like || r->first_deferral_us <= 0)
+            !s->cls->traits[r->prev_class].greylist_like || r->first_deferral_us <= 0)
                 return;
         int64_t hi = (now - r->first_deferral_us) / US;
         if (hi <= 0 || hi > LEARN_MAX_S)
@@ -246,6 +319,7 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now,
         if (any_delivered)
                 on_delivery(s, d);
         unsigned paused = apply_pauses(s, d, v, attempted, n, any_delivered, now);
+        apply_actions(s, d, v, attempted, n, now);
 
         int64_t due = INT64_MAX;
         for (size_t i = 0; i < n; i++) {

@@ -41,9 +41,18 @@ static bool dest_paused(const struct dest *d, int64_t now)
         return d->in_dheap && d->until_us > now;
 }
 
+/* Concurrency now: the destination's, or a rule action's cap while it lasts. */
+static int dest_limit(const struct dest *d, int64_t now)
+{
+        if (d->cap_connections && now < d->cap_connections_until_us &&
+            d->cap_connections < d->concurrency)
+                return d->cap_connections;
+        return d->concurrency;
+}
+
 static bool dest_can_start(const struct dest *d, int64_t now)
 {
-        return !dest_paused(d, now) && d->in_flight < d->concurrency;
+        return !dest_paused(d, now) && d->in_flight < dest_limit(d, now);
 }
 
 static void make_runnable(struct sched *s, struct dest *d)
@@ -97,7 +106,9 @@ static int wait_at(struct sched *s, struct sched_item *it, int64_t due)
         return heap_push(&s->items, due, it);
 }
 
-static void start(struct sched *s, struct sched_item *it)
+static void pace(struct sched *s, struct dest *d, int64_t until);
+
+static void start(struct sched *s, struct sched_item *it, int64_t now)
 {
         it->prev = NULL;
         it->next = s->flight_head;
@@ -108,6 +119,8 @@ static void start(struct sched *s, struct sched_item *it)
         it->due_us = 0;
         it->dest->in_flight++;
         s->n_in_flight++;
+        if (it->dest->pace_gap_us && now < it->dest->pace_until_us)
+                pace(s, it->dest, now + it->dest->pace_gap_us);
 }
 
 static void end_flight(struct sched *s, struct sched_item *it, int64_t now)
@@ -148,6 +161,8 @@ static void pause_dest(struct sched *s, struct dest *d, enum pause_kind kind, in
         if (d->in_dheap && d->until_us >= until) {
                 if (kind == PAUSE_SUSPEND)
                         d->state = SCHED_DEST_SUSPENDED;
+                else if (d->state == SCHED_DEST_OK || d->state == SCHED_DEST_THROTTLED)
+                        d->state = SCHED_DEST_BACKOFF; /* it was only pacing */
                 return;
         }
         d->until_us = until;
@@ -160,9 +175,27 @@ static void pause_dest(struct sched *s, struct dest *d, enum pause_kind kind, in
         }
 }
 
+/* A rule's max_per_minute: no start before until. The destination sits in
+ * the pause heap, its state unchanged, so its parked items wake on time. */
+static void pace(struct sched *s, struct dest *d, int64_t until)
+{
+        if (d->in_dheap)
+                return; /* paused for longer already */
+        d->until_us = until;
+        if (heap_push(&s->dests, until, d) == 0)
+                d->in_dheap = true;
+}
+
 /* A pause ended: come back with one connection; raise it on success. */
 static void resume_dest(struct sched *s, struct dest *d)
 {
+        if (d->state == SCHED_DEST_OK || d->state == SCHED_DEST_THROTTLED) {
+                /* the end of a pacing gap, not of a suspension */
+                d->until_us = 0;
+                d->in_dheap = false;
+                make_runnable(s, d);
+                return;
+        }
         d->probe_full = d->state == SCHED_DEST_BACKOFF;
         d->until_us = 0;
         d->in_dheap = false;
@@ -202,7 +235,7 @@ int64_t sched_next_due(struct sched *s, int64_t now)
                 struct sched_item *it = top->p;
                 struct dest *d = it->dest;
                 bool blocked = (dest_paused(d, now) && top->key <= d->until_us) ||
-                               (top->key <= now && d->in_flight >= d->concurrency);
+                               (top->key <= now && d->in_flight >= dest_limit(d, now));
                 if (!blocked)
                         break;
                 heap_pop(&s->items);
@@ -224,7 +257,7 @@ static size_t pop_parked(struct sched *s, int64_t now, struct sched_item **out, 
                 while (n < max && d->park_head && dest_can_start(d, now)) {
                         struct sched_item *it = d->park_head;
                         unpark(s, it);
-                        start(s, it);
+                        start(s, it, now);
                         out[n++] = it;
                 }
                 if (!d->park_head || !dest_can_start(d, now)) {
@@ -248,7 +281,7 @@ size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size
                         park(s, it);
                         continue;
                 }
-                start(s, it);
+                start(s, it, now);
                 out[n++] = it;
         }
         return n;
@@ -375,6 +408,7 @@ static void resume_now(struct sched *s, struct dest *d)
         d->state = SCHED_DEST_OK;
         d->concurrency = full_concurrency(s);
         memset(d->strikes, 0, sizeof(d->strikes));
+        dest_clear_actions(d);
         make_runnable(s, d);
 }
 
@@ -452,7 +486,11 @@ void sched_free(struct sched *s)
 
 void sched_get_stats(const struct sched *s, struct sched_stats *out)
 {
-        size_t suspended = s->dests.n;
+        size_t suspended = 0;
+        for (size_t i = 0; i < s->dests.n; i++) {
+                const struct dest *d = s->dests.v[i].p;
+                suspended += d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF;
+        }
         *out = (struct sched_stats){.items = s->n_items,
                                     .waiting = s->items.n,
                                     .parked = s->n_parked,

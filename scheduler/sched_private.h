@@ -48,6 +48,20 @@ struct dest {
         bool runnable;
         bool probe_full; /* resumed from a back-off: full concurrency after one success */
         struct dest *run_next;
+        /* rule actions (policy file): caps until a time, and threshold counts */
+        int cap_connections; /* 0: none */
+        int64_t cap_connections_until_us;
+        int64_t pace_gap_us; /* max_per_minute: least time between two starts; 0: none */
+        int64_t pace_until_us;
+        struct hitlog *hits;
+};
+
+/* Recent matches of one rule with a threshold, on one destination. */
+struct hitlog {
+        struct hitlog *next;
+        int n;
+        int64_t *t; /* n match times, oldest first, at most the rule's threshold */
+        char rule[];
 };
 
 struct sched {
@@ -70,6 +84,7 @@ struct dest *dest_get(struct sched *s, const char *source, const char *route, bo
 void dest_gc(struct sched *s, struct dest *d);
 void dest_free(struct dest *d);
 bool dest_learned_fresh(const struct sched *s, const struct dest *d, int64_t now);
+void dest_clear_actions(struct dest *d);
 
 /* sched.c */
 uint64_t sched_rand(struct sched *s);

@@ -8,10 +8,13 @@
  * is testable with a fake clock.
  *
  * Three parts:
- *   classifier  reply → class + retry hint + the rule that matched. Rules
- *               are data: a compiled-in table (scheduler/rules.c) and an
- *               optional operator rule file (config key classifier_rules)
- *               tried first. Any 5xx is permanent; an unmatched 4xx is
+ *   classifier  reply → class + retry hint + the rule that matched. Rules,
+ *               greylister windows, class traits and provider entries are
+ *               data: the shipped policy file (data/tarry-policy.json,
+ *               installed in /usr/share/tarry/) and an optional operator
+ *               file in the same format (config key classifier_rules) whose
+ *               rules are tried first and whose entries override shipped
+ *               ones by name. Any 5xx is permanent; an unmatched 4xx is
  *               unknown_temp; 2xx is "accepted".
  *   policies    per class from cfg->retry[]: first retry, growth, cap, hint,
  *               scope (one recipient, or the whole destination).
@@ -66,36 +69,99 @@ struct sched_reply {
         const char *text;     /* NUL-terminated; NULL is treated as "" */
 };
 
-struct sched_verdict {
-        bool accepted;                /* 2xx: delivered; class is meaningless */
-        enum reply_class cls;         /* greylist ... unknown_temp, permanent */
-        int64_t hint_s;               /* explicit delay stated in the text, -1: none */
-        const char *rule;             /* name of the rule that matched; lives as
-                                       * long as the classifier */
-        const char *reason;           /* that rule's one-line reason (same lifetime) */
-        int code;                     /* parsed basic code, 0 when unparseable */
-        char enhanced[SCHED_ENH_MAX]; /* parsed enhanced code, "" when none */
+/* What a rule does to its destination besides classifying the reply
+ * (optional; docs/scheduler.md "Rule actions"). */
+struct sched_rule_action {
+        int64_t suspend_s;          /* suspend the destination this long; 0: no */
+        int max_connections;        /* cap its concurrent attempts; 0: no cap */
+        int max_per_minute;         /* cap attempts started per minute; 0: no cap */
+        int64_t for_s;              /* how long the caps last */
+        int threshold_matches;      /* act on the Nth match (1: every match) ... */
+        int64_t threshold_within_s; /* ... within this many seconds */
 };
 
-/* A classifier with the compiled-in default rules. 0 or -ENOMEM. */
+struct sched_verdict {
+        bool accepted;                          /* 2xx: delivered; class is meaningless */
+        enum reply_class cls;                   /* greylist ... unknown_temp, permanent */
+        int64_t hint_s;                         /* explicit delay stated in the text, -1: none */
+        const char *rule;                       /* name of the rule that matched; lives as
+                                                 * long as the classifier */
+        const char *reason;                     /* that rule's one-line reason (same lifetime) */
+        const char *file;                       /* the policy file of that rule; NULL for the
+                                                 * classifier's own verdicts (2xx, 5xx, no rule) */
+        const struct sched_rule_action *action; /* the rule's action, or NULL */
+        int code;                               /* parsed basic code, 0 when unparseable */
+        char enhanced[SCHED_ENH_MAX];           /* parsed enhanced code, "" when none */
+};
+
+/* A provider's published (or observed) limit; value 0: none given. */
+struct sched_provider_limit {
+        int64_t value;
+        char *source; /* URL or "observed"; NULL when value is 0 */
+};
+
+/* A provider: the receivers matching its MX patterns and the limits it
+ * asks senders to keep. Loaded and validated now; the scheduler does not
+ * enforce them yet — that needs destinations keyed by MX set (sites,
+ * issue 15 section 1), so today they are exposed, never applied. */
+struct sched_provider {
+        char *name;
+        char **mx; /* fnmatch patterns on MX host names, case-insensitive */
+        size_t n_mx;
+        struct sched_provider_limit connections; /* per source address */
+        struct sched_provider_limit messages_per_connection;
+        struct sched_provider_limit messages_per_minute; /* per source address */
+        char *reason;
+        const char *file; /* the policy file it came from */
+};
+
+/* The shipped policy file: PREFIX/share/tarry/tarry-policy.json, or, for a
+ * program running from its build tree (tests, scripts/run), the copy in the
+ * source tree (data/tarry-policy.json). */
+const char *sched_policy_default_path(void);
+
+/* A classifier with the shipped policy from path (NULL: the default path).
+ * 0; -ENOMEM; -ENOENT/-EACCES (unreadable, "path: why" in err); -EINVAL
+ * for an invalid file ("path: where: what" in err). */
+int sched_classifier_new_from(const char *path, struct sched_classifier **out, char *err,
+                              size_t errlen);
+/* The same with the default path and no message: tests, benches. */
 int sched_classifier_new(struct sched_classifier **out);
 void sched_classifier_free(struct sched_classifier *c);
 
-/* Add operator rules (tried before the defaults, in file order). Format
- * (docs/scheduler.md): one rule a line, "#" comments and blank lines ignored,
+/* Add an operator policy file (config key classifier_rules). Same format as
+ * the shipped file (docs/scheduler.md); every part is optional. Its rules are
+ * tried before the shipped ones, in file order; a rule, provider or class
+ * trait with the name of a loaded one replaces it ({"name": N, "disabled":
+ * true} removes rule N); greylist_windows, when given, replace the list.
+ * A file whose first non-blank byte is not "{" or "[" is read in the older format,
+ * one rule a line, "#" comments and blank lines ignored,
  *     CLASS  CODE  ENHANCED  TEXT
- * CLASS a class name; CODE an fnmatch pattern on the 3-digit basic code
- * ("4??", "421", "*"); ENHANCED an fnmatch pattern on the enhanced code
- * ("4.7.*", "*", or "-" for "no enhanced code"); TEXT the rest of the line,
- * a POSIX extended regex matched case-insensitively against the reply text
- * (code prefixes removed, lines joined by spaces). The rule is named
- * "BASENAME:LINE". Errors: -EINVAL with "file:line: what" in err (nothing
- * added), -ENOENT/-EACCES for an unreadable file. */
+ * named "BASENAME:LINE". Returns the number of rules added. Errors: -EINVAL
+ * with "file:line: what" / "file: rule 'N': what" in err (nothing changed),
+ * -ENOENT/-EACCES for an unreadable file. */
 int sched_classifier_load_rules(struct sched_classifier *c, const char *path, char *err,
                                 size_t errlen);
 /* Same from memory; name is used for rule names and messages. */
 int sched_classifier_load_rules_string(struct sched_classifier *c, const char *name,
                                        const char *text, char *err, size_t errlen);
+
+/* What tarryd and tarryq use: cfg->policy_file (or the default path), then
+ * cfg->classifier_rules when set. Errors as above, with the file in err. */
+int sched_classifier_for_config(const struct tarry_config *cfg, struct sched_classifier **out,
+                                char *err, size_t errlen);
+
+/* The providers loaded (shipped and operator), in load order. */
+size_t sched_classifier_providers(const struct sched_classifier *c,
+                                  const struct sched_provider **out);
+/* The provider one of whose MX patterns matches host, or NULL. */
+const struct sched_provider *sched_provider_for_mx(const struct sched_classifier *c,
+                                                   const char *host);
+
+struct sched_policy_info {
+        size_t rules, operator_rules, providers, greylist_windows, files;
+};
+void sched_classifier_info(const struct sched_classifier *c, struct sched_policy_info *out);
 
 /* Classify one reply. Bounded work for any input: at most SCHED_TEXT_MAX
  * bytes are examined. Unparseable text is a temporary failure

@@ -52,6 +52,7 @@ has '-rw-r--r--' lib/systemd/system/tarryd.service
 has '-rw-r--r--' usr/lib/sysusers.d/tarry.conf
 has '-rw-r--r--' usr/lib/tmpfiles.d/tarry.conf
 has '-rw-r--r--' etc/tarry/tarry.conf
+has '-rw-r--r--' usr/share/tarry/tarry-policy.json
 for m in man8/tarryd.8 man1/tarryq.1 man1/sendmail.1 man5/tarry.conf.5; do
         has '-rw-r--r--' "usr/share/man/$m.gz"
 done
