@@ -12,12 +12,12 @@ from replies-dev.jsonl (dev_sources.txt lists those sources): the rules were
 written on them, so they are tune. A group's side depends on its name only, so
 it never changes when the corpus grows.
 
-HELDOUT_FRACTION is 0.39, not 0.20: replies-dev's sources (18 % of the replies)
+HELDOUT_FRACTION is 0.39, not 0.20: replies-dev's sources (17 % of the replies)
 are all tune and a few sources are large, so 0.20 of the groups held out only
 8 % of the replies. 0.39 is the smallest value (in steps of 0.01) that held
-out 20 % of the replies when the corpus had 1,209 (19 % of the 1,145 left
-after trivial variants were removed); it was chosen from the group sizes
-alone, before anything was measured, and is not to be changed.
+out 20 % of the replies when the corpus had 1,209 (a first count, before
+trivial variants were removed); it was chosen from the group sizes alone,
+before anything was measured, and is not to be changed.
 
 Usage: split.py [DIR]   (default: the folder of this script)
 """
