@@ -136,8 +136,10 @@ static const char *envelope_on_disk(const char *id)
 {
         static char buf[65536];
         char path[600];
-        snprintf(path, sizeof(path), "%s/active/%s/envelope", S.h.spool, id);
         buf[0] = '\0';
+        if (snprintf(path, sizeof(path), "%s/active/%s/envelope", S.h.spool, id) >=
+            (int)sizeof(path))
+                return buf; /* a spool path this long is not ours */
         FILE *f = fopen(path, "r");
         if (f) {
                 size_t n = fread(buf, 1, sizeof(buf) - 1, f);
