@@ -5,8 +5,9 @@
  * sysexits(3): 0 only once the message is durable in incoming/; 64 bad
  * usage (unknown option, bad command-line address); 65 bad input (bad
  * address in a -t header, message over message_size_limit, unreadable
- * input); 67 no user name; 75 the spool cannot take the message now (full
- * disk, quota, file size limit, missing spool); 78 configuration errors.
+ * input); 67 no user name; 72 mailq cannot find tarryq; 75 the spool
+ * cannot take the message now (full disk, quota, file size limit, missing
+ * spool); 78 configuration errors.
  * Whatever fails, the draft is aborted: nothing is left half-queued.
  *
  * Installed set-group-ID tarrydrop, for a user who cannot write the spool:
@@ -14,12 +15,14 @@
  * message goes into the spool's maildrop/ (queue_open_maildrop), and the
  * group is given up for good right after the drop file is created, before
  * stdin is read. -f by a user that allow_sender_override does not list: 77.
+ *
+ * mailq and -bp run `tarryq -p` (found next to this binary, else in
+ * TARRY_BINDIR), with the group already given up: the listing and its HTTP
+ * client (libcurl) are tarryq's, so a submission maps none of it.
  */
 #include "cli/cli_util.h"
 #include "cli/headers.h"
 #include "cli/linereader.h"
-#include "cli/qlist.h"
-#include "cli/tarryq_live.h"
 #include "cli/smtp_server.h"
 #include "cli/submit.h"
 #include "common/cleanup.h"
@@ -610,6 +613,36 @@ static int check_alternate_config(const struct options *o)
         return EX_NOPERM;
 }
 
+/* The tarryq next to this binary (a build tree, or both installed in one
+ * folder), else the installed one. */
+static void tarryq_path(char *out, size_t len)
+{
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash &&
+                    snprintf(out, len, "%.*s/tarryq", (int)(slash - self), self) < (int)len &&
+                    access(out, X_OK) == 0)
+                        return;
+        }
+        snprintf(out, len, "%s/tarryq", TARRY_BINDIR);
+}
+
+/* mailq, sendmail -bp: the listing is tarryq -p's, exactly. Returns only on failure. */
+static int exec_listing(const char *config)
+{
+        char path[PATH_MAX];
+        tarryq_path(path, sizeof(path));
+        char *argv[] = {"tarryq", "-p", config ? "-C" : NULL, (char *)config, NULL};
+        fflush(NULL);
+        execv(path, argv);
+        fprintf(stderr, "%s: cannot run %s for the queue listing: %s\n", prog, path,
+                strerror(errno));
+        return EX_OSFILE;
+}
+
 static int run(int argc, char **argv)
 {
         const char *base = strrchr(argv[0], '/');
@@ -630,7 +663,7 @@ static int run(int argc, char **argv)
         if (o.mode != MODE_ENQUEUE && o.mode != MODE_SMTP && (ex = drop_group()))
                 return ex;
         if (o.mode == MODE_MAILQ)
-                return tarryq_list(o.config, false);
+                return exec_listing(o.config);
         if (o.mode == MODE_IGNORE || (o.mode == MODE_ENQUEUE && o.queue_run))
                 return 0;
         struct tarry_config *cfg = NULL;

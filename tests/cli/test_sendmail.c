@@ -446,6 +446,23 @@ Test(sendmail, bp_and_mailq_list_the_queue)
         run_free(&r);
 }
 
+/* Each submission maps every library sendmail links: libcurl and its TLS,
+ * LDAP and Kerberos libraries once made up two thirds of a submission's
+ * time. The listing that needs them is tarryq's. */
+Test(sendmail, maps_no_libcurl_nor_its_tls_libraries)
+{
+        struct run_result r =
+            run(NULL, (char *const[]){"/usr/bin/ldd", (char *)bin("sendmail"), NULL});
+        cr_assert_eq(r.status, 0, "ldd failed: %s", r.err);
+        cr_assert_not_null(strstr(r.out, "libc.so"), "ldd said: %s", r.out);
+        static const char *const unwanted[] = {"libcurl", "libssl",    "libgnutls",    "libcrypto",
+                                               "libldap", "libgssapi", "libmicrohttpd"};
+        for (size_t i = 0; i < sizeof(unwanted) / sizeof(unwanted[0]); i++)
+                cr_assert_null(strstr(r.out, unwanted[i]), "sendmail maps %s:\n%s", unwanted[i],
+                               r.out);
+        run_free(&r);
+}
+
 Test(sendmail, cr_or_lf_in_a_command_line_address_exits_64_naming_it)
 {
         struct run_result r = SENDMAIL("x\n", "bob@example.org\r\nRCPT TO:<x@y>");

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/status_client.h"
 #include "harness.h"
@@ -282,6 +284,66 @@ Test(status_e2e, tarryq_p_live_matches_the_offline_listing_byte_for_byte)
         free(off_err);
         harness_cleanup(&s.h);
         fixture_free(s.f);
+}
+
+/* Run a built binary (path relative to the build dir) under the name argv0
+ * with -C conf; its stdout and stderr in malloc'd strings, its exit code. */
+static int run_listing(struct setup *s, const char *rel, const char *argv0, const char *flag,
+                       char **out, char **err)
+{
+        char outpath[400], errpath[400];
+        snprintf(outpath, sizeof(outpath), "%s/listing.out", s->h.dir);
+        snprintf(errpath, sizeof(errpath), "%s/listing.err", s->h.dir);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                cr_assert_not_null(freopen(outpath, "w", stdout));
+                cr_assert_not_null(freopen(errpath, "w", stderr));
+                execl(harness_binary(rel), argv0, "-C", s->h.conf, flag, (char *)NULL);
+                _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        FILE *f = fopen(outpath, "r");
+        size_t n;
+        cr_assert_not_null(f);
+        cr_assert_geq(getdelim(out, &n, '\0', f), 0);
+        fclose(f);
+        cr_assert_not_null(f = fopen(errpath, "r"));
+        if (getdelim(err, &n, '\0', f) < 0)
+                *err = strdup("");
+        fclose(f);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* sendmail links no HTTP client: mailq and sendmail -bp hand the listing to
+ * tarryq, and the user sees the live queue as before, not the spool. */
+Test(status_e2e, mailq_and_sendmail_bp_list_the_live_queue_as_tarryq_p_does)
+{
+        struct setup s;
+        start(&s);
+        queue_deferred(&s, 2);
+        char *want, *want_err;
+        const char *p[] = {"-p", NULL};
+        cr_assert_eq(harness_tarryq(&s.h, p, &want, &want_err), 0, "%s", want_err);
+        cr_assert_str_empty(want_err, "the live listing warned: %s", want_err);
+        cr_assert_not_null(strstr(want, "-- 0 Kbytes in 2 Requests."), "%s", want);
+
+        struct {
+                const char *rel, *argv0, *flag;
+        } ways[] = {{"cli/mailq", "mailq", NULL}, {"cli/sendmail", "sendmail", "-bp"}};
+        for (size_t i = 0; i < sizeof(ways) / sizeof(ways[0]); i++) {
+                char *out = NULL, *err = NULL;
+                int ex = run_listing(&s, ways[i].rel, ways[i].argv0, ways[i].flag, &out, &err);
+                cr_assert_eq(ex, 0, "%s exited %d: %s", ways[i].argv0, ex, err);
+                cr_assert_str_empty(err, "%s did not ask tarryd: %s", ways[i].argv0, err);
+                cr_assert_str_eq(out, want, "%s listed:\n%s", ways[i].argv0, out);
+                free(out);
+                free(err);
+        }
+        free(want);
+        free(want_err);
+        stop(&s);
 }
 
 Test(status_e2e, tarryq_controls_the_running_daemon)
