@@ -273,11 +273,13 @@ static int by_pref(const void *a, const void *b)
 /* Shuffle each run of equal preferences of the sorted hosts[]. */
 static void shuffle_equal(struct dns_job *j)
 {
+        if (j->n_hosts > MAX_MX_HOSTS) /* never: the lookup stops at MAX_MX_HOSTS */
+                j->n_hosts = MAX_MX_HOSTS;
         for (size_t s = 0; s < j->n_hosts;) {
                 size_t e = s;
                 while (e < j->n_hosts && j->hosts[e].pref == j->hosts[s].pref)
                         e++;
-                for (size_t i = e - 1; i > s; i--) {
+                for (size_t i = e - 1; i > s && i < MAX_MX_HOSTS; i--) {
                         size_t k = s + next_rand(j->d) % (i - s + 1);
                         struct mx_host tmp = j->hosts[i];
                         j->hosts[i] = j->hosts[k];
