@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -460,6 +461,44 @@ Test(sendmail, maps_no_libcurl_nor_its_tls_libraries)
         for (size_t i = 0; i < sizeof(unwanted) / sizeof(unwanted[0]); i++)
                 cr_assert_null(strstr(r.out, unwanted[i]), "sendmail maps %s:\n%s", unwanted[i],
                                r.out);
+        run_free(&r);
+}
+
+/* A copy of sendmail in a folder of its own, with a stand-in tarryq next to
+ * it that prints how it was called and exits 3. */
+static void sendmail_beside_fake_tarryq(char *copy, size_t len)
+{
+        char dir[400], tarryq[450];
+        snprintf(dir, sizeof(dir), "%s/bin", fx.dir);
+        cr_assert_eq(mkdir(dir, 0755), 0);
+        size_t n = 0;
+        char *image = read_whole(bin("sendmail"), &n);
+        cr_assert_not_null(image);
+        snprintf(copy, len, "%s/sendmail", dir);
+        FILE *f = fopen(copy, "we");
+        cr_assert_not_null(f);
+        cr_assert_eq(fwrite(image, 1, n, f), n);
+        cr_assert_eq(fclose(f), 0);
+        free(image);
+        snprintf(tarryq, sizeof(tarryq), "%s/tarryq", dir);
+        write_file(tarryq, "#!/bin/sh\necho \"tarryq $*\"\nexit 3\n");
+        cr_assert_eq(chmod(copy, 0755), 0);
+        cr_assert_eq(chmod(tarryq, 0755), 0);
+}
+
+Test(sendmail, mailq_and_bp_run_the_tarryq_next_to_sendmail_with_its_config)
+{
+        char copy[500], want[600];
+        sendmail_beside_fake_tarryq(copy, sizeof(copy));
+        snprintf(want, sizeof(want), "tarryq -p -C %s\n", fx.conf);
+        struct run_result r =
+            run(&(struct run_opts){.argv0 = "mailq"}, (char *const[]){copy, "-C", fx.conf, NULL});
+        cr_assert_eq(r.status, 3, "mailq exited %d, not tarryq's 3: %s", r.status, r.err);
+        cr_assert_str_eq(r.out, want);
+        run_free(&r);
+        r = run(NULL, (char *const[]){copy, "-C", fx.conf, "-bp", NULL});
+        cr_assert_eq(r.status, 3, "sendmail -bp exited %d, not tarryq's 3: %s", r.status, r.err);
+        cr_assert_str_eq(r.out, want);
         run_free(&r);
 }
 
