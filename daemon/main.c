@@ -496,6 +496,13 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         r = sched_load_learned(d->sched, now_realtime_us());
         if (r == -EBADMSG)
                 log_error("state/%s is corrupt; starting with nothing learned", SCHED_LEARNED_FILE);
+        r = sched_load_destinations(d->sched, now_realtime_us());
+        if (r < 0)
+                log_error("state/%s: %s; destinations start with no suspension", SCHED_DESTS_FILE,
+                          r == -EBADMSG ? "corrupt" : strerror(-r));
+        else if (r > 0)
+                log_info("state/%s: %d destination(s) still suspended, backing off or throttled",
+                         SCHED_DESTS_FILE, r);
 
         log_config_warnings(d->cfg);
         check_source_addresses(d->cfg);

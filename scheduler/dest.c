@@ -12,6 +12,10 @@
 
 #define LEARNED_VERSION   1
 #define LEARNED_MAX_BYTES (64u << 20)
+#define DESTS_VERSION     1
+/* a throttled destination (resumed after a pause, concurrency still being
+ * raised) is remembered across a restart for this long after the save */
+#define DESTS_THROTTLE_KEEP_S 3600
 
 static uint64_t hash_key(const char *source, const char *route)
 {
@@ -59,7 +63,9 @@ static struct dest *dest_new(struct sched *s, const char *source, const char *ro
         d->state = SCHED_DEST_OK;
         d->concurrency = sched_full_concurrency(s);
         d->last_class = -1;
+        d->pause_class = -1;
         d->learned_s = -1;
+        d->learned_lo_s = 0;
         return d;
 }
 
@@ -133,6 +139,46 @@ bool dest_learned_fresh(const struct sched *s, const struct dest *d, int64_t now
 
 /* ---- status ---- */
 
+static const char *const why_names[SCHED__WHY_MAX] = {
+    [SCHED_WHY_NONE] = "",
+    [SCHED_WHY_FIRST_ATTEMPT] = "first_attempt",
+    [SCHED_WHY_HINT] = "hint",
+    [SCHED_WHY_LEARNED_WINDOW] = "learned_window",
+    [SCHED_WHY_GREYLIST_WINDOW] = "greylist_window",
+    [SCHED_WHY_BACKOFF] = "backoff",
+    [SCHED_WHY_RATE_LIMIT] = "rate_limit",
+    [SCHED_WHY_DEST_SUSPENDED] = "destination_suspended",
+    [SCHED_WHY_DEST_BACKOFF] = "destination_backoff",
+    [SCHED_WHY_MANUAL_HOLD] = "manual_hold",
+    [SCHED_WHY_QUEUE_LIFETIME] = "queue_lifetime",
+    [SCHED_WHY_ADMIN] = "admin",
+};
+
+const char *sched_why_name(enum sched_why w)
+{
+        return (unsigned)w < SCHED__WHY_MAX && why_names[w] ? why_names[w] : "";
+}
+
+int sched_why_from_name(const char *name)
+{
+        for (int i = 1; name && i < SCHED__WHY_MAX; i++)
+                if (why_names[i] && strcmp(why_names[i], name) == 0)
+                        return i;
+        return -1;
+}
+
+bool dest_held(const struct dest *d, int64_t now)
+{
+        /* in the pause heap for a suspension or back-off, not only for pacing */
+        return d->in_dheap && d->until_us > now &&
+               (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF);
+}
+
+enum sched_why dest_pause_why(const struct dest *d)
+{
+        return d->state == SCHED_DEST_SUSPENDED ? SCHED_WHY_DEST_SUSPENDED : SCHED_WHY_DEST_BACKOFF;
+}
+
 const char *sched_dest_state_name(enum sched_dest_state st)
 {
         static const char *const names[] = {"ok", "suspended", "throttled", "backoff"};
@@ -158,7 +204,10 @@ int sched_foreach_destination(struct sched *s, int64_t now,
                             .queued = d->queued,
                             .last_reply = d->last_reply,
                             .last_class = d->last_class,
-                            .learned_greylist_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
+                            .learned_greylist_s = dest_learned_estimate(s, d, now),
+                            .learned_lower_s = dest_learned_fresh(s, d, now) ? d->learned_lo_s : 0,
+                            .learned_upper_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
+                            .pause_class = paused ? d->pause_class : -1,
                         };
                         if (paused && d->until_us <= now) {
                                 /* pause over, not yet processed: it resumes throttled */
@@ -173,12 +222,132 @@ int sched_foreach_destination(struct sched *s, int64_t now,
         return 0;
 }
 
+/* ---- destinations.json: pauses and concurrency windows ---- */
+
+static json_t *dest_state_json(const struct dest *d)
+{
+        bool paused =
+            d->in_dheap && (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF);
+        return json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s?}", "source", d->source, "route",
+                         d->route, "state", sched_dest_state_name(d->state), "until",
+                         (json_int_t)(paused ? d->until_us : 0), "concurrency", d->concurrency,
+                         "cause",
+                         paused && d->pause_class >= 0 ? reply_class_name(d->pause_class) : "",
+                         "last_reply", d->last_reply);
+}
+
+static int save_destinations(struct sched *s, int64_t now)
+{
+        _cleanup_(json_decrefp) json_t *arr = json_array();
+        if (!arr)
+                return -ENOMEM;
+        for (size_t b = 0; b < s->n_buckets; b++)
+                for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
+                        if (!dest_held(d, now) && d->state != SCHED_DEST_THROTTLED)
+                                continue;
+                        json_t *o = dest_state_json(d);
+                        if (!o || json_array_append_new(arr, o) < 0)
+                                return -ENOMEM;
+                }
+        _cleanup_(json_decrefp) json_t *root =
+            json_pack("{s:i, s:I, s:O}", "version", DESTS_VERSION, "saved_at", (json_int_t)now,
+                      "destinations", arr);
+        if (!root)
+                return -ENOMEM;
+        _cleanup_free_ char *text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
+        if (!text)
+                return -ENOMEM;
+        int r = s->io.write(s->io.userdata, SCHED_DESTS_FILE, text, strlen(text));
+        if (r == 0)
+                s->dests_dirty = false;
+        return r;
+}
+
+static int load_dest_entry(struct sched *s, json_t *o, int64_t now, int64_t saved_at)
+{
+        const char *source, *route, *state, *cause = "", *last = NULL;
+        json_int_t until;
+        int conc;
+        if (json_unpack(o, "{s:s, s:s, s:s, s:I, s:i, s?s, s?s}", "source", &source, "route",
+                        &route, "state", &state, "until", &until, "concurrency", &conc, "cause",
+                        &cause, "last_reply", &last) < 0 ||
+            until < 0 || conc < 1)
+                return -EBADMSG;
+        enum sched_dest_state st;
+        if (strcmp(state, "suspended") == 0)
+                st = SCHED_DEST_SUSPENDED;
+        else if (strcmp(state, "backoff") == 0)
+                st = SCHED_DEST_BACKOFF;
+        else if (strcmp(state, "throttled") == 0)
+                st = SCHED_DEST_THROTTLED;
+        else
+                return -EBADMSG;
+        bool paused = st != SCHED_DEST_THROTTLED;
+        if (paused && until <= now)
+                return 0; /* over while tarryd was down */
+        if (!paused && now - saved_at > DESTS_THROTTLE_KEEP_S * 1000000LL)
+                return 0; /* long ago: come back at full concurrency */
+        struct dest *d = dest_get(s, source, route, true);
+        if (!d)
+                return -ENOMEM;
+        int full = sched_full_concurrency(s);
+        d->concurrency = conc < full ? conc : full;
+        d->pause_class = reply_class_from_name(cause);
+        if (last && !d->last_reply) {
+                d->last_reply = strndup(last, LAST_REPLY_MAX);
+                d->last_class = d->pause_class;
+        }
+        if (paused) {
+                sched_pause(s, d, st == SCHED_DEST_SUSPENDED ? PAUSE_SUSPEND : PAUSE_BACKOFF,
+                            until);
+                d->state = st;
+        } else {
+                d->state = d->concurrency < full ? SCHED_DEST_THROTTLED : SCHED_DEST_OK;
+        }
+        return 1;
+}
+
+int sched_load_destinations(struct sched *s, int64_t now)
+{
+        if (!s->io.read)
+                return 0;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = s->io.read(s->io.userdata, SCHED_DESTS_FILE, LEARNED_MAX_BYTES, &text, &len);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        _cleanup_(json_decrefp) json_t *root = json_loadb(text, len, 0, NULL);
+        json_t *arr = root ? json_object_get(root, "destinations") : NULL;
+        json_t *ver = root ? json_object_get(root, "version") : NULL;
+        json_t *at = root ? json_object_get(root, "saved_at") : NULL;
+        if (!json_is_array(arr) || !json_is_integer(ver) ||
+            json_integer_value(ver) != DESTS_VERSION || !json_is_integer(at))
+                return -EBADMSG;
+        int n = 0;
+        size_t i;
+        json_t *o;
+        json_array_foreach (arr, i, o) {
+                r = load_dest_entry(s, o, now, json_integer_value(at));
+                if (r < 0)
+                        return r;
+                n += r;
+        }
+        return n;
+}
+
 /* ---- learned.json ---- */
 
 int sched_save_learned(struct sched *s, int64_t now)
 {
         if (!s->io.write)
                 return 0;
+        if (s->dests_dirty) {
+                int r = save_destinations(s, now);
+                if (r < 0)
+                        return r;
+        }
         _cleanup_(json_decrefp) json_t *arr = json_array();
         if (!arr)
                 return -ENOMEM;
@@ -186,9 +355,11 @@ int sched_save_learned(struct sched *s, int64_t now)
                 for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
                         if (!dest_learned_fresh(s, d, now))
                                 continue;
-                        json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "source", d->source, "route",
-                                              d->route, "greylist_s", (json_int_t)d->learned_s,
-                                              "learned_at", (json_int_t)d->learned_at_us);
+                        json_t *o =
+                            json_pack("{s:s, s:s, s:I, s:I, s:I}", "source", d->source, "route",
+                                      d->route, "greylist_s", (json_int_t)d->learned_s, "lower_s",
+                                      (json_int_t)d->learned_lo_s, "learned_at",
+                                      (json_int_t)d->learned_at_us);
                         if (!o || json_array_append_new(arr, o) < 0)
                                 return -ENOMEM;
                 }
@@ -213,17 +384,21 @@ int sched_save_learned(struct sched *s, int64_t now)
 static int load_entry(struct sched *s, json_t *o, int64_t now)
 {
         const char *source, *route;
-        json_int_t delay, at;
-        if (json_unpack(o, "{s:s, s:s, s:I, s:I}", "source", &source, "route", &route, "greylist_s",
-                        &delay, "learned_at", &at) < 0 ||
-            delay < 0 || delay > LEARN_MAX_S || at > now + 86400LL * 1000000)
+        json_int_t delay, at, lower = 0;
+        if (json_unpack(o, "{s:s, s:s, s:I, s?I, s:I}", "source", &source, "route", &route,
+                        "greylist_s", &delay, "lower_s", &lower, "learned_at", &at) < 0 ||
+            delay < 0 || delay > LEARN_MAX_S || lower < 0 || at > now + 86400LL * 1000000)
                 return -EBADMSG;
+        if (lower >= delay)
+                lower = 0;
         if (now - at > s->cfg->greylist_memory_s * (int64_t)1000000)
                 return 0;
         struct dest *d = dest_get(s, source, route, true);
         if (!d)
                 return -ENOMEM;
         d->learned_s = delay;
+        d->learned_lo_s = lower;
+        d->learned_lo_at_us = at;
         d->learned_at_us = at;
         d->saved_at_us = at;
         return 1;

@@ -81,6 +81,9 @@ int policy_compile(regex_t *re, const char *pattern, char *err, size_t errlen);
 #define GREYLIST_GAP_CEILING_S (2 * 3600)
 #define LEARN_MAX_S            (12 * 3600)
 #define LEARN_RESAVE_S         86400
+#define LEARN_RECHECK_S        3600
+#define LEARN_TIGHT_DIV        10
+#define LEARN_TIGHT_MIN_S      2
 #define JITTER_PCT             10
 #define LAST_REPLY_MAX         512
 

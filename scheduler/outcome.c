@@ -10,6 +10,12 @@
  *                            without a retry: never leave a longer gap than half
  *   LEARN_MAX_S 12h          an acceptance later than that is not a greylist window
  *   LEARN_RESAVE_S 1d        refresh learned.json's timestamps at most daily
+ *   LEARN_RECHECK_S 1h       a lower bound older than this is not trusted after
+ *                            an acceptance at the first retry: the next message
+ *                            probes below, so a shortened window is found
+ *   LEARN_TIGHT_DIV 10       a bracket narrower than 10 % of its upper end (at
+ *                            least LEARN_TIGHT_MIN_S 2 s) is tight: aim at its
+ *                            upper end instead of probing its middle
  *   JITTER_PCT 10            spread destination back-offs so many queued
  *                            messages do not return in one burst
  */
@@ -46,37 +52,74 @@ static int64_t hinted(const struct cfg_retry *p, const struct sched_verdict *v)
         return p->use_hint && v->hint_s >= 0 ? v->hint_s + margin_for(v->hint_s) : -1;
 }
 
-/* Greylist-like classes: hint, else the learned window, else the schedule
- * pulled in to just after the next common greylister window. */
+/* Where the learned bracket says to come back, as an age since the first
+ * deferral: the known-good age hi once the bracket (lo, hi] is tight, else its
+ * middle (a probe: never later than hi, so learning costs attempts, never
+ * delay). -1 when nothing usable is known or the message is already past hi. */
+static int64_t learned_age(const struct sched *s, const struct dest *d, int64_t age, int64_t now)
+{
+        if (!dest_learned_fresh(s, d, now) || age >= d->learned_s)
+                return -1;
+        int64_t hi = d->learned_s;
+        int64_t lo = d->learned_lo_s > age ? d->learned_lo_s : age;
+        int64_t tight =
+            hi / LEARN_TIGHT_DIV > LEARN_TIGHT_MIN_S ? hi / LEARN_TIGHT_DIV : LEARN_TIGHT_MIN_S;
+        if (lo >= hi || hi - lo <= tight)
+                return hi;
+        return lo + (hi - lo) / 2;
+}
+
+/* Greylist-like classes: hint, else the learned bracket, else the first retry
+ * from the class schedule and then the ends of the common greylister windows
+ * in turn (counted from the first deferral), then the schedule capped well
+ * inside greylist expiry. */
 static int64_t greylist_time(struct sched *s, const struct dest *d,
                              const struct sched_rcpt_result *r, const struct sched_verdict *v,
-                             int64_t now)
+                             int64_t now, enum sched_why *why)
 {
         const struct cfg_retry *p = &s->cfg->retry[v->cls];
         int64_t h = hinted(p, v);
-        if (h >= 0)
+        if (h >= 0) {
+                *why = SCHED_WHY_HINT;
                 return now + h * US;
-        if (r->deferrals == 0 && dest_learned_fresh(s, d, now))
-                return now + (d->learned_s + margin_for(d->learned_s)) * US;
-        int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
-        int64_t geo = now + schedule_delay(p, r->deferrals + 1, cap) * US;
-        int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
-        for (size_t i = 0; i < s->cls->n_windows; i++) {
-                int64_t t = first + (s->cls->windows[i].seconds + GREYLIST_MARGIN_S) * US;
-                if (t > now && t <= geo + GREYLIST_MARGIN_S * US)
-                        return t;
         }
-        return geo;
+        int64_t first = r->first_deferral_us > 0 ? r->first_deferral_us : now;
+        int64_t age = (now - first) / US;
+        int64_t aim = learned_age(s, d, age, now);
+        if (aim >= 0) {
+                *why = SCHED_WHY_LEARNED_WINDOW;
+                return first + aim * US;
+        }
+        /* the first retry: the class's first step, or a window end it nearly meets */
+        int64_t limit = r->deferrals == 0
+                            ? now + (schedule_delay(p, 1, p->max_s) + GREYLIST_MARGIN_S) * US
+                            : INT64_MAX;
+        for (size_t i = 0; i < s->cls->n_windows; i++) {
+                int64_t w = s->cls->windows[i].seconds;
+                int64_t t = first + (w + margin_for(w)) * US;
+                if (t > now && t <= limit) {
+                        *why = SCHED_WHY_GREYLIST_WINDOW;
+                        return t;
+                }
+        }
+        *why = SCHED_WHY_BACKOFF;
+        if (r->deferrals == 0)
+                return now + schedule_delay(p, 1, p->max_s) * US;
+        int64_t cap = p->max_s < GREYLIST_GAP_CEILING_S ? p->max_s : GREYLIST_GAP_CEILING_S;
+        return now + schedule_delay(p, r->deferrals + 1, cap) * US;
 }
 
 static int64_t recipient_time(struct sched *s, const struct dest *d,
                               const struct sched_rcpt_result *r, const struct sched_verdict *v,
-                              int64_t now)
+                              int64_t now, enum sched_why *why)
 {
         if (s->cls->traits[v->cls].greylist_like)
-                return greylist_time(s, d, r, v, now);
+                return greylist_time(s, d, r, v, now, why);
         const struct cfg_retry *p = &s->cfg->retry[v->cls];
         int64_t h = hinted(p, v);
+        *why = h >= 0                       ? SCHED_WHY_HINT
+               : v->cls == CLASS_RATE_LIMIT ? SCHED_WHY_RATE_LIMIT
+                                            : SCHED_WHY_BACKOFF;
         if (h >= 0)
                 return now + h * US;
         return now + schedule_delay(p, r->deferrals + 1, p->max_s) * US;
@@ -109,6 +152,8 @@ static void apply_pause(struct sched *s, struct dest *d, const struct sched_verd
         int64_t delay_s = h >= 0 ? h : schedule_delay(p, d->strikes[v->cls], p->max_s);
         int64_t delay_us =
             s->cls->traits[v->cls].jitter && h < 0 ? jittered(s, delay_s) : delay_s * US;
+        if (!d->in_dheap || d->until_us < now + delay_us)
+                d->pause_class = (int)v->cls;
         sched_pause(s, d, s->cls->traits[v->cls].pause, now + delay_us);
 }
 
@@ -118,6 +163,7 @@ static void on_delivery(struct sched *s, struct dest *d)
         if (d->state != SCHED_DEST_THROTTLED)
                 return;
         int full = sched_full_concurrency(s);
+        s->dests_dirty = true;
         d->concurrency = d->probe_full ? full : d->concurrency + 1;
         if (d->concurrency >= full) {
                 d->concurrency = full;
@@ -215,6 +261,35 @@ static void apply_actions(struct sched *s, struct dest *d, const struct sched_ve
 
 /* ---- learning ---- */
 
+/* A greylist-like deferral at age (seconds since the first deferral): a
+ * refusal below the known-good age raises the lower bound; one at or past it
+ * means the window grew, and what was known is dropped (the message goes on
+ * to the greylister windows and the next acceptance teaches again). */
+static void note_refusal(struct sched *s, struct dest *d, const struct sched_rcpt_result *r,
+                         int64_t now)
+{
+        if (r->first_deferral_us <= 0 || !dest_learned_fresh(s, d, now))
+                return;
+        int64_t age = (now - r->first_deferral_us) / US;
+        if (age <= 0)
+                return;
+        if (age >= d->learned_s) {
+                d->learned_s = -1;
+                d->learned_lo_s = age;
+                s->learned_dirty = true;
+        } else if (age > d->learned_lo_s) {
+                d->learned_lo_s = age;
+                d->learned_lo_at_us = now;
+        }
+}
+
+/* Accepted after greylist-like deferrals: the window lies in the bracket
+ * (last refused age, accepted age]. The accepted age becomes the known-good
+ * upper bound (down as well as up); the message's own last refusal, when it
+ * had one, the lower bound. Accepted at the first retry, nothing is known
+ * below: a probe accepted there, or a lower bound older than LEARN_RECHECK_S,
+ * is dropped, so the next message probes lower and a shortened window is
+ * found within a few deliveries. */
 static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_result *r, int64_t now)
 {
         if (r->prev_class < 0 || r->prev_class >= CLASS__MAX ||
@@ -226,16 +301,31 @@ static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_resul
         int64_t lo = r->last_deferral_us > r->first_deferral_us
                          ? (r->last_deferral_us - r->first_deferral_us) / US
                          : 0;
-        if (dest_learned_fresh(s, d, now) && d->learned_s >= lo && d->learned_s <= hi) {
-                /* still consistent with what we knew: keep it (no drift by the margin) */
-                d->learned_at_us = now;
-                if (now - d->saved_at_us >= LEARN_RESAVE_S * US)
-                        s->learned_dirty = true;
-                return;
+        bool fresh = dest_learned_fresh(s, d, now);
+        int64_t old_hi = fresh ? d->learned_s : -1, old_lo = d->learned_lo_s;
+        if (lo > 0) {
+                d->learned_lo_s = lo < hi ? lo : 0;
+                d->learned_lo_at_us = now;
+        } else if (!fresh || hi < d->learned_s ||
+                   now - d->learned_lo_at_us >= LEARN_RECHECK_S * US) {
+                d->learned_lo_s = 0;
         }
+        if (d->learned_lo_s >= hi)
+                d->learned_lo_s = 0;
         d->learned_s = hi;
         d->learned_at_us = now;
-        s->learned_dirty = true;
+        if (hi != old_hi || d->learned_lo_s != old_lo ||
+            now - d->saved_at_us >= LEARN_RESAVE_S * US)
+                s->learned_dirty = true;
+}
+
+int64_t dest_learned_estimate(const struct sched *s, const struct dest *d, int64_t now)
+{
+        if (!dest_learned_fresh(s, d, now))
+                return -1;
+        if (d->learned_lo_s <= 0 || d->learned_lo_s >= d->learned_s)
+                return d->learned_s;
+        return d->learned_lo_s + (d->learned_s - d->learned_lo_s) / 2;
 }
 
 /* ---- the result of one attempt ---- */
@@ -257,13 +347,22 @@ static void decide_temp(struct sched *s, struct sched_item *it, const struct sch
                 o->reason = "expired";
                 return;
         }
-        int64_t t = paused_by_us ? d->until_us : recipient_time(s, d, r, v, now);
-        if (d->in_dheap && d->until_us > t)
+        if (s->cls->traits[v->cls].greylist_like)
+                note_refusal(s, d, r, now);
+        enum sched_why why = SCHED_WHY_BACKOFF;
+        int64_t t = recipient_time(s, d, r, v, now, &why);
+        if (paused_by_us || (d->in_dheap && d->until_us > t)) {
                 t = d->until_us;
-        if (it->expires_us > 0 && t > it->expires_us)
+                if (paused_by_us || dest_held(d, now))
+                        why = dest_pause_why(d);
+        }
+        if (it->expires_us > 0 && t > it->expires_us) {
                 t = it->expires_us;
+                why = SCHED_WHY_QUEUE_LIFETIME;
+        }
         o->action = SCHED_RETRY;
         o->next_attempt_us = t;
+        o->why = why;
 }
 
 static void fill_common(struct sched_decision *o, const struct sched_verdict *v)
@@ -349,7 +448,7 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now,
                         if (o->next_attempt_us < due)
                                 due = o->next_attempt_us;
         }
-        if (s->learned_dirty)
+        if (s->learned_dirty || s->dests_dirty)
                 (void)sched_save_learned(s, now); /* retried at the next change if it fails */
         if (due == INT64_MAX) {
                 sched_item_free(s, it);

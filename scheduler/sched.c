@@ -158,6 +158,7 @@ static void detach(struct sched *s, struct sched_item *it, int64_t now)
 
 static void pause_dest(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until)
 {
+        s->dests_dirty = true;
         if (d->in_dheap && d->until_us >= until) {
                 if (kind == PAUSE_SUSPEND)
                         d->state = SCHED_DEST_SUSPENDED;
@@ -196,6 +197,7 @@ static void resume_dest(struct sched *s, struct dest *d)
                 make_runnable(s, d);
                 return;
         }
+        s->dests_dirty = true;
         d->probe_full = d->state == SCHED_DEST_BACKOFF;
         d->until_us = 0;
         d->in_dheap = false;
@@ -401,6 +403,7 @@ size_t sched_flush(struct sched *s, int64_t now)
 
 static void resume_now(struct sched *s, struct dest *d)
 {
+        s->dests_dirty = true;
         if (d->in_dheap)
                 heap_remove(&s->dests, d->dheap_idx);
         d->in_dheap = false;
@@ -414,7 +417,6 @@ static void resume_now(struct sched *s, struct dest *d)
 
 int sched_resume_destination(struct sched *s, const char *route, const char *source, int64_t now)
 {
-        (void)now;
         int n = 0;
         for (size_t b = 0; b < s->n_buckets; b++)
                 for (struct dest *d = s->buckets[b]; d; d = d->hnext)
@@ -423,6 +425,8 @@ int sched_resume_destination(struct sched *s, const char *route, const char *sou
                                 resume_now(s, d);
                                 n++;
                         }
+        if (n > 0)
+                (void)sched_save_learned(s, now); /* retried at the next change if it fails */
         return n > 0 ? n : -ENOENT;
 }
 

@@ -38,7 +38,10 @@ struct dest {
         int strikes[CLASS__MAX]; /* consecutive destination-wide deferrals per class */
         char *last_reply;
         int last_class;
-        int64_t learned_s; /* -1: nothing learned */
+        int pause_class;      /* class behind the current pause, -1: none */
+        int64_t learned_s;    /* known-good greylist age (upper bound), -1: nothing learned */
+        int64_t learned_lo_s; /* highest refused age below it, 0: none known */
+        int64_t learned_lo_at_us;
         int64_t learned_at_us;
         int64_t saved_at_us;
         struct sched_item *park_head, *park_tail;
@@ -77,6 +80,7 @@ struct sched {
         struct sched_item *flight_head; /* items in flight */
         size_t n_items, n_parked, n_in_flight;
         bool learned_dirty;
+        bool dests_dirty; /* a pause or concurrency window changed: save destinations.json */
 };
 
 /* dest.c */
@@ -85,6 +89,12 @@ void dest_gc(struct sched *s, struct dest *d);
 void dest_free(struct dest *d);
 bool dest_learned_fresh(const struct sched *s, const struct dest *d, int64_t now);
 void dest_clear_actions(struct dest *d);
+/* What tarry reports as the learned window: the middle of the bracket, or its
+ * upper bound when nothing is known below; -1 when nothing fresh. */
+int64_t dest_learned_estimate(const struct sched *s, const struct dest *d, int64_t now);
+enum sched_why dest_pause_why(const struct dest *d);
+/* Suspended or backing off at now (a pacing gap is not a pause). */
+bool dest_held(const struct dest *d, int64_t now);
 
 /* sched.c */
 uint64_t sched_rand(struct sched *s);

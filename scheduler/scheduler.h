@@ -52,6 +52,7 @@
 #define SCHED_ENH_MAX      16    /* "x.yyy.zzz" + NUL */
 #define SCHED_HINT_MAX_S   86400 /* hints above one day are clamped to it */
 #define SCHED_LEARNED_FILE "learned.json"
+#define SCHED_DESTS_FILE   "destinations.json" /* suspensions, back-offs, throttles */
 
 /* ------------------------------------------------------------------ */
 /* Classifier                                                           */
@@ -207,8 +208,16 @@ void sched_set_config(struct sched *s, const struct tarry_config *cfg,
  * destinations loaded, 0 when there is no file, -EBADMSG for a corrupt file
  * (the scheduler then starts with nothing learned). */
 int sched_load_learned(struct sched *s, int64_t now_us);
-/* Write learned.json now (sched_on_result already does it whenever a learned
- * delay changes; call this at shutdown). 0 or the write callback's error. */
+/* Load destinations.json through io (at start-up, before adding items):
+ * suspensions and back-offs with their end times, and the reduced
+ * concurrency of destinations still being raised after one. Entries whose
+ * pause has ended are dropped. Returns the number loaded, 0 when there is no
+ * file, -EBADMSG for a corrupt file (then nothing more is loaded). */
+int sched_load_destinations(struct sched *s, int64_t now_us);
+/* Write learned.json now, and destinations.json when a pause or a
+ * concurrency window changed since the last save (sched_on_result and
+ * sched_resume_destination already do it on a change; call this at shutdown
+ * and to retry a failed write). 0 or the write callback's error. */
 int sched_save_learned(struct sched *s, int64_t now_us);
 
 /* ---- work items ---- */
@@ -261,6 +270,28 @@ struct sched_rcpt_result {
         int64_t next_attempt_us;   /* only read when reply is NULL */
 };
 
+/* Where a next-attempt time came from (tarryq -j next_attempt_reason). */
+enum sched_why {
+        SCHED_WHY_NONE,            /* "": nothing scheduled (delivered, failed) */
+        SCHED_WHY_FIRST_ATTEMPT,   /* not tried yet */
+        SCHED_WHY_HINT,            /* the reply said when ("try again in 300 seconds") */
+        SCHED_WHY_LEARNED_WINDOW,  /* the destination's learned greylist window */
+        SCHED_WHY_GREYLIST_WINDOW, /* the end of a common greylister window */
+        SCHED_WHY_BACKOFF,         /* the class's retry schedule */
+        SCHED_WHY_RATE_LIMIT,      /* the rate_limit class's schedule */
+        SCHED_WHY_DEST_SUSPENDED,  /* parked until the destination's suspension ends */
+        SCHED_WHY_DEST_BACKOFF,    /* parked until the destination's back-off ends */
+        SCHED_WHY_MANUAL_HOLD,     /* in hold/: only a release sends it */
+        SCHED_WHY_QUEUE_LIFETIME,  /* the end of the queue lifetime (then: expired) */
+        SCHED_WHY_ADMIN,           /* tarryq -i / -f made it due now */
+        SCHED__WHY_MAX
+};
+
+/* "first_attempt", "hint", "learned_window", ... (docs/status.md); "" for NONE. */
+const char *sched_why_name(enum sched_why w);
+/* The reverse; -1 for an unknown name. */
+int sched_why_from_name(const char *name);
+
 enum sched_action {
         SCHED_DELIVERED, /* 2xx: mark delivered */
         SCHED_RETRY,     /* temporary: retry at next_attempt_us */
@@ -275,6 +306,7 @@ struct sched_decision {
         const char *rule;          /* classifier rule (classifier lifetime), or NULL */
         const char *reason;        /* FAILED: "permanent" or "expired"; else NULL */
         int64_t next_attempt_us;   /* RETRY (and NOT_ATTEMPTED: unchanged) */
+        enum sched_why why;        /* RETRY: where next_attempt_us came from */
         int64_t first_deferral_us; /* for the envelope (kept, or set to now) */
         int code;                  /* parsed basic code of the reply (envelope reply_code) */
         char enhanced[SCHED_ENH_MAX];
@@ -329,7 +361,10 @@ struct sched_dest_info {
         size_t queued;              /* items for it: waiting, parked or in flight */
         const char *last_reply;     /* latest deferral's text, or NULL */
         int last_class;             /* its class, -1 when none */
-        int64_t learned_greylist_s; /* -1 when nothing learned (or forgotten) */
+        int64_t learned_greylist_s; /* estimate: -1 when nothing learned (or forgotten) */
+        int64_t learned_lower_s;    /* the bracket behind it: highest refused age, 0: none */
+        int64_t learned_upper_s;    /* lowest accepted age, -1: none */
+        int pause_class;            /* class that paused it (enum reply_class), -1: none */
 };
 
 /* "ok", "suspended", "throttled", "backoff". */

@@ -116,7 +116,34 @@ Test(learned, what_was_learned_survives_a_restart)
         s = new_sched();
         cr_assert_eq(sched_load_learned(s, T0 + 3600 * S), 1);
         struct sched_decision d = run(s, T0 + 3600 * S, GREY, 0, 0, -1);
-        cr_assert_eq(d.next_attempt_us, T0 + (3600 + 1510) * S);
+        /* known: accepted at 1505 s, nothing refused after the first try: probe the middle */
+        cr_assert_eq(d.next_attempt_us, T0 + (3600 + 752) * S);
+        cr_assert_eq(d.why, SCHED_WHY_LEARNED_WINDOW);
+        sched_free(s);
+}
+
+Test(learned, the_whole_bracket_survives_a_restart)
+{
+        struct sched *s = new_sched();
+        /* refused at 280 s, accepted at 300 s: a tight bracket, aimed at its top */
+        struct sched_item *it, *out[1];
+        cr_assert_eq(sched_add(s, "192.0.2.10", "mx:grey.example", T0, 0, NULL, &it), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 300 * S, out, 1), 1);
+        struct sched_reply ok = {.text = "250 ok"};
+        struct sched_rcpt_result rr = {.reply = &ok,
+                                       .deferrals = 2,
+                                       .first_deferral_us = T0,
+                                       .last_deferral_us = T0 + 280 * S,
+                                       .prev_class = CLASS_GREYLIST};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, it, T0 + 300 * S, NULL, &rr, 1, &d), 0);
+        cr_assert_not_null(strstr(file.data, "\"lower_s\": 280"), "%s", file.data);
+        sched_free(s);
+
+        s = new_sched();
+        cr_assert_eq(sched_load_learned(s, T0 + 1800 * S), 1);
+        d = run(s, T0 + 1800 * S, GREY, 0, 0, -1);
+        cr_assert_eq(d.next_attempt_us, T0 + (1800 + 300) * S);
         sched_free(s);
 }
 

@@ -79,13 +79,34 @@ Test(sched, hinted_greylist_retries_right_after_the_window)
         cr_assert_eq(sched_item_due(it), T0 + 305 * S);
 }
 
-Test(sched, unhinted_greylist_schedule_meets_common_greylister_windows)
+Test(sched, unhinted_greylist_retries_aim_at_the_ends_of_common_greylister_windows)
+{
+        /* no hint, nothing learned: one early retry, then just after 300 s
+         * (postgrey), 1500 s (spamd), 1800 s (milter-greylist), 3600 s (greylistd) */
+        struct sched_item *it = add("mx:a.example", T0);
+        int64_t now = T0, expect[] = {60, 305, 1505, 1805, 3605};
+        enum sched_why why[] = {SCHED_WHY_BACKOFF, SCHED_WHY_GREYLIST_WINDOW,
+                                SCHED_WHY_GREYLIST_WINDOW, SCHED_WHY_GREYLIST_WINDOW,
+                                SCHED_WHY_GREYLIST_WINDOW};
+        for (int k = 0; k < 5; k++) {
+                cr_assert_eq(pop_one(now), it);
+                struct sched_decision d = attempt(it, now, GREY, k, k ? T0 : 0, CLASS_GREYLIST);
+                cr_assert_eq(d.next_attempt_us, T0 + expect[k] * S, "retry %d at %lld s", k + 1,
+                             (long long)((d.next_attempt_us - T0) / S));
+                cr_assert_str_eq(sched_why_name(d.why), sched_why_name(why[k]), "retry %d", k + 1);
+                now = d.next_attempt_us;
+        }
+}
+
+Test(sched, unknown_temp_retries_aim_at_greylister_windows_too)
 {
         struct sched_item *it = add("mx:a.example", T0);
-        int64_t now = T0, expect[] = {60, 180, 305, 785, 1505, 1805, 3005, 3605};
-        for (int k = 0; k < 8; k++) {
+        int64_t now = T0, expect[] = {305, 1505, 1805, 3605};
+        for (int k = 0; k < 4; k++) {
                 cr_assert_eq(pop_one(now), it);
-                struct sched_decision d = attempt(it, now, GREY, k, T0, CLASS_GREYLIST);
+                struct sched_decision d = attempt(it, now, "450 4.0.0 Temporary failure", k,
+                                                  k ? T0 : 0, k ? CLASS_UNKNOWN_TEMP : -1);
+                cr_assert_eq(d.cls, CLASS_UNKNOWN_TEMP);
                 cr_assert_eq(d.next_attempt_us, T0 + expect[k] * S, "retry %d at %lld s", k + 1,
                              (long long)((d.next_attempt_us - T0) / S));
                 now = d.next_attempt_us;
@@ -105,22 +126,102 @@ Test(sched, greylist_gaps_stay_far_below_spamd_expiry)
         }
 }
 
-Test(sched, learned_greylist_delay_aims_the_next_message)
-{
-        struct sched_item *a = add("mx:a.example", T0);
-        pop_one(T0);
-        attempt(a, T0, GREY, 0, 0, -1);
-        int64_t t = T0 + 1505 * S;
-        sched_reschedule(s, a, t);
-        cr_assert_eq(pop_one(t), a);
-        struct sched_decision d = attempt(a, t, OK, 1, T0, CLASS_GREYLIST);
-        cr_assert_eq(d.action, SCHED_DELIVERED);
+struct estimate_query {
+        const char *route;
+        int64_t value;
+};
 
-        int64_t t2 = T0 + 7200 * S;
-        struct sched_item *b = add("mx:a.example", t2);
-        cr_assert_eq(pop_one(t2), b);
-        d = attempt(b, t2, GREY, 0, 0, -1);
-        cr_assert_eq(d.next_attempt_us, t2 + 1510 * S);
+static int estimate_cb(const struct sched_dest_info *d, void *ud)
+{
+        struct estimate_query *q = ud;
+        if (strcmp(d->route, q->route) == 0)
+                q->value = d->learned_greylist_s;
+        return 0;
+}
+
+/* The learned window tarryq -s shows for route, -1 for none. */
+static int64_t learned_estimate(const char *route, int64_t now)
+{
+        struct estimate_query q = {route, -1};
+        (void)sched_foreach_destination(s, now, estimate_cb, &q);
+        return q.value;
+}
+
+/* One message to a greylister that accepts from window_s after its first
+ * sight of the triplet; the scheduler's own retries, the envelope facts kept
+ * as tarryd keeps them. Returns how long the message took; *attempts counts. */
+static int64_t deliver_through_greylister(const char *route, int64_t start, int64_t window_s,
+                                          int *attempts)
+{
+        struct sched_item *it = add(route, start);
+        int64_t now = start, first = 0, last = 0;
+        int k = 0;
+        for (;;) {
+                cr_assert_eq(pop_one(now), it);
+                const char *r = first && now - first >= window_s * S ? OK : GREY;
+                struct sched_reply rep = {.text = r};
+                struct sched_rcpt_result rr = {.reply = &rep,
+                                               .deferrals = k,
+                                               .first_deferral_us = first,
+                                               .last_deferral_us = last,
+                                               .prev_class = k ? CLASS_GREYLIST : -1};
+                struct sched_decision d;
+                cr_assert_geq(sched_on_result(s, it, now, NULL, &rr, 1, &d), 0);
+                k++;
+                if (d.action == SCHED_DELIVERED)
+                        break;
+                cr_assert_eq(d.action, SCHED_RETRY);
+                cr_assert_leq(k, 20, "message never delivered");
+                if (!first)
+                        first = now;
+                last = now;
+                now = d.next_attempt_us;
+        }
+        if (attempts)
+                *attempts = k;
+        return now - start;
+}
+
+static void assert_within_10pct(int64_t got, int64_t want, const char *what)
+{
+        cr_assert(got >= want - want / 10 && got <= want + want / 10,
+                  "%s: learned %lld s, want %lld s +-10%%", what, (long long)got, (long long)want);
+}
+
+Test(sched, learned_window_follows_a_receiver_that_shortens_it)
+{
+        /* 300 s learned over a few messages an hour apart, then the receiver
+         * shortens its window to 90 s: three deliveries bring it within 10 % */
+        int64_t now = T0;
+        for (int m = 0; m < 4; m++, now += 3600 * S)
+                deliver_through_greylister("mx:c.example", now, 300, NULL);
+        assert_within_10pct(learned_estimate("mx:c.example", now), 300, "at 300 s");
+        for (int m = 0; m < 3; m++, now += 3600 * S)
+                deliver_through_greylister("mx:c.example", now, 90, NULL);
+        assert_within_10pct(learned_estimate("mx:c.example", now), 90, "shortened to 90 s");
+}
+
+Test(sched, learned_window_follows_a_receiver_that_lengthens_it)
+{
+        int64_t now = T0;
+        for (int m = 0; m < 4; m++, now += 3600 * S)
+                deliver_through_greylister("mx:c.example", now, 90, NULL);
+        assert_within_10pct(learned_estimate("mx:c.example", now), 90, "at 90 s");
+        for (int m = 0; m < 3; m++, now += 3600 * S)
+                deliver_through_greylister("mx:c.example", now, 300, NULL);
+        assert_within_10pct(learned_estimate("mx:c.example", now), 300, "lengthened to 300 s");
+}
+
+Test(sched, a_learned_window_never_makes_mail_wait_longer_than_known_good)
+{
+        /* learning probes below the known-good age; it costs attempts, never delay */
+        int64_t now = T0;
+        deliver_through_greylister("mx:c.example", now, 300, NULL);
+        for (int m = 1; m < 8; m++) {
+                now += 3600 * S;
+                int64_t took = deliver_through_greylister("mx:c.example", now, 300, NULL);
+                cr_assert_leq(took, 305 * S, "message %d took %lld s", m, (long long)(took / S));
+        }
 }
 
 Test(sched, silent_greylister_is_learned_too)
@@ -133,35 +234,13 @@ Test(sched, silent_greylister_is_learned_too)
         cr_assert_eq(d.next_attempt_us, T0 + 305 * S);
         pop_one(d.next_attempt_us);
         attempt(a, d.next_attempt_us, OK, 1, T0, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(learned_estimate("mx:b.example", T0 + 3600 * S), 305);
         struct sched_item *b = add("mx:b.example", T0 + 3600 * S);
         pop_one(T0 + 3600 * S);
         d = attempt(b, T0 + 3600 * S, silent, 0, 0, -1);
-        cr_assert_eq(d.next_attempt_us, T0 + (3600 + 310) * S);
-}
-
-Test(sched, learning_does_not_drift_by_the_margin)
-{
-        /* a receiver with a 300 s window, five messages one hour apart */
-        int64_t now = T0;
-        for (int m = 0; m < 5; m++) {
-                struct sched_item *it = add("mx:c.example", now);
-                int64_t first = now;
-                int k = 0;
-                for (;;) {
-                        cr_assert_eq(pop_one(now), it);
-                        const char *r = now - first >= 300 * S ? OK : GREY;
-                        struct sched_decision d =
-                            attempt(it, now, r, k, k ? first : 0, k ? CLASS_GREYLIST : -1);
-                        if (d.action == SCHED_DELIVERED)
-                                break;
-                        now = d.next_attempt_us;
-                        k++;
-                }
-                if (m > 0)
-                        cr_assert_eq(now - first, 310 * S, "message %d took %lld s", m,
-                                     (long long)((now - first) / S));
-                now += 3600 * S;
-        }
+        /* accepted at the first retry: nothing known below, so probe the middle */
+        cr_assert_eq(d.next_attempt_us, T0 + (3600 + 152) * S);
+        cr_assert_eq(d.why, SCHED_WHY_LEARNED_WINDOW);
 }
 
 Test(sched, reputation_suspends_the_whole_destination)
