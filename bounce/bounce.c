@@ -30,6 +30,7 @@ void dsn_policy_from_config(struct dsn_policy *p, const struct tarry_config *cfg
             .postmaster = cfg->postmaster,
             .queue_lifetime_s = cfg->queue_lifetime_s,
             .delay_dsn_after_retries = cfg->delay_dsn_after_retries,
+            .delay_dsn_min_age_s = cfg->delay_dsn_min_age_s,
             .return_full_limit = DSN_RETURN_FULL_LIMIT_DEFAULT,
         };
 }
@@ -56,13 +57,16 @@ bool dsn_delay_lists_rcpt(const struct envelope *env, const struct envelope_rcpt
         return dsn_may_report(env) && r->state == RCPT_DEFERRED && dsn_rcpt_wants(r, DSN_DELAYED);
 }
 
-bool dsn_delay_due(const struct envelope *env, const struct dsn_policy *p)
+bool dsn_delay_due(const struct envelope *env, const struct dsn_policy *p, int64_t now_us)
 {
         int n = p->delay_dsn_after_retries;
         if (n <= 0 || !env || env->delay_dsn_sent)
                 return false;
+        if (p->delay_dsn_min_age_s > 0 &&
+            now_us - env->arrival_us < p->delay_dsn_min_age_s * 1000000)
+                return false; /* ordinary greylisting must not alarm the sender */
         for (size_t i = 0; i < env->n_rcpt; i++)
-                if (dsn_delay_lists_rcpt(env, &env->rcpt[i]) && env->rcpt[i].attempts > n)
+                if (dsn_delay_lists_rcpt(env, &env->rcpt[i]) && env->rcpt[i].failed_retries >= n)
                         return true;
         return false;
 }
@@ -700,7 +704,7 @@ static int build_kind(enum dsn_kind kind, bool postmaster, const struct envelope
                 return -EINVAL;
         *out = NULL;
         if (postmaster ? !dsn_postmaster_may_report(env, p) || dsn_undeliverable(env) == 0
-            : kind == DSN_DELAYED ? !dsn_delay_due(env, p)
+            : kind == DSN_DELAYED ? !dsn_delay_due(env, p, now_us)
                                   : dsn_failures_pending(env) == 0)
                 return 0;
         struct build b = {.env = env,

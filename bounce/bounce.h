@@ -40,7 +40,8 @@ struct dsn_policy {
         const char *myhostname;      /* Reporting-MTA, From: MAILER-DAEMON@myhostname */
         const char *postmaster;      /* told about a DSN that cannot be delivered; NULL: none */
         int64_t queue_lifetime_s;    /* Will-Retry-Until = arrival + this */
-        int delay_dsn_after_retries; /* N: delayed DSN once attempts >= N+1; 0 = never */
+        int delay_dsn_after_retries; /* N: delayed DSN after N failed scheduled retries; 0: never */
+        int64_t delay_dsn_min_age_s; /* ...and once the message is this old; 0: count alone */
         uint64_t return_full_limit;  /* RET=FULL cap in bytes; 0 = DSN_RETURN_FULL_LIMIT_DEFAULT */
 };
 
@@ -61,10 +62,12 @@ bool dsn_rcpt_wants(const struct envelope_rcpt *r, enum dsn_kind kind);
 bool dsn_delay_lists_rcpt(const struct envelope *env, const struct envelope_rcpt *r);
 
 /* Is the one delayed DSN due now? True when the message may be reported on,
- * N = p->delay_dsn_after_retries > 0, env->delay_dsn_sent is false, and some
- * listable recipient is still deferred after its first attempt and N retries
- * (attempts >= N+1). The DSN then lists every listable deferred recipient. */
-bool dsn_delay_due(const struct envelope *env, const struct dsn_policy *p);
+ * N = p->delay_dsn_after_retries > 0, env->delay_dsn_sent is false, the
+ * message is at least p->delay_dsn_min_age_s old at now_us, and some listable
+ * recipient is still deferred after N failed *scheduled* retries
+ * (rcpt->failed_retries >= N: a flush, tarryq -i or a release does not
+ * count). The DSN then lists every listable deferred recipient. */
+bool dsn_delay_due(const struct envelope *env, const struct dsn_policy *p, int64_t now_us);
 
 /* Does r need a failure DSN (FAILED, !failure_dsn_sent, NOTIFY allows FAILURE,
  * and the message may be reported on)? */

@@ -64,6 +64,8 @@ static const struct key_def keys[] = {
      "give up and bounce after this (RFC 5321 4.5.4.1)"},
     {"main", "delay_dsn_after_retries", KEY_INT, OFF(delay_dsn_after_retries), 0,
      "send one delay DSN after this many failed retries; 0: never"},
+    {"main", "delay_dsn_min_age", KEY_DURATION, OFF(delay_dsn_min_age_s), 0,
+     "and only once the message is this old; 0: the retry count alone"},
     {"main", "user", KEY_STRING, OFF(user), 0, "tarryd drops to this user when started as root"},
     {"main", "allow_sender_override", KEY_LIST, LIST(allow_sender_override),
      "who may set the envelope sender (sendmail -f): yes, no, or user names"},
@@ -712,6 +714,7 @@ static int set_defaults(struct tarry_config *c)
         c->message_size_limit = 10 * 1024 * 1024;
         c->queue_lifetime_s = 5 * 86400;
         c->delay_dsn_after_retries = 2;
+        c->delay_dsn_min_age_s = 30 * 60;
         c->shutdown_timeout_s = 30;
         c->greylist_memory_s = 30 * 86400;
         c->maildrop_message_limit = 1000;

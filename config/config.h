@@ -75,6 +75,7 @@ struct tarry_config {
         uint64_t message_size_limit;
         int64_t queue_lifetime_s;
         int delay_dsn_after_retries;  /* 0: no delay DSNs */
+        int64_t delay_dsn_min_age_s;  /* and not before the message is this old */
         char *user;                   /* tarryd switches to this user when started as root */
         char **allow_sender_override; /* "yes", "no", or user names allowed to use -f */
         size_t n_allow_sender_override;

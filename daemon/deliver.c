@@ -33,6 +33,7 @@ struct attempt {
         int64_t start_us;
         size_t n;
         size_t *idx; /* indices into env->rcpt */
+        bool forced; /* tarryq -f / -i: recipients not yet due were tried too */
 };
 
 static bool waiting(const struct envelope_rcpt *r)
@@ -374,6 +375,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 release_envelope(m);
                 return;
         }
+        bool forced = m->forced;
         m->forced = false;
         const char *source = sched_item_source(w->it);
         pin_source(d, env, source); /* persisted with the outcome */
@@ -385,7 +387,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         struct attempt *a = calloc(1, sizeof(*a));
         int r = a ? open_wire_message(d, m, &fd, &size) : -ENOMEM;
         if (r == 0) {
-                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx)};
+                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
                 struct smtpc_request req = {
                     .queue_id = m->id,
                     .sender = env->sender,
@@ -559,6 +561,7 @@ static void apply_decision(struct envelope_rcpt *r, const struct sched_decision 
         set_str(&r->reply_class,
                 dec->action == SCHED_DELIVERED ? NULL : reply_class_name(dec->cls));
         r->first_deferral_us = dec->first_deferral_us;
+        set_str(&r->next_reason, NULL);
         switch (dec->action) {
         case SCHED_DELIVERED:
                 r->state = RCPT_DELIVERED;
@@ -566,6 +569,7 @@ static void apply_decision(struct envelope_rcpt *r, const struct sched_decision 
         case SCHED_RETRY:
                 r->state = RCPT_DEFERRED;
                 r->next_attempt_us = dec->next_attempt_us;
+                set_str(&r->next_reason, sched_why_name(dec->why));
                 break;
         case SCHED_FAILED:
                 r->state = RCPT_FAILED;
@@ -732,7 +736,7 @@ static void finish_message(struct tarryd *d, struct msg *m)
         bool hold = false;
         if (dsn_failures_pending(env) > 0)
                 owed = send_dsn(d, m, NOTICE_FAILURE);
-        if (dsn_delay_due(env, &d->dsn_policy)) {
+        if (dsn_delay_due(env, &d->dsn_policy, now_realtime_us())) {
                 int r = send_dsn(d, m, NOTICE_DELAY);
                 if (owed == 0)
                         owed = r;
@@ -927,7 +931,12 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 const char *text = rr[i].reply ? rr[i].reply->text : res->text;
                 if (dec[i].action == SCHED_NOT_ATTEMPTED)
                         continue;
+                /* only a retry that came at its own time counts towards the delay DSN */
+                bool scheduled =
+                    r->state == RCPT_DEFERRED && (!a->forced || r->next_attempt_us <= a->start_us);
                 apply_decision(r, &dec[i], text, server_replied(res), relay, a->start_us, now);
+                if (scheduled && dec[i].action == SCHED_RETRY)
+                        r->failed_retries++;
                 log_outcome(a, res, r, &dec[i], text, relay, now);
                 count_outcome(d, &dec[i], env, now);
         }

@@ -81,6 +81,7 @@ static void rcpt_clear(struct envelope_rcpt *r)
         free(r->last_reply);
         free(r->reply_class);
         free(r->rule);
+        free(r->next_reason);
         free(r->relay);
 }
 
@@ -188,6 +189,8 @@ static json_t *rcpt_to_json(const struct envelope_rcpt *r)
         e |= set_int(o, "last_attempt_us", r->last_attempt_us);
         e |= set_int(o, "next_attempt_us", r->next_attempt_us);
         e |= set_int(o, "first_deferral_us", r->first_deferral_us);
+        e |= set_int(o, "failed_retries", r->failed_retries);
+        e |= set_str(o, "next_attempt_reason", r->next_reason);
         /* a server may answer "671 6.7.1": keep such codes in the reply text only */
         e |= set_int(o, "reply_code",
                      r->reply_code >= 0 && r->reply_code <= REPLY_CODE_MAX ? r->reply_code : 0);
@@ -312,6 +315,10 @@ static const struct field rcpt_fields[] = {
      "a recipient 'next_attempt_us' is not a time in microseconds"},
     {"first_deferral_us", F_I64, R(first_deferral_us), false, 0, TIME_MAX_US,
      "a recipient 'first_deferral_us' is not a time in microseconds"},
+    {"failed_retries", F_INT, R(failed_retries), false, 0, ATTEMPTS_MAX,
+     "a recipient 'failed_retries' is not a count"},
+    {"next_attempt_reason", F_STR, R(next_reason), false, SYN_ASCII, SHORT_MAX,
+     "a recipient 'next_attempt_reason' is not a name of at most 128 characters"},
     {"reply_code", F_INT, R(reply_code), false, 0, REPLY_CODE_MAX,
      "a recipient 'reply_code' is not 0..599"},
     {"dsn_status", F_STR, R(dsn_status), false, SYN_STATUS, 11,

@@ -74,6 +74,8 @@ struct envelope_rcpt {
         char *rule;        /* classifier rule that matched, or NULL */
         char *relay;       /* "host[ip]:port" of the last attempt, or NULL */
         bool failure_dsn_sent;
+        int failed_retries; /* scheduled retries that failed (not flush, -i, release) */
+        char *next_reason;  /* where next_attempt_us came from ("hint"...), or NULL */
 };
 
 struct envelope {

@@ -80,6 +80,8 @@ static struct envelope_rcpt *rcpt(struct envelope *e, const char *addr, enum rcp
         cr_assert_not_null(r);
         r->state = state;
         r->attempts = attempts;
+        /* every retry after the first attempt came at its scheduled time */
+        r->failed_retries = state == RCPT_DEFERRED && attempts > 0 ? attempts - 1 : 0;
         r->reply_code = code;
         r->dsn_status = dup_or_null(status);
         r->last_reply = dup_or_null(reply);
@@ -225,7 +227,7 @@ Test(bounce, greylisted_recipient_after_second_failed_retry_gets_a_delayed_repor
         struct envelope *e = message("app@sender.test");
         greylisted(e, "rcpt@dest.test", 3);
         struct dsn_policy p = policy();
-        cr_assert(dsn_delay_due(e, &p));
+        cr_assert(dsn_delay_due(e, &p, NOW_US));
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
         json_t *j = parse(rep);
 
@@ -295,7 +297,7 @@ Test(bounce, no_delayed_report_before_the_second_retry_has_failed)
         struct envelope *e = message("app@sender.test");
         greylisted(e, "rcpt@dest.test", 2); /* first attempt + retry 1 */
         struct dsn_policy p = policy();
-        cr_assert_not(dsn_delay_due(e, &p));
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
         expect_no_report(DSN_DELAYED, e, &p);
         envelope_free(e);
 }
@@ -340,7 +342,7 @@ Test(bounce, second_delayed_report_is_never_due)
         cr_assert(e->delay_dsn_sent);
 
         e->rcpt[0].attempts = 7; /* further deferrals */
-        cr_assert_not(dsn_delay_due(e, &p));
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
         expect_no_report(DSN_DELAYED, e, &p);
         dsn_report_free(rep);
         envelope_free(e);
@@ -361,7 +363,7 @@ Test(bounce, delayed_report_flag_survives_a_restart)
         const char *why = NULL;
         cr_assert_eq(envelope_from_json(text, strlen(text), &reloaded, &why), 0, "%s", why);
         reloaded->rcpt[0].attempts = 5;
-        cr_assert_not(dsn_delay_due(reloaded, &p));
+        cr_assert_not(dsn_delay_due(reloaded, &p, NOW_US));
 
         free(text);
         envelope_free(reloaded);
@@ -375,7 +377,7 @@ Test(bounce, threshold_zero_turns_delayed_reports_off)
         greylisted(e, "rcpt@dest.test", 10);
         struct dsn_policy p = policy();
         p.delay_dsn_after_retries = 0;
-        cr_assert_not(dsn_delay_due(e, &p));
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
         expect_no_report(DSN_DELAYED, e, &p);
         envelope_free(e);
 }
@@ -386,9 +388,41 @@ Test(bounce, threshold_counts_retries_after_the_first_attempt)
         struct envelope_rcpt *r = greylisted(e, "rcpt@dest.test", 1);
         struct dsn_policy p = policy();
         p.delay_dsn_after_retries = 1;
-        cr_assert_not(dsn_delay_due(e, &p));
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
         r->attempts = 2;
-        cr_assert(dsn_delay_due(e, &p));
+        r->failed_retries = 1;
+        cr_assert(dsn_delay_due(e, &p, NOW_US));
+        envelope_free(e);
+}
+
+Test(bounce, retries_forced_by_the_administrator_do_not_count)
+{
+        /* five attempts, but three were tarryq -f / -i / a release: one scheduled retry failed */
+        struct envelope *e = message("app@sender.test");
+        struct envelope_rcpt *r = greylisted(e, "rcpt@dest.test", 5);
+        r->failed_retries = 1;
+        struct dsn_policy p = policy();
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
+        expect_no_report(DSN_DELAYED, e, &p);
+        r->failed_retries = 2;
+        cr_assert(dsn_delay_due(e, &p, NOW_US));
+        envelope_free(e);
+}
+
+Test(bounce, no_delayed_report_before_delay_dsn_min_age)
+{
+        /* two failed retries within 6 minutes (a 300 s greylister that also
+         * refused the 305 s retry): too early to alarm the sender */
+        struct envelope *e = message("app@sender.test");
+        e->arrival_us = NOW_US - 6 * 60 * SEC;
+        greylisted(e, "rcpt@dest.test", 3);
+        struct dsn_policy p = policy();
+        p.delay_dsn_min_age_s = 30 * 60;
+        cr_assert_not(dsn_delay_due(e, &p, NOW_US));
+        cr_assert_not(dsn_delay_due(e, &p, e->arrival_us + 30 * 60 * SEC - 1));
+        cr_assert(dsn_delay_due(e, &p, e->arrival_us + 30 * 60 * SEC));
+        p.delay_dsn_min_age_s = 0; /* 0: the retry count alone */
+        cr_assert(dsn_delay_due(e, &p, NOW_US));
         envelope_free(e);
 }
 
@@ -396,12 +430,14 @@ Test(bounce, policy_comes_from_the_configuration)
 {
         struct tarry_config cfg = {.myhostname = "relay.example.org",
                                    .queue_lifetime_s = 3600,
-                                   .delay_dsn_after_retries = 4};
+                                   .delay_dsn_after_retries = 4,
+                                   .delay_dsn_min_age_s = 1800};
         struct dsn_policy p;
         dsn_policy_from_config(&p, &cfg);
         cr_assert_str_eq(p.myhostname, "relay.example.org");
         cr_assert_eq(p.queue_lifetime_s, 3600);
         cr_assert_eq(p.delay_dsn_after_retries, 4);
+        cr_assert_eq(p.delay_dsn_min_age_s, 1800);
         cr_assert_eq(p.return_full_limit, DSN_RETURN_FULL_LIMIT_DEFAULT);
 }
 
@@ -1035,7 +1071,7 @@ Test(bounce, report_is_queued_and_the_sent_flag_persists_in_the_spool)
         cr_assert_eq(queue_load(q, QUEUE_ACTIVE, e->id, &again, &why), 0, "%s", why);
         cr_assert(again->delay_dsn_sent);
         again->rcpt[0].attempts = 9;
-        cr_assert_not(dsn_delay_due(again, &p));
+        cr_assert_not(dsn_delay_due(again, &p, NOW_US));
 
         envelope_free(again);
         envelope_free(dsn);

@@ -15,9 +15,10 @@ struct setup {
         char saved[300];
 };
 
-/* Every temporary class retries after 1 s, so three attempts take ~2 s.
- * main_extra: more [main] keys. */
-static void start_with(struct setup *s, const char *main_extra)
+/* Every temporary class retries after retry_s, so three attempts take
+ * ~2 retry_s. min_age: delay_dsn_min_age; main_extra: more [main] keys. */
+static void start_full(struct setup *s, const char *retry_s, const char *min_age,
+                       const char *main_extra)
 {
         cr_assert_eq(fixture_new("127.0.0.1", &s->rcpt), 0);
         cr_assert_eq(fixture_new("127.0.0.1", &s->sender), 0);
@@ -27,20 +28,26 @@ static void start_with(struct setup *s, const char *main_extra)
         fixture_set(s->sender, "save_dir", s->saved);
         cr_assert_eq(fixture_start(s->sender, 0), 0);
         char extra[4096];
-        int n =
-            snprintf(extra, sizeof(extra),
-                     "%sdelay_dsn_after_retries = 2\n"
-                     "[transport]\nexample.test = [127.0.0.1]:%u\n"
-                     "sender.test = [127.0.0.1]:%u\n",
-                     main_extra ? main_extra : "", fixture_port(s->rcpt), fixture_port(s->sender));
+        int n = snprintf(extra, sizeof(extra),
+                         "%sdelay_dsn_after_retries = 2\ndelay_dsn_min_age = %s\n"
+                         "[transport]\nexample.test = [127.0.0.1]:%u\n"
+                         "sender.test = [127.0.0.1]:%u\n",
+                         main_extra ? main_extra : "", min_age, fixture_port(s->rcpt),
+                         fixture_port(s->sender));
         const char *classes[] = {"greylist",     "reputation", "rate_limit", "overload",
                                  "mailbox_full", "routing",    "policy",     "unknown_temp"};
         for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
                 n += snprintf(extra + n, sizeof(extra) - (size_t)n,
-                              "[retry.%s]\ninitial = 1s\nfactor = 1\nmax = 1s\nuse_hint = no\n",
-                              classes[i]);
+                              "[retry.%s]\ninitial = %s\nfactor = 1\nmax = %s\nuse_hint = no\n",
+                              classes[i], retry_s, retry_s);
         harness_init(&s->h, extra);
         harness_start(&s->h);
+}
+
+/* The retry count alone decides (delay_dsn_min_age = 0); retries after 1 s. */
+static void start_with(struct setup *s, const char *main_extra)
+{
+        start_full(s, "1s", "0", main_extra);
 }
 
 static void start(struct setup *s)
@@ -247,5 +254,63 @@ Test(dsn, when_the_postmaster_notice_fails_too_it_is_held)
         harness_sleep_ms(1500);
         cr_assert_eq(harness_count_queued(&s.h, "hold"), 1, "a notice about the notice?");
         cr_assert_eq(harness_log_count(&s.h, "postmaster postmaster@sender.test notified"), 1);
+        stop(&s);
+}
+
+static int tarryq_flush(struct setup *s)
+{
+        const char *args[] = {"-f", NULL};
+        char *out = NULL, *err = NULL;
+        int rc = harness_tarryq(&s->h, args, &out, &err);
+        free(out);
+        free(err);
+        return rc;
+}
+
+/* Wait (up to 20 s) until tarryd has logged n deferrals. */
+static bool wait_deferred(struct setup *s, size_t n)
+{
+        for (int i = 0; i < 2000 && harness_log_count(&s->h, "status=deferred") < n; i++)
+                harness_sleep_ms(10);
+        return harness_log_count(&s->h, "status=deferred") >= n;
+}
+
+Test(dsn, flushes_do_not_count_as_failed_retries)
+{
+        /* retries an hour apart: every attempt after the first comes from tarryq -f */
+        struct setup s;
+        start_full(&s, "1h", "0", NULL);
+        fixture_set(s.rcpt, "rcpt", "451 4.3.0 Temporary system problem, try later");
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "flushed");
+        cr_assert(wait_deferred(&s, 1), "no first attempt");
+        for (size_t k = 2; k <= 4; k++) {
+                cr_assert_eq(tarryq_flush(&s), 0);
+                cr_assert(wait_deferred(&s, k), "flush %zu made no attempt", k - 1);
+        }
+        harness_sleep_ms(500);
+        cr_assert_eq(harness_log_count(&s.h, "status=deferred"), 4);
+        cr_assert_eq(fixture_txn_count(s.sender), 0,
+                     "a delayed DSN after three flushes and no failed scheduled retry");
+        stop(&s);
+}
+
+Test(dsn, one_delayed_dsn_only_once_the_message_is_delay_dsn_min_age_old)
+{
+        struct setup s;
+        start_full(&s, "1s", "6s", NULL);
+        fixture_set(s.rcpt, "rcpt", "451 4.3.0 Temporary system problem, try later");
+        int64_t t0 = harness_now_us();
+        harness_send(&s.h, "alice@sender.test", "bob@example.test", "slow one");
+        cr_assert_eq(fixture_wait_txns(s.sender, 1, 30000), 0, "no delayed DSN arrived");
+        int64_t took = harness_now_us() - t0;
+        cr_assert_geq(took, 6000000, "the delayed DSN came %lld ms after submission",
+                      (long long)(took / 1000));
+        cr_assert_geq(fixture_connection_count(s.rcpt), 3);
+        cr_assert_not_null(strstr(saved_message(&s, 1), "Action: delayed"));
+        size_t attempts = fixture_connection_count(s.rcpt);
+        for (int i = 0; i < 1000 && fixture_connection_count(s.rcpt) < attempts + 2; i++)
+                harness_sleep_ms(10);
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(s.sender), 1, "a second delayed DSN was sent");
         stop(&s);
 }
