@@ -113,12 +113,11 @@ static void print_message(FILE *f, const struct qentry *e)
         for (size_t i = 0; i < env->n_rcpt; i++) {
                 if (!queue_rcpt_waiting(&env->rcpt[i]))
                         continue;
-                queue_delay_reason(&env->rcpt[i], why, sizeof(why));
+                queue_wait_words(&env->rcpt[i], e->queue_name, why, sizeof(why));
                 if (strcmp(saved, why) != 0) {
                         snprintf(saved, sizeof(saved), "%s", why);
-                        const char *show = *why ? why : "reason unavailable";
-                        int padding = 76 - (int)strlen(show);
-                        fprintf(f, "%*s(%s)\n", padding < 0 ? 0 : padding, "", show);
+                        int padding = 76 - (int)strlen(why);
+                        fprintf(f, "%*s(%s)\n", padding < 0 ? 0 : padding, "", why);
                 }
                 fprintf(f, L_STRING_FORMAT, "", "", "", env->rcpt[i].address);
         }

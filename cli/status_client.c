@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include "cli/status_client.h"
@@ -202,6 +206,42 @@ static bool request_valid(const char *method, const char *path)
                strcmp(method, "DELETE") == 0;
 }
 
+/* Why a unix socket did not answer, in words (curl would say "Failed to
+ * connect to localhost port 80"): try the connect ourselves for its errno. */
+static void unix_words(const struct endpoint *e, const char *curl_words, char *out, size_t len)
+{
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int err = ENAMETOOLONG;
+        if (strlen(e->unix_path) < sizeof(a.sun_path)) {
+                memcpy(a.sun_path, e->unix_path, strlen(e->unix_path) + 1);
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                err = fd < 0                                               ? errno
+                      : connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0
+                                                                           : errno;
+                if (fd >= 0)
+                        close(fd);
+        }
+        switch (err) {
+        case 0:
+                snprintf(out, len, "%s: %s", e->unix_path, curl_words);
+                break;
+        case ENOENT:
+                snprintf(out, len, "%s: no such socket (is tarryd running?)", e->unix_path);
+                break;
+        case EACCES:
+        case EPERM:
+                snprintf(out, len,
+                         "%s: permission denied (the socket is for root and the status_group)",
+                         e->unix_path);
+                break;
+        case ECONNREFUSED:
+                snprintf(out, len, "%s: connection refused (tarryd is not running)", e->unix_path);
+                break;
+        default:
+                snprintf(out, len, "%s: %s", e->unix_path, strerror(err));
+        }
+}
+
 int status_client_request(struct status_client *c, const char *method, const char *path,
                           long *http_code, char **body, size_t *body_len)
 {
@@ -212,8 +252,11 @@ int status_client_request(struct status_client *c, const char *method, const cha
         for (size_t i = 0; i < c->n; i++) {
                 struct body b = {0};
                 CURLcode rc = perform(&c->ep[i], method, path, &b, http_code, errbuf);
-                snprintf(c->error, sizeof(c->error), "%s: %s", c->ep[i].name,
-                         errbuf[0] ? errbuf : curl_easy_strerror(rc));
+                const char *words = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+                if (rc != CURLE_OK && c->ep[i].unix_path)
+                        unix_words(&c->ep[i], words, c->error, sizeof(c->error));
+                else
+                        snprintf(c->error, sizeof(c->error), "%s: %s", c->ep[i].name, words);
                 if (rc == CURLE_OK) {
                         c->answered = &c->ep[i];
                         *body = b.data ? b.data : strdup("");

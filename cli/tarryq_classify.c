@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -20,7 +21,7 @@
 static int usage(void)
 {
         fprintf(stderr, "usage: tarryq classify [-C FILE] 'REPLY TEXT'\n"
-                        "       tarryq classify [-C FILE] --jsonl < replies.jsonl\n"
+                        "       tarryq classify [-C FILE] --jsonl [FILE]   (default: stdin)\n"
                         "       tarryq rules check [-C FILE] POLICY-FILE\n");
         return EX_USAGE;
 }
@@ -42,8 +43,10 @@ static int load_config(const char *cli_path, struct tarry_config **cfg)
         return 0;
 }
 
-/* The classifier tarryd would build from the same config. */
-static int load_classifier(const char *cli_path, struct sched_classifier **out)
+/* The classifier tarryd would build from the same config, and that config
+ * (the defaults when there is none) for the retry plan. */
+static int load_classifier(const char *cli_path, struct tarry_config **cfg_out,
+                           struct sched_classifier **out)
 {
         struct tarry_config *cfg = NULL;
         char err[512];
@@ -54,12 +57,72 @@ static int load_classifier(const char *cli_path, struct sched_classifier **out)
                 r = sched_classifier_for_config(cfg, out, err, sizeof(err));
         else
                 r = sched_classifier_new_from(NULL, out, err, sizeof(err));
-        cfg_free(cfg);
+        if (r == 0 && !cfg && cfg_load_string("(defaults)", "", &cfg, err, sizeof(err)) < 0) {
+                sched_classifier_free(*out);
+                r = -EINVAL;
+        }
         if (r < 0) {
                 fprintf(stderr, "tarryq: %s\n", err);
+                cfg_free(cfg);
                 return EX_CONFIG;
         }
+        *cfg_out = cfg;
         return 0;
+}
+
+/* The retry plan tarryq(1) promises: the next three attempts if the
+ * receiver keeps answering text, under this config, on a fresh destination
+ * (nothing learned, not suspended). Times are from now, local with zone. */
+static void print_retry_plan(const struct tarry_config *cfg, const struct sched_classifier *c,
+                             const char *text)
+{
+        struct sched *s = NULL;
+        struct sched_item *it = NULL, *popped[1];
+        if (sched_new(cfg, c, NULL, 1, &s) < 0)
+                return;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t start = (int64_t)ts.tv_sec * 1000000, now = start, first = 0, last = 0;
+        int prev = -1;
+        if (sched_add(s, "", "plan", now, now + cfg->queue_lifetime_s * 1000000, NULL, &it) < 0) {
+                sched_free(s);
+                return;
+        }
+        for (int k = 0; k < 3; k++) {
+                if (sched_pop_due(s, now, popped, 1) != 1)
+                        break;
+                struct sched_reply r = {.text = text};
+                struct sched_rcpt_result rr = {.reply = &r,
+                                               .deferrals = k,
+                                               .first_deferral_us = first,
+                                               .last_deferral_us = last,
+                                               .prev_class = prev};
+                struct sched_decision d;
+                int left = sched_on_result(s, it, now, NULL, &rr, 1, &d);
+                if (d.action != SCHED_RETRY) {
+                        printf("retry %d: none (%s)\n", k + 1,
+                               d.action == SCHED_FAILED ? d.reason : "delivered");
+                        if (left > 0)
+                                sched_remove(s, it);
+                        sched_free(s);
+                        return;
+                }
+                char when[64];
+                time_t t = (time_t)(d.next_attempt_us / 1000000);
+                struct tm tm;
+                localtime_r(&t, &tm);
+                strftime(when, sizeof(when), "%H:%M:%S %z", &tm);
+                printf("retry %d: +%llds (%s, %s)\n", k + 1,
+                       (long long)((d.next_attempt_us - start) / 1000000), when,
+                       sched_why_name(d.why));
+                if (!first)
+                        first = now;
+                last = now;
+                prev = (int)d.cls;
+                now = d.next_attempt_us;
+        }
+        sched_remove(s, it);
+        sched_free(s);
 }
 
 static const char *class_of(const struct sched_verdict *v)
@@ -67,7 +130,8 @@ static const char *class_of(const struct sched_verdict *v)
         return v->accepted ? "accepted" : reply_class_name(v->cls);
 }
 
-static int classify_one(const struct sched_classifier *c, const char *text)
+static int classify_one(const struct tarry_config *cfg, const struct sched_classifier *c,
+                        const char *text)
 {
         struct sched_verdict v;
         sched_classify_text(c, text, &v);
@@ -78,6 +142,8 @@ static int classify_one(const struct sched_classifier *c, const char *text)
                 printf("hint: none\n");
         printf("rule: %s (%s)\n", v.rule, v.reason);
         printf("file: %s\n", v.file ? v.file : "(built in)");
+        if (!v.accepted && v.cls != CLASS_PERMANENT)
+                print_retry_plan(cfg, c, text);
         return fflush(stdout) == 0 ? 0 : EX_IOERR;
 }
 
@@ -90,7 +156,8 @@ static void print_json(json_t *o)
 }
 
 /* One input line → one output line; false for a bad line. */
-static bool classify_line(const struct sched_classifier *c, const char *line, size_t lineno)
+static bool classify_line(const struct sched_classifier *c, const char *line, const char *name,
+                          size_t lineno)
 {
         json_error_t jerr;
         _cleanup_(json_decrefp) json_t *in = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
@@ -98,7 +165,7 @@ static bool classify_line(const struct sched_classifier *c, const char *line, si
         _cleanup_(json_decrefp) json_t *out = NULL;
         if (!reply) {
                 char msg[300];
-                snprintf(msg, sizeof(msg), "stdin:%zu: %s", lineno,
+                snprintf(msg, sizeof(msg), "%s:%zu: %s", name, lineno,
                          in ? "no string field \"reply\"" : jerr.text);
                 fprintf(stderr, "tarryq: %s\n", msg);
                 out = json_pack("{s:n, s:n, s:n, s:s}", "class", "hint_seconds", "rule", "error",
@@ -115,30 +182,30 @@ static bool classify_line(const struct sched_classifier *c, const char *line, si
         return true;
 }
 
-static int classify_jsonl(const struct sched_classifier *c)
+static int classify_jsonl(const struct sched_classifier *c, FILE *in, const char *name)
 {
         _cleanup_free_ char *line = NULL;
         size_t cap = 0, lineno = 0;
         ssize_t n;
         bool all_good = true;
-        while ((n = getline(&line, &cap, stdin)) >= 0) {
+        while ((n = getline(&line, &cap, in)) >= 0) {
                 lineno++;
                 if (n == 0 || strspn(line, " \t\r\n") == (size_t)n)
                         continue;
                 if ((size_t)n > JSONL_LINE_MAX) {
-                        fprintf(stderr, "tarryq: stdin:%zu: line longer than %u bytes\n", lineno,
+                        fprintf(stderr, "tarryq: %s:%zu: line longer than %u bytes\n", name, lineno,
                                 JSONL_LINE_MAX);
                         all_good = false;
                         continue;
                 }
-                all_good &= classify_line(c, line, lineno);
+                all_good &= classify_line(c, line, name, lineno);
         }
         if (fflush(stdout) != 0)
                 return EX_IOERR;
         return all_good ? 0 : EX_DATAERR;
 }
 
-int tarryq_classify_main(int argc, char **argv)
+int tarryq_classify_main(int argc, char **argv, const char *config_path)
 {
         static const struct option opts[] = {
             {"jsonl", no_argument, NULL, 'J'},
@@ -146,7 +213,7 @@ int tarryq_classify_main(int argc, char **argv)
             {"help", no_argument, NULL, 'h'},
             {},
         };
-        const char *config = NULL;
+        const char *config = config_path;
         bool jsonl = false;
         int ch;
         optind = 1;
@@ -163,14 +230,25 @@ int tarryq_classify_main(int argc, char **argv)
                         return usage();
                 }
         }
-        if (jsonl ? optind != argc : optind != argc - 1)
+        if (jsonl ? optind < argc - 1 : optind != argc - 1)
                 return usage();
+        const char *file = jsonl && optind == argc - 1 ? argv[optind] : NULL;
+        FILE *in = stdin;
+        if (file && strcmp(file, "-") != 0 && !(in = fopen(file, "re"))) {
+                fprintf(stderr, "tarryq: cannot read %s: %s\n", file, strerror(errno));
+                return EX_NOINPUT;
+        }
         struct sched_classifier *c = NULL;
-        int r = load_classifier(config, &c);
-        if (r != 0)
-                return r;
-        r = jsonl ? classify_jsonl(c) : classify_one(c, argv[optind]);
-        sched_classifier_free(c);
+        struct tarry_config *cfg = NULL;
+        int r = load_classifier(config, &cfg, &c);
+        if (r == 0) {
+                r = jsonl ? classify_jsonl(c, in, file && in != stdin ? file : "stdin")
+                          : classify_one(cfg, c, argv[optind]);
+                sched_classifier_free(c);
+                cfg_free(cfg);
+        }
+        if (in != stdin)
+                fclose(in);
         return r;
 }
 

@@ -16,7 +16,7 @@
 #define TARRY_CLI_TARRYQ_CLASSIFY_H
 
 /* argv[0] is "classify". */
-int tarryq_classify_main(int argc, char **argv);
+int tarryq_classify_main(int argc, char **argv, const char *config_path);
 /* argv[0] is "rules". */
 int tarryq_rules_main(int argc, char **argv);
 

@@ -60,8 +60,14 @@ static struct envelope *envelope_from_listing(json_t *o)
                 struct envelope_rcpt *rc = addr ? envelope_add_rcpt(env, addr) : NULL;
                 if (!rc)
                         continue;
-                rc->state = why ? RCPT_DEFERRED : RCPT_PENDING;
+                const char *reason = json_string_value(json_object_get(r, "next_attempt_reason"));
+                rc->state = why || json_integer_value(json_object_get(r, "attempts")) > 0
+                                ? RCPT_DEFERRED
+                                : RCPT_PENDING;
                 rc->last_reply = why ? strdup(why) : NULL;
+                rc->next_reason = reason ? strdup(reason) : NULL;
+                rc->next_attempt_us =
+                    json_integer_value(json_object_get(r, "next_attempt")) * 1000000;
         }
         return env;
 }
@@ -143,11 +149,21 @@ int tarryq_list(const char *config_path, bool json)
 
 /* ---- admin actions ---- */
 
+/* The daemon's error body {"error": "words", "status": N} as words. */
+static const char *error_words(const char *body, char *buf, size_t len)
+{
+        _cleanup_(json_decrefp) json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+        const char *w = json_string_value(json_object_get(j, "error"));
+        snprintf(buf, len, "%s", w && *w ? w : "failed");
+        return buf;
+}
+
 static int exit_for_http(long code, const char *what, const char *body)
 {
         if (code >= 200 && code < 300)
                 return 0;
-        fprintf(stderr, "tarryq: %s: %s\n", what, body && *body ? body : "failed");
+        char words[512];
+        fprintf(stderr, "tarryq: %s: %s\n", what, error_words(body, words, sizeof(words)));
         switch (code) {
         case 400:
                 return EX_USAGE;
@@ -156,6 +172,7 @@ static int exit_for_http(long code, const char *what, const char *body)
         case 404:
                 return EX_NOINPUT;
         case 409:
+        case 503:
                 return EX_TEMPFAIL;
         default:
                 return EX_SOFTWARE;
@@ -187,6 +204,61 @@ static void path_of(char action, const char *id, char *path, size_t len)
                              : action == 'i' ? "/retry"
                                              : "";
         snprintf(path, len, "/queue/%s%s", id, suffix);
+}
+
+/* -i ID refused because every destination of the message is paused: say
+ * which, until when and why, from the daemon's own listing. */
+static int explain_held_back(struct status_client *c, const char *id)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/queue/%s", id);
+        long code = 0;
+        _cleanup_(json_decrefp) json_t *m = NULL;
+        fprintf(stderr, "tarryq: %s: not tried:", id);
+        size_t i;
+        json_t *r;
+        if (status_client_request_json(c, "GET", path, &code, &m) == 0 && code == 200)
+                json_array_foreach (json_object_get(m, "recipients"), i, r) {
+                        const char *why =
+                            json_string_value(json_object_get(r, "next_attempt_reason"));
+                        const char *dest = json_string_value(json_object_get(r, "destination"));
+                        const char *when =
+                            json_string_value(json_object_get(r, "next_attempt_time"));
+                        if (why && strncmp(why, "destination_", 12) == 0)
+                                fprintf(stderr, " destination %s is %s until %s;",
+                                        dest ? dest : "?",
+                                        strcmp(why, "destination_suspended") == 0 ? "suspended"
+                                                                                  : "backing off",
+                                        when ? when : "?");
+                }
+        fprintf(stderr,
+                " tarryq -i %s --force tries anyway, tarryq resume DESTINATION lifts "
+                "the suspension\n",
+                id);
+        return EX_TEMPFAIL;
+}
+
+/* After a flush: destinations it did not release (suspensions stay). */
+static void say_still_suspended(struct status_client *c)
+{
+        long code = 0;
+        _cleanup_(json_decrefp) json_t *st = NULL;
+        if (status_client_request_json(c, "GET", "/status", &code, &st) < 0 || code != 200)
+                return;
+        size_t i, n = 0;
+        json_t *d;
+        json_array_foreach (json_object_get(st, "destinations"), i, d) {
+                const char *state = json_string_value(json_object_get(d, "state"));
+                if (state && (strcmp(state, "suspended") == 0 || strcmp(state, "backoff") == 0))
+                        n++;
+        }
+        if (n > 0)
+                fprintf(stderr,
+                        "tarryq: %zu destination%s stay%s suspended (tarryq -s lists %s; tarryq "
+                        "resume DESTINATION lifts one)\n",
+                        n, n == 1 ? "" : "s", n == 1 ? "s" : "", n == 1 ? "it" : "them");
+        else
+                fprintf(stderr, "tarryq: no destination is suspended\n");
 }
 
 /* -d/-h/-H ALL: every listed message. */
@@ -254,7 +326,7 @@ static int offline_action(const struct tarry_config *cfg, char action, const cha
         return 0;
 }
 
-int tarryq_admin(const char *config_path, char action, const char *target)
+int tarryq_admin(const char *config_path, char action, const char *target, bool force)
 {
         struct tarry_config *cfg = NULL;
         int ex = cli_load_config("tarryq", config_path, &cfg);
@@ -277,6 +349,8 @@ int tarryq_admin(const char *config_path, char action, const char *target)
                 }
         } else if (action == 'f') {
                 ex = request(c, "POST", "/flush", "flush");
+                if (ex == 0)
+                        say_still_suspended(c);
         } else if (target && strcmp(target, "ALL") == 0 && action != 'i') {
                 int n = each_listed(c, action);
                 if (n >= 0)
@@ -288,11 +362,68 @@ int tarryq_admin(const char *config_path, char action, const char *target)
                 if (!target || strlen(target) != QUEUE_ID_LEN) {
                         fprintf(stderr, "tarryq: '%s' is not a queue ID\n", target ? target : "");
                         ex = EX_USAGE;
+                } else if (action == 'i') {
+                        snprintf(path, sizeof(path), "/queue/%s/%s", target,
+                                 force ? "force" : "retry");
+                        long code = 0;
+                        _cleanup_free_ char *resp = NULL;
+                        size_t len;
+                        int r = status_client_request(c, "POST", path, &code, &resp, &len);
+                        if (r < 0) {
+                                fprintf(stderr, "tarryq: %s: %s\n", target,
+                                        status_client_last_error(c));
+                                ex = EX_UNAVAILABLE;
+                        } else if (code == 409 && !force) {
+                                ex = explain_held_back(c, target);
+                        } else {
+                                ex = exit_for_http(code, target, resp);
+                        }
                 } else {
                         path_of(action, target, path, sizeof(path));
                         ex = request(c, method_of(action), path, target);
-                        if (ex == 0 && action != 'i')
+                        if (ex == 0)
                                 fprintf(stderr, "tarryq: %s: 1 message\n", verb(action));
+                }
+        }
+        status_client_free(c);
+        cfg_free(cfg);
+        return ex;
+}
+
+int tarryq_resume(const char *config_path, const char *destination)
+{
+        struct tarry_config *cfg = NULL;
+        int ex = cli_load_config("tarryq", config_path, &cfg);
+        if (ex)
+                return ex;
+        struct status_client *c = client_for(cfg);
+        char path[400];
+        if (snprintf(path, sizeof(path), "/destinations/%s/resume", destination) >=
+                (int)sizeof(path) ||
+            strchr(destination, '/')) {
+                fprintf(stderr, "tarryq: '%s' is not a destination name (tarryq -s lists them)\n",
+                        destination);
+                ex = EX_USAGE;
+        } else if (!c) {
+                fprintf(stderr, "tarryq: cannot resume: no status_listen configured\n");
+                ex = EX_UNAVAILABLE;
+        } else {
+                long code = 0;
+                _cleanup_free_ char *body = NULL;
+                size_t len;
+                int r = status_client_request(c, "POST", path, &code, &body, &len);
+                if (r < 0) {
+                        fprintf(stderr, "tarryq: cannot resume %s: %s\n", destination,
+                                status_client_last_error(c));
+                        ex = EX_UNAVAILABLE;
+                } else if (code == 404) {
+                        fprintf(stderr,
+                                "tarryq: %s: no such destination is known (tarryq -s lists "
+                                "them)\n",
+                                destination);
+                        ex = EX_NOINPUT;
+                } else if ((ex = exit_for_http(code, destination, body)) == 0) {
+                        fprintf(stderr, "tarryq: %s: resumed\n", destination);
                 }
         }
         status_client_free(c);
@@ -302,16 +433,24 @@ int tarryq_admin(const char *config_path, char action, const char *target)
 
 /* ---- -s ---- */
 
+/* Local time with its zone: "Mon Dec  7 14:05:00 2026 +0100". */
+static const char *local_time(json_t *v, char *buf, size_t len)
+{
+        buf[0] = '\0';
+        if (!json_is_integer(v))
+                return buf;
+        time_t t = (time_t)json_integer_value(v);
+        struct tm tm;
+        if (localtime_r(&t, &tm))
+                strftime(buf, len, "%a %b %e %H:%M:%S %Y %z", &tm);
+        return buf;
+}
+
 static void print_time(const char *label, json_t *v)
 {
-        if (!json_is_integer(v))
-                return;
-        time_t t = (time_t)json_integer_value(v);
         char buf[64];
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(buf, sizeof(buf), "%a %b %e %H:%M:%S %Y", &tm);
-        printf("%s%s\n", label, buf);
+        if (*local_time(v, buf, sizeof(buf)))
+                printf("%s%s\n", label, buf);
 }
 
 static json_int_t num(json_t *o, const char *key)
@@ -348,10 +487,26 @@ static void print_status(json_t *st)
                        src && *src ? " from " : "", src ? src : "",
                        json_string_value(json_object_get(v, "state")), num(v, "concurrency"),
                        num(v, "queued"));
-                json_t *until = json_object_get(v, "until");
-                if (json_is_integer(until))
-                        printf(", until %lld", json_integer_value(until));
+                char when[64];
+                if (*local_time(json_object_get(v, "until"), when, sizeof(when))) {
+                        const char *cause = json_string_value(json_object_get(v, "cause"));
+                        printf(", until %s", when);
+                        if (cause)
+                                printf(" after a %s deferral", cause);
+                }
                 printf("\n");
+                json_t *learned = json_object_get(v, "learned_greylist_s");
+                if (json_is_integer(learned)) {
+                        printf("    learned greylist window: %llds",
+                               (long long)json_integer_value(learned));
+                        json_int_t lo = num(v, "learned_lower_s"), hi = num(v, "learned_upper_s");
+                        if (lo > 0)
+                                printf(" (refused at %llds, accepted at %llds)", (long long)lo,
+                                       (long long)hi);
+                        else if (hi > 0)
+                                printf(" (accepted at %llds)", (long long)hi);
+                        printf("\n");
+                }
                 const char *last = json_string_value(json_object_get(v, "last_reply"));
                 if (last)
                         printf("    last reply: %s\n", last);

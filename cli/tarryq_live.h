@@ -10,7 +10,12 @@
 #include <stdbool.h>
 
 int tarryq_list(const char *config_path, bool json);
-int tarryq_admin(const char *config_path, char action, const char *target);
+/* force: -i ID --force, past a suspension. -i on a message whose every
+ * destination is suspended says so and returns EX_TEMPFAIL. -f says how many
+ * destinations stay suspended. */
+int tarryq_admin(const char *config_path, char action, const char *target, bool force);
+/* tarryq resume DESTINATION: lift its suspension or back-off now. */
+int tarryq_resume(const char *config_path, const char *destination);
 int tarryq_status(const char *config_path);
 
 #endif

@@ -71,14 +71,76 @@ static const char *queue_name(const struct msg *m, int64_t now)
         return status_queue_state_name(state_of(m, now));
 }
 
-/* The tarryq -j object, with tarryd's live view of state and next attempt. */
-static json_t *message_json(const struct msg *m, const struct envelope *env, int64_t now)
+/* The scheduler item of m for route, or NULL (held, or nothing left for it). */
+static struct sched_item *item_for(const struct msg *m, const char *route)
 {
+        for (struct work *w = m->works; w; w = w->next)
+                if (w->it && strcmp(sched_item_route(w->it), route) == 0)
+                        return w->it;
+        return NULL;
+}
+
+/* What the daemon knows beyond the envelope (a loaded copy): a recipient
+ * parked behind a suspended or backed-off destination waits for its end, and
+ * one not tried yet waits for its item. Returns each waiting recipient's
+ * destination in dest[] (route keys; "" when unknown), in envelope order. */
+static void annotate_waits(struct tarryd *d, const struct msg *m, struct envelope *env, int64_t now,
+                           char (*dest)[SMTPC_DEST_MAX], size_t n_dest)
+{
+        size_t k = 0;
+        for (size_t i = 0; i < env->n_rcpt && k < n_dest; i++) {
+                struct envelope_rcpt *r = &env->rcpt[i];
+                if (!queue_rcpt_waiting(r))
+                        continue;
+                const char *domain = addr_domain(r->address);
+                struct smtpc_route route;
+                char *out = dest[k++];
+                out[0] = '\0';
+                if (smtpc_route(d->cfg, domain ? domain : d->cfg->myorigin, &route) < 0)
+                        continue;
+                snprintf(out, SMTPC_DEST_MAX, "%s", route.destination);
+                struct sched_item *it =
+                    m->dir == QUEUE_HOLD ? NULL : item_for(m, route.destination);
+                if (!it)
+                        continue;
+                if (r->state == RCPT_PENDING) {
+                        int64_t due = sched_item_due(it);
+                        r->next_attempt_us = due > now ? due : now;
+                }
+                int64_t until = 0;
+                enum sched_why why = sched_destination_pause(d->sched, sched_item_source(it),
+                                                             route.destination, now, &until);
+                if (why != SCHED_WHY_NONE && until >= r->next_attempt_us) {
+                        r->next_attempt_us = until;
+                        free(r->next_reason);
+                        r->next_reason = strdup(sched_why_name(why));
+                }
+        }
+}
+
+/* The tarryq -j object, with tarryd's live view of state and next attempt. */
+static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelope *env,
+                            int64_t now)
+{
+        size_t n_wait = 0;
+        for (size_t i = 0; i < env->n_rcpt; i++)
+                n_wait += queue_rcpt_waiting(&env->rcpt[i]);
+        _cleanup_free_ char(*dest)[SMTPC_DEST_MAX] = calloc(n_wait ? n_wait : 1, sizeof(*dest));
+        if (!dest)
+                return NULL;
+        annotate_waits(d, m, env, now, dest, n_wait);
         json_t *o = queue_listing_json(queue_name(m, now), env);
         if (!o)
                 return NULL;
-        if (m->next_attempt_us > now && m->next_attempt_us != INT64_MAX && m->dir != QUEUE_HOLD)
-                json_object_set_new(o, "next_attempt", json_integer(m->next_attempt_us / 1000000));
+        size_t i;
+        json_t *r;
+        json_array_foreach (json_object_get(o, "recipients"), i, r)
+                if (i < n_wait)
+                        json_object_set_new(r, "destination",
+                                            dest[i][0] ? json_string(dest[i]) : json_null());
+        json_t *first = json_array_get(json_object_get(o, "recipients"), 0);
+        json_object_set(o, "destination",
+                        first ? json_object_get(first, "destination") : json_null());
         if (env->source_address)
                 json_object_set_new(o, "source_address", json_string(env->source_address));
         return o;
@@ -109,6 +171,12 @@ static int count_file(const char *id, void *userdata)
         return 0;
 }
 
+static json_t *iso_time_or_null(int64_t us)
+{
+        char buf[40];
+        return us > 0 && *queue_iso_time(us, buf, sizeof(buf)) ? json_string(buf) : json_null();
+}
+
 static int dest_cb(const struct sched_dest_info *di, void *userdata)
 {
         json_t *o =
@@ -119,11 +187,20 @@ static int dest_cb(const struct sched_dest_info *di, void *userdata)
                 return -ENOMEM;
         json_object_set_new(o, "until",
                             di->until_us ? json_integer(di->until_us / 1000000) : json_null());
+        json_object_set_new(o, "until_time", iso_time_or_null(di->until_us));
+        const char *cause = di->pause_class >= 0 ? reply_class_name(di->pause_class) : NULL;
+        json_object_set_new(o, "cause", cause ? json_string(cause) : json_null());
         json_object_set_new(o, "last_reply",
                             di->last_reply ? json_string(di->last_reply) : json_null());
         json_object_set_new(o, "learned_greylist_s",
                             di->learned_greylist_s >= 0 ? json_integer(di->learned_greylist_s)
                                                         : json_null());
+        json_object_set_new(o, "learned_lower_s",
+                            di->learned_upper_s >= 0 ? json_integer(di->learned_lower_s)
+                                                     : json_null());
+        json_object_set_new(o, "learned_upper_s",
+                            di->learned_upper_s >= 0 ? json_integer(di->learned_upper_s)
+                                                     : json_null());
         json_array_append_new(userdata, o);
         return 0;
 }
@@ -265,7 +342,7 @@ static int list_queue(void *userdata, const struct status_queue_filter *f, json_
         for (size_t i = f->offset; a && i < f->offset + count; i++) {
                 struct envelope *env = NULL;
                 if (load_any(l.d, l.v[i], &env) == 0)
-                        json_array_append_new(a, message_json(l.v[i], env, l.now));
+                        json_array_append_new(a, message_json(l.d, l.v[i], env, l.now));
                 envelope_free(env);
         }
         free(l.v);
@@ -286,7 +363,7 @@ static int get_message(void *userdata, const char *id, json_t **out)
         int r = load_any(d, m, &env);
         if (r < 0)
                 return r;
-        json_t *o = message_json(m, env, now_realtime_us());
+        json_t *o = message_json(d, m, env, now_realtime_us());
         if (o) {
                 json_t *all = json_array();
                 for (size_t i = 0; i < env->n_rcpt; i++)
@@ -369,15 +446,26 @@ static int delete_message(struct tarryd *d, struct msg *m)
         return 1;
 }
 
-static int retry_now(struct tarryd *d, struct msg *m)
+/* tarryq -i: a message whose every destination is paused is not tried
+ * (-EHOSTDOWN: the caller says so) unless forced past the pause. */
+static int retry_now(struct tarryd *d, struct msg *m, bool force)
 {
         if (m->dir == QUEUE_HOLD)
                 return -EINVAL;
         int64_t now = now_realtime_us();
-        int n = 0;
-        for (struct work *w = m->works; w; w = w->next)
-                if (sched_retry_now(d->sched, w->it, now) == 0)
+        int n = 0, held = 0, works = 0;
+        for (struct work *w = m->works; w; w = w->next) {
+                works++;
+                if (!force && sched_item_held_back(d->sched, w->it, now)) {
+                        held++;
+                        continue;
+                }
+                if ((force ? sched_force_now(d->sched, w->it, now)
+                           : sched_retry_now(d->sched, w->it, now)) == 0)
                         n++;
+        }
+        if (works > 0 && held == works)
+                return -EHOSTDOWN;
         m->forced = n > 0; /* the recipients' own retry times must not hold it back */
         deliver_run_due(d);
         return n;
@@ -410,7 +498,9 @@ static int action(void *userdata, enum status_action a, const char *target)
                 return -ENOENT;
         switch (a) {
         case STATUS_ACTION_RETRY:
-                return retry_now(d, m);
+                return retry_now(d, m, false);
+        case STATUS_ACTION_FORCE:
+                return retry_now(d, m, true);
         case STATUS_ACTION_HOLD:
                 return hold(d, m);
         case STATUS_ACTION_RELEASE:

@@ -340,11 +340,25 @@ int queue_maildrop_take_resume(struct queue *q, const char *name, struct maildro
 bool queue_rcpt_waiting(const struct envelope_rcpt *r);
 /* The "(reason)" of a deferred recipient as postqueue shows it ("" when none). */
 const char *queue_delay_reason(const struct envelope_rcpt *r, char *buf, size_t len);
+/* ISO 8601 local time with zone ("2026-12-07T14:05:00+01:00") of a time in
+ * microseconds; "" when it cannot be shown. buf: at least 26 bytes. */
+const char *queue_iso_time(int64_t us, char *buf, size_t len);
+/* Where a waiting recipient's next attempt comes from (next_attempt_reason):
+ * its recorded reason, "first_attempt" when never tried, "manual_hold" in
+ * hold (queue_name "hold"). Static string or r->next_reason. */
+const char *queue_wait_reason(const struct envelope_rcpt *r, const char *queue_name);
+/* The text of a waiting recipient's "(reason)" line: the delay reason, plus
+ * the destination's suspension or back-off; "not tried yet" or the wait's
+ * reason when there is no reply yet. Never "". */
+const char *queue_wait_words(const struct envelope_rcpt *r, const char *queue_name, char *buf,
+                             size_t len);
 /* The sender as listings show it: MAILER-DAEMON for the null sender. */
 const char *queue_sender_shown(const struct envelope *env);
 /* The postqueue -j object of a message (queue_name, queue_id, arrival_time,
  * message_size, forced_expire, sender, recipients[{address, delay_reason,
- * class, next_attempt, attempts}]) plus class, next_attempt, attempts. */
+ * class, next_attempt, next_attempt_time, next_attempt_reason, attempts}])
+ * plus class, next_attempt, next_attempt_time, next_attempt_reason, attempts
+ * (docs/status.md). */
 json_t *queue_listing_json(const char *queue_name, const struct envelope *env);
 
 /* Durable small state files under state/ (e.g. the scheduler's learned.json). */

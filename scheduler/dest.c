@@ -179,6 +179,16 @@ enum sched_why dest_pause_why(const struct dest *d)
         return d->state == SCHED_DEST_SUSPENDED ? SCHED_WHY_DEST_SUSPENDED : SCHED_WHY_DEST_BACKOFF;
 }
 
+enum sched_why sched_destination_pause(struct sched *s, const char *source, const char *route,
+                                       int64_t now, int64_t *until)
+{
+        struct dest *d = route ? dest_get(s, source ? source : "", route, false) : NULL;
+        if (!d || !d->in_dheap || d->until_us <= now)
+                return SCHED_WHY_NONE;
+        *until = d->until_us;
+        return dest_pause_why(d);
+}
+
 const char *sched_dest_state_name(enum sched_dest_state st)
 {
         static const char *const names[] = {"ok", "suspended", "throttled", "backoff"};

@@ -55,6 +55,13 @@ static bool dest_can_start(const struct dest *d, int64_t now)
         return !dest_paused(d, now) && d->in_flight < dest_limit(d, now);
 }
 
+/* A forced item ignores a pause, not the concurrency limit. */
+static bool item_can_start(const struct sched_item *it, int64_t now)
+{
+        const struct dest *d = it->dest;
+        return it->force ? d->in_flight < dest_limit(d, now) : dest_can_start(d, now);
+}
+
 static void make_runnable(struct sched *s, struct dest *d)
 {
         if (d->runnable || !d->park_head)
@@ -236,7 +243,7 @@ int64_t sched_next_due(struct sched *s, int64_t now)
         while ((top = heap_top(&s->items))) {
                 struct sched_item *it = top->p;
                 struct dest *d = it->dest;
-                bool blocked = (dest_paused(d, now) && top->key <= d->until_us) ||
+                bool blocked = (dest_paused(d, now) && top->key <= d->until_us && !it->force) ||
                                (top->key <= now && d->in_flight >= dest_limit(d, now));
                 if (!blocked)
                         break;
@@ -279,10 +286,11 @@ size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size
         const struct hent *top;
         while (n < max && (top = heap_top(&s->items)) && top->key <= now) {
                 struct sched_item *it = heap_pop(&s->items);
-                if (!dest_can_start(it->dest, now)) {
+                if (!item_can_start(it, now)) {
                         park(s, it);
                         continue;
                 }
+                it->force = false;
                 start(s, it, now);
                 out[n++] = it;
         }
@@ -367,6 +375,29 @@ const char *sched_item_source(const struct sched_item *it)
 }
 
 /* ---- admin actions ---- */
+
+int sched_force_now(struct sched *s, struct sched_item *it, int64_t now)
+{
+        if (it->where == W_IN_FLIGHT)
+                return -EINVAL;
+        it->force = true;
+        if (it->where == W_PARKED) {
+                unpark(s, it);
+                return wait_at(s, it, now);
+        }
+        if (it->due_us > now) {
+                it->due_us = now;
+                heap_update(&s->items, it->heap_idx, now);
+        }
+        return 0;
+}
+
+bool sched_item_held_back(struct sched *s, const struct sched_item *it, int64_t now)
+{
+        (void)s;
+        /* a suspension or back-off, not a rule's pacing gap */
+        return it->where != W_IN_FLIGHT && !it->force && dest_held(it->dest, now);
+}
 
 int sched_retry_now(struct sched *s, struct sched_item *it, int64_t now)
 {

@@ -22,6 +22,7 @@ struct sched_item {
         struct sched_item *prev, *next; /* parked list, or the in-flight list */
         uint32_t heap_idx;
         uint8_t where;
+        bool force; /* tarryq -i --force: may start while its destination is paused */
 };
 
 /* A (source address, route) pair and what the scheduler knows about it. */

@@ -331,6 +331,15 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now_us,
  * suspended: resume it to force. -EINVAL when in flight (already trying). */
 int sched_retry_now(struct sched *s, struct sched_item *it, int64_t now_us);
 
+/* Make the item due now and let it start although its destination is
+ * suspended or backing off (tarryq -i --force); the concurrency limit still
+ * holds, and the pause stays for every other item. -EINVAL when in flight. */
+int sched_force_now(struct sched *s, struct sched_item *it, int64_t now_us);
+
+/* Would the item wait for its destination's pause (suspended or backing
+ * off, and not forced)? */
+bool sched_item_held_back(struct sched *s, const struct sched_item *it, int64_t now_us);
+
 /* Every waiting item due now and every back-off (overload/routing) lifted;
  * reputation/rate-limit suspensions stay (tarryq -f). O(n), no re-sort.
  * Returns the number of items made due. */
@@ -366,6 +375,12 @@ struct sched_dest_info {
         int64_t learned_upper_s;    /* lowest accepted age, -1: none */
         int pause_class;            /* class that paused it (enum reply_class), -1: none */
 };
+
+/* Is destination (source_address, route) paused at now_us? Returns
+ * SCHED_WHY_DEST_SUSPENDED or SCHED_WHY_DEST_BACKOFF and its end in *until_us,
+ * or SCHED_WHY_NONE (unknown destination, or not paused). */
+enum sched_why sched_destination_pause(struct sched *s, const char *source_address,
+                                       const char *route, int64_t now_us, int64_t *until_us);
 
 /* "ok", "suspended", "throttled", "backoff". */
 const char *sched_dest_state_name(enum sched_dest_state st);

@@ -40,6 +40,8 @@ static const struct route routes[] = {
     {"GET", {"metrics"}, ROUTE_METRICS, false, 0},
     /* tarryq -i ID: attempt one message now */
     {"POST", {"queue", "{id}", "retry"}, ROUTE_ACTION, true, STATUS_ACTION_RETRY},
+    /* tarryq -i ID --force: attempt now even if its destination is suspended */
+    {"POST", {"queue", "{id}", "force"}, ROUTE_ACTION, true, STATUS_ACTION_FORCE},
     /* tarryq -h ID: put aside */
     {"POST", {"queue", "{id}", "hold"}, ROUTE_ACTION, true, STATUS_ACTION_HOLD},
     /* tarryq -H ID: take back from hold */

@@ -69,6 +69,7 @@ static const struct {
     {-EBUSY, MHD_HTTP_CONFLICT},             /* being delivered right now */
     {-EPERM, MHD_HTTP_FORBIDDEN},            /* the provider refused */
     {-EAGAIN, MHD_HTTP_SERVICE_UNAVAILABLE}, /* shutting down or reloading */
+    {-EHOSTDOWN, MHD_HTTP_CONFLICT},         /* its destination is suspended */
 };
 
 static unsigned errno_to_code(int r)
@@ -138,7 +139,10 @@ static enum MHD_Result reply_error(struct status_server *s, struct MHD_Connectio
 
 static enum MHD_Result reply_errno(struct status_server *s, struct MHD_Connection *c, int r)
 {
-        return reply_error(s, c, errno_to_code(r), strerror(-r), NULL);
+        const char *why = r == -EHOSTDOWN ? "its destination is suspended or backing off; "
+                                            "POST /queue/ID/force tries anyway"
+                                          : strerror(-r);
+        return reply_error(s, c, errno_to_code(r), why, NULL);
 }
 
 /* ---- admin checks ---- */
@@ -661,6 +665,7 @@ static const char *const action_names[] = {
     [STATUS_ACTION_RETRY] = "retry",   [STATUS_ACTION_FLUSH] = "flush",
     [STATUS_ACTION_HOLD] = "hold",     [STATUS_ACTION_RELEASE] = "release",
     [STATUS_ACTION_DELETE] = "delete", [STATUS_ACTION_RESUME] = "resume",
+    [STATUS_ACTION_FORCE] = "force",
 };
 
 const char *status_action_name(enum status_action a)

@@ -134,6 +134,7 @@ enum status_action {
         STATUS_ACTION_RELEASE, /* POST /queue/ID/release */
         STATUS_ACTION_DELETE,  /* DELETE /queue/ID */
         STATUS_ACTION_RESUME,  /* POST /destinations/NAME/resume: lift a suspension */
+        STATUS_ACTION_FORCE,   /* POST /queue/ID/force: attempt now, past a suspension */
         STATUS_ACTION__MAX,
 };
 const char *status_action_name(enum status_action a); /* "retry", "flush", … */

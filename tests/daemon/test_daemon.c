@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "harness.h"
 #include "tests/fixture/fixture.h"
 
@@ -196,6 +198,159 @@ Test(daemon, reputation_deferral_suspends_the_destination_but_not_others)
         harness_cleanup(&h);
         fixture_free(ms);
         fixture_free(other);
+}
+
+/* tarryq ARGS…: exit status, stdout and stderr (freed by the caller). */
+static int tarryq(struct harness *h, char **out, char **err, const char *const *args)
+{
+        return harness_tarryq(h, args, out, err);
+}
+
+/* The recipient object of tarryq -j for address (a new reference), NULL if absent. */
+static json_t *listed_rcpt(struct harness *h, const char *address)
+{
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(tarryq(h, &out, &err, (const char *[]){"-j", NULL}), 0, "%s", err);
+        json_t *found = NULL;
+        for (char *save = NULL, *line = strtok_r(out, "\n", &save); line && !found;
+             line = strtok_r(NULL, "\n", &save)) {
+                json_t *m = json_loads(line, 0, NULL);
+                size_t i;
+                json_t *r;
+                json_array_foreach (json_object_get(m, "recipients"), i, r)
+                        if (!found &&
+                            strcmp(json_string_value(json_object_get(r, "address")), address) == 0)
+                                found = json_incref(r);
+                json_decref(m);
+        }
+        free(out);
+        free(err);
+        return found;
+}
+
+/* A queue ID from tarryq -j whose recipient is address. */
+static void queue_id_of(struct harness *h, const char *address, char id[17])
+{
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(tarryq(h, &out, &err, (const char *[]){"-j", NULL}), 0, "%s", err);
+        id[0] = '\0';
+        for (char *save = NULL, *line = strtok_r(out, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+                json_t *m = json_loads(line, 0, NULL);
+                if (strstr(line, address))
+                        snprintf(id, 17, "%s", json_string_value(json_object_get(m, "queue_id")));
+                json_decref(m);
+        }
+        cr_assert_eq(strlen(id), 16, "%s not listed", address);
+        free(out);
+        free(err);
+}
+
+/* A 4.7.650 suspends the destination; tarryd restarts (SIGTERM, start):
+ * the suspension is still there, with its end and cause, mail queued to it
+ * after the restart waits and says why, -i refuses with 75, --force tries,
+ * and tarryq resume lifts it. SUSPEND_LONG_S is never waited out. */
+#define SUSPEND_LONG_S 600
+Test(daemon, a_suspension_survives_a_restart_and_every_waiting_recipient_says_why, .timeout = 120)
+{
+        struct fixture *ms = start_fixture();
+        fixture_set(ms, "rcpt",
+                    "451 4.7.650 The mail server [127.0.0.2] has been temporarily rate "
+                    "limited due to IP reputation.");
+        struct harness h;
+        char retry[128];
+        snprintf(retry, sizeof(retry), "[retry.reputation]\ninitial = %ds\nmax = %ds\n",
+                 SUSPEND_LONG_S, SUSPEND_LONG_S);
+        init_with(&h, ms, NULL, retry);
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "one@example.test", "first");
+        cr_assert(wait_log(&h, "class=reputation"), "the first attempt was not deferred");
+        cr_assert_eq(harness_stop(&h, SIGTERM, 5000), 0);
+
+        harness_start(&h);
+        size_t conns = fixture_connection_count(ms);
+        fixture_set(ms, "rcpt", "250 2.1.5 Ok");
+        harness_send(&h, "alice@sender.test", "two@example.test", "second");
+        char *out = NULL, *err = NULL;
+        /* tarryq -s: still suspended, with a local time and zone, and its cause */
+        cr_assert_eq(tarryq(&h, &out, &err, (const char *[]){"-s", NULL}), 0, "%s", err);
+        cr_assert_not_null(strstr(out, ": suspended,"), "restart forgot the suspension: %s", out);
+        cr_assert_not_null(strstr(out, "after a reputation deferral"), "%s", out);
+        cr_assert_not_null(strstr(out, " +0000"), "no time zone: %s", out);
+        free(out);
+        free(err);
+
+        /* -j: both recipients wait for the destination, with time, reason, destination */
+        json_t *two = NULL;
+        for (int i = 0; i < 3000 && !two; i++) {
+                two = listed_rcpt(&h, "two@example.test");
+                if (!two)
+                        harness_sleep_ms(10);
+        }
+        cr_assert_not_null(two, "the second message is not listed");
+        json_t *one = listed_rcpt(&h, "one@example.test");
+        cr_assert_not_null(one);
+        char dest[64];
+        snprintf(dest, sizeof(dest), "[127.0.0.1]:%u", fixture_port(ms));
+        json_t *rs[] = {one, two};
+        for (int k = 0; k < 2; k++) {
+                cr_assert_str_eq(json_string_value(json_object_get(rs[k], "next_attempt_reason")),
+                                 "destination_suspended");
+                cr_assert_str_eq(json_string_value(json_object_get(rs[k], "destination")), dest);
+                cr_assert(json_is_integer(json_object_get(rs[k], "next_attempt")));
+                const char *iso = json_string_value(json_object_get(rs[k], "next_attempt_time"));
+                cr_assert(iso && strlen(iso) == 25 && strcmp(iso + 19, "+00:00") == 0, "%s",
+                          iso ? iso : "null");
+        }
+        json_decref(one);
+        json_decref(two);
+
+        /* -p: a (reason) line for the mail never tried too */
+        cr_assert_eq(tarryq(&h, &out, &err, (const char *[]){"-p", NULL}), 0, "%s", err);
+        char *second = strstr(out, "two@example.test");
+        cr_assert_not_null(second);
+        char *reason = strstr(out, "destination suspended until ");
+        cr_assert(reason && reason < second, "%s", out);
+        free(out);
+        free(err);
+
+        /* -i on it: says so, exit 75, nothing tried */
+        char id[17];
+        queue_id_of(&h, "two@example.test", id);
+        int rc = tarryq(&h, &out, &err, (const char *[]){"-i", id, NULL});
+        cr_assert_eq(rc, 75, "tarryq -i exit %d: %s", rc, err);
+        cr_assert_not_null(strstr(err, "suspended"), "%s", err);
+        cr_assert_null(strstr(err, "{"), "raw JSON: %s", err);
+        free(out);
+        free(err);
+        /* -f: the suspension stays, and tarryq says so */
+        cr_assert_eq(tarryq(&h, &out, &err, (const char *[]){"-f", NULL}), 0, "%s", err);
+        cr_assert_not_null(strstr(err, "1 destination stays suspended"), "%s", err);
+        free(out);
+        free(err);
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_connection_count(ms), conns,
+                     "the suspended destination was contacted after the restart");
+
+        /* --force tries this one message anyway */
+        cr_assert_eq(tarryq(&h, &out, &err, (const char *[]){"-i", id, "--force", NULL}), 0, "%s",
+                     err);
+        free(out);
+        free(err);
+        cr_assert_eq(fixture_wait_txns(ms, 1, WAIT_MS), 0, "--force did not deliver");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(ms, 0, &t), 0);
+        cr_assert_str_eq(t.rcpts[0], "two@example.test");
+        fixture_txn_clear(&t);
+
+        /* tarryq resume DESTINATION lets the rest go */
+        cr_assert_eq(tarryq(&h, &out, &err, (const char *[]){"resume", dest, NULL}), 0, "%s", err);
+        free(out);
+        free(err);
+        cr_assert_eq(fixture_wait_txns(ms, 2, WAIT_MS), 0, "resume did not release the first");
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        fixture_free(ms);
 }
 
 /* smtpc_pick_source's hash (FNV-1a of the destination), to order a pool so

@@ -108,3 +108,85 @@ Test(tarryq_classify, broken_rule_file_is_a_config_error)
         unlink(rules);
         unlink(conf);
 }
+
+/* The same, with arguments placed before "classify" (tarryq -C FILE classify …). */
+static char *run_tarryq(const char *args, int *status)
+{
+        char cmd[8192];
+        snprintf(cmd, sizeof(cmd), "cd '%s' && '%s/cli/tarryq' %s 2>&1", getenv("TARRY_SOURCE_DIR"),
+                 getenv("TARRY_BUILD_DIR"), args);
+        FILE *p = popen(cmd, "r");
+        cr_assert_not_null(p);
+        size_t cap = 1 << 20, len = 0;
+        char *out = malloc(cap);
+        size_t n;
+        while ((n = fread(out + len, 1, cap - 1 - len, p)) > 0)
+                len += n;
+        out[len] = '\0';
+        *status = pclose(p);
+        return out;
+}
+
+Test(tarryq_classify, prints_the_next_three_retries_under_the_config)
+{
+        /* no hint, nothing learned: 60 s, then the ends of the 300 s and 1500 s windows */
+        int st;
+        char *out = run("-C /dev/null '451 4.7.1 Greylisted, please come back later'", &st);
+        cr_assert_eq(WEXITSTATUS(st), 0, "%s", out);
+        cr_assert_not_null(strstr(out, "retry 1: +60s ("), "%s", out);
+        cr_assert_not_null(strstr(out, "retry 2: +305s ("), "%s", out);
+        cr_assert_not_null(strstr(out, "retry 3: +1505s ("), "%s", out);
+        cr_assert_not_null(strstr(out, ", greylist_window)"), "%s", out);
+        free(out);
+        /* a hint is followed, under this config's greylist policy */
+        out = run("-C /dev/null '451 4.7.1 Greylisted, try again in 120 seconds'", &st);
+        cr_assert_not_null(strstr(out, "retry 1: +125s ("), "%s", out);
+        cr_assert_not_null(strstr(out, ", hint)"), "%s", out);
+        free(out);
+        /* a permanent reply has no retries */
+        out = run("-C /dev/null '550 5.1.1 User unknown'", &st);
+        cr_assert_null(strstr(out, "retry"), "%s", out);
+        free(out);
+}
+
+Test(tarryq_classify, config_may_come_before_the_subcommand)
+{
+        int st;
+        char *out = run_tarryq("-C /dev/null classify '450 4.2.0 Greylisted'", &st);
+        cr_assert_eq(WEXITSTATUS(st), 0, "%s", out);
+        cr_assert_not_null(strstr(out, "class: greylist\n"), "%s", out);
+        free(out);
+}
+
+Test(tarryq_classify, jsonl_reads_a_file_named_on_the_command_line)
+{
+        char path[] = "/tmp/tarry-classify-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        const char *text = "{\"reply\": \"450 4.2.0 Greylisted\"}\nnot json\n";
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        close(fd);
+        char args[256];
+        snprintf(args, sizeof(args), "-C /dev/null --jsonl %s", path);
+        int st;
+        char *out = run(args, &st);
+        cr_assert_eq(WEXITSTATUS(st), 65, "a bad line is exit 65");
+        cr_assert_not_null(strstr(out, "{\"class\":\"greylist\""), "%s", out);
+        free(out);
+        snprintf(args, sizeof(args), "-C /dev/null classify --jsonl %s 2>&1", path);
+        out = run_tarryq(args, &st);
+        cr_assert_not_null(strstr(out, path), "the error names the file: %s", out);
+        cr_assert_not_null(strstr(out, ":2:"), "and the line: %s", out);
+        free(out);
+        unlink(path);
+}
+
+Test(tarryq_classify, help_prints_usage_and_succeeds)
+{
+        int st;
+        char *out = run_tarryq("--help", &st);
+        cr_assert_eq(WEXITSTATUS(st), 0);
+        cr_assert_not_null(strstr(out, "resume DESTINATION"), "%s", out);
+        cr_assert_not_null(strstr(out, "--force"), "%s", out);
+        free(out);
+}
