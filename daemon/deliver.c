@@ -455,12 +455,10 @@ static void one_line(const char *text, char *out, size_t outlen)
         out[j] = '\0';
 }
 
+/* next=2026-12-07T14:05:00+01:00: local time with its zone */
 static void fmt_time(int64_t us, char *out, size_t len)
 {
-        time_t t = (time_t)(us / 1000000);
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+        queue_iso_time(us, out, len);
 }
 
 static const char *status_word(const struct sched_decision *dec)

@@ -33,7 +33,7 @@ static void to_stderr(const char *text)
         time_t t = time(NULL);
         struct tm tm;
         localtime_r(&t, &tm);
-        strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+        strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S %z", &tm); /* the zone: logs get compared */
         fprintf(stderr, "%s tarryd[%d]: %s\n", stamp, (int)getpid(), text);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -265,6 +266,16 @@ Test(daemon, a_suspension_survives_a_restart_and_every_waiting_recipient_says_wh
         harness_start(&h);
         harness_send(&h, "alice@sender.test", "one@example.test", "first");
         cr_assert(wait_log(&h, "class=reputation"), "the first attempt was not deferred");
+        /* log lines carry the time zone (tarryd inherits ours) */
+        char zone[8], stamp[32], next[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(zone, sizeof(zone), "%z", &tm);
+        snprintf(stamp, sizeof(stamp), " %s tarryd[", zone);
+        snprintf(next, sizeof(next), "%.3s:%.2s\n", zone, zone + 3); /* next=… ends the line */
+        cr_assert(harness_log_contains(&h, stamp), "no '%s' in the log", stamp);
+        cr_assert(harness_log_contains(&h, next), "next= has no zone ('%s')", next);
         cr_assert_eq(harness_stop(&h, SIGTERM, 5000), 0);
 
         harness_start(&h);
