@@ -71,16 +71,27 @@ static int tcp_url(const char *entry, char *url, size_t len)
         return snprintf(url, len, "http://%.*s:%s", hlen, entry, port) < (int)len ? 0 : -EINVAL;
 }
 
-static int add_listed(struct status_client *c, const char *const *listen, bool want_unix)
+enum kind { K_UNIX, K_MAILQ, K_TCP };
+
+static enum kind kind_of(const char *entry)
+{
+        return strncmp(entry, "unix:", 5) == 0    ? K_UNIX
+               : strncmp(entry, "mailq:", 6) == 0 ? K_MAILQ
+                                                  : K_TCP;
+}
+
+/* The endpoints of one kind, in the order configured. */
+static int add_listed(struct status_client *c, const char *const *listen, enum kind want)
 {
         char url[320];
         for (size_t i = 0; listen && listen[i]; i++) {
-                bool is_unix = strncmp(listen[i], "unix:", 5) == 0;
+                enum kind k = kind_of(listen[i]);
                 int r = 0;
-                if (is_unix != want_unix)
+                if (k != want)
                         continue;
-                if (is_unix)
-                        r = add_endpoint(c, listen[i] + 5, "http://localhost", listen[i]);
+                if (k != K_TCP)
+                        r = add_endpoint(c, strchr(listen[i], ':') + 1, "http://localhost",
+                                         listen[i]);
                 else if (tcp_url(listen[i], url, sizeof(url)) == 0)
                         r = add_endpoint(c, NULL, url, url);
                 if (r < 0)
@@ -94,9 +105,13 @@ int status_client_new(const char *const *listen, struct status_client **out)
         struct status_client *c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        int r = add_listed(c, listen, true);
+        /* the full view first; an ordinary user, refused there, gets their own
+         * messages from a mailq: socket; a TCP port has counts only */
+        int r = add_listed(c, listen, K_UNIX);
         if (r >= 0)
-                r = add_listed(c, listen, false);
+                r = add_listed(c, listen, K_MAILQ);
+        if (r >= 0)
+                r = add_listed(c, listen, K_TCP);
         if (r >= 0 && c->n == 0)
                 r = -ENOENT;
         if (r < 0) {

@@ -337,7 +337,15 @@ int tarryq_admin(const char *config_path, char action, const char *target, bool 
         _cleanup_free_ char *body = NULL;
         size_t len;
         bool up = c && status_client_request(c, "GET", "/status", &code, &body, &len) == 0;
-        if (!up) {
+        if (up && code == 403) {
+                /* only a mailq: socket (own messages, listing only) let us in */
+                char words[512];
+                fprintf(stderr,
+                        "tarryq: not allowed: %s (%s); actions need root, tarryd's user "
+                        "or the status_group\n",
+                        error_words(body, words, sizeof(words)), status_client_endpoint(c));
+                ex = EX_NOPERM;
+        } else if (!up) {
                 if (action == 'd' || action == 'h' || action == 'H') {
                         warn_offline(c);
                         ex = offline_action(cfg, action, target);
@@ -523,7 +531,12 @@ int tarryq_status(const char *config_path)
         long code = 0;
         _cleanup_(json_decrefp) json_t *st = NULL;
         int r = c ? status_client_request_json(c, "GET", "/status", &code, &st) : -ENOENT;
-        if (r < 0 || code != 200) {
+        const char *refused = json_string_value(json_object_get(st, "error"));
+        if (r == 0 && code != 200 && refused) {
+                fprintf(stderr, "tarryq: cannot read the status: %s (%s)\n", refused,
+                        status_client_endpoint(c));
+                ex = code == 403 ? EX_NOPERM : EX_UNAVAILABLE;
+        } else if (r < 0 || code != 200) {
                 fprintf(stderr, "tarryq: cannot read the status: tarryd is not answering (%s)\n",
                         c ? status_client_last_error(c) : "no status_listen configured");
                 ex = EX_UNAVAILABLE;

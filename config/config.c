@@ -54,7 +54,8 @@ static const struct key_def keys[] = {
     {"main", "myorigin", KEY_STRING, OFF(myorigin), 0, "domain for bare local senders"},
     {"main", "source_address", KEY_LIST, LIST(source_addresses), "address(es) to send from"},
     {"main", "relayhost", KEY_RELAY, OFF(relayhost), 0, "[host]:port for all mail; empty: MX"},
-    {"main", "status_listen", KEY_LIST, LIST(status_listen), "unix:PATH and/or HOST:PORT"},
+    {"main", "status_listen", KEY_LIST, LIST(status_listen),
+     "unix:PATH, mailq:PATH (users' own mail) and/or HOST:PORT"},
     {"main", "status_allow_remote", KEY_BOOL, OFF(status_allow_remote), 0,
      "allow a non-loopback status address"},
     {"main", "status_group", KEY_STRING, OFF(status_group), 0, "group of the status socket"},
@@ -707,7 +708,8 @@ static int set_defaults(struct tarry_config *c)
         c->user = strdup("tarry");
         if (!c->spool_dir || !c->myhostname || !c->user)
                 return -ENOMEM;
-        if (parse_list("unix:/run/tarry/status.sock", &c->status_listen, &c->n_status_listen) < 0)
+        if (parse_list("unix:/run/tarry/status.sock, mailq:/run/tarry/mailq.sock",
+                       &c->status_listen, &c->n_status_listen) < 0)
                 return -ENOMEM;
         if (parse_list("yes", &c->allow_sender_override, &c->n_allow_sender_override) < 0)
                 return -ENOMEM;

@@ -302,9 +302,14 @@ static int match_cb(struct msg *m, void *userdata)
                 return 0;
         if (f->has_class && m->reply_class != (int)f->class)
                 return 0;
-        if (f->destination) {
+        if (f->destination || f->by_owner) {
+                /* the owner is the envelope's uid: the submitter the kernel
+                 * named (SO_PEERCRED / the maildrop file's owner), not a
+                 * sender address anyone may be allowed to write */
                 struct envelope *env = NULL;
-                bool ok = load_any(l->d, m, &env) == 0 && goes_to(l->d, env, f->destination);
+                bool ok = load_any(l->d, m, &env) == 0 &&
+                          (!f->destination || goes_to(l->d, env, f->destination)) &&
+                          (!f->by_owner || env->uid == f->owner);
                 envelope_free(env);
                 if (!ok)
                         return 0;

@@ -109,8 +109,9 @@ int listen_unix(const struct status_listen_addr *a, const char *group, int *out_
                 return -errno;
         }
         /* Nobody can connect before listen(), so fixing the mode here is race-free. */
-        if (chmod(a->path, 0660) < 0 || (group && chown(a->path, (uid_t)-1, gid) < 0) ||
-            listen(fd, BACKLOG) < 0) {
+        /* a mailq: socket is for every local user: the server filters by SO_PEERCRED */
+        if (chmod(a->path, a->owner_view ? 0666 : 0660) < 0 ||
+            (group && chown(a->path, (uid_t)-1, gid) < 0) || listen(fd, BACKLOG) < 0) {
                 r = -errno;
                 unlink(a->path);
                 return r;

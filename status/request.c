@@ -404,10 +404,15 @@ int status_parse_listen(const char *s, struct status_listen_addr *out, const cha
         }
         if (strncmp(s, "unix:", 5) == 0)
                 return parse_unix(s + 5, out, why);
+        if (strncmp(s, "mailq:", 6) == 0) {
+                int r = parse_unix(s + 6, out, why);
+                out->owner_view = r == 0;
+                return r;
+        }
 
         const char *colon = strrchr(s, ':');
         const char *host = s, *host_end = colon;
-        *why = "expected unix:/path, ip:port, [ipv6]:port or localhost:port";
+        *why = "expected unix:/path, mailq:/path, ip:port, [ipv6]:port or localhost:port";
         if (!colon)
                 return -EINVAL;
         if (s[0] == '[') {

@@ -204,8 +204,9 @@ static enum MHD_Result collect_qarg(void *cls, enum MHD_ValueKind kind, const ch
         return q->r < 0 ? MHD_NO : MHD_YES;
 }
 
-static enum MHD_Result handle_queue(struct status_server *s, struct MHD_Connection *c)
+static enum MHD_Result handle_queue(struct listener *l, struct MHD_Connection *c)
 {
+        struct status_server *s = l->server;
         struct qargs q = {.r = 0};
         json_t *page = NULL;
         size_t total = 0;
@@ -214,6 +215,13 @@ static enum MHD_Result handle_queue(struct status_server *s, struct MHD_Connecti
         MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_qarg, &q);
         if (q.r < 0)
                 return reply_error(s, c, MHD_HTTP_BAD_REQUEST, q.why, NULL);
+        if (l->addr.owner_view) {
+                /* whoever connected sees what they submitted, nothing else */
+                if (peer_uid(c, &q.filter.owner) < 0)
+                        return reply_error(s, c, MHD_HTTP_FORBIDDEN,
+                                           "cannot tell who is asking (SO_PEERCRED failed)", NULL);
+                q.filter.by_owner = true;
+        }
         if (!s->provider.list_queue)
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
         int r = s->provider.list_queue(s->provider.userdata, &q.filter, &page, &total);
@@ -340,12 +348,16 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
         if ((req.route == ROUTE_QUEUE || req.route == ROUTE_MESSAGE) && !l->addr.is_unix)
                 return reply_error(s, c, MHD_HTTP_FORBIDDEN,
                                    "message listings are only served on the unix socket", NULL);
+        if (l->addr.owner_view && req.route != ROUTE_QUEUE)
+                return reply_error(s, c, MHD_HTTP_FORBIDDEN,
+                                   "this socket lists the caller's own messages only (GET /queue)",
+                                   NULL);
         switch (req.route) {
         case ROUTE_STATUS:
                 return handle_status(s, c,
                                      l->addr.is_unix ? STATUS_VIEW_FULL : STATUS_VIEW_AGGREGATE);
         case ROUTE_QUEUE:
-                return handle_queue(s, c);
+                return handle_queue(l, c);
         case ROUTE_MESSAGE:
                 return handle_message(s, c, req.target);
         case ROUTE_METRICS:

@@ -21,6 +21,9 @@
  *   POST /queue/ID/retry | /hold | /release, DELETE /queue/ID,
  *   POST /flush, POST /destinations/NAME/resume
  *                                        provider->action → {"ok":true,"action","target","count"}
+ * A "mailq:/path" listener (mode 0666) answers GET /queue only, with the
+ * messages whose envelope uid is the peer's SO_PEERCRED uid (ordinary users'
+ * mailq); everything else there is 403.
  * /queue and /queue/ID (senders, recipients) are served on unix sockets only:
  * any local user can reach a loopback port; over TCP they answer 403, and
  * /status there is the aggregate view (STATUS_VIEW_AGGREGATE). On TCP a Host
@@ -125,6 +128,10 @@ struct status_queue_filter {
         enum status_queue_state state;
         size_t offset;
         size_t limit; /* 1..STATUS_MAX_LIMIT, default STATUS_DEFAULT_LIMIT */
+        /* Set by the server on a "mailq:" socket, never from the query: only
+         * messages submitted by this uid (the peer's SO_PEERCRED uid). */
+        bool by_owner;
+        uid_t owner;
 };
 
 enum status_action {
@@ -211,9 +218,11 @@ int status_tcp_port(const struct status_server *s);
 /* One `status_listen` entry. */
 struct status_listen_addr {
         bool is_unix;
-        char path[108]; /* unix */
-        char host[64];  /* TCP: numeric address as written, without brackets */
-        uint16_t port;  /* TCP */
+        bool owner_view; /* "mailq:/path": a unix socket anyone may connect to, serving
+                          * only GET /queue filtered to the caller's own messages */
+        char path[108];  /* unix */
+        char host[64];   /* TCP: numeric address as written, without brackets */
+        uint16_t port;   /* TCP */
 };
 int status_parse_listen(const char *s, struct status_listen_addr *out, const char **why);
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */

@@ -409,6 +409,63 @@ Test(install, an_ordinary_user_cannot_list_or_delete_another_users_mail_with_tar
         cr_assert(strstr(r.out, id), "%s", r.out);
 }
 
+/* With a mailq: socket (the default config has one), an ordinary user's
+ * tarryq -p / -j lists the messages they submitted and nobody else's, and
+ * the socket takes nothing else (no status, no actions, no one message). */
+Test(install, an_ordinary_user_lists_their_own_messages_and_only_those)
+{
+        struct env *e = &E;
+        cr_assert_eq(harness_stop(&e->h, SIGTERM, 5000), 0);
+        char text[4096];
+        snprintf(text, sizeof(text),
+                 "[main]\nspool_dir = %s\nmyhostname = tarry.test\nuser = root\n"
+                 "status_listen = unix:%s/status.sock, mailq:%s/mailq.sock\n"
+                 "shutdown_timeout = 2s\n[smtp]\nconnect_timeout = 2s\ncommand_timeout = 3s\n"
+                 "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 e->h.spool, e->h.dir, e->h.dir, fixture_port(e->smtp));
+        harness_write_config(&e->h, text);
+        cr_assert_eq(chmod(e->h.conf, 0644), 0);
+        harness_start(&e->h);
+        fixture_set(e->smtp, "rcpt", "451 4.3.0 try again later");
+
+        struct run r;
+        cr_assert_eq(sendmail_as(e, ALICE, "xavier@example.test", "alice's", &r), 0, "%s", r.err);
+        cr_assert_eq(sendmail_as(e, BOB, "carol@example.test", "bob's private", &r), 0, "%s",
+                     r.err);
+        wait_active(e, 2);
+
+        const char *fmts[] = {"-j", "-p"};
+        for (size_t k = 0; k < 2; k++) {
+                const char *list[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, fmts[k], NULL};
+                r = run_as(e, ALICE, NULL, NULL, list);
+                cr_assert_eq(r.status, 0, "tarryq %s as alice: %s", fmts[k], r.err);
+                cr_assert(strstr(r.out, "xavier@example.test"), "alice misses her own: %s", r.out);
+                cr_assert_null(strstr(r.out, "carol@example.test"), "alice saw bob's: %s", r.out);
+                r = run_as(e, BOB, NULL, NULL, list);
+                cr_assert_eq(r.status, 0, "tarryq %s as bob: %s", fmts[k], r.err);
+                cr_assert(strstr(r.out, "carol@example.test"), "bob misses his own: %s", r.out);
+                cr_assert_null(strstr(r.out, "xavier@example.test"), "bob saw alice's: %s", r.out);
+        }
+
+        /* the mailq: socket answers nothing else to them */
+        const char *st[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-s", NULL};
+        r = run_as(e, ALICE, NULL, NULL, st);
+        cr_assert_neq(r.status, 0);
+        cr_assert_null(strstr(r.out, "example.test"), "%s", r.out);
+        cr_assert_null(strstr(r.err, "{"), "raw JSON: %s", r.err);
+        const char *del[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-d", "ALL", NULL};
+        r = run_as(e, ALICE, NULL, NULL, del);
+        cr_assert_neq(r.status, 0);
+        wait_active(e, 2);
+
+        /* root still sees both */
+        const char *list[] = {harness_binary("cli/tarryq"), "-C", e->h.conf, "-j", NULL};
+        r = run_as(e, NULL, NULL, NULL, list);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        cr_assert(strstr(r.out, "xavier@example.test") && strstr(r.out, "carol@example.test"), "%s",
+                  r.out);
+}
+
 Test(install, sender_override_can_be_limited_to_listed_users)
 {
         struct env *e = &E;
