@@ -205,13 +205,14 @@ Test(tarryq, one_request_is_singular)
         put_message(&fixed[2]);
         struct run_result r = tarryq("-p");
         cr_assert_str_eq(
-            r.out, "----Queue ID----- --Size-- ---Arrival Time---- "
-                   "--Sender/Recipient------\n"
-                   "5FBBB25500000001      2048 Mon Nov 23 13:00:05 cron@example.com\n"
-                   "                                                               (not tried yet)\n"
-                   "                                               ops@example.com\n"
-                   "\n"
-                   "-- 2 Kbytes in 1 Request.\n");
+            r.out,
+            "----Queue ID----- --Size-- ---Arrival Time---- "
+            "--Sender/Recipient------\n"
+            "5FBBB25500000001      2048 Mon Nov 23 13:00:05 cron@example.com\n"
+            "                                                               (not tried yet)\n"
+            "                                               ops@example.com\n"
+            "\n"
+            "-- 2 Kbytes in 1 Request.\n");
         run_free(&r);
 }
 
@@ -250,5 +251,20 @@ Test(tarryq, usage_errors_exit_64_and_a_missing_spool_75)
         r = tarryq("-p");
         cr_assert_eq(r.status, EX_TEMPFAIL);
         cr_assert_not_null(strstr(r.err, "cannot open the spool"));
+        run_free(&r);
+}
+
+Test(tarryq, a_silent_unix_socket_is_named_with_the_reason_not_as_localhost_port_80)
+{
+        char line[600];
+        snprintf(line, sizeof(line), "status_listen = unix:%s/none.sock\n", fx.dir);
+        FILE *f = fopen(fx.conf, "a");
+        cr_assert_not_null(f);
+        fputs(line, f);
+        fclose(f);
+        struct run_result r = tarryq("-s");
+        cr_assert_eq(r.status, EX_UNAVAILABLE, "%s", r.err);
+        cr_assert_not_null(strstr(r.err, "none.sock: no such socket"), "%s", r.err);
+        cr_assert_null(strstr(r.err, "port 80"), "%s", r.err);
         run_free(&r);
 }
