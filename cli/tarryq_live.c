@@ -381,7 +381,7 @@ int tarryq_admin(const char *config_path, char action, const char *target, bool 
                                 fprintf(stderr, "tarryq: %s: %s\n", target,
                                         status_client_last_error(c));
                                 ex = EX_UNAVAILABLE;
-                        } else if (code == 409 && !force) {
+                        } else if (code == 409 && !force && resp && strstr(resp, "suspended")) {
                                 ex = explain_held_back(c, target);
                         } else {
                                 ex = exit_for_http(code, target, resp);
