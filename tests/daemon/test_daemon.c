@@ -625,6 +625,20 @@ Test(daemon, an_unreadable_envelope_is_retried_logged_once_and_delivered_later, 
         only_active(&h, dir, sizeof(dir));
         snprintf(env, sizeof(env), "%s/envelope", dir);
         snprintf(saved, sizeof(saved), "%s/envelope.saved", dir);
+        /* the deferral is logged before the envelope that records it is written
+         * (atomically, by rename): wait for that write, or the test's rename
+         * races it */
+        for (int64_t end = harness_now_us() + (int64_t)WAIT_MS * 1000;; harness_sleep_ms(10)) {
+                char buf[8192] = "";
+                FILE *e = fopen(env, "r");
+                if (e) {
+                        buf[fread(buf, 1, sizeof(buf) - 1, e)] = '\0';
+                        fclose(e);
+                }
+                if (strstr(buf, "try again later"))
+                        break;
+                cr_assert_lt(harness_now_us(), end, "the deferral never reached the envelope");
+        }
         cr_assert_eq(rename(env, saved), 0);
         cr_assert_eq(mkdir(env, 0755), 0); /* readable by tarryd: EISDIR, not EACCES */
         /* the 1 s retry fails to read, then again 5 s later */
