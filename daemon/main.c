@@ -324,6 +324,13 @@ static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return r < 0 ? r : sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+/* The [dkim] keys of cfg, readable by root and uid (tarryd's user). */
+static int load_dkim(const struct tarry_config *cfg, uid_t uid, struct dkim_signer **out, char *err,
+                     size_t errlen)
+{
+        return dkim_signer_load(cfg, uid, out, err, errlen);
+}
+
 static int reload(struct tarryd *d)
 {
         struct tarry_config *cfg = NULL;
@@ -343,13 +350,24 @@ static int reload(struct tarryd *d)
                 cfg_free(cfg);
                 return r;
         }
-        r = smtpc_pool_set_config(d->pool, cfg, d->config_path);
+        struct dkim_signer *dkim = NULL;
+        r = load_dkim(cfg, d->uid, &dkim, err, sizeof(err));
         if (r < 0) {
-                log_error("reload failed, keeping the running configuration: %s", strerror(-r));
+                log_error("reload failed, keeping the running configuration: %s", err);
                 sched_classifier_free(cls);
                 cfg_free(cfg);
                 return r;
         }
+        r = smtpc_pool_set_config(d->pool, cfg, d->config_path);
+        if (r < 0) {
+                log_error("reload failed, keeping the running configuration: %s", strerror(-r));
+                dkim_signer_free(dkim);
+                sched_classifier_free(cls);
+                cfg_free(cfg);
+                return r;
+        }
+        dkim_signer_free(d->dkim); /* nothing holds it: signing is done at once */
+        d->dkim = dkim;
         sched_set_config(d->sched, cfg, cls);
         retire_classifier(d->classifier);
         d->classifier = cls;
@@ -479,6 +497,10 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 fprintf(stderr, "tarryd: %s\n", err);
                 return EX_CONFIG;
         }
+        if ((r = load_dkim(d->cfg, uid, &d->dkim, err, sizeof(err))) < 0) {
+                fprintf(stderr, "tarryd: %s\n", err);
+                return EX_CONFIG;
+        }
         if ((r = control_start(d)) < 0)
                 return EX_UNAVAILABLE;
         if ((r = drop_privileges(d->cfg, uid, gid)) < 0) {
@@ -524,7 +546,10 @@ static int run(struct tarryd *d, const struct options *o)
                 return EX_CONFIG;
         }
         if (o->check) {
-                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0) {
+                struct passwd *pw = getpwnam(d->cfg->user);
+                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0 ||
+                    load_dkim(d->cfg, pw ? pw->pw_uid : geteuid(), &d->dkim, err, sizeof(err)) <
+                        0) {
                         fprintf(stderr, "tarryd: %s\n", err);
                         return EX_CONFIG;
                 }
@@ -580,6 +605,7 @@ static void teardown(struct tarryd *d)
                 retired_classifiers = n;
         }
         msgindex_free(d->index);
+        dkim_signer_free(d->dkim);
         queue_close(d->queue);
         status_metrics_free(d->metrics);
         sd_event_unref(d->loop);
