@@ -86,12 +86,14 @@ bool dkim_from_domain(const char *headers, size_t len, char *domain, size_t size
 int dkim_keygen(const char *path, enum dkim_alg alg, uid_t owner_uid, char **txt, char *err,
                 size_t errlen);
 
-/* The TXT record for the private key in a PEM file already read (path for
- * messages): 0 with *txt, or a negative errno with a message. */
-int dkim_public_record(const char *path, char **txt, char *err, size_t errlen);
+/* The TXT record for the private key file path (read with the checks of
+ * dkim_signer_load; owner_uid: tarry's user): 0 with *txt, or a negative
+ * errno with a message. */
+int dkim_public_record(const char *path, uid_t owner_uid, char **txt, char *err, size_t errlen);
 
 /* Does a published TXT record carry the public key of the private key file
- * path? 1 yes, 0 no (*why says what differs), negative errno. */
-int dkim_record_matches(const char *path, const char *published, char *why, size_t whylen);
+ * path? 1 yes, 0 no (*why says what differs), negative errno (*why too). */
+int dkim_record_matches(const char *path, uid_t owner_uid, const char *published, char *why,
+                        size_t whylen);
 
 #endif

@@ -202,10 +202,10 @@ int dkim_key_record(EVP_PKEY *key, enum dkim_alg alg, char **txt)
         return 0;
 }
 
-int dkim_public_record(const char *path, char **txt, char *err, size_t errlen)
+int dkim_public_record(const char *path, uid_t owner_uid, char **txt, char *err, size_t errlen)
 {
         struct dkim_key_file k;
-        int r = dkim_key_read(path, geteuid(), &k, err, errlen);
+        int r = dkim_key_read(path, owner_uid, &k, err, errlen);
         if (r < 0)
                 return r;
         r = dkim_key_record(k.key, k.alg, txt);
@@ -243,11 +243,12 @@ static char *record_tag(const char *rec, const char *name)
         return NULL;
 }
 
-int dkim_record_matches(const char *path, const char *published, char *why, size_t whylen)
+int dkim_record_matches(const char *path, uid_t owner_uid, const char *published, char *why,
+                        size_t whylen)
 {
         struct dkim_key_file k;
         char err[256];
-        int r = dkim_key_read(path, geteuid(), &k, err, sizeof err);
+        int r = dkim_key_read(path, owner_uid, &k, err, sizeof err);
         if (r < 0) {
                 say(why, whylen, "key file %s %s", path, err);
                 return r;

@@ -438,9 +438,9 @@ Test(dkim, the_public_record_matches_its_own_key_only)
         kit_dir(&k);
         const char *p1 = strdup(kit_key(&k, "example.com", "a", DKIM_ALG_ED25519_SHA256));
         const char *p2 = kit_key(&k, "example.com", "b", DKIM_ALG_ED25519_SHA256);
-        cr_assert_eq(dkim_public_record(p1, &txt, why, sizeof why), 0, "%s", why);
-        cr_assert_eq(dkim_record_matches(p1, txt, why, sizeof why), 1, "%s", why);
-        cr_assert_eq(dkim_record_matches(p2, txt, why, sizeof why), 0);
+        cr_assert_eq(dkim_public_record(p1, geteuid(), &txt, why, sizeof why), 0, "%s", why);
+        cr_assert_eq(dkim_record_matches(p1, geteuid(), txt, why, sizeof why), 1, "%s", why);
+        cr_assert_eq(dkim_record_matches(p2, geteuid(), txt, why, sizeof why), 0);
         cr_assert(strstr(why, "is not the public half"), "%s", why);
         free(txt);
         free((char *)p1);
