@@ -8,7 +8,9 @@
  * but not answering; 75 spool unreadable; 77 not allowed; 78 configuration.
  */
 #include "cli/qlist.h"
+#include "cli/tarryq_dkim.h"
 #include "cli/tarryq_live.h"
+#include "cli/tarryq_sender.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +33,10 @@ static int usage(void)
                 "       tarryq [-C FILE] -h ID|ALL put on hold\n"
                 "       tarryq [-C FILE] -H ID|ALL release from hold\n"
                 "       tarryq classify ...        classify SMTP replies\n"
-                "       tarryq rules check FILE    validate a policy file\n");
+                "       tarryq rules check FILE    validate a policy file\n"
+                "       tarryq [-C FILE] dkim-keygen DOMAIN SELECTOR [--ed25519]\n"
+                "                                  make a DKIM key, print its DNS record\n"
+                "       tarryq [-C FILE] check-sender  check PTR, SPF, DKIM and DMARC in DNS\n");
         return EX_USAGE;
 }
 
@@ -93,6 +98,10 @@ int main(int argc, char **argv)
                         return usage();
                 }
         }
+        if (!mode && optind < argc && strcmp(argv[optind], "dkim-keygen") == 0)
+                return tarryq_dkim_keygen_main(config, argc - optind, argv + optind);
+        if (!mode && optind < argc && strcmp(argv[optind], "check-sender") == 0)
+                return tarryq_check_sender_main(config, argc - optind, argv + optind);
         if (!mode || optind < argc)
                 return usage();
         switch (mode) {
