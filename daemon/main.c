@@ -1,6 +1,7 @@
 /* daemon/main.c — tarryd: start-up, signals, reload, sd_notify, shutdown.
  *
- * One process, one thread, one sd-event loop. Start-up recovers the spool and
+ * One process, one thread, one sd-event loop (and, for a few seconds after
+ * start, the sender check's thread, which only asks DNS and logs). Start-up recovers the spool and
  * rebuilds the scheduler from the envelopes before READY=1; SIGTERM stops new
  * attempts and gives running ones shutdown_timeout to finish; a second SIGTERM
  * leaves at once (the spool is always consistent, so nothing accepted is lost).
@@ -9,12 +10,14 @@
 #include "daemon/tarryd.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
+#include "sendercheck/sendercheck.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -324,6 +327,46 @@ static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return r < 0 ? r : sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+/* The sender check of tarryq check-sender (sendercheck.h), on a thread of
+ * its own: DNS may take seconds, and tarryd neither waits for it nor refuses
+ * to run; each failure is a warning. arg: a configuration of its own. */
+static void *sender_check_thread(void *arg)
+{
+        struct tarry_config *cfg = arg;
+        struct sender_report rep;
+        int r = sender_check_run(cfg, &rep);
+        if (r < 0)
+                log_warn("sender check: cannot ask DNS: %s", strerror(-r));
+        for (size_t i = 0; r == 0 && i < rep.n; i++)
+                if (!rep.v[i].pass)
+                        log_warn("sender check failed: %s %s: %s; fix: %s",
+                                 sender_check_name(rep.v[i].kind), rep.v[i].subject, rep.v[i].found,
+                                 rep.v[i].publish);
+        if (r == 0)
+                log_info("sender check: %zu of %zu checks passed (tarryq check-sender)",
+                         rep.n - rep.n_failed, rep.n);
+        sender_report_clear(&rep);
+        cfg_free(cfg);
+        return NULL;
+}
+
+static void start_sender_check(struct tarryd *d)
+{
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        pthread_t t;
+        pthread_attr_t attr;
+        if (cfg_load(d->config_path, &cfg, err, sizeof(err)) < 0)
+                return; /* it was read a moment ago: changed meanwhile, see the reload */
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, sender_check_thread, cfg) != 0) {
+                log_warn("sender check: cannot start a thread for it; skipped");
+                cfg_free(cfg);
+        }
+        pthread_attr_destroy(&attr);
+}
+
 /* The [dkim] keys of cfg, readable by root and uid (tarryd's user). */
 static int load_dkim(const struct tarry_config *cfg, uid_t uid, struct dkim_signer **out, char *err,
                      size_t errlen)
@@ -579,6 +622,7 @@ static int run(struct tarryd *d, const struct options *o)
                  d->cfg->spool_dir);
         d->starting = false;
         sd_notify(0, "READY=1");
+        start_sender_check(d);
         control_update_status_line(d);
         deliver_run_due(d);
 
