@@ -6,8 +6,10 @@
  * ahead of the message, one per key of the row whose domain is the From:
  * domain or its nearest parent. rsa-sha256 (1024 bits or more) and
  * ed25519-sha256, relaxed/relaxed, the header fields of dkim_signed_headers
- * (From oversigned). libopendkim canonicalises and signs; OpenSSL reads and
- * makes keys. The signature time t= is given by the caller (tarryd: the
+ * (From oversigned). libopendkim canonicalises and signs rsa-sha256;
+ * ed25519-sha256 is canonicalised in dkim/ed25519.c and signed with OpenSSL
+ * (Debian 12's libopendkim leaks its Ed25519 key on every signature);
+ * OpenSSL reads and makes keys. The signature time t= is given by the caller (tarryd: the
  * arrival time), and both algorithms are deterministic, so signing the same
  * message with the same key again gives the same bytes.
  * Key files are checked when loaded: a regular file, not a symlink, owned by

@@ -81,7 +81,10 @@ int dkim_key_read(const char *path, uid_t owner_uid, struct dkim_key_file *out, 
         _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
                 int e = errno;
-                say(err, errlen, "%s", e == ELOOP ? "is a symbolic link" : strerror(e));
+                if (e == ELOOP)
+                        say(err, errlen, "is a symbolic link");
+                else
+                        say(err, errlen, "cannot be opened: %s", strerror(e));
                 return -e;
         }
         struct stat st;

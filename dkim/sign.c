@@ -3,8 +3,12 @@
  * The header block is split into fields here only to hand each one to
  * libopendkim (dkim_header takes one field, folds included, without its final
  * CRLF); canonicalisation, hashing, choosing the fields present from
- * dkim_signed_headers and the signature itself are the library's. */
+ * dkim_signed_headers and the signature itself are the library's, for
+ * rsa-sha256. ed25519-sha256 goes through dkim/ed25519.c instead (Debian
+ * 12's libopendkim loses the Ed25519 key's memory on every signature: see
+ * ed25519.h). */
 #include "dkim/dkim.h"
+#include "dkim/ed25519.h"
 #include "dkim/key.h"
 
 #include <ctype.h>
@@ -311,7 +315,8 @@ static void put_signature(FILE *f, const unsigned char *sig)
 struct job {
         const struct dkim_signer *s;
         const struct signer_row *row;
-        DKIM **h; /* one handle per key of row */
+        DKIM **h;              /* one libopendkim handle per RSA key of row */
+        struct ed_signer **ed; /* one per Ed25519 key */
 };
 
 static void job_free(struct job *j)
@@ -319,7 +324,10 @@ static void job_free(struct job *j)
         for (size_t i = 0; j->h && i < j->row->n; i++)
                 if (j->h[i])
                         dkim_free(j->h[i]);
+        for (size_t i = 0; j->ed && i < j->row->n; i++)
+                ed_signer_free(j->ed[i]);
         free(j->h);
+        free(j->ed);
 }
 
 static int job_start(struct job *j, const char *id, int64_t when_s)
@@ -329,18 +337,23 @@ static int job_start(struct job *j, const char *id, int64_t when_s)
             DKIM_STAT_OK)
                 return -EPROTO;
         j->h = calloc(j->row->n, sizeof(*j->h));
-        if (!j->h)
+        j->ed = calloc(j->row->n, sizeof(*j->ed));
+        if (!j->h || !j->ed)
                 return -ENOMEM;
         for (size_t i = 0; i < j->row->n; i++) {
                 const struct signer_key *k = &j->s->keys[j->row->first + i];
                 DKIM_STAT st;
+                if (k->file.alg == DKIM_ALG_ED25519_SHA256) {
+                        int r = ed_sign_start(k->file.key, k->domain, k->selector, when_s,
+                                              dkim_signed_headers, oversigned_headers, &j->ed[i]);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 j->h[i] = dkim_sign(j->s->lib, (const unsigned char *)id, NULL,
                                     (dkim_sigkey_t)k->file.pem, (const unsigned char *)k->selector,
                                     (const unsigned char *)k->domain, DKIM_CANON_RELAXED,
-                                    DKIM_CANON_RELAXED,
-                                    k->file.alg == DKIM_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256
-                                                                           : DKIM_SIGN_RSASHA256,
-                                    -1, &st);
+                                    DKIM_CANON_RELAXED, DKIM_SIGN_RSASHA256, -1, &st);
                 if (!j->h[i])
                         return st == DKIM_STAT_NORESOURCE ? -ENOMEM : -EPROTO;
         }
@@ -350,13 +363,16 @@ static int job_start(struct job *j, const char *id, int64_t when_s)
 static int job_headers(struct job *j, const char *hdr, size_t len)
 {
         size_t pos = 0, start, end;
+        for (size_t i = 0; i < j->row->n; i++)
+                if (j->ed[i] && ed_sign_headers(j->ed[i], hdr, len) < 0)
+                        return -ENOMEM;
         while ((pos = next_field(hdr, len, pos, &start, &end)) != 0)
                 for (size_t i = 0; i < j->row->n; i++)
-                        if (dkim_header(j->h[i], (u_char *)hdr + start, end - start) !=
-                            DKIM_STAT_OK)
+                        if (j->h[i] && dkim_header(j->h[i], (u_char *)hdr + start, end - start) !=
+                                           DKIM_STAT_OK)
                                 return -EPROTO;
         for (size_t i = 0; i < j->row->n; i++)
-                if (dkim_eoh(j->h[i]) != DKIM_STAT_OK)
+                if (j->h[i] && dkim_eoh(j->h[i]) != DKIM_STAT_OK)
                         return -EPROTO;
         return 0;
 }
@@ -364,12 +380,35 @@ static int job_headers(struct job *j, const char *hdr, size_t len)
 static int job_body(struct job *j, const char *buf, size_t len)
 {
         for (size_t i = 0; len && i < j->row->n; i++) {
+                if (j->ed[i]) {
+                        ed_sign_body(j->ed[i], buf, len);
+                        continue;
+                }
                 DKIM_STAT st = dkim_body(j->h[i], (u_char *)buf, len);
                 if (st != DKIM_STAT_OK && st != DKIM_STAT_NORESOURCE)
                         return -EPROTO;
                 if (st == DKIM_STAT_NORESOURCE)
                         return -ENOMEM;
         }
+        return 0;
+}
+
+static int key_finish(struct job *j, size_t i, FILE *f)
+{
+        if (j->ed[i]) {
+                char *line = NULL;
+                int r = ed_sign_finish(j->ed[i], &line);
+                if (r == 0)
+                        fputs(line, f);
+                free(line);
+                return r;
+        }
+        u_char *sig = NULL;
+        size_t siglen = 0;
+        if (dkim_eom(j->h[i], NULL) != DKIM_STAT_OK ||
+            dkim_getsighdr_d(j->h[i], strlen("DKIM-Signature: "), &sig, &siglen) != DKIM_STAT_OK)
+                return -EPROTO;
+        put_signature(f, sig);
         return 0;
 }
 
@@ -381,16 +420,8 @@ static int job_finish(struct job *j, char **lines)
         if (!f)
                 return -ENOMEM;
         int r = 0;
-        for (size_t i = 0; r == 0 && i < j->row->n; i++) {
-                u_char *sig = NULL;
-                size_t siglen = 0;
-                if (dkim_eom(j->h[i], NULL) != DKIM_STAT_OK ||
-                    dkim_getsighdr_d(j->h[i], strlen("DKIM-Signature: "), &sig, &siglen) !=
-                        DKIM_STAT_OK)
-                        r = -EPROTO;
-                else
-                        put_signature(f, sig);
-        }
+        for (size_t i = 0; r == 0 && i < j->row->n; i++)
+                r = key_finish(j, i, f);
         if (fclose(f) != 0 && r == 0)
                 r = -ENOMEM;
         if (r < 0) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dkim/dkim.h"
+#include "dkim/ed25519.h"
 
 #define WHEN 1796644800 /* Mon, 07 Dec 2026 12:00:00 +0000 */
 
@@ -378,7 +379,7 @@ Test(dkim, a_key_that_does_not_parse_is_a_config_error_with_file_and_line)
         /* the first row's missing file is reported first, on its line */
         expect_load_error(&k, row,
                           "tarry.conf:4: [dkim] example.org: key file /nonexistent (selector x) "
-                          "No such file or directory");
+                          "cannot be opened: No such file or directory");
         snprintf(row, sizeof row, "example.com = s1:%s\n", path);
         snprintf(want, sizeof want,
                  "tarry.conf:4: [dkim] example.com: key file %s (selector s1) is not a PEM "
@@ -500,4 +501,46 @@ Test(config, bad_dkim_rows_are_errors_with_file_and_line)
         expect_config_error("example.com = s1:/a\nEXAMPLE.com = s2:/b\n",
                             "tarry.conf:5: duplicate key 'EXAMPLE.com' in [dkim] (first set on "
                             "line 4)");
+}
+
+/* ---- the ed25519 path's own canonicalization against libopendkim's ---- */
+
+/* (Bodies as sendmail queues them: CRLF line ends, the last line ended.
+ * libopendkim refuses a body whose last line has no CRLF, and verifiers
+ * disagree about a bare CR.) */
+/* The bh= libopendkim computes (rsa-sha256, relaxed body) for body. */
+static void libopendkim_bh(struct kit *k, const char *body, char *bh, size_t size)
+{
+        char *msg = NULL, *sig = NULL;
+        struct dkim_outcome o;
+        cr_assert(asprintf(&msg, "From: alice@example.com\r\n\r\n%s", body) > 0);
+        int r = dkim_sign_mem(k->signer, "ID", msg, strlen(msg), WHEN, &sig, &o);
+        cr_assert_eq(r, 0, "libopendkim on \"%s\": %d", body, r);
+        const char *p = strstr(sig, "bh=");
+        cr_assert_not_null(p, "%s", sig);
+        snprintf(bh, size, "%.*s", (int)strcspn(p + 3, ";"), p + 3);
+        free(msg);
+        free(sig);
+}
+
+Test(dkim, the_ed25519_body_hash_equals_libopendkims_for_awkward_bodies)
+{
+        static const char *const bodies[] = {
+            "",
+            "\r\n",
+            "\r\n\r\n\r\n",
+            "trailing   \r\n\r\n\r\n",
+            "  leading\t\ttabs  and   runs \t\r\n",
+            "x\r\n \r\n\t\r\ny\r\n \t \r\n\r\n",
+            "unicode caf\xc3\xa9  \r\n\r\n",
+        };
+        struct kit k = {0};
+        kit_one(&k, DKIM_ALG_RSA_SHA256);
+        for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+                char want[64], got[64];
+                libopendkim_bh(&k, bodies[i], want, sizeof want);
+                cr_assert_eq(ed_body_hash(bodies[i], strlen(bodies[i]), got), 0);
+                cr_assert_str_eq(got, want, "body %zu: \"%s\"", i, bodies[i]);
+        }
+        kit_free(&k);
 }

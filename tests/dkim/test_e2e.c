@@ -82,8 +82,13 @@ static void keygen(struct e2e *s, const char *domain, const char *selector, bool
 
 static void e2e_stop(struct e2e *s)
 {
-        if (s->h.tarryd)
-                cr_assert_eq(harness_stop(&s->h, SIGTERM, 5000), 0);
+        int st = s->h.tarryd ? harness_stop(&s->h, SIGTERM, 5000) : 0;
+        if (st != 0) {
+                char cmd[700];
+                snprintf(cmd, sizeof cmd, "cat '%s' >&2", s->h.log);
+                (void)!system(cmd);
+        }
+        cr_assert_eq(st, 0, "tarryd stopped with status %d (its log above)", st);
         harness_cleanup(&s->h);
         fixture_free(s->f);
         char cmd[400];
