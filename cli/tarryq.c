@@ -10,7 +10,9 @@
  * (--force tries anyway); 77 not allowed; 78 configuration.
  */
 #include "cli/qlist.h"
+#include "cli/tarryq_dkim.h"
 #include "cli/tarryq_live.h"
+#include "cli/tarryq_sender.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -36,6 +38,9 @@ static const char usage_text[] =
     "       tarryq [-C FILE] resume DESTINATION   lift a destination's suspension\n"
     "       tarryq [-C FILE] classify REPLY | --jsonl [FILE]   classify SMTP replies\n"
     "       tarryq rules check FILE        validate a policy file\n"
+    "       tarryq [-C FILE] dkim-keygen DOMAIN SELECTOR [--ed25519]\n"
+    "                                      make a DKIM key, print its DNS record\n"
+    "       tarryq [-C FILE] check-sender  check PTR, SPF, DKIM and DMARC in DNS\n"
     "       tarryq --help\n";
 
 static int usage(void)
@@ -80,6 +85,10 @@ static int subcommand(int argc, char **argv, int *handled)
                 return classify(argc - i, argv + i, config);
         if (i < argc && strcmp(argv[i], "rules") == 0)
                 return rules(argc - i, argv + i);
+        if (i < argc && strcmp(argv[i], "dkim-keygen") == 0)
+                return tarryq_dkim_keygen_main(config, argc - i, argv + i);
+        if (i < argc && strcmp(argv[i], "check-sender") == 0)
+                return tarryq_check_sender_main(config, argc - i, argv + i);
         if (i < argc && strcmp(argv[i], "resume") == 0) {
                 if (argc - i != 2) {
                         fprintf(stderr, "tarryq: resume needs one DESTINATION (tarryq -s lists "

@@ -438,10 +438,12 @@ static int parse_list(const char *value, char ***out, size_t *count)
         return 0;
 }
 
-/* Key names compare exactly; [transport] domains without case, as they match. */
+/* Key names compare exactly; [transport] and [dkim] domains without case, as they match. */
 static bool name_eq(const char *section, const char *a, const char *b)
 {
-        return strcmp(section, "transport") == 0 ? strcasecmp(a, b) == 0 : strcmp(a, b) == 0;
+        return strcmp(section, "transport") == 0 || strcmp(section, "dkim") == 0
+                   ? strcasecmp(a, b) == 0
+                   : strcmp(a, b) == 0;
 }
 
 static bool mark_seen(struct parser *p, const char *section, const char *name)
@@ -634,6 +636,112 @@ static int set_transport(struct parser *p, const char *domain, const char *value
         return 1;
 }
 
+/* ---- [dkim] ---- */
+
+/* A [dkim] domain or selector (RFC 6376 3.1: dot-separated labels; "_"
+ * allowed, as some providers' selectors have it). */
+static bool dkim_name_ok(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > 253 || s[0] == '.' || s[n - 1] == '.' || strstr(s, ".."))
+                return false;
+        return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == n;
+}
+
+static void dkim_row_clear(struct cfg_dkim *row)
+{
+        for (size_t i = 0; i < row->n_keys; i++) {
+                free(row->keys[i].selector);
+                free(row->keys[i].path);
+        }
+        free(row->keys);
+        free(row->domain);
+        *row = (struct cfg_dkim){0};
+}
+
+/* "sel:/path" into row; 0, -ENOMEM, or -EINVAL with *why. */
+static int dkim_add_key(struct cfg_dkim *row, char *item, const char **why)
+{
+        char *colon = strchr(item, ':');
+        if (!colon) {
+                *why = "expected SELECTOR:/path/to/key";
+                return -EINVAL;
+        }
+        *colon = '\0';
+        char *sel = trim(item), *path = trim(colon + 1);
+        if (!dkim_name_ok(sel)) {
+                *why = "the selector is not a DNS name";
+                return -EINVAL;
+        }
+        if (path[0] != '/') {
+                *why = "the key file must be an absolute path";
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < row->n_keys; i++)
+                if (strcasecmp(row->keys[i].selector, sel) == 0) {
+                        *why = "the same selector twice";
+                        return -EINVAL;
+                }
+        struct cfg_dkim_key *k = realloc(row->keys, (row->n_keys + 1) * sizeof(*k));
+        if (!k)
+                return -ENOMEM;
+        row->keys = k;
+        k[row->n_keys] = (struct cfg_dkim_key){strdup(sel), strdup(path)};
+        row->n_keys++;
+        return k[row->n_keys - 1].selector && k[row->n_keys - 1].path ? 0 : -ENOMEM;
+}
+
+static int set_dkim(struct parser *p, const char *domain, const char *value)
+{
+        const char *home = misplaced_key(domain);
+        if (home)
+                return fail(p,
+                            "'%s' in [dkim] would be a row for a domain called %s: %s belongs "
+                            "in [%s], above [dkim]",
+                            domain, domain, domain, home);
+        if (!dkim_name_ok(domain))
+                return fail(p, "'%s' in [dkim] is not a domain name", domain);
+        struct cfg_dkim row = {.domain = strdup(domain), .line = p->line};
+        _cleanup_free_ char *copy = strdup(value);
+        const char *why = "invalid";
+        int r = row.domain && copy ? 0 : -ENOMEM;
+        char *save = NULL;
+        for (char *tok = r == 0 ? strtok_r(copy, ",", &save) : NULL; tok && r == 0;
+             tok = strtok_r(NULL, ",", &save))
+                r = dkim_add_key(&row, tok, &why);
+        if (r == 0 && row.n_keys == 0) {
+                r = -EINVAL;
+                why = "expected SELECTOR:/path/to/key[,SELECTOR:/path/to/key...]";
+        }
+        struct cfg_dkim *v =
+            r == 0 ? realloc(p->cfg->dkim, (p->cfg->n_dkim + 1) * sizeof(*v)) : NULL;
+        if (r == 0 && !v)
+                r = -ENOMEM;
+        if (r < 0) {
+                dkim_row_clear(&row);
+                return r == -ENOMEM
+                           ? fail(p, "out of memory")
+                           : fail(p, "bad value '%s' for %s in [dkim]: %s", value, domain, why);
+        }
+        for (char *c = row.domain; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+        p->cfg->dkim = v;
+        v[p->cfg->n_dkim++] = row;
+        return 1;
+}
+
+const struct cfg_dkim *cfg_dkim_for(const struct tarry_config *cfg, const char *domain)
+{
+        for (const char *d = domain; d && *d;) {
+                for (size_t i = 0; i < cfg->n_dkim; i++)
+                        if (strcasecmp(cfg->dkim[i].domain, d) == 0)
+                                return &cfg->dkim[i];
+                d = strchr(d, '.');
+                d = d ? d + 1 : NULL;
+        }
+        return NULL;
+}
+
 static int set_retry(struct parser *p, int cls, const char *name, const char *value)
 {
         struct cfg_retry *rt = &p->cfg->retry[cls];
@@ -670,6 +778,8 @@ static int handle(void *user, const char *section, const char *name, const char 
                 return 0;
         if (strcmp(section, "transport") == 0)
                 return set_transport(p, name, value);
+        if (strcmp(section, "dkim") == 0)
+                return set_dkim(p, name, value);
         if (strncmp(section, "retry.", 6) == 0) {
                 int cls = reply_class_from_name(section + 6);
                 if (cls < 0 || cls == CLASS_PERMANENT)
@@ -1076,6 +1186,9 @@ void cfg_free(struct tarry_config *cfg)
                 route_clear(&cfg->transports[i].route);
         }
         free(cfg->transports);
+        for (size_t i = 0; i < cfg->n_dkim; i++)
+                dkim_row_clear(&cfg->dkim[i]);
+        free(cfg->dkim);
         free(cfg->path);
         free(cfg);
 }
@@ -1217,6 +1330,14 @@ void cfg_print(FILE *f, const struct tarry_config *c)
         fprintf(f, "\n[transport]\n");
         for (size_t i = 0; i < c->n_transports; i++)
                 print_transport(f, &c->transports[i]);
+        fprintf(f, "\n[dkim]\n");
+        for (size_t i = 0; i < c->n_dkim; i++) {
+                fprintf(f, "%s = ", c->dkim[i].domain);
+                for (size_t k = 0; k < c->dkim[i].n_keys; k++)
+                        fprintf(f, "%s%s:%s", k ? "," : "", c->dkim[i].keys[k].selector,
+                                c->dkim[i].keys[k].path);
+                fputc('\n', f);
+        }
         for (int i = 0; i < CLASS__MAX; i++) {
                 if (i == CLASS_PERMANENT)
                         continue;

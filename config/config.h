@@ -48,6 +48,21 @@ struct cfg_transport {
         struct cfg_route route;
 };
 
+/* A [dkim] row: "example.net = rsa1:/etc/tarry/dkim/rsa.key,ed1:/etc/tarry/dkim/ed.key".
+ * Mail whose From: domain is domain (or a subdomain without a row of its own)
+ * is signed with every key of the row; the keys themselves are read by dkim/. */
+struct cfg_dkim_key {
+        char *selector;
+        char *path; /* absolute */
+};
+
+struct cfg_dkim {
+        char *domain; /* lower case */
+        struct cfg_dkim_key *keys;
+        size_t n_keys;
+        int line; /* where the row is, for errors about its key files */
+};
+
 /* [retry.CLASS]: the next delay is initial * factor^(n-1), capped at max. */
 struct cfg_retry {
         int64_t initial_s;
@@ -114,6 +129,10 @@ struct tarry_config {
         /* [retry.CLASS] */
         struct cfg_retry retry[CLASS__MAX];
 
+        /* [dkim] */
+        struct cfg_dkim *dkim;
+        size_t n_dkim;
+
         /* Lines that load but probably mean something else than meant
          * ("file:line: relayhost = 127.0.0.1:2600 looks up ..."), NULL-terminated;
          * tarryd prints them with --check and logs them at start and reload. */
@@ -140,6 +159,9 @@ void cfg_print(FILE *f, const struct tarry_config *cfg);
 
 /* The [transport] route for a recipient domain, or NULL if none matches. */
 const struct cfg_route *cfg_transport_for(const struct tarry_config *cfg, const char *domain);
+
+/* The [dkim] row for a From: domain: its own, else its nearest parent's; NULL if none. */
+const struct cfg_dkim *cfg_dkim_for(const struct tarry_config *cfg, const char *domain);
 
 /* allow_sender_override: may local user (uid, user) submit with envelope
  * sender (sendmail -f, or MAIL FROM in -bs)? Always for root and for

@@ -270,7 +270,7 @@ static void release_envelope(struct msg *m)
 static void on_attempt_done(const struct smtpc_result *res, void *userdata);
 
 /* The message as it goes on the wire: the header lines added at pickup
- * (env->headers: Received:, X-Original-To:) and then the immutable body
+ * (env->headers: DKIM-Signature:, Received:, X-Original-To:) and then the immutable body
  * file, copied into an anonymous memory file for this attempt (smtpc reads
  * one fd). Without added headers, the body file itself. Returns 0 with *fd
  * (owned by the caller) and *size, or a negative errno. */
@@ -385,7 +385,9 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         _cleanup_close_ int fd = -1;
         uint64_t size = 0;
         struct attempt *a = calloc(1, sizeof(*a));
-        int r = a ? open_wire_message(d, m, &fd, &size) : -ENOMEM;
+        int r = a ? pickup_sign(d, env) : -ENOMEM; /* persisted with the outcome */
+        if (r == 0)
+                r = open_wire_message(d, m, &fd, &size);
         if (r == 0) {
                 *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
                 struct smtpc_request req = {

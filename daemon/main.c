@@ -1,6 +1,7 @@
 /* daemon/main.c — tarryd: start-up, signals, reload, sd_notify, shutdown.
  *
- * One process, one thread, one sd-event loop. Start-up recovers the spool and
+ * One process, one thread, one sd-event loop (and, for a few seconds after
+ * start, the sender check's thread, which only asks DNS and logs). Start-up recovers the spool and
  * rebuilds the scheduler from the envelopes before READY=1; SIGTERM stops new
  * attempts and gives running ones shutdown_timeout to finish; a second SIGTERM
  * leaves at once (the spool is always consistent, so nothing accepted is lost).
@@ -9,12 +10,14 @@
 #include "daemon/tarryd.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
+#include "sendercheck/sendercheck.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -324,6 +327,53 @@ static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata)
         return r < 0 ? r : sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
+/* The sender check of tarryq check-sender (sendercheck.h), on a thread of
+ * its own: DNS may take seconds, and tarryd neither waits for it nor refuses
+ * to run; each failure is a warning. arg: a configuration of its own. */
+static void *sender_check_thread(void *arg)
+{
+        struct tarry_config *cfg = arg;
+        struct sender_report rep;
+        int r = sender_check_run(cfg, &rep);
+        if (r < 0)
+                log_warn("sender check: cannot ask DNS: %s", strerror(-r));
+        for (size_t i = 0; r == 0 && i < rep.n; i++)
+                if (!rep.v[i].pass)
+                        log_warn("sender check failed: %s %s: %s; fix: %s",
+                                 sender_check_name(rep.v[i].kind), rep.v[i].subject, rep.v[i].found,
+                                 rep.v[i].publish);
+        if (r == 0)
+                log_info("sender check: %zu of %zu checks passed (tarryq check-sender)",
+                         rep.n - rep.n_failed, rep.n);
+        sender_report_clear(&rep);
+        cfg_free(cfg);
+        return NULL;
+}
+
+static void start_sender_check(struct tarryd *d)
+{
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        pthread_t t;
+        pthread_attr_t attr;
+        if (cfg_load(d->config_path, &cfg, err, sizeof(err)) < 0)
+                return; /* it was read a moment ago: changed meanwhile, see the reload */
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, sender_check_thread, cfg) != 0) {
+                log_warn("sender check: cannot start a thread for it; skipped");
+                cfg_free(cfg);
+        }
+        pthread_attr_destroy(&attr);
+}
+
+/* The [dkim] keys of cfg, readable by root and uid (tarryd's user). */
+static int load_dkim(const struct tarry_config *cfg, uid_t uid, struct dkim_signer **out, char *err,
+                     size_t errlen)
+{
+        return dkim_signer_load(cfg, uid, out, err, errlen);
+}
+
 static int reload(struct tarryd *d)
 {
         struct tarry_config *cfg = NULL;
@@ -343,13 +393,24 @@ static int reload(struct tarryd *d)
                 cfg_free(cfg);
                 return r;
         }
-        r = smtpc_pool_set_config(d->pool, cfg, d->config_path);
+        struct dkim_signer *dkim = NULL;
+        r = load_dkim(cfg, d->uid, &dkim, err, sizeof(err));
         if (r < 0) {
-                log_error("reload failed, keeping the running configuration: %s", strerror(-r));
+                log_error("reload failed, keeping the running configuration: %s", err);
                 sched_classifier_free(cls);
                 cfg_free(cfg);
                 return r;
         }
+        r = smtpc_pool_set_config(d->pool, cfg, d->config_path);
+        if (r < 0) {
+                log_error("reload failed, keeping the running configuration: %s", strerror(-r));
+                dkim_signer_free(dkim);
+                sched_classifier_free(cls);
+                cfg_free(cfg);
+                return r;
+        }
+        dkim_signer_free(d->dkim); /* nothing holds it: signing is done at once */
+        d->dkim = dkim;
         sched_set_config(d->sched, cfg, cls);
         retire_classifier(d->classifier);
         d->classifier = cls;
@@ -479,6 +540,10 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 fprintf(stderr, "tarryd: %s\n", err);
                 return EX_CONFIG;
         }
+        if ((r = load_dkim(d->cfg, uid, &d->dkim, err, sizeof(err))) < 0) {
+                fprintf(stderr, "tarryd: %s\n", err);
+                return EX_CONFIG;
+        }
         if ((r = control_start(d)) < 0)
                 return EX_UNAVAILABLE;
         if ((r = drop_privileges(d->cfg, uid, gid)) < 0) {
@@ -531,7 +596,10 @@ static int run(struct tarryd *d, const struct options *o)
                 return EX_CONFIG;
         }
         if (o->check) {
-                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0) {
+                struct passwd *pw = getpwnam(d->cfg->user);
+                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0 ||
+                    load_dkim(d->cfg, pw ? pw->pw_uid : geteuid(), &d->dkim, err, sizeof(err)) <
+                        0) {
                         fprintf(stderr, "tarryd: %s\n", err);
                         return EX_CONFIG;
                 }
@@ -561,6 +629,7 @@ static int run(struct tarryd *d, const struct options *o)
                  d->cfg->spool_dir);
         d->starting = false;
         sd_notify(0, "READY=1");
+        start_sender_check(d);
         control_update_status_line(d);
         deliver_run_due(d);
 
@@ -587,6 +656,7 @@ static void teardown(struct tarryd *d)
                 retired_classifiers = n;
         }
         msgindex_free(d->index);
+        dkim_signer_free(d->dkim);
         queue_close(d->queue);
         status_metrics_free(d->metrics);
         sd_event_unref(d->loop);

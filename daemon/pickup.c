@@ -112,6 +112,45 @@ int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing)
         return 0;
 }
 
+int pickup_sign(struct tarryd *d, struct envelope *env)
+{
+        if (env->dkim != ENVELOPE_DKIM_UNDECIDED)
+                return 0;
+        if (dkim_signer_count(d->dkim) == 0) {
+                env->dkim = ENVELOPE_DKIM_UNSIGNED;
+                return 0;
+        }
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        _cleanup_free_ char *sig = NULL;
+        struct dkim_outcome out;
+        int r = queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size);
+        if (r == 0)
+                r = dkim_sign_message(d->dkim, env->id, fd, size, env->arrival_us / 1000000, &sig,
+                                      &out);
+        if (r == -EPROTO) { /* libopendkim refused this message: it goes out unsigned */
+                log_warn("%s: cannot DKIM-sign the message (%s): sent unsigned", env->id,
+                         out.domain[0] ? out.domain : "no From: domain");
+                env->dkim = ENVELOPE_DKIM_UNSIGNED;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        if (!sig) {
+                env->dkim = ENVELOPE_DKIM_UNSIGNED;
+                return 0;
+        }
+        char *headers = NULL;
+        if (asprintf(&headers, "%s%s", sig, env->headers ? env->headers : "") < 0)
+                return -ENOMEM;
+        free(env->headers);
+        env->headers = headers;
+        env->dkim = ENVELOPE_DKIM_SIGNED;
+        log_info("%s: DKIM-signed for %s (%zu signature%s)", env->id, out.domain, out.n_signed,
+                 out.n_signed == 1 ? "" : "s");
+        return 0;
+}
+
 /* Load id's envelope and index it; fresh: just picked up (log its arrival). */
 static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, bool fresh)
 {

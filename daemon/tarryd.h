@@ -18,6 +18,7 @@
 #include "bounce/bounce.h"
 #include "config/config.h"
 #include "daemon/msgindex.h"
+#include "dkim/dkim.h"
 #include "queue/queue.h"
 #include "scheduler/scheduler.h"
 #include "smtpc/smtpc.h"
@@ -45,6 +46,7 @@ struct tarryd {
         struct status_server *status;
         struct status_metrics *metrics;
         struct dsn_policy dsn_policy;
+        struct dkim_signer *dkim; /* the keys of cfg's [dkim] rows */
 
         sd_event_source *incoming_watch;
         sd_event_source *due_timer;
@@ -79,6 +81,12 @@ int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
  * headers; indexing: also count its hops (reading the body) and log what was
  * done. In memory only: the result is the same every time. 0 or -errno. */
 int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing);
+/* The last step of taking env in, just before its first attempt: sign it
+ * with the DKIM keys of its From: domain (dkim/dkim.h), the DKIM-Signature:
+ * lines put ahead of env->headers, and record env->dkim. Nothing once
+ * env->dkim is decided: retries send the signature made for the first
+ * attempt. 0 or -errno (the body could not be read: try again later). */
+int pickup_sign(struct tarryd *d, struct envelope *env);
 /* Start-up: one more message read; tells systemd now and then. */
 void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);

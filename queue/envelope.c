@@ -40,6 +40,12 @@ static const char *const ret_names[] = {
     [DSN_RET_FULL] = "full",
 };
 
+static const char *const dkim_names[] = {
+    [ENVELOPE_DKIM_UNDECIDED] = "undecided",
+    [ENVELOPE_DKIM_SIGNED] = "signed",
+    [ENVELOPE_DKIM_UNSIGNED] = "unsigned",
+};
+
 /* NOTIFY bits and their names, in RFC 3461 order. */
 static const struct {
         unsigned bit;
@@ -233,6 +239,8 @@ json_t *envelope_to_json(const struct envelope *env)
         if (env->postmaster_notice)
                 e |= json_object_set_new(o, "postmaster_notice", json_true());
         e |= set_str(o, "headers", env->headers);
+        if (env->dkim != ENVELOPE_DKIM_UNDECIDED && env->dkim <= ENVELOPE_DKIM_UNSIGNED)
+                e |= set_str(o, "dkim", dkim_names[env->dkim]);
         for (size_t i = 0; !e && i < env->n_rcpt; i++)
                 e |= json_array_append_new(rcpts, rcpt_to_json(&env->rcpt[i]));
         e |= json_object_set_new(o, "recipients", rcpts); /* last: easier to read by eye */
@@ -572,7 +580,7 @@ static int take_rcpts(json_t *a, struct envelope *env, const char **why)
         return 0;
 }
 
-/* version, ret, uid: the fields with their own rules. */
+/* version, ret, uid, dkim: the fields with their own rules. */
 static int take_specials(json_t *o, struct envelope *env, const char **why)
 {
         json_t *v = json_object_get(o, "version");
@@ -586,6 +594,12 @@ static int take_specials(json_t *o, struct envelope *env, const char **why)
                 return *why = "'ret' is not default/hdrs/full", -EBADMSG;
         env->ret = (enum dsn_ret)ret;
 
+        v = json_object_get(o, "dkim");
+        int dkim = v ? name_index(dkim_names, ELEMENTSOF(dkim_names), v) : ENVELOPE_DKIM_UNDECIDED;
+        if (dkim < 0)
+                return *why = "'dkim' is not undecided/signed/unsigned", -EBADMSG;
+        env->dkim = (enum envelope_dkim)dkim;
+
         v = json_object_get(o, "uid");
         if (v) {
                 json_int_t uid = json_is_integer(v) ? json_integer_value(v) : -2;
@@ -598,7 +612,7 @@ static int take_specials(json_t *o, struct envelope *env, const char **why)
 
 static int envelope_from_object(json_t *o, struct envelope *env, const char **why)
 {
-        static const char *const extra[] = {"version", "ret", "uid", "recipients", NULL};
+        static const char *const extra[] = {"version", "ret", "uid", "dkim", "recipients", NULL};
         if (!json_is_object(o))
                 return *why = "the envelope is not a JSON object", -EBADMSG;
         int r = take_specials(o, env, why);

@@ -78,6 +78,17 @@ struct envelope_rcpt {
         char *next_reason;  /* where next_attempt_us came from ("hint"...), or NULL */
 };
 
+/* Whether tarryd signed the message with DKIM (dkim/dkim.h) as it took it
+ * in. SIGNED: env->headers starts with the DKIM-Signature: lines, which
+ * cover the body file byte for byte, so whoever sends it must not change the
+ * body (no 8-bit to quoted-printable conversion: refuse, 5.6.3). Decided
+ * once, just before the first attempt, and persisted with its outcome. */
+enum envelope_dkim {
+        ENVELOPE_DKIM_UNDECIDED, /* not taken in that far yet */
+        ENVELOPE_DKIM_SIGNED,
+        ENVELOPE_DKIM_UNSIGNED, /* no key for its From: domain (or no From:) */
+};
+
 struct envelope {
         int version;
         char id[QUEUE_ID_LEN + 1];
@@ -99,6 +110,7 @@ struct envelope {
          * X-Original-To:), CRLF-terminated, sent ahead of the immutable body
          * file; NULL until the message was picked up (cleanup.h). */
         char *headers;
+        enum envelope_dkim dkim;
         size_t n_rcpt;
         struct envelope_rcpt *rcpt;
 };
