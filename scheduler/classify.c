@@ -74,6 +74,34 @@ static void append_line(struct parsed *pr, size_t *len, const char *p, const cha
         }
 }
 
+/* qmail and the MTAs built on it put the enhanced code last, in "(#4.3.0)"
+ * ("451 qq write error or disk full (#4.3.0)", "(#4.5.1 - chkuser)"). When no
+ * line starts with one, the last such code is the reply's: it is taken, and
+ * cut from the text, as a leading one is. */
+static void take_trailing_enhanced(struct parsed *pr, size_t *len)
+{
+        char *open = NULL, *after = NULL, *end = pr->text + *len;
+        size_t el = 0;
+        for (char *p = strstr(pr->text, "(#"); p; p = strstr(p + 2, "(#")) {
+                size_t room = (size_t)(end - (p + 2));
+                char *close = memchr(p + 2, ')', room < 32 ? room : 32);
+                size_t n = close ? enhanced_len_at(p + 2, close) : 0;
+                if (n > 0 && n < SCHED_ENH_MAX) {
+                        open = p;
+                        after = close + 1;
+                        el = n;
+                }
+        }
+        if (!open)
+                return;
+        memcpy(pr->enhanced, open + 2, el);
+        pr->enhanced[el] = '\0';
+        memmove(open, after, (size_t)(end - after) + 1);
+        *len -= (size_t)(after - open);
+        while (*len > 0 && pr->text[*len - 1] == ' ')
+                pr->text[--*len] = '\0';
+}
+
 /* Strip "451-" / "451 " and a leading enhanced code from each line; join. */
 static void parse_reply(const struct sched_reply *r, struct parsed *pr)
 {
@@ -108,6 +136,8 @@ static void parse_reply(const struct sched_reply *r, struct parsed *pr)
                 p = eol ? eol + 1 : end;
         }
         pr->text[len] = '\0';
+        if (pr->enhanced[0] == '\0')
+                take_trailing_enhanced(pr, &len);
 }
 
 /* ---- pattern matching ---- */

@@ -69,6 +69,23 @@ Test(classify, enhanced_code_decides_when_the_words_say_nothing)
         cr_assert_eq(classify("451 4.7.0 Temporary server error").cls, CLASS_POLICY);
 }
 
+Test(classify, a_qmail_style_trailing_enhanced_code_counts_when_none_leads)
+{
+        /* qmail-smtpd: "451 timeout (#4.4.2)"; the code decides, as a leading one would */
+        struct sched_verdict v = classify("451 timeout (#4.4.2)");
+        cr_assert_str_eq(v.enhanced, "4.4.2");
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        cr_assert_str_eq(classify("451 DNS temporary failure (#4.5.1 - chkuser)").enhanced,
+                         "4.5.1");
+        /* a leading code (or one smtpc passes) wins; "(#" without a code is text */
+        cr_assert_str_eq(classify("451 4.7.1 Greylisted (#4.3.0)").enhanced, "4.7.1");
+        struct sched_reply r = {451, "4.7.1", "Greylisted (#4.3.0)"};
+        sched_classify(c, &r, &v);
+        cr_assert_str_eq(v.enhanced, "4.7.1");
+        cr_assert_eq(v.cls, CLASS_GREYLIST);
+        cr_assert_str_eq(classify("451 see ticket (#12) (#4.x.0) (#").enhanced, "");
+}
+
 Test(classify, provider_codes_beat_misleading_words)
 {
         cr_assert_eq(classify("451 4.7.650 The mail server [1.2.3.4] has been temporarily rate "
