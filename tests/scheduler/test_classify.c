@@ -86,6 +86,62 @@ Test(classify, a_qmail_style_trailing_enhanced_code_counts_when_none_leads)
         cr_assert_str_eq(classify("451 see ticket (#12) (#4.x.0) (#").enhanced, "");
 }
 
+/* shared/README.md's conventions, as the corpus labels them (tests/data/corpus). */
+Test(classify, generic_texts_follow_the_enhanced_code_families)
+{
+        /* 4.3.x is the receiver's own trouble, 4.3.0 included (issue 15's seed
+         * example); only a bare "try again later" says nothing */
+        cr_assert_eq(classify("451 4.3.0 Mail server temporarily rejected message").cls,
+                     CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 4.3.0 Temporary lookup failure").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("454 4.3.0 Try again later").cls, CLASS_UNKNOWN_TEMP);
+        /* 4.4.x is routing, 4.4.5 too; a stated limit still wins over the code */
+        cr_assert_eq(classify("451 4.4.5 nope").cls, CLASS_ROUTING);
+        cr_assert_eq(classify("452 4.4.5 Maximum number of messages per session exceeded.").cls,
+                     CLASS_RATE_LIMIT);
+        /* qmail's trailing code, and its qmail-queue failures */
+        cr_assert_eq(classify("451 qq write error or disk full (#4.3.0)").cls, CLASS_OVERLOAD);
+}
+
+Test(classify, words_that_name_the_cause_beat_misleading_ones)
+{
+        /* "too many" errors: the client misbehaved, not a rate */
+        cr_assert_eq(classify("421 4.7.0 mx.example.com Error: too many errors").cls, CLASS_POLICY);
+        cr_assert_eq(classify("455 4.3.0 Too many authentication errors, disconnecting.").cls,
+                     CLASS_POLICY);
+        cr_assert_eq(classify("421 4.7.0 Error: too many connections from 192.0.2.1").cls,
+                     CLASS_RATE_LIMIT);
+        /* the receiver's policy checker failed: its trouble, not a verdict */
+        cr_assert_eq(classify("451 4.7.1 Internal error during policy check").cls, CLASS_OVERLOAD);
+        /* a quota "limit" of a mailbox is a full mailbox, in German too */
+        cr_assert_eq(classify("422 4.2.2 Quota limit exceeded").cls, CLASS_MAILBOX_FULL);
+        cr_assert_eq(classify("452 Ihr Postfach ist voll").cls, CLASS_MAILBOX_FULL);
+        /* the receiver's own failures and routing trouble in other words */
+        cr_assert_eq(classify("452 Space shortage, please try later").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 Cannot resolve <bob@example.org> at this time").cls,
+                     CLASS_ROUTING);
+        cr_assert_eq(classify("450 4.7.1 <bob@example.org>: Recipient address rejected: "
+                              "defer_if_permit requested")
+                         .cls,
+                     CLASS_POLICY);
+        /* "temporarily denied" and a bare "try again later" say nothing */
+        cr_assert_eq(classify("450 Message denied temporarily").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("450 4.7.1 Recipient address rejected: Try again later").cls,
+                     CLASS_UNKNOWN_TEMP);
+}
+
+Test(classify, tarry_s_own_failures_keep_their_class)
+{
+        /* synthesised by smtpc: a dead worker says nothing about the destination,
+         * a garbled reply pauses nothing, a connect timeout is a back-off */
+        cr_assert_eq(classify("451 4.3.0 delivery worker died: signal 9").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("451 4.5.0 mx[192.0.2.1]:25: garbled reply while sending EHLO").cls,
+                     CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("451 4.4.2 connect to mx[192.0.2.1]:25: Connection timed out").cls,
+                     CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 4.3.0 delivery aborted: shutting down").cls, CLASS_OVERLOAD);
+}
+
 Test(classify, provider_codes_beat_misleading_words)
 {
         cr_assert_eq(classify("451 4.7.650 The mail server [1.2.3.4] has been temporarily rate "
