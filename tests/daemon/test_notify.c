@@ -96,7 +96,7 @@ Test(notify, ready_status_watchdog_and_stopping_reach_systemd)
 
 /* A big queue takes longer to read than systemd's TimeoutStartSec (90 s by
  * default): tarryd asks for more time as it goes, and says how far it is. */
-Test(notify, a_long_start_up_asks_systemd_for_more_time, .timeout = 120)
+Test(notify, a_long_start_up_asks_systemd_for_more_time, .timeout = 280)
 {
         struct harness h;
         harness_init(&h, NULL);
