@@ -443,3 +443,16 @@ int sched_load_learned(struct sched *s, int64_t now)
         }
         return n;
 }
+
+/* ---- provider limits ---- */
+
+int sched_limit_destination(struct sched *s, const char *source, const char *route,
+                            int max_connections, int max_per_minute)
+{
+        struct dest *d = dest_get(s, source ? source : "", route, false);
+        if (!d)
+                return -ENOENT;
+        d->limit_connections = max_connections > 0 ? max_connections : 0;
+        d->limit_gap_us = max_per_minute > 0 ? 60 * 1000000LL / max_per_minute : 0;
+        return 0;
+}

@@ -44,10 +44,12 @@ static bool dest_paused(const struct dest *d, int64_t now)
 /* Concurrency now: the destination's, or a rule action's cap while it lasts. */
 static int dest_limit(const struct dest *d, int64_t now)
 {
-        if (d->cap_connections && now < d->cap_connections_until_us &&
-            d->cap_connections < d->concurrency)
-                return d->cap_connections;
-        return d->concurrency;
+        int limit = d->concurrency;
+        if (d->cap_connections && now < d->cap_connections_until_us && d->cap_connections < limit)
+                limit = d->cap_connections;
+        if (d->limit_connections && d->limit_connections < limit)
+                limit = d->limit_connections;
+        return limit;
 }
 
 static bool dest_can_start(const struct dest *d, int64_t now)
@@ -126,8 +128,12 @@ static void start(struct sched *s, struct sched_item *it, int64_t now)
         it->due_us = 0;
         it->dest->in_flight++;
         s->n_in_flight++;
-        if (it->dest->pace_gap_us && now < it->dest->pace_until_us)
-                pace(s, it->dest, now + it->dest->pace_gap_us);
+        int64_t gap =
+            it->dest->pace_gap_us && now < it->dest->pace_until_us ? it->dest->pace_gap_us : 0;
+        if (it->dest->limit_gap_us > gap)
+                gap = it->dest->limit_gap_us;
+        if (gap)
+                pace(s, it->dest, now + gap);
 }
 
 static void end_flight(struct sched *s, struct sched_item *it, int64_t now)

@@ -58,6 +58,9 @@ struct dest {
         int64_t pace_gap_us; /* max_per_minute: least time between two starts; 0: none */
         int64_t pace_until_us;
         struct hitlog *hits;
+        /* a provider's published limits (sched_limit_destination), for good */
+        int limit_connections; /* 0: none */
+        int64_t limit_gap_us;  /* messages_per_minute: least time between two starts */
 };
 
 /* Recent matches of one rule with a threshold, on one destination. */

@@ -102,9 +102,10 @@ struct sched_provider_limit {
 };
 
 /* A provider: the receivers matching its MX patterns and the limits it
- * asks senders to keep. Loaded and validated now; the scheduler does not
- * enforce them yet — that needs destinations keyed by MX set (sites,
- * issue 15 section 1), so today they are exposed, never applied. */
+ * asks senders to keep. tarryd keys the destinations of MX routes by site
+ * (daemon/site.h): a domain whose MX hosts match a provider's patterns is
+ * the site "site:NAME", and connections and messages_per_minute are
+ * enforced on it with sched_limit_destination. */
 struct sched_provider {
         char *name;
         char **mx; /* fnmatch patterns on MX host names, case-insensitive */
@@ -324,6 +325,16 @@ struct sched_decision {
 int sched_on_result(struct sched *s, struct sched_item *it, int64_t now_us,
                     const struct sched_reply *attempt_reply, const struct sched_rcpt_result *rcpt,
                     size_t n, struct sched_decision *out);
+
+/* A receiving provider's published limits on destination (source_address,
+ * route), which must exist (an item was added for it): at most
+ * max_connections attempts at once, and attempt starts at least
+ * 60/max_per_minute s apart (0: no such limit). They hold for as long as the
+ * destination is known, on top of its own concurrency window and any rule
+ * action's caps; calling again replaces them (a reload changed the
+ * provider). 0 or -ENOENT. */
+int sched_limit_destination(struct sched *s, const char *source_address, const char *route,
+                            int max_connections, int max_per_minute);
 
 /* ---- admin actions ---- */
 
