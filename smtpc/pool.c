@@ -49,7 +49,9 @@ struct job {
         smtpc_done_fn done;
         void *userdata;
         char destination[SMTPC_DEST_MAX];
-        char key[SLOTS_KEY_MAX];
+        char key[SLOTS_KEY_MAX]; /* (source, site) when the request names a site */
+        char *site;              /* or NULL */
+        unsigned site_connections;
         struct smtpc_rcpt_result *rres; /* for results made here */
         int64_t t_start_us;
 };
@@ -62,8 +64,10 @@ struct worker {
         int pidfd; /* readable when the process has exited */
         sd_event_source *io, *exit_src, *timer;
         struct job *job;
-        char key[SLOTS_KEY_MAX]; /* key of the last attempt ("" before the first) */
-        unsigned gen;            /* config generation it was started with */
+        char key[SLOTS_KEY_MAX];    /* key of the last attempt ("" before the first) */
+        char route[SMTPC_DEST_MAX]; /* route of the last attempt */
+        bool limited;               /* the last attempt's site limits its connections */
+        unsigned gen;               /* config generation it was started with */
         uint64_t last_used;
         bool reaped;
         struct ipc_in in;
@@ -97,6 +101,7 @@ static void job_free(struct job *j)
         free(j->queue_id);
         free(j->sender);
         free(j->source);
+        free(j->site);
         free(j->rres);
         if (j->body_fd >= 0)
                 close(j->body_fd);
@@ -489,6 +494,8 @@ static int worker_dispatch(struct worker *w, struct job *j)
         w->job = j;
         j->w = w;
         snprintf(w->key, sizeof(w->key), "%s", j->key);
+        snprintf(w->route, sizeof(w->route), "%s", j->destination);
+        w->limited = j->site_connections > 0;
         worker_send(w);
         return w->fd < 0 ? 1 : 0;
 }
@@ -503,32 +510,78 @@ static size_t live_workers(const struct smtpc_pool *p)
         return n;
 }
 
-/* Same key first (warm connection), then a new worker, then the least recently used idle one. */
-static int worker_for(struct smtpc_pool *p, const char *key, struct worker **out)
+/* Same key first (warm connection), then a new worker, then the least
+ * recently used idle one. An idle worker whose last site limits its
+ * connections is not given other work: it would keep that connection open
+ * meanwhile; it is retired instead (-EAGAIN: try again when it is gone). */
+static int worker_for_key(struct smtpc_pool *p, const char *key, struct worker **out)
 {
-        struct worker *lru = NULL;
+        struct worker *lru = NULL, *lru_limited = NULL;
         for (struct worker *w = p->workers; w; w = w->next) {
                 if (w->fd < 0 || w->job || w->gen != p->gen)
                         continue;
-                if (strcmp(w->key, key) == 0) {
+                if (strcmp(w->key, key) == 0 && !w->limited) {
                         *out = w;
                         return 0;
                 }
-                if (!lru || w->last_used < lru->last_used)
-                        lru = w;
+                struct worker **best = w->limited ? &lru_limited : &lru;
+                if (!*best || w->last_used < (*best)->last_used)
+                        *best = w;
         }
-        if (lru && live_workers(p) >= (size_t)slots_max_global(p->cfg)) {
+        if (live_workers(p) < (size_t)slots_max_global(p->cfg))
+                return worker_spawn(p, out);
+        if (lru) {
                 *out = lru;
                 return 0;
         }
-        return worker_spawn(p, out);
+        if (lru_limited)
+                worker_close(lru_limited);
+        return -EAGAIN;
+}
+
+/* A job for a site with a connection limit (a provider's): connections open
+ * to the site — busy workers (the scheduler keeps them within the limit),
+ * idle ones still holding theirs, retired ones not yet gone — never exceed
+ * it. An idle worker that last went to the same route (same MX hosts) is
+ * reused; idle workers of the site that went elsewhere are retired first,
+ * and the job waits until they have closed their connections. */
+static int worker_for_site(struct smtpc_pool *p, struct job *j, struct worker **out)
+{
+        bool closing = false, retired = false;
+        for (struct worker *w = p->workers; w; w = w->next) {
+                if (strcmp(w->key, j->key) != 0 || w->job)
+                        continue;
+                if (w->fd < 0) {
+                        closing = !w->reaped;
+                        continue;
+                }
+                if (w->gen == p->gen && strcmp(w->route, j->destination) == 0) {
+                        *out = w;
+                        return 0;
+                }
+        }
+        for (struct worker *w = p->workers; w; w = w->next)
+                if (w->fd >= 0 && !w->job && strcmp(w->key, j->key) == 0) {
+                        worker_close(w); /* EOF: it QUITs and exits; reaped → pump */
+                        retired = true;
+                }
+        if (closing || retired)
+                return -EAGAIN;
+        return worker_for_key(p, "", out);
+}
+
+static int worker_for(struct smtpc_pool *p, struct job *j, struct worker **out)
+{
+        if (j->site_connections > 0)
+                return worker_for_site(p, j, out);
+        return worker_for_key(p, j->key, out);
 }
 
 /* Start j on a worker. As worker_dispatch: <0 not started, 0 started, 1 failed (done() called). */
 static int job_start(struct smtpc_pool *p, struct job *j)
 {
         struct worker *w = NULL;
-        int r = worker_for(p, j->key, &w);
+        int r = worker_for(p, j, &w);
         if (r < 0)
                 return r;
         if ((r = slots_take(&p->slots, j->key)) < 0)
@@ -552,7 +605,7 @@ restart:
                 if (!slots_free(&p->slots, p->cfg, j->key))
                         continue;
                 int r = job_start(p, j);
-                if (r == 0)
+                if (r == 0 || r == -EAGAIN) /* -EAGAIN: a worker is on its way out */
                         continue;
                 if (r < 0) {
                         char text[160];
@@ -591,6 +644,9 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         if (j->body_fd < 0)
                 return -EBADF;
         j->body_size = req->body_size;
+        if (req->site && !(j->site = strdup(req->site)))
+                return -ENOMEM;
+        j->site_connections = req->site ? req->site_connections : 0;
         j->done = req->done;
         j->userdata = req->userdata;
         return 0;
@@ -606,7 +662,7 @@ static void job_key(struct job *j, const struct tarry_config *cfg)
                 snprintf(j->destination, sizeof(j->destination), "%s", route.destination);
         else
                 snprintf(j->destination, sizeof(j->destination), "unroutable");
-        slots_key(j->key, j->source, j->destination);
+        slots_key(j->key, j->source, j->site ? j->site : j->destination);
 }
 
 int smtpc_pool_attempt_start(struct smtpc_pool *p, const struct smtpc_request *req)

@@ -171,7 +171,14 @@ struct smtpc_request {
         int body_fd; /* dup()ed by smtpc; read with pread from offset 0 */
         uint64_t body_size;
         const char *source_address; /* pinned source, or NULL (none configured) */
-        smtpc_done_fn done;         /* called exactly once, from the loop */
+        /* Pool only: the receiving site the attempt goes to (tarryd's
+         * scheduler key, daemon/site.h), or NULL (its route). Concurrency
+         * slots and warm workers are per (source address, site); with
+         * site_connections > 0 (a provider's limit) the pool keeps at most
+         * that many connections open to the site, idle ones included. */
+        const char *site;
+        unsigned site_connections;
+        smtpc_done_fn done; /* called exactly once, from the loop */
         void *userdata;
 };
 
