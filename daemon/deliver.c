@@ -19,12 +19,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 
 #define POP_BATCH 64
+/* An item waiting for its domain's MX set is looked at again after this at
+ * the latest (the lookup's own end wakes it sooner: deliver_site_ready). */
+#define SITE_WAIT_US (30 * 1000000LL)
+
+/* A message whose item waits for the MX set of domain. */
+struct site_waiter {
+        char id[QUEUE_ID_LEN + 1];
+        char domain[256];
+};
+
+static void work_free(struct work *w)
+{
+        if (w)
+                free(w->route);
+        free(w);
+}
+
+/* The smtpc route key of w's recipients (the scheduler knows w by its site). */
+static const char *work_route(const struct work *w)
+{
+        return w->route ? w->route : sched_item_route(w->it);
+}
 
 /* One running attempt. */
 struct attempt {
@@ -66,8 +89,8 @@ static bool move_off_stale_source(struct tarryd *d, struct work *w, int64_t now)
         if (!*source || smtpc_source_configured(d->cfg, source))
                 return false;
         char route[SMTPC_DEST_MAX];
-        snprintf(route, sizeof(route), "%s", sched_item_route(w->it));
-        const char *pick = source_for(d, w->m->env, route);
+        snprintf(route, sizeof(route), "%s", sched_item_route(w->it)); /* the site */
+        const char *pick = source_for(d, w->m->env, work_route(w));
         int64_t expires = w->m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
         struct sched_item *it = NULL;
         if (sched_add(d->sched, pick ? pick : "", route, now, expires, w, &it) < 0)
@@ -101,7 +124,7 @@ static void drop_works(struct tarryd *d, struct msg *m)
                 m->works = w->next;
                 if (w->it)
                         sched_remove(d->sched, w->it);
-                free(w);
+                work_free(w);
         }
 }
 
@@ -114,7 +137,7 @@ static void forget_work(struct tarryd *d, struct work *w)
                 }
         if (w->it)
                 sched_remove(d->sched, w->it);
-        free(w);
+        work_free(w);
 }
 
 void deliver_forget_message(struct tarryd *d, struct msg *m)
@@ -122,18 +145,59 @@ void deliver_forget_message(struct tarryd *d, struct msg *m)
         drop_works(d, m);
 }
 
-static struct work *add_work(struct tarryd *d, struct msg *m, const char *source,
-                             const char *destination, int64_t due)
+/* The site of route (daemon/site.h) in key: 1 known, 0 its MX set is being
+ * looked up (key: the route's own), negative errno. */
+static int site_of(struct tarryd *d, const struct smtpc_route *route, char *key, size_t len)
 {
+        if (!d->sites) {
+                snprintf(key, len, "%s", route->destination);
+                return 1;
+        }
+        return site_lookup(d->sites, d->classifier, route, now_realtime_us(), key, len);
+}
+
+/* Give w a scheduler item for (source, site) whose recipients take route
+ * (replacing the one it has); a provider's limits apply to the site. */
+static int new_item(struct tarryd *d, struct work *w, const char *source, const char *site,
+                    const char *route, int64_t due)
+{
+        bool same = strcmp(site, route) == 0;
+        char *copy = same ? NULL : strdup(route);
+        if (!same && !copy)
+                return -ENOMEM;
+        int64_t expires = w->m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
+        struct sched_item *it = NULL;
+        int r = sched_add(d->sched, source, site, due, expires, w, &it);
+        if (r < 0) {
+                free(copy);
+                return r;
+        }
+        const struct sched_provider *p = site_provider(d->classifier, site);
+        if (p)
+                sched_limit_destination(d->sched, source, site, (int)p->connections.value,
+                                        (int)p->messages_per_minute.value);
+        if (w->it)
+                sched_remove(d->sched, w->it);
+        w->it = it;
+        free(w->route);
+        w->route = copy;
+        return 0;
+}
+
+static struct work *add_work(struct tarryd *d, struct msg *m, const char *source,
+                             const struct smtpc_route *route, int64_t due)
+{
+        char site[SITE_KEY_MAX];
         struct work *w = calloc(1, sizeof(*w));
-        if (!w)
-                return NULL;
-        int64_t expires = m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
-        if (sched_add(d->sched, source, destination, due, expires, w, &w->it) < 0) {
+        if (!w || site_of(d, route, site, sizeof(site)) < 0) {
                 free(w);
                 return NULL;
         }
         w->m = m;
+        if (new_item(d, w, source, site, route->destination, due) < 0) {
+                free(w);
+                return NULL;
+        }
         w->next = m->works;
         m->works = w;
         return w;
@@ -142,7 +206,7 @@ static struct work *add_work(struct tarryd *d, struct msg *m, const char *source
 static bool has_work_for(struct msg *m, const char *destination)
 {
         for (struct work *w = m->works; w; w = w->next)
-                if (strcmp(sched_item_route(w->it), destination) == 0)
+                if (strcmp(work_route(w), destination) == 0)
                         return true;
         return false;
 }
@@ -170,7 +234,7 @@ static int add_works(struct tarryd *d, struct msg *m, int64_t not_after)
                             env->rcpt[j].next_attempt_us < due)
                                 due = env->rcpt[j].next_attempt_us;
                 }
-                if (!add_work(d, m, source, route.destination, due))
+                if (!add_work(d, m, source, &route, due))
                         return -ENOMEM;
         }
         return 0;
@@ -205,7 +269,7 @@ static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now
                         break;
                 }
         sched_remove(d->sched, w->it);
-        free(w);
+        work_free(w);
         if (add_works(d, m, m->forced ? now : INT64_MAX) < 0) /* flushed: due now */
                 log_error("%s: cannot schedule the new next hop: %s; will retry at restart", m->id,
                           strerror(ENOMEM));
@@ -313,7 +377,7 @@ static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t
                            int64_t *next_due)
 {
         struct envelope *env = w->m->env;
-        const char *dest = sched_item_route(w->it);
+        const char *dest = work_route(w);
         size_t n = 0;
         *next_due = INT64_MAX;
         for (size_t i = 0; i < env->n_rcpt; i++) {
@@ -327,6 +391,81 @@ static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t
                         *next_due = env->rcpt[i].next_attempt_us;
         }
         return n;
+}
+
+static void wait_for_site(struct tarryd *d, struct msg *m, const char *domain)
+{
+        for (size_t i = 0; i < d->n_site_waiters; i++)
+                if (strcmp(d->site_waiters[i].id, m->id) == 0 &&
+                    strcasecmp(d->site_waiters[i].domain, domain) == 0)
+                        return;
+        if (d->n_site_waiters == d->cap_site_waiters) {
+                size_t cap = d->cap_site_waiters ? 2 * d->cap_site_waiters : 16;
+                struct site_waiter *n = realloc(d->site_waiters, cap * sizeof(*n));
+                if (!n)
+                        return; /* SITE_WAIT_US brings it back anyway */
+                d->site_waiters = n;
+                d->cap_site_waiters = cap;
+        }
+        struct site_waiter *wt = &d->site_waiters[d->n_site_waiters++];
+        snprintf(wt->id, sizeof(wt->id), "%s", m->id);
+        snprintf(wt->domain, sizeof(wt->domain), "%s", domain);
+}
+
+/* Is w's item keyed by the site its recipients (r is one) go to now? An
+ * item made while the domain's MX set was being looked up, or whose site
+ * changed (the cached MX set expired and the answer differs), is replaced by
+ * one for the current site, due now: if that site is suspended, the item
+ * waits with it. An item whose MX set is still being looked up waits for
+ * the answer (deliver_site_ready). False when w was not attempted now. */
+static bool settle_site(struct tarryd *d, struct work *w, const struct envelope_rcpt *r,
+                        int64_t now)
+{
+        struct smtpc_route route;
+        char site[SITE_KEY_MAX];
+        if (route_of(d, r, &route) < 0)
+                return true;
+        int k = site_of(d, &route, site, sizeof(site));
+        if (k == 0) {
+                wait_for_site(d, w->m, route.host);
+                sched_reschedule(d->sched, w->it, now + SITE_WAIT_US);
+                return false;
+        }
+        if (k < 0 || strcmp(site, sched_item_route(w->it)) == 0)
+                return true; /* without memory for a new item: attempt it as it is */
+        char source[SMTPC_DEST_MAX];
+        snprintf(source, sizeof(source), "%s", sched_item_source(w->it));
+        if (new_item(d, w, source, site, route.destination, now) < 0)
+                return true;
+        return false;
+}
+
+void deliver_site_ready(void *userdata, const char *domain)
+{
+        struct tarryd *d = userdata;
+        int64_t now = now_realtime_us();
+        char route[SMTPC_DEST_MAX];
+        snprintf(route, sizeof(route), "mx:%s", domain);
+        size_t kept = 0;
+        for (size_t i = 0; i < d->n_site_waiters; i++) {
+                struct site_waiter *wt = &d->site_waiters[i];
+                if (strcasecmp(wt->domain, domain) != 0) {
+                        d->site_waiters[kept++] = *wt;
+                        continue;
+                }
+                struct msg *m = msgindex_get(d->index, wt->id);
+                for (struct work *w = m ? m->works : NULL; w; w = w->next)
+                        if (sched_item_due(w->it) != 0 &&
+                            strcasecmp(sched_item_route(w->it), route) == 0)
+                                sched_reschedule(d->sched, w->it, now);
+        }
+        d->n_site_waiters = kept;
+        if (d->n_site_waiters == 0) {
+                free(d->site_waiters);
+                d->site_waiters = NULL;
+                d->cap_site_waiters = 0;
+        }
+        deliver_run_due(d);
 }
 
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
@@ -371,7 +510,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 release_envelope(m);
                 return;
         }
-        if (move_off_stale_source(d, w, now)) {
+        if (!settle_site(d, w, &env->rcpt[idx[0]], now) || move_off_stale_source(d, w, now)) {
                 release_envelope(m);
                 return;
         }
@@ -390,6 +529,8 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 r = open_wire_message(d, m, &fd, &size);
         if (r == 0) {
                 *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
+                const char *site = sched_item_route(w->it);
+                const struct sched_provider *prov = site_provider(d->classifier, site);
                 struct smtpc_request req = {
                     .queue_id = m->id,
                     .sender = env->sender,
@@ -398,6 +539,8 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .body_fd = fd,
                     .body_size = size,
                     .source_address = *source ? source : NULL,
+                    .site = site,
+                    .site_connections = prov ? (unsigned)prov->connections.value : 0,
                     .done = on_attempt_done,
                     .userdata = a,
                 };
@@ -864,7 +1007,7 @@ static void unlink_work(struct msg *m, struct work *w)
         for (struct work **p = &m->works; *p; p = &(*p)->next)
                 if (*p == w) {
                         *p = w->next;
-                        free(w);
+                        work_free(w);
                         return;
                 }
 }

@@ -374,6 +374,29 @@ static int load_dkim(const struct tarry_config *cfg, uid_t uid, struct dkim_sign
         return dkim_signer_load(cfg, uid, out, err, errlen);
 }
 
+/* New DNS servers: a new site cache (MX sets are looked up again, through
+ * them). Messages waiting for a lookup of the old cache come back after
+ * SITE_WAIT_US. Same servers: the cache stays (sites are computed from the
+ * cached MX sets with the current providers at each lookup). */
+static void reload_sites(struct tarryd *d, const struct tarry_config *old)
+{
+        bool same = old && old->n_dns_servers == d->cfg->n_dns_servers;
+        for (size_t i = 0; same && i < old->n_dns_servers; i++)
+                same = strcmp(old->dns_servers[i], d->cfg->dns_servers[i]) == 0;
+        if (same)
+                return;
+        struct site_cache *c = NULL;
+        int r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &c);
+        if (r < 0) {
+                log_error("reload: cannot set up the MX lookups with the new dns_servers (%s); "
+                          "keeping the old ones",
+                          strerror(-r));
+                return;
+        }
+        site_cache_free(d->sites);
+        d->sites = c;
+}
+
 static int reload(struct tarryd *d)
 {
         struct tarry_config *cfg = NULL;
@@ -420,6 +443,7 @@ static int reload(struct tarryd *d)
                 retired = o;
         }
         d->cfg = cfg;
+        reload_sites(d, o ? o->cfg : NULL);
         dsn_policy_from_config(&d->dsn_policy, cfg);
         log_info("configuration reloaded from %s", d->config_path);
         log_config_warnings(cfg);
@@ -553,7 +577,8 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         }
         io.userdata = d;
         if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
-            (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0) {
+            (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0 ||
+            (r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &d->sites)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
                 return EX_SOFTWARE;
         }
@@ -647,6 +672,8 @@ static void teardown(struct tarryd *d)
         sd_event_source_unref(d->retry_timer);
         control_stop(d);
         smtpc_pool_free(d->pool);
+        site_cache_free(d->sites);
+        free(d->site_waiters);
         sched_free(d->sched);
         sched_classifier_free(d->classifier);
         while (retired_classifiers) {

@@ -39,6 +39,7 @@ static void free_msg(struct msg *m)
         while (m->works) {
                 struct work *w = m->works;
                 m->works = w->next;
+                free(w->route);
                 free(w);
         }
         envelope_free(m->env);

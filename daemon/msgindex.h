@@ -16,11 +16,15 @@
 
 struct sched_item;
 
-/* One scheduler item: the recipients of a message that share a destination. */
+/* One scheduler item: the recipients of a message that share a route. The
+ * scheduler knows the item by its site (daemon/site.h); route is then the
+ * smtpc route key of its recipients ("mx:example.com"), NULL when the two
+ * are the same (relayhost, [transport], a domain not resolved yet). */
 struct work {
         struct msg *m;
         struct sched_item *it;
         struct work *next;
+        char *route;
 };
 
 struct msg {

@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "daemon/msgindex.h"
 #include "dkim/dkim.h"
+#include "daemon/site.h"
 #include "queue/queue.h"
 #include "scheduler/scheduler.h"
 #include "smtpc/smtpc.h"
@@ -46,7 +47,10 @@ struct tarryd {
         struct status_server *status;
         struct status_metrics *metrics;
         struct dsn_policy dsn_policy;
-        struct dkim_signer *dkim; /* the keys of cfg's [dkim] rows */
+        struct dkim_signer *dkim;         /* the keys of cfg's [dkim] rows */
+        struct site_cache *sites;         /* recipient domain → site (MX set, provider) */
+        struct site_waiter *site_waiters; /* messages waiting for a domain's MX set */
+        size_t n_site_waiters, cap_site_waiters;
 
         sd_event_source *incoming_watch;
         sd_event_source *due_timer;
@@ -92,6 +96,9 @@ void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);
 
 /* deliver.c */
+/* A domain's MX set is known now (site_cache's ready callback): messages
+ * that waited for it are scheduled by their site. */
+void deliver_site_ready(void *userdata, const char *domain);
 /* Schedule every destination of m whose recipients are waiting. */
 int deliver_schedule_message(struct tarryd *d, struct msg *m);
 /* Re-arm the one timer at the scheduler's earliest due time. */
