@@ -519,6 +519,10 @@ static void print_status(json_t *st)
                 if (last)
                         printf("    last reply: %s\n", last);
         }
+        json_array_foreach (json_object_get(st, "sites"), i, v)
+                printf("site %s: %lld domain(s), %lld message(s)\n",
+                       json_string_value(json_object_get(v, "site")), num(v, "domains"),
+                       num(v, "messages"));
 }
 
 int tarryq_status(const char *config_path)

@@ -143,7 +143,84 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
                         first ? json_object_get(first, "destination") : json_null());
         if (env->source_address)
                 json_object_set_new(o, "source_address", json_string(env->source_address));
+        json_t *sites = m->works ? json_array() : NULL;
+        for (const struct work *w = m->works; sites && w; w = w->next) {
+                const char *site = sched_item_route(w->it);
+                bool seen = false;
+                for (const struct work *e = m->works; e != w && !seen; e = e->next)
+                        seen = strcmp(sched_item_route(e->it), site) == 0;
+                if (!seen)
+                        json_array_append_new(sites, json_string(site));
+        }
+        if (sites)
+                json_object_set_new(o, "sites", sites);
         return o;
+}
+
+/* ---- sites: per site, the recipient domains and messages waiting for it ---- */
+
+/* The domain of an MX route ("mx:example.com"); other routes (relayhost,
+ * [transport]) count as one "domain" each: their own key. */
+static const char *route_domain(const char *route)
+{
+        return strncmp(route, "mx:", 3) == 0 ? route + 3 : route;
+}
+
+/* tally: {SITE: {"domains": {DOMAIN: true}, "messages": N}} */
+static int site_tally_cb(struct msg *m, void *userdata)
+{
+        json_t *tally = userdata;
+        for (const struct work *w = m->works; w; w = w->next) {
+                const char *site = sched_item_route(w->it);
+                const char *route = w->route ? w->route : site;
+                json_t *t = json_object_get(tally, site);
+                if (!t) {
+                        t = json_pack("{s:{}, s:I}", "domains", "messages", (json_int_t)0);
+                        if (!t || json_object_set_new(tally, site, t) < 0)
+                                return -ENOMEM;
+                }
+                json_object_set_new(json_object_get(t, "domains"), route_domain(route),
+                                    json_true());
+                bool counted = false;
+                for (const struct work *e = m->works; e != w && !counted; e = e->next)
+                        counted = strcmp(sched_item_route(e->it), site) == 0;
+                if (!counted)
+                        json_object_set_new(
+                            t, "messages",
+                            json_integer(json_integer_value(json_object_get(t, "messages")) + 1));
+        }
+        return 0;
+}
+
+/* FULL: [{"site", "domains", "messages"}] sorted by site; AGGREGATE (no
+ * names): {"sites", "domains", "messages"} totals. */
+static json_t *sites_json(struct tarryd *d, enum status_view view)
+{
+        _cleanup_(json_decrefp) json_t *tally = json_object();
+        if (!tally || msgindex_foreach(d->index, site_tally_cb, tally) < 0)
+                return NULL;
+        json_t *out = view == STATUS_VIEW_FULL ? json_array() : json_object();
+        json_int_t n_domains = 0, n_messages = 0;
+        const char *site;
+        json_t *t;
+        void *tmp;
+        json_object_foreach_safe(tally, tmp, site, t)
+        {
+                json_int_t dn = (json_int_t)json_object_size(json_object_get(t, "domains"));
+                json_int_t mn = json_integer_value(json_object_get(t, "messages"));
+                n_domains += dn;
+                n_messages += mn;
+                if (view == STATUS_VIEW_FULL && out)
+                        json_array_append_new(out, json_pack("{s:s, s:I, s:I}", "site", site,
+                                                             "domains", dn, "messages", mn));
+        }
+        if (view != STATUS_VIEW_FULL && out) {
+                json_object_set_new(out, "sites",
+                                    json_integer((json_int_t)json_object_size(tally)));
+                json_object_set_new(out, "domains", json_integer(n_domains));
+                json_object_set_new(out, "messages", json_integer(n_messages));
+        }
+        return out;
 }
 
 struct counts {
@@ -259,6 +336,10 @@ static int get_status(void *userdata, enum status_view view, json_t **out)
                 return -ENOMEM;
         json_object_set_new(*out, "oldest_arrival",
                             c.oldest ? json_integer(c.oldest / 1000000) : json_null());
+        json_t *sites = sites_json(d, view);
+        if (sites)
+                json_object_set_new(*out, view == STATUS_VIEW_FULL ? "sites" : "site_totals",
+                                    sites);
         return 0;
 }
 
