@@ -1,0 +1,222 @@
+/* tests/daemon/test_sites.c — tarryd schedules MX mail by receiving site
+ * (issue 15 section 1), with real DNS (dnsmasq) and the real binaries:
+ * domains that share MX hosts share a suspension, a provider's connection
+ * limit holds at the receiver, and the site of waiting mail is listed. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+
+static uint16_t free_udp_port(void)
+{
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+        socklen_t sl = sizeof(sa);
+        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        getsockname(s, (struct sockaddr *)&sa, &sl);
+        close(s);
+        return ntohs(sa.sin_port);
+}
+
+/* dnsmasq on 127.0.0.1:*port, authoritative for .test, with the extra
+ * arguments (--mx-host=…, --host-record=…); 0 when not installed. */
+static pid_t start_dnsmasq(uint16_t *port, const char *const *extra)
+{
+        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+                return 0;
+        *port = free_udp_port();
+        char portarg[32];
+        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
+        const char *argv[64] = {"dnsmasq",
+                                "--keep-in-foreground",
+                                portarg,
+                                "--listen-address=127.0.0.1",
+                                "--bind-interfaces",
+                                "--no-resolv",
+                                "--no-hosts",
+                                "--conf-file=/dev/null",
+                                "--pid-file=",
+                                "--user=root",
+                                "--log-facility=/dev/null",
+                                "--local=/test/"};
+        size_t n = 12;
+        for (size_t i = 0; extra[i] && n < 63; i++)
+                argv[n++] = extra[i];
+        argv[n] = NULL;
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
+                execv("/usr/sbin/dnsmasq", (char *const *)argv);
+                _exit(127);
+        }
+        harness_sleep_ms(300); /* dnsmasq binds within milliseconds */
+        return pid;
+}
+
+static void stop_dnsmasq(pid_t pid)
+{
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+}
+
+static bool wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms)
+{
+        int64_t end = harness_now_us() + (int64_t)timeout_ms * 1000;
+        while (harness_log_count(h, needle) < count && harness_now_us() < end)
+                harness_sleep_ms(20);
+        return harness_log_count(h, needle) >= count;
+}
+
+/* MX delivery to the fixture's port through dnsmasq; extra: more INI text. */
+static void site_config(struct harness *h, struct fixture *f, uint16_t dport, const char *extra)
+{
+        char conf[2048];
+        snprintf(conf, sizeof(conf),
+                 "%s[smtp]\nport = %u\nconnect_timeout = 2s\ncommand_timeout = 3s\n"
+                 "data_timeout = 5s\ndns_servers = 127.0.0.1:%u\n",
+                 extra ? extra : "", fixture_port(f), dport);
+        harness_init(h, conf);
+}
+
+/* The issue's case: a.test and b.test share an MX host, c.test has its own.
+ * A 4.7.650 (Microsoft: IP reputation) for a.test suspends their site:
+ * b.test waits with it, c.test is delivered. */
+Test(sites, a_reputation_deferral_holds_every_domain_of_the_site_and_no_other, .timeout = 90)
+{
+        uint16_t dport = 0;
+        const char *records[] = {
+            "--mx-host=a.test,mx.shared.test,10", "--mx-host=b.test,mx.shared.test,10",
+            "--mx-host=c.test,mx.c.test,10",      "--host-record=mx.shared.test,127.0.0.1",
+            "--host-record=mx.c.test,127.0.0.1",  NULL};
+        pid_t dns = start_dnsmasq(&dport, records);
+        if (dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_set(f, "rcpt:*@a.test",
+                                 "451 4.7.650 The mail server [127.0.0.1] has been temporarily "
+                                 "rate limited due to IP reputation."),
+                     0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct harness h;
+        site_config(&h, f, dport, NULL);
+        harness_start(&h);
+
+        harness_send(&h, "alice@sender.test", "bob@a.test", "to a");
+        cr_assert(wait_log(&h, "to=<bob@a.test>", 1, 20000), "a.test was not attempted");
+        cr_assert(harness_log_contains(&h, "class=reputation"));
+        harness_send(&h, "alice@sender.test", "carol@b.test", "to b");
+        harness_send(&h, "alice@sender.test", "dave@c.test", "to c");
+
+        cr_assert_eq(fixture_wait_txns(f, 1, 20000), 0, "c.test was not delivered");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_eq(t.n_rcpts, 1);
+        cr_assert_str_eq(t.rcpts[0], "dave@c.test");
+        fixture_txn_clear(&t);
+        /* b.test was due at once; give it every chance to leave */
+        cr_assert(wait_log(&h, "removed", 1, 10000));
+        harness_sleep_ms(1500);
+        cr_assert_eq(fixture_txn_count(f), 1, "b.test was delivered past its site's suspension");
+        cr_assert_not(harness_log_contains(&h, "to=<carol@b.test>"),
+                      "b.test was attempted during its site's suspension");
+        cr_assert_eq(harness_log_count(&h, "to=<bob@a.test>"), 1);
+        cr_assert_eq(harness_count_queued(&h, "active"), 2);
+
+        /* tarryq -s and /queue name the site of each waiting message */
+        const char *args[] = {"-s", NULL};
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(harness_tarryq(&h, args, &out, &err), 0, "%s", err ? err : "");
+        cr_assert_not_null(strstr(out, "site site:mx.shared.test: 2 domain(s), 2 message(s)\n"),
+                           "%s", out);
+        cr_assert_not_null(strstr(out, "destination site:mx.shared.test: suspended"), "%s", out);
+        free(out);
+        free(err);
+        /* tarryq -j (GET /queue on the unix socket): each waiting message's site */
+        const char *jargs[] = {"-j", NULL};
+        cr_assert_eq(harness_tarryq(&h, jargs, &out, &err), 0, "%s", err ? err : "");
+        size_t in_site = 0;
+        for (const char *p = out; (p = strstr(p, "\"sites\":[\"site:mx.shared.test\"]")); p++)
+                in_site++;
+        cr_assert_eq(in_site, 2, "%s", out);
+        free(out);
+        free(err);
+        /* the TCP port (any local user): totals, no names */
+        char *st = harness_http_get(&h, "/status");
+        cr_assert_not_null(st);
+        cr_assert_not_null(strstr(st, "\"site_totals\""), "%s", st);
+        cr_assert_null(strstr(st, ".test"), "a name on the TCP status port: %s", st);
+        free(st);
+
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        fixture_free(f);
+        stop_dnsmasq(dns);
+}
+
+/* A provider entry with a 2-connection limit: six domains on its MX hosts,
+ * each its own route, never see more than 2 connections at once at the
+ * receiver — and all six are delivered, once. */
+Test(sites, a_provider_connection_limit_holds_across_its_domains, .timeout = 120)
+{
+        uint16_t dport = 0;
+        const char *records[] = {"--mx-host=d1.test,mx1.prov.test,10",
+                                 "--mx-host=d2.test,mx1.prov.test,10",
+                                 "--mx-host=d3.test,mx2.prov.test,10",
+                                 "--mx-host=d4.test,mx2.prov.test,10",
+                                 "--mx-host=d5.test,mx1.prov.test,10",
+                                 "--mx-host=d6.test,mx2.prov.test,10",
+                                 "--host-record=mx1.prov.test,127.0.0.1",
+                                 "--host-record=mx2.prov.test,127.0.0.1",
+                                 NULL};
+        pid_t dns = start_dnsmasq(&dport, records);
+        if (dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_set(f, "delay:dot", "700"), 0); /* attempts overlap */
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct harness h;
+        site_config(&h, f, dport, NULL);
+        char policy[300];
+        snprintf(policy, sizeof(policy), "%s/local-policy.json", h.dir);
+        FILE *pf = fopen(policy, "w");
+        cr_assert_not_null(pf);
+        fputs("{\"tarry_policy\": 1, \"providers\": [{\"name\": \"prov\", \"mx\": "
+              "[\"*.prov.test\"], \"limits\": {\"connections\": {\"value\": 2, \"source\": "
+              "\"observed\"}}, \"reason\": \"a test provider\"}]}\n",
+              pf);
+        fclose(pf);
+        harness_give(&h, policy);
+        FILE *cf = fopen(h.conf, "a");
+        fprintf(cf, "[main]\nclassifier_rules = %s\n", policy);
+        fclose(cf);
+
+        harness_start(&h);
+        for (int i = 1; i <= 6; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "user%d@d%d.test", i, i);
+                harness_send(&h, "alice@sender.test", rcpt, "limited");
+        }
+        cr_assert_eq(fixture_wait_txns(f, 6, 60000), 0, "not every domain was delivered");
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(f), 6, "delivered more than once");
+        cr_assert_leq(fixture_max_open_connections(f), 2,
+                      "%zu connections at once to the provider's MX hosts",
+                      fixture_max_open_connections(f));
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        fixture_free(f);
+        stop_dnsmasq(dns);
+}
