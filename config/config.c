@@ -116,7 +116,8 @@ static const struct {
     {"hopcount_limit", 1, INT_MAX},
 };
 
-static const char *const retry_keys[] = {"initial", "factor", "max", "use_hint", "scope"};
+static const char *const retry_keys[] = {"initial",  "factor", "max",
+                                         "use_hint", "scope",  "move_source"};
 
 /* Starting point for each class; the reason for each value is in docs/scheduler.md. */
 static const struct cfg_retry retry_defaults[CLASS__MAX] = {
@@ -752,6 +753,15 @@ static int set_retry(struct parser *p, int cls, const char *name, const char *va
                 r = cfg_parse_duration(value, &rt->max_s);
         } else if (strcmp(name, "use_hint") == 0) {
                 r = parse_bool(value, &rt->use_hint);
+        } else if (strcmp(name, "move_source") == 0) {
+                /* a greylister (or a silent one: unknown_temp) lets the same
+                 * (address, sender, recipient) through, never another address */
+                if (cls != CLASS_REPUTATION)
+                        return fail(p,
+                                    "move_source belongs in [retry.reputation] (it covers "
+                                    "rate-limit suspensions too), not in [retry.%s]",
+                                    reply_class_name(cls));
+                r = parse_bool(value, &rt->move_source);
         } else if (strcmp(name, "factor") == 0) {
                 char *end;
                 double f = strtod(value, &end);
@@ -1348,5 +1358,7 @@ void cfg_print(FILE *f, const struct tarry_config *c)
                         reply_class_name(i), (long long)r->initial_s, r->factor,
                         (long long)r->max_s, r->use_hint ? "yes" : "no",
                         r->scope == CFG_SCOPE_DESTINATION ? "destination" : "recipient");
+                if (i == CLASS_REPUTATION)
+                        fprintf(f, "move_source = %s\n", r->move_source ? "yes" : "no");
         }
 }

@@ -70,6 +70,10 @@ struct cfg_retry {
         int64_t max_s;
         bool use_hint; /* a delay stated in the reply overrides the schedule */
         enum cfg_scope scope;
+        /* [retry.reputation] only: a message held by a reputation or rate-limit
+         * suspension of (source address A, site) may leave from another
+         * source address of the pool that is not suspended there. */
+        bool move_source;
 };
 
 struct tarry_config {

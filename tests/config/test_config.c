@@ -543,3 +543,21 @@ Test(config, bare_recipients_get_myhostname_when_adminaddr_is_set)
         cr_assert_not(cfg_domain_is_local(c, "example.com"));
         cfg_free(c);
 }
+
+/* [retry.reputation] move_source (issue 15.1): off unless asked for; only
+ * there — a greylisted or silently greylisted message needs its address. */
+Test(config, move_source_is_off_by_default_and_only_a_key_of_retry_reputation)
+{
+        struct tarry_config *c = load_ok("[main]\nspool_dir = /x\n");
+        cr_assert_not(c->retry[CLASS_REPUTATION].move_source);
+        cfg_free(c);
+        c = load_ok("[main]\nspool_dir = /x\n[retry.reputation]\nmove_source = yes\n");
+        cr_assert(c->retry[CLASS_REPUTATION].move_source);
+        cfg_free(c);
+        expect_error("[retry.greylist]\nmove_source = yes\n",
+                     "tarry.conf:2: move_source belongs in [retry.reputation] (it covers "
+                     "rate-limit suspensions too), not in [retry.greylist]");
+        expect_error("[retry.unknown_temp]\nmove_source = yes\n",
+                     "tarry.conf:2: move_source belongs in [retry.reputation] (it covers "
+                     "rate-limit suspensions too), not in [retry.unknown_temp]");
+}
