@@ -233,6 +233,75 @@ static void process_resumes(struct sched *s, int64_t now)
         }
 }
 
+/* ---- move_source ---- */
+
+/* Is d held by a suspension for reputation or rate limit (not a back-off,
+ * not a greylist: those never move a message to another address)? */
+static bool suspended_by_reputation(const struct dest *d, int64_t now)
+{
+        return d->state == SCHED_DEST_SUSPENDED && dest_paused(d, now) &&
+               (d->last_class == CLASS_REPUTATION || d->last_class == CLASS_RATE_LIMIT);
+}
+
+/* Another pool address whose destination for the same route is not paused,
+ * for an item of a destination suspended for reputation / rate limit when
+ * [retry.reputation] move_source is on; NULL otherwise. The pool is tried
+ * in configured order, starting after the item's own address. */
+static const char *move_target(struct sched *s, const struct sched_item *it, int64_t now)
+{
+        const struct dest *d = it->dest;
+        size_t n = s->cfg->n_source_addresses;
+        if (!s->cfg->retry[CLASS_REPUTATION].move_source || n < 2 ||
+            !suspended_by_reputation(d, now))
+                return NULL;
+        size_t self = n;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(s->cfg->source_addresses[i], d->source) == 0)
+                        self = i;
+        for (size_t k = 1; k <= n; k++) {
+                const char *b = s->cfg->source_addresses[(self + k) % n];
+                if (strcmp(b, d->source) == 0)
+                        continue;
+                const struct dest *o = dest_get(s, b, d->route, false);
+                if (!o || (!dest_paused(o, now) && o->state != SCHED_DEST_SUSPENDED))
+                        return b;
+        }
+        return NULL;
+}
+
+const char *sched_move_target(struct sched *s, const struct sched_item *it, int64_t now)
+{
+        if (s->may_move && !s->may_move(it->userdata, s->may_move_arg))
+                return NULL;
+        return move_target(s, it, now);
+}
+
+void sched_set_mover(struct sched *s, bool (*may_move)(void *item_userdata, void *arg), void *arg)
+{
+        s->may_move = may_move;
+        s->may_move_arg = arg;
+}
+
+/* An item that would be parked on a destination suspended for reputation or
+ * rate limit goes to the same route from another address instead (it waits
+ * in the heap at its due time for that destination). False: park it. */
+static bool move_source(struct sched *s, struct sched_item *it, int64_t now)
+{
+        const char *b = sched_move_target(s, it, now);
+        struct dest *to = b ? dest_get(s, b, it->dest->route, true) : NULL;
+        if (!to)
+                return false;
+        struct dest *from = it->dest;
+        it->dest = to;
+        if (wait_at(s, it, it->due_us) < 0) {
+                it->dest = from;
+                return false;
+        }
+        from->queued--;
+        to->queued++;
+        return true;
+}
+
 /* ---- the daemon's loop ---- */
 
 int64_t sched_next_due(struct sched *s, int64_t now)
@@ -254,7 +323,8 @@ int64_t sched_next_due(struct sched *s, int64_t now)
                 if (!blocked)
                         break;
                 heap_pop(&s->items);
-                park(s, it);
+                if (!move_source(s, it, now))
+                        park(s, it);
         }
         int64_t t = top ? top->key : INT64_MAX;
         const struct hent *dt = heap_top(&s->dests);
@@ -293,7 +363,8 @@ size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size
         while (n < max && (top = heap_top(&s->items)) && top->key <= now) {
                 struct sched_item *it = heap_pop(&s->items);
                 if (!item_can_start(it, now)) {
-                        park(s, it);
+                        if (!move_source(s, it, now))
+                                park(s, it);
                         continue;
                 }
                 it->force = false;

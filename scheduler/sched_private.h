@@ -85,6 +85,9 @@ struct sched {
         size_t n_items, n_parked, n_in_flight;
         bool learned_dirty;
         bool dests_dirty; /* a pause or concurrency window changed: save destinations.json */
+        /* move_source: may this item leave from another address? (sched_set_mover) */
+        bool (*may_move)(void *item_userdata, void *arg);
+        void *may_move_arg;
 };
 
 /* dest.c */

@@ -336,6 +336,19 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now_us,
 int sched_limit_destination(struct sched *s, const char *source_address, const char *route,
                             int max_connections, int max_per_minute);
 
+/* [retry.reputation] move_source: an item that falls due (or waits) while
+ * its destination (A, route) is suspended for reputation or rate limit goes
+ * to (B, route) instead, B the next address of cfg->source_addresses whose
+ * destination for that route is not paused, when may_move (set here; NULL:
+ * any item) says the item may leave from another address — the daemon
+ * refuses messages whose recipients were greylisted (greylist,
+ * unknown_temp). sched_item_source then names B. */
+void sched_set_mover(struct sched *s, bool (*may_move)(void *item_userdata, void *arg), void *arg);
+/* The address it would move to now, or NULL (move_source off, its
+ * destination not suspended for reputation / rate limit, may_move refuses,
+ * no other address free). */
+const char *sched_move_target(struct sched *s, const struct sched_item *it, int64_t now);
+
 /* ---- admin actions ---- */
 
 /* Make the item due now (tarryq -i). A suspended destination stays
