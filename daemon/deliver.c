@@ -103,9 +103,17 @@ static bool move_off_stale_source(struct tarryd *d, struct work *w, int64_t now)
 /* Pin the envelope to the source its attempt leaves from: at the first
  * attempt, or again when the pinned address is no longer configured (logged
  * once: the new pin is persisted with the attempt's outcome). */
-static void pin_source(struct tarryd *d, struct envelope *env, const char *source)
+static void pin_source(struct tarryd *d, struct envelope *env, const char *source, const char *site)
 {
         const char *old = env->source_address;
+        if (old && strcmp(old, source) != 0 && smtpc_source_configured(d->cfg, old) && *source) {
+                /* only [retry.reputation] move_source gives an item another address */
+                log_info("%s: moved from source address %s to %s: %s is suspended for %s", env->id,
+                         old, source, site, old);
+                free(env->source_address);
+                env->source_address = strdup(source);
+                return;
+        }
         if (old && (strcmp(old, source) == 0 || smtpc_source_configured(d->cfg, old)))
                 return;
         if (!old && !*source)
@@ -517,7 +525,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         bool forced = m->forced;
         m->forced = false;
         const char *source = sched_item_source(w->it);
-        pin_source(d, env, source); /* persisted with the outcome */
+        pin_source(d, env, source, sched_item_route(w->it)); /* persisted with the outcome */
         for (size_t i = 0; i < n; i++)
                 rcpts[i] = env->rcpt[idx[i]].address;
 
@@ -991,12 +999,16 @@ static void summarise_class(struct msg *m)
 {
         m->reply_class = -1;
         m->next_attempt_us = INT64_MAX;
+        m->same_source = false;
         for (size_t i = 0; i < m->env->n_rcpt; i++) {
                 const struct envelope_rcpt *r = &m->env->rcpt[i];
                 if (!waiting(r))
                         continue;
-                if (r->reply_class)
-                        m->reply_class = (int8_t)reply_class_from_name(r->reply_class);
+                int cls = r->reply_class ? reply_class_from_name(r->reply_class) : -1;
+                if (cls >= 0)
+                        m->reply_class = (int8_t)cls;
+                if (cls == CLASS_GREYLIST || cls == CLASS_UNKNOWN_TEMP)
+                        m->same_source = true;
                 if (r->next_attempt_us < m->next_attempt_us)
                         m->next_attempt_us = r->next_attempt_us;
         }
@@ -1010,6 +1022,30 @@ static void unlink_work(struct msg *m, struct work *w)
                         work_free(w);
                         return;
                 }
+}
+
+bool deliver_may_move(void *item_userdata, void *arg)
+{
+        const struct work *w = item_userdata;
+        (void)arg;
+        return !w->m->same_source;
+}
+
+/* [retry.reputation] move_source: this attempt's deferrals were all for
+ * reputation or rate limit, they suspended the site for w's address, and
+ * another address of the pool may take the message there now. */
+static bool leaves_elsewhere(struct tarryd *d, struct work *w, const struct sched_decision *dec,
+                             size_t n, int64_t now)
+{
+        size_t retries = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (dec[i].action != SCHED_RETRY)
+                        continue;
+                if (dec[i].cls != CLASS_REPUTATION && dec[i].cls != CLASS_RATE_LIMIT)
+                        return false;
+                retries++;
+        }
+        return retries > 0 && sched_move_target(d->sched, w->it, now) != NULL;
 }
 
 static void on_attempt_done(const struct smtpc_result *res, void *userdata)
@@ -1069,6 +1105,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         control_note_transcript(m->id, res->transcript);
         int left = sched_on_result(d->sched, w->it, now, attempt_level ? &attempt_reply : NULL, rr,
                                    a->n, dec);
+        bool moving = left == 1 && leaves_elsewhere(d, w, dec, a->n, now);
         for (size_t i = 0; i < a->n; i++) {
                 struct envelope_rcpt *r = &env->rcpt[a->idx[i]];
                 const char *text = rr[i].reply ? rr[i].reply->text : res->text;
@@ -1077,6 +1114,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 /* only a retry that came at its own time counts towards the delay DSN */
                 bool scheduled =
                     r->state == RCPT_DEFERRED && (!a->forced || r->next_attempt_us <= a->start_us);
+                if (moving && dec[i].action == SCHED_RETRY)
+                        dec[i].next_attempt_us = now; /* from the other address, at once */
                 apply_decision(r, &dec[i], text, server_replied(res), relay, a->start_us, now);
                 if (scheduled && dec[i].action == SCHED_RETRY)
                         r->failed_retries++;
@@ -1085,6 +1124,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         }
         if (left == 0)
                 unlink_work(m, w);
+        else if (moving)
+                sched_reschedule(d->sched, w->it, now); /* the scheduler moves it (move_source) */
 out:
         free(replies);
         free(rr);

@@ -582,6 +582,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
                 return EX_SOFTWARE;
         }
+        sched_set_mover(d->sched, deliver_may_move, d);
         dsn_policy_from_config(&d->dsn_policy, d->cfg);
         r = sched_load_learned(d->sched, now_realtime_us());
         if (r == -EBADMSG)

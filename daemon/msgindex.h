@@ -38,6 +38,8 @@ struct msg {
         int64_t arrival_us;
         int64_t next_attempt_us; /* earliest retry of any recipient (0: now) */
         bool forced;             /* admin retry/flush: ignore the recipients' retry times */
+        bool same_source;        /* a waiting recipient was greylisted (greylist, unknown_temp):
+                                  * its retries leave from the same address (move_source) */
         bool dirty;              /* env changed but could not be written yet (or a DSN is owed) */
         uint16_t write_failures; /* failed spool writes in a row (for the log) */
         int write_error;         /* the last one's -errno, 0: none (logged once per run) */

@@ -99,6 +99,9 @@ void pickup_retry(struct tarryd *d);
 /* A domain's MX set is known now (site_cache's ready callback): messages
  * that waited for it are scheduled by their site. */
 void deliver_site_ready(void *userdata, const char *domain);
+/* The scheduler's move_source question: may this item (a struct work)
+ * leave from another source address? Not when a recipient was greylisted. */
+bool deliver_may_move(void *item_userdata, void *arg);
 /* Schedule every destination of m whose recipients are waiting. */
 int deliver_schedule_message(struct tarryd *d, struct msg *m);
 /* Re-arm the one timer at the scheduler's earliest due time. */
