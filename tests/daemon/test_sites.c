@@ -14,7 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "harness.h"
+#include "smtpc/smtpc.h"
 #include "tests/fixture/fixture.h"
 
 static uint16_t free_udp_port(void)
@@ -219,4 +221,125 @@ Test(sites, a_provider_connection_limit_holds_across_its_domains, .timeout = 120
         harness_cleanup(&h);
         fixture_free(f);
         stop_dnsmasq(dns);
+}
+
+/* ---- [retry.reputation] move_source ---- */
+
+#define POOL_A "127.0.0.2"
+#define POOL_B "127.0.0.3"
+
+struct pool_case {
+        pid_t dns;
+        struct fixture *f;
+        struct harness h;
+        const char *first;  /* the address tarryd picks for mx:a.test */
+        const char *second; /* the other one */
+};
+
+/* a.test on one MX host; tarryd sends from a pool of two loopback addresses;
+ * the receiver refuses every recipient from the address tarryd picks first
+ * for a.test with Microsoft's 4.7.650 (that address's IP reputation). */
+static void pool_start(struct pool_case *pc, bool move_source, const char *grey_rcpt)
+{
+        uint16_t dport = 0;
+        const char *records[] = {"--mx-host=a.test,mx.shared.test,10",
+                                 "--host-record=mx.shared.test,127.0.0.1", NULL};
+        pc->dns = start_dnsmasq(&dport, records);
+        if (pc->dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        cr_assert_eq(fixture_new("127.0.0.1", &pc->f), 0);
+        cr_assert_eq(fixture_start(pc->f, 0), 0);
+        char extra[512];
+        snprintf(extra, sizeof(extra), "source_address = %s, %s\n", POOL_A, POOL_B);
+        site_config(&pc->h, pc->f, dport, extra);
+        FILE *cf = fopen(pc->h.conf, "a");
+        cr_assert_not_null(cf);
+        fprintf(cf, "[retry.reputation]\nmove_source = %s\n", move_source ? "yes" : "no");
+        fclose(cf);
+        struct tarry_config *cfg = NULL;
+        char err[512];
+        cr_assert_eq(cfg_load(pc->h.conf, &cfg, err, sizeof(err)), 0, "%s", err);
+        bool a_first = strcmp(smtpc_pick_source(cfg, "mx:a.test"), POOL_A) == 0;
+        pc->first = a_first ? POOL_A : POOL_B;
+        pc->second = a_first ? POOL_B : POOL_A;
+        cfg_free(cfg);
+        char key[64];
+        if (grey_rcpt) /* greylisted from any address, first */
+                cr_assert_eq(
+                    fixture_set(pc->f, grey_rcpt, "451 4.7.1 Greylisted, try again in 2 seconds"),
+                    0);
+        snprintf(key, sizeof(key), "rcpt_from:%s", pc->first);
+        cr_assert_eq(fixture_set(pc->f, key,
+                                 "451 4.7.650 The mail server has been temporarily rate limited "
+                                 "due to IP reputation."),
+                     0);
+        harness_start(&pc->h);
+}
+
+static void pool_stop(struct pool_case *pc)
+{
+        cr_assert_eq(harness_stop(&pc->h, SIGTERM, 3000), 0);
+        harness_cleanup(&pc->h);
+        fixture_free(pc->f);
+        stop_dnsmasq(pc->dns);
+}
+
+Test(sites, move_source_sends_a_message_held_by_a_reputation_suspension_from_another_address,
+     .timeout = 90)
+{
+        struct pool_case pc;
+        pool_start(&pc, true, NULL);
+        harness_send(&pc.h, "alice@sender.test", "bob@a.test", "moves");
+        cr_assert_eq(fixture_wait_txns(pc.f, 1, 20000), 0, "not delivered from the other address");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(pc.f, 0, &t), 0);
+        cr_assert_str_eq(t.peer_ip, pc.second);
+        fixture_txn_clear(&t);
+        char moved[200];
+        snprintf(moved, sizeof(moved), "moved from source address %s to %s: site:mx.shared.test",
+                 pc.first, pc.second);
+        cr_assert(wait_log(&pc.h, moved, 1, 5000), "the move is not logged");
+        cr_assert_eq(harness_log_count(&pc.h, "class=reputation"), 1);
+        cr_assert(wait_log(&pc.h, "removed", 1, 5000));
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(pc.f), 1, "delivered more than once");
+        pool_stop(&pc);
+}
+
+Test(sites, without_move_source_a_message_waits_for_its_own_address, .timeout = 90)
+{
+        struct pool_case pc;
+        pool_start(&pc, false, NULL);
+        harness_send(&pc.h, "alice@sender.test", "bob@a.test", "stays");
+        cr_assert(wait_log(&pc.h, "class=reputation", 1, 20000), "no reputation deferral");
+        harness_sleep_ms(3000);
+        cr_assert_eq(fixture_txn_count(pc.f), 0, "left from another address");
+        cr_assert_eq(harness_log_count(&pc.h, "to=<bob@a.test>"), 1);
+        cr_assert_not(harness_log_contains(&pc.h, "moved from source address"));
+        cr_assert_eq(harness_count_queued(&pc.h, "active"), 1);
+        pool_stop(&pc);
+}
+
+/* A greylister lets the same (address, sender, recipient) through, never
+ * another address: a greylisted message stays with its address even when a
+ * reputation suspension of that address moves other mail away. */
+Test(sites, move_source_never_moves_a_greylisted_message, .timeout = 90)
+{
+        struct pool_case pc;
+        pool_start(&pc, true, "rcpt:grey@a.test");
+        harness_send(&pc.h, "alice@sender.test", "grey@a.test", "greylisted");
+        cr_assert(wait_log(&pc.h, "class=greylist", 1, 20000), "not greylisted");
+        harness_send(&pc.h, "alice@sender.test", "rep@a.test", "reputation");
+        cr_assert_eq(fixture_wait_txns(pc.f, 1, 20000), 0, "rep@a.test did not move");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(pc.f, 0, &t), 0);
+        cr_assert_str_eq(t.rcpts[0], "rep@a.test");
+        cr_assert_str_eq(t.peer_ip, pc.second);
+        fixture_txn_clear(&t);
+        /* grey@a.test's retry (2 s + 5 s) falls due while its address is suspended */
+        harness_sleep_ms(9000);
+        cr_assert_eq(harness_log_count(&pc.h, "to=<grey@a.test>"), 1,
+                     "the greylisted message was tried from another address");
+        cr_assert_eq(fixture_txn_count(pc.f), 1);
+        pool_stop(&pc);
 }
