@@ -523,3 +523,32 @@ Test(sched, freeing_the_scheduler_with_work_in_every_state_releases_it)
         add("mx:b.example", T0);
         cr_assert_not_null(pop_one(T0)); /* and one stays in flight: teardown frees all */
 }
+
+/* A provider's limits on a site (issue 15.1): at most N attempts at once,
+ * whatever the destination's own window, and starts 60/R s apart. */
+Test(sched, provider_connection_limit_caps_a_site_below_its_window)
+{
+        struct sched_item *it[5];
+        for (int i = 0; i < 5; i++)
+                it[i] = add("site:acme", T0);
+        cr_assert_eq(sched_limit_destination(s, "192.0.2.10", "site:acme", 2, 0), 0);
+        struct sched_item *out[5];
+        cr_assert_eq(sched_pop_due(s, T0, out, 5), 2, "the window (3) won over the limit (2)");
+        cr_assert_eq(sched_pop_due(s, T0, out + 2, 3), 0);
+        attempt(out[0], T0 + S, OK, 0, 0, -1); /* one done: one more may start */
+        cr_assert_eq(sched_pop_due(s, T0 + S, out + 2, 3), 1);
+        (void)it;
+        cr_assert_eq(sched_limit_destination(s, "192.0.2.10", "site:nowhere", 2, 0), -ENOENT);
+}
+
+Test(sched, provider_rate_limit_spaces_attempt_starts)
+{
+        for (int i = 0; i < 3; i++)
+                add("site:acme", T0);
+        cr_assert_eq(sched_limit_destination(s, "192.0.2.10", "site:acme", 0, 6), 0); /* 10 s */
+        struct sched_item *out[3];
+        cr_assert_eq(sched_pop_due(s, T0, out, 3), 1);
+        cr_assert_eq(sched_next_due(s, T0), T0 + 10 * S);
+        cr_assert_eq(sched_pop_due(s, T0 + 9 * S, out, 3), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 10 * S, out, 3), 1);
+}
