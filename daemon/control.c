@@ -565,6 +565,20 @@ static int force_cb(struct msg *m, void *userdata)
         return 0;
 }
 
+/* resume given a recipient domain (or route key): the site it is scheduled
+ * by, when the domain's MX set is known. -ENOENT otherwise. */
+static int resume_site_of(struct tarryd *d, const char *name, int64_t now)
+{
+        struct smtpc_route route;
+        char site[SITE_KEY_MAX];
+        const char *domain = strncmp(name, "mx:", 3) == 0 ? name + 3 : name;
+        if (!d->sites || smtpc_route(d->cfg, domain, &route) < 0 ||
+            site_lookup(d->sites, d->classifier, &route, now, site, sizeof(site)) != 1 ||
+            strcmp(site, name) == 0)
+                return -ENOENT;
+        return sched_resume_destination(d->sched, site, NULL, now);
+}
+
 static int action(void *userdata, enum status_action a, const char *target)
 {
         struct tarryd *d = userdata;
@@ -575,7 +589,10 @@ static int action(void *userdata, enum status_action a, const char *target)
                 return (int)n;
         }
         if (a == STATUS_ACTION_RESUME) {
-                int r = sched_resume_destination(d->sched, target, NULL, now_realtime_us());
+                int64_t now = now_realtime_us();
+                int r = sched_resume_destination(d->sched, target, NULL, now);
+                if (r == -ENOENT)
+                        r = resume_site_of(d, target, now);
                 deliver_run_due(d);
                 return r;
         }

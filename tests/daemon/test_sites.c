@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/status_client.h"
 #include "config/config.h"
 #include "harness.h"
 #include "smtpc/smtpc.h"
@@ -160,6 +161,25 @@ Test(sites, a_reputation_deferral_holds_every_domain_of_the_site_and_no_other, .
         cr_assert_not_null(strstr(st, "\"site_totals\""), "%s", st);
         cr_assert_null(strstr(st, ".test"), "a name on the TCP status port: %s", st);
         free(st);
+
+        /* the administrator resumes "b.test": that is its site, a.test's too */
+        char sock[400];
+        snprintf(sock, sizeof(sock), "unix:%s/status.sock", h.dir);
+        const char *ul[] = {sock, NULL};
+        struct status_client *c = NULL;
+        cr_assert_eq(status_client_new(ul, &c), 0);
+        long code = 0;
+        char *body = NULL;
+        size_t len = 0;
+        cr_assert_eq(
+            status_client_request(c, "POST", "/destinations/b.test/resume", &code, &body, &len), 0);
+        cr_assert_eq(code / 100, 2, "resume b.test: %ld %s", code, body ? body : "");
+        free(body);
+        status_client_free(c);
+        cr_assert_eq(fixture_wait_txns(f, 2, 20000), 0, "b.test not delivered after resume");
+        cr_assert_eq(fixture_txn_get(f, 1, &t), 0);
+        cr_assert_str_eq(t.rcpts[0], "carol@b.test");
+        fixture_txn_clear(&t);
 
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_cleanup(&h);
