@@ -18,7 +18,7 @@ struct entry {
         struct entry *older, *newer; /* insertion order, for eviction */
         struct site_cache *c;
         struct dns_job *job; /* lookup under way, or NULL */
-        int64_t expires_us;  /* 0 while pending */
+        int64_t expires_us;  /* 0 until the first answer */
         bool failed;         /* no MX set: the domain is a site of its own */
         char *hosts;         /* sorted MX host names, ',' separated (resolved) */
         char domain[];
@@ -148,12 +148,32 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
         (void)why;
         en->job = NULL;
         c->n_pending--;
-        int64_t now = (int64_t)0;
-        sd_event_now(c->e, CLOCK_REALTIME, (uint64_t *)&now);
-        en->failed = st != DNS_OK || n == 0 || !(en->hosts = host_set(t, n));
-        en->expires_us = now + (en->failed ? SITE_FAIL_TTL_S : SITE_TTL_S) * US;
+        uint64_t now = 0;
+        sd_event_now(c->e, CLOCK_REALTIME, &now);
+        char *hosts = st == DNS_OK && n > 0 ? host_set(t, n) : NULL;
+        if (!hosts && en->expires_us && !en->failed && st == DNS_TEMPFAIL) {
+                /* a refresh that failed for now: keep the set we had a while longer */
+                en->expires_us = (int64_t)now + SITE_FAIL_TTL_S * US;
+                return;
+        }
+        free(en->hosts);
+        en->hosts = hosts;
+        en->failed = !hosts;
+        en->expires_us = (int64_t)now + (en->failed ? SITE_FAIL_TTL_S : SITE_TTL_S) * US;
         if (c->ready)
                 c->ready(c->userdata, en->domain);
+}
+
+/* Look en's domain up (again). 0 or -errno. */
+static int resolve(struct site_cache *c, struct entry *en, const struct smtpc_route *route)
+{
+        c->n_pending++;
+        int r = dns_resolve(c->dns, route, on_resolved, en, &en->job);
+        if (r < 0) {
+                en->job = NULL;
+                c->n_pending--;
+        }
+        return r < 0 ? r : 0;
 }
 
 static struct entry *start_lookup(struct site_cache *c, const struct smtpc_route *route)
@@ -176,11 +196,7 @@ static struct entry *start_lookup(struct site_cache *c, const struct smtpc_route
                 c->oldest = en;
         c->newest = en;
         c->n++;
-        c->n_pending++;
-        int r = dns_resolve(c->dns, route, on_resolved, en, &en->job);
-        if (r < 0) {
-                en->job = NULL;
-                c->n_pending--;
+        if (resolve(c, en, route) < 0) {
                 entry_drop(c, en);
                 return NULL;
         }
@@ -226,21 +242,13 @@ int site_lookup(struct site_cache *c, const struct sched_classifier *cls,
         if (route->kind != SMTPC_ROUTE_MX || route->no_mx)
                 return 1;
         struct entry *en = *slot_of(c, route->host);
-        if (en && !en->job && en->expires_us <= now) {
-                entry_drop(c, en); /* stale: look it up again */
-                en = NULL;
-        }
+        if (en && !en->job && en->expires_us <= now)
+                resolve(c, en, route); /* stale: refreshed meanwhile, the old set serves */
         if (!en && !(en = start_lookup(c, route)))
                 return -ENOMEM;
-        if (en->job)
-                return 0;
+        if (!en->expires_us)
+                return 0; /* never answered yet */
         if (!en->failed)
                 key_of(cls, en->hosts, key, keylen);
         return 1;
-}
-
-void site_cache_stats(const struct site_cache *c, size_t *cached, size_t *pending)
-{
-        *cached = c ? c->n - c->n_pending : 0;
-        *pending = c ? c->n_pending : 0;
 }

@@ -52,7 +52,4 @@ int site_lookup(struct site_cache *c, const struct sched_classifier *cls,
 /* The provider of a site key ("site:NAME"), or NULL. */
 const struct sched_provider *site_provider(const struct sched_classifier *cls, const char *key);
 
-/* Domains cached (resolved or failed) and lookups under way. */
-void site_cache_stats(const struct site_cache *c, size_t *cached, size_t *pending);
-
 #endif
