@@ -71,11 +71,12 @@ static const char *queue_name(const struct msg *m, int64_t now)
         return status_queue_state_name(state_of(m, now));
 }
 
-/* The scheduler item of m for route, or NULL (held, or nothing left for it). */
+/* The scheduler item of m for route, or NULL (held, or nothing left for it).
+ * The scheduler knows the item by its site; w->route is its route then. */
 static struct sched_item *item_for(const struct msg *m, const char *route)
 {
         for (struct work *w = m->works; w; w = w->next)
-                if (w->it && strcmp(sched_item_route(w->it), route) == 0)
+                if (w->it && strcmp(w->route ? w->route : sched_item_route(w->it), route) == 0)
                         return w->it;
         return NULL;
 }
@@ -109,7 +110,7 @@ static void annotate_waits(struct tarryd *d, const struct msg *m, struct envelop
                 }
                 int64_t until = 0;
                 enum sched_why why = sched_destination_pause(d->sched, sched_item_source(it),
-                                                             route.destination, now, &until);
+                                                             sched_item_route(it), now, &until);
                 if (why != SCHED_WHY_NONE && until >= r->next_attempt_us) {
                         r->next_attempt_us = until;
                         free(r->next_reason);
@@ -145,10 +146,12 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
                 json_object_set_new(o, "source_address", json_string(env->source_address));
         json_t *sites = m->works ? json_array() : NULL;
         for (const struct work *w = m->works; sites && w; w = w->next) {
+                if (!w->it)
+                        continue;
                 const char *site = sched_item_route(w->it);
                 bool seen = false;
                 for (const struct work *e = m->works; e != w && !seen; e = e->next)
-                        seen = strcmp(sched_item_route(e->it), site) == 0;
+                        seen = e->it && strcmp(sched_item_route(e->it), site) == 0;
                 if (!seen)
                         json_array_append_new(sites, json_string(site));
         }
@@ -171,6 +174,8 @@ static int site_tally_cb(struct msg *m, void *userdata)
 {
         json_t *tally = userdata;
         for (const struct work *w = m->works; w; w = w->next) {
+                if (!w->it)
+                        continue;
                 const char *site = sched_item_route(w->it);
                 const char *route = w->route ? w->route : site;
                 json_t *t = json_object_get(tally, site);
@@ -183,7 +188,7 @@ static int site_tally_cb(struct msg *m, void *userdata)
                                     json_true());
                 bool counted = false;
                 for (const struct work *e = m->works; e != w && !counted; e = e->next)
-                        counted = strcmp(sched_item_route(e->it), site) == 0;
+                        counted = e->it && strcmp(sched_item_route(e->it), site) == 0;
                 if (!counted)
                         json_object_set_new(
                             t, "messages",

@@ -153,6 +153,12 @@ Test(sites, a_reputation_deferral_holds_every_domain_of_the_site_and_no_other, .
         for (const char *p = out; (p = strstr(p, "\"sites\":[\"site:mx.shared.test\"]")); p++)
                 in_site++;
         cr_assert_eq(in_site, 2, "%s", out);
+        /* and b.test's recipient says why it waits: its site is suspended */
+        const char *carol = strstr(out, "\"address\":\"carol@b.test\"");
+        cr_assert_not_null(carol, "%s", out);
+        const char *eol = strchr(carol, '\n');
+        const char *why = strstr(carol, "\"next_attempt_reason\":\"destination_suspended\"");
+        cr_assert(why && (!eol || why < eol), "%s", out);
         free(out);
         free(err);
         /* the TCP port (any local user): totals, no names */
