@@ -369,3 +369,40 @@ Test(sites, move_source_never_moves_a_greylisted_message, .timeout = 90)
         cr_assert_eq(fixture_txn_count(pc.f), 1);
         pool_stop(&pc);
 }
+
+/* A domain whose MX set cannot be had is a site of its own and goes the way
+ * it always went: NXDOMAIN bounces (5.4.4), a resolver that does not answer
+ * defers (4.4.3, routing) — the site lookup neither strands nor bounces. */
+Test(sites, a_failed_site_lookup_bounces_nxdomain_and_defers_a_dns_outage, .timeout = 90)
+{
+        uint16_t dport = 0;
+        const char *records[] = {"--host-record=mx.c.test,127.0.0.1", NULL};
+        pid_t dns = start_dnsmasq(&dport, records);
+        if (dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct harness h;
+        site_config(&h, f, dport, NULL);
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "bob@nowhere.test", "nxdomain");
+        cr_assert(wait_log(&h, "status=bounced", 1, 20000), "NXDOMAIN did not bounce");
+        cr_assert(harness_log_contains(&h, "dsn=5.4.4"));
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+
+        /* the resolver goes away: mail waits */
+        stop_dnsmasq(dns);
+        site_config(&h, f, dport, NULL); /* nothing answers on dport now */
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "bob@c.test", "dns down");
+        cr_assert(wait_log(&h, "status=deferred", 1, 60000), "no deferral");
+        cr_assert(harness_log_contains(&h, "dsn=4.4.3"));
+        cr_assert(harness_log_contains(&h, "class=routing"));
+        cr_assert_not(harness_log_contains(&h, "status=bounced"));
+        cr_assert_eq(harness_count_queued(&h, "active"), 1);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        fixture_free(f);
+}
