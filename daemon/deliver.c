@@ -763,7 +763,9 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 }
                 again = note_write(d, m, r, false);
         } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
-                int r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
+                /* one rename here; the files are deleted off the loop (remover.c) */
+                int r = d->remover ? remover_remove(d->remover, m->id)
+                                   : queue_remove(d->queue, QUEUE_ACTIVE, m->id);
                 if (r == 0 || r == -ENOENT) {
                         note_write(d, m, 0, true);
                         log_record(LOG_INFO, &(struct log_fields){.queue_id = m->id}, "%s: removed",

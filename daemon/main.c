@@ -553,6 +553,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         }
         io.userdata = d;
         if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
+            (r = remover_new(d, &d->remover)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
                 return EX_SOFTWARE;
@@ -634,6 +635,8 @@ static int run(struct tarryd *d, const struct options *o)
         deliver_run_due(d);
 
         r = sd_event_loop(d->loop);
+        remover_free(d->remover); /* delete what was removed before saying "stopped" */
+        d->remover = NULL;
         deliver_write_dirty(d); /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);
@@ -644,6 +647,7 @@ static int run(struct tarryd *d, const struct options *o)
 
 static void teardown(struct tarryd *d)
 {
+        remover_free(d->remover);
         sd_event_source_unref(d->retry_timer);
         control_stop(d);
         smtpc_pool_free(d->pool);

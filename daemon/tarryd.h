@@ -5,6 +5,7 @@
  * deliver.c turning due scheduler items into smtpc attempts, and outcomes into
  *           envelope updates, log records, DSNs and scheduler decisions
  * control.c the status endpoint's provider: JSON views and admin actions
+ * remover.c deleting removed messages' files on a thread, in batches
  */
 #ifndef TARRY_DAEMON_TARRYD_H
 #define TARRY_DAEMON_TARRYD_H
@@ -41,6 +42,7 @@ struct tarryd {
         struct queue *queue;
         struct msgindex *index;
         struct smtpc_pool *pool; /* delivery workers: curl's blocking waits stay out of this loop */
+        struct remover *remover; /* deletes removed messages' files on a thread of its own */
         struct sched *sched;
         struct sched_classifier *classifier;
         struct status_server *status;
@@ -109,6 +111,15 @@ void deliver_retry_later(struct tarryd *d);
 void deliver_write_dirty(struct tarryd *d);
 /* Count a spool error of this kind (write, remove, dsn, read, state, pickup). */
 void deliver_count_spool_error(struct tarryd *d, const char *kind);
+
+/* remover.c */
+struct remover;
+int remover_new(struct tarryd *d, struct remover **out);
+/* Take active/id out of the queue now (a rename into tmp/); its files are
+ * deleted on the remover's thread. 0 or a negative errno (nothing done). */
+int remover_remove(struct remover *rm, const char *id);
+/* Delete what was given so far, then stop the thread. */
+void remover_free(struct remover *rm);
 
 /* control.c */
 int control_start(struct tarryd *d);

@@ -873,6 +873,47 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id)
         return r < 0 ? r : r2;
 }
 
+int queue_discard(struct queue *q, enum queue_dir d, const char *id,
+                  char name[QUEUE_DISCARD_NAME_MAX])
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX || !queue_id_valid(id))
+                return -EINVAL;
+        snprintf(name, QUEUE_DISCARD_NAME_MAX, "del-%s-%03X", id, random_bits() & 0xfff);
+        if (renameat2(q->dir_fd[d], id, q->tmp_fd, name, RENAME_NOREPLACE) < 0)
+                return -errno;
+        return 0;
+}
+
+int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        /* Nothing is deleted before the moves out of d are durable: until then a
+         * crash (of the machine) can only bring a whole message back. */
+        int r = dir_fsync(q->dir_fd[d]);
+        if (r == 0)
+                r = dir_fsync(q->tmp_fd);
+        if (r < 0)
+                return r; /* left in tmp/ for recovery */
+        int err = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (strncmp(names[i], "del-", 4) != 0 || strchr(names[i], '/'))
+                        continue;
+                _cleanup_close_ int fd = open_dir_at(q->tmp_fd, names[i]);
+                if (fd < 0) {
+                        if (fd != -ENOENT && err == 0)
+                                err = fd;
+                        continue;
+                }
+                if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                        continue; /* recovery is at it */
+                r = remove_tmp_entry(q, names[i], fd);
+                if (r < 0 && err == 0)
+                        err = r;
+        }
+        return err;
+}
+
 /* ---- recovery ---- */
 
 static bool young_new_entry(int tmp_fd, const char *name)

@@ -188,6 +188,19 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
 /* Remove a message for good (when nothing is left to deliver, or on delete). */
 int queue_remove(struct queue *q, enum queue_dir d, const char *id);
 
+/* Removal in two steps, for tarryd, whose loop must not wait on the disk.
+ * queue_discard takes a finished message out of d at once: one rename into
+ * tmp/ as NAME ("del-ID-XXX"). From then on it is out of the queue: a crash
+ * of tarryd leaves it in tmp/, where recovery removes it; it is never
+ * delivered again. queue_purge_discarded (on a thread of tarryd's own: it
+ * changes nothing the loop's calls use) fsyncs d and tmp/ once for the
+ * whole batch and only then deletes each NAME's files. Returns 0 or the
+ * first error; whatever is left in tmp/ is recovery's. */
+#define QUEUE_DISCARD_NAME_MAX 32
+int queue_discard(struct queue *q, enum queue_dir d, const char *id,
+                  char name[QUEUE_DISCARD_NAME_MAX]);
+int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n);
+
 /* Batching for tarryd: with it on, queue_move and queue_remove leave the fsync
  * of the folders they changed to queue_sync(), which the daemon calls once per
  * loop iteration; a burst of pickups or removals then costs one fsync per
