@@ -467,6 +467,7 @@ static int on_post(sd_event_source *s, void *userdata)
 {
         (void)s;
         struct tarryd *d = userdata;
+        log_flush(); /* this iteration's records in one write */
         int r = queue_sync(d->queue);
         /* once per run of failures: this runs every loop iteration */
         if (r < 0 && !d->sync_failing)
@@ -629,6 +630,7 @@ static int run(struct tarryd *d, const struct options *o)
         log_info("started: %zu message(s) queued, spool %s", msgindex_count(d->index),
                  d->cfg->spool_dir);
         d->starting = false;
+        log_flush();
         sd_notify(0, "READY=1");
         start_sender_check(d);
         control_update_status_line(d);
