@@ -213,6 +213,19 @@ static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now
         return true;
 }
 
+int deliver_schedule_from(struct tarryd *d, struct msg *m, const struct queue_snap_rec *r)
+{
+        drop_works(d, m);
+        for (unsigned i = 0; i < r->n_works; i++)
+                if (!add_work(d, m, r->works[i].source, r->works[i].destination,
+                              r->works[i].due_us)) {
+                        drop_works(d, m);
+                        return -ENOMEM;
+                }
+        deliver_arm_timer(d);
+        return 0;
+}
+
 static int on_due(sd_event_source *s, uint64_t usec, void *userdata)
 {
         (void)s;

@@ -579,7 +579,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                    (unsigned long long)STARTUP_EXTEND_US);
         if ((r = sd_event_add_time_relative(d->loop, NULL, CLOCK_MONOTONIC, TMP_SWEEP_US,
                                             60 * 1000000ULL, on_sweep_timer, d)) < 0 ||
-            (r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
+            (r = startup_begin(d)) < 0 || (r = pickup_start(d)) < 0) {
                 log_error("start-up: cannot read the spool: %s", strerror(-r));
                 return EX_IOERR;
         }
@@ -627,8 +627,9 @@ static int run(struct tarryd *d, const struct options *o)
         if (r != 0)
                 return r;
 
-        log_info("started: %zu message(s) queued, spool %s", msgindex_count(d->index),
-                 d->cfg->spool_dir);
+        log_info("started: %zu message(s) queued, spool %s; %zu from state/%s, %zu to read",
+                 msgindex_count(d->index), d->cfg->spool_dir, startup_from_snapshot(d),
+                 QUEUE_SNAP_FILE, startup_unread(d));
         d->starting = false;
         log_flush();
         sd_notify(0, "READY=1");
@@ -639,7 +640,8 @@ static int run(struct tarryd *d, const struct options *o)
         r = sd_event_loop(d->loop);
         remover_free(d->remover); /* delete what was removed before saying "stopped" */
         d->remover = NULL;
-        deliver_write_dirty(d); /* a last try for state a full disk kept in memory */
+        startup_write_snapshot(d, true); /* the next start needs no envelope */
+        deliver_write_dirty(d);          /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);
         if (d->sched)
@@ -650,6 +652,7 @@ static int run(struct tarryd *d, const struct options *o)
 static void teardown(struct tarryd *d)
 {
         remover_free(d->remover);
+        startup_free(d);
         sd_event_source_unref(d->retry_timer);
         control_stop(d);
         smtpc_pool_free(d->pool);

@@ -12,6 +12,9 @@
  * it in tmp/, where recovery removes it at the next start, and it is never
  * sent again. Failures are only counted here; the loop logs them (an eventfd
  * wakes it) and recovery removes whatever was left in tmp/.
+ *
+ * The same thread writes the periodic index snapshot (startup.c), so that
+ * its fsync does not hold the loop either.
  */
 #include "daemon/log.h"
 #include "daemon/tarryd.h"
@@ -43,6 +46,10 @@ struct remover {
         /* under lock */
         bool stop;
         struct job *todo, **todo_tail;
+        char *state_buf; /* a state file to write (the newest only), or NULL */
+        size_t state_len;
+        char state_name[64];
+        int state_error;  /* its write failed: -errno, 0: none */
         int error;        /* the first error since the loop last looked, 0: none */
         unsigned n_error; /* batches that failed since then */
 };
@@ -79,8 +86,25 @@ static void *run(void *userdata)
         struct remover *rm = userdata;
         pthread_mutex_lock(&rm->lock);
         for (;;) {
-                while (!rm->todo && !rm->stop)
+                while (!rm->todo && !rm->state_buf && !rm->stop)
                         pthread_cond_wait(&rm->wake, &rm->lock);
+                if (rm->state_buf) {
+                        char *buf = rm->state_buf, name[sizeof(rm->state_name)];
+                        size_t len = rm->state_len;
+                        memcpy(name, rm->state_name, sizeof(name));
+                        rm->state_buf = NULL;
+                        pthread_mutex_unlock(&rm->lock);
+                        int r = queue_state_write(rm->q, name, buf, len);
+                        free(buf);
+                        pthread_mutex_lock(&rm->lock);
+                        if (r < 0) {
+                                rm->state_error = r;
+                                uint64_t one = 1;
+                                while (write(rm->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+                                        ;
+                        }
+                        continue;
+                }
                 if (!rm->todo)
                         break; /* stopping, and everything given is done */
                 struct job *batch = rm->todo;
@@ -100,9 +124,16 @@ static void report(struct remover *rm)
         pthread_mutex_lock(&rm->lock);
         int err = rm->error;
         unsigned n = rm->n_error;
+        int state_error = rm->state_error;
         rm->error = 0;
         rm->n_error = 0;
+        rm->state_error = 0;
         pthread_mutex_unlock(&rm->lock);
+        if (state_error) {
+                deliver_count_spool_error(rm->d, "state");
+                log_error("cannot write state/%s: %s; the next one is due in %llds", rm->state_name,
+                          strerror(-state_error), (long long)(SNAPSHOT_EVERY_US / 1000000));
+        }
         if (n == 0)
                 return;
         for (unsigned i = 0; i < n; i++)
@@ -167,6 +198,22 @@ int remover_remove(struct remover *rm, const char *id)
         return 0;
 }
 
+int remover_write_state(struct remover *rm, const char *name, char *buf, size_t len)
+{
+        if (strlen(name) >= sizeof(rm->state_name)) {
+                free(buf);
+                return -EINVAL;
+        }
+        pthread_mutex_lock(&rm->lock);
+        free(rm->state_buf); /* not written yet: the newer one replaces it */
+        rm->state_buf = buf;
+        rm->state_len = len;
+        snprintf(rm->state_name, sizeof(rm->state_name), "%s", name);
+        pthread_cond_signal(&rm->wake);
+        pthread_mutex_unlock(&rm->lock);
+        return 0;
+}
+
 void remover_free(struct remover *rm)
 {
         if (!rm)
@@ -183,6 +230,7 @@ void remover_free(struct remover *rm)
         sd_event_source_disable_unref(rm->source);
         if (rm->efd >= 0)
                 close(rm->efd);
+        free(rm->state_buf);
         pthread_mutex_destroy(&rm->lock);
         pthread_cond_destroy(&rm->wake);
         free(rm);
