@@ -298,6 +298,8 @@ static int match_cb(struct msg *m, void *userdata)
 {
         struct listing *l = userdata;
         const struct status_queue_filter *f = l->f;
+        if (f->after[0] && strcmp(m->id, f->after) <= 0)
+                return 0; /* a cursor: IDs sort by arrival, new mail comes after it */
         if (f->state != STATUS_QSTATE_ANY && state_of(m, l->now) != f->state)
                 return 0;
         if (f->has_class && m->reply_class != (int)f->class)
