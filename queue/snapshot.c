@@ -2,7 +2,7 @@
  *
  * Layout (host byte order: the file never leaves the machine that wrote it):
  *   header  "TARRYIX1", fingerprint u64, records u64, payload bytes u64,
- *           FNV-1a 64 of the payload u64                      (40 bytes)
+ *           FNV-1a 64 of the three fields before and the payload (40 bytes)
  *   record  id[16], dir u8, reply_class i8, n_pending u32, size u64,
  *           arrival i64, next_attempt i64, n_works u8, then per work:
  *           due i64, destination (u8 length + bytes), source (u8 + bytes)
@@ -25,17 +25,26 @@ struct queue_snap_writer {
         uint64_t fingerprint;
 };
 
-static uint64_t fnv(const unsigned char *p, size_t n)
+#define FNV_START 1469598103934665603ull
+
+static uint64_t fnv_more(uint64_t h, const unsigned char *p, size_t n)
 {
-        uint64_t h = 1469598103934665603ull;
         for (size_t i = 0; i < n; i++)
                 h = (h ^ p[i]) * 1099511628211ull;
         return h;
 }
 
+/* The checksum covers the header's fingerprint, count and length, then the
+ * payload: a flipped count cannot make the reader use half a file. */
+static uint64_t checksum(const char *file, size_t len)
+{
+        uint64_t h = fnv_more(FNV_START, (const unsigned char *)file + 8, 24);
+        return fnv_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
+}
+
 uint64_t queue_snap_fingerprint(const void *data, size_t len)
 {
-        return fnv(data, len);
+        return fnv_more(FNV_START, data, len);
 }
 
 static int reserve(struct queue_snap_writer *w, size_t more)
@@ -112,11 +121,11 @@ int queue_snap_add(struct queue_snap_writer *w, const struct queue_snap_rec *r)
 int queue_snap_finish(struct queue_snap_writer *w, char **buf, size_t *len)
 {
         uint64_t payload = w->len - HEADER_LEN;
-        uint64_t sum = fnv((const unsigned char *)w->buf + HEADER_LEN, payload);
         memcpy(w->buf, MAGIC, 8);
         memcpy(w->buf + 8, &w->fingerprint, 8);
         memcpy(w->buf + 16, &w->count, 8);
         memcpy(w->buf + 24, &payload, 8);
+        uint64_t sum = checksum(w->buf, w->len);
         memcpy(w->buf + 32, &sum, 8);
         *buf = w->buf;
         *len = w->len;
@@ -165,7 +174,7 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
         if (payload != len - HEADER_LEN)
                 return *why = "its length differs from its header's", -EBADMSG;
         const unsigned char *p = (const unsigned char *)buf + HEADER_LEN, *end = p + payload;
-        if (fnv(p, payload) != sum)
+        if (checksum(buf, len) != sum)
                 return *why = "its checksum does not match", -EBADMSG;
         if (fp != fingerprint)
                 return *why = "written under another configuration", -ESTALE;
