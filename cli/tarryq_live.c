@@ -17,7 +17,7 @@
 #include <sysexits.h>
 #include <time.h>
 
-#define PAGE 10000
+#define PAGE 1000
 
 static struct status_client *client_for(const struct tarry_config *cfg)
 {
@@ -77,11 +77,10 @@ static struct envelope *envelope_from_listing(json_t *o)
  * or leave meanwhile shift nothing, so none is listed twice or skipped. */
 static int fetch_all(struct status_client *c, json_t *all)
 {
-        char after[32] = "";
+        char after[32] = "0000000000000000"; /* below every queue ID: the first page */
         for (;;) {
                 char path[96];
-                snprintf(path, sizeof(path), "/queue?limit=%d%s%s", PAGE, *after ? "&after=" : "",
-                         after);
+                snprintf(path, sizeof(path), "/queue?limit=%d&after=%s", PAGE, after);
                 long code = 0;
                 _cleanup_(json_decrefp) json_t *page = NULL;
                 int r = status_client_request_json(c, "GET", path, &code, &page);
