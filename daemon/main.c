@@ -638,7 +638,7 @@ static int run(struct tarryd *d, const struct options *o)
         deliver_run_due(d);
 
         r = sd_event_loop(d->loop);
-        remover_free(d->remover); /* delete what was removed before saying "stopped" */
+        remover_free(d->remover); /* the batch under way; the rest is recovery's */
         d->remover = NULL;
         startup_write_snapshot(d, true); /* the next start needs no envelope */
         deliver_write_dirty(d);          /* a last try for state a full disk kept in memory */

@@ -17,8 +17,9 @@ struct msgindex {
         struct msg **buckets;
         size_t n_buckets;
         size_t count;
-        struct slot *order; /* sorted by id */
+        struct slot *order; /* sorted by id, unless unsorted */
         size_t n_order, cap_order, n_dead;
+        bool unsorted;
 };
 
 /* First slot whose id is above id (n_order if none); id: QUEUE_ID_LEN chars. */
@@ -45,7 +46,22 @@ static void compact(struct msgindex *ix)
         ix->n_dead = 0;
 }
 
-/* Almost always an append: IDs grow with arrival time. */
+static int cmp_slot(const void *a, const void *b)
+{
+        return memcmp(((const struct slot *)a)->id, ((const struct slot *)b)->id, QUEUE_ID_LEN);
+}
+
+/* Appended out of order since the last sort: sort once before the next lookup. */
+static void ensure_sorted(struct msgindex *ix)
+{
+        if (!ix->unsorted)
+                return;
+        qsort(ix->order, ix->n_order, sizeof(*ix->order), cmp_slot);
+        ix->unsorted = false;
+}
+
+/* Always an append (IDs grow with arrival time, so almost always in order);
+ * one out of order makes the next lookup sort the array. */
 static int order_insert(struct msgindex *ix, struct msg *m)
 {
         if (ix->n_order == ix->cap_order) {
@@ -60,16 +76,16 @@ static int order_insert(struct msgindex *ix, struct msg *m)
                         ix->cap_order = cap;
                 }
         }
-        size_t at = upper_bound(ix, m->id);
-        memmove(&ix->order[at + 1], &ix->order[at], (ix->n_order - at) * sizeof(*ix->order));
-        memcpy(ix->order[at].id, m->id, QUEUE_ID_LEN);
-        ix->order[at].m = m;
-        ix->n_order++;
+        if (ix->n_order > 0 && memcmp(ix->order[ix->n_order - 1].id, m->id, QUEUE_ID_LEN) > 0)
+                ix->unsorted = true;
+        memcpy(ix->order[ix->n_order].id, m->id, QUEUE_ID_LEN);
+        ix->order[ix->n_order++].m = m;
         return 0;
 }
 
 static void order_remove(struct msgindex *ix, const struct msg *m)
 {
+        ensure_sorted(ix);
         size_t at = upper_bound(ix, m->id);
         /* the slot is the last one at or below m->id holding m */
         while (at > 0 && memcmp(ix->order[at - 1].id, m->id, QUEUE_ID_LEN) == 0) {
@@ -214,9 +230,10 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
         return 0;
 }
 
-int msgindex_foreach_after(const struct msgindex *ix, const char *after,
+int msgindex_foreach_after(struct msgindex *ix, const char *after,
                            int (*cb)(struct msg *m, void *ud), void *ud)
 {
+        ensure_sorted(ix);
         size_t i = after && strlen(after) == QUEUE_ID_LEN ? upper_bound(ix, after) : 0;
         for (; i < ix->n_order; i++) {
                 struct msg *m = ix->order[i].m;

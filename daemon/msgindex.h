@@ -61,7 +61,7 @@ size_t msgindex_count(const struct msgindex *ix);
 int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *ud), void *ud);
 /* The same in ID order, from the first ID above after (NULL or "": from the
  * first). cb must not add or remove records. */
-int msgindex_foreach_after(const struct msgindex *ix, const char *after,
+int msgindex_foreach_after(struct msgindex *ix, const char *after,
                            int (*cb)(struct msg *m, void *ud), void *ud);
 
 #endif

@@ -105,8 +105,8 @@ static void *run(void *userdata)
                         }
                         continue;
                 }
-                if (!rm->todo)
-                        break; /* stopping, and everything given is done */
+                if (!rm->todo || rm->stop)
+                        break; /* stopping: what is left in tmp/ is recovery's */
                 struct job *batch = rm->todo;
                 rm->todo = NULL;
                 rm->todo_tail = &rm->todo;
@@ -219,13 +219,20 @@ void remover_free(struct remover *rm)
         if (!rm)
                 return;
         if (rm->running) {
-                /* finish what was given: a clean stop leaves nothing in tmp/ */
+                /* the batch under way is finished; a backlog (a slow disk) is
+                 * left in tmp/ for recovery at the next start: a stop waits for
+                 * one batch at most */
                 pthread_mutex_lock(&rm->lock);
                 rm->stop = true;
                 pthread_cond_signal(&rm->wake);
                 pthread_mutex_unlock(&rm->lock);
                 pthread_join(rm->thread, NULL);
                 report(rm);
+        }
+        while (rm->todo) {
+                struct job *j = rm->todo;
+                rm->todo = j->next;
+                free(j);
         }
         sd_event_source_disable_unref(rm->source);
         if (rm->efd >= 0)

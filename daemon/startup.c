@@ -16,8 +16,10 @@
  * longer matches). It can never hide a message: the folders decide what is
  * queued, the snapshot only how it is scheduled.
  *
- * The snapshot is written at a clean stop and every SNAPSHOT_EVERY_US; the
- * periodic one is serialised on the loop and written by the remover's thread.
+ * The snapshot is written at a clean stop (renamed into place without an
+ * fsync: a stop waits for no disk, and the checksum refuses a torn file) and
+ * every SNAPSHOT_EVERY_US (serialised on the loop, written and fsynced by the
+ * remover's thread).
  */
 #include "common/cleanup.h"
 #include "common/fileio.h"
@@ -306,13 +308,13 @@ int startup_write_snapshot(struct tarryd *d, bool now)
         int r = queue_snap_begin(d->startup->fingerprint, msgindex_count(d->index), &c.w);
         if (r < 0)
                 return r;
-        msgindex_foreach(d->index, add_cb, &c);
+        msgindex_foreach_after(d->index, NULL, add_cb, &c); /* in ID order: read back as appends */
         char *buf;
         size_t len;
         queue_snap_finish(c.w, &buf, &len);
         if (!now && d->remover)
                 return remover_write_state(d->remover, QUEUE_SNAP_FILE, buf, len);
-        r = queue_state_write(d->queue, QUEUE_SNAP_FILE, buf, len);
+        r = queue_state_replace(d->queue, QUEUE_SNAP_FILE, buf, len); /* a stop waits for no disk */
         free(buf);
         if (r < 0)
                 log_error("cannot write state/%s: %s", QUEUE_SNAP_FILE, strerror(-r));

@@ -131,7 +131,8 @@ int remover_remove(struct remover *rm, const char *id);
 /* Write state/name with buf (taken over, freed) on the thread; a newer
  * one not yet written replaces it. Failures are logged by the loop. */
 int remover_write_state(struct remover *rm, const char *name, char *buf, size_t len);
-/* Delete what was given so far, then stop the thread. */
+/* Finish the batch under way, then stop the thread (what is left in tmp/ is
+ * removed by recovery at the next start). */
 void remover_free(struct remover *rm);
 
 /* startup.c */

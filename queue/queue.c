@@ -996,6 +996,31 @@ int queue_state_write(struct queue *q, const char *name, const void *buf, size_t
         return file_replace_durable_owned(q->state_fd, name, buf, len, uid, gid);
 }
 
+int queue_state_replace(struct queue *q, const char *name, const void *buf, size_t len)
+{
+        if (!state_name_ok(name))
+                return -EINVAL;
+        char tmp[STATE_NAME_MAX + 8];
+        snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+        uid_t uid;
+        gid_t gid;
+        owner_for_new_files(q, &uid, &gid);
+        _cleanup_close_ int fd =
+            openat(q->state_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        int r = 0;
+        if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+                r = -errno;
+        if (r == 0)
+                r = fd_write_all(fd, buf, len);
+        if (r == 0 && renameat(q->state_fd, tmp, q->state_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                unlinkat(q->state_fd, tmp, 0);
+        return r;
+}
+
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len)
 {
         if (!state_name_ok(name))

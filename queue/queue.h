@@ -433,6 +433,11 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
 /* Durable small state files under state/ (e.g. the scheduler's learned.json). */
 int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len);
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len);
+/* Replace a state file atomically without waiting for the disk: for advice
+ * that a reader checks anyway (index.snap carries a checksum), where a crash
+ * may leave the old file, or none, but never half of the new one in its place
+ * unnoticed. */
+int queue_state_replace(struct queue *q, const char *name, const void *buf, size_t len);
 /* Remove one durably (-ENOENT when there is none). */
 int queue_state_remove(struct queue *q, const char *name);
 
