@@ -17,7 +17,7 @@
 #include <sysexits.h>
 #include <time.h>
 
-#define PAGE 10000
+#define PAGE 1000
 
 static struct status_client *client_for(const struct tarry_config *cfg)
 {
@@ -72,12 +72,15 @@ static struct envelope *envelope_from_listing(json_t *o)
         return env;
 }
 
-/* Every message the daemon lists, page by page. */
+/* Every message the daemon lists, page by page. Each page starts after the
+ * last ID of the one before (a cursor, not an offset): messages that arrive
+ * or leave meanwhile shift nothing, so none is listed twice or skipped. */
 static int fetch_all(struct status_client *c, json_t *all)
 {
-        for (size_t offset = 0;;) {
-                char path[64];
-                snprintf(path, sizeof(path), "/queue?offset=%zu&limit=%d", offset, PAGE);
+        char after[32] = "0000000000000000"; /* below every queue ID: the first page */
+        for (;;) {
+                char path[96];
+                snprintf(path, sizeof(path), "/queue?limit=%d&after=%s", PAGE, after);
                 long code = 0;
                 _cleanup_(json_decrefp) json_t *page = NULL;
                 int r = status_client_request_json(c, "GET", path, &code, &page);
@@ -86,11 +89,15 @@ static int fetch_all(struct status_client *c, json_t *all)
                 if (code != 200)
                         return -EPROTO;
                 json_t *msgs = json_object_get(page, "messages");
+                size_t n = json_array_size(msgs);
                 json_array_extend(all, msgs);
-                offset += json_array_size(msgs);
-                if (json_array_size(msgs) == 0 ||
-                    offset >= (size_t)json_integer_value(json_object_get(page, "total")))
+                const char *last =
+                    n ? json_string_value(json_object_get(json_array_get(msgs, n - 1), "queue_id"))
+                      : NULL;
+                if (!last || strlen(last) >= sizeof(after) ||
+                    n >= (size_t)json_integer_value(json_object_get(page, "total")))
                         return 0;
+                snprintf(after, sizeof(after), "%s", last);
         }
 }
 

@@ -417,9 +417,56 @@ static int by_id(const void *a, const void *b)
         return strcmp(((const struct msg *)a)->id, ((const struct msg *)b)->id);
 }
 
+/* After a cursor: walk the index in ID order from it, keep the page, count
+ * the rest. No sort and no copy of the queue, whatever its size. */
+struct cursor_walk {
+        struct listing l;
+        size_t skip, total;
+};
+
+static int cursor_cb(struct msg *m, void *userdata)
+{
+        struct cursor_walk *c = userdata;
+        size_t before = c->l.n;
+        /* match_cb appends m when it matches; keep it only while the page has room */
+        int r = match_cb(m, &c->l);
+        if (r < 0 || c->l.n == before)
+                return r;
+        c->total++;
+        if (c->skip > 0) {
+                c->skip--;
+                c->l.n--;
+        } else if (c->l.n > c->l.f->limit) {
+                c->l.n--;
+        }
+        return 0;
+}
+
+static int list_after(struct tarryd *d, const struct status_queue_filter *f, json_t **out_array,
+                      size_t *out_total)
+{
+        struct cursor_walk c = {.l = {.d = d, .f = f, .now = now_realtime_us()}, .skip = f->offset};
+        int r = msgindex_foreach_after(d->index, f->after, cursor_cb, &c);
+        json_t *a = r < 0 ? NULL : json_array();
+        for (size_t i = 0; a && i < c.l.n; i++) {
+                struct envelope *env = NULL;
+                if (load_any(d, c.l.v[i], &env) == 0)
+                        json_array_append_new(a, message_json(d, c.l.v[i], env, c.l.now));
+                envelope_free(env);
+        }
+        free(c.l.v);
+        if (!a)
+                return r < 0 ? r : -ENOMEM;
+        *out_array = a;
+        *out_total = c.total;
+        return 0;
+}
+
 static int list_queue(void *userdata, const struct status_queue_filter *f, json_t **out_array,
                       size_t *out_total)
 {
+        if (f->after[0])
+                return list_after(userdata, f, out_array, out_total);
         struct listing l = {.d = userdata, .f = f, .now = now_realtime_us()};
         int r = msgindex_foreach(l.d->index, match_cb, &l);
         if (r < 0) {

@@ -285,6 +285,42 @@ static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now
         return true;
 }
 
+const char *deliver_work_route(const struct work *w)
+{
+        return work_route(w);
+}
+
+/* A route rebuilt from its key, as a snapshot record holds it ("mx:DOMAIN",
+ * or a relayhost/[transport] key, a site of its own): enough to find the
+ * site. The envelope, read before each attempt, decides the real next hop
+ * (reroute() moves the work if the configuration changed meanwhile). */
+static void route_from_key(const char *key, struct smtpc_route *out)
+{
+        memset(out, 0, sizeof(*out));
+        snprintf(out->destination, sizeof(out->destination), "%s", key);
+        if (strncmp(key, "mx:", 3) == 0) {
+                out->kind = SMTPC_ROUTE_MX;
+                snprintf(out->host, sizeof(out->host), "%s", key + 3);
+        } else {
+                out->kind = SMTPC_ROUTE_RELAYHOST;
+        }
+}
+
+int deliver_schedule_from(struct tarryd *d, struct msg *m, const struct queue_snap_rec *r)
+{
+        drop_works(d, m);
+        for (unsigned i = 0; i < r->n_works; i++) {
+                struct smtpc_route route;
+                route_from_key(r->works[i].destination, &route);
+                if (!add_work(d, m, r->works[i].source, &route, r->works[i].due_us)) {
+                        drop_works(d, m);
+                        return -ENOMEM;
+                }
+        }
+        deliver_arm_timer(d);
+        return 0;
+}
+
 static int on_due(sd_event_source *s, uint64_t usec, void *userdata)
 {
         (void)s;
@@ -914,7 +950,9 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 }
                 again = note_write(d, m, r, false);
         } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
-                int r = queue_remove(d->queue, QUEUE_ACTIVE, m->id);
+                /* one rename here; the files are deleted off the loop (remover.c) */
+                int r = d->remover ? remover_remove(d->remover, m->id)
+                                   : queue_remove(d->queue, QUEUE_ACTIVE, m->id);
                 if (r == 0 || r == -ENOENT) {
                         note_write(d, m, 0, true);
                         log_record(LOG_INFO, &(struct log_fields){.queue_id = m->id}, "%s: removed",

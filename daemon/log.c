@@ -25,6 +25,16 @@ static bool to_journal; /* daemon/ may hold process-wide state */
 void log_open(void)
 {
         to_journal = getenv("JOURNAL_STREAM") != NULL;
+        /* Records of one loop iteration leave in one write (log_flush), not
+         * one each: a drain logs two or three per message. */
+        if (!to_journal)
+                setvbuf(stderr, NULL, _IOFBF, 1 << 16);
+}
+
+void log_flush(void)
+{
+        if (!to_journal)
+                fflush(stderr);
 }
 
 static void to_stderr(const char *text)
@@ -35,6 +45,10 @@ static void to_stderr(const char *text)
         localtime_r(&t, &tm);
         strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S %z", &tm); /* the zone: logs get compared */
         fprintf(stderr, "%s tarryd[%d]: %s\n", stamp, (int)getpid(), text);
+        /* the loop's records wait for its log_flush; another thread's (the
+         * sender check) would wait for the loop's next busy iteration */
+        if (gettid() != getpid())
+                fflush(stderr);
 }
 
 /* Control characters (newlines and tabs too), DEL and bytes that are not

@@ -13,6 +13,11 @@
 /* Decide journal or stderr once, at start. */
 void log_open(void);
 
+/* Without the journal, records are buffered: write them out. tarryd calls
+ * this once per loop iteration, before READY=1 and at exit (stdio's own
+ * flush); a crash may lose the records of the iteration it happened in. */
+void log_flush(void);
+
 void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Structured fields of a delivery record; NULL fields are left out. */

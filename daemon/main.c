@@ -491,6 +491,7 @@ static int on_post(sd_event_source *s, void *userdata)
 {
         (void)s;
         struct tarryd *d = userdata;
+        log_flush(); /* this iteration's records in one write */
         int r = queue_sync(d->queue);
         /* once per run of failures: this runs every loop iteration */
         if (r < 0 && !d->sync_failing)
@@ -577,6 +578,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         }
         io.userdata = d;
         if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
+            (r = remover_new(d, &d->remover)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0 ||
             (r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &d->sites)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
@@ -603,7 +605,7 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                    (unsigned long long)STARTUP_EXTEND_US);
         if ((r = sd_event_add_time_relative(d->loop, NULL, CLOCK_MONOTONIC, TMP_SWEEP_US,
                                             60 * 1000000ULL, on_sweep_timer, d)) < 0 ||
-            (r = pickup_load_active(d)) < 0 || (r = pickup_start(d)) < 0) {
+            (r = startup_begin(d)) < 0 || (r = pickup_start(d)) < 0) {
                 log_error("start-up: cannot read the spool: %s", strerror(-r));
                 return EX_IOERR;
         }
@@ -651,16 +653,21 @@ static int run(struct tarryd *d, const struct options *o)
         if (r != 0)
                 return r;
 
-        log_info("started: %zu message(s) queued, spool %s", msgindex_count(d->index),
-                 d->cfg->spool_dir);
+        log_info("started: %zu message(s) queued, spool %s; %zu from state/%s, %zu to read",
+                 msgindex_count(d->index), d->cfg->spool_dir, startup_from_snapshot(d),
+                 QUEUE_SNAP_FILE, startup_unread(d));
         d->starting = false;
+        log_flush();
         sd_notify(0, "READY=1");
         start_sender_check(d);
         control_update_status_line(d);
         deliver_run_due(d);
 
         r = sd_event_loop(d->loop);
-        deliver_write_dirty(d); /* a last try for state a full disk kept in memory */
+        remover_free(d->remover); /* the batch under way; the rest is recovery's */
+        d->remover = NULL;
+        startup_write_snapshot(d, true); /* the next start needs no envelope */
+        deliver_write_dirty(d);          /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);
         if (d->sched)
@@ -670,6 +677,8 @@ static int run(struct tarryd *d, const struct options *o)
 
 static void teardown(struct tarryd *d)
 {
+        remover_free(d->remover);
+        startup_free(d);
         sd_event_source_unref(d->retry_timer);
         control_stop(d);
         smtpc_pool_free(d->pool);

@@ -1,15 +1,103 @@
-/* daemon/msgindex.c — chained hash of queued messages; see msgindex.h. */
+/* daemon/msgindex.c — chained hash of queued messages, plus their IDs in
+ * order (a sorted array with tombstones) for paged listings; see msgindex.h. */
 #include "daemon/msgindex.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* One queued ID in order; m is NULL once the message is removed (the ID
+ * stays for the binary search until the array is compacted). */
+struct slot {
+        char id[QUEUE_ID_LEN];
+        struct msg *m;
+};
+
 struct msgindex {
         struct msg **buckets;
         size_t n_buckets;
         size_t count;
+        struct slot *order; /* sorted by id, unless unsorted */
+        size_t n_order, cap_order, n_dead;
+        bool unsorted;
 };
+
+/* First slot whose id is above id (n_order if none); id: QUEUE_ID_LEN chars. */
+static size_t upper_bound(const struct msgindex *ix, const char *id)
+{
+        size_t lo = 0, hi = ix->n_order;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (memcmp(ix->order[mid].id, id, QUEUE_ID_LEN) <= 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+static void compact(struct msgindex *ix)
+{
+        size_t k = 0;
+        for (size_t i = 0; i < ix->n_order; i++)
+                if (ix->order[i].m)
+                        ix->order[k++] = ix->order[i];
+        ix->n_order = k;
+        ix->n_dead = 0;
+}
+
+static int cmp_slot(const void *a, const void *b)
+{
+        return memcmp(((const struct slot *)a)->id, ((const struct slot *)b)->id, QUEUE_ID_LEN);
+}
+
+/* Appended out of order since the last sort: sort once before the next lookup. */
+static void ensure_sorted(struct msgindex *ix)
+{
+        if (!ix->unsorted)
+                return;
+        qsort(ix->order, ix->n_order, sizeof(*ix->order), cmp_slot);
+        ix->unsorted = false;
+}
+
+/* Always an append (IDs grow with arrival time, so almost always in order);
+ * one out of order makes the next lookup sort the array. */
+static int order_insert(struct msgindex *ix, struct msg *m)
+{
+        if (ix->n_order == ix->cap_order) {
+                if (ix->n_dead > 0)
+                        compact(ix);
+                if (ix->n_order == ix->cap_order) {
+                        size_t cap = ix->cap_order ? 2 * ix->cap_order : 1024;
+                        struct slot *o = realloc(ix->order, cap * sizeof(*o));
+                        if (!o)
+                                return -ENOMEM;
+                        ix->order = o;
+                        ix->cap_order = cap;
+                }
+        }
+        if (ix->n_order > 0 && memcmp(ix->order[ix->n_order - 1].id, m->id, QUEUE_ID_LEN) > 0)
+                ix->unsorted = true;
+        memcpy(ix->order[ix->n_order].id, m->id, QUEUE_ID_LEN);
+        ix->order[ix->n_order++].m = m;
+        return 0;
+}
+
+static void order_remove(struct msgindex *ix, const struct msg *m)
+{
+        ensure_sorted(ix);
+        size_t at = upper_bound(ix, m->id);
+        /* the slot is the last one at or below m->id holding m */
+        while (at > 0 && memcmp(ix->order[at - 1].id, m->id, QUEUE_ID_LEN) == 0) {
+                if (ix->order[at - 1].m == m) {
+                        ix->order[at - 1].m = NULL;
+                        if (++ix->n_dead > ix->n_order / 2)
+                                compact(ix);
+                        return;
+                }
+                at--;
+        }
+}
 
 static size_t hash_id(const char *id, size_t n_buckets)
 {
@@ -56,6 +144,7 @@ void msgindex_free(struct msgindex *ix)
                         free_msg(m);
                 }
         free(ix->buckets);
+        free(ix->order);
         free(ix);
 }
 
@@ -92,6 +181,10 @@ int msgindex_add(struct msgindex *ix, const char *id, struct msg **out)
         memcpy(m->id, id, QUEUE_ID_LEN + 1);
         m->reply_class = -1;
         m->dir = QUEUE_ACTIVE;
+        if (order_insert(ix, m) < 0) {
+                free(m);
+                return -ENOMEM;
+        }
         size_t h = hash_id(id, ix->n_buckets);
         m->hnext = ix->buckets[h];
         ix->buckets[h] = m;
@@ -114,6 +207,7 @@ void msgindex_remove(struct msgindex *ix, struct msg *m)
         for (; *p; p = &(*p)->hnext)
                 if (*p == m) {
                         *p = m->hnext;
+                        order_remove(ix, m);
                         ix->count--;
                         free_msg(m);
                         return;
@@ -134,5 +228,21 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
                         if (r)
                                 return r;
                 }
+        return 0;
+}
+
+int msgindex_foreach_after(struct msgindex *ix, const char *after,
+                           int (*cb)(struct msg *m, void *ud), void *ud)
+{
+        ensure_sorted(ix);
+        size_t i = after && strlen(after) == QUEUE_ID_LEN ? upper_bound(ix, after) : 0;
+        for (; i < ix->n_order; i++) {
+                struct msg *m = ix->order[i].m;
+                if (!m)
+                        continue;
+                int r = cb(m, ud);
+                if (r)
+                        return r;
+        }
         return 0;
 }

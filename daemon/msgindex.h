@@ -3,7 +3,9 @@
  * One small record per message in active/ (or hold/): enough to answer
  * status queries and to find the message when its retry falls due. The
  * envelope itself is loaded from the spool only while the message is being
- * worked on, so a large queue costs little memory.
+ * worked on, so a large queue costs little memory. The IDs are also kept in
+ * order (24 bytes each) so that a listing pages on from a cursor without
+ * sorting the queue.
  */
 #ifndef TARRY_DAEMON_MSGINDEX_H
 #define TARRY_DAEMON_MSGINDEX_H
@@ -63,5 +65,9 @@ size_t msgindex_count(const struct msgindex *ix);
 
 /* Visit every record; stop when cb returns non-zero (and return that). */
 int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *ud), void *ud);
+/* The same in ID order, from the first ID above after (NULL or "": from the
+ * first). cb must not add or remove records. */
+int msgindex_foreach_after(struct msgindex *ix, const char *after,
+                           int (*cb)(struct msg *m, void *ud), void *ud);
 
 #endif

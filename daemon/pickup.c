@@ -209,14 +209,14 @@ int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id)
 
 /* A pickup failed (a full disk, too many open files): the message stays in
  * incoming/, and the retry timer rescans it. */
-static void pickup_later(struct tarryd *d)
+void pickup_retry_later(struct tarryd *d)
 {
         d->pickup_failed = true;
         deliver_count_spool_error(d, "pickup");
         deliver_retry_later(d);
 }
 
-static int pickup_one(struct tarryd *d, const char *id)
+int pickup_incoming_one(struct tarryd *d, const char *id)
 {
         if (!queue_id_valid(id))
                 return 0; /* not ours (an editor's temp file, say) */
@@ -226,7 +226,7 @@ static int pickup_one(struct tarryd *d, const char *id)
         if (r < 0) {
                 log_error("%s: cannot move from incoming/ to active/: %s; will retry", id,
                           strerror(-r));
-                pickup_later(d);
+                pickup_retry_later(d);
                 return r;
         }
         r = index_message(d, QUEUE_ACTIVE, id, true);
@@ -241,7 +241,7 @@ static int pickup_one(struct tarryd *d, const char *id)
                 else
                         log_error("%s: cannot load the new message: %s; will retry", id,
                                   strerror(-r));
-                pickup_later(d);
+                pickup_retry_later(d);
         }
         return r;
 }
@@ -258,7 +258,7 @@ void pickup_note_startup(struct tarryd *d)
 
 static int scan_cb(const char *id, void *userdata)
 {
-        pickup_one(userdata, id);
+        pickup_incoming_one(userdata, id);
         pickup_note_startup(userdata);
         return 0;
 }
@@ -268,7 +268,7 @@ int pickup_scan_incoming(struct tarryd *d)
         int r = queue_scan(d->queue, QUEUE_INCOMING, scan_cb, d);
         if (r < 0) {
                 log_error("cannot read incoming/: %s; will retry", strerror(-r));
-                pickup_later(d);
+                pickup_retry_later(d);
         }
         deliver_run_due(d);
         return r;
@@ -282,31 +282,6 @@ void pickup_retry(struct tarryd *d)
         pickup_scan_incoming(d);
 }
 
-static int load_cb(const char *id, void *userdata)
-{
-        struct tarryd *d = userdata;
-        int r = pickup_index_message(d, QUEUE_ACTIVE, id);
-        if (r < 0)
-                log_error("%s: cannot load: %s", id, strerror(-r));
-        pickup_note_startup(d);
-        return 0;
-}
-
-static int hold_cb(const char *id, void *userdata)
-{
-        pickup_index_message(userdata, QUEUE_HOLD, id);
-        pickup_note_startup(userdata);
-        return 0;
-}
-
-int pickup_load_active(struct tarryd *d)
-{
-        int r = queue_scan(d->queue, QUEUE_ACTIVE, load_cb, d);
-        if (r < 0)
-                return r;
-        return queue_scan(d->queue, QUEUE_HOLD, hold_cb, d);
-}
-
 static int on_incoming(sd_event_source *s, const struct inotify_event *ev, void *userdata)
 {
         (void)s;
@@ -316,7 +291,7 @@ static int on_incoming(sd_event_source *s, const struct inotify_event *ev, void 
                 return pickup_scan_incoming(d);
         }
         if (ev->len > 0)
-                pickup_one(d, ev->name);
+                pickup_incoming_one(d, ev->name);
         deliver_run_due(d);
         return 0;
 }
@@ -546,5 +521,5 @@ int pickup_start(struct tarryd *d)
         if ((r = maildrop_start(d)) < 0) /* local users cannot submit; root still can */
                 log_error("cannot watch %s/%s: %s", d->cfg->spool_dir, QUEUE_MAILDROP_DIR,
                           strerror(-r));
-        return pickup_scan_incoming(d);
+        return 0; /* what incoming/ held before the watch: startup.c's idle batches */
 }

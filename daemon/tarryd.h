@@ -5,6 +5,8 @@
  * deliver.c turning due scheduler items into smtpc attempts, and outcomes into
  *           envelope updates, log records, DSNs and scheduler decisions
  * control.c the status endpoint's provider: JSON views and admin actions
+ * remover.c deleting removed messages' files on a thread, in batches
+ * startup.c the index snapshot; reading the queue at idle priority after READY
  */
 #ifndef TARRY_DAEMON_TARRYD_H
 #define TARRY_DAEMON_TARRYD_H
@@ -32,6 +34,8 @@
  * TimeoutStartSec; cold, ~10,000 messages take ~15 s) and STATUS= says how far. */
 #define STARTUP_NOTE_EVERY 10000
 #define STARTUP_EXTEND_US  (90 * 1000000ULL)
+/* state/index.snap is written this often (and at a clean stop). */
+#define SNAPSHOT_EVERY_US (300 * 1000000LL)
 /* Abandoned drafts in tmp/ are removed at start, on reload and this often. */
 #define TMP_SWEEP_US (3600 * 1000000ULL)
 
@@ -42,6 +46,8 @@ struct tarryd {
         struct queue *queue;
         struct msgindex *index;
         struct smtpc_pool *pool; /* delivery workers: curl's blocking waits stay out of this loop */
+        struct remover *remover; /* deletes removed messages' files on a thread of its own */
+        struct startup *startup; /* the index snapshot, and what is still to be read */
         struct sched *sched;
         struct sched_classifier *classifier;
         struct status_server *status;
@@ -77,7 +83,6 @@ struct tarryd {
 /* pickup.c */
 int pickup_start(struct tarryd *d);
 int pickup_scan_incoming(struct tarryd *d);
-int pickup_load_active(struct tarryd *d);
 /* Register a message already in active/ (or hold/) with the index and scheduler. */
 int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
 /* After a failed pickup: rescan incoming/ (called by the retry timer). */
@@ -95,6 +100,11 @@ int pickup_sign(struct tarryd *d, struct envelope *env);
 void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);
 
+/* Pick up incoming/id (start-up's idle batches). */
+int pickup_incoming_one(struct tarryd *d, const char *id);
+/* incoming/ could not be read: the retry timer rescans it. */
+void pickup_retry_later(struct tarryd *d);
+
 /* deliver.c */
 /* A domain's MX set is known now (site_cache's ready callback): messages
  * that waited for it are scheduled by their site. */
@@ -102,6 +112,11 @@ void deliver_site_ready(void *userdata, const char *domain);
 /* The scheduler's move_source question: may this item (a struct work)
  * leave from another source address? Not when a recipient was greylisted. */
 bool deliver_may_move(void *item_userdata, void *arg);
+/* Schedule m from a snapshot record's items, without its envelope. */
+int deliver_schedule_from(struct tarryd *d, struct msg *m, const struct queue_snap_rec *r);
+/* The route (next-hop key) of a work, as a snapshot records it; the
+ * scheduler knows the work by its site. */
+const char *deliver_work_route(const struct work *w);
 /* Schedule every destination of m whose recipients are waiting. */
 int deliver_schedule_message(struct tarryd *d, struct msg *m);
 /* Re-arm the one timer at the scheduler's earliest due time. */
@@ -119,6 +134,30 @@ void deliver_retry_later(struct tarryd *d);
 void deliver_write_dirty(struct tarryd *d);
 /* Count a spool error of this kind (write, remove, dsn, read, state, pickup). */
 void deliver_count_spool_error(struct tarryd *d, const char *kind);
+
+/* remover.c */
+struct remover;
+int remover_new(struct tarryd *d, struct remover **out);
+/* Take active/id out of the queue now (a rename into tmp/); its files are
+ * deleted on the remover's thread. 0 or a negative errno (nothing done). */
+int remover_remove(struct remover *rm, const char *id);
+/* Write state/name with buf (taken over, freed) on the thread; a newer
+ * one not yet written replaces it. Failures are logged by the loop. */
+int remover_write_state(struct remover *rm, const char *name, char *buf, size_t len);
+/* Finish the batch under way, then stop the thread (what is left in tmp/ is
+ * removed by recovery at the next start). */
+void remover_free(struct remover *rm);
+
+/* startup.c */
+/* List active/ and hold/, index what state/index.snap covers, and queue the
+ * rest (and incoming/) to be read at idle priority once the loop runs. */
+int startup_begin(struct tarryd *d);
+/* Messages listed at start and not yet read. */
+size_t startup_unread(const struct tarryd *d);
+size_t startup_from_snapshot(const struct tarryd *d);
+/* Write state/index.snap: now (at a clean stop), or on the remover's thread. */
+int startup_write_snapshot(struct tarryd *d, bool now);
+void startup_free(struct tarryd *d);
 
 /* control.c */
 int control_start(struct tarryd *d);

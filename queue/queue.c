@@ -873,6 +873,47 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id)
         return r < 0 ? r : r2;
 }
 
+int queue_discard(struct queue *q, enum queue_dir d, const char *id,
+                  char name[QUEUE_DISCARD_NAME_MAX])
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX || !queue_id_valid(id))
+                return -EINVAL;
+        snprintf(name, QUEUE_DISCARD_NAME_MAX, "del-%s-%03X", id, random_bits() & 0xfff);
+        if (renameat2(q->dir_fd[d], id, q->tmp_fd, name, RENAME_NOREPLACE) < 0)
+                return -errno;
+        return 0;
+}
+
+int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        /* Nothing is deleted before the moves out of d are durable: until then a
+         * crash (of the machine) can only bring a whole message back. */
+        int r = dir_fsync(q->dir_fd[d]);
+        if (r == 0)
+                r = dir_fsync(q->tmp_fd);
+        if (r < 0)
+                return r; /* left in tmp/ for recovery */
+        int err = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (strncmp(names[i], "del-", 4) != 0 || strchr(names[i], '/'))
+                        continue;
+                _cleanup_close_ int fd = open_dir_at(q->tmp_fd, names[i]);
+                if (fd < 0) {
+                        if (fd != -ENOENT && err == 0)
+                                err = fd;
+                        continue;
+                }
+                if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+                        continue; /* recovery is at it */
+                r = remove_tmp_entry(q, names[i], fd);
+                if (r < 0 && err == 0)
+                        err = r;
+        }
+        return err;
+}
+
 /* ---- recovery ---- */
 
 static bool young_new_entry(int tmp_fd, const char *name)
@@ -953,6 +994,31 @@ int queue_state_write(struct queue *q, const char *name, const void *buf, size_t
         gid_t gid;
         owner_for_new_files(q, &uid, &gid);
         return file_replace_durable_owned(q->state_fd, name, buf, len, uid, gid);
+}
+
+int queue_state_replace(struct queue *q, const char *name, const void *buf, size_t len)
+{
+        if (!state_name_ok(name))
+                return -EINVAL;
+        char tmp[STATE_NAME_MAX + 8];
+        snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+        uid_t uid;
+        gid_t gid;
+        owner_for_new_files(q, &uid, &gid);
+        _cleanup_close_ int fd =
+            openat(q->state_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        int r = 0;
+        if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) < 0)
+                r = -errno;
+        if (r == 0)
+                r = fd_write_all(fd, buf, len);
+        if (r == 0 && renameat(q->state_fd, tmp, q->state_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                unlinkat(q->state_fd, tmp, 0);
+        return r;
 }
 
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len)

@@ -188,6 +188,19 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
 /* Remove a message for good (when nothing is left to deliver, or on delete). */
 int queue_remove(struct queue *q, enum queue_dir d, const char *id);
 
+/* Removal in two steps, for tarryd, whose loop must not wait on the disk.
+ * queue_discard takes a finished message out of d at once: one rename into
+ * tmp/ as NAME ("del-ID-XXX"). From then on it is out of the queue: a crash
+ * of tarryd leaves it in tmp/, where recovery removes it; it is never
+ * delivered again. queue_purge_discarded (on a thread of tarryd's own: it
+ * changes nothing the loop's calls use) fsyncs d and tmp/ once for the
+ * whole batch and only then deletes each NAME's files. Returns 0 or the
+ * first error; whatever is left in tmp/ is recovery's. */
+#define QUEUE_DISCARD_NAME_MAX 32
+int queue_discard(struct queue *q, enum queue_dir d, const char *id,
+                  char name[QUEUE_DISCARD_NAME_MAX]);
+int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n);
+
 /* Batching for tarryd: with it on, queue_move and queue_remove leave the fsync
  * of the folders they changed to queue_sync(), which the daemon calls once per
  * loop iteration; a burst of pickups or removals then costs one fsync per
@@ -373,9 +386,58 @@ const char *queue_sender_shown(const struct envelope *env);
  * (docs/status.md). */
 json_t *queue_listing_json(const char *queue_name, const struct envelope *env);
 
+/* ---- the index snapshot (state/index.snap) ----
+ *
+ * tarryd's summary of every queued message, so that a big queue is ready
+ * without reading each envelope: ID, folder, class, pending count, size,
+ * arrival, earliest next attempt, and its scheduler items (due time,
+ * destination, source address). Built with queue_snap_begin/add/finish and
+ * written with queue_state_write; read with queue_state_read and
+ * queue_snap_parse. It is advice: a record may be stale (the envelope is
+ * read before every attempt), but a message never needs it to be found. */
+#define QUEUE_SNAP_FILE      "index.snap"
+#define QUEUE_SNAP_WORKS_MAX 16
+struct queue_snap_rec {
+        char id[QUEUE_ID_LEN + 1];
+        enum queue_dir dir; /* QUEUE_ACTIVE or QUEUE_HOLD */
+        int8_t reply_class; /* -1: none */
+        uint32_t n_pending;
+        uint64_t size;
+        int64_t arrival_us;
+        int64_t next_attempt_us;
+        unsigned n_works;
+        struct {
+                int64_t due_us;
+                char destination[256];
+                char source[256]; /* "" when none */
+        } works[QUEUE_SNAP_WORKS_MAX];
+};
+struct queue_snap_writer;
+/* The fingerprint of what the records depend on (the configuration's text):
+ * a snapshot written under another one is refused (-ESTALE). */
+uint64_t queue_snap_fingerprint(const void *data, size_t len);
+int queue_snap_begin(uint64_t fingerprint, size_t expected, struct queue_snap_writer **out);
+/* -EINVAL for a record that cannot be written (more works than the limit,
+ * a destination over 255 bytes): leave it out, it is read from its envelope. */
+int queue_snap_add(struct queue_snap_writer *w, const struct queue_snap_rec *r);
+/* The file's bytes (malloc'd, *buf); frees the writer. */
+int queue_snap_finish(struct queue_snap_writer *w, char **buf, size_t *len);
+void queue_snap_abort(struct queue_snap_writer *w);
+/* Check the header, the checksum and the fingerprint, then call cb for each
+ * record (a non-zero return stops and is returned). -EBADMSG (why says how)
+ * for a file that is not whole, -ESTALE for another configuration's. */
+int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
+                     int (*cb)(const struct queue_snap_rec *r, void *userdata), void *userdata,
+                     const char **why);
+
 /* Durable small state files under state/ (e.g. the scheduler's learned.json). */
 int queue_state_write(struct queue *q, const char *name, const void *buf, size_t len);
 int queue_state_read(struct queue *q, const char *name, size_t limit, char **out, size_t *len);
+/* Replace a state file atomically without waiting for the disk: for advice
+ * that a reader checks anyway (index.snap carries a checksum), where a crash
+ * may leave the old file, or none, but never half of the new one in its place
+ * unnoticed. */
+int queue_state_replace(struct queue *q, const char *name, const void *buf, size_t len);
 /* Remove one durably (-ENOENT when there is none). */
 int queue_state_remove(struct queue *q, const char *name);
 

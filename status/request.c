@@ -224,6 +224,7 @@ enum qarg {
         QARG_STATE = 1 << 2,
         QARG_OFFSET = 1 << 3,
         QARG_LIMIT = 1 << 4,
+        QARG_AFTER = 1 << 5,
 };
 
 static int apply_qarg(struct status_queue_filter *f, enum qarg k, const char *v, const char **why)
@@ -255,6 +256,12 @@ static int apply_qarg(struct status_queue_filter *f, enum qarg k, const char *v,
         case QARG_OFFSET:
                 *why = "offset must be a decimal number below 10^9";
                 return parse_small_uint(v, &f->offset);
+        case QARG_AFTER:
+                *why = "after must be a queue ID (16 upper-case hex digits)";
+                if (strlen(v) != 16 || strspn(v, "0123456789ABCDEF") != 16)
+                        return -EINVAL;
+                memcpy(f->after, v, 17);
+                return 0;
         case QARG_LIMIT:
                 *why = "limit must be a decimal number from 1 to 10000";
                 if (parse_small_uint(v, &f->limit) < 0 || f->limit == 0 ||
@@ -274,7 +281,7 @@ int status_parse_queue_arg(struct status_queue_filter *f, unsigned *seen, const 
         } keys[] = {
             {"class", QARG_CLASS}, {"destination", QARG_DESTINATION},
             {"state", QARG_STATE}, {"offset", QARG_OFFSET},
-            {"limit", QARG_LIMIT},
+            {"limit", QARG_LIMIT}, {"after", QARG_AFTER},
         };
         for (size_t i = 0; key && i < ELEMENTSOF(keys); i++) {
                 if (strcmp(keys[i].name, key) != 0)
@@ -290,7 +297,7 @@ int status_parse_queue_arg(struct status_queue_filter *f, unsigned *seen, const 
                 }
                 return apply_qarg(f, keys[i].arg, value, why);
         }
-        *why = "unknown query parameter (class, destination, state, offset, limit)";
+        *why = "unknown query parameter (class, destination, state, offset, limit, after)";
         return -EINVAL;
 }
 

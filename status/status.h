@@ -13,9 +13,12 @@
  *
  * Endpoints:
  *   GET  /status                         provider->get_status
- *   GET  /queue?class=&destination=&state=&offset=&limit=
+ *   GET  /queue?class=&destination=&state=&offset=&limit=&after=
  *                                        provider->list_queue, wrapped as
- *                                        {"total","offset","limit","messages":[…]}
+ *                                        {"total","offset","limit","messages":[…]};
+ *                                        after=ID: only IDs above it (a cursor:
+ *                                        page on from the last ID of the page
+ *                                        before; total counts what is left)
  *   GET  /queue/ID                       provider->get_message (404 if -ENOENT)
  *   GET  /metrics                        provider->refresh_metrics, then the registry
  *   POST /queue/ID/retry | /hold | /release, DELETE /queue/ID,
@@ -132,6 +135,7 @@ struct status_queue_filter {
          * messages submitted by this uid (the peer's SO_PEERCRED uid). */
         bool by_owner;
         uid_t owner;
+        char after[17]; /* a queue ID (16 upper-case hex digits), or "": from the first */
 };
 
 enum status_action {

@@ -1,0 +1,334 @@
+/* daemon/startup.c — a big queue ready in about a second: the index snapshot
+ * and envelopes read in idle batches.
+ *
+ * At start, active/ and hold/ are listed (readdir only) and state/index.snap
+ * is read in one go. Every listed message the snapshot has a record for is
+ * indexed and scheduled from that record, without its envelope; a record
+ * whose folder is gone is dropped; a listed message without a record (new
+ * since the snapshot, or no usable snapshot: missing, corrupt, written under
+ * another configuration) is read from its envelope after READY=1, a batch
+ * at a time at idle priority, so due mail goes out and the status endpoint
+ * answers while the rest loads. incoming/ is picked up the same way.
+ *
+ * A record is only advice: the envelope is read before every attempt, so a
+ * stale one (a crash after the last snapshot) can only make an attempt early
+ * (deliver.c plans the message again when the record's destination no
+ * longer matches). It can never hide a message: the folders decide what is
+ * queued, the snapshot only how it is scheduled.
+ *
+ * The snapshot is written at a clean stop (renamed into place without an
+ * fsync: a stop waits for no disk, and the checksum refuses a torn file) and
+ * every SNAPSHOT_EVERY_US (serialised on the loop, written and fsynced by the
+ * remover's thread).
+ */
+#include "common/cleanup.h"
+#include "common/fileio.h"
+#include "daemon/log.h"
+#include "daemon/tarryd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+/* Messages read per idle dispatch: small enough that the loop answers
+ * between batches, big enough that the per-dispatch cost is noise. */
+#define LOAD_BATCH 128
+/* A snapshot larger than this is refused (1M messages take ~80 MB). */
+#define SNAPSHOT_MAX ((size_t)1 << 31)
+
+struct pending {
+        char id[QUEUE_ID_LEN + 1];
+        uint8_t dir; /* enum queue_dir */
+};
+
+struct startup {
+        struct pending *list; /* listed, not yet indexed */
+        size_t n, cap, next;
+        size_t from_snapshot;
+        sd_event_source *loader;
+        sd_event_source *timer;
+        uint64_t fingerprint;
+};
+
+static int push(struct startup *s, const char *id, enum queue_dir dir)
+{
+        if (s->n == s->cap) {
+                size_t cap = s->cap ? 2 * s->cap : 4096;
+                struct pending *l = realloc(s->list, cap * sizeof(*l));
+                if (!l)
+                        return -ENOMEM;
+                s->list = l;
+                s->cap = cap;
+        }
+        memcpy(s->list[s->n].id, id, QUEUE_ID_LEN + 1);
+        s->list[s->n++].dir = (uint8_t)dir;
+        return 0;
+}
+
+static int list_cb(const char *id, void *userdata)
+{
+        void **a = userdata;
+        return push(a[0], id, (enum queue_dir)(intptr_t)a[1]);
+}
+
+static int cmp_pending(const void *a, const void *b)
+{
+        const struct pending *x = a, *y = b;
+        int c = strcmp(x->id, y->id);
+        return c ? c : (int)x->dir - (int)y->dir;
+}
+
+/* ---- reading the snapshot ---- */
+
+struct apply {
+        struct tarryd *d;
+        struct startup *s;
+        bool *taken; /* parallel to s->list */
+};
+
+static int apply_record(const struct queue_snap_rec *r, void *userdata)
+{
+        struct apply *a = userdata;
+        struct startup *s = a->s;
+        struct tarryd *d = a->d;
+        if (r->dir == QUEUE_ACTIVE && r->n_works == 0)
+                return 0; /* nothing scheduled: finishing it needs its envelope */
+        struct pending key;
+        memcpy(key.id, r->id, sizeof(key.id));
+        key.dir = (uint8_t)r->dir;
+        struct pending *p = bsearch(&key, s->list, s->n, sizeof(*p), cmp_pending);
+        if (!p || a->taken[p - s->list])
+                return 0; /* its folder is gone (or it moved): dropped */
+        struct msg *m;
+        if (msgindex_add(d->index, r->id, &m) < 0)
+                return 0; /* read from its envelope instead */
+        m->dir = r->dir;
+        m->reply_class = r->reply_class;
+        m->n_pending = r->n_pending;
+        m->size = r->size;
+        m->arrival_us = r->arrival_us;
+        m->next_attempt_us = r->next_attempt_us;
+        if (r->dir == QUEUE_ACTIVE && deliver_schedule_from(d, m, r) < 0) {
+                msgindex_remove(d->index, m);
+                return 0;
+        }
+        a->taken[p - s->list] = true;
+        s->from_snapshot++;
+        return 0;
+}
+
+static void read_snapshot(struct tarryd *d, struct startup *s)
+{
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        int r = queue_state_read(d->queue, QUEUE_SNAP_FILE, SNAPSHOT_MAX, &buf, &len);
+        if (r == -ENOENT) {
+                log_info("start-up: no index snapshot; reading every envelope");
+                return;
+        }
+        if (r < 0) {
+                log_error("start-up: cannot read state/%s: %s; reading every envelope",
+                          QUEUE_SNAP_FILE, strerror(-r));
+                return;
+        }
+        _cleanup_free_ bool *taken = calloc(s->n ? s->n : 1, sizeof(bool));
+        if (!taken)
+                return;
+        struct apply a = {d, s, taken};
+        const char *why = "";
+        r = queue_snap_parse(buf, len, s->fingerprint, apply_record, &a, &why);
+        if (r == -ESTALE)
+                log_info("start-up: state/%s was %s; reading every envelope", QUEUE_SNAP_FILE, why);
+        else if (r < 0)
+                log_error("start-up: state/%s is unusable (%s); reading the envelopes it "
+                          "does not cover",
+                          QUEUE_SNAP_FILE, why);
+        /* keep only what is still to be read */
+        size_t k = 0;
+        for (size_t i = 0; i < s->n; i++)
+                if (!taken[i])
+                        s->list[k++] = s->list[i];
+        s->n = k;
+}
+
+/* ---- reading the rest at idle priority ---- */
+
+static void loaded_all(struct tarryd *d, struct startup *s)
+{
+        log_info("start-up: every queued message read (%zu from the snapshot, %zu from their "
+                 "envelopes); %zu queued",
+                 s->from_snapshot, s->n, msgindex_count(d->index));
+        sd_event_source_set_enabled(s->loader, SD_EVENT_OFF);
+        free(s->list);
+        s->list = NULL;
+        s->n = s->cap = s->next = 0;
+        control_update_status_line(d);
+}
+
+static int on_load(sd_event_source *src, void *userdata)
+{
+        (void)src;
+        struct tarryd *d = userdata;
+        struct startup *s = d->startup;
+        size_t end = s->next + LOAD_BATCH < s->n ? s->next + LOAD_BATCH : s->n;
+        for (; s->next < end; s->next++) {
+                const struct pending *p = &s->list[s->next];
+                if (p->dir == QUEUE_INCOMING) {
+                        pickup_incoming_one(d, p->id);
+                        continue;
+                }
+                if (msgindex_get(d->index, p->id))
+                        continue;
+                int r = pickup_index_message(d, (enum queue_dir)p->dir, p->id);
+                if (r < 0)
+                        log_error("%s: cannot load: %s", p->id, strerror(-r));
+        }
+        if (s->next / STARTUP_NOTE_EVERY != (end - LOAD_BATCH) / STARTUP_NOTE_EVERY ||
+            s->next >= s->n)
+                sd_notifyf(0, "STATUS=reading the queue: %zu of %zu message(s) read", s->next,
+                           s->n);
+        if (s->next >= s->n)
+                loaded_all(d, s);
+        deliver_run_due(d);
+        return 0;
+}
+
+static uint64_t config_fingerprint(const char *path)
+{
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        if (file_read_all_at(AT_FDCWD, path, 1 << 24, &text, &len) < 0)
+                return 0; /* no usable snapshot then: every envelope is read */
+        return queue_snap_fingerprint(text, len) | 1;
+}
+
+static int on_snapshot_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        (void)usec;
+        struct tarryd *d = userdata;
+        startup_write_snapshot(d, false);
+        sd_event_source_set_time_relative(src, SNAPSHOT_EVERY_US);
+        return 0;
+}
+
+int startup_begin(struct tarryd *d)
+{
+        struct startup *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        d->startup = s;
+        s->fingerprint = config_fingerprint(d->config_path);
+        void *a[2] = {s, (void *)(intptr_t)QUEUE_ACTIVE};
+        int r = queue_scan(d->queue, QUEUE_ACTIVE, list_cb, a);
+        a[1] = (void *)(intptr_t)QUEUE_HOLD;
+        if (r == 0)
+                r = queue_scan(d->queue, QUEUE_HOLD, list_cb, a);
+        if (r < 0)
+                return r;
+        qsort(s->list, s->n, sizeof(*s->list), cmp_pending);
+        if (s->fingerprint)
+                read_snapshot(d, s);
+        /* then new mail: incoming/, oldest first as the IDs sort */
+        size_t before = s->n;
+        a[1] = (void *)(intptr_t)QUEUE_INCOMING;
+        r = queue_scan(d->queue, QUEUE_INCOMING, list_cb, a);
+        if (r < 0) {
+                log_error("cannot read incoming/: %s; will retry", strerror(-r));
+                pickup_retry_later(d);
+        }
+        qsort(s->list + before, s->n - before, sizeof(*s->list), cmp_pending);
+        r = sd_event_add_defer(d->loop, &s->loader, on_load, d);
+        if (r >= 0)
+                r = sd_event_source_set_priority(s->loader, SD_EVENT_PRIORITY_IDLE);
+        if (r >= 0) /* a defer source is one-shot unless told otherwise */
+                r = sd_event_source_set_enabled(s->loader, s->n ? SD_EVENT_ON : SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_time_relative(d->loop, &s->timer, CLOCK_MONOTONIC,
+                                               SNAPSHOT_EVERY_US, 1000000, on_snapshot_timer, d);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer, SD_EVENT_ON);
+        return r < 0 ? r : 0;
+}
+
+size_t startup_unread(const struct tarryd *d)
+{
+        return d->startup ? d->startup->n - d->startup->next : 0;
+}
+
+size_t startup_from_snapshot(const struct tarryd *d)
+{
+        return d->startup ? d->startup->from_snapshot : 0;
+}
+
+/* ---- writing it ---- */
+
+struct collect {
+        struct queue_snap_writer *w;
+        struct queue_snap_rec rec;
+        size_t skipped;
+};
+
+static int add_cb(struct msg *m, void *userdata)
+{
+        struct collect *c = userdata;
+        struct queue_snap_rec *r = &c->rec;
+        memcpy(r->id, m->id, sizeof(r->id));
+        r->dir = m->dir;
+        r->reply_class = m->reply_class;
+        r->n_pending = m->n_pending;
+        r->size = m->size;
+        r->arrival_us = m->arrival_us;
+        r->next_attempt_us = m->next_attempt_us;
+        r->n_works = 0;
+        for (struct work *w = m->works; w; w = w->next) {
+                if (r->n_works == QUEUE_SNAP_WORKS_MAX) {
+                        c->skipped++;
+                        return 0; /* read from its envelope at the next start */
+                }
+                int64_t due = sched_item_due(w->it);
+                r->works[r->n_works].due_us = due > 0 ? due : 0; /* in flight: at once */
+                snprintf(r->works[r->n_works].destination, sizeof(r->works[0].destination), "%s",
+                         deliver_work_route(w));
+                snprintf(r->works[r->n_works].source, sizeof(r->works[0].source), "%s",
+                         sched_item_source(w->it));
+                r->n_works++;
+        }
+        if (queue_snap_add(c->w, r) == -EINVAL)
+                c->skipped++;
+        return 0;
+}
+
+int startup_write_snapshot(struct tarryd *d, bool now)
+{
+        if (!d->startup || !d->startup->fingerprint)
+                return 0;
+        struct collect c = {0};
+        int r = queue_snap_begin(d->startup->fingerprint, msgindex_count(d->index), &c.w);
+        if (r < 0)
+                return r;
+        msgindex_foreach_after(d->index, NULL, add_cb, &c); /* in ID order: read back as appends */
+        char *buf;
+        size_t len;
+        queue_snap_finish(c.w, &buf, &len);
+        if (!now && d->remover)
+                return remover_write_state(d->remover, QUEUE_SNAP_FILE, buf, len);
+        r = queue_state_replace(d->queue, QUEUE_SNAP_FILE, buf, len); /* a stop waits for no disk */
+        free(buf);
+        if (r < 0)
+                log_error("cannot write state/%s: %s", QUEUE_SNAP_FILE, strerror(-r));
+        return r;
+}
+
+void startup_free(struct tarryd *d)
+{
+        struct startup *s = d->startup;
+        if (!s)
+                return;
+        sd_event_source_disable_unref(s->loader);
+        sd_event_source_disable_unref(s->timer);
+        free(s->list);
+        free(s);
+        d->startup = NULL;
+}

@@ -1,0 +1,225 @@
+/* tests/daemon/test_startup.c — start-up from state/index.snap, whatever state it is in.
+ *
+ * A clean stop writes the snapshot; then, with tarryd stopped, the spool
+ * changes under it: messages leave active/, one is held, others arrive in
+ * active/ (no record) and incoming/. Started on that stale snapshot, on a
+ * corrupt one and on none, tarryd must list exactly the messages on disk
+ * (nothing lost, nothing skipped: a held one as held), deliver the new mail
+ * once, and deliver nothing that is not due.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+
+#define DEFERRED 400 /* spool-gen's: due in an hour, to other destinations */
+#define ADDED    30  /* written into active/ after the snapshot: no record */
+#define GONE     40  /* removed from active/ after the snapshot */
+#define NEW_MAIL 10  /* submitted before each start, due at once */
+
+enum snap_case { SNAP_STALE, SNAP_MISSING, SNAP_CORRUPT, SNAP_TRUNCATED };
+
+static void sh(const char *fmt, const char *a, const char *b)
+{
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), fmt, a, b);
+        cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+static void send_new_mail(struct harness *h, int from)
+{
+        for (int i = from; i < from + NEW_MAIL; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "u%d@example.test", i);
+                harness_send(h, "alice@sender.test", rcpt, "new");
+        }
+}
+
+static void wait_delivered(struct fixture *f, size_t n)
+{
+        for (int waited = 0; waited < 120000 && fixture_txn_count(f) < n; waited += 10)
+                harness_sleep_ms(10);
+        cr_assert_eq(fixture_txn_count(f), n, "%zu of %zu delivered", fixture_txn_count(f), n);
+}
+
+/* Wait until everything listed at start is read. */
+static void wait_read(struct harness *h, size_t starts)
+{
+        for (int waited = 0; waited < 120000; waited += 10) {
+                if (harness_log_count(h, "0 to read") + harness_log_count(h, "every queued") >=
+                    starts)
+                        return;
+                harness_sleep_ms(10);
+        }
+        cr_assert_fail("start-up never finished reading; see %s", h->log);
+}
+
+/* Queue IDs in spool/dir, as one string "ID ID …" sorted. */
+static char *ids_in(struct harness *h, const char *dir)
+{
+        char cmd[600], *out = calloc(1, 1 << 16);
+        snprintf(cmd, sizeof(cmd), "ls %s/%s | sort | tr '\\n' ' '", h->spool, dir);
+        FILE *p = popen(cmd, "r");
+        size_t n = fread(out, 1, (1 << 16) - 1, p);
+        out[n] = '\0';
+        pclose(p);
+        return out;
+}
+
+/* The live listing's IDs of one queue (tarryq -j), sorted the same way. */
+static char *listed(struct harness *h, const char *queue_name)
+{
+        char *out = NULL, *err = NULL;
+        const char *args[] = {"-j", NULL};
+        cr_assert_eq(harness_tarryq(h, args, &out, &err), 0, "tarryq -j: %s", err);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/listing.json", h->dir);
+        FILE *f = fopen(path, "w");
+        fputs(out, f);
+        fclose(f);
+        free(out);
+        free(err);
+        char cmd[900];
+        snprintf(cmd, sizeof(cmd),
+                 "grep '\"queue_name\": *\"%s\"' %s | grep -o '\"queue_id\": *\"[0-9A-F]*\"' | "
+                 "grep -o '[0-9A-F]\\{16\\}' | sort | tr '\\n' ' '",
+                 queue_name, path);
+        char *ids = calloc(1, 1 << 16);
+        FILE *p = popen(cmd, "r");
+        size_t n = fread(ids, 1, (1 << 16) - 1, p);
+        ids[n] = '\0';
+        pclose(p);
+        return ids;
+}
+
+static void start_on(enum snap_case c)
+{
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct harness h;
+        char extra[256];
+        snprintf(extra, sizeof(extra), "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 fixture_port(f));
+        harness_init(&h, extra);
+        harness_layout_spool(&h);
+        char gen[700];
+        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
+                 harness_binary("bench/spool-gen"), h.spool, DEFERRED);
+        cr_assert_eq(system(gen), 0, "%s", gen);
+        harness_give_spool(&h);
+        send_new_mail(&h, 0);
+        harness_start(&h);
+        wait_delivered(f, NEW_MAIL);
+        wait_read(&h, 1);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+
+        /* tarryd stopped: the spool moves on without it */
+        char snap[400], other[400];
+        snprintf(snap, sizeof(snap), "%s/state/index.snap", h.spool);
+        snprintf(other, sizeof(other), "%s/other", h.dir);
+        sh("test -s %s && test -d %s/active", snap, h.spool);
+        sh("cd %s/active && ls | head -n 40 | xargs rm -rf; ls | sed -n 5p | "
+           "xargs -I{} mv {} ../hold/{}%s",
+           h.spool, "");
+        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
+                 harness_binary("bench/spool-gen"), other, ADDED);
+        sh("mkdir -p %s%s", other, "");
+        cr_assert_eq(system(gen), 0, "%s", gen);
+        sh("mv %s/active/* %s/active/", other, h.spool);
+        send_new_mail(&h, NEW_MAIL);
+        switch (c) {
+        case SNAP_STALE:
+                break;
+        case SNAP_MISSING:
+                sh("rm %s%s", snap, "");
+                break;
+        case SNAP_CORRUPT: /* one byte flipped in the middle */
+                sh("f=%s; n=$(($(stat -c %%s $f) / 2)); printf '\\377' | dd of=$f bs=1 seek=$n "
+                   "conv=notrunc status=none%s",
+                   snap, "");
+                break;
+        case SNAP_TRUNCATED: /* a torn write */
+                sh("f=%s; truncate -s $(($(stat -c %%s $f) - 7)) $f%s", snap, "");
+                break;
+        }
+        harness_give_spool(&h);
+        harness_start(&h);
+        wait_delivered(f, 2 * NEW_MAIL);
+        wait_read(&h, 2);
+
+        /* exactly what is on disk, in the right queue */
+        char *active = ids_in(&h, "active"), *hold = ids_in(&h, "hold");
+        char *live_active = listed(&h, "active"), *live_hold = listed(&h, "hold");
+        char *live_deferred = listed(&h, "deferred");
+        /* the listing calls a message waiting for its retry "deferred" */
+        char merged[1 << 17];
+        snprintf(merged, sizeof(merged), "%s%s", live_active, live_deferred);
+        size_t on_disk = 0, in_list = 0;
+        for (char *p = active; *p; p++)
+                on_disk += *p == ' ';
+        for (char *p = merged; *p; p++)
+                in_list += *p == ' ';
+        cr_assert_eq(in_list, on_disk, "listed %zu of the %zu messages in active/", in_list,
+                     on_disk);
+        for (char *id = strtok(active, " "); id; id = strtok(NULL, " "))
+                cr_assert(strstr(merged, id), "%s is in active/ but not listed", id);
+        cr_assert_str_eq(live_hold, hold, "hold/ and the listing differ");
+        cr_assert_eq(on_disk, DEFERRED - GONE - 1 + ADDED, "spool: %zu in active/", on_disk);
+
+        /* the new mail went out once each; nothing that was not due */
+        bool seen[2 * NEW_MAIL] = {false};
+        for (size_t i = 0; i < fixture_txn_count(f); i++) {
+                struct fixture_txn t;
+                cr_assert_eq(fixture_txn_get(f, i, &t), 0);
+                int idx = atoi(t.rcpts[0] + 1);
+                cr_assert(idx >= 0 && idx < 2 * NEW_MAIL && !seen[idx], "unexpected: %s",
+                          t.rcpts[0]);
+                seen[idx] = true;
+                fixture_txn_clear(&t);
+        }
+        if (c == SNAP_STALE)
+                cr_assert(harness_log_contains(&h, "359 from state/index.snap, 41 to read"),
+                          "the records were not used; see %s", h.log);
+        if (c == SNAP_CORRUPT)
+                cr_assert(harness_log_contains(&h, "unusable (its checksum does not match)"),
+                          "see %s", h.log);
+        if (c == SNAP_TRUNCATED)
+                cr_assert(harness_log_contains(&h, "unusable (its length differs"), "see %s",
+                          h.log);
+        if (c == SNAP_MISSING)
+                cr_assert(harness_log_contains(&h, "no index snapshot"), "see %s", h.log);
+        free(active);
+        free(hold);
+        free(live_active);
+        free(live_hold);
+        free(live_deferred);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+        fixture_free(f);
+}
+
+Test(startup, a_stale_snapshot_loses_nothing_and_skips_nothing, .timeout = 240)
+{
+        start_on(SNAP_STALE);
+}
+
+Test(startup, without_a_snapshot_every_envelope_is_read, .timeout = 240)
+{
+        start_on(SNAP_MISSING);
+}
+
+Test(startup, a_corrupt_snapshot_is_refused_and_every_envelope_read, .timeout = 240)
+{
+        start_on(SNAP_CORRUPT);
+}
+
+Test(startup, a_torn_snapshot_is_refused_and_every_envelope_read, .timeout = 240)
+{
+        start_on(SNAP_TRUNCATED);
+}

@@ -1,0 +1,124 @@
+/* tests/queue/test_snapshot.c — state/index.snap: what is written is read back;
+ * a file that is not whole, or another configuration's, is refused whole. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue.h"
+
+#define FP 0x1234567890abcdefull
+
+struct got {
+        struct queue_snap_rec recs[4];
+        size_t n;
+};
+
+static int collect(const struct queue_snap_rec *r, void *userdata)
+{
+        struct got *g = userdata;
+        cr_assert_lt(g->n, 4);
+        g->recs[g->n++] = *r;
+        return 0;
+}
+
+static char *two_records(size_t *len)
+{
+        struct queue_snap_writer *w = NULL;
+        cr_assert_eq(queue_snap_begin(FP, 2, &w), 0);
+        struct queue_snap_rec r = {.id = "6B16AC12E0F9D6C8",
+                                   .dir = QUEUE_ACTIVE,
+                                   .reply_class = 2,
+                                   .n_pending = 3,
+                                   .size = 4096,
+                                   .arrival_us = 1700000000000000,
+                                   .next_attempt_us = 1700000300000000,
+                                   .n_works = 2};
+        r.works[0].due_us = 1700000300000000;
+        strcpy(r.works[0].destination, "mx:example.com");
+        strcpy(r.works[0].source, "192.0.2.1");
+        r.works[1].due_us = 0;
+        strcpy(r.works[1].destination, "[127.0.0.1]:2525");
+        cr_assert_eq(queue_snap_add(w, &r), 0);
+        struct queue_snap_rec h = {.id = "6B16AC12E0F9D6C9", .dir = QUEUE_HOLD, .reply_class = -1};
+        cr_assert_eq(queue_snap_add(w, &h), 0);
+        char *buf = NULL;
+        cr_assert_eq(queue_snap_finish(w, &buf, len), 0);
+        return buf;
+}
+
+Test(snapshot, records_are_read_back_as_written)
+{
+        size_t len;
+        char *buf = two_records(&len);
+        struct got g = {0};
+        const char *why = NULL;
+        cr_assert_eq(queue_snap_parse(buf, len, FP, collect, &g, &why), 0);
+        cr_assert_eq(g.n, 2);
+        cr_assert_str_eq(g.recs[0].id, "6B16AC12E0F9D6C8");
+        cr_assert_eq(g.recs[0].n_pending, 3);
+        cr_assert_eq(g.recs[0].size, 4096);
+        cr_assert_eq(g.recs[0].reply_class, 2);
+        cr_assert_eq(g.recs[0].next_attempt_us, 1700000300000000);
+        cr_assert_eq(g.recs[0].n_works, 2);
+        cr_assert_str_eq(g.recs[0].works[0].destination, "mx:example.com");
+        cr_assert_str_eq(g.recs[0].works[0].source, "192.0.2.1");
+        cr_assert_str_eq(g.recs[0].works[1].destination, "[127.0.0.1]:2525");
+        cr_assert_str_eq(g.recs[0].works[1].source, "");
+        cr_assert_eq(g.recs[1].dir, QUEUE_HOLD);
+        cr_assert_eq(g.recs[1].n_works, 0);
+        free(buf);
+}
+
+Test(snapshot, every_flipped_byte_or_cut_is_refused_before_any_record)
+{
+        size_t len;
+        char *buf = two_records(&len);
+        for (size_t i = 0; i < len; i++) {
+                struct got g = {0};
+                const char *why = NULL;
+                buf[i] ^= 0x40;
+                int r = queue_snap_parse(buf, len, FP, collect, &g, &why);
+                buf[i] ^= 0x40;
+                cr_assert(r == -EBADMSG || (i >= 8 && i < 16 && r == -ESTALE),
+                          "byte %zu flipped: %d", i, r);
+                cr_assert_eq(g.n, 0, "byte %zu flipped: %zu records used", i, g.n);
+                cr_assert(why);
+        }
+        for (size_t cut = 0; cut < len; cut++) {
+                struct got g = {0};
+                const char *why = NULL;
+                cr_assert_eq(queue_snap_parse(buf, cut, FP, collect, &g, &why), -EBADMSG,
+                             "cut at %zu", cut);
+                cr_assert_eq(g.n, 0);
+        }
+        free(buf);
+}
+
+Test(snapshot, another_configurations_snapshot_is_refused)
+{
+        size_t len;
+        char *buf = two_records(&len);
+        struct got g = {0};
+        const char *why = NULL;
+        cr_assert_eq(queue_snap_parse(buf, len, FP + 1, collect, &g, &why), -ESTALE);
+        cr_assert_eq(g.n, 0);
+        free(buf);
+}
+
+Test(snapshot, a_record_that_cannot_be_written_is_refused)
+{
+        struct queue_snap_writer *w = NULL;
+        cr_assert_eq(queue_snap_begin(FP, 1, &w), 0);
+        struct queue_snap_rec r = {.id = "not-an-id", .dir = QUEUE_ACTIVE};
+        cr_assert_eq(queue_snap_add(w, &r), -EINVAL);
+        struct queue_snap_rec many = {
+            .id = "6B16AC12E0F9D6C8", .dir = QUEUE_ACTIVE, .n_works = QUEUE_SNAP_WORKS_MAX + 1};
+        for (unsigned i = 0; i < many.n_works && i < QUEUE_SNAP_WORKS_MAX; i++)
+                strcpy(many.works[i].destination, "mx:example.com");
+        cr_assert_eq(queue_snap_add(w, &many), -EINVAL);
+        struct queue_snap_rec nodest = {
+            .id = "6B16AC12E0F9D6C8", .dir = QUEUE_ACTIVE, .n_works = 1};
+        cr_assert_eq(queue_snap_add(w, &nodest), -EINVAL);
+        queue_snap_abort(w);
+}
