@@ -102,6 +102,12 @@ static const struct key_def keys[] = {
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
     {"smtp", "own_addresses", KEY_LIST, LIST(own_addresses),
      "this host's addresses besides its interfaces' (NAT): an MX there loops back"},
+    {"diagnose", "greylist_no_window", KEY_DURATION, OFF(diagnose_greylist_no_window_s), 0,
+     "greylist deferrals with no window known raise greylist_not_clearing after this"},
+    {"diagnose", "reputation", KEY_DURATION, OFF(diagnose_reputation_s), 0,
+     "reputation/rate_limit deferrals raise reputation_persistent after this"},
+    {"diagnose", "unreachable", KEY_DURATION, OFF(diagnose_unreachable_s), 0,
+     "no MX reached raises destination_unreachable after this"},
 };
 
 /* KEY_INT keys whose range is not 0..INT_MAX; the error states the range. */
@@ -841,6 +847,12 @@ static int set_defaults(struct tarry_config *c)
         c->greylist_memory_s = 30 * 86400;
         c->maildrop_message_limit = 1000;
         c->hopcount_limit = 50; /* Postfix's hopcount_limit */
+        /* issue 21: a greylister with no stated window accepts within 30 min */
+        c->diagnose_greylist_no_window_s = 3600;
+        /* reputation blocks that last longer than a working day need a person */
+        c->diagnose_reputation_s = 6 * 3600;
+        /* routing trouble is usually fixed within the hour (retry.routing) */
+        c->diagnose_unreachable_s = 3600;
         c->smtp_port = 25;
         c->smtp_tls = CFG_TLS_MAY;
         c->connect_timeout_s = 30;
@@ -1096,6 +1108,15 @@ static int validate(struct parser *p)
         }
         if (validate_addresses(p) < 0)
                 return -EINVAL;
+        static const char *const diag_keys[] = {"greylist_no_window", "reputation", "unreachable"};
+        const int64_t diag_vals[] = {c->diagnose_greylist_no_window_s, c->diagnose_reputation_s,
+                                     c->diagnose_unreachable_s};
+        for (size_t i = 0; i < 3; i++) {
+                p->line = seen_line(p, "diagnose", diag_keys[i]);
+                /* 0 would raise a diagnosis at the first deferral of its kind */
+                if (diag_vals[i] < 1)
+                        return fail(p, "[diagnose] %s must be at least 1s", diag_keys[i]), -EINVAL;
+        }
         p->line = later(seen_line(p, "main", "relayhost"), seen_line(p, "smtp", "relay_auth_file"));
         if (c->relay_auth_file && c->has_relayhost && c->relayhost.tls == CFG_TLS_NONE &&
             !c->relay_auth_cleartext)

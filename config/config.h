@@ -126,6 +126,11 @@ struct tarry_config {
         char **own_addresses; /* more addresses that are this host (NAT): MX loop check */
         size_t n_own_addresses;
 
+        /* [diagnose] thresholds (scheduler/diagnose.h, docs/scheduler.md "Diagnoses") */
+        int64_t diagnose_greylist_no_window_s;
+        int64_t diagnose_reputation_s;
+        int64_t diagnose_unreachable_s;
+
         /* [transport] */
         struct cfg_transport *transports;
         size_t n_transports;

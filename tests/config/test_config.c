@@ -561,3 +561,19 @@ Test(config, move_source_is_off_by_default_and_only_a_key_of_retry_reputation)
                      "tarry.conf:2: move_source belongs in [retry.reputation] (it covers "
                      "rate-limit suspensions too), not in [retry.unknown_temp]");
 }
+
+Test(config, diagnose_thresholds_default_and_take_durations)
+{
+        struct tarry_config *c = load_ok("");
+        cr_assert_eq(c->diagnose_greylist_no_window_s, 3600);
+        cr_assert_eq(c->diagnose_reputation_s, 6 * 3600);
+        cr_assert_eq(c->diagnose_unreachable_s, 3600);
+        cfg_free(c);
+        c = load_ok("[diagnose]\ngreylist_no_window = 3s\nreputation = 2s\nunreachable = 1m\n");
+        cr_assert_eq(c->diagnose_greylist_no_window_s, 3);
+        cr_assert_eq(c->diagnose_reputation_s, 2);
+        cr_assert_eq(c->diagnose_unreachable_s, 60);
+        cfg_free(c);
+        expect_error("[diagnose]\nreputation = 0\n",
+                     "tarry.conf:2: [diagnose] reputation must be at least 1s");
+}
