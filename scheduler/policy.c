@@ -93,6 +93,7 @@ void policy_provider_free(struct sched_provider *p)
         free(p->messages_per_connection.source);
         free(p->messages_per_minute.source);
         free(p->reason);
+        free(p->remediation);
 }
 
 /* ---- field checks ---- */
@@ -131,6 +132,12 @@ static bool valid_source(const char *s)
         return strcmp(s, "observed") == 0 ||
                ((strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0) &&
                 strlen(s) <= TEXT_MAX_LEN && !strpbrk(s, " \t\r\n"));
+}
+
+/* A provider's remediation page: an http(s) URL ("observed" is no page). */
+static bool valid_url(const char *s)
+{
+        return strcmp(s, "observed") != 0 && valid_source(s);
 }
 
 static bool valid_mx_pattern(const char *s)
@@ -378,11 +385,11 @@ static int parse_limit(json_t *lims, const char *key, int64_t hi, const char *fi
 static int parse_provider(json_t *o, size_t idx, const char *file, struct sched_provider *p,
                           char *err, size_t errlen)
 {
-        static const char *const keys[] = {"name", "mx", "limits", "reason", NULL};
+        static const char *const keys[] = {"name", "mx", "limits", "reason", "remediation", NULL};
         static const char *const lkeys[] = {"connections", "messages_per_connection",
                                             "messages_per_minute", NULL};
         char what[160];
-        const char *name, *reason;
+        const char *name, *reason, *remediation;
         int r;
         memset(p, 0, sizeof(*p));
         snprintf(what, sizeof(what), "providers[%zu]", idx);
@@ -392,9 +399,12 @@ static int parse_provider(json_t *o, size_t idx, const char *file, struct sched_
                 return r;
         snprintf(what, sizeof(what), "provider '%s'", name);
         if ((r = check_keys(o, keys, file, what, err, errlen)) < 0 ||
-            (r = get_string(o, "reason", true, valid_text, file, what, &reason, err, errlen)) < 0)
+            (r = get_string(o, "reason", true, valid_text, file, what, &reason, err, errlen)) < 0 ||
+            (r = get_string(o, "remediation", true, valid_url, file, what, &remediation, err,
+                            errlen)) < 0)
                 return r;
-        if (!(p->name = strdup(name)) || (reason && !(p->reason = strdup(reason))))
+        if (!(p->name = strdup(name)) || (reason && !(p->reason = strdup(reason))) ||
+            (remediation && !(p->remediation = strdup(remediation))))
                 return -ENOMEM;
         json_t *mx = json_object_get(o, "mx");
         if (mx && !json_is_array(mx))

@@ -114,7 +114,8 @@ struct sched_provider {
         struct sched_provider_limit messages_per_connection;
         struct sched_provider_limit messages_per_minute; /* per source address */
         char *reason;
-        const char *file; /* the policy file it came from */
+        char *remediation; /* the page a sender blocked there should read, or NULL */
+        const char *file;  /* the policy file it came from */
 };
 
 /* The shipped policy file: PREFIX/share/tarry/tarry-policy.json, or, for a

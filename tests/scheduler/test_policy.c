@@ -314,6 +314,25 @@ Test(policy, providers_are_found_by_mx_host_and_carry_their_limits_and_sources)
         cr_assert_str_eq(p->file, "local.json");
 }
 
+Test(policy, shipped_providers_name_a_remediation_page_and_a_bad_one_is_refused)
+{
+        const struct sched_provider *p = sched_provider_for_mx(c, "mta5.am0.yahoodns.net");
+        cr_assert_not_null(p);
+        cr_assert_str_eq(p->remediation, "https://senders.yahooinc.com/");
+        p = sched_provider_for_mx(c, "example-com.mail.protection.outlook.com");
+        cr_assert_str_eq(p->remediation, "https://sender.office.com/");
+        const char *doc = "{\"tarry_policy\": 1, \"providers\": [{\"name\": \"acme-mail\", \"mx\": "
+                          "[\"*.acme.example\"], \"remediation\": \"observed\"}]}";
+        cr_assert_eq(sched_classifier_load_rules_string(c, "local.json", doc, err, sizeof(err)),
+                     -EINVAL);
+        cr_assert_str_eq(err, "local.json: provider 'acme-mail': bad \"remediation\" 'observed'");
+        doc = "{\"tarry_policy\": 1, \"providers\": [{\"name\": \"acme-mail\", \"mx\": "
+              "[\"*.acme.example\"]}]}";
+        cr_assert_eq(sched_classifier_load_rules_string(c, "local.json", doc, err, sizeof(err)), 0,
+                     "%s", err);
+        cr_assert_null(sched_provider_for_mx(c, "mx.acme.example")->remediation, "optional");
+}
+
 /* ---- rule actions on destinations ---- */
 
 static struct sched_item *add(const char *route, int64_t due)
