@@ -473,6 +473,35 @@ static json_int_t num(json_t *o, const char *key)
         return json_integer_value(json_object_get(o, key));
 }
 
+/* Issue 21: what retrying cannot fix. The unix socket lists each diagnosis;
+ * the TCP view only counts them per code. */
+static void print_diagnoses(json_t *diags)
+{
+        size_t i;
+        json_t *v;
+        json_array_foreach (diags, i, v) {
+                const char *src = json_string_value(json_object_get(v, "source_address"));
+                printf("diagnosis %s: %s%s%s\n", json_string_value(json_object_get(v, "code")),
+                       json_string_value(json_object_get(v, "destination")),
+                       src && *src ? " from " : "", src ? src : "");
+                print_time("    since: ", json_object_get(v, "since"));
+                printf("    evidence: %s\n    advice: %s\n",
+                       json_string_value(json_object_get(v, "evidence")),
+                       json_string_value(json_object_get(v, "advice")));
+        }
+        if (!json_is_object(diags))
+                return;
+        const char *k;
+        bool any = false;
+        json_object_foreach (diags, k, v)
+                if (json_integer_value(v)) {
+                        printf("%s %s %lld", any ? "," : "diagnoses:", k, json_integer_value(v));
+                        any = true;
+                }
+        if (any)
+                printf("\n");
+}
+
 static void print_status(json_t *st)
 {
         json_int_t up = num(st, "uptime_s");
@@ -530,6 +559,7 @@ static void print_status(json_t *st)
                 printf("site %s: %lld domain(s), %lld message(s)\n",
                        json_string_value(json_object_get(v, "site")), num(v, "domains"),
                        num(v, "messages"));
+        print_diagnoses(json_object_get(st, "diagnoses"));
 }
 
 int tarryq_status(const char *config_path)

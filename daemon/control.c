@@ -339,6 +339,7 @@ static int get_status(void *userdata, enum status_view view, json_t **out)
             view == STATUS_VIEW_FULL ? "destinations" : "destination_states", dests);
         if (!*out)
                 return -ENOMEM;
+        json_object_set_new(*out, "diagnoses", diagnoses_json(d, view));
         json_object_set_new(*out, "oldest_arrival",
                             c.oldest ? json_integer(c.oldest / 1000000) : json_null());
         json_t *sites = sites_json(d, view);
@@ -538,6 +539,7 @@ static int refresh_metrics(void *userdata, struct status_metrics *mt)
         struct sched_stats st;
         sched_get_stats(d->sched, &st);
         status_gauge_set(mt, STATUS_M_DEST_SUSPENDED, NULL, (double)st.suspended);
+        diagnoses_metrics(d, mt);
         return 0;
 }
 

@@ -1141,6 +1141,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         }
         bool attempt_level = res->status != SMTPC_ATTEMPT_DONE;
         control_note_transcript(m->id, res->transcript);
+        struct diagnoses_where where;
+        diagnoses_where(d, w->it, now, &where);
         int left = sched_on_result(d->sched, w->it, now, attempt_level ? &attempt_reply : NULL, rr,
                                    a->n, dec);
         bool moving = left == 1 && leaves_elsewhere(d, w, dec, a->n, now);
@@ -1159,6 +1161,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                         r->failed_retries++;
                 log_outcome(a, res, r, &dec[i], text, relay, now);
                 count_outcome(d, &dec[i], env, now);
+                diagnoses_note(d, &where, m->id, res, &rr[i], &dec[i], now);
         }
         if (left == 0)
                 unlink_work(m, w);

@@ -435,6 +435,7 @@ static int reload(struct tarryd *d)
         dkim_signer_free(d->dkim); /* nothing holds it: signing is done at once */
         d->dkim = dkim;
         sched_set_config(d->sched, cfg, cls);
+        diagnoses_reload(d, cfg);
         retire_classifier(d->classifier);
         d->classifier = cls;
         struct old_config *o = malloc(sizeof(*o));
@@ -580,7 +581,8 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
         if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
             (r = remover_new(d, &d->remover)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0 ||
-            (r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &d->sites)) < 0) {
+            (r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &d->sites)) < 0 ||
+            (r = diagnoses_start(d)) < 0) {
                 fprintf(stderr, "tarryd: start-up failed: %s\n", strerror(-r));
                 return EX_SOFTWARE;
         }
@@ -685,6 +687,7 @@ static void teardown(struct tarryd *d)
         site_cache_free(d->sites);
         free(d->site_waiters);
         sched_free(d->sched);
+        diag_free(d->diag);
         sched_classifier_free(d->classifier);
         while (retired_classifiers) {
                 struct old_classifier *n = retired_classifiers->next;

@@ -23,6 +23,7 @@
 #include "dkim/dkim.h"
 #include "daemon/site.h"
 #include "queue/queue.h"
+#include "scheduler/diagnose.h"
 #include "scheduler/scheduler.h"
 #include "smtpc/smtpc.h"
 #include "status/status.h"
@@ -50,6 +51,7 @@ struct tarryd {
         struct startup *startup; /* the index snapshot, and what is still to be read */
         struct sched *sched;
         struct sched_classifier *classifier;
+        struct diag *diag; /* diagnoses of deferrals that do not clear (diagnoses.c) */
         struct status_server *status;
         struct status_metrics *metrics;
         struct dsn_policy dsn_policy;
@@ -158,6 +160,26 @@ size_t startup_from_snapshot(const struct tarryd *d);
 /* Write state/index.snap: now (at a clean stop), or on the remover's thread. */
 int startup_write_snapshot(struct tarryd *d, bool now);
 void startup_free(struct tarryd *d);
+
+/* diagnoses.c: scheduler/diagnose.h fed with outcomes, and what it raised
+ * shown in the log, /status and the metrics. */
+struct diagnoses_where {
+        char source[SMTPC_DEST_MAX];
+        char route[SMTPC_DEST_MAX];
+        int64_t learned_s; /* greylist delay learned there, -1: none */
+};
+int diagnoses_start(struct tarryd *d);
+void diagnoses_reload(struct tarryd *d, const struct tarry_config *cfg);
+/* Before sched_on_result (which may free the item): the destination. */
+void diagnoses_where(struct tarryd *d, const struct sched_item *it, int64_t now,
+                     struct diagnoses_where *out);
+/* One recipient's outcome, as the scheduler decided it. */
+void diagnoses_note(struct tarryd *d, const struct diagnoses_where *where, const char *queue_id,
+                    const struct smtpc_result *res, const struct sched_rcpt_result *rr,
+                    const struct sched_decision *dec, int64_t now);
+/* /status "diagnoses": the list (FULL) or counts per code (AGGREGATE). */
+json_t *diagnoses_json(struct tarryd *d, enum status_view view);
+void diagnoses_metrics(struct tarryd *d, struct status_metrics *mt);
 
 /* control.c */
 int control_start(struct tarryd *d);

@@ -451,6 +451,12 @@ const char *sched_item_source(const struct sched_item *it)
         return it->dest->source;
 }
 
+int64_t sched_item_learned_greylist_s(const struct sched *s, const struct sched_item *it,
+                                      int64_t now_us)
+{
+        return dest_learned_fresh(s, it->dest, now_us) ? it->dest->learned_s : -1;
+}
+
 /* ---- admin actions ---- */
 
 int sched_force_now(struct sched *s, struct sched_item *it, int64_t now)

@@ -246,6 +246,10 @@ void *sched_item_userdata(const struct sched_item *it);
 int64_t sched_item_due(const struct sched_item *it);        /* 0 while in flight */
 const char *sched_item_route(const struct sched_item *it);  /* lives with the item */
 const char *sched_item_source(const struct sched_item *it); /* "" when none */
+/* The greylist delay learned at the item's destination, -1 when none (or
+ * forgotten). */
+int64_t sched_item_learned_greylist_s(const struct sched *s, const struct sched_item *it,
+                                      int64_t now_us);
 
 /* ---- the daemon's loop ---- */
 

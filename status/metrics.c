@@ -476,6 +476,9 @@ static const struct {
     /* destinations paused for reputation or rate limits */
     {STATUS_M_DEST_SUSPENDED, STATUS_METRIC_GAUGE, NULL,
      "Destinations currently suspended or throttled."},
+    /* deferrals retrying cannot fix (issue 21): one gauge per diagnosis code */
+    {STATUS_M_DIAGNOSES, STATUS_METRIC_GAUGE, "code",
+     "Destinations with a diagnosis raised, by diagnosis code."},
     /* bounces sent: a spike means mail is being lost to senders' inboxes */
     {STATUS_M_DSN_SENT, STATUS_METRIC_COUNTER, "type", "Delivery status notifications sent."},
     /* disk trouble or corrupt envelopes */

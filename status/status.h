@@ -99,6 +99,7 @@ int status_metrics_render(const struct status_metrics *m, FILE *f);
 #define STATUS_M_ATTEMPTS       "tarry_delivery_attempts_total"  /* counter {class,outcome} */
 #define STATUS_M_LATENCY        "tarry_delivery_latency_seconds" /* histogram, arrival→250 */
 #define STATUS_M_DEST_SUSPENDED "tarry_destinations_suspended"   /* gauge */
+#define STATUS_M_DIAGNOSES      "tarry_diagnoses"                /* gauge {code} */
 #define STATUS_M_DSN_SENT       "tarry_dsn_sent_total"           /* counter {type} delayed|failed */
 #define STATUS_M_SPOOL_ERRORS   "tarry_spool_errors_total"       /* counter {kind} */
 #define STATUS_M_STATUS_REQUESTS                                                                   \
