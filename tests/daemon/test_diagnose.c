@@ -69,16 +69,17 @@ static long gauge(struct harness *h, const char *code)
 
 /* Raised: logged once, listed by tarryq -s with destination, source and
  * evidence, counted (no names) on the TCP port, and in the gauge. */
-static void assert_raised(struct harness *h, const char *code, uint16_t port, const char *evidence)
+static void assert_raised_from(struct harness *h, const char *code, uint16_t port,
+                               const char *source, const char *evidence)
 {
         char line[128];
-        snprintf(line, sizeof(line), "diagnosis %s raised for [127.0.0.1]:%u from 127.0.0.2", code,
-                 port);
+        snprintf(line, sizeof(line), "diagnosis %s raised for [127.0.0.1]:%u from %s", code, port,
+                 source);
         cr_assert(wait_log(h, line), "no log line '%s'", line);
         char *out = tarryq_s(h);
         char listed[160];
-        snprintf(listed, sizeof(listed), "diagnosis %s: [127.0.0.1]:%u from 127.0.0.2\n", code,
-                 port);
+        snprintf(listed, sizeof(listed), "diagnosis %s: [127.0.0.1]:%u from %s\n", code, port,
+                 source);
         cr_assert(strstr(out, listed), "tarryq -s:\n%s", out);
         cr_assert(strstr(out, evidence), "no evidence '%s' in tarryq -s:\n%s", evidence, out);
         cr_assert(strstr(out, "    advice: "), "%s", out);
@@ -87,24 +88,35 @@ static void assert_raised(struct harness *h, const char *code, uint16_t port, co
         char count[96];
         snprintf(count, sizeof(count), "\"%s\":1", code);
         cr_assert(strstr(tcp, count), "TCP /status:\n%s", tcp);
-        cr_assert_null(strstr(tcp, "127.0.0.2"), "the TCP view names the source:\n%s", tcp);
+        cr_assert_null(strstr(tcp, source), "the TCP view names the source:\n%s", tcp);
         cr_assert_null(strstr(tcp, "example.test"), "the TCP view names a domain:\n%s", tcp);
         free(tcp);
         cr_assert_eq(gauge(h, code), 1);
         cr_assert_eq(harness_log_count(h, line), 1, "raised more than once");
 }
 
-static void assert_cleared(struct harness *h, struct fixture *f, const char *code, uint16_t port)
+static void assert_raised(struct harness *h, const char *code, uint16_t port, const char *evidence)
+{
+        assert_raised_from(h, code, port, "127.0.0.2", evidence);
+}
+
+static void assert_cleared_from(struct harness *h, struct fixture *f, const char *code,
+                                uint16_t port, const char *source)
 {
         cr_assert_eq(fixture_wait_txns(f, 1, WAIT_MS), 0, "never delivered once fixed");
         char line[128];
-        snprintf(line, sizeof(line), "diagnosis %s cleared for [127.0.0.1]:%u from 127.0.0.2", code,
-                 port);
+        snprintf(line, sizeof(line), "diagnosis %s cleared for [127.0.0.1]:%u from %s", code, port,
+                 source);
         cr_assert(wait_log(h, line), "no log line '%s'", line);
         char *out = tarryq_s(h);
         cr_assert_null(strstr(out, "diagnosis "), "still listed:\n%s", out);
         free(out);
         cr_assert_eq(gauge(h, code), 0);
+}
+
+static void assert_cleared(struct harness *h, struct fixture *f, const char *code, uint16_t port)
+{
+        assert_cleared_from(h, f, code, port, "127.0.0.2");
 }
 
 static void finish(struct harness *h, struct fixture *f)
@@ -209,5 +221,39 @@ Test(diagnose, a_destination_that_cannot_be_reached_is_diagnosed_until_it_answer
         assert_raised(&h, "destination_unreachable", port, "attempts reached no MX");
         struct fixture *f = start_fixture(port);
         assert_cleared(&h, f, "destination_unreachable", port);
+        finish(&h, f);
+}
+
+/* A reload takes the pinned source address away while the message is
+ * greylisted: its retry leaves from the new one, and the receiver's triplet
+ * starts again. */
+Test(diagnose, a_greylisted_message_retried_from_another_source_is_diagnosed)
+{
+        struct fixture *f = start_fixture(0);
+        fixture_set(f, "greylist", "600");
+        uint16_t port = fixture_port(f);
+        struct harness h;
+        init_with(&h, port, "greylist_no_window = 1h");
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "bob@example.test", "moved");
+        cr_assert(wait_log(&h, "class=greylist"), "the first attempt was not greylisted");
+
+        FILE *in = fopen(h.conf, "r");
+        cr_assert_not_null(in);
+        char text[8192];
+        size_t n = fread(text, 1, sizeof(text) - 1, in);
+        fclose(in);
+        text[n] = '\0';
+        char *at = strstr(text, "source_address = 127.0.0.2");
+        cr_assert_not_null(at, "%s", text);
+        at[strlen("source_address = 127.0.0.")] = '3';
+        harness_write_config(&h, text);
+        kill(h.tarryd, SIGHUP);
+        cr_assert(wait_log(&h, "configuration reloaded"));
+
+        assert_raised_from(&h, "source_changed_mid_greylist", port, "127.0.0.3",
+                           "was greylisted from 127.0.0.2, then deferred again from 127.0.0.3");
+        fixture_set(f, "greylist", "0");
+        assert_cleared_from(&h, f, "source_changed_mid_greylist", port, "127.0.0.3");
         finish(&h, f);
 }
