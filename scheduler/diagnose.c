@@ -214,7 +214,8 @@ static bool anything_open(const struct dstate *s)
         for (int c = 0; c < DIAG__MAX; c++)
                 if (s->r[c].on)
                         return true;
-        return s->late || s->rep_first_us || s->unreach_first_us || s->window_s >= 0;
+        /* the window comes with every event: alone it keeps nothing open */
+        return s->late || s->rep_first_us || s->unreach_first_us;
 }
 
 static void forget(struct diag *g, size_t idx)
