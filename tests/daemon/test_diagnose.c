@@ -103,7 +103,12 @@ static void assert_raised(struct harness *h, const char *code, uint16_t port, co
 static void assert_cleared_from(struct harness *h, struct fixture *f, const char *code,
                                 uint16_t port, const char *source)
 {
-        cr_assert_eq(fixture_wait_txns(f, 1, WAIT_MS), 0, "never delivered once fixed");
+        if (fixture_wait_txns(f, 1, WAIT_MS) != 0) {
+                char cmd[400];
+                snprintf(cmd, sizeof(cmd), "tail -n 30 '%s' >&2", h->log);
+                cr_assert_eq(system(cmd), 0);
+                cr_assert_fail("never delivered once fixed (tarryd's log above)");
+        }
         char line[128];
         snprintf(line, sizeof(line), "diagnosis %s cleared for [127.0.0.1]:%u from %s", code, port,
                  source);
