@@ -3,7 +3,7 @@
  * Input: typed delivery outcomes (one diag_event per recipient outcome, as
  * the scheduler decided it) and the clock (int64_t microseconds, the same
  * CLOCK_REALTIME as the scheduler's). Output: diagnoses, each raised once per
- * destination (the scheduler's destination key: source address and route)
+ * destination (the scheduler's destination key: source address and site or route)
  * and code, and cleared when the cause goes away; every raise and clear is
  * reported through a callback (tarryd logs it). No I/O, no global state:
  * tests drive it with a fake clock.
@@ -59,7 +59,7 @@ enum diag_outcome {
 /* One recipient's outcome of an attempt at destination (source, route). */
 struct diag_event {
         const char *source;   /* the address the attempt left from; "" or NULL: none */
-        const char *route;    /* the scheduler's route key */
+        const char *route;    /* the scheduler's route key (a site key for MX delivery) */
         const char *queue_id; /* the message */
         enum diag_outcome outcome;
         enum reply_class cls;      /* DEFERRED/FAILED: the class */
