@@ -56,7 +56,8 @@ static void ensure_sorted(struct msgindex *ix)
 {
         if (!ix->unsorted)
                 return;
-        qsort(ix->order, ix->n_order, sizeof(*ix->order), cmp_slot);
+        if (ix->n_order)
+                qsort(ix->order, ix->n_order, sizeof(*ix->order), cmp_slot);
         ix->unsorted = false;
 }
 

@@ -98,7 +98,7 @@ static int apply_record(const struct queue_snap_rec *r, void *userdata)
         struct pending key;
         memcpy(key.id, r->id, sizeof(key.id));
         key.dir = (uint8_t)r->dir;
-        struct pending *p = bsearch(&key, s->list, s->n, sizeof(*p), cmp_pending);
+        struct pending *p = s->n ? bsearch(&key, s->list, s->n, sizeof(*p), cmp_pending) : NULL;
         if (!p || a->taken[p - s->list])
                 return 0; /* its folder is gone (or it moved): dropped */
         struct msg *m;
@@ -227,7 +227,8 @@ int startup_begin(struct tarryd *d)
                 r = queue_scan(d->queue, QUEUE_HOLD, list_cb, a);
         if (r < 0)
                 return r;
-        qsort(s->list, s->n, sizeof(*s->list), cmp_pending);
+        if (s->n) /* qsort and bsearch take no NULL, even for nothing */
+                qsort(s->list, s->n, sizeof(*s->list), cmp_pending);
         if (s->fingerprint)
                 read_snapshot(d, s);
         /* then new mail: incoming/, oldest first as the IDs sort */
@@ -238,7 +239,8 @@ int startup_begin(struct tarryd *d)
                 log_error("cannot read incoming/: %s; will retry", strerror(-r));
                 pickup_retry_later(d);
         }
-        qsort(s->list + before, s->n - before, sizeof(*s->list), cmp_pending);
+        if (s->n > before)
+                qsort(s->list + before, s->n - before, sizeof(*s->list), cmp_pending);
         r = sd_event_add_defer(d->loop, &s->loader, on_load, d);
         if (r >= 0)
                 r = sd_event_source_set_priority(s->loader, SD_EVENT_PRIORITY_IDLE);
