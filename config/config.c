@@ -102,6 +102,12 @@ static const struct key_def keys[] = {
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
     {"smtp", "own_addresses", KEY_LIST, LIST(own_addresses),
      "this host's addresses besides its interfaces' (NAT): an MX there loops back"},
+    {"smtp", "mta_sts", KEY_BOOL, OFF(mta_sts), 0,
+     "MX delivery honours the recipient domain's MTA-STS policy (RFC 8461)"},
+    {"smtp", "mta_sts_port", KEY_PORT, OFF(mta_sts_port), 0,
+     "HTTPS port of mta-sts.DOMAIN: 443 (the RFC's); for tests only"},
+    {"smtp", "tls_ca_file", KEY_STRING, OFF(tls_ca_file), 0,
+     "CA certificates for verified TLS and MTA-STS fetches; empty: the system's"},
     {"diagnose", "greylist_no_window", KEY_DURATION, OFF(diagnose_greylist_no_window_s), 0,
      "greylist deferrals with no window known raise greylist_not_clearing after this"},
     {"diagnose", "reputation", KEY_DURATION, OFF(diagnose_reputation_s), 0,
@@ -855,6 +861,8 @@ static int set_defaults(struct tarry_config *c)
         c->diagnose_unreachable_s = 3600;
         c->smtp_port = 25;
         c->smtp_tls = CFG_TLS_MAY;
+        c->mta_sts = true;
+        c->mta_sts_port = 443;
         c->connect_timeout_s = 30;
         c->command_timeout_s = 300;
         c->data_timeout_s = 600;

@@ -125,6 +125,9 @@ struct tarry_config {
         size_t n_dns_servers;
         char **own_addresses; /* more addresses that are this host (NAT): MX loop check */
         size_t n_own_addresses;
+        bool mta_sts;          /* honour MX recipients' MTA-STS policies (RFC 8461) */
+        uint16_t mta_sts_port; /* HTTPS port of policy hosts: 443; another only in tests */
+        char *tls_ca_file;     /* CA bundle for verified TLS and policy fetches; NULL: system's */
 
         /* [diagnose] thresholds (scheduler/diagnose.h, docs/scheduler.md "Diagnoses") */
         int64_t diagnose_greylist_no_window_s;

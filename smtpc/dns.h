@@ -19,7 +19,8 @@ struct smtpc_target {
         char host[256];
         char ip[64];
         int family;
-        unsigned pref; /* MX preference (0: no MX record) */
+        unsigned pref;   /* MX preference (0: no MX record) */
+        bool sts_verify; /* MTA-STS enforce: STARTTLS with a certificate verified for host */
 };
 
 enum dns_status {

@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 #include "smtpc/dns.h"
+#include "smtpc/sts.h"
 #include "smtpc/self.h"
 #include "smtpc/reply.h"
 #include "smtpc/slots.h"
@@ -82,7 +83,8 @@ struct attempt {
         struct dns_job *job;
         struct smtpc_target targets[DNS_MAX_TARGETS];
         size_t n_targets, cur;
-        bool no_starttls; /* retrying the current host without STARTTLS */
+        bool no_starttls;                 /* retrying the current host without STARTTLS */
+        char sts_policy[STS_POLICY_NAME]; /* the MTA-STS policy applied, "" if none */
         CURL *easy;
         struct curl_slist *rcpt_list, *connect_list;
         char errbuf[CURL_ERROR_SIZE];
@@ -570,9 +572,15 @@ static void interpret(struct attempt *a, CURLcode rc)
                 return;
         }
         if (is_tls_failure(rc) || handshake_failed(a, rc)) {
+                const char *err = a->errbuf[0] ? a->errbuf : curl_easy_strerror(rc);
+                char why[CURL_ERROR_SIZE + STS_POLICY_NAME + 40];
+                if (a->cur < a->n_targets && a->targets[a->cur].sts_verify)
+                        snprintf(why, sizeof(why), "%s (the %s requires verified TLS)", err,
+                                 a->sts_policy);
+                else
+                        snprintf(why, sizeof(why), "%s", err);
                 synth_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TLS, "4.7.5",
-                              "TLS with %s[%s]:%u failed: %s",
-                              a->errbuf[0] ? a->errbuf : curl_easy_strerror(rc));
+                              "TLS with %s[%s]:%u failed: %s", why);
                 return;
         }
         if (!a->any_reply && (is_connect_failure(rc) || rc == CURLE_OPERATION_TIMEDOUT)) {
@@ -587,7 +595,8 @@ static void interpret(struct attempt *a, CURLcode rc)
  * whoever broke the handshake would read the password. */
 static bool retry_without_tls(struct attempt *a, CURLcode rc)
 {
-        return a->route.tls == CFG_TLS_MAY && !a->route.auth && !a->no_starttls &&
+        bool sts = a->cur < a->n_targets && a->targets[a->cur].sts_verify;
+        return a->route.tls == CFG_TLS_MAY && !a->route.auth && !a->no_starttls && !sts &&
                handshake_failed(a, rc) && a->abort_why == NULL;
 }
 
@@ -883,6 +892,10 @@ static int set_tls(struct attempt *a, CURL *h)
                 break;
         }
         long verify = a->route.tls == CFG_TLS_VERIFY;
+        if (a->targets[a->cur].sts_verify) /* MTA-STS enforce: verified for the MX name */
+                use = CURLUSESSL_ALL, verify = 1;
+        if (a->c->cfg->tls_ca_file)
+                curl_easy_setopt(h, CURLOPT_CAINFO, a->c->cfg->tls_ca_file);
         curl_easy_setopt(h, CURLOPT_USE_SSL, use);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, verify);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);
@@ -1057,6 +1070,19 @@ static int curl_timer_cb(CURLM *m, long timeout_ms, void *userp)
 
 /* ---- starting attempts ---- */
 
+/* MTA-STS over an MX route's targets (smtpc/sts.c); true: deferred. */
+static bool mx_sts_refused(struct attempt *a)
+{
+        if (a->route.kind != SMTPC_ROUTE_MX || a->route.no_mx || !a->c->cfg->mta_sts)
+                return false;
+        char text[1024];
+        if (sts_filter(a->c->cfg, a->queue_id, a->route.host, a->targets, &a->n_targets,
+                       a->sts_policy, text, sizeof(text)) == 0)
+                return false;
+        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TLS, 451, text);
+        return true;
+}
+
 static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target *t, size_t n,
                         const char *why)
 {
@@ -1065,6 +1091,8 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
         bool looped = false;
         if (st == DNS_OK) {
                 memcpy(a->targets, t, n * sizeof(*t));
+                for (size_t i = 0; i < n; i++) /* set only by mx_sts_refused */
+                        a->targets[i].sts_verify = false;
                 a->n_targets =
                     a->route.no_mx ? n : self_drop_own_mx(a->c->cfg, a->targets, n, &looped);
         }
@@ -1073,6 +1101,8 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
                 snprintf(text, sizeof(text), "451 4.4.6 mail for %s loops back to myself",
                          a->route.host);
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_DNS, 451, text);
+        } else if (st == DNS_OK && mx_sts_refused(a)) {
+                /* deferred 4.7.5: the policy lists none of the MX hosts */
         } else if (st == DNS_OK) {
                 if (transfer_start(a) == 0)
                         return;
