@@ -42,6 +42,11 @@
  * inside smtpc in arrival order and started when a slot frees up;
  * smtpc_attempt_start() never returns -EBUSY.
  *
+ * MTA-STS (cfg->mta_sts, MX routes only): between DNS and the first
+ * connection the recipient domain's policy is looked up, and fetched when
+ * its TXT id changed, by mtasts/ in blocking calls (10 s or connect_timeout
+ * each): run in a worker, that blocks only this attempt (smtpc/sts.h).
+ *
  * Limitations (libcurl 7.88): no MAIL/RCPT parameters (ENVID, RET, NOTIFY,
  * ORCPT); curl adds SIZE= and SMTPUTF8 itself; curl never sends RSET.
  */
