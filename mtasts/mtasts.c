@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/ares_wait.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
 
@@ -293,41 +293,7 @@ static void on_host(void *arg, int status, int timeouts, struct hostent *he)
 
 static void wait_for(ares_channel ch, struct pending *p)
 {
-        while (!p->done) {
-                ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-                struct pollfd pfd[ARES_GETSOCK_MAXNUM];
-                int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
-                nfds_t n = 0;
-                for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-                        /* c-ares' ARES_GETSOCK_WRITABLE shifts a signed 1 by up to 31
-                         * places (undefined behaviour); read the bits unsigned */
-                        unsigned ubits = (unsigned)bits;
-                        short ev =
-                            (short)(((ubits >> i) & 1u ? POLLIN : 0) |
-                                    ((ubits >> (i + ARES_GETSOCK_MAXNUM)) & 1u ? POLLOUT : 0));
-                        if (ev)
-                                pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
-                }
-                struct timeval tv, *tvp = ares_timeout(ch, NULL, &tv);
-                int ms = tvp ? (int)(tvp->tv_sec * 1000 + tvp->tv_usec / 1000) + 1 : 1000;
-                int r = poll(pfd, n, ms);
-                if (r < 0 && errno != EINTR)
-                        break;
-                if (r <= 0) {
-                        ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-                        continue;
-                }
-                for (nfds_t i = 0; i < n; i++)
-                        ares_process_fd(ch,
-                                        pfd[i].revents & (POLLIN | POLLERR | POLLHUP)
-                                            ? pfd[i].fd
-                                            : ARES_SOCKET_BAD,
-                                        pfd[i].revents & POLLOUT ? pfd[i].fd : ARES_SOCKET_BAD);
-        }
-        if (!p->done) {
-                ares_cancel(ch);
-                p->done = true;
-        }
+        ares_wait_done(ch, &p->done);
 }
 
 static void channel_free(ares_channel *ch)

@@ -5,11 +5,12 @@
 #include <arpa/nameser.h>
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/ares_wait.h"
 
 int sc_dns_open(struct sc_dns *dns, char *const *servers, size_t n_servers)
 {
@@ -64,44 +65,9 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
         }
 }
 
-/* Drive the channel until the query is answered (c-ares bounds it: timeout × tries). */
 static void wait_for(ares_channel ch, struct pending *p)
 {
-        while (!p->done) {
-                ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-                struct pollfd pfd[ARES_GETSOCK_MAXNUM];
-                int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
-                nfds_t n = 0;
-                for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-                        /* c-ares' ARES_GETSOCK_WRITABLE shifts a signed 1 by up to 31
-                         * places (undefined behaviour); read the bits unsigned */
-                        unsigned ubits = (unsigned)bits;
-                        short ev =
-                            (short)(((ubits >> i) & 1u ? POLLIN : 0) |
-                                    ((ubits >> (i + ARES_GETSOCK_MAXNUM)) & 1u ? POLLOUT : 0));
-                        if (ev)
-                                pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
-                }
-                struct timeval tv, *tvp = ares_timeout(ch, NULL, &tv);
-                int ms = tvp ? (int)(tvp->tv_sec * 1000 + tvp->tv_usec / 1000) + 1 : 1000;
-                int r = poll(pfd, n, ms);
-                if (r < 0 && errno != EINTR)
-                        break;
-                if (r <= 0) {
-                        ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-                        continue;
-                }
-                for (nfds_t i = 0; i < n; i++)
-                        ares_process_fd(ch,
-                                        pfd[i].revents & (POLLIN | POLLERR | POLLHUP)
-                                            ? pfd[i].fd
-                                            : ARES_SOCKET_BAD,
-                                        pfd[i].revents & POLLOUT ? pfd[i].fd : ARES_SOCKET_BAD);
-        }
-        if (!p->done) {
-                ares_cancel(ch);
-                p->done = true;
-        }
+        ares_wait_done(ch, &p->done);
 }
 
 static int add(struct sc_dns_answer *a, const char *s, size_t len)
