@@ -625,6 +625,7 @@ uint64_t sched_rand(struct sched *s)
 void sched_pause(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until)
 {
         pause_dest(s, d, kind, until);
+        share_pause_set(s, d);
 }
 
 void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now)

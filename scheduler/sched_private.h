@@ -88,6 +88,8 @@ struct sched {
         /* move_source: may this item leave from another address? (sched_set_mover) */
         bool (*may_move)(void *item_userdata, void *arg);
         void *may_move_arg;
+        struct sched_share share; /* share.c: pauses told to other nodes */
+        bool applying_shared;     /* share.c: applying one of theirs, tell nobody */
 };
 
 /* dest.c */
@@ -110,5 +112,8 @@ void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now)
 int sched_item_wait(struct sched *s, struct sched_item *it, int64_t due);
 void sched_item_free(struct sched *s, struct sched_item *it);
 int sched_full_concurrency(const struct sched *s);
+
+/* share.c */
+void share_pause_set(struct sched *s, const struct dest *d);
 
 #endif

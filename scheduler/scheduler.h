@@ -420,6 +420,34 @@ int sched_foreach_destination(struct sched *s, int64_t now_us,
                               int (*cb)(const struct sched_dest_info *d, void *userdata),
                               void *userdata);
 
+/* ---- sharing with other nodes (cluster/, docs/fleet.md) ---- */
+
+/* A destination pause as other nodes learn it: (source, route) is the
+ * destination key, state SCHED_DEST_SUSPENDED or SCHED_DEST_BACKOFF. */
+struct sched_shared_pause {
+        const char *source; /* "" when none */
+        const char *route;
+        enum sched_dest_state state;
+        int64_t until_us;
+        int cls; /* enum reply_class behind it, -1: none (a rule action) */
+};
+
+/* Told whenever this node pauses a destination (or lengthens a pause); not
+ * for pauses applied with sched_apply_shared_pause, so nothing echoes. */
+struct sched_share {
+        void (*pause_set)(void *userdata, const struct sched_shared_pause *p);
+        void *userdata;
+};
+
+/* Install (or with NULL remove) the sharing callbacks. */
+void sched_set_share(struct sched *s, const struct sched_share *share);
+
+/* Apply a pause another node learned: the destination is paused until
+ * p->until_us unless it is already paused as long. Validated by the caller
+ * (cluster/); a pause already over, a state that is not a pause or an empty
+ * route is -EINVAL. 1 when it changed something, 0 when not, -ENOMEM. */
+int sched_apply_shared_pause(struct sched *s, const struct sched_shared_pause *p, int64_t now_us);
+
 /* Counters for status/metrics. */
 struct sched_stats {
         size_t items;   /* all items */

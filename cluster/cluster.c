@@ -1,0 +1,569 @@
+/* cluster/cluster.c — the Redis connections of a fleet node on sd-event.
+ *
+ * Two hiredis async connections: `cmd` sends the records this node sets (one
+ * server-side script: store if longer, expire with the pause, publish) and
+ * reads every stored record once per (re)connection; `sub` listens on the
+ * channel. A small adapter gives hiredis its descriptor events from the
+ * loop; one half-second tick reconnects, and drops a connection that is not
+ * made, or not answering, within CONNECT_TIMEOUT_US / REPLY_TIMEOUT_US —
+ * hiredis 0.14's async API has no timeouts of its own. Nothing waits for a
+ * reply: a pause not shared is counted and the node goes on.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "cluster/cluster.h"
+
+#define US                 1000000LL
+#define TICK_US            (US / 2)
+#define CONNECT_TIMEOUT_US (2 * US)  /* a connection not made by then is given up */
+#define REPLY_TIMEOUT_US   (2 * US)  /* a command unanswered this long: Redis is stalled */
+#define RETRY_US           (1 * US)  /* between connection attempts while Redis is away */
+#define MAX_PENDING        10000     /* commands in flight; more are dropped */
+#define RESYNC_MAX         10000     /* records read back per reconnection */
+#define REFUSAL_LOG_US     (60 * US) /* refused records: one log line per minute */
+
+/* Store a record unless a longer pause is stored; expire it with the pause;
+ * tell the others. A key of another type (not ours) is replaced. */
+static const char set_script[] =
+    "local t = redis.call('TYPE', KEYS[1]).ok\n"
+    "if t == 'string' then\n"
+    "  local u = tonumber(string.match(redis.call('GET', KEYS[1]), '^%S+ %S+ %S+ %S+ (%d+) '))\n"
+    "  if u and u >= tonumber(ARGV[2]) then return 0 end\n"
+    "elseif t ~= 'none' then redis.call('DEL', KEYS[1]) end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])\n"
+    "redis.call('PUBLISH', ARGV[4], ARGV[1])\n"
+    "return 1\n";
+
+/* Every stored record (strings only), at most ARGV[2]: one round trip. */
+static const char scan_script[] =
+    "local out, cursor = {}, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for _, k in ipairs(r[2]) do\n"
+    "    if redis.call('TYPE', k).ok == 'string' then out[#out + 1] = redis.call('GET', k) end\n"
+    "  end\n"
+    "until cursor == '0' or #out >= tonumber(ARGV[2])\n"
+    "return out\n";
+
+struct rconn {
+        struct cluster *c;
+        redisAsyncContext *ac;
+        sd_event_source *io;
+        uint32_t events;
+        bool up;         /* connected */
+        bool subscribed; /* sub: SUBSCRIBE confirmed */
+        int64_t since_us;
+        int64_t next_try_us;
+};
+
+struct cluster {
+        sd_event *loop;
+        char host[INET6_ADDRSTRLEN + 2];
+        int port;
+        char *unix_path;
+        char *addr; /* as configured, for messages */
+        char *node, *prefix, *channel, *pattern;
+        struct cluster_ops ops;
+        struct rconn cmd, sub;
+        sd_event_source *tick;
+        bool healthy;       /* both connections up and subscribed */
+        bool loss_reported; /* "lost" logged; "back" is logged next */
+        unsigned pending;   /* commands without a reply yet */
+        int64_t last_progress_us;
+        int64_t refusal_logged_us;
+        uint64_t refusals_unlogged;
+        struct cluster_stats st;
+};
+
+static int64_t mono_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * US + ts.tv_nsec / 1000;
+}
+
+static int64_t real_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * US + ts.tv_nsec / 1000;
+}
+
+static void say(struct cluster *c, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(struct cluster *c, int prio, const char *fmt, ...)
+{
+        if (!c->ops.log)
+                return;
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        c->ops.log(c->ops.userdata, prio, msg);
+}
+
+/* ---- hiredis ↔ sd-event ---- */
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        (void)s;
+        (void)fd;
+        struct rconn *rc = userdata;
+        if (rc->ac && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                redisAsyncHandleRead(rc->ac);
+        if (rc->ac && (revents & EPOLLOUT))
+                redisAsyncHandleWrite(rc->ac);
+        return 0;
+}
+
+static void set_events(struct rconn *rc, uint32_t events)
+{
+        rc->events = events;
+        if (!rc->ac)
+                return;
+        if (!rc->io) {
+                if (!events ||
+                    sd_event_add_io(rc->c->loop, &rc->io, rc->ac->c.fd, events, on_io, rc) < 0)
+                        return;
+                return;
+        }
+        if (events) {
+                sd_event_source_set_io_events(rc->io, events);
+                sd_event_source_set_enabled(rc->io, SD_EVENT_ON);
+        } else {
+                sd_event_source_set_enabled(rc->io, SD_EVENT_OFF);
+        }
+}
+
+static void ev_add_read(void *p)
+{
+        struct rconn *rc = p;
+        set_events(rc, rc->events | EPOLLIN);
+}
+static void ev_del_read(void *p)
+{
+        struct rconn *rc = p;
+        set_events(rc, rc->events & ~(uint32_t)EPOLLIN);
+}
+static void ev_add_write(void *p)
+{
+        struct rconn *rc = p;
+        set_events(rc, rc->events | EPOLLOUT);
+}
+static void ev_del_write(void *p)
+{
+        struct rconn *rc = p;
+        set_events(rc, rc->events & ~(uint32_t)EPOLLOUT);
+}
+static void ev_cleanup(void *p)
+{
+        struct rconn *rc = p;
+        rc->io = sd_event_source_disable_unref(rc->io);
+        rc->events = 0;
+        rc->ac = NULL;
+        rc->up = rc->subscribed = false;
+}
+
+/* ---- health ---- */
+
+static void resync(struct cluster *c);
+
+static void note_down(struct cluster *c, const char *why)
+{
+        c->healthy = false;
+        if (c->loss_reported)
+                return;
+        c->loss_reported = true;
+        c->st.losses++;
+        say(c, LOG_WARNING,
+            "cluster: redis %s %s: %s; delivering on this node's own state until it is back",
+            c->addr, c->st.connected_us ? "lost" : "not reachable", why);
+}
+
+static void check_up(struct cluster *c)
+{
+        if (c->healthy || !c->cmd.up || !c->sub.subscribed)
+                return;
+        c->healthy = true;
+        c->st.connected_us = real_us();
+        if (c->loss_reported)
+                say(c, LOG_INFO, "cluster: redis %s is back; resynchronising", c->addr);
+        else
+                say(c, LOG_INFO, "cluster: connected to redis %s as node %s", c->addr, c->node);
+        c->loss_reported = false;
+        resync(c);
+        if (c->ops.on_connected)
+                c->ops.on_connected(c->ops.userdata);
+}
+
+static void drop(struct rconn *rc, const char *why)
+{
+        struct cluster *c = rc->c;
+        redisAsyncContext *ac = rc->ac;
+        note_down(c, why); /* first: the reason logged is ours, not "closed" */
+        if (ac) {
+                /* freeing answers its pending callbacks with NULL and calls
+                 * ev_cleanup, which forgets it */
+                redisAsyncFree(ac);
+        }
+        rc->ac = NULL;
+        rc->up = rc->subscribed = false;
+        rc->next_try_us = mono_us() + RETRY_US;
+}
+
+/* ---- replies ---- */
+
+static void refused(struct cluster *c, const char *why)
+{
+        c->st.refused++;
+        int64_t now = mono_us();
+        if (c->refusal_logged_us && now - c->refusal_logged_us < REFUSAL_LOG_US) {
+                c->refusals_unlogged++;
+                return;
+        }
+        say(c, LOG_WARNING, "cluster: ignored a record from redis %s: %s (%llu more since)",
+            c->addr, why, (unsigned long long)c->refusals_unlogged);
+        c->refusal_logged_us = now;
+        c->refusals_unlogged = 0;
+}
+
+static void take_record(struct cluster *c, const char *buf, size_t len)
+{
+        char work[CLUSTER_RECORD_MAX + 1], why[64];
+        struct cluster_pause p;
+        if (cluster_record_parse(buf, len, real_us(), work, sizeof(work), &p, why, sizeof(why)) <
+            0) {
+                /* a pause already over is ordinary (it expires a moment later) */
+                if (strcmp(why, "already over") != 0)
+                        refused(c, why);
+                return;
+        }
+        if (strcmp(p.node, c->node) == 0)
+                return; /* our own, back from the channel */
+        c->st.received++;
+        if (c->ops.on_pause)
+                c->ops.on_pause(c->ops.userdata, &p);
+}
+
+static void reply_done(struct cluster *c)
+{
+        if (c->pending)
+                c->pending--;
+        c->last_progress_us = mono_us();
+}
+
+static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct cluster *c = priv;
+        redisReply *reply = r;
+        reply_done(c);
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+                refused(c, reply->str);
+}
+
+static void on_scan_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct cluster *c = priv;
+        redisReply *reply = r;
+        reply_done(c);
+        if (!reply)
+                return;
+        if (reply->type != REDIS_REPLY_ARRAY) {
+                refused(c, reply->type == REDIS_REPLY_ERROR ? reply->str : "resync: not a list");
+                return;
+        }
+        for (size_t i = 0; i < reply->elements; i++)
+                if (reply->element[i]->type == REDIS_REPLY_STRING)
+                        take_record(c, reply->element[i]->str, reply->element[i]->len);
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct cluster *c = priv;
+        redisReply *reply = r;
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+            reply->element[0]->type != REDIS_REPLY_STRING)
+                return;
+        const char *kind = reply->element[0]->str;
+        if (strcmp(kind, "subscribe") == 0) {
+                c->sub.subscribed = true;
+                check_up(c);
+        } else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
+                take_record(c, reply->element[2]->str, reply->element[2]->len);
+        }
+}
+
+static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const char **argv)
+{
+        if (!c->cmd.up || c->pending >= MAX_PENDING)
+                return false;
+        size_t lens[8];
+        for (int i = 0; i < argc; i++)
+                lens[i] = strlen(argv[i]);
+        if (redisAsyncCommandArgv(c->cmd.ac, fn, c, argc, argv, lens) != REDIS_OK)
+                return false;
+        if (c->pending++ == 0)
+                c->last_progress_us = mono_us();
+        c->st.commands++;
+        return true;
+}
+
+static void resync(struct cluster *c)
+{
+        char max[16];
+        snprintf(max, sizeof(max), "%d", RESYNC_MAX);
+        const char *argv[] = {"EVAL", scan_script, "0", c->pattern, max};
+        (void)send_cmd(c, on_scan_reply, 5, argv);
+}
+
+/* ---- connecting ---- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+        struct rconn *rc = ac->ev.data;
+        if (status != REDIS_OK) {
+                rc->ac = NULL; /* hiredis frees it */
+                rc->next_try_us = mono_us() + RETRY_US;
+                note_down(rc->c, ac->errstr[0] ? ac->errstr : "cannot connect");
+                return;
+        }
+        rc->up = true;
+        if (rc == &rc->c->sub) {
+                const char *argv[] = {"SUBSCRIBE", rc->c->channel};
+                size_t lens[] = {9, strlen(rc->c->channel)};
+                redisAsyncCommandArgv(rc->ac, on_sub_reply, rc->c, 2, argv, lens);
+        }
+        check_up(rc->c);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+        struct rconn *rc = ac->ev.data;
+        (void)status;
+        rc->ac = NULL;
+        rc->up = rc->subscribed = false;
+        rc->next_try_us = mono_us() + RETRY_US;
+        note_down(rc->c, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static void try_connect(struct rconn *rc)
+{
+        struct cluster *c = rc->c;
+        redisAsyncContext *ac = c->unix_path ? redisAsyncConnectUnix(c->unix_path)
+                                             : redisAsyncConnect(c->host, c->port);
+        rc->since_us = mono_us();
+        rc->next_try_us = rc->since_us + RETRY_US;
+        if (!ac)
+                return;
+        if (ac->err) {
+                note_down(c, ac->errstr);
+                redisAsyncFree(ac);
+                return;
+        }
+        rc->ac = ac;
+        ac->ev.data = rc;
+        ac->ev.addRead = ev_add_read;
+        ac->ev.delRead = ev_del_read;
+        ac->ev.addWrite = ev_add_write;
+        ac->ev.delWrite = ev_del_write;
+        ac->ev.cleanup = ev_cleanup;
+        redisAsyncSetConnectCallback(ac, on_connect);
+        redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+static void tend(struct rconn *rc, int64_t now)
+{
+        if (!rc->ac) {
+                if (now >= rc->next_try_us)
+                        try_connect(rc);
+                return;
+        }
+        if (!rc->up && now - rc->since_us > CONNECT_TIMEOUT_US)
+                drop(rc, "connection not made within 2 s");
+}
+
+static int on_tick(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct cluster *c = userdata;
+        int64_t now = mono_us();
+        if (c->cmd.up && c->pending && now - c->last_progress_us > REPLY_TIMEOUT_US)
+                drop(&c->cmd, "no reply within 2 s");
+        tend(&c->cmd, now);
+        tend(&c->sub, now);
+        sd_event_source_set_time(s, usec + TICK_US);
+        return 0;
+}
+
+/* ---- construction ---- */
+
+static int parse_addr(struct cluster *c, const char *addr, char *err, size_t errlen)
+{
+        if (strncmp(addr, "unix:", 5) == 0) {
+                if (addr[5] != '/') {
+                        snprintf(err, errlen, "[cluster] redis: '%s': unix: needs an absolute path",
+                                 addr);
+                        return -EINVAL;
+                }
+                c->unix_path = strdup(addr + 5);
+                return c->unix_path ? 0 : -ENOMEM;
+        }
+        const char *colon = strrchr(addr, ':');
+        char host[INET6_ADDRSTRLEN + 2];
+        size_t hl = colon ? (size_t)(colon - addr) : 0;
+        if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+                addr++;
+                hl -= 2;
+        }
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        struct in6_addr a6;
+        if (!colon || hl == 0 || hl >= sizeof(host) || !end || *end || port < 1 || port > 65535) {
+                snprintf(err, errlen, "[cluster] redis: '%s' is not HOST:PORT or unix:PATH",
+                         c->addr);
+                return -EINVAL;
+        }
+        memcpy(host, addr, hl);
+        host[hl] = '\0';
+        if (inet_pton(AF_INET, host, &a6) != 1 && inet_pton(AF_INET6, host, &a6) != 1) {
+                /* a name would be resolved by a blocking call on the loop */
+                snprintf(err, errlen, "[cluster] redis: '%s': the host must be an IP address",
+                         c->addr);
+                return -EINVAL;
+        }
+        snprintf(c->host, sizeof(c->host), "%s", host);
+        c->port = (int)port;
+        return 0;
+}
+
+static char *glob_escape(const char *s)
+{
+        char *out = malloc(2 * strlen(s) + 1), *o = out;
+        if (!out)
+                return NULL;
+        for (; *s; s++) {
+                if (strchr("*?[]\\", *s))
+                        *o++ = '\\';
+                *o++ = *s;
+        }
+        *o = '\0';
+        return out;
+}
+
+int cluster_new(sd_event *loop, const char *addr, const char *node, const char *prefix,
+                const struct cluster_ops *ops, struct cluster **out, char *err, size_t errlen)
+{
+        if (!prefix || !prefix[0])
+                prefix = CLUSTER_PREFIX_DEFAULT;
+        if (!cluster_node_name_ok(node)) {
+                snprintf(err, errlen,
+                         "[cluster] node: '%s' is not a node name (1 to %d letters, digits, "
+                         "'.', '-', '_')",
+                         node ? node : "", CLUSTER_NAME_MAX);
+                return -EINVAL;
+        }
+        if (!cluster_prefix_ok(prefix)) {
+                snprintf(err, errlen, "[cluster] prefix: '%s' has white space or is longer than %d",
+                         prefix, CLUSTER_NAME_MAX);
+                return -EINVAL;
+        }
+        struct cluster *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->loop = sd_event_ref(loop);
+        c->ops = *ops;
+        c->cmd.c = c->sub.c = c;
+        c->addr = strdup(addr);
+        c->node = strdup(node);
+        c->prefix = strdup(prefix);
+        char *esc = glob_escape(prefix);
+        if (!c->addr || !c->node || !c->prefix || !esc ||
+            asprintf(&c->channel, "%spause", prefix) < 0 ||
+            asprintf(&c->pattern, "%sdest:*", esc) < 0) {
+                free(esc);
+                cluster_free(c);
+                return -ENOMEM;
+        }
+        free(esc);
+        int r = parse_addr(c, addr, err, errlen);
+        if (r == 0)
+                r = sd_event_add_time_relative(loop, &c->tick, CLOCK_MONOTONIC, 0, TICK_US / 10,
+                                               on_tick, c);
+        if (r < 0) {
+                if (r != -EINVAL)
+                        snprintf(err, errlen, "cluster: %s", strerror(-r));
+                cluster_free(c);
+                return r;
+        }
+        sd_event_source_set_enabled(c->tick, SD_EVENT_ON);
+        *out = c;
+        return 0;
+}
+
+void cluster_free(struct cluster *c)
+{
+        if (!c)
+                return;
+        c->ops.log = NULL; /* no "lost" message at shutdown */
+        c->ops.on_pause = NULL;
+        c->ops.on_connected = NULL;
+        if (c->cmd.ac)
+                redisAsyncFree(c->cmd.ac);
+        if (c->sub.ac)
+                redisAsyncFree(c->sub.ac);
+        sd_event_source_disable_unref(c->tick);
+        sd_event_unref(c->loop);
+        free(c->unix_path);
+        free(c->addr);
+        free(c->node);
+        free(c->prefix);
+        free(c->channel);
+        free(c->pattern);
+        free(c);
+}
+
+void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p)
+{
+        struct cluster_pause mine = *p;
+        mine.node = c->node;
+        char rec[CLUSTER_RECORD_MAX + 1];
+        int64_t ttl_ms = (p->until_us - real_us()) / 1000;
+        if (ttl_ms <= 0 || cluster_record_format(&mine, rec, sizeof(rec)) < 0)
+                return;
+        if (ttl_ms > CLUSTER_PAUSE_MAX_S * 1000LL)
+                ttl_ms = CLUSTER_PAUSE_MAX_S * 1000LL; /* the others refuse longer */
+        char *key = NULL, until[24], ttl[24];
+        if (asprintf(&key, "%sdest:%s/%s", c->prefix, p->source && p->source[0] ? p->source : "-",
+                     p->route) < 0)
+                return;
+        snprintf(until, sizeof(until), "%lld", (long long)p->until_us);
+        snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+        const char *argv[] = {"EVAL", set_script, "1", key, rec, until, ttl, c->channel};
+        if (!send_cmd(c, on_cmd_reply, 8, argv))
+                c->st.dropped++;
+        free(key);
+}
+
+void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)
+{
+        *out = c->st;
+        out->connected = c->healthy;
+}
+
+const char *cluster_node(const struct cluster *c)
+{
+        return c->node;
+}

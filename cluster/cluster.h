@@ -1,0 +1,106 @@
+/* cluster/cluster.h — a fleet of tarry nodes sharing destination pauses
+ * through Redis (docs/fleet.md).
+ *
+ * Input: pauses this node sets (cluster_publish_pause) and what Redis tells
+ * it (other nodes' pauses, on a pub/sub channel and, at each (re)connection,
+ * every pause still stored). Output: validated pauses of other nodes, through
+ * a callback. Two hiredis async connections (commands, subscription) on the
+ * caller's sd-event loop; nothing here ever blocks or makes mail wait: a
+ * command is sent and forgotten, and Redis down, slow or restarted only
+ * means nothing is shared until it is back (the loss is logged once, the
+ * state resynchronised on reconnection).
+ *
+ * In Redis, under the prefix P ("tarry:" by default):
+ *   P dest:SOURCE/ROUTE  a record (below), expiring with the pause
+ *   P pause              channel: the same record when it is set
+ * A record: "1 SOURCE ROUTE STATE UNTIL_US CLASS NODE", SOURCE "-" for the
+ * kernel's choice, STATE "suspended" or "backoff", CLASS a reply class name
+ * or "-". A record is only ever lengthened (a server-side script compares).
+ */
+#ifndef TARRY_CLUSTER_H
+#define TARRY_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <systemd/sd-event.h>
+
+#define CLUSTER_PREFIX_DEFAULT "tarry:"
+#define CLUSTER_NAME_MAX       64    /* node names and prefixes */
+#define CLUSTER_ROUTE_MAX      255   /* a route in a record */
+#define CLUSTER_RECORD_MAX     512   /* a whole record; longer is refused unread */
+#define CLUSTER_PAUSE_MAX_S    86400 /* a shared pause longer than a day is refused */
+
+enum cluster_pause_state {
+        CLUSTER_SUSPENDED,
+        CLUSTER_BACKOFF,
+};
+
+/* One destination pause as it travels between nodes. The strings point into
+ * the caller's buffers (cluster_record_parse: into the record's copy). */
+struct cluster_pause {
+        const char *source; /* "" when none */
+        const char *route;
+        enum cluster_pause_state state;
+        int64_t until_us; /* CLOCK_REALTIME */
+        int cls;          /* enum reply_class, -1: none */
+        const char *node; /* who set it */
+};
+
+/* Encode p as a record; node is this node. 0, or -EINVAL for a pause that
+ * could not be read back (a field with white space, too long...). */
+int cluster_record_format(const struct cluster_pause *p, char *out, size_t outlen);
+
+/* Parse and validate a record that came from Redis (untrusted): buf (len
+ * bytes, not NUL-terminated) is copied into work (workcap bytes), and out
+ * points into it. Refused with -EINVAL and a reason in why: a wrong
+ * version, field count, state or class, a route or source that is not one,
+ * a time that is not a number, already past at now_us, or further than
+ * CLUSTER_PAUSE_MAX_S away. */
+int cluster_record_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
+                         struct cluster_pause *out, char *why, size_t whylen);
+
+/* A node name or key prefix as [cluster] takes it: 1..CLUSTER_NAME_MAX
+ * bytes; a name of letters, digits, ".-_"; a prefix without white space. */
+bool cluster_node_name_ok(const char *name);
+bool cluster_prefix_ok(const char *prefix);
+
+struct cluster;
+
+struct cluster_ops {
+        /* Another node set this pause (validated; not one of this node's). */
+        void (*on_pause)(void *userdata, const struct cluster_pause *p);
+        /* Connected (first time or after a loss): the caller publishes its
+         * own current pauses again (a restarted Redis has forgotten them). */
+        void (*on_connected)(void *userdata);
+        /* Something to log: the loss, the return, a refused record. */
+        void (*log)(void *userdata, int priority, const char *msg);
+        void *userdata;
+};
+
+/* Start connecting to addr ("host:port", "[v6]:port" or "unix:/path").
+ * Returns 0 at once (connection and reconnection happen on the loop), or
+ * -EINVAL with the reason in err (address, node or prefix not valid),
+ * -ENOMEM. */
+int cluster_new(sd_event *loop, const char *addr, const char *node, const char *prefix,
+                const struct cluster_ops *ops, struct cluster **out, char *err, size_t errlen);
+void cluster_free(struct cluster *c);
+
+/* Share a pause this node set (p->node is ignored: this node's name is
+ * used). Dropped when Redis is not connected now. */
+void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p);
+
+struct cluster_stats {
+        bool connected;
+        uint64_t commands;    /* round trips sent on the command connection */
+        uint64_t received;    /* records taken from other nodes */
+        uint64_t refused;     /* records refused as invalid */
+        uint64_t dropped;     /* pauses not shared: Redis was not there */
+        uint64_t losses;      /* connections lost (or never made) */
+        int64_t connected_us; /* CLOCK_REALTIME of the latest connection, 0: never */
+};
+void cluster_get_stats(const struct cluster *c, struct cluster_stats *out);
+const char *cluster_node(const struct cluster *c);
+
+#endif

@@ -1,0 +1,49 @@
+/* scheduler/share.c — pauses shared with the other nodes of a fleet.
+ *
+ * The scheduler tells its sharer (cluster/ through the daemon) every pause it
+ * sets, and takes the pauses other nodes set as if it had set them itself,
+ * without telling them back. What crosses is validated by cluster/.
+ */
+#include <errno.h>
+
+#include "scheduler/sched_private.h"
+
+void sched_set_share(struct sched *s, const struct sched_share *share)
+{
+        s->share = share ? *share : (struct sched_share){0};
+}
+
+void share_pause_set(struct sched *s, const struct dest *d)
+{
+        if (!s->share.pause_set || s->applying_shared)
+                return;
+        if (d->state != SCHED_DEST_SUSPENDED && d->state != SCHED_DEST_BACKOFF)
+                return;
+        struct sched_shared_pause p = {.source = d->source,
+                                       .route = d->route,
+                                       .state = d->state,
+                                       .until_us = d->until_us,
+                                       .cls = d->pause_class};
+        s->share.pause_set(s->share.userdata, &p);
+}
+
+int sched_apply_shared_pause(struct sched *s, const struct sched_shared_pause *p, int64_t now)
+{
+        if (!p->route || !p->route[0] || p->until_us <= now ||
+            (p->state != SCHED_DEST_SUSPENDED && p->state != SCHED_DEST_BACKOFF))
+                return -EINVAL;
+        struct dest *d = dest_get(s, p->source ? p->source : "", p->route, true);
+        if (!d)
+                return -ENOMEM;
+        if (dest_held(d, now) && d->until_us >= p->until_us) {
+                dest_gc(s, d);
+                return 0;
+        }
+        if (p->cls >= 0 && p->cls < CLASS__MAX)
+                d->pause_class = p->cls;
+        s->applying_shared = true;
+        sched_pause(s, d, p->state == SCHED_DEST_SUSPENDED ? PAUSE_SUSPEND : PAUSE_BACKOFF,
+                    p->until_us);
+        s->applying_shared = false;
+        return 1;
+}

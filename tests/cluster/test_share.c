@@ -1,0 +1,130 @@
+/* tests/cluster/test_share.c — the scheduler's side of a fleet: every pause
+ * it sets is told to the sharer, a pause another node set holds this node's
+ * mail for that destination, and nothing told to it is told back. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "scheduler/scheduler.h"
+
+#define S  1000000LL
+#define T0 (1700000000LL * S)
+
+static struct tarry_config *cfg;
+static struct sched_classifier *cls;
+
+static void setup(void)
+{
+        char err[256];
+        cr_assert_eq(cfg_load_string("t.conf", "", &cfg, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(sched_classifier_new(&cls), 0);
+}
+
+static void teardown(void)
+{
+        sched_classifier_free(cls);
+        cfg_free(cfg);
+}
+
+TestSuite(share, .init = setup, .fini = teardown);
+
+struct told {
+        int n;
+        char source[64], route[64];
+        enum sched_dest_state state;
+        int64_t until_us;
+        int cls;
+};
+
+static void on_pause(void *ud, const struct sched_shared_pause *p)
+{
+        struct told *t = ud;
+        t->n++;
+        snprintf(t->source, sizeof(t->source), "%s", p->source);
+        snprintf(t->route, sizeof(t->route), "%s", p->route);
+        t->state = p->state;
+        t->until_us = p->until_us;
+        t->cls = p->cls;
+}
+
+static const char *REPUTATION = "451 4.7.650 The mail server [192.0.2.10] has been temporarily "
+                                "rate limited due to IP reputation.";
+
+Test(share, a_reputation_deferral_is_told_with_its_end_and_cause)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct told t = {0};
+        sched_set_share(s, &(struct sched_share){on_pause, &t});
+        struct sched_item *it, *out[1];
+        cr_assert_eq(sched_add(s, "192.0.2.10", "mx:example.com", T0, 0, NULL, &it), 0);
+        cr_assert_eq(sched_pop_due(s, T0, out, 1), 1);
+        struct sched_reply r = {.text = REPUTATION};
+        struct sched_rcpt_result rr = {.reply = &r, .prev_class = -1};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, it, T0, NULL, &rr, 1, &d), 1);
+        cr_assert_eq(t.n, 1);
+        cr_assert_str_eq(t.source, "192.0.2.10");
+        cr_assert_str_eq(t.route, "mx:example.com");
+        cr_assert_eq(t.state, SCHED_DEST_SUSPENDED);
+        cr_assert_eq(t.cls, CLASS_REPUTATION);
+        int64_t until = 0;
+        cr_assert_eq(sched_destination_pause(s, "192.0.2.10", "mx:example.com", T0, &until),
+                     SCHED_WHY_DEST_SUSPENDED);
+        cr_assert_eq(t.until_us, until);
+        sched_free(s);
+}
+
+Test(share, another_nodes_suspension_holds_mail_here_until_it_ends_and_is_not_told_back)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct told t = {0};
+        sched_set_share(s, &(struct sched_share){on_pause, &t});
+        struct sched_shared_pause p = {.source = "192.0.2.10",
+                                       .route = "mx:example.com",
+                                       .state = SCHED_DEST_SUSPENDED,
+                                       .until_us = T0 + 600 * S,
+                                       .cls = CLASS_REPUTATION};
+        cr_assert_eq(sched_apply_shared_pause(s, &p, T0), 1);
+        cr_assert_eq(t.n, 0, "a pause learned from another node was told back");
+        /* mail queued here afterwards waits for the end of it */
+        struct sched_item *it, *out[1];
+        cr_assert_eq(sched_add(s, "192.0.2.10", "mx:example.com", T0, 0, NULL, &it), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 1 * S, out, 1), 0);
+        cr_assert_eq(sched_next_due(s, T0 + 1 * S), T0 + 600 * S);
+        cr_assert(sched_item_held_back(s, it, T0 + 1 * S));
+        /* another source address is another destination: not held */
+        struct sched_item *other;
+        cr_assert_eq(sched_add(s, "192.0.2.11", "mx:example.com", T0, 0, NULL, &other), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 1 * S, out, 1), 1);
+        cr_assert_eq(out[0], other);
+        /* and at the end, the held one goes */
+        cr_assert_eq(sched_pop_due(s, T0 + 601 * S, out, 1), 1);
+        cr_assert_eq(out[0], it);
+        sched_free(s);
+}
+
+Test(share, a_shorter_or_finished_pause_from_another_node_changes_nothing)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct sched_shared_pause p = {.source = "",
+                                       .route = "mx:example.com",
+                                       .state = SCHED_DEST_BACKOFF,
+                                       .until_us = T0 + 600 * S,
+                                       .cls = CLASS_OVERLOAD};
+        cr_assert_eq(sched_apply_shared_pause(s, &p, T0), 1);
+        p.until_us = T0 + 60 * S;
+        cr_assert_eq(sched_apply_shared_pause(s, &p, T0), 0);
+        int64_t until = 0;
+        cr_assert_eq(sched_destination_pause(s, "", "mx:example.com", T0, &until),
+                     SCHED_WHY_DEST_BACKOFF);
+        cr_assert_eq(until, T0 + 600 * S);
+        p.until_us = T0 - 1;
+        cr_assert_eq(sched_apply_shared_pause(s, &p, T0), -EINVAL);
+        p.until_us = T0 + 60 * S;
+        p.state = SCHED_DEST_OK;
+        cr_assert_eq(sched_apply_shared_pause(s, &p, T0), -EINVAL);
+        sched_free(s);
+}
