@@ -114,6 +114,12 @@ static const struct key_def keys[] = {
      "reputation/rate_limit deferrals raise reputation_persistent after this"},
     {"diagnose", "unreachable", KEY_DURATION, OFF(diagnose_unreachable_s), 0,
      "no MX reached raises destination_unreachable after this"},
+    {"cluster", "redis", KEY_STRING, OFF(cluster_redis), 0,
+     "HOST:PORT or unix:PATH of the fleet's Redis; empty: no fleet (docs/fleet.md)"},
+    {"cluster", "node", KEY_STRING, OFF(cluster_node), 0,
+     "this node's name in the fleet; default: myhostname"},
+    {"cluster", "prefix", KEY_STRING, OFF(cluster_prefix), 0,
+     "namespace of every Redis key and channel; empty: tarry:"},
 };
 
 /* KEY_INT keys whose range is not 0..INT_MAX; the error states the range. */

@@ -134,6 +134,11 @@ struct tarry_config {
         int64_t diagnose_reputation_s;
         int64_t diagnose_unreachable_s;
 
+        /* [cluster] (docs/fleet.md) */
+        char *cluster_redis;  /* "host:port" or "unix:/path"; NULL: no fleet */
+        char *cluster_node;   /* NULL: myhostname */
+        char *cluster_prefix; /* NULL: "tarry:" */
+
         /* [transport] */
         struct cfg_transport *transports;
         size_t n_transports;

@@ -599,6 +599,8 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 log_info("state/%s: %d destination(s) still suspended, backing off or throttled",
                          SCHED_DESTS_FILE, r);
 
+        if ((r = fleet_start(d)) != 0)
+                return r;
         log_config_warnings(d->cfg);
         check_source_addresses(d->cfg);
         sweep_tmp(d, "recovery");
@@ -683,6 +685,7 @@ static void teardown(struct tarryd *d)
         startup_free(d);
         sd_event_source_unref(d->retry_timer);
         control_stop(d);
+        fleet_stop(d);
         smtpc_pool_free(d->pool);
         site_cache_free(d->sites);
         free(d->site_waiters);

@@ -18,6 +18,7 @@
 #include <systemd/sd-event.h>
 
 #include "bounce/bounce.h"
+#include "cluster/cluster.h"
 #include "config/config.h"
 #include "daemon/msgindex.h"
 #include "dkim/dkim.h"
@@ -59,6 +60,7 @@ struct tarryd {
         struct site_cache *sites;         /* recipient domain → site (MX set, provider) */
         struct site_waiter *site_waiters; /* messages waiting for a domain's MX set */
         size_t n_site_waiters, cap_site_waiters;
+        struct cluster *cluster;          /* [cluster] redis set: the fleet's shared state (fleet.c) */
 
         sd_event_source *incoming_watch;
         sd_event_source *due_timer;
@@ -180,6 +182,12 @@ void diagnoses_note(struct tarryd *d, const struct diagnoses_where *where, const
 /* /status "diagnoses": the list (FULL) or counts per code (AGGREGATE). */
 json_t *diagnoses_json(struct tarryd *d, enum status_view view);
 void diagnoses_metrics(struct tarryd *d, struct status_metrics *mt);
+
+/* fleet.c */
+/* With [cluster] redis: connect (on the loop; never waits) and share the
+ * scheduler's pauses. 0, or an exit code (EX_CONFIG) for a bad [cluster]. */
+int fleet_start(struct tarryd *d);
+void fleet_stop(struct tarryd *d);
 
 /* control.c */
 int control_start(struct tarryd *d);

@@ -1,0 +1,114 @@
+/* daemon/fleet.c — tarryd's side of a fleet: the scheduler's pauses go to
+ * cluster/, the other nodes' pauses come back into the scheduler.
+ *
+ * Only wiring: what is shared and how it is checked lives in cluster/ and
+ * scheduler/share.c. Without [cluster] redis nothing here runs.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "daemon/log.h"
+#include "daemon/tarryd.h"
+
+static int64_t now_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static void on_sched_pause(void *userdata, const struct sched_shared_pause *p)
+{
+        struct tarryd *d = userdata;
+        struct cluster_pause cp = {.source = p->source,
+                                   .route = p->route,
+                                   .state = p->state == SCHED_DEST_SUSPENDED ? CLUSTER_SUSPENDED
+                                                                             : CLUSTER_BACKOFF,
+                                   .until_us = p->until_us,
+                                   .cls = p->cls};
+        cluster_publish_pause(d->cluster, &cp);
+}
+
+static void on_cluster_pause(void *userdata, const struct cluster_pause *p)
+{
+        struct tarryd *d = userdata;
+        struct sched_shared_pause sp = {
+            .source = p->source,
+            .route = p->route,
+            .state = p->state == CLUSTER_SUSPENDED ? SCHED_DEST_SUSPENDED : SCHED_DEST_BACKOFF,
+            .until_us = p->until_us,
+            .cls = p->cls};
+        int64_t now = now_us();
+        if (sched_apply_shared_pause(d->sched, &sp, now) <= 0)
+                return;
+        char when[32];
+        time_t t = (time_t)(p->until_us / 1000000);
+        struct tm tm;
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S%z", localtime_r(&t, &tm));
+        log_info("cluster: node %s %s %s%s%s until %s%s%s", p->node,
+                 p->state == CLUSTER_SUSPENDED ? "suspended" : "backs off from", p->route,
+                 p->source[0] ? " from " : "", p->source, when, p->cls >= 0 ? ", class=" : "",
+                 p->cls >= 0 ? reply_class_name(p->cls) : "");
+        (void)sched_save_learned(d->sched, now); /* a restart without Redis keeps it */
+        deliver_arm_timer(d);
+}
+
+static int republish(const struct sched_dest_info *di, void *userdata)
+{
+        struct tarryd *d = userdata;
+        if ((di->state != SCHED_DEST_SUSPENDED && di->state != SCHED_DEST_BACKOFF) ||
+            di->until_us <= 0)
+                return 0;
+        struct cluster_pause cp = {.source = di->source_address,
+                                   .route = di->route,
+                                   .state = di->state == SCHED_DEST_SUSPENDED ? CLUSTER_SUSPENDED
+                                                                              : CLUSTER_BACKOFF,
+                                   .until_us = di->until_us,
+                                   .cls = di->pause_class};
+        cluster_publish_pause(d->cluster, &cp);
+        return 0;
+}
+
+/* (Re)connected: a restarted Redis has forgotten what this node knows. */
+static void on_connected(void *userdata)
+{
+        struct tarryd *d = userdata;
+        (void)sched_foreach_destination(d->sched, now_us(), republish, d);
+}
+
+static void on_log(void *userdata, int priority, const char *msg)
+{
+        (void)userdata;
+        log_msg(priority, "%s", msg);
+}
+
+int fleet_start(struct tarryd *d)
+{
+        if (!d->cfg->cluster_redis)
+                return 0;
+        char err[256];
+        const char *node = d->cfg->cluster_node ? d->cfg->cluster_node : d->cfg->myhostname;
+        struct cluster_ops ops = {.on_pause = on_cluster_pause,
+                                  .on_connected = on_connected,
+                                  .log = on_log,
+                                  .userdata = d};
+        int r = cluster_new(d->loop, d->cfg->cluster_redis, node, d->cfg->cluster_prefix, &ops,
+                            &d->cluster, err, sizeof(err));
+        if (r < 0) {
+                log_error("%s", err);
+                return r == -EINVAL ? EX_CONFIG : EX_OSERR;
+        }
+        struct sched_share share = {.pause_set = on_sched_pause, .userdata = d};
+        sched_set_share(d->sched, &share);
+        return 0;
+}
+
+void fleet_stop(struct tarryd *d)
+{
+        if (d->sched)
+                sched_set_share(d->sched, NULL);
+        cluster_free(d->cluster);
+        d->cluster = NULL;
+}

@@ -1,0 +1,281 @@
+/* tests/daemon/test_fleet.c — two real tarryd nodes, each with its own spool
+ * and the same source address, sharing destination pauses through a real
+ * redis-server started here on a free loopback port (docs/fleet.md). What an
+ * operator of a fleet checks: a 4.7.650 one node was given holds the other
+ * node's mail for that destination; with Redis gone both nodes still
+ * deliver, say so once, and share again once it is back. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "harness.h"
+#include "tests/fixture/fixture.h"
+
+#define WAIT_MS   30000
+#define SUSPEND_S 600 /* never waited out */
+#define REPUTATION                                                                                 \
+        "451 4.7.650 The mail server [127.0.0.2] has been temporarily rate limited due to IP "     \
+        "reputation."
+
+/* ---- a redis-server of the test's own ---- */
+
+struct redis {
+        pid_t pid;
+        int port;
+        char dir[64];
+};
+
+static int free_port(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(a);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        close(fd);
+        return ntohs(a.sin_port);
+}
+
+static bool redis_pings(int port)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char buf[16] = "";
+        bool ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+                  write(fd, "PING\r\n", 6) == 6 && read(fd, buf, sizeof(buf) - 1) > 0 &&
+                  strncmp(buf, "+PONG", 5) == 0;
+        close(fd);
+        return ok;
+}
+
+/* Start (or restart, on the same port) redis-server, no persistence. */
+static void redis_start(struct redis *r)
+{
+        if (!r->port) {
+                r->port = free_port();
+                snprintf(r->dir, sizeof(r->dir), "/tmp/tarry-redis-XXXXXX");
+                cr_assert_not_null(mkdtemp(r->dir));
+        }
+        char port[16];
+        snprintf(port, sizeof(port), "%d", r->port);
+        r->pid = fork();
+        cr_assert_geq(r->pid, 0);
+        if (r->pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+                dup2(null, 1);
+                dup2(null, 2);
+                execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                       "--save", "", "--appendonly", "no", "--dir", r->dir, (char *)NULL);
+                _exit(127);
+        }
+        for (int i = 0; !redis_pings(r->port); i++) {
+                int st;
+                cr_assert_eq(waitpid(r->pid, &st, WNOHANG), 0,
+                             "redis-server exited (is it installed? scripts/deps test)");
+                cr_assert_lt(i, WAIT_MS / 10, "redis-server does not answer on port %d", r->port);
+                harness_sleep_ms(10);
+        }
+}
+
+static void redis_kill(struct redis *r)
+{
+        if (r->pid <= 0)
+                return;
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        r->pid = 0;
+}
+
+static void redis_cleanup(struct redis *r)
+{
+        redis_kill(r);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", r->dir);
+        (void)system(cmd);
+}
+
+/* ---- nodes ---- */
+
+static void init_node(struct harness *h, const char *node, struct fixture *f, struct redis *r)
+{
+        char extra[1024];
+        snprintf(extra, sizeof(extra),
+                 "source_address = 127.0.0.2\n"
+                 "[smtp]\nconnect_timeout = 2s\ncommand_timeout = 3s\ndata_timeout = 5s\n"
+                 "[cluster]\nredis = 127.0.0.1:%d\nnode = %s\n"
+                 "[retry.reputation]\ninitial = %ds\nmax = %ds\n"
+                 "[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 r->port, node, SUSPEND_S, SUSPEND_S, fixture_port(f));
+        harness_init(h, extra);
+}
+
+static bool wait_log_n(struct harness *h, const char *needle, size_t n)
+{
+        for (int64_t end = harness_now_us() + (int64_t)WAIT_MS * 1000;
+             harness_log_count(h, needle) < n; harness_sleep_ms(20))
+                if (harness_now_us() > end)
+                        return false;
+        return true;
+}
+
+static bool wait_log(struct harness *h, const char *needle)
+{
+        return wait_log_n(h, needle, 1);
+}
+
+/* next_attempt_reason of address in tarryq -j, "" while it is not listed. */
+static void reason_of(struct harness *h, const char *address, char *out, size_t outlen)
+{
+        char *text = NULL, *err = NULL;
+        out[0] = '\0';
+        cr_assert_eq(harness_tarryq(h, (const char *[]){"-j", NULL}, &text, &err), 0, "%s", err);
+        for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+                json_t *m = json_loads(line, 0, NULL);
+                size_t i;
+                json_t *rc;
+                json_array_foreach (json_object_get(m, "recipients"), i, rc) {
+                        const char *a = json_string_value(json_object_get(rc, "address"));
+                        const char *why =
+                            json_string_value(json_object_get(rc, "next_attempt_reason"));
+                        if (a && strcmp(a, address) == 0)
+                                snprintf(out, outlen, "%s", why ? why : "?");
+                }
+                json_decref(m);
+        }
+        free(text);
+        free(err);
+}
+
+/* Wait until address is listed at h with a reason; returns it in out. */
+static void wait_reason(struct harness *h, const char *address, char *out, size_t outlen)
+{
+        for (int i = 0; i < WAIT_MS / 50; i++) {
+                reason_of(h, address, out, outlen);
+                if (out[0] && strcmp(out, "first_attempt") != 0)
+                        return;
+                harness_sleep_ms(50);
+        }
+}
+
+static struct fixture *start_fixture(void)
+{
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        return f;
+}
+
+/* B's mail waits for the suspension A was given: listed as
+ * destination_suspended, and the receiver hears nothing from B. */
+static void assert_held_at(struct harness *b, struct fixture *f, const char *rcpt)
+{
+        size_t conns = fixture_connection_count(f);
+        harness_send(b, "alice@sender.test", rcpt, "from b");
+        char why[64];
+        wait_reason(b, rcpt, why, sizeof(why));
+        cr_assert_str_eq(why, "destination_suspended", "%s at node b", rcpt);
+        harness_sleep_ms(500);
+        cr_assert_eq(fixture_connection_count(f), conns,
+                     "node b contacted the destination node a was suspended from");
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(harness_tarryq(b, (const char *[]){"-s", NULL}, &out, &err), 0, "%s", err);
+        cr_assert_not_null(strstr(out, ": suspended,"), "node b: %s", out);
+        cr_assert_not_null(strstr(out, "after a reputation deferral"), "node b: %s", out);
+        free(out);
+        free(err);
+}
+
+Test(fleet, a_suspension_at_one_node_holds_the_other_nodes_mail_for_that_destination,
+     .timeout = 180)
+{
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt", REPUTATION);
+        struct harness a, b;
+        init_node(&a, "a", f, &r);
+        init_node(&b, "b", f, &r);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"), "node a never connected");
+        cr_assert(wait_log(&b, "cluster: connected to redis"), "node b never connected");
+
+        harness_send(&a, "alice@sender.test", "one@example.test", "from a");
+        cr_assert(wait_log(&a, "class=reputation"), "node a's attempt was not deferred");
+        cr_assert(wait_log(&b, "cluster: node a suspended"), "node b never heard of it");
+        fixture_set(f, "rcpt", "250 2.1.5 Ok"); /* b would deliver now, if it tried */
+        assert_held_at(&b, f, "two@example.test");
+        cr_assert_eq(fixture_txn_count(f), 0);
+
+        /* a node that starts later reads it from Redis */
+        struct harness c;
+        init_node(&c, "c", f, &r);
+        harness_start(&c);
+        cr_assert(wait_log(&c, "cluster: node a suspended"), "node c never read it");
+        assert_held_at(&c, f, "three@example.test");
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&c, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        harness_cleanup(&c);
+        fixture_free(f);
+        redis_cleanup(&r);
+}
+
+Test(fleet, without_redis_both_nodes_deliver_and_share_again_once_it_is_back, .timeout = 240)
+{
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt:rep*", REPUTATION);
+        struct harness a, b;
+        init_node(&a, "a", f, &r);
+        init_node(&b, "b", f, &r);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"));
+        cr_assert(wait_log(&b, "cluster: connected to redis"));
+
+        redis_kill(&r);
+        cr_assert(wait_log(&a, "until it is back"), "node a did not notice");
+        cr_assert(wait_log(&b, "until it is back"), "node b did not notice");
+        harness_send(&a, "alice@sender.test", "ok1@example.test", "a without redis");
+        harness_send(&b, "alice@sender.test", "ok2@example.test", "b without redis");
+        cr_assert_eq(fixture_wait_txns(f, 2, WAIT_MS), 0, "mail waited for Redis");
+        /* a suspension while Redis is away stays at the node that got it */
+        harness_send(&a, "alice@sender.test", "rep@example.test", "a, suspended");
+        cr_assert(wait_log(&a, "class=reputation"));
+        harness_sleep_ms(3000); /* several reconnection attempts */
+        cr_assert_eq(harness_log_count(&a, "until it is back"), 1, "the loss is logged once");
+        cr_assert_eq(harness_log_count(&b, "until it is back"), 1, "the loss is logged once");
+
+        /* back (empty: it kept nothing): a tells it again, and b learns */
+        redis_start(&r);
+        cr_assert(wait_log(&a, "is back; resynchronising"), "node a did not reconnect");
+        cr_assert(wait_log(&b, "is back; resynchronising"), "node b did not reconnect");
+        cr_assert(wait_log(&b, "cluster: node a suspended"), "node b never heard of it");
+        assert_held_at(&b, f, "ok3@example.test");
+        cr_assert_eq(fixture_txn_count(f), 2);
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        fixture_free(f);
+        redis_cleanup(&r);
+}
