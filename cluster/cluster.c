@@ -73,6 +73,7 @@ struct cluster {
         char *unix_path;
         char *addr; /* as configured, for messages */
         char *node, *prefix, *channel, *pattern;
+        char *win_channel, *win_pattern;
         struct cluster_ops ops;
         struct rconn cmd, sub;
         sd_event_source *tick;
@@ -238,8 +239,28 @@ static void refused(struct cluster *c, const char *why)
         c->refusals_unlogged = 0;
 }
 
+static void take_window(struct cluster *c, const char *buf, size_t len)
+{
+        char work[CLUSTER_RECORD_MAX + 1], why[64];
+        struct cluster_window w;
+        if (cluster_window_parse(buf, len, real_us(), work, sizeof(work), &w, why, sizeof(why)) <
+            0) {
+                refused(c, why);
+                return;
+        }
+        if (strcmp(w.node, c->node) == 0)
+                return;
+        c->st.received++;
+        if (c->ops.on_window)
+                c->ops.on_window(c->ops.userdata, &w);
+}
+
 static void take_record(struct cluster *c, const char *buf, size_t len)
 {
+        if (len > 1 && buf[0] == 'w') {
+                take_window(c, buf, len);
+                return;
+        }
         char work[CLUSTER_RECORD_MAX + 1], why[64];
         struct cluster_pause p;
         if (cluster_record_parse(buf, len, real_us(), work, sizeof(work), &p, why, sizeof(why)) <
@@ -300,11 +321,27 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
                 return;
         const char *kind = reply->element[0]->str;
         if (strcmp(kind, "subscribe") == 0) {
-                c->sub.subscribed = true;
-                check_up(c);
+                /* the second confirmation: both channels are listened to */
+                if (reply->element[2]->type == REDIS_REPLY_INTEGER &&
+                    reply->element[2]->integer == 2) {
+                        c->sub.subscribed = true;
+                        check_up(c);
+                }
         } else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
                 take_record(c, reply->element[2]->str, reply->element[2]->len);
         }
+}
+
+static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const char **argv);
+
+static void resync(struct cluster *c)
+{
+        char max[16];
+        snprintf(max, sizeof(max), "%d", RESYNC_MAX);
+        const char *pauses[] = {"EVAL", scan_script, "0", c->pattern, max};
+        const char *windows[] = {"EVAL", scan_script, "0", c->win_pattern, max};
+        (void)send_cmd(c, on_scan_reply, 5, pauses);
+        (void)send_cmd(c, on_scan_reply, 5, windows);
 }
 
 static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const char **argv)
@@ -322,14 +359,6 @@ static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const cha
         return true;
 }
 
-static void resync(struct cluster *c)
-{
-        char max[16];
-        snprintf(max, sizeof(max), "%d", RESYNC_MAX);
-        const char *argv[] = {"EVAL", scan_script, "0", c->pattern, max};
-        (void)send_cmd(c, on_scan_reply, 5, argv);
-}
-
 /* ---- connecting ---- */
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -343,9 +372,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
         }
         rc->up = true;
         if (rc == &rc->c->sub) {
-                const char *argv[] = {"SUBSCRIBE", rc->c->channel};
-                size_t lens[] = {9, strlen(rc->c->channel)};
-                redisAsyncCommandArgv(rc->ac, on_sub_reply, rc->c, 2, argv, lens);
+                const char *argv[] = {"SUBSCRIBE", rc->c->channel, rc->c->win_channel};
+                size_t lens[] = {9, strlen(rc->c->channel), strlen(rc->c->win_channel)};
+                redisAsyncCommandArgv(rc->ac, on_sub_reply, rc->c, 3, argv, lens);
         }
         check_up(rc->c);
 }
@@ -492,7 +521,9 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
         char *esc = glob_escape(prefix);
         if (!c->addr || !c->node || !c->prefix || !esc ||
             asprintf(&c->channel, "%spause", prefix) < 0 ||
-            asprintf(&c->pattern, "%sdest:*", esc) < 0) {
+            asprintf(&c->pattern, "%sdest:*", esc) < 0 ||
+            asprintf(&c->win_channel, "%swindow", prefix) < 0 ||
+            asprintf(&c->win_pattern, "%swin:*", esc) < 0) {
                 free(esc);
                 cluster_free(c);
                 return -ENOMEM;
@@ -532,6 +563,8 @@ void cluster_free(struct cluster *c)
         free(c->prefix);
         free(c->channel);
         free(c->pattern);
+        free(c->win_channel);
+        free(c->win_pattern);
         free(c);
 }
 
@@ -552,6 +585,24 @@ void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p)
         snprintf(until, sizeof(until), "%lld", (long long)p->until_us);
         snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
         const char *argv[] = {"EVAL", set_script, "1", key, rec, until, ttl, c->channel};
+        if (!send_cmd(c, on_cmd_reply, 8, argv))
+                c->st.dropped++;
+        free(key);
+}
+
+void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s)
+{
+        struct cluster_window mine = *w;
+        mine.node = c->node;
+        char rec[CLUSTER_RECORD_MAX + 1];
+        if (ttl_s <= 0 || cluster_window_format(&mine, rec, sizeof(rec)) < 0)
+                return;
+        char *key = NULL, at[24], ttl[24];
+        if (asprintf(&key, "%swin:%s", c->prefix, w->route) < 0)
+                return;
+        snprintf(at, sizeof(at), "%lld", (long long)w->learned_at_us);
+        snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s * 1000);
+        const char *argv[] = {"EVAL", set_script, "1", key, rec, at, ttl, c->win_channel};
         if (!send_cmd(c, on_cmd_reply, 8, argv))
                 c->st.dropped++;
         free(key);

@@ -11,11 +11,17 @@
  * state resynchronised on reconnection).
  *
  * In Redis, under the prefix P ("tarry:" by default):
- *   P dest:SOURCE/ROUTE  a record (below), expiring with the pause
+ *   P dest:SOURCE/ROUTE  a pause record (below), expiring with the pause
  *   P pause              channel: the same record when it is set
- * A record: "1 SOURCE ROUTE STATE UNTIL_US CLASS NODE", SOURCE "-" for the
+ *   P win:ROUTE          a window record, expiring after greylist_memory
+ *   P window             channel: the same record when it is learned
+ * A pause: "1 SOURCE ROUTE STATE UNTIL_US CLASS NODE", SOURCE "-" for the
  * kernel's choice, STATE "suspended" or "backoff", CLASS a reply class name
- * or "-". A record is only ever lengthened (a server-side script compares).
+ * or "-". A window (per route, whatever the source address):
+ * "w1 ROUTE UPPER_S LOWER_S LEARNED_AT_US NODE", the bracket (LOWER, UPPER]
+ * of a greylister's delay. A stored record is only replaced by one whose
+ * fifth field (end of the pause, time learned) is later: a server-side
+ * script compares.
  */
 #ifndef TARRY_CLUSTER_H
 #define TARRY_CLUSTER_H
@@ -31,6 +37,8 @@
 #define CLUSTER_ROUTE_MAX      255   /* a route in a record */
 #define CLUSTER_RECORD_MAX     512   /* a whole record; longer is refused unread */
 #define CLUSTER_PAUSE_MAX_S    86400 /* a shared pause longer than a day is refused */
+#define CLUSTER_WINDOW_MAX_S   43200 /* a greylist window above 12 h is not one (LEARN_MAX_S) */
+#define CLUSTER_SKEW_S         300   /* a window learned further in the future is refused */
 
 enum cluster_pause_state {
         CLUSTER_SUSPENDED,
@@ -61,6 +69,22 @@ int cluster_record_format(const struct cluster_pause *p, char *out, size_t outle
 int cluster_record_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
                          struct cluster_pause *out, char *why, size_t whylen);
 
+/* A learned greylist window as it travels between nodes (strings as above). */
+struct cluster_window {
+        const char *route;
+        int64_t upper_s;       /* 1..CLUSTER_WINDOW_MAX_S */
+        int64_t lower_s;       /* 0..upper_s - 1 */
+        int64_t learned_at_us; /* CLOCK_REALTIME */
+        const char *node;
+};
+
+/* The same for windows. Refused: a bracket that is not one, a time learned
+ * more than CLUSTER_SKEW_S ahead of now_us. Staleness (greylist_memory) is
+ * the scheduler's to judge. */
+int cluster_window_format(const struct cluster_window *w, char *out, size_t outlen);
+int cluster_window_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
+                         struct cluster_window *out, char *why, size_t whylen);
+
 /* A node name or key prefix as [cluster] takes it: 1..CLUSTER_NAME_MAX
  * bytes; a name of letters, digits, ".-_"; a prefix without white space. */
 bool cluster_node_name_ok(const char *name);
@@ -71,8 +95,11 @@ struct cluster;
 struct cluster_ops {
         /* Another node set this pause (validated; not one of this node's). */
         void (*on_pause)(void *userdata, const struct cluster_pause *p);
+        /* Another node learned this greylist window (validated). */
+        void (*on_window)(void *userdata, const struct cluster_window *w);
         /* Connected (first time or after a loss): the caller publishes its
-         * own current pauses again (a restarted Redis has forgotten them). */
+         * own current pauses and windows again (a restarted Redis has
+         * forgotten them). */
         void (*on_connected)(void *userdata);
         /* Something to log: the loss, the return, a refused record. */
         void (*log)(void *userdata, int priority, const char *msg);
@@ -90,6 +117,10 @@ void cluster_free(struct cluster *c);
 /* Share a pause this node set (p->node is ignored: this node's name is
  * used). Dropped when Redis is not connected now. */
 void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p);
+
+/* Share a window this node learned; it expires from Redis after ttl_s
+ * (greylist_memory). Dropped when Redis is not connected now. */
+void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s);
 
 struct cluster_stats {
         bool connected;

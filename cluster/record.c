@@ -71,10 +71,81 @@ int cluster_record_format(const struct cluster_pause *p, char *out, size_t outle
         return n < 0 || (size_t)n >= outlen || (size_t)n > CLUSTER_RECORD_MAX ? -EINVAL : 0;
 }
 
+int cluster_window_format(const struct cluster_window *w, char *out, size_t outlen)
+{
+        if (!w->route || !token_ok(w->route, CLUSTER_ROUTE_MAX) || !cluster_node_name_ok(w->node) ||
+            w->upper_s < 1 || w->upper_s > CLUSTER_WINDOW_MAX_S || w->lower_s < 0 ||
+            w->lower_s >= w->upper_s || w->learned_at_us <= 0)
+                return -EINVAL;
+        int n = snprintf(out, outlen, "w" VERSION_TAG " %s %" PRId64 " %" PRId64 " %" PRId64 " %s",
+                         w->route, w->upper_s, w->lower_s, w->learned_at_us, w->node);
+        return n < 0 || (size_t)n >= outlen || (size_t)n > CLUSTER_RECORD_MAX ? -EINVAL : 0;
+}
+
 static int refuse(char *why, size_t whylen, const char *what)
 {
         snprintf(why, whylen, "%s", what);
         return -EINVAL;
+}
+
+/* A decimal number without sign, in [min, max]. */
+static bool number(const char *s, long long min, long long max, long long *out)
+{
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v < min || v > max)
+                return false;
+        *out = v;
+        return true;
+}
+
+/* Split work in place into at most max + 1 space-separated fields. */
+static size_t split(char *work, char **f, size_t max)
+{
+        size_t n = 0;
+        for (char *save = NULL, *t = strtok_r(work, " ", &save); t && n <= max;
+             t = strtok_r(NULL, " ", &save))
+                f[n++] = t;
+        return n;
+}
+
+static int copy_in(const char *buf, size_t len, char *work, size_t workcap, char *why,
+                   size_t whylen)
+{
+        if (len > CLUSTER_RECORD_MAX || len + 1 > workcap)
+                return refuse(why, whylen, "too long");
+        if (memchr(buf, '\0', len))
+                return refuse(why, whylen, "a NUL byte");
+        memcpy(work, buf, len);
+        work[len] = '\0';
+        return 0;
+}
+
+int cluster_window_parse(const char *buf, size_t len, int64_t now, char *work, size_t workcap,
+                         struct cluster_window *out, char *why, size_t whylen)
+{
+        if (copy_in(buf, len, work, workcap, why, whylen) < 0)
+                return -EINVAL;
+        char *f[7];
+        if (split(work, f, 6) != 6)
+                return refuse(why, whylen, "not 6 fields");
+        if (strcmp(f[0], "w" VERSION_TAG) != 0)
+                return refuse(why, whylen, "unknown version");
+        if (!token_ok(f[1], CLUSTER_ROUTE_MAX))
+                return refuse(why, whylen, "route is not one");
+        long long upper, lower, at;
+        if (!number(f[2], 1, CLUSTER_WINDOW_MAX_S, &upper))
+                return refuse(why, whylen, "upper bound is not 1 s to 12 h");
+        if (!number(f[3], 0, upper - 1, &lower))
+                return refuse(why, whylen, "lower bound is not below the upper");
+        if (!number(f[4], 1, now + CLUSTER_SKEW_S * US, &at))
+                return refuse(why, whylen, "learned time is not a number or in the future");
+        if (!cluster_node_name_ok(f[5]))
+                return refuse(why, whylen, "node name is not one");
+        *out = (struct cluster_window){
+            .route = f[1], .upper_s = upper, .lower_s = lower, .learned_at_us = at, .node = f[5]};
+        return 0;
 }
 
 int cluster_record_parse(const char *buf, size_t len, int64_t now, char *work, size_t workcap,

@@ -55,9 +55,48 @@ static void on_cluster_pause(void *userdata, const struct cluster_pause *p)
         deliver_arm_timer(d);
 }
 
+static void on_sched_window(void *userdata, const struct sched_shared_window *w)
+{
+        struct tarryd *d = userdata;
+        struct cluster_window cw = {.route = w->route,
+                                    .upper_s = w->upper_s,
+                                    .lower_s = w->lower_s,
+                                    .learned_at_us = w->learned_at_us};
+        cluster_publish_window(d->cluster, &cw, d->cfg->greylist_memory_s);
+}
+
+/* A window is per destination host, whatever the source address: it is
+ * taken for each of this node's own addresses. */
+static void on_cluster_window(void *userdata, const struct cluster_window *w)
+{
+        struct tarryd *d = userdata;
+        struct sched_shared_window sw = {.route = w->route,
+                                         .upper_s = w->upper_s,
+                                         .lower_s = w->lower_s,
+                                         .learned_at_us = w->learned_at_us};
+        int64_t now = now_us();
+        size_t n = d->cfg->n_source_addresses;
+        int taken = 0;
+        for (size_t i = 0; i < (n ? n : 1); i++)
+                taken |= sched_apply_shared_window(d->sched, n ? d->cfg->source_addresses[i] : "",
+                                                   &sw, now) > 0;
+        if (!taken)
+                return;
+        log_info("cluster: node %s learned the greylist window of %s: %llds (refused at %llds)",
+                 w->node, w->route, (long long)w->upper_s, (long long)w->lower_s);
+        (void)sched_save_learned(d->sched, now);
+}
+
 static int republish(const struct sched_dest_info *di, void *userdata)
 {
         struct tarryd *d = userdata;
+        if (di->learned_upper_s > 0 && di->learned_at_us > 0) {
+                struct cluster_window cw = {.route = di->route,
+                                            .upper_s = di->learned_upper_s,
+                                            .lower_s = di->learned_lower_s,
+                                            .learned_at_us = di->learned_at_us};
+                cluster_publish_window(d->cluster, &cw, d->cfg->greylist_memory_s);
+        }
         if ((di->state != SCHED_DEST_SUSPENDED && di->state != SCHED_DEST_BACKOFF) ||
             di->until_us <= 0)
                 return 0;
@@ -71,7 +110,8 @@ static int republish(const struct sched_dest_info *di, void *userdata)
         return 0;
 }
 
-/* (Re)connected: a restarted Redis has forgotten what this node knows. */
+/* (Re)connected: a restarted Redis has forgotten what this node knows:
+ * its pauses and windows are published again. */
 static void on_connected(void *userdata)
 {
         struct tarryd *d = userdata;
@@ -91,6 +131,7 @@ int fleet_start(struct tarryd *d)
         char err[256];
         const char *node = d->cfg->cluster_node ? d->cfg->cluster_node : d->cfg->myhostname;
         struct cluster_ops ops = {.on_pause = on_cluster_pause,
+                                  .on_window = on_cluster_window,
                                   .on_connected = on_connected,
                                   .log = on_log,
                                   .userdata = d};
@@ -100,7 +141,8 @@ int fleet_start(struct tarryd *d)
                 log_error("%s", err);
                 return r == -EINVAL ? EX_CONFIG : EX_OSERR;
         }
-        struct sched_share share = {.pause_set = on_sched_pause, .userdata = d};
+        struct sched_share share = {
+            .pause_set = on_sched_pause, .window_set = on_sched_window, .userdata = d};
         sched_set_share(d->sched, &share);
         return 0;
 }

@@ -218,6 +218,7 @@ int sched_foreach_destination(struct sched *s, int64_t now,
                             .learned_lower_s = dest_learned_fresh(s, d, now) ? d->learned_lo_s : 0,
                             .learned_upper_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
                             .pause_class = paused ? d->pause_class : -1,
+                            .learned_at_us = dest_learned_fresh(s, d, now) ? d->learned_at_us : 0,
                         };
                         if (paused && d->until_us <= now) {
                                 /* pause over, not yet processed: it resumes throttled */

@@ -317,6 +317,8 @@ static void learn(struct sched *s, struct dest *d, const struct sched_rcpt_resul
         if (hi != old_hi || d->learned_lo_s != old_lo ||
             now - d->saved_at_us >= LEARN_RESAVE_S * US)
                 s->learned_dirty = true;
+        if (hi != old_hi || d->learned_lo_s != old_lo)
+                share_window_set(s, d);
 }
 
 int64_t dest_learned_estimate(const struct sched *s, const struct dest *d, int64_t now)

@@ -115,5 +115,6 @@ int sched_full_concurrency(const struct sched *s);
 
 /* share.c */
 void share_pause_set(struct sched *s, const struct dest *d);
+void share_window_set(struct sched *s, const struct dest *d);
 
 #endif

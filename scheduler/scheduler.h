@@ -403,6 +403,7 @@ struct sched_dest_info {
         int64_t learned_lower_s;    /* the bracket behind it: highest refused age, 0: none */
         int64_t learned_upper_s;    /* lowest accepted age, -1: none */
         int pause_class;            /* class that paused it (enum reply_class), -1: none */
+        int64_t learned_at_us;      /* when the bracket was learned, 0: nothing fresh */
 };
 
 /* Is destination (source_address, route) paused at now_us? Returns
@@ -432,10 +433,21 @@ struct sched_shared_pause {
         int cls; /* enum reply_class behind it, -1: none (a rule action) */
 };
 
-/* Told whenever this node pauses a destination (or lengthens a pause); not
- * for pauses applied with sched_apply_shared_pause, so nothing echoes. */
+/* A learned greylist window (the bracket (lower_s, upper_s]) of a route:
+ * per destination host, whatever the source address. */
+struct sched_shared_window {
+        const char *route;
+        int64_t upper_s;       /* known-good age, > 0 */
+        int64_t lower_s;       /* highest refused age below it, 0: none */
+        int64_t learned_at_us; /* when it was learned */
+};
+
+/* Told whenever this node pauses a destination (or lengthens a pause), or
+ * learns a greylist window that differs from what it knew; not for what was
+ * applied with sched_apply_shared_*, so nothing echoes. Either may be NULL. */
 struct sched_share {
         void (*pause_set)(void *userdata, const struct sched_shared_pause *p);
+        void (*window_set)(void *userdata, const struct sched_shared_window *w);
         void *userdata;
 };
 
@@ -447,6 +459,13 @@ void sched_set_share(struct sched *s, const struct sched_share *share);
  * (cluster/); a pause already over, a state that is not a pause or an empty
  * route is -EINVAL. 1 when it changed something, 0 when not, -ENOMEM. */
 int sched_apply_shared_pause(struct sched *s, const struct sched_shared_pause *p, int64_t now_us);
+
+/* Take a greylist window another node learned for (source, w->route) unless
+ * what is known here is as recent: the next message's first retry aims at
+ * it. -EINVAL for a bracket that is not one (upper_s <= 0, lower_s outside
+ * [0, upper_s)) or older than greylist_memory; else 1 (taken) or 0, -ENOMEM. */
+int sched_apply_shared_window(struct sched *s, const char *source,
+                              const struct sched_shared_window *w, int64_t now_us);
 
 /* Counters for status/metrics. */
 struct sched_stats {

@@ -27,6 +27,39 @@ void share_pause_set(struct sched *s, const struct dest *d)
         s->share.pause_set(s->share.userdata, &p);
 }
 
+void share_window_set(struct sched *s, const struct dest *d)
+{
+        if (!s->share.window_set || s->applying_shared || d->learned_s <= 0)
+                return;
+        struct sched_shared_window w = {.route = d->route,
+                                        .upper_s = d->learned_s,
+                                        .lower_s = d->learned_lo_s,
+                                        .learned_at_us = d->learned_at_us};
+        s->share.window_set(s->share.userdata, &w);
+}
+
+int sched_apply_shared_window(struct sched *s, const char *source,
+                              const struct sched_shared_window *w, int64_t now)
+{
+        if (!w->route || !w->route[0] || w->upper_s <= 0 || w->upper_s > LEARN_MAX_S ||
+            w->lower_s < 0 || w->lower_s >= w->upper_s ||
+            now - w->learned_at_us > s->cfg->greylist_memory_s * 1000000LL)
+                return -EINVAL;
+        struct dest *d = dest_get(s, source ? source : "", w->route, true);
+        if (!d)
+                return -ENOMEM;
+        if (dest_learned_fresh(s, d, now) && d->learned_at_us >= w->learned_at_us) {
+                dest_gc(s, d);
+                return 0;
+        }
+        d->learned_s = w->upper_s;
+        d->learned_lo_s = w->lower_s;
+        d->learned_at_us = w->learned_at_us;
+        d->learned_lo_at_us = w->learned_at_us;
+        s->learned_dirty = true;
+        return 1;
+}
+
 int sched_apply_shared_pause(struct sched *s, const struct sched_shared_pause *p, int64_t now)
 {
         if (!p->route || !p->route[0] || p->until_us <= now ||

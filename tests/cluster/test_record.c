@@ -135,3 +135,51 @@ Test(record, node_names_and_prefixes_are_checked)
         cr_assert_not(cluster_prefix_ok("tar ry:"));
         cr_assert_not(cluster_prefix_ok(""));
 }
+
+Test(record, a_greylist_window_reads_back_the_same_at_another_node)
+{
+        struct cluster_window in = {.route = "mx:example.com",
+                                    .upper_s = 180,
+                                    .lower_s = 60,
+                                    .learned_at_us = NOW - 5 * S,
+                                    .node = "mx1"};
+        char rec[CLUSTER_RECORD_MAX + 1], work[CLUSTER_RECORD_MAX + 1], why[64] = "";
+        cr_assert_eq(cluster_window_format(&in, rec, sizeof(rec)), 0);
+        cr_assert_str_eq(rec, "w1 mx:example.com 180 60 1699999995000000 mx1");
+        struct cluster_window out;
+        cr_assert_eq(cluster_window_parse(rec, strlen(rec), NOW, work, sizeof(work), &out, why, 64),
+                     0, "%s", why);
+        cr_assert_str_eq(out.route, "mx:example.com");
+        cr_assert_eq(out.upper_s, 180);
+        cr_assert_eq(out.lower_s, 60);
+        cr_assert_eq(out.learned_at_us, NOW - 5 * S);
+        cr_assert_str_eq(out.node, "mx1");
+}
+
+static const struct {
+        const char *rec, *why;
+} bad_windows[] = {
+    {"w1 mx:example.com 180 60 1699999995000000", "not 6 fields"},
+    {"w2 mx:example.com 180 60 1699999995000000 mx1", "unknown version"},
+    {"w1 mx:example.com 0 0 1699999995000000 mx1", "upper bound is not 1 s to 12 h"},
+    {"w1 mx:example.com 999999 0 1699999995000000 mx1", "upper bound is not 1 s to 12 h"},
+    {"w1 mx:example.com 180 180 1699999995000000 mx1", "lower bound is not below the upper"},
+    {"w1 mx:example.com 180 -1 1699999995000000 mx1", "lower bound is not below the upper"},
+    {"w1 mx:example.com 180 60 2015360000000000 mx1",
+     "learned time is not a number or in the future"},
+    {"w1 mx:example.com 180 60 yesterday mx1", "learned time is not a number or in the future"},
+    {"w1 mx:example.com 180 60 1699999995000000 m;x", "node name is not one"},
+};
+
+Test(record, a_window_that_is_not_a_bracket_or_comes_from_the_future_is_refused)
+{
+        for (size_t i = 0; i < sizeof(bad_windows) / sizeof(bad_windows[0]); i++) {
+                char work[CLUSTER_RECORD_MAX + 1], why[64] = "";
+                struct cluster_window w;
+                const char *rec = bad_windows[i].rec;
+                cr_expect_eq(
+                    cluster_window_parse(rec, strlen(rec), NOW, work, sizeof(work), &w, why, 64),
+                    -EINVAL, "accepted: %s", rec);
+                cr_expect_str_eq(why, bad_windows[i].why, "'%s'", rec);
+        }
+}

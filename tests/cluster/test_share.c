@@ -34,6 +34,8 @@ struct told {
         enum sched_dest_state state;
         int64_t until_us;
         int cls;
+        int windows;
+        struct sched_shared_window w;
 };
 
 static void on_pause(void *ud, const struct sched_shared_pause *p)
@@ -47,6 +49,16 @@ static void on_pause(void *ud, const struct sched_shared_pause *p)
         t->cls = p->cls;
 }
 
+static void on_window(void *ud, const struct sched_shared_window *w)
+{
+        struct told *t = ud;
+        t->windows++;
+        t->w = *w;
+        t->w.route = NULL;
+}
+
+static const char *GREYLISTED = "451 4.7.1 Greylisted, please try again later";
+
 static const char *REPUTATION = "451 4.7.650 The mail server [192.0.2.10] has been temporarily "
                                 "rate limited due to IP reputation.";
 
@@ -55,7 +67,7 @@ Test(share, a_reputation_deferral_is_told_with_its_end_and_cause)
         struct sched *s;
         cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
         struct told t = {0};
-        sched_set_share(s, &(struct sched_share){on_pause, &t});
+        sched_set_share(s, &(struct sched_share){.pause_set = on_pause, .userdata = &t});
         struct sched_item *it, *out[1];
         cr_assert_eq(sched_add(s, "192.0.2.10", "mx:example.com", T0, 0, NULL, &it), 0);
         cr_assert_eq(sched_pop_due(s, T0, out, 1), 1);
@@ -80,7 +92,7 @@ Test(share, another_nodes_suspension_holds_mail_here_until_it_ends_and_is_not_to
         struct sched *s;
         cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
         struct told t = {0};
-        sched_set_share(s, &(struct sched_share){on_pause, &t});
+        sched_set_share(s, &(struct sched_share){.pause_set = on_pause, .userdata = &t});
         struct sched_shared_pause p = {.source = "192.0.2.10",
                                        .route = "mx:example.com",
                                        .state = SCHED_DEST_SUSPENDED,
@@ -126,5 +138,84 @@ Test(share, a_shorter_or_finished_pause_from_another_node_changes_nothing)
         p.until_us = T0 + 60 * S;
         p.state = SCHED_DEST_OK;
         cr_assert_eq(sched_apply_shared_pause(s, &p, T0), -EINVAL);
+        sched_free(s);
+}
+
+/* One attempt of it at now answered with text; the decision. */
+static struct sched_decision attempt(struct sched *s, struct sched_item *it, int64_t now,
+                                     const char *text, const struct sched_rcpt_result *prev)
+{
+        struct sched_item *out[1];
+        cr_assert_eq(sched_pop_due(s, now, out, 1), 1);
+        cr_assert_eq(out[0], it);
+        struct sched_reply r = {.text = text};
+        struct sched_rcpt_result rr = *prev;
+        rr.reply = &r;
+        struct sched_decision d;
+        cr_assert_geq(sched_on_result(s, it, now, NULL, &rr, 1, &d), 0);
+        return d;
+}
+
+Test(share, a_greylist_window_learned_here_is_told_with_its_bracket)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct told t = {0};
+        sched_set_share(s, &(struct sched_share){.window_set = on_window, .userdata = &t});
+        struct sched_item *it;
+        cr_assert_eq(sched_add(s, "192.0.2.10", "mx:example.com", T0, 0, NULL, &it), 0);
+        struct sched_rcpt_result r0 = {.prev_class = -1};
+        struct sched_decision d = attempt(s, it, T0, GREYLISTED, &r0);
+        cr_assert_eq(d.action, SCHED_RETRY);
+        cr_assert_eq(t.windows, 0);
+        /* refused once more at 60 s, accepted at 180 s: the window is in (60, 180] */
+        struct sched_rcpt_result r1 = {.deferrals = 1,
+                                       .first_deferral_us = T0,
+                                       .last_deferral_us = T0,
+                                       .prev_class = CLASS_GREYLIST};
+        sched_reschedule(s, it, T0 + 60 * S);
+        d = attempt(s, it, T0 + 60 * S, GREYLISTED, &r1);
+        struct sched_rcpt_result r2 = {.deferrals = 2,
+                                       .first_deferral_us = T0,
+                                       .last_deferral_us = T0 + 60 * S,
+                                       .prev_class = CLASS_GREYLIST};
+        sched_reschedule(s, it, T0 + 180 * S);
+        d = attempt(s, it, T0 + 180 * S, "250 2.1.5 Ok", &r2);
+        cr_assert_eq(d.action, SCHED_DELIVERED);
+        cr_assert_eq(t.windows, 1);
+        cr_assert_eq(t.w.upper_s, 180);
+        cr_assert_eq(t.w.lower_s, 60);
+        cr_assert_eq(t.w.learned_at_us, T0 + 180 * S);
+        sched_free(s);
+}
+
+Test(share, another_nodes_window_makes_the_first_retry_here_land_after_it)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct told t = {0};
+        sched_set_share(s, &(struct sched_share){.window_set = on_window, .userdata = &t});
+        struct sched_shared_window w = {
+            .route = "mx:example.com", .upper_s = 300, .lower_s = 290, .learned_at_us = T0};
+        cr_assert_eq(sched_apply_shared_window(s, "192.0.2.10", &w, T0 + 10 * S), 1);
+        cr_assert_eq(t.windows, 0, "a window learned from another node was told back");
+        struct sched_item *it;
+        cr_assert_eq(sched_add(s, "192.0.2.10", "mx:example.com", T0 + 10 * S, 0, NULL, &it), 0);
+        struct sched_rcpt_result r0 = {.prev_class = -1};
+        struct sched_decision d = attempt(s, it, T0 + 10 * S, GREYLISTED, &r0);
+        cr_assert_eq(d.action, SCHED_RETRY);
+        cr_assert_eq(d.why, SCHED_WHY_LEARNED_WINDOW);
+        cr_assert_eq(d.next_attempt_us, T0 + 10 * S + 300 * S);
+        /* an older one changes nothing; a bracket that is not one is refused */
+        w.learned_at_us = T0 - S;
+        w.upper_s = 30;
+        w.lower_s = 0;
+        cr_assert_eq(sched_apply_shared_window(s, "192.0.2.10", &w, T0 + 10 * S), 0);
+        w.learned_at_us = T0 + S;
+        w.lower_s = 30;
+        cr_assert_eq(sched_apply_shared_window(s, "192.0.2.10", &w, T0 + 10 * S), -EINVAL);
+        w.lower_s = 0;
+        w.upper_s = 0;
+        cr_assert_eq(sched_apply_shared_window(s, "192.0.2.10", &w, T0 + 10 * S), -EINVAL);
         sched_free(s);
 }

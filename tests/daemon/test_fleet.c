@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,17 +109,23 @@ static void redis_cleanup(struct redis *r)
 
 /* ---- nodes ---- */
 
-static void init_node(struct harness *h, const char *node, struct fixture *f, struct redis *r)
+static void init_node_with(struct harness *h, const char *node, struct fixture *f, struct redis *r,
+                           const char *main_more, const char *more)
 {
-        char extra[1024];
+        char extra[2048];
         snprintf(extra, sizeof(extra),
-                 "source_address = 127.0.0.2\n"
+                 "source_address = 127.0.0.2\n%s"
                  "[smtp]\nconnect_timeout = 2s\ncommand_timeout = 3s\ndata_timeout = 5s\n"
                  "[cluster]\nredis = 127.0.0.1:%d\nnode = %s\n"
                  "[retry.reputation]\ninitial = %ds\nmax = %ds\n"
-                 "[transport]\nexample.test = [127.0.0.1]:%u\n",
-                 r->port, node, SUSPEND_S, SUSPEND_S, fixture_port(f));
+                 "%s[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 main_more, r->port, node, SUSPEND_S, SUSPEND_S, more, fixture_port(f));
         harness_init(h, extra);
+}
+
+static void init_node(struct harness *h, const char *node, struct fixture *f, struct redis *r)
+{
+        init_node_with(h, node, f, r, "", "");
 }
 
 static bool wait_log_n(struct harness *h, const char *needle, size_t n)
@@ -276,6 +283,70 @@ Test(fleet, without_redis_both_nodes_deliver_and_share_again_once_it_is_back, .t
         cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
         harness_cleanup(&a);
         harness_cleanup(&b);
+        fixture_free(f);
+        redis_cleanup(&r);
+}
+
+/* The receiver greylists for GREY_S. Node a's retries (an operator window
+ * of GREY_WINDOW_S, then every GREY_STEP_S) are refused at ~9 s and
+ * accepted at ~18 s: it learns the bracket (9, 18]. Node b's first retry
+ * aims inside it, at 13.5 s, past GREY_S: two attempts. Without the shared
+ * window b would retry at the window end (9 s, refused) and again at 18 s. */
+#define GREY_S        "12"
+#define GREY_WINDOW_S 8
+#define GREY_STEP_S   9
+Test(fleet, a_greylist_window_learned_at_one_node_makes_the_others_first_retry_land_after_it,
+     .timeout = 240)
+{
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "greylist", GREY_S);
+        char dir[] = "/tmp/tarry-fleet-XXXXXX", policy[64], main_more[128], retry[128];
+        cr_assert_not_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        snprintf(policy, sizeof(policy), "%s/policy.json", dir);
+        FILE *pf = fopen(policy, "w");
+        cr_assert_not_null(pf);
+        fprintf(pf,
+                "{\"tarry_policy\": 1, \"greylist_windows\": [{\"seconds\": %d, \"who\": "
+                "\"the test's greylister\", \"source\": \"observed\"}]}\n",
+                GREY_WINDOW_S);
+        fclose(pf);
+        chmod(policy, 0644);
+        snprintf(main_more, sizeof(main_more), "classifier_rules = %s\n", policy);
+        snprintf(retry, sizeof(retry), "[retry.greylist]\ninitial = %ds\nfactor = 1\n",
+                 GREY_STEP_S);
+        struct harness a, b;
+        init_node_with(&a, "a", f, &r, main_more, retry);
+        init_node_with(&b, "b", f, &r, main_more, retry);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"));
+        cr_assert(wait_log(&b, "cluster: connected to redis"));
+
+        harness_send(&a, "alice@sender.test", "one@example.test", "from a");
+        cr_assert_eq(fixture_wait_txns(f, 1, 60000), 0, "node a never got through");
+        cr_assert_eq(harness_log_count(&a, "status=deferred"), 2,
+                     "node a did not learn from two refusals (a loaded machine?)");
+        cr_assert(wait_log(&b, "cluster: node a learned the greylist window"),
+                  "node b never heard of it");
+        cr_assert(harness_log_contains(&b, ": 18s (refused at 9s)") ||
+                      harness_log_contains(&b, ": 19s (refused at 9s)") ||
+                      harness_log_contains(&b, ": 19s (refused at 10s)"),
+                  "not the bracket node a saw");
+
+        harness_send(&b, "alice@sender.test", "two@example.test", "from b");
+        cr_assert_eq(fixture_wait_txns(f, 2, 60000), 0, "node b never got through");
+        cr_assert_eq(harness_log_count(&b, "status=deferred"), 1,
+                     "node b's first retry did not land after the window");
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        unlink(policy);
+        rmdir(dir);
         fixture_free(f);
         redis_cleanup(&r);
 }
