@@ -28,7 +28,8 @@
 static const char usage_text[] =
     "usage: tarryq [-C FILE] -p            list the queue (postqueue -p layout)\n"
     "       tarryq [-C FILE] -j            list the queue as JSON lines\n"
-    "       tarryq [-C FILE] -s            status summary of the running tarryd\n"
+    "       tarryq [-C FILE] -s [--fleet]  status summary of the running tarryd (--fleet:\n"
+    "                                      and every node of its fleet)\n"
     "       tarryq [-C FILE] -f            flush: attempt every deferred message now\n"
     "       tarryq [-C FILE] -i ID [--force]  attempt one message now (--force: even\n"
     "                                      if its destination is suspended)\n"
@@ -113,16 +114,20 @@ int main(int argc, char **argv)
                 return ex;
         static const struct option opts[] = {
             {"force", no_argument, NULL, 'F'},
+            {"fleet", no_argument, NULL, 'L'},
             {},
         };
         const char *config = NULL, *target = NULL;
-        bool force = false;
+        bool force = false, fleet = false;
         int mode = 0, c;
         opterr = 0;
         while ((c = getopt_long(argc, argv, "+:C:pjsfi:d:h:H:", opts, NULL)) != -1) {
                 switch (c) {
                 case 'C':
                         config = optarg;
+                        break;
+                case 'L':
+                        fleet = true;
                         break;
                 case 'F':
                         force = true;
@@ -158,6 +163,10 @@ int main(int argc, char **argv)
         }
         if (!mode)
                 return usage();
+        if (fleet && mode != 's') {
+                fprintf(stderr, "tarryq: --fleet goes with -s\n");
+                return usage();
+        }
         if (force && mode != 'i') {
                 fprintf(stderr, "tarryq: --force goes with -i ID\n");
                 return usage();
@@ -167,7 +176,7 @@ int main(int argc, char **argv)
         case 'j':
                 return tarryq_list(config, mode == 'j');
         case 's':
-                return tarryq_status(config);
+                return tarryq_status(config, fleet);
         default:
                 return tarryq_admin(config, (char)mode, target, force);
         }

@@ -562,7 +562,40 @@ static void print_status(json_t *st)
         print_diagnoses(json_object_get(st, "diagnoses"));
 }
 
-int tarryq_status(const char *config_path)
+/* --fleet: one line per node, from what each published last. */
+static void print_fleet(json_t *fleet)
+{
+        if (!json_is_object(fleet)) {
+                printf("fleet: none ([cluster] redis is not set)\n");
+                return;
+        }
+        json_t *nodes = json_object_get(fleet, "nodes");
+        printf("fleet: %zu node(s), this one %s; redis %s\n", json_array_size(nodes),
+               json_string_value(json_object_get(fleet, "node")),
+               json_is_true(json_object_get(fleet, "redis_connected"))
+                   ? "connected"
+                   : "not connected (the list is the last one read)");
+        size_t i;
+        json_t *n;
+        json_array_foreach (nodes, i, n) {
+                printf("  %s: %lld queued, %lld deferred, %lld on hold, last seen %llds ago",
+                       json_string_value(json_object_get(n, "node")),
+                       (long long)json_integer_value(json_object_get(n, "queue")),
+                       (long long)json_integer_value(json_object_get(n, "deferred")),
+                       (long long)json_integer_value(json_object_get(n, "hold")),
+                       (long long)json_integer_value(json_object_get(n, "age_s")));
+                const char *k;
+                json_t *v;
+                const char *sep = "; ";
+                json_object_foreach (json_object_get(n, "by_class"), k, v) {
+                        printf("%s%s %lld", sep, k, (long long)json_integer_value(v));
+                        sep = ", ";
+                }
+                printf("\n");
+        }
+}
+
+int tarryq_status(const char *config_path, bool fleet)
 {
         struct tarry_config *cfg = NULL;
         int ex = cli_load_config("tarryq", config_path, &cfg);
@@ -571,7 +604,9 @@ int tarryq_status(const char *config_path)
         struct status_client *c = client_for(cfg);
         long code = 0;
         _cleanup_(json_decrefp) json_t *st = NULL;
-        int r = c ? status_client_request_json(c, "GET", "/status", &code, &st) : -ENOENT;
+        int r = c ? status_client_request_json(c, "GET", fleet ? "/status?fleet=1" : "/status",
+                                               &code, &st)
+                  : -ENOENT;
         const char *refused = json_string_value(json_object_get(st, "error"));
         if (r == 0 && code != 200 && refused) {
                 fprintf(stderr, "tarryq: cannot read the status: %s (%s)\n", refused,
@@ -583,6 +618,8 @@ int tarryq_status(const char *config_path)
                 ex = EX_UNAVAILABLE;
         } else {
                 print_status(st);
+                if (fleet)
+                        print_fleet(json_object_get(st, "fleet"));
         }
         status_client_free(c);
         cfg_free(cfg);

@@ -16,6 +16,6 @@ int tarryq_list(const char *config_path, bool json);
 int tarryq_admin(const char *config_path, char action, const char *target, bool force);
 /* tarryq resume DESTINATION: lift its suspension or back-off now. */
 int tarryq_resume(const char *config_path, const char *destination);
-int tarryq_status(const char *config_path);
+int tarryq_status(const char *config_path, bool fleet);
 
 #endif

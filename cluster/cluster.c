@@ -55,6 +55,19 @@ static const char scan_script[] =
     "until cursor == '0' or #out >= tonumber(ARGV[2])\n"
     "return out\n";
 
+/* Renew this node's summary and read every node's: one round trip. */
+static const char fleet_script[] =
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "local out, cursor = {}, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for _, k in ipairs(r[2]) do\n"
+    "    if redis.call('TYPE', k).ok == 'string' then out[#out + 1] = redis.call('GET', k) end\n"
+    "  end\n"
+    "until cursor == '0' or #out >= tonumber(ARGV[4])\n"
+    "return out\n";
+
 struct rconn {
         struct cluster *c;
         redisAsyncContext *ac;
@@ -74,6 +87,10 @@ struct cluster {
         char *addr; /* as configured, for messages */
         char *node, *prefix, *channel, *pattern;
         char *win_channel, *win_pattern;
+        char *node_key, *node_pattern;
+        char **fleet; /* summaries from the latest read */
+        size_t n_fleet;
+        int64_t published_us;
         struct cluster_ops ops;
         struct rconn cmd, sub;
         sd_event_source *tick;
@@ -192,6 +209,31 @@ static void note_down(struct cluster *c, const char *why)
             c->addr, c->st.connected_us ? "lost" : "not reachable", why);
 }
 
+static void free_fleet(struct cluster *c)
+{
+        for (size_t i = 0; i < c->n_fleet; i++)
+                free(c->fleet[i]);
+        free(c->fleet);
+        c->fleet = NULL;
+        c->n_fleet = 0;
+}
+
+static void on_fleet_reply(redisAsyncContext *ac, void *r, void *priv);
+static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const char **argv);
+
+static void publish_summary(struct cluster *c)
+{
+        char buf[CLUSTER_SUMMARY_MAX], ttl[24], max[16];
+        c->published_us = mono_us();
+        if (!c->ops.summary || c->ops.summary(c->ops.userdata, buf, sizeof(buf)) < 0)
+                return;
+        snprintf(ttl, sizeof(ttl), "%d", CLUSTER_NODE_TTL_S * 1000);
+        snprintf(max, sizeof(max), "%d", CLUSTER_NODES_MAX);
+        const char *argv[] = {"EVAL", fleet_script,    "1", c->node_key, buf,
+                              ttl,    c->node_pattern, max};
+        (void)send_cmd(c, on_fleet_reply, 8, argv);
+}
+
 static void check_up(struct cluster *c)
 {
         if (c->healthy || !c->cmd.up || !c->sub.subscribed)
@@ -206,6 +248,7 @@ static void check_up(struct cluster *c)
         resync(c);
         if (c->ops.on_connected)
                 c->ops.on_connected(c->ops.userdata);
+        publish_summary(c);
 }
 
 static void drop(struct rconn *rc, const char *why)
@@ -332,7 +375,24 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
         }
 }
 
-static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const char **argv);
+static void on_fleet_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct cluster *c = priv;
+        redisReply *reply = r;
+        reply_done(c);
+        if (!reply || reply->type != REDIS_REPLY_ARRAY)
+                return;
+        free_fleet(c);
+        c->fleet = calloc(reply->elements ? reply->elements : 1, sizeof(*c->fleet));
+        for (size_t i = 0; c->fleet && i < reply->elements && i < CLUSTER_NODES_MAX; i++) {
+                redisReply *e = reply->element[i];
+                if (e->type == REDIS_REPLY_STRING && e->len < CLUSTER_SUMMARY_MAX &&
+                    !memchr(e->str, '\0', e->len) &&
+                    (c->fleet[c->n_fleet] = strndup(e->str, e->len)))
+                        c->n_fleet++;
+        }
+}
 
 static void resync(struct cluster *c)
 {
@@ -433,6 +493,8 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata)
                 drop(&c->cmd, "no reply within 2 s");
         tend(&c->cmd, now);
         tend(&c->sub, now);
+        if (c->healthy && now - c->published_us >= CLUSTER_PUBLISH_S * US)
+                publish_summary(c);
         sd_event_source_set_time(s, usec + TICK_US);
         return 0;
 }
@@ -523,7 +585,9 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
             asprintf(&c->channel, "%spause", prefix) < 0 ||
             asprintf(&c->pattern, "%sdest:*", esc) < 0 ||
             asprintf(&c->win_channel, "%swindow", prefix) < 0 ||
-            asprintf(&c->win_pattern, "%swin:*", esc) < 0) {
+            asprintf(&c->win_pattern, "%swin:*", esc) < 0 ||
+            asprintf(&c->node_key, "%snode:%s", prefix, node) < 0 ||
+            asprintf(&c->node_pattern, "%snode:*", esc) < 0) {
                 free(esc);
                 cluster_free(c);
                 return -ENOMEM;
@@ -565,6 +629,9 @@ void cluster_free(struct cluster *c)
         free(c->pattern);
         free(c->win_channel);
         free(c->win_pattern);
+        free(c->node_key);
+        free(c->node_pattern);
+        free_fleet(c);
         free(c);
 }
 
@@ -612,6 +679,12 @@ void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)
 {
         *out = c->st;
         out->connected = c->healthy;
+}
+
+size_t cluster_fleet(const struct cluster *c, const char *const **out)
+{
+        *out = (const char *const *)c->fleet;
+        return c->n_fleet;
 }
 
 const char *cluster_node(const struct cluster *c)

@@ -15,6 +15,9 @@
  *   P pause              channel: the same record when it is set
  *   P win:ROUTE          a window record, expiring after greylist_memory
  *   P window             channel: the same record when it is learned
+ *   P node:NAME          each node's queue summary (JSON the caller makes),
+ *                        written every CLUSTER_PUBLISH_S, expiring after
+ *                        CLUSTER_NODE_TTL_S: a node that stops drops out
  * A pause: "1 SOURCE ROUTE STATE UNTIL_US CLASS NODE", SOURCE "-" for the
  * kernel's choice, STATE "suspended" or "backoff", CLASS a reply class name
  * or "-". A window (per route, whatever the source address):
@@ -39,6 +42,10 @@
 #define CLUSTER_PAUSE_MAX_S    86400 /* a shared pause longer than a day is refused */
 #define CLUSTER_WINDOW_MAX_S   43200 /* a greylist window above 12 h is not one (LEARN_MAX_S) */
 #define CLUSTER_SKEW_S         300   /* a window learned further in the future is refused */
+#define CLUSTER_SUMMARY_MAX    2048  /* a node summary; longer ones are not kept */
+#define CLUSTER_PUBLISH_S      5     /* how often a node publishes its summary */
+#define CLUSTER_NODE_TTL_S     30    /* a summary not renewed for this long is gone */
+#define CLUSTER_NODES_MAX      256   /* summaries kept from one read */
 
 enum cluster_pause_state {
         CLUSTER_SUSPENDED,
@@ -101,6 +108,9 @@ struct cluster_ops {
          * own current pauses and windows again (a restarted Redis has
          * forgotten them). */
         void (*on_connected)(void *userdata);
+        /* This node's summary for the fleet view (a JSON object), written
+         * into buf; 0, or negative to publish nothing this time. */
+        int (*summary)(void *userdata, char *buf, size_t len);
         /* Something to log: the loss, the return, a refused record. */
         void (*log)(void *userdata, int priority, const char *msg);
         void *userdata;
@@ -121,6 +131,11 @@ void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p);
 /* Share a window this node learned; it expires from Redis after ttl_s
  * (greylist_memory). Dropped when Redis is not connected now. */
 void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s);
+
+/* The fleet as last read (every CLUSTER_PUBLISH_S, this node's included):
+ * each node's summary as it came from Redis, unvalidated (the caller parses
+ * it as outside input). Valid until the next loop iteration. */
+size_t cluster_fleet(const struct cluster *c, const char *const **out);
 
 struct cluster_stats {
         bool connected;

@@ -349,6 +349,82 @@ static int get_status(void *userdata, enum status_view view, json_t **out)
         return 0;
 }
 
+/* This node's line in the fleet view (docs/fleet.md): the same counts as
+ * /status, every CLUSTER_PUBLISH_S. */
+int control_fleet_summary(struct tarryd *d, char *buf, size_t len)
+{
+        struct counts c = {.now = now_realtime_us()};
+        msgindex_foreach(d->index, count_cb, &c);
+        json_t *by_class = json_object();
+        for (int i = 0; i < CLASS__MAX; i++)
+                if (i != CLASS_PERMANENT && c.by_class[i])
+                        json_object_set_new(by_class, reply_class_name(i),
+                                            json_integer((json_int_t)c.by_class[i]));
+        _cleanup_(json_decrefp) json_t *o =
+            json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "node", cluster_node(d->cluster), "seen",
+                      (json_int_t)(c.now / 1000000), "queue", (json_int_t)msgindex_count(d->index),
+                      "deferred", (json_int_t)c.state[STATUS_QSTATE_DEFERRED], "hold",
+                      (json_int_t)c.state[STATUS_QSTATE_HOLD], "by_class", by_class);
+        if (!o)
+                return -ENOMEM;
+        size_t n = json_dumpb(o, buf, len, JSON_COMPACT);
+        if (n == 0 || n >= len)
+                return -ENOSPC;
+        buf[n] = '\0';
+        return 0;
+}
+
+/* One node's summary as it came from Redis (outside input): kept only with
+ * the fields and types this version writes. */
+static json_t *fleet_node(const char *text, int64_t now)
+{
+        json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        const char *node = json_string_value(json_object_get(o, "node"));
+        json_t *seen = json_object_get(o, "seen"), *queue = json_object_get(o, "queue"),
+               *deferred = json_object_get(o, "deferred"), *hold = json_object_get(o, "hold"),
+               *by_class = json_object_get(o, "by_class");
+        bool ok = json_is_object(o) && cluster_node_name_ok(node) && json_is_integer(seen) &&
+                  json_is_integer(queue) && json_integer_value(queue) >= 0 &&
+                  json_is_integer(deferred) && json_is_integer(hold) && json_is_object(by_class);
+        const char *k;
+        json_t *v;
+        json_object_foreach (by_class, k, v)
+                ok = ok && reply_class_from_name(k) >= 0 && json_is_integer(v);
+        if (!ok) {
+                json_decref(o);
+                return NULL;
+        }
+        json_t *out =
+            json_pack("{s:s, s:I, s:I, s:I, s:I, s:O, s:I}", "node", node, "last_seen",
+                      json_integer_value(seen), "queue", json_integer_value(queue), "deferred",
+                      json_integer_value(deferred), "hold", json_integer_value(hold), "by_class",
+                      by_class, "age_s", (json_int_t)(now / 1000000 - json_integer_value(seen)));
+        json_decref(o);
+        return out;
+}
+
+static int get_fleet(void *userdata, json_t **out)
+{
+        struct tarryd *d = userdata;
+        *out = NULL;
+        if (!d->cluster)
+                return 0;
+        struct cluster_stats st;
+        cluster_get_stats(d->cluster, &st);
+        const char *const *rec;
+        size_t n = cluster_fleet(d->cluster, &rec);
+        int64_t now = now_realtime_us();
+        json_t *nodes = json_array();
+        for (size_t i = 0; nodes && i < n; i++) {
+                json_t *node = fleet_node(rec[i], now);
+                if (node)
+                        json_array_append_new(nodes, node);
+        }
+        *out = json_pack("{s:s, s:b, s:o}", "node", cluster_node(d->cluster), "redis_connected",
+                         st.connected, "nodes", nodes);
+        return *out ? 0 : -ENOMEM;
+}
+
 static int load_any(struct tarryd *d, const struct msg *m, struct envelope **env)
 {
         const char *why;
@@ -686,6 +762,7 @@ int control_start(struct tarryd *d)
         provider = (struct status_provider){
             .userdata = d,
             .get_status = get_status,
+            .get_fleet = get_fleet,
             .list_queue = list_queue,
             .get_message = get_message,
             .refresh_metrics = refresh_metrics,

@@ -118,6 +118,11 @@ static void on_connected(void *userdata)
         (void)sched_foreach_destination(d->sched, now_us(), republish, d);
 }
 
+static int on_summary(void *userdata, char *buf, size_t len)
+{
+        return control_fleet_summary(userdata, buf, len);
+}
+
 static void on_log(void *userdata, int priority, const char *msg)
 {
         (void)userdata;
@@ -133,6 +138,7 @@ int fleet_start(struct tarryd *d)
         struct cluster_ops ops = {.on_pause = on_cluster_pause,
                                   .on_window = on_cluster_window,
                                   .on_connected = on_connected,
+                                  .summary = on_summary,
                                   .log = on_log,
                                   .userdata = d};
         int r = cluster_new(d->loop, d->cfg->cluster_redis, node, d->cfg->cluster_prefix, &ops,

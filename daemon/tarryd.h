@@ -196,5 +196,7 @@ void control_stop(struct tarryd *d);
 void control_note_reload(const struct tarry_config *now, const struct tarry_config *next);
 void control_note_transcript(const char *id, const char *text);
 void control_update_status_line(struct tarryd *d);
+/* This node's summary for the fleet view, as JSON into buf. 0 or -errno. */
+int control_fleet_summary(struct tarryd *d, char *buf, size_t len);
 
 #endif

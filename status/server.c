@@ -177,15 +177,37 @@ static const char *admin_refusal(struct listener *l, struct MHD_Connection *c)
 /* ---- endpoints ---- */
 
 static enum MHD_Result handle_status(struct status_server *s, struct MHD_Connection *c,
-                                     enum status_view view)
+                                     enum status_view view, bool fleet)
 {
-        json_t *out = NULL;
+        json_t *out = NULL, *nodes = NULL;
         if (!s->provider.get_status)
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no status provider", NULL);
         int r = s->provider.get_status(s->provider.userdata, view, &out);
         if (r < 0)
                 return reply_errno(s, c, r);
+        if (fleet) {
+                r = s->provider.get_fleet ? s->provider.get_fleet(s->provider.userdata, &nodes) : 0;
+                if (r < 0) {
+                        json_decref(out);
+                        return reply_errno(s, c, r);
+                }
+                json_object_set_new(out, "fleet", nodes ? nodes : json_null());
+        }
         return reply_json(s, c, MHD_HTTP_OK, out, NULL);
+}
+
+/* /status takes one query parameter, fleet=1. */
+static enum MHD_Result status_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+        int *fleet = cls;
+        (void)kind;
+        if (strcmp(key, "fleet") != 0 || !value || strcmp(value, "1") != 0 || *fleet) {
+                *fleet = -1;
+                return MHD_NO;
+        }
+        *fleet = 1;
+        return MHD_YES;
 }
 
 struct qargs {
@@ -338,8 +360,15 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
                 return reply_error(s, c, MHD_HTTP_METHOD_NOT_ALLOWED, why, allow);
         if (r < 0)
                 return reply_error(s, c, MHD_HTTP_BAD_REQUEST, why, NULL);
-        if (req.route != ROUTE_QUEUE)
+        int fleet = 0;
+        if (req.route == ROUTE_STATUS) {
+                MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, status_arg, &fleet);
+                if (fleet < 0)
+                        return reply_error(s, c, MHD_HTTP_BAD_REQUEST,
+                                           "/status takes one query parameter: fleet=1", NULL);
+        } else if (req.route != ROUTE_QUEUE) {
                 MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, count_arg, &n_args);
+        }
         if (n_args > 0)
                 return reply_error(s, c, MHD_HTTP_BAD_REQUEST,
                                    "this resource takes no query parameters", NULL);
@@ -354,8 +383,8 @@ static enum MHD_Result dispatch(struct listener *l, struct MHD_Connection *c, co
                                    NULL);
         switch (req.route) {
         case ROUTE_STATUS:
-                return handle_status(s, c,
-                                     l->addr.is_unix ? STATUS_VIEW_FULL : STATUS_VIEW_AGGREGATE);
+                return handle_status(
+                    s, c, l->addr.is_unix ? STATUS_VIEW_FULL : STATUS_VIEW_AGGREGATE, fleet == 1);
         case ROUTE_QUEUE:
                 return handle_queue(l, c);
         case ROUTE_MESSAGE:

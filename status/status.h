@@ -167,6 +167,9 @@ struct status_provider {
         void *userdata;
         /* GET /status: the whole status object, as much as view allows. */
         int (*get_status)(void *userdata, enum status_view view, json_t **out);
+        /* GET /status?fleet=1: the same, and "fleet" set to this object (the
+         * nodes of a fleet, docs/fleet.md; JSON null without one). May be NULL. */
+        int (*get_fleet)(void *userdata, json_t **out);
         /* GET /queue: the page [offset, offset+limit) of matching messages as a
          * JSON array of `tarryq -j` objects, and how many match in all. */
         int (*list_queue)(void *userdata, const struct status_queue_filter *filter,

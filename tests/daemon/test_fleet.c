@@ -234,6 +234,34 @@ Test(fleet, a_suspension_at_one_node_holds_the_other_nodes_mail_for_that_destina
         cr_assert(wait_log(&c, "cluster: node a suspended"), "node c never read it");
         assert_held_at(&c, f, "three@example.test");
 
+        /* the fleet view: every node with its queue, from any node */
+        char *out = NULL, *err = NULL;
+        bool all = false;
+        for (int i = 0; i < WAIT_MS / 100 && !all; i++) {
+                free(out);
+                free(err);
+                cr_assert_eq(
+                    harness_tarryq(&b, (const char *[]){"-s", "--fleet", NULL}, &out, &err), 0,
+                    "%s", err);
+                all = strstr(out, "fleet: 3 node(s), this one b; redis connected") &&
+                      strstr(out, "  a: 1 queued, 1 deferred") && strstr(out, "  b: 1 queued") &&
+                      strstr(out, "  c: 1 queued");
+                if (!all)
+                        harness_sleep_ms(100);
+        }
+        cr_assert(all, "tarryq -s --fleet at b:\n%s", out);
+        cr_assert_not_null(strstr(out, "a: 1 queued, 1 deferred, 0 on hold, last seen "), "%s",
+                           out);
+        cr_assert_not_null(strstr(out, "; reputation 1"), "%s", out);
+        free(out);
+        free(err);
+        char *plain = harness_http_get(&b, "/status");
+        cr_assert_null(strstr(plain, "\"fleet\""), "fleet without ?fleet=1");
+        free(plain);
+        char *bad = harness_http_get(&b, "/status?fleet=2");
+        cr_assert_not_null(strstr(bad, " 400 "), "%s", bad);
+        free(bad);
+
         cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
         cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
         cr_assert_eq(harness_stop(&c, SIGTERM, 5000), 0);
