@@ -68,6 +68,19 @@ static const char fleet_script[] =
     "until cursor == '0' or #out >= tonumber(ARGV[4])\n"
     "return out\n";
 
+/* GCRA, one start per gap: the caller's slot and the next one stored. A key
+ * of another type is replaced. */
+static const char slot_script[] =
+    "local now, gap = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local tat = 0\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'string' then\n"
+    "  tat = tonumber(redis.call('GET', KEYS[1])) or 0\n"
+    "else redis.call('DEL', KEYS[1]) end\n"
+    "local slot = math.max(tat, now + gap)\n"
+    "redis.call('SET', KEYS[1], string.format('%.0f', slot + gap), 'PX',\n"
+    "           math.floor((slot + 2 * gap - now) / 1000) + 1000)\n"
+    "return string.format('%.0f', slot)\n";
+
 struct rconn {
         struct cluster *c;
         redisAsyncContext *ac;
@@ -615,6 +628,7 @@ void cluster_free(struct cluster *c)
         c->ops.log = NULL; /* no "lost" message at shutdown */
         c->ops.on_pause = NULL;
         c->ops.on_connected = NULL;
+        c->ops.on_slot = NULL;
         if (c->cmd.ac)
                 redisAsyncFree(c->cmd.ac);
         if (c->sub.ac)
@@ -673,6 +687,71 @@ void cluster_publish_window(struct cluster *c, const struct cluster_window *w, i
         if (!send_cmd(c, on_cmd_reply, 8, argv))
                 c->st.dropped++;
         free(key);
+}
+
+struct slot_ask {
+        struct cluster *c;
+        int64_t asked_us;
+        char *route;
+        char source[]; /* then route */
+};
+
+static void on_slot_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct slot_ask *a = priv;
+        struct cluster *c = a->c;
+        redisReply *reply = r;
+        reply_done(c);
+        int64_t slot = -1;
+        if (reply && reply->type == REDIS_REPLY_STRING && reply->len < 24) {
+                char *end = NULL;
+                long long v = strtoll(reply->str, &end, 10);
+                if (end && !*end && v >= a->asked_us && v <= a->asked_us + CLUSTER_SLOT_MAX_S * US)
+                        slot = v;
+                else
+                        refused(c, "pace slot is not a time within an hour");
+        } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+                refused(c, reply->str);
+        }
+        if (c->ops.on_slot)
+                c->ops.on_slot(c->ops.userdata, a->source, a->route, slot);
+        free(a);
+}
+
+bool cluster_reserve_slot(struct cluster *c, const char *source, const char *route, int64_t gap_us)
+{
+        if (!c->cmd.up || c->pending >= MAX_PENDING || gap_us <= 0)
+                return false;
+        source = source ? source : "";
+        size_t ls = strlen(source) + 1, lr = strlen(route) + 1;
+        struct slot_ask *a = malloc(sizeof(*a) + ls + lr);
+        char *key = NULL, now[24], gap[24];
+        if (!a || asprintf(&key, "%srate:%s/%s", c->prefix, source[0] ? source : "-", route) < 0) {
+                free(a);
+                return false;
+        }
+        a->c = c;
+        a->asked_us = real_us();
+        memcpy(a->source, source, ls);
+        a->route = a->source + ls;
+        memcpy(a->route, route, lr);
+        snprintf(now, sizeof(now), "%lld", (long long)a->asked_us);
+        snprintf(gap, sizeof(gap), "%lld", (long long)gap_us);
+        const char *argv[] = {"EVAL", slot_script, "1", key, now, gap};
+        size_t lens[6];
+        for (int i = 0; i < 6; i++)
+                lens[i] = strlen(argv[i]);
+        bool ok = redisAsyncCommandArgv(c->cmd.ac, on_slot_reply, a, 6, argv, lens) == REDIS_OK;
+        free(key);
+        if (!ok) {
+                free(a);
+                return false;
+        }
+        if (c->pending++ == 0)
+                c->last_progress_us = mono_us();
+        c->st.commands++;
+        return true;
 }
 
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)

@@ -15,6 +15,8 @@
  *   P pause              channel: the same record when it is set
  *   P win:ROUTE          a window record, expiring after greylist_memory
  *   P window             channel: the same record when it is learned
+ *   P rate:SOURCE/ROUTE  a shared pace (GCRA): the fleet's next free start
+ *                        slot, in microseconds; expires once it is past
  *   P node:NAME          each node's queue summary (JSON the caller makes),
  *                        written every CLUSTER_PUBLISH_S, expiring after
  *                        CLUSTER_NODE_TTL_S: a node that stops drops out
@@ -46,6 +48,7 @@
 #define CLUSTER_PUBLISH_S      5     /* how often a node publishes its summary */
 #define CLUSTER_NODE_TTL_S     30    /* a summary not renewed for this long is gone */
 #define CLUSTER_NODES_MAX      256   /* summaries kept from one read */
+#define CLUSTER_SLOT_MAX_S     3600  /* a pace slot further away is not believed */
 
 enum cluster_pause_state {
         CLUSTER_SUSPENDED,
@@ -108,6 +111,10 @@ struct cluster_ops {
          * own current pauses and windows again (a restarted Redis has
          * forgotten them). */
         void (*on_connected)(void *userdata);
+        /* The answer to cluster_reserve_slot: this node's next start on
+         * (source, route) is not before slot_us; -1: no answer (Redis gone
+         * or the reply not a time within CLUSTER_SLOT_MAX_S). */
+        void (*on_slot)(void *userdata, const char *source, const char *route, int64_t slot_us);
         /* This node's summary for the fleet view (a JSON object), written
          * into buf; 0, or negative to publish nothing this time. */
         int (*summary)(void *userdata, char *buf, size_t len);
@@ -136,6 +143,13 @@ void cluster_publish_window(struct cluster *c, const struct cluster_window *w, i
  * each node's summary as it came from Redis, unvalidated (the caller parses
  * it as outside input). Valid until the next loop iteration. */
 size_t cluster_fleet(const struct cluster *c, const char *const **out);
+
+/* Rate across the fleet: one start on (source, route) per gap_us, whatever
+ * the node (GCRA as a server-side script: slot = max(stored, now + gap),
+ * stored = slot + gap). This node just started one; its next slot comes
+ * back through ops.on_slot. false when Redis is not connected now (nothing
+ * will come back). */
+bool cluster_reserve_slot(struct cluster *c, const char *source, const char *route, int64_t gap_us);
 
 struct cluster_stats {
         bool connected;

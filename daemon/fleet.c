@@ -118,6 +118,21 @@ static void on_connected(void *userdata)
         (void)sched_foreach_destination(d->sched, now_us(), republish, d);
 }
 
+static bool on_pace_reserve(void *userdata, const char *source, const char *route, int64_t gap_us)
+{
+        struct tarryd *d = userdata;
+        return cluster_reserve_slot(d->cluster, source, route, gap_us);
+}
+
+static void on_cluster_slot(void *userdata, const char *source, const char *route, int64_t slot_us)
+{
+        struct tarryd *d = userdata;
+        if (!d->sched)
+                return;
+        sched_shared_pace_slot(d->sched, source, route, slot_us, now_us());
+        deliver_arm_timer(d);
+}
+
 static int on_summary(void *userdata, char *buf, size_t len)
 {
         return control_fleet_summary(userdata, buf, len);
@@ -139,6 +154,7 @@ int fleet_start(struct tarryd *d)
                                   .on_window = on_cluster_window,
                                   .on_connected = on_connected,
                                   .summary = on_summary,
+                                  .on_slot = on_cluster_slot,
                                   .log = on_log,
                                   .userdata = d};
         int r = cluster_new(d->loop, d->cfg->cluster_redis, node, d->cfg->cluster_prefix, &ops,
@@ -147,8 +163,10 @@ int fleet_start(struct tarryd *d)
                 log_error("%s", err);
                 return r == -EINVAL ? EX_CONFIG : EX_OSERR;
         }
-        struct sched_share share = {
-            .pause_set = on_sched_pause, .window_set = on_sched_window, .userdata = d};
+        struct sched_share share = {.pause_set = on_sched_pause,
+                                    .window_set = on_sched_window,
+                                    .pace_reserve = on_pace_reserve,
+                                    .userdata = d};
         sched_set_share(d->sched, &share);
         return 0;
 }

@@ -133,7 +133,7 @@ static void start(struct sched *s, struct sched_item *it, int64_t now)
         if (it->dest->limit_gap_us > gap)
                 gap = it->dest->limit_gap_us;
         if (gap)
-                pace(s, it->dest, now + gap);
+                pace(s, it->dest, now + share_paced_start(s, it->dest, gap));
 }
 
 static void end_flight(struct sched *s, struct sched_item *it, int64_t now)
@@ -620,6 +620,20 @@ void sched_get_stats(const struct sched *s, struct sched_stats *out)
 uint64_t sched_rand(struct sched *s)
 {
         return rng_next(s);
+}
+
+/* A shared pace slot: no start before until (earlier or later than the
+ * hold in place), unless the destination is paused for another reason. */
+void sched_pace_until(struct sched *s, struct dest *d, int64_t until)
+{
+        if (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF)
+                return;
+        if (!d->in_dheap) {
+                pace(s, d, until);
+                return;
+        }
+        d->until_us = until;
+        heap_update(&s->dests, d->dheap_idx, until);
 }
 
 void sched_pause(struct sched *s, struct dest *d, enum pause_kind kind, int64_t until)

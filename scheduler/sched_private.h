@@ -112,9 +112,14 @@ void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now)
 int sched_item_wait(struct sched *s, struct sched_item *it, int64_t due);
 void sched_item_free(struct sched *s, struct sched_item *it);
 int sched_full_concurrency(const struct sched *s);
+void sched_pace_until(struct sched *s, struct dest *d, int64_t until);
 
 /* share.c */
 void share_pause_set(struct sched *s, const struct dest *d);
 void share_window_set(struct sched *s, const struct dest *d);
+/* A start on a destination paced to one start per gap (a rule's
+ * max_per_minute, a provider's messages_per_minute): asks the sharer for the
+ * next slot; the hold to keep until it answers (gap without a sharer). */
+int64_t share_paced_start(struct sched *s, struct dest *d, int64_t gap);
 
 #endif

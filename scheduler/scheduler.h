@@ -448,6 +448,11 @@ struct sched_shared_window {
 struct sched_share {
         void (*pause_set)(void *userdata, const struct sched_shared_pause *p);
         void (*window_set)(void *userdata, const struct sched_shared_window *w);
+        /* A rule's max_per_minute paces (source, route) to one start per
+         * gap_us: this node just started one; ask for its next slot (answer
+         * with sched_shared_pace_slot). true: asked; false: no fleet now
+         * (the local gap applies). May be NULL. */
+        bool (*pace_reserve)(void *userdata, const char *source, const char *route, int64_t gap_us);
         void *userdata;
 };
 
@@ -459,6 +464,12 @@ void sched_set_share(struct sched *s, const struct sched_share *share);
  * (cluster/); a pause already over, a state that is not a pause or an empty
  * route is -EINVAL. 1 when it changed something, 0 when not, -ENOMEM. */
 int sched_apply_shared_pause(struct sched *s, const struct sched_shared_pause *p, int64_t now_us);
+
+/* The answer to pace_reserve: this node's next start on (source, route) is
+ * not before slot_us; slot_us < 0: no answer (the local gap from now
+ * applies). Nothing when the destination is no longer paced. */
+void sched_shared_pace_slot(struct sched *s, const char *source, const char *route, int64_t slot_us,
+                            int64_t now_us);
 
 /* Take a greylist window another node learned for (source, w->route) unless
  * what is known here is as recent: the next message's first retry aims at

@@ -38,6 +38,35 @@ void share_window_set(struct sched *s, const struct dest *d)
         s->share.window_set(s->share.userdata, &w);
 }
 
+/* Until the fleet answers, no start: the answer comes within the cluster's
+ * reply deadline, or the connection is dropped and the local gap applies. */
+#define PACE_HOLD_US (3 * 1000000LL)
+
+int64_t share_paced_start(struct sched *s, struct dest *d, int64_t gap)
+{
+        if (s->share.pace_reserve &&
+            s->share.pace_reserve(s->share.userdata, d->source, d->route, gap))
+                return gap > PACE_HOLD_US ? gap : PACE_HOLD_US;
+        return gap;
+}
+
+/* The gap pacing d now, 0: none. */
+static int64_t pace_gap(const struct dest *d, int64_t now)
+{
+        int64_t gap = d->pace_gap_us && now < d->pace_until_us ? d->pace_gap_us : 0;
+        return d->limit_gap_us > gap ? d->limit_gap_us : gap;
+}
+
+void sched_shared_pace_slot(struct sched *s, const char *source, const char *route, int64_t slot,
+                            int64_t now)
+{
+        struct dest *d = dest_get(s, source ? source : "", route, false);
+        int64_t gap = d ? pace_gap(d, now) : 0;
+        if (!gap)
+                return;
+        sched_pace_until(s, d, slot >= 0 ? slot : now + gap);
+}
+
 int sched_apply_shared_window(struct sched *s, const char *source,
                               const struct sched_shared_window *w, int64_t now)
 {

@@ -107,6 +107,16 @@ static void redis_cleanup(struct redis *r)
         (void)system(cmd);
 }
 
+/* When transaction i reached the receiver (its final dot answered). */
+static int64_t txn_time(struct fixture *f, size_t i)
+{
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, i, &t), 0);
+        int64_t when = t.time_us;
+        fixture_txn_clear(&t);
+        return when;
+}
+
 /* ---- nodes ---- */
 
 static void init_node_with(struct harness *h, const char *node, struct fixture *f, struct redis *r,
@@ -368,6 +378,73 @@ Test(fleet, a_greylist_window_learned_at_one_node_makes_the_others_first_retry_l
         cr_assert_eq(fixture_wait_txns(f, 2, 60000), 0, "node b never got through");
         cr_assert_eq(harness_log_count(&b, "status=deferred"), 1,
                      "node b's first retry did not land after the window");
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        unlink(policy);
+        rmdir(dir);
+        fixture_free(f);
+        redis_cleanup(&r);
+}
+
+/* An operator rule paces the destination to PACE_PER_MIN starts a minute
+ * (max_per_minute) on each node that gets its reply; shared, the two nodes
+ * together keep to it within 5 % (each alone would keep to it, and
+ * together send twice as much). */
+#define PACE_PER_MIN 120
+#define PACE_EACH    12 /* messages per node */
+Test(fleet, a_rule_paced_rate_holds_across_both_nodes, .timeout = 240)
+{
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt:trigger*", "451 4.7.0 SLOW-DOWN please");
+        char dir[] = "/tmp/tarry-fleet-XXXXXX", policy[64], main_more[128];
+        cr_assert_not_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        snprintf(policy, sizeof(policy), "%s/policy.json", dir);
+        FILE *pf = fopen(policy, "w");
+        cr_assert_not_null(pf);
+        fprintf(pf,
+                "{\"tarry_policy\": 1, \"rules\": [{\"name\": \"slow-down\", \"code\": \"4??\", "
+                "\"enhanced\": \"*\", \"text\": \"SLOW-DOWN\", \"class\": \"unknown_temp\", "
+                "\"reason\": \"the test's throttle\", \"source\": \"observed\", \"action\": "
+                "{\"max_per_minute\": %d, \"for_seconds\": 600}}]}\n",
+                PACE_PER_MIN);
+        fclose(pf);
+        chmod(policy, 0644);
+        snprintf(main_more, sizeof(main_more), "classifier_rules = %s\n", policy);
+        const char *retry = "[retry.unknown_temp]\ninitial = 600s\n";
+        struct harness a, b;
+        init_node_with(&a, "a", f, &r, main_more, retry);
+        init_node_with(&b, "b", f, &r, main_more, retry);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"));
+        cr_assert(wait_log(&b, "cluster: connected to redis"));
+        harness_send(&a, "alice@sender.test", "trigger-a@example.test", "pace a");
+        harness_send(&b, "alice@sender.test", "trigger-b@example.test", "pace b");
+        cr_assert(wait_log(&a, "class=unknown_temp"));
+        cr_assert(wait_log(&b, "class=unknown_temp"));
+
+        for (int i = 0; i < PACE_EACH; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "a%d@example.test", i);
+                harness_send(&a, "alice@sender.test", rcpt, "paced");
+                snprintf(rcpt, sizeof(rcpt), "b%d@example.test", i);
+                harness_send(&b, "alice@sender.test", rcpt, "paced");
+        }
+        cr_assert_eq(fixture_wait_txns(f, 2 * PACE_EACH, 120000), 0, "not all delivered");
+        /* each node's first start after the rule is its own (nothing
+         * reserved yet): count from the third delivery */
+        int64_t first = txn_time(f, 2), last = txn_time(f, 2 * PACE_EACH - 1);
+        double per_min = (2.0 * PACE_EACH - 3) * 60e6 / (double)(last - first);
+        cr_log_info("fleet-wide pace: %.1f starts a minute (rule: %d)", per_min, PACE_PER_MIN);
+        cr_assert_leq(per_min, PACE_PER_MIN * 1.05, "%.1f starts a minute across the fleet",
+                      per_min);
+        cr_assert_geq(per_min, PACE_PER_MIN * 0.5, "%.1f starts a minute: far too slow", per_min);
 
         cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
         cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
