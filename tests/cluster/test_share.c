@@ -219,3 +219,79 @@ Test(share, another_nodes_window_makes_the_first_retry_here_land_after_it)
         cr_assert_eq(sched_apply_shared_window(s, "192.0.2.10", &w, T0 + 10 * S), -EINVAL);
         sched_free(s);
 }
+
+struct asked {
+        int n;
+        int64_t gap_us;
+        bool answer;
+};
+
+static bool on_reserve(void *ud, const char *source, const char *route, int64_t gap_us)
+{
+        struct asked *a = ud;
+        (void)source;
+        (void)route;
+        a->n++;
+        a->gap_us = gap_us;
+        return a->answer;
+}
+
+/* A rule paces example.com to 60 starts a minute (one a second). */
+static struct sched *paced(struct sched_classifier **c, struct asked *a, struct sched_item **it)
+{
+        char err[256];
+        cr_assert_eq(sched_classifier_new(c), 0);
+        cr_assert_geq(sched_classifier_load_rules_string(
+                          *c, "pace.json",
+                          "{\"tarry_policy\": 1, \"rules\": [{\"name\": \"slow\", \"code\": "
+                          "\"4??\", \"enhanced\": \"*\", \"text\": \"SLOW-DOWN\", \"class\": "
+                          "\"unknown_temp\", \"reason\": \"test\", \"source\": \"observed\", "
+                          "\"action\": {\"max_per_minute\": 60, \"for_seconds\": 600}}]}",
+                          err, sizeof(err)),
+                      0, "%s", err);
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, *c, NULL, 1, &s), 0);
+        sched_set_share(s, &(struct sched_share){.pace_reserve = on_reserve, .userdata = a});
+        struct sched_item *first;
+        cr_assert_eq(sched_add(s, "", "mx:example.com", T0, 0, NULL, &first), 0);
+        struct sched_rcpt_result r0 = {.prev_class = -1};
+        (void)attempt(s, first, T0, "451 4.7.0 SLOW-DOWN", &r0);
+        cr_assert_eq(sched_add(s, "", "mx:example.com", T0, 0, NULL, it), 0);
+        return s;
+}
+
+Test(share, a_paced_start_waits_for_the_fleets_slot_and_takes_it)
+{
+        struct sched_classifier *c;
+        struct asked a = {.answer = true};
+        struct sched_item *it, *next, *out[1];
+        struct sched *s = paced(&c, &a, &it);
+        cr_assert_eq(sched_pop_due(s, T0 + 1, out, 1), 1); /* the first start is this node's */
+        cr_assert_eq(a.n, 1);
+        cr_assert_eq(a.gap_us, 1 * S);
+        cr_assert_eq(sched_add(s, "", "mx:example.com", T0, 0, NULL, &next), 0);
+        /* held while the fleet has not answered, even past the local gap */
+        cr_assert_eq(sched_pop_due(s, T0 + 2 * S, out, 1), 0);
+        /* the fleet says: not before 5 s (other nodes took the slots between) */
+        sched_shared_pace_slot(s, "", "mx:example.com", T0 + 5 * S, T0 + 2 * S);
+        cr_assert_eq(sched_pop_due(s, T0 + 4 * S, out, 1), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 5 * S, out, 1), 1);
+        cr_assert_eq(out[0], next);
+        sched_free(s);
+        sched_classifier_free(c);
+}
+
+Test(share, a_paced_start_without_the_fleet_keeps_the_local_gap)
+{
+        struct sched_classifier *c;
+        struct asked a = {.answer = false};
+        struct sched_item *it, *next, *out[1];
+        struct sched *s = paced(&c, &a, &it);
+        cr_assert_eq(sched_pop_due(s, T0 + 1, out, 1), 1);
+        cr_assert_eq(a.n, 1);
+        cr_assert_eq(sched_add(s, "", "mx:example.com", T0, 0, NULL, &next), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + S / 2, out, 1), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 1 + S, out, 1), 1);
+        sched_free(s);
+        sched_classifier_free(c);
+}
