@@ -567,8 +567,7 @@ static char *glob_escape(const char *s)
         return out;
 }
 
-int cluster_new(sd_event *loop, const char *addr, const char *node, const char *prefix,
-                const struct cluster_ops *ops, struct cluster **out, char *err, size_t errlen)
+int cluster_check(const char *addr, const char *node, const char *prefix, char *err, size_t errlen)
 {
         if (!prefix || !prefix[0])
                 prefix = CLUSTER_PREFIX_DEFAULT;
@@ -584,6 +583,20 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
                          prefix, CLUSTER_NAME_MAX);
                 return -EINVAL;
         }
+        struct cluster probe = {.addr = (char *)addr};
+        int r = parse_addr(&probe, addr, err, errlen);
+        free(probe.unix_path);
+        return r;
+}
+
+int cluster_new(sd_event *loop, const char *addr, const char *node, const char *prefix,
+                const struct cluster_ops *ops, struct cluster **out, char *err, size_t errlen)
+{
+        int r = cluster_check(addr, node, prefix, err, errlen);
+        if (r < 0)
+                return r;
+        if (!prefix || !prefix[0])
+                prefix = CLUSTER_PREFIX_DEFAULT;
         struct cluster *c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
@@ -606,7 +619,7 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
                 return -ENOMEM;
         }
         free(esc);
-        int r = parse_addr(c, addr, err, errlen);
+        r = parse_addr(c, addr, err, errlen);
         if (r == 0)
                 r = sd_event_add_time_relative(loop, &c->tick, CLOCK_MONOTONIC, 0, TICK_US / 10,
                                                on_tick, c);

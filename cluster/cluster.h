@@ -102,6 +102,11 @@ bool cluster_prefix_ok(const char *prefix);
 
 struct cluster;
 
+/* Check [cluster] without connecting (tarryd --check, and cluster_new):
+ * 0, or -EINVAL with "[cluster] KEY: 'VALUE' what" in err. node NULL or
+ * prefix NULL/"" as in cluster_new. */
+int cluster_check(const char *addr, const char *node, const char *prefix, char *err, size_t errlen);
+
 struct cluster_ops {
         /* Another node set this pause (validated; not one of this node's). */
         void (*on_pause)(void *userdata, const struct cluster_pause *p);

@@ -144,6 +144,15 @@ static void on_log(void *userdata, int priority, const char *msg)
         log_msg(priority, "%s", msg);
 }
 
+int fleet_check(const struct tarry_config *cfg, char *err, size_t errlen)
+{
+        if (!cfg->cluster_redis)
+                return 0;
+        return cluster_check(cfg->cluster_redis,
+                             cfg->cluster_node ? cfg->cluster_node : cfg->myhostname,
+                             cfg->cluster_prefix, err, errlen);
+}
+
 int fleet_start(struct tarryd *d)
 {
         if (!d->cfg->cluster_redis)

@@ -631,7 +631,8 @@ static int run(struct tarryd *d, const struct options *o)
                 struct passwd *pw = getpwnam(d->cfg->user);
                 if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0 ||
                     load_dkim(d->cfg, pw ? pw->pw_uid : geteuid(), &d->dkim, err, sizeof(err)) <
-                        0) {
+                        0 ||
+                    fleet_check(d->cfg, err, sizeof(err)) < 0) {
                         fprintf(stderr, "tarryd: %s\n", err);
                         return EX_CONFIG;
                 }

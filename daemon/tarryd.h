@@ -187,6 +187,8 @@ void diagnoses_metrics(struct tarryd *d, struct status_metrics *mt);
 /* With [cluster] redis: connect (on the loop; never waits) and share the
  * scheduler's pauses. 0, or an exit code (EX_CONFIG) for a bad [cluster]. */
 int fleet_start(struct tarryd *d);
+/* [cluster] as --check sees it, without connecting: 0 or -EINVAL (err). */
+int fleet_check(const struct tarry_config *cfg, char *err, size_t errlen);
 void fleet_stop(struct tarryd *d);
 
 /* control.c */

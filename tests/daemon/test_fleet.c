@@ -455,3 +455,43 @@ Test(fleet, a_rule_paced_rate_holds_across_both_nodes, .timeout = 240)
         fixture_free(f);
         redis_cleanup(&r);
 }
+
+/* tarryd --check names a [cluster] setting that cannot work, exit 78, and
+ * never connects to find out. */
+Test(fleet, tarryd_check_names_a_cluster_setting_that_cannot_work)
+{
+        static const struct {
+                const char *lines, *message;
+        } bad[] = {
+            {"redis = redis.example:6379\n",
+             "[cluster] redis: 'redis.example:6379': the host must be an IP address"},
+            {"redis = 127.0.0.1\n", "[cluster] redis: '127.0.0.1' is not HOST:PORT or unix:PATH"},
+            {"redis = unix:redis.sock\n",
+             "[cluster] redis: 'unix:redis.sock': unix: needs an absolute path"},
+            {"redis = 127.0.0.1:6379\nnode = mx 1\n", "[cluster] node: 'mx 1' is not a node name"},
+            {"redis = 127.0.0.1:6379\nprefix = a b\n", "[cluster] prefix: 'a b' has white space"},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char conf[] = "/tmp/tarry-fleet-conf-XXXXXX", out[] = "/tmp/tarry-fleet-out-XXXXXX";
+                int fd = mkstemp(conf), ofd = mkstemp(out);
+                cr_assert(fd >= 0 && ofd >= 0);
+                dprintf(fd, "[main]\nspool_dir = /nonexistent\n[cluster]\n%s", bad[i].lines);
+                close(fd);
+                close(ofd);
+                char cmd[1024];
+                snprintf(cmd, sizeof(cmd), "'%s' -C '%s' --check >/dev/null 2>'%s'",
+                         harness_binary("daemon/tarryd"), conf, out);
+                int st = system(cmd);
+                char err[512] = "";
+                FILE *f = fopen(out, "r");
+                cr_assert_not_null(f);
+                size_t n = fread(err, 1, sizeof(err) - 1, f);
+                err[n] = '\0';
+                fclose(f);
+                unlink(conf);
+                unlink(out);
+                cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 78, "%s: exit %d", bad[i].lines,
+                          WEXITSTATUS(st));
+                cr_expect_not_null(strstr(err, bad[i].message), "%s", err);
+        }
+}
