@@ -295,3 +295,23 @@ Test(share, a_paced_start_without_the_fleet_keeps_the_local_gap)
         sched_free(s);
         sched_classifier_free(c);
 }
+
+Test(share, a_providers_messages_per_minute_is_paced_by_the_fleet_too)
+{
+        struct sched *s;
+        cr_assert_eq(sched_new(cfg, cls, NULL, 1, &s), 0);
+        struct asked a = {.answer = true};
+        sched_set_share(s, &(struct sched_share){.pace_reserve = on_reserve, .userdata = &a});
+        struct sched_item *it, *next, *out[1];
+        cr_assert_eq(sched_add(s, "", "site:google", T0, 0, NULL, &it), 0);
+        cr_assert_eq(sched_limit_destination(s, "", "site:google", 0, 30), 0);
+        cr_assert_eq(sched_add(s, "", "site:google", T0, 0, NULL, &next), 0);
+        cr_assert_eq(sched_pop_due(s, T0, out, 1), 1);
+        cr_assert_eq(a.n, 1);
+        cr_assert_eq(a.gap_us, 2 * S);
+        sched_shared_pace_slot(s, "", "site:google", T0 + 7 * S, T0 + 1 * S);
+        cr_assert_eq(sched_pop_due(s, T0 + 6 * S, out, 1), 0);
+        cr_assert_eq(sched_pop_due(s, T0 + 7 * S, out, 1), 1);
+        cr_assert_eq(out[0], next);
+        sched_free(s);
+}
