@@ -117,7 +117,8 @@ static void start_on(enum snap_case c)
         harness_start(&h);
         wait_delivered(f, NEW_MAIL);
         wait_read(&h, 1);
-        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 30000), 0, "tarryd did not stop cleanly; see %s",
+                     h.log);
 
         /* tarryd stopped: the spool moves on without it */
         char snap[400], other[400];
@@ -140,8 +141,10 @@ static void start_on(enum snap_case c)
                 sh("rm %s%s", snap, "");
                 break;
         case SNAP_CORRUPT: /* one byte flipped in the middle */
-                sh("f=%s; n=$(($(stat -c %%s $f) / 2)); printf '\\377' | dd of=$f bs=1 seek=$n "
-                   "conv=notrunc status=none%s",
+                /* XOR, not a fixed byte: a byte that already held it would change nothing */
+                sh("python3 -c 'import os, sys; f = open(sys.argv[1], \"r+b\"); "
+                   "n = os.path.getsize(sys.argv[1]) // 2; f.seek(n); b = f.read(1); f.seek(n); "
+                   "f.write(bytes([b[0] ^ 0xff]))' %s%s",
                    snap, "");
                 break;
         case SNAP_TRUNCATED: /* a torn write */
@@ -199,7 +202,8 @@ static void start_on(enum snap_case c)
         free(live_active);
         free(live_hold);
         free(live_deferred);
-        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 30000), 0, "tarryd did not stop cleanly; see %s",
+                     h.log);
         harness_cleanup(&h);
         fixture_free(f);
 }
