@@ -140,23 +140,23 @@ static const char *const retry_keys[] = {"initial",  "factor", "max",
 /* Starting point for each class; the reason for each value is in docs/scheduler.md. */
 static const struct cfg_retry retry_defaults[CLASS__MAX] = {
     /* greylisters accept after 1-30 min; never wait long enough to be forgotten */
-    [CLASS_GREYLIST] = {60, 2.0, 20 * 60, true, CFG_SCOPE_RECIPIENT},
+    [CLASS_GREYLIST] = {60, 2.0, 20 * 60, true, CFG_SCOPE_RECIPIENT, false},
     /* reputation blocks last tens of minutes to hours and hit the whole IP */
-    [CLASS_REPUTATION] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_DESTINATION},
+    [CLASS_REPUTATION] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_DESTINATION, false},
     /* rate limits reset within minutes to an hour */
-    [CLASS_RATE_LIMIT] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION},
+    [CLASS_RATE_LIMIT] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION, false},
     /* overloaded servers recover in minutes; back off so we don't add load */
-    [CLASS_OVERLOAD] = {2 * 60, 2.0, 30 * 60, true, CFG_SCOPE_DESTINATION},
+    [CLASS_OVERLOAD] = {2 * 60, 2.0, 30 * 60, true, CFG_SCOPE_DESTINATION, false},
     /* a full mailbox empties on a human schedule */
-    [CLASS_MAILBOX_FULL] = {3600, 2.0, 6 * 3600, true, CFG_SCOPE_RECIPIENT},
+    [CLASS_MAILBOX_FULL] = {3600, 2.0, 6 * 3600, true, CFG_SCOPE_RECIPIENT, false},
     /* DNS and connection trouble: usually fixed within the hour */
-    [CLASS_ROUTING] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION},
+    [CLASS_ROUTING] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_DESTINATION, false},
     /* SPF/DKIM/TLS policy: needs a fix by a human, retry slowly */
-    [CLASS_POLICY] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_RECIPIENT},
+    [CLASS_POLICY] = {15 * 60, 2.0, 2 * 3600, true, CFG_SCOPE_RECIPIENT, false},
     /* unknown: Postfix-like pace */
-    [CLASS_UNKNOWN_TEMP] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_RECIPIENT},
+    [CLASS_UNKNOWN_TEMP] = {5 * 60, 2.0, 3600, true, CFG_SCOPE_RECIPIENT, false},
     /* permanent: never retried; values unused */
-    [CLASS_PERMANENT] = {0, 1.0, 0, false, CFG_SCOPE_RECIPIENT},
+    [CLASS_PERMANENT] = {0, 1.0, 0, false, CFG_SCOPE_RECIPIENT, false},
 };
 
 struct seen {
