@@ -99,6 +99,8 @@ static const struct key_def keys[] = {
     {"smtp", "max_connections", KEY_INT, OFF(max_connections), 0, "all destinations"},
     {"smtp", "destination_concurrency", KEY_INT, OFF(destination_concurrency), 0,
      "per destination"},
+    {"smtp", "max_deliveries_per_connection", KEY_INT, OFF(max_deliveries_per_connection), 0,
+     "messages per connection"},
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
     {"smtp", "own_addresses", KEY_LIST, LIST(own_addresses),
      "this host's addresses besides its interfaces' (NAT): an MX there loops back"},
@@ -132,6 +134,8 @@ static const struct {
     {"destination_concurrency", 1, INT_MAX},
     /* 0 would bounce every message, even one that has never been anywhere */
     {"hopcount_limit", 1, INT_MAX},
+    /* 1: a new connection for every message */
+    {"max_deliveries_per_connection", 1, 100000},
 };
 
 static const char *const retry_keys[] = {"initial",  "factor", "max",
@@ -874,6 +878,7 @@ static int set_defaults(struct tarry_config *c)
         c->data_timeout_s = 600;
         c->max_connections = 100;
         c->destination_concurrency = 20;
+        c->max_deliveries_per_connection = 100;
         memcpy(c->retry, retry_defaults, sizeof(retry_defaults));
         return 0;
 }

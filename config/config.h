@@ -121,6 +121,7 @@ struct tarry_config {
         int64_t data_timeout_s;
         int max_connections;
         int destination_concurrency;
+        int max_deliveries_per_connection; /* messages on one connection before QUIT */
         char **dns_servers; /* NULL-terminated "ip" or "ip:port"; empty: /etc/resolv.conf */
         size_t n_dns_servers;
         char **own_addresses; /* more addresses that are this host (NAT): MX loop check */

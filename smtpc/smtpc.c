@@ -4,6 +4,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "smtpc/dns.h"
 #include "smtpc/sts.h"
 #include "smtpc/self.h"
+#include "smtpc/esmtp.h"
 #include "smtpc/reply.h"
 #include "smtpc/slots.h"
 
@@ -26,7 +28,9 @@
 #define OPT_RCPT_ALLOWFAILS CURLOPT_MAIL_RCPT_ALLLOWFAILS
 #endif
 
-#define IDLE_CONN_MAX_AGE_S 5 /* reuse a cached connection only this long (Postfix: 2 s) */
+#define IDLE_CONN_MAX_AGE_S 5          /* reuse an idle connection only this long (Postfix: 2 s) */
+#define OUT_LOW_WATER       (32 << 10) /* refill the body below this many unsent bytes */
+#define BODY_CHUNK          (16 << 10) /* body bytes read per refill */
 
 /* What a reply answers; replies pair with commands in order (curl does not pipeline). */
 enum cmd {
@@ -39,6 +43,7 @@ enum cmd {
         CMD_DATA,
         CMD_DOT,
         CMD_QUIT,
+        CMD_RSET,
         CMD_OTHER,
 };
 
@@ -52,6 +57,7 @@ static const char *const cmd_stage[] = {
     [CMD_DATA] = "sending DATA command",
     [CMD_DOT] = "sending end of data -- message may be sent more than once",
     [CMD_QUIT] = "sending QUIT",
+    [CMD_RSET] = "sending RSET",
     [CMD_OTHER] = "talking to server",
 };
 
@@ -61,12 +67,35 @@ struct reply {
         char *text;
 };
 
+/* A connection past greeting, EHLO, STARTTLS and AUTH (libcurl's part, in
+ * CONNECT_ONLY mode); tarry writes and reads the transactions on it. Owned by
+ * the attempt using it, or parked in smtpc.idle between attempts. */
+struct sess {
+        struct smtpc *c;
+        struct sess *next; /* in c->idle */
+        CURL *easy;        /* in c->multi; removing it closes the connection */
+        int fd;            /* dup of curl's socket, watched by io */
+        sd_event_source *io, *idle_timer;
+        struct attempt *a; /* NULL while idle */
+        char key[SLOTS_KEY_MAX];
+        enum cfg_tls tls_mode;
+        bool auth;
+        struct smtpc_target target;
+        bool tls;
+        struct esmtp_caps caps;
+        unsigned deliveries; /* transactions ended with an answered final dot */
+};
+
 struct attempt {
         struct smtpc *c;
         struct attempt *next; /* in c->queue or c->running */
         /* the request, copied */
         char *queue_id, *sender, **rcpts;
         size_t n_rcpts;
+        int dsn_ret;      /* enum smtpc_dsn_ret */
+        char *envid;      /* or NULL */
+        unsigned *notify; /* n_rcpts SMTPC_NOTIFY_* bits, or NULL */
+        char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
         int body_fd;
         uint64_t body_size, body_off;
         char *source;
@@ -95,11 +124,25 @@ struct attempt {
         char abort_buf[128];   /* room for an abort_why made up on the spot */
         /* reply pairing for the current transfer */
         struct reply_acc acc;
-        enum cmd expect[8];
-        size_t n_expect;
+        enum cmd *expect; /* replies due, oldest first: n_expect from expect_head */
+        size_t n_expect, expect_head, expect_cap;
         enum cmd last_cmd;
         size_t rcpt_sent, rcpt_answered;
-        bool any_reply, tls_used, hide_next;
+        bool any_reply, tls_used, hide_next, helo_sent;
+        struct esmtp_caps caps; /* from the last EHLO reply (none after HELO) */
+        bool eight_bit;         /* the body holds bytes >= 0x80 */
+        /* the transaction, once libcurl handed the connection over */
+        struct sess *sess;
+        bool reused; /* sess came from the idle list */
+        char *out;   /* bytes to send: out_off..out_len */
+        size_t out_len, out_off, out_cap;
+        bool body_sending; /* after 354, until the final dot is queued */
+        char body_prev[2]; /* last two body bytes (dot-stuffing at line starts) */
+        size_t rcpt_next;  /* next recipient to send, without PIPELINING */
+        size_t rcpt_ok;    /* recipients accepted at RCPT */
+        bool txn_over;     /* the transaction ended (or cannot go on) */
+        CURLcode txn_rc;   /* CURLE_OK, or why the connection failed */
+        sd_event_source *cmd_timer;
         /* curl sent QUIT while a reply was still due: the session failed */
         bool quit_after_failure;
         /* the DATA phase (354 → reply to the final dot) must end by then */
@@ -126,14 +169,25 @@ struct smtpc {
         sd_event_source *curl_timer, *pump_src;
         struct dns *dns;
         struct attempt *queue, *running;
+        struct sess *idle; /* connections kept for the next message, newest first */
+        size_t n_idle;
         struct slots slots;
 };
 
 static void attempt_finish(struct attempt *a);
 static int transfer_start(struct attempt *a);
 static void pump_schedule(struct smtpc *c);
+static void sess_close(struct sess *s, bool quit);
+static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target *t, size_t n,
+                        const char *why);
+static bool sess_reuse(struct attempt *a);
 
 /* ---- small helpers ---- */
+
+static enum cmd expect_first(const struct attempt *a)
+{
+        return a->expect[a->expect_head];
+}
 
 static void reply_clear(struct reply *r)
 {
@@ -186,6 +240,14 @@ static void list_remove(struct attempt **head, struct attempt *a)
 
 static void transfer_cleanup(struct attempt *a)
 {
+        if (a->sess) { /* a session not parked by txn_end is not reusable */
+                a->sess->a = NULL;
+                sess_close(a->sess, false);
+                a->sess = NULL;
+        }
+        a->cmd_timer = sd_event_source_disable_unref(a->cmd_timer);
+        a->out_len = a->out_off = 0;
+        a->body_sending = false;
         if (a->easy) {
                 curl_multi_remove_handle(a->c->multi, a->easy);
                 curl_easy_cleanup(a->easy);
@@ -210,8 +272,12 @@ static void replies_reset(struct attempt *a)
         for (size_t i = 0; i < a->n_rcpts; i++)
                 reply_clear(&a->rcpt_reply[i]);
         reply_acc_reset(&a->acc);
-        a->n_expect = 0;
+        a->n_expect = a->expect_head = 0;
         a->last_cmd = CMD_GREETING;
+        a->rcpt_next = a->rcpt_ok = 0;
+        a->txn_over = false;
+        a->txn_rc = CURLE_OK;
+        a->helo_sent = false;
         a->rcpt_sent = a->rcpt_answered = 0;
         a->any_reply = a->tls_used = a->hide_next = a->quit_after_failure = false;
         a->data_deadline_us = 0;
@@ -234,6 +300,11 @@ static void attempt_free(struct attempt *a)
                         free(a->local_text[i]);
         }
         free(a->local_text);
+        for (size_t i = 0; a->orcpt && i < a->n_rcpts; i++)
+                free(a->orcpt[i]);
+        free(a->orcpt);
+        free(a->notify);
+        free(a->envid);
         free(a->rcpts);
         free(a->queue_id);
         free(a->sender);
@@ -246,6 +317,8 @@ static void attempt_free(struct attempt *a)
         free(a->transcript);
         free(a->rres);
         free(a->res_text);
+        free(a->expect);
+        free(a->out);
         if (a->body_fd >= 0)
                 close(a->body_fd);
         free(a);
@@ -501,8 +574,8 @@ static bool all_rcpts_refused(struct attempt *a)
  * expected, else the last one sent. */
 static enum cmd failed_cmd(const struct attempt *a)
 {
-        if (a->n_expect > 0 && a->expect[0] != CMD_QUIT)
-                return a->expect[0];
+        if (a->n_expect > 0 && expect_first(a) != CMD_QUIT)
+                return expect_first(a);
         return a->last_cmd;
 }
 
@@ -604,6 +677,15 @@ static void transfer_done(struct attempt *a, CURLcode rc)
 {
         if (!a->t_connect_us && a->greeting.code)
                 a->t_connect_us = now_monotonic_us();
+        if (a->reused && rc != CURLE_OK && !a->mail.code && !a->abort_why) {
+                /* the kept connection died unseen: this message gets a new one */
+                ts_append(a, "* ", "the kept connection was closed; connecting anew", 48);
+                transfer_cleanup(a);
+                a->reused = false;
+                a->n_targets = a->cur = 0;
+                if (dns_resolve(a->c->dns, &a->route, on_resolved, a, &a->job) == 0)
+                        return;
+        }
         if (retry_without_tls(a, rc)) {
                 ts_append(a, "* ", "TLS handshake failed; retrying without STARTTLS", 47);
                 a->no_starttls = true;
@@ -627,26 +709,29 @@ static void transfer_done(struct attempt *a, CURLcode rc)
 
 static void expect_push(struct attempt *a, enum cmd k)
 {
-        if (a->n_expect < ELEMENTSOF(a->expect))
-                a->expect[a->n_expect++] = k;
+        if (a->expect_head + a->n_expect >= a->expect_cap) {
+                memmove(a->expect, a->expect + a->expect_head, a->n_expect * sizeof(*a->expect));
+                a->expect_head = 0;
+        }
+        if (a->n_expect < a->expect_cap)
+                a->expect[a->expect_head + a->n_expect++] = k;
 }
 
 static enum cmd expect_pop(struct attempt *a)
 {
         if (a->n_expect == 0)
                 return a->any_reply ? CMD_OTHER : CMD_GREETING;
-        enum cmd k = a->expect[0];
-        memmove(a->expect, a->expect + 1, (--a->n_expect) * sizeof(a->expect[0]));
+        enum cmd k = a->expect[a->expect_head++];
+        if (--a->n_expect == 0)
+                a->expect_head = 0;
         return k;
 }
 
 static int on_data_timeout(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* The whole DATA phase (body + final reply) gets data_timeout, however slow
- * the peer: a timer on the loop while the body goes out; for the reply to the
- * final dot, which libcurl awaits in a blocking poll, on_progress checks the
- * deadline, and curl's own per-reply limits are raised to data_timeout so they
- * do not cut that wait short (RFC 5321 4.5.3.2.6 asks for 10 minutes). */
+ * the peer (RFC 5321 4.5.3.2.6 asks for 10 minutes): one timer on the loop
+ * from the 354 to the reply to the final dot; command_timeout is off meanwhile. */
 static void arm_data_timer(struct attempt *a)
 {
         if (a->data_timer)
@@ -654,10 +739,11 @@ static void arm_data_timer(struct attempt *a)
         sd_event_add_time_relative(a->c->e, &a->data_timer, CLOCK_MONOTONIC,
                                    (uint64_t)a->data_ms * 1000, 10000, on_data_timeout, a);
         a->data_deadline_us = now_monotonic_us() + a->data_ms * 1000;
-        long data_s = (long)((a->data_ms + 999) / 1000);
-        curl_easy_setopt(a->easy, CURLOPT_SERVER_RESPONSE_TIMEOUT, data_s);
-        curl_easy_setopt(a->easy, CURLOPT_LOW_SPEED_TIME, data_s);
+        a->cmd_timer = sd_event_source_disable_unref(a->cmd_timer);
 }
+
+static void txn_on_reply(struct attempt *a, enum cmd k, int code);
+static void cmd_timer_arm(struct attempt *a);
 
 static void reply_complete(struct attempt *a)
 {
@@ -682,6 +768,12 @@ static void reply_complete(struct attempt *a)
         case CMD_GREETING:
                 reply_set(&a->greeting, code, text);
                 break;
+        case CMD_EHLO:
+                if (code == 250 && !a->helo_sent)
+                        esmtp_parse_ehlo(text, &a->caps);
+                else
+                        memset(&a->caps, 0, sizeof(a->caps));
+                break;
         case CMD_STARTTLS:
                 a->tls_used = code == 220;
                 break;
@@ -696,10 +788,21 @@ static void reply_complete(struct attempt *a)
                 reply_set(&a->mail, code, text);
                 break;
         case CMD_RCPT:
+                /* pipelined after a refused MAIL: "503 need MAIL" says nothing
+                 * about the recipient, the MAIL reply applies to all */
+                if (a->mail.code >= 400)
+                        break;
                 if (a->rcpt_answered < a->n_rcpts)
                         reply_set(&a->rcpt_reply[a->rcpt_answered++], code, text);
                 break;
         case CMD_DATA:
+                /* pipelined after every RCPT was refused: the recipients keep
+                 * their own replies, DATA's says nothing new */
+                if (a->sess && a->rcpt_ok == 0) {
+                        if (code == 354)
+                                expect_push(a, CMD_DOT);
+                        break;
+                }
                 reply_set(&a->data, code, text);
                 if (code == 354) {
                         expect_push(a, CMD_DOT);
@@ -707,16 +810,16 @@ static void reply_complete(struct attempt *a)
                 }
                 break;
         case CMD_DOT:
-                reply_set(&a->dot, code, text);
-                /* the transaction ended in step: the connection may be reused */
-                if (!a->abort_why)
-                        curl_easy_setopt(a->easy, CURLOPT_FORBID_REUSE, 0L);
+                if (!a->sess || a->rcpt_ok > 0)
+                        reply_set(&a->dot, code, text);
                 break;
         default:
                 break;
         }
         ts_append(a, "< ", text, strlen(text));
         reply_acc_reset(&a->acc);
+        if (a->sess && !a->abort_why)
+                txn_on_reply(a, k, code);
 }
 
 static int on_abort(sd_event_source *s, void *userdata);
@@ -735,7 +838,7 @@ static void request_abort(struct attempt *a, const char *why, enum smtpc_failure
  * would deliver it again each time); the rest is cut off. */
 static void accept_endless_dot(struct attempt *a)
 {
-        if (a->n_expect == 0 || a->expect[0] != CMD_DOT || a->dot.code || a->acc.garbled ||
+        if (a->n_expect == 0 || expect_first(a) != CMD_DOT || a->dot.code || a->acc.garbled ||
             a->acc.code < 200 || a->acc.code > 299)
                 return;
         reply_set(&a->dot, a->acc.code, a->acc.text);
@@ -753,7 +856,11 @@ static void feed_reply(struct attempt *a, const char *data, size_t size)
                         reply_complete(a);
                 } else if (a->acc.total > SMTPC_REPLY_ABORT) {
                         accept_endless_dot(a);
-                        request_abort(a, "reply exceeds 64 KB (too long or endless)",
+                        /* one endless line, or endless continuation lines */
+                        request_abort(a,
+                                      memchr(a->acc.text, '\n', a->acc.len)
+                                          ? "reply exceeds 64 KB (too long or endless)"
+                                          : "reply too long: one line exceeds 64 KB",
                                       SMTPC_FAIL_PROTOCOL);
                 }
                 data += used;
@@ -769,8 +876,9 @@ static enum cmd cmd_kind(const char *s, size_t n)
                 const char *verb;
                 enum cmd k;
         } verbs[] = {
-            {"EHLO", CMD_EHLO}, {"HELO", CMD_EHLO}, {"STARTTLS", CMD_STARTTLS}, {"AUTH", CMD_AUTH},
-            {"MAIL", CMD_MAIL}, {"RCPT", CMD_RCPT}, {"DATA", CMD_DATA},         {"QUIT", CMD_QUIT},
+            {"EHLO", CMD_EHLO}, {"HELO", CMD_EHLO}, {"STARTTLS", CMD_STARTTLS},
+            {"AUTH", CMD_AUTH}, {"MAIL", CMD_MAIL}, {"RCPT", CMD_RCPT},
+            {"DATA", CMD_DATA}, {"QUIT", CMD_QUIT}, {"RSET", CMD_RSET},
         };
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 size_t vl = strlen(verbs[i].verb);
@@ -800,6 +908,8 @@ static void on_command(struct attempt *a, const char *data, size_t size)
                 a->last_cmd = k;
         if (k == CMD_RCPT)
                 a->rcpt_sent++;
+        if (k == CMD_EHLO)
+                a->helo_sent = size >= 4 && strncasecmp(data, "HELO", 4) == 0;
         expect_push(a, k);
         if (k == CMD_AUTH && size > 10)
                 ts_append(a, "> ", data, 10); /* "AUTH PLAIN" without the credentials */
@@ -827,25 +937,18 @@ static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, cur
         return a->abort_why || a->quit_after_failure || a->data_expired ? 1 : 0;
 }
 
-static size_t on_read(char *buf, size_t size, size_t nitems, void *userp)
-{
-        struct attempt *a = userp;
-        size_t want = size * nitems;
-        if (a->body_off >= a->body_size)
-                return 0;
-        if (want > a->body_size - a->body_off)
-                want = (size_t)(a->body_size - a->body_off);
-        ssize_t n = pread(a->body_fd, buf, want, (off_t)a->body_off);
-        if (n <= 0)
-                return CURL_READFUNC_ABORT;
-        a->body_off += (uint64_t)n;
-        return (size_t)n;
-}
+static void txn_end(struct attempt *a);
 
 static int on_data_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 {
         struct attempt *a = userdata;
         (void)s, (void)usec;
+        if (a->sess) { /* "timed out while sending end of data", as any reply's timeout */
+                a->data_expired = true;
+                a->txn_rc = CURLE_OPERATION_TIMEDOUT;
+                txn_end(a);
+                return 0;
+        }
         request_abort(a, "DATA phase timed out", SMTPC_FAIL_TIMEOUT);
         return 0;
 }
@@ -858,6 +961,479 @@ static int on_abort(sd_event_source *s, void *userdata)
         interpret(a, CURLE_ABORTED_BY_CALLBACK);
         attempt_finish(a);
         return 0;
+}
+
+/* ---- the transaction: tarry writes and reads it on libcurl's connection ----
+ *
+ * libcurl (CONNECT_ONLY) connects from the bound source, reads the greeting,
+ * sends EHLO, does STARTTLS and AUTH; its debug callback shows us the EHLO
+ * reply (a->caps). Then tarry sends MAIL/RCPT/DATA itself with
+ * curl_easy_send/curl_easy_recv (which go through curl's TLS layer) on a
+ * non-blocking socket watched by this loop: parameters from the envelope,
+ * PIPELINING when offered, the body dot-stuffed in chunks, and the reply to
+ * the final dot read like any other (no blocking wait anywhere). */
+
+static int on_sess_io(sd_event_source *src, int fd, uint32_t revents, void *userdata);
+static void txn_end(struct attempt *a);
+
+static void sess_close(struct sess *s, bool quit)
+{
+        if (!s)
+                return;
+        if (quit && s->easy) {
+                size_t n = 0;
+                curl_easy_send(s->easy, "QUIT\r\n", 6, &n); /* best effort, no wait */
+        }
+        s->io = sd_event_source_disable_unref(s->io);
+        s->idle_timer = sd_event_source_disable_unref(s->idle_timer);
+        if (s->fd >= 0)
+                close(s->fd);
+        if (s->easy) {
+                curl_multi_remove_handle(s->c->multi, s->easy); /* closes the connection */
+                curl_easy_cleanup(s->easy);
+        }
+        free(s);
+}
+
+static void idle_remove(struct smtpc *c, struct sess *s)
+{
+        for (struct sess **pp = &c->idle; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                        *pp = s->next;
+                        c->n_idle--;
+                        return;
+                }
+}
+
+static int on_idle_expired(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        struct sess *s = userdata;
+        (void)src, (void)usec;
+        idle_remove(s->c, s);
+        sess_close(s, true);
+        return 0;
+}
+
+static void io_want_out(struct attempt *a, bool out)
+{
+        sd_event_source_set_io_events(a->sess->io, EPOLLIN | (out ? EPOLLOUT : 0));
+}
+
+static int out_reserve(struct attempt *a, size_t more)
+{
+        if (a->out_off > 0 && a->out_off == a->out_len)
+                a->out_off = a->out_len = 0;
+        if (a->out_len + more <= a->out_cap)
+                return 0;
+        if (a->out_off > 0) {
+                memmove(a->out, a->out + a->out_off, a->out_len - a->out_off);
+                a->out_len -= a->out_off;
+                a->out_off = 0;
+                if (a->out_len + more <= a->out_cap)
+                        return 0;
+        }
+        size_t cap = a->out_cap ? a->out_cap : 4096;
+        while (cap < a->out_len + more)
+                cap *= 2;
+        char *n = realloc(a->out, cap);
+        if (!n)
+                return -ENOMEM;
+        a->out = n;
+        a->out_cap = cap;
+        return 0;
+}
+
+/* Queue one command (CRLF-terminated) and note which reply it waits for. */
+static int send_cmd(struct attempt *a, const char *line)
+{
+        size_t n = strlen(line);
+        if (out_reserve(a, n) < 0)
+                return -ENOMEM;
+        memcpy(a->out + a->out_len, line, n);
+        a->out_len += n;
+        on_command(a, line, n);
+        return 0;
+}
+
+/* Body bytes into the output, dot-stuffed; the final ".\r\n" once all is in. */
+static int body_fill(struct attempt *a)
+{
+        while (a->body_sending && a->out_len - a->out_off < OUT_LOW_WATER) {
+                char chunk[BODY_CHUNK];
+                size_t want = BODY_CHUNK;
+                if (a->body_off >= a->body_size) {
+                        bool crlf = a->body_size == 0 ||
+                                    (a->body_prev[0] == '\r' && a->body_prev[1] == '\n');
+                        if (out_reserve(a, 5) < 0)
+                                return -ENOMEM;
+                        const char *end = crlf ? ".\r\n" : "\r\n.\r\n";
+                        memcpy(a->out + a->out_len, end, strlen(end));
+                        a->out_len += strlen(end);
+                        a->body_sending = false;
+                        break;
+                }
+                if (want > a->body_size - a->body_off)
+                        want = (size_t)(a->body_size - a->body_off);
+                ssize_t n = pread(a->body_fd, chunk, want, (off_t)a->body_off);
+                if (n <= 0)
+                        return -EIO;
+                a->body_off += (uint64_t)n;
+                if (out_reserve(a, 2 * (size_t)n) < 0)
+                        return -ENOMEM;
+                for (ssize_t i = 0; i < n; i++) {
+                        bool bol = a->body_prev[0] == '\r' && a->body_prev[1] == '\n';
+                        if (chunk[i] == '.' && bol)
+                                a->out[a->out_len++] = '.';
+                        a->out[a->out_len++] = chunk[i];
+                        a->body_prev[0] = a->body_prev[1];
+                        a->body_prev[1] = chunk[i];
+                }
+        }
+        return 0;
+}
+
+/* Send what is queued; -EAGAIN when the socket is full (EPOLLOUT armed). */
+static int flush_out(struct attempt *a)
+{
+        for (;;) {
+                if (body_fill(a) < 0)
+                        return -EIO;
+                if (a->out_off == a->out_len)
+                        break;
+                size_t n = 0;
+                CURLcode rc =
+                    curl_easy_send(a->sess->easy, a->out + a->out_off, a->out_len - a->out_off, &n);
+                if (rc == CURLE_AGAIN) {
+                        io_want_out(a, true);
+                        return -EAGAIN;
+                }
+                if (rc != CURLE_OK) {
+                        a->txn_rc = CURLE_SEND_ERROR;
+                        return -EPIPE;
+                }
+                a->out_off += n;
+        }
+        io_want_out(a, false);
+        return 0;
+}
+
+static void mail_params(const struct attempt *a, struct esmtp_mail *m)
+{
+        bool utf8 = esmtp_has_8bit(a->sender);
+        for (size_t i = 0; i < a->n_rcpts && !utf8; i++)
+                utf8 = !a->rres[i].text && esmtp_has_8bit(a->rcpts[i]);
+        *m = (struct esmtp_mail){
+            .size = a->body_size,
+            .eight_bit = a->eight_bit,
+            .smtputf8 = utf8,
+            .ret = a->dsn_ret,
+            .envid = a->envid,
+        };
+}
+
+static int send_rcpt(struct attempt *a, size_t i)
+{
+        char line[1500];
+        struct esmtp_rcpt p = {.notify = a->notify ? a->notify[i] : 0,
+                               .orcpt = a->orcpt ? a->orcpt[i] : NULL};
+        if (esmtp_rcpt_cmd(line, sizeof(line), a->rcpts[i], &p, &a->caps) < 0) {
+                /* an ORCPT that is not "type;xtext" is dropped, never sent raw */
+                struct esmtp_rcpt plain = {.notify = p.notify};
+                if (esmtp_rcpt_cmd(line, sizeof(line), a->rcpts[i], &plain, &a->caps) < 0)
+                        return -EINVAL;
+        }
+        return send_cmd(a, line);
+}
+
+/* Next recipient still to send (locally refused ones are skipped), or n_rcpts. */
+static size_t next_rcpt(const struct attempt *a, size_t from)
+{
+        while (from < a->n_rcpts && a->rres[from].text)
+                from++;
+        return from;
+}
+
+static void cmd_timer_arm(struct attempt *a);
+
+static int txn_begin(struct attempt *a)
+{
+        char line[1200];
+        struct esmtp_mail m;
+        mail_params(a, &m);
+        int r = esmtp_mail_cmd(line, sizeof(line), a->sender, &m, &a->caps);
+        if (r == -EINVAL) { /* an ENVID that is not xtext is dropped, never sent raw */
+                m.envid = NULL;
+                r = esmtp_mail_cmd(line, sizeof(line), a->sender, &m, &a->caps);
+        }
+        if (r < 0 || send_cmd(a, line) < 0)
+                return -ENOMEM;
+        a->rcpt_next = next_rcpt(a, 0);
+        if (a->caps.ext & ESMTP_PIPELINING) { /* RFC 2920: MAIL, RCPTs and DATA in one batch */
+                for (size_t i = a->rcpt_next; i < a->n_rcpts; i = next_rcpt(a, i + 1))
+                        if (send_rcpt(a, i) < 0)
+                                return -ENOMEM;
+                a->rcpt_next = a->n_rcpts;
+                if (send_cmd(a, "DATA\r\n") < 0)
+                        return -ENOMEM;
+        }
+        cmd_timer_arm(a);
+        return 0;
+}
+
+/* What to send after a reply, when the server does not pipeline. */
+static void txn_on_reply(struct attempt *a, enum cmd k, int code)
+{
+        bool pipelining = a->caps.ext & ESMTP_PIPELINING;
+        int r = 0;
+        switch (k) {
+        case CMD_MAIL:
+                if (code >= 400 && !pipelining)
+                        a->txn_over = true;
+                else if (!pipelining && a->rcpt_next < a->n_rcpts)
+                        r = send_rcpt(a, a->rcpt_next);
+                break;
+        case CMD_RCPT:
+                if (code >= 200 && code < 300)
+                        a->rcpt_ok++;
+                if (pipelining)
+                        break;
+                a->rcpt_next = next_rcpt(a, a->rcpt_next + 1);
+                if (a->rcpt_next < a->n_rcpts)
+                        r = send_rcpt(a, a->rcpt_next);
+                else if (a->rcpt_ok > 0)
+                        r = send_cmd(a, "DATA\r\n");
+                else
+                        a->txn_over = true; /* every recipient refused */
+                break;
+        case CMD_DATA:
+                if (code != 354)
+                        a->txn_over = true;
+                else if (a->rcpt_ok == 0) { /* pipelined, nobody accepted: empty, then end */
+                        if (out_reserve(a, 3) == 0) {
+                                memcpy(a->out + a->out_len, ".\r\n", 3);
+                                a->out_len += 3;
+                        }
+                } else {
+                        a->body_sending = true;
+                        a->body_prev[0] = '\r', a->body_prev[1] = '\n';
+                }
+                break;
+        case CMD_DOT:
+                a->txn_over = true;
+                break;
+        default:
+                break;
+        }
+        if (r < 0)
+                request_abort(a, "out of memory", SMTPC_FAIL_LOCAL);
+        if (!a->txn_over)
+                cmd_timer_arm(a);
+}
+
+static int on_cmd_timeout(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        struct attempt *a = userdata;
+        (void)src, (void)usec;
+        a->cmd_timer = sd_event_source_disable_unref(a->cmd_timer);
+        a->txn_rc = CURLE_OPERATION_TIMEDOUT;
+        txn_end(a);
+        return 0;
+}
+
+/* command_timeout for the oldest reply due, counted from now (a command was
+ * just sent, or the previous reply just came); off during the DATA phase. */
+static void cmd_timer_arm(struct attempt *a)
+{
+        if (a->data_timer || a->n_expect == 0) {
+                a->cmd_timer = sd_event_source_disable_unref(a->cmd_timer);
+                return;
+        }
+        uint64_t usec = (uint64_t)a->command_ms * 1000;
+        if (a->cmd_timer) {
+                uint64_t now;
+                sd_event_now(a->c->e, CLOCK_MONOTONIC, &now);
+                sd_event_source_set_time(a->cmd_timer, now + usec);
+                sd_event_source_set_enabled(a->cmd_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        sd_event_add_time_relative(a->c->e, &a->cmd_timer, CLOCK_MONOTONIC, usec, 10000,
+                                   on_cmd_timeout, a);
+}
+
+/* Keep the connection for the next message to the same destination. */
+static bool sess_park(struct attempt *a)
+{
+        struct smtpc *c = a->c;
+        struct sess *s = a->sess;
+        unsigned max = c->cfg->max_deliveries_per_connection > 0
+                           ? (unsigned)c->cfg->max_deliveries_per_connection
+                           : 100;
+        s->deliveries++;
+        if (s->deliveries >= max || (size_t)slots_max_global(c->cfg) <= c->n_idle)
+                return false;
+        if (sd_event_add_time_relative(c->e, &s->idle_timer, CLOCK_MONOTONIC,
+                                       IDLE_CONN_MAX_AGE_S * 1000000ULL, 100000, on_idle_expired,
+                                       s) < 0)
+                return false;
+        sd_event_source_set_io_events(s->io, EPOLLIN);
+        s->a = NULL;
+        s->caps = a->caps;
+        s->tls = a->tls_used;
+        s->next = c->idle;
+        c->idle = s;
+        c->n_idle++;
+        a->sess = NULL;
+        return true;
+}
+
+/* The transaction is over (or the connection failed): report it. */
+static void txn_end(struct attempt *a)
+{
+        CURLcode rc = a->txn_rc;
+        bool clean = rc == CURLE_OK && !a->abort_why && a->dot.code && a->n_expect == 0;
+        if (a->sess && !(clean && sess_park(a))) {
+                /* QUIT after a refused transaction; none after a failure */
+                a->sess->a = NULL;
+                sess_close(a->sess, rc == CURLE_OK && !a->abort_why);
+                a->sess = NULL;
+        }
+        transfer_done(a, rc);
+}
+
+static void txn_read(struct attempt *a)
+{
+        char buf[16384];
+        for (;;) {
+                size_t n = 0;
+                CURLcode rc = curl_easy_recv(a->sess->easy, buf, sizeof(buf), &n);
+                if (rc == CURLE_AGAIN)
+                        return;
+                if (rc != CURLE_OK || n == 0) {
+                        a->txn_rc = CURLE_RECV_ERROR;
+                        return;
+                }
+                if (!a->t_connect_us)
+                        a->t_connect_us = now_monotonic_us();
+                feed_reply(a, buf, n);
+                if (a->txn_over || a->abort_why)
+                        return;
+        }
+}
+
+static int on_sess_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+        struct sess *s = userdata;
+        struct attempt *a = s->a;
+        (void)src, (void)fd;
+        if (!a) { /* idle: the server spoke or hung up; nothing to wait for */
+                idle_remove(s->c, s);
+                sess_close(s, false);
+                return 0;
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                txn_read(a);
+        if (!a->txn_over && !a->abort_why && a->txn_rc == CURLE_OK) {
+                int r = flush_out(a);
+                if (r == -EIO)
+                        request_abort(a, "body unreadable", SMTPC_FAIL_LOCAL);
+        }
+        if (a->abort_why)
+                return 0; /* on_abort reports it */
+        if (a->txn_over || a->txn_rc != CURLE_OK)
+                txn_end(a);
+        return 0;
+}
+
+/* Start the transaction on a (new or reused) session. */
+static int txn_start(struct attempt *a)
+{
+        if (txn_begin(a) < 0)
+                return -ENOMEM;
+        int r = flush_out(a);
+        if (r == -EPIPE) {
+                txn_end(a);
+                return 0;
+        }
+        return r == -EIO ? -EIO : 0;
+}
+
+/* libcurl finished the connect phase: the connection becomes tarry's. */
+static int sess_take(struct attempt *a)
+{
+        struct smtpc *c = a->c;
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        if (curl_easy_getinfo(a->easy, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK ||
+            fd == CURL_SOCKET_BAD)
+                return -EBADF;
+        struct sess *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->c = c;
+        s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3); /* curl may still watch its own fd */
+        s->easy = a->easy;
+        a->easy = NULL;
+        /* nothing of the attempt may be reached from the handle any more */
+        curl_easy_setopt(s->easy, CURLOPT_DEBUGFUNCTION, NULL);
+        curl_easy_setopt(s->easy, CURLOPT_VERBOSE, 0L);
+        curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(s->easy, CURLOPT_XFERINFOFUNCTION, NULL);
+        curl_easy_setopt(s->easy, CURLOPT_NOPROGRESS, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, NULL);
+        s->a = a;
+        a->sess = s;
+        snprintf(s->key, sizeof(s->key), "%s", a->slot_key);
+        s->tls_mode = a->route.tls;
+        s->auth = a->route.auth;
+        s->target = a->targets[a->cur];
+        s->tls = a->tls_used;
+        if (s->fd < 0 || sd_event_add_io(c->e, &s->io, s->fd, EPOLLIN, on_sess_io, s) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* An idle connection for this attempt's (source, destination), still alive. */
+static struct sess *sess_find_idle(struct attempt *a)
+{
+        struct smtpc *c = a->c;
+        for (struct sess *s = c->idle; s; s = s->next) {
+                if (strcmp(s->key, a->slot_key) != 0 || s->tls_mode != a->route.tls ||
+                    s->auth != a->route.auth)
+                        continue;
+                idle_remove(c, s);
+                struct pollfd p = {.fd = s->fd, .events = POLLIN};
+                if (poll(&p, 1, 0) != 0) { /* closed or talking out of turn */
+                        sess_close(s, false);
+                        return NULL;
+                }
+                s->idle_timer = sd_event_source_disable_unref(s->idle_timer);
+                return s;
+        }
+        return NULL;
+}
+
+static bool sess_reuse(struct attempt *a)
+{
+        struct sess *s = sess_find_idle(a);
+        if (!s)
+                return false;
+        replies_reset(a);
+        s->a = a;
+        a->sess = s;
+        a->reused = true;
+        a->targets[0] = s->target;
+        a->n_targets = 1;
+        a->cur = 0;
+        a->caps = s->caps;
+        a->tls_used = s->tls;
+        a->any_reply = true;
+        a->greeting.code = 220;
+        a->t_connect_us = now_monotonic_us();
+        ts_append(a, "* ", "reusing the connection of an earlier message", 44);
+        if (txn_start(a) < 0) {
+                request_abort(a, "out of memory", SMTPC_FAIL_LOCAL);
+                return true;
+        }
+        return true;
 }
 
 /* ---- starting a transfer to the current target ---- */
@@ -902,26 +1478,6 @@ static int set_tls(struct attempt *a, CURL *h)
         return 0;
 }
 
-static int set_addresses(struct attempt *a, CURL *h)
-{
-        char from[ADDR_MAX + 3];
-        snprintf(from, sizeof(from), a->sender[0] ? "<%s>" : "%s", a->sender);
-        curl_easy_setopt(h, CURLOPT_MAIL_FROM, from);
-        for (size_t i = 0; i < a->n_rcpts; i++) {
-                if (a->rres[i].text) /* refused locally, never sent */
-                        continue;
-                char to[ADDR_MAX + 3];
-                snprintf(to, sizeof(to), "<%s>", a->rcpts[i]);
-                struct curl_slist *l = curl_slist_append(a->rcpt_list, to);
-                if (!l)
-                        return -ENOMEM;
-                a->rcpt_list = l;
-        }
-        curl_easy_setopt(h, CURLOPT_MAIL_RCPT, a->rcpt_list);
-        curl_easy_setopt(h, OPT_RCPT_ALLOWFAILS, 1L);
-        return 0;
-}
-
 static void set_endpoint(struct attempt *a, CURL *h)
 {
         const struct smtpc_target *t = &a->targets[a->cur];
@@ -943,14 +1499,9 @@ static void set_timeouts(struct attempt *a, CURL *h)
         curl_easy_setopt(h, CURLOPT_SERVER_RESPONSE_TIMEOUT, (long)(a->command_ms / 1000));
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(a->command_ms / 1000));
-        int64_t total = a->connect_ms + a->data_ms + a->command_ms * (int64_t)(6 + a->n_rcpts);
+        /* libcurl's part only: greeting, EHLO, STARTTLS, EHLO, AUTH (two steps) */
+        int64_t total = a->connect_ms + a->command_ms * 6;
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)total);
-        curl_easy_setopt(h, CURLOPT_MAXAGE_CONN, (long)IDLE_CONN_MAX_AGE_S);
-        /* Until the final dot is answered. libcurl 7.88 keeps a connection
-         * whose dot reply timed out in its cache; the next message on it would
-         * read that late reply as its own MAIL reply, and every later reply
-         * one step off (a 5xx meant for the last message could bounce it). */
-        curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
 }
 
 static int transfer_start(struct attempt *a)
@@ -961,8 +1512,10 @@ static int transfer_start(struct attempt *a)
                 return -ENOMEM;
         a->easy = h;
         _cleanup_free_ char *url = join_url(a);
-        if (!url || set_addresses(a, h) < 0)
+        if (!url)
                 return -ENOMEM;
+        /* libcurl connects, greets, says EHLO, STARTTLS and AUTH, then stops */
+        curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_PRIVATE, a);
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->errbuf);
@@ -973,11 +1526,6 @@ static int transfer_start(struct attempt *a)
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, a);
-        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(h, CURLOPT_READDATA, a);
-        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)a->body_size);
-        curl_easy_setopt(h, CURLOPT_CRLF, 0L);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp");
         set_endpoint(a, h);
@@ -1004,7 +1552,20 @@ static void check_done(struct smtpc *c)
                 struct attempt *a = NULL;
                 CURLcode rc = m->data.result;
                 curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&a);
-                transfer_done(a, rc);
+                if (!a || a->easy != m->easy_handle)
+                        continue; /* a session's handle: its transfer ended long ago */
+                if (rc != CURLE_OK) {
+                        transfer_done(a, rc);
+                        continue;
+                }
+                int r = sess_take(a);
+                if (r == 0)
+                        r = txn_start(a);
+                if (r < 0) {
+                        snprintf(a->abort_buf, sizeof(a->abort_buf),
+                                 "cannot start the transaction: %s", strerror(-r));
+                        request_abort(a, a->abort_buf, SMTPC_FAIL_LOCAL);
+                }
         }
 }
 
@@ -1130,6 +1691,26 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
         attempt_finish(a);
 }
 
+/* Whether the body holds a byte >= 0x80 (BODY=8BITMIME). */
+static int body_is_8bit(int fd, uint64_t size, bool *out)
+{
+        char buf[BODY_CHUNK];
+        *out = false;
+        for (uint64_t off = 0; off < size;) {
+                size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+                ssize_t n = pread(fd, buf, want, (off_t)off);
+                if (n <= 0)
+                        return -EIO;
+                for (ssize_t i = 0; i < n; i++)
+                        if ((unsigned char)buf[i] >= 0x80) {
+                                *out = true;
+                                return 0;
+                        }
+                off += (uint64_t)n;
+        }
+        return 0;
+}
+
 /* Take the config-dependent settings; a locally refused address is settled now. */
 static int attempt_prepare(struct attempt *a)
 {
@@ -1140,6 +1721,11 @@ static int attempt_prepare(struct attempt *a)
         a->connect_ms = ms_of(cfg->connect_timeout_s, 30);
         a->command_ms = ms_of(cfg->command_timeout_s, 300);
         a->data_ms = ms_of(cfg->data_timeout_s, 600);
+        if (body_is_8bit(a->body_fd, a->body_size, &a->eight_bit) < 0) {
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                                    "451 4.3.0 message body unreadable");
+                return -EIO;
+        }
         if (a->route.auth) {
                 const char *why = NULL;
                 int r =
@@ -1175,6 +1761,8 @@ static void attempt_begin(struct attempt *a)
                 return;
         }
         a->t_start_us = now_monotonic_us();
+        if (sess_reuse(a))
+                return;
         int r = dns_resolve(c->dns, &a->route, on_resolved, a, &a->job);
         if (r < 0) {
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
@@ -1214,6 +1802,10 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
         a->rcpt_reply = calloc(req->n_rcpts, sizeof(struct reply));
         a->rres = calloc(req->n_rcpts, sizeof(struct smtpc_rcpt_result));
         a->local_text = calloc(req->n_rcpts, sizeof(char *));
+        a->expect_cap = req->n_rcpts + 16; /* MAIL, every RCPT, DATA, dot, and the connect phase */
+        a->expect = calloc(a->expect_cap, sizeof(*a->expect));
+        if (!a->expect)
+                return -ENOMEM;
         if (!a->local_text || !a->queue_id || !a->sender || (req->source_address && !a->source) ||
             !a->rcpts || !a->rcpt_reply || !a->rres)
                 return -ENOMEM;
@@ -1221,6 +1813,21 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
         for (size_t i = 0; i < req->n_rcpts; i++)
                 if (!(a->rcpts[i] = strdup(req->rcpts[i] ? req->rcpts[i] : "")))
                         return -ENOMEM;
+        a->dsn_ret = req->dsn_ret;
+        if (req->envid && !(a->envid = strdup(req->envid)))
+                return -ENOMEM;
+        if (req->notify) {
+                if (!(a->notify = calloc(req->n_rcpts, sizeof(*a->notify))))
+                        return -ENOMEM;
+                memcpy(a->notify, req->notify, req->n_rcpts * sizeof(*a->notify));
+        }
+        if (req->orcpt) {
+                if (!(a->orcpt = calloc(req->n_rcpts, sizeof(char *))))
+                        return -ENOMEM;
+                for (size_t i = 0; i < req->n_rcpts; i++)
+                        if (req->orcpt[i] && !(a->orcpt[i] = strdup(req->orcpt[i])))
+                                return -ENOMEM;
+        }
         a->body_fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
         if (a->body_fd < 0)
                 return -EBADF;
@@ -1358,9 +1965,11 @@ int smtpc_set_config(struct smtpc *c, const struct tarry_config *cfg)
         if (!cfg)
                 return -EINVAL;
         c->cfg = cfg;
+        /* the slots own concurrency; curl's cache holds the sessions (connect-only
+         * connections, never reused by curl) and must not close them */
         long max = slots_max_global(cfg);
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max);
-        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, max);
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 2 * max + 16);
         pump_schedule(c);
         return 0;
 }
@@ -1408,6 +2017,11 @@ void smtpc_free(struct smtpc *c)
                 transfer_cleanup(a);
         free_list(c->running);
         free_list(c->queue);
+        while (c->idle) {
+                struct sess *s = c->idle;
+                idle_remove(c, s);
+                sess_close(s, true);
+        }
         if (c->multi)
                 curl_multi_cleanup(c->multi); /* closes cached connections */
         dns_free(c->dns);

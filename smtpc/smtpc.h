@@ -6,22 +6,40 @@
  * Never decides when to retry (that is scheduler/), never touches the spool.
  *
  * How: routing ([transport] override, else relayhost, else MX of the
- * recipient domain via c-ares), then libcurl's multi socket-action API with
- * every socket and timer registered on the sd-event loop. No threads, no
- * blocking calls — with one libcurl 7.88 exception: curl waits for the reply
- * to the final "." inside its DONE phase in a blocking poll, bounded by the
- * command timeout (the loop stalls for one round trip per message, longer
- * only if a server is slow to answer the final dot). A daemon therefore runs
- * this engine in worker processes through smtpc_pool_* (end of this file).
+ * recipient domain via c-ares). libcurl's multi socket-action API, in
+ * CONNECT_ONLY mode, connects from the bound source address, reads the
+ * greeting, sends EHLO (HELO if refused), does STARTTLS with its certificate
+ * checks and AUTH; tarry reads the server's EHLO keywords from that
+ * exchange. Then tarry writes and reads the transaction itself with
+ * curl_easy_send/curl_easy_recv (curl's TLS layer) on the non-blocking
+ * socket, watched by the sd-event loop: no threads, no blocking call.
+ *   MAIL FROM:<s> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8] [RET=…] [ENVID=…]
+ *   RCPT TO:<r> [NOTIFY=…] [ORCPT=…]
+ * SIZE when offered; BODY=8BITMIME when the body holds a byte >= 0x80 and
+ * 8BITMIME is offered; SMTPUTF8 when an address holds UTF-8 and SMTPUTF8 is
+ * offered; the RFC 3461 parameters only when DSN is offered (an ENVID or
+ * ORCPT that is not valid xtext is left out, never sent). With PIPELINING
+ * (RFC 2920) MAIL, every RCPT and DATA leave in one write; without it each
+ * command waits for the previous reply. The body is dot-stuffed in chunks as
+ * the socket takes it.
  *
- * Replies: recovered from libcurl's debug callback, each command paired with
- * its reply. A reply's text is the reply exactly as sent, code prefix of
+ * Connections: after a transaction that ended in step (the final dot
+ * answered), the connection is kept for the next attempt to the same
+ * (source address, route key) for up to 5 seconds of idleness and at most
+ * [smtp] max_deliveries_per_connection messages, then closed with QUIT. A
+ * kept connection that the server closed meanwhile is noticed before use
+ * (or at the first command: the message then gets a new connection).
+ *
+ * Replies: libcurl's part is recovered from its debug callback, tarry's part
+ * is read directly; each command is paired with its reply in order (also
+ * when pipelined). A reply's text is the reply exactly as sent, code prefix of
  * every line included, lines joined with "\n" (CRLF removed), e.g.
  *   "451-4.7.1 Greylisted\n451 4.7.1 try again in 300 seconds".
  * Each reply text is capped at SMTPC_REPLY_MAX bytes and the transcript at
  * SMTPC_TRANSCRIPT_MAX; a server that exceeds SMTPC_REPLY_ABORT for one
- * reply (endless multi-line reply), or sends a line longer than libcurl's own
- * 300 KB limit (1 MB line), has its transfer aborted and the attempt reported
+ * reply (endless multi-line reply, or one endless line: "reply too long"), or
+ * sends libcurl a line longer than its own 300 KB limit during the connect
+ * phase, has its transfer aborted and the attempt reported
  * as a temporary failure (4.4.2, SMTPC_FAIL_PROTOCOL) — except a reply to the
  * final dot that began with 2xx: the server has the message, so that 2xx
  * stands (delivered), the rest is cut off. A garbled reply (no 3-digit code
@@ -30,12 +48,12 @@
  * a garbled 2xx to the final dot still counts as delivered.
  *
  * Timeouts: connect_timeout covers TCP connect, the greeting and a STARTTLS
- * handshake; command_timeout each reply up to DATA, counted from its command
+ * handshake (libcurl's connect phase); command_timeout each reply up to DATA,
+ * counted from its command (or from the previous reply when pipelined)
  * however slowly the bytes trickle in; data_timeout the DATA phase from the
- * 354 to the reply to the final dot (which libcurl awaits outside the loop;
- * checked there about once a second). A failed session is dropped without
- * waiting for an answer to QUIT. A connection is kept for the next message
- * only after its final dot was answered.
+ * 354 to the reply to the final dot. A failed session is dropped without
+ * QUIT. A connection is kept for the next message only after its final dot
+ * was answered.
  *
  * Concurrency: requests beyond max_connections (global) or
  * destination_concurrency (per route key + source address) are queued
@@ -47,8 +65,8 @@
  * its TXT id changed, by mtasts/ in blocking calls (10 s or connect_timeout
  * each): run in a worker, that blocks only this attempt (smtpc/sts.h).
  *
- * Limitations (libcurl 7.88): no MAIL/RCPT parameters (ENVID, RET, NOTIFY,
- * ORCPT); curl adds SIZE= and SMTPUTF8 itself; curl never sends RSET.
+ * Not yet: converting an 8-bit body to quoted-printable for a server without
+ * 8BITMIME (it goes out as it is), A-labels for a server without SMTPUTF8.
  */
 #ifndef TARRY_SMTPC_H
 #define TARRY_SMTPC_H
@@ -168,6 +186,19 @@ struct smtpc_result {
 
 typedef void (*smtpc_done_fn)(const struct smtpc_result *res, void *userdata);
 
+enum smtpc_dsn_ret {
+        SMTPC_RET_NONE, /* no RET parameter */
+        SMTPC_RET_FULL,
+        SMTPC_RET_HDRS,
+};
+
+enum smtpc_notify {
+        SMTPC_NOTIFY_SUCCESS = 1,
+        SMTPC_NOTIFY_FAILURE = 2,
+        SMTPC_NOTIFY_DELAY = 4,
+        SMTPC_NOTIFY_NEVER = 8,
+};
+
 struct smtpc_request {
         const char *queue_id;
         const char *sender;       /* "" = null sender <> */
@@ -183,7 +214,14 @@ struct smtpc_request {
          * that many connections open to the site, idle ones included. */
         const char *site;
         unsigned site_connections;
-        smtpc_done_fn done; /* called exactly once, from the loop */
+        /* RFC 3461, sent only to a server that offers DSN: */
+        enum smtpc_dsn_ret dsn_ret;
+        /* ENVID and ORCPT xtext-encoded as the envelope keeps them; a value
+         * that is not valid xtext is left out of the command, never sent */
+        const char *envid;        /* ENVID, or NULL */
+        const unsigned *notify;   /* n_rcpts SMTPC_NOTIFY_* sets (0: none), or NULL */
+        const char *const *orcpt; /* n_rcpts "rfc822;xtext" (entries may be NULL), or NULL */
+        smtpc_done_fn done;       /* called exactly once, from the loop */
         void *userdata;
 };
 

@@ -78,23 +78,30 @@ void test_deliver(const struct tarry_config *cfg, const char *sender, const char
                   size_t n, const char *body, const char *source, struct outcome *out,
                   int timeout_s)
 {
+        struct smtpc_request req = {
+            .queue_id = "TEST",
+            .sender = sender,
+            .rcpts = rcpts,
+            .n_rcpts = n,
+            .source_address = source,
+        };
+        test_deliver_req(cfg, &req, body, out, timeout_s);
+}
+
+void test_deliver_req(const struct tarry_config *cfg, const struct smtpc_request *tmpl,
+                      const char *body, struct outcome *out, int timeout_s)
+{
         sd_event *e;
         struct smtpc *c;
         memset(out, 0, sizeof(*out));
         cr_assert_eq(sd_event_new(&e), 0);
         cr_assert_eq(smtpc_new(e, cfg, &c), 0);
         int fd = test_body(body, strlen(body));
-        struct smtpc_request req = {
-            .queue_id = "TEST",
-            .sender = sender,
-            .rcpts = rcpts,
-            .n_rcpts = n,
-            .body_fd = fd,
-            .body_size = strlen(body),
-            .source_address = source,
-            .done = outcome_capture,
-            .userdata = out,
-        };
+        struct smtpc_request req = *tmpl;
+        req.body_fd = fd;
+        req.body_size = strlen(body);
+        req.done = outcome_capture;
+        req.userdata = out;
         cr_assert_eq(smtpc_attempt_start(c, &req), 0);
         close(fd);
         cr_assert(!out->called, "done() must not be called from inside smtpc_attempt_start");

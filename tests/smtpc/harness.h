@@ -43,6 +43,11 @@ void test_deliver(const struct tarry_config *cfg, const char *sender, const char
                   size_t n, const char *body, const char *source, struct outcome *out,
                   int timeout_s);
 
+/* The same with a whole request (DSN parameters...): its body_fd, body_size,
+ * done and userdata are filled in from body. */
+void test_deliver_req(const struct tarry_config *cfg, const struct smtpc_request *tmpl,
+                      const char *body, struct outcome *out, int timeout_s);
+
 void outcome_clear(struct outcome *o);
 
 /* A done() callback filling the struct outcome userdata points to. */

@@ -590,6 +590,63 @@ Test(smtpc, consecutive_messages_to_one_destination_reuse_the_connection)
         fixture_free(f);
 }
 
+/* [smtp] max_deliveries_per_connection: then QUIT and a new connection. */
+Test(smtpc, a_connection_carries_at_most_max_deliveries_per_connection_messages)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", "");
+        cfg->destination_concurrency = 1;
+        cfg->max_deliveries_per_connection = 2;
+        struct multi m = {0};
+        run_many(cfg, 5, &m);
+        cr_assert_eq(m.delivered, 5);
+        cr_assert_eq(fixture_wait_txns(f, 5, 5000), 0);
+        cr_assert_eq(fixture_connection_count(f), 3, "2 + 2 + 1 messages");
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* A kept connection nobody needs is closed with QUIT after about 5 s. */
+Test(smtpc, an_idle_kept_connection_is_quit_after_a_few_seconds)
+{
+        struct fixture *f = start_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", "");
+        sd_event *e;
+        struct smtpc *c;
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(smtpc_new(e, cfg, &c), 0);
+        int fd = test_body(BODY, strlen(BODY));
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o = {0};
+        struct smtpc_request req = {.queue_id = "Q",
+                                    .sender = "a@example.org",
+                                    .rcpts = rcpts,
+                                    .n_rcpts = 1,
+                                    .body_fd = fd,
+                                    .body_size = strlen(BODY),
+                                    .done = outcome_capture,
+                                    .userdata = &o};
+        cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        close(fd);
+        int64_t end = now_monotonic_us() + 20000000;
+        while (!o.called && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        int64_t delivered = now_monotonic_us();
+        cr_assert_eq(fixture_open_connection_count(f), 1, "kept for the next message");
+        while (fixture_open_connection_count(f) > 0 && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        int64_t kept = now_monotonic_us() - delivered;
+        cr_assert_eq(fixture_open_connection_count(f), 0, "still open after 20 s");
+        cr_assert_eq(fixture_quit_count(f), 1);
+        cr_assert_geq(kept, 4000000, "closed after %lld us", (long long)kept);
+        outcome_clear(&o);
+        smtpc_free(c);
+        sd_event_unref(e);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
 Test(smtpc, destination_concurrency_limits_simultaneous_connections)
 {
         const char *kv[] = {"delay:dot", "200", NULL};

@@ -1,0 +1,174 @@
+/* smtpc/esmtp.c — EHLO keywords and MAIL/RCPT parameters; see esmtp.h. */
+#include "smtpc/esmtp.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/cleanup.h"
+
+static const struct {
+        const char *keyword;
+        enum esmtp_ext bit;
+} keywords[] = {
+    {"PIPELINING", ESMTP_PIPELINING},
+    {"8BITMIME", ESMTP_8BITMIME},
+    {"SMTPUTF8", ESMTP_SMTPUTF8},
+    {"DSN", ESMTP_DSN},
+    {"SIZE", ESMTP_SIZE},
+};
+
+static void parse_keyword(const char *line, size_t len, struct esmtp_caps *out)
+{
+        for (size_t i = 0; i < ELEMENTSOF(keywords); i++) {
+                size_t kl = strlen(keywords[i].keyword);
+                if (len < kl || strncasecmp(line, keywords[i].keyword, kl) != 0 ||
+                    (len > kl && line[kl] != ' '))
+                        continue;
+                out->ext |= keywords[i].bit;
+                if (keywords[i].bit == ESMTP_SIZE && len > kl + 1) {
+                        char num[24] = "";
+                        size_t n = len - kl - 1 < sizeof(num) - 1 ? len - kl - 1 : sizeof(num) - 1;
+                        memcpy(num, line + kl + 1, n);
+                        out->size_max = strtoull(num, NULL, 10);
+                }
+        }
+}
+
+void esmtp_parse_ehlo(const char *text, struct esmtp_caps *out)
+{
+        memset(out, 0, sizeof(*out));
+        const char *p = text;
+        bool first = true;
+        while (p && *p) {
+                const char *end = strchr(p, '\n');
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                if (!first && len > 4)
+                        parse_keyword(p + 4, len - 4, out);
+                first = false;
+                p = end ? end + 1 : NULL;
+        }
+}
+
+static bool hex_upper(char c)
+{
+        return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+bool esmtp_xtext_ok(const char *s, size_t max)
+{
+        size_t n = 0;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++) {
+                if (n >= max)
+                        return false;
+                if (*p == '+') {
+                        if (!hex_upper((char)p[1]) || !hex_upper((char)p[2]))
+                                return false;
+                        p += 2;
+                        n += 2;
+                } else if (*p < 33 || *p > 126 || *p == '=') {
+                        return false;
+                }
+        }
+        return n > 0;
+}
+
+bool esmtp_has_8bit(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s >= 0x80)
+                        return true;
+        return false;
+}
+
+/* Appends fmt to out at *len; -ENOSPC when it does not fit. */
+static int append(char *out, size_t size, size_t *len, const char *s)
+{
+        size_t n = strlen(s);
+        if (*len + n + 1 > size)
+                return -ENOSPC;
+        memcpy(out + *len, s, n + 1);
+        *len += n;
+        return 0;
+}
+
+int esmtp_mail_cmd(char *out, size_t size, const char *sender, const struct esmtp_mail *m,
+                   const struct esmtp_caps *caps)
+{
+        char buf[600];
+        size_t len = 0;
+        snprintf(buf, sizeof(buf), "MAIL FROM:<%s>", sender);
+        if (append(out, size, &len, buf) < 0)
+                return -ENOSPC;
+        if (m->size && (caps->ext & ESMTP_SIZE)) {
+                snprintf(buf, sizeof(buf), " SIZE=%llu", (unsigned long long)m->size);
+                if (append(out, size, &len, buf) < 0)
+                        return -ENOSPC;
+        }
+        if (m->eight_bit && (caps->ext & ESMTP_8BITMIME) &&
+            append(out, size, &len, " BODY=8BITMIME") < 0)
+                return -ENOSPC;
+        if (m->smtputf8 && (caps->ext & ESMTP_SMTPUTF8) && append(out, size, &len, " SMTPUTF8") < 0)
+                return -ENOSPC;
+        if (caps->ext & ESMTP_DSN) {
+                if (m->ret && append(out, size, &len, m->ret == 2 ? " RET=HDRS" : " RET=FULL") < 0)
+                        return -ENOSPC;
+                if (m->envid && m->envid[0]) {
+                        if (!esmtp_xtext_ok(m->envid, 100)) /* RFC 3461 4.4: at most 100 */
+                                return -EINVAL;
+                        snprintf(buf, sizeof(buf), " ENVID=%s", m->envid);
+                        if (append(out, size, &len, buf) < 0)
+                                return -ENOSPC;
+                }
+        }
+        return append(out, size, &len, "\r\n");
+}
+
+int esmtp_rcpt_cmd(char *out, size_t size, const char *rcpt, const struct esmtp_rcpt *p,
+                   const struct esmtp_caps *caps)
+{
+        char buf[1200];
+        size_t len = 0;
+        snprintf(buf, sizeof(buf), "RCPT TO:<%s>", rcpt);
+        if (append(out, size, &len, buf) < 0)
+                return -ENOSPC;
+        if ((caps->ext & ESMTP_DSN) && p && p->notify) {
+                char n[40] = "";
+                if (p->notify & ESMTP_NOTIFY_NEVER)
+                        snprintf(n, sizeof(n), "NEVER");
+                else
+                        snprintf(n, sizeof(n), "%s%s%s%s%s",
+                                 p->notify & ESMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
+                                 (p->notify & ESMTP_NOTIFY_SUCCESS) &&
+                                         (p->notify & (ESMTP_NOTIFY_FAILURE | ESMTP_NOTIFY_DELAY))
+                                     ? ","
+                                     : "",
+                                 p->notify & ESMTP_NOTIFY_FAILURE ? "FAILURE" : "",
+                                 (p->notify & ESMTP_NOTIFY_FAILURE) &&
+                                         (p->notify & ESMTP_NOTIFY_DELAY)
+                                     ? ","
+                                     : "",
+                                 p->notify & ESMTP_NOTIFY_DELAY ? "DELAY" : "");
+                snprintf(buf, sizeof(buf), " NOTIFY=%s", n);
+                if (append(out, size, &len, buf) < 0)
+                        return -ENOSPC;
+        }
+        if ((caps->ext & ESMTP_DSN) && p && p->orcpt && p->orcpt[0]) {
+                /* addr-type ";" xtext: the type is an atom, the address is encoded */
+                const char *semi = strchr(p->orcpt, ';');
+                if (!semi || semi == p->orcpt || semi - p->orcpt > 32)
+                        return -EINVAL;
+                for (const char *t = p->orcpt; t < semi; t++)
+                        if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') ||
+                              (*t >= '0' && *t <= '9') || *t == '-'))
+                                return -EINVAL;
+                if (!esmtp_xtext_ok(semi + 1, 500)) /* RFC 3461 4.2: ORCPT is at most 500 */
+                        return -EINVAL;
+                snprintf(buf, sizeof(buf), " ORCPT=%s", p->orcpt);
+                if (append(out, size, &len, buf) < 0)
+                        return -ENOSPC;
+        }
+        return append(out, size, &len, "\r\n");
+}
