@@ -19,6 +19,8 @@
 #define HOST_MAX   255                     /* a DNS name */
 #define IP_MAX     63                      /* an IPv6 literal with scope */
 #define SOURCE_MAX 127                     /* a configured source address */
+#define ENVID_MAX  100                     /* RFC 3461 4.4 */
+#define ORCPT_MAX  500                     /* RFC 3461 4.2 */
 
 size_t ipc_result_max(size_t n_rcpts)
 {
@@ -286,10 +288,18 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                         json_decref(rcpts);
                         return -ENOMEM;
                 }
-        json_t *j = json_pack(
-            "{s:o,s:o,s:o,s:o,s:I}", "queue_id", bytes_json(req->queue_id ? req->queue_id : ""),
-            "sender", bytes_json(req->sender ? req->sender : ""), "rcpts", rcpts, "source_address",
-            bytes_json(req->source_address), "body_size", (json_int_t)req->body_size);
+        json_t *notify = req->notify ? json_array() : json_null();
+        json_t *orcpt = req->orcpt ? json_array() : json_null();
+        for (size_t i = 0; req->notify && notify && i < req->n_rcpts; i++)
+                json_array_append_new(notify, json_integer(req->notify[i]));
+        for (size_t i = 0; req->orcpt && orcpt && i < req->n_rcpts; i++)
+                json_array_append_new(orcpt, bytes_json(req->orcpt[i]));
+        json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:I,s:i,s:o,s:o,s:o}", "queue_id",
+                              bytes_json(req->queue_id ? req->queue_id : ""), "sender",
+                              bytes_json(req->sender ? req->sender : ""), "rcpts", rcpts,
+                              "source_address", bytes_json(req->source_address), "body_size",
+                              (json_int_t)req->body_size, "dsn_ret", (int)req->dsn_ret, "envid",
+                              bytes_json(req->envid), "notify", notify, "orcpt", orcpt);
         return dump(j, out, len);
 }
 
@@ -300,8 +310,51 @@ void ipc_request_clear(struct ipc_request *r)
         free(r->source);
         for (size_t i = 0; i < r->n_rcpts && r->rcpts; i++)
                 free(r->rcpts[i]);
+        for (size_t i = 0; i < r->n_rcpts && r->orcpt; i++)
+                free(r->orcpt[i]);
         free(r->rcpts);
+        free(r->envid);
+        free(r->notify);
+        free(r->orcpt);
         memset(r, 0, sizeof(*r));
+}
+
+/* "notify": null or n integers 0..15; "orcpt": null or n strings/nulls. */
+static int dsn_fields(const json_t *j, struct ipc_request *out)
+{
+        json_int_t ret;
+        const json_t *notify = json_object_get(j, "notify"), *orcpt = json_object_get(j, "orcpt");
+        if (json_int_member(j, "dsn_ret", 0, SMTPC_RET_HDRS, &ret) < 0 ||
+            json_bytes_or_null(j, "envid", ENVID_MAX, &out->envid) < 0 || !notify || !orcpt)
+                return -EBADMSG;
+        out->dsn_ret = (int)ret;
+        if (json_is_array(notify)) {
+                if (json_array_size(notify) != out->n_rcpts ||
+                    !(out->notify = calloc(out->n_rcpts, sizeof(*out->notify))))
+                        return -EBADMSG;
+                for (size_t i = 0; i < out->n_rcpts; i++) {
+                        const json_t *v = json_array_get(notify, i);
+                        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                            json_integer_value(v) > 15)
+                                return -EBADMSG;
+                        out->notify[i] = (unsigned)json_integer_value(v);
+                }
+        } else if (!json_is_null(notify)) {
+                return -EBADMSG;
+        }
+        if (json_is_array(orcpt)) {
+                if (json_array_size(orcpt) != out->n_rcpts ||
+                    !(out->orcpt = calloc(out->n_rcpts, sizeof(char *))))
+                        return -EBADMSG;
+                for (size_t i = 0; i < out->n_rcpts; i++) {
+                        const json_t *v = json_array_get(orcpt, i);
+                        if (!json_is_null(v) && json_bytes(v, ORCPT_MAX, &out->orcpt[i]) < 0)
+                                return -EBADMSG;
+                }
+        } else if (!json_is_null(orcpt)) {
+                return -EBADMSG;
+        }
+        return 0;
 }
 
 static int request_fields(const json_t *j, struct ipc_request *out)
@@ -326,7 +379,7 @@ static int request_fields(const json_t *j, struct ipc_request *out)
                         return r;
                 out->n_rcpts = i + 1;
         }
-        return 0;
+        return dsn_fields(j, out);
 }
 
 int ipc_request_decode(const char *buf, size_t len, struct ipc_request *out)
@@ -406,15 +459,15 @@ int ipc_result_encode(const struct smtpc_result *res, char **out, size_t *len)
                         return -ENOMEM;
                 }
         json_t *j = json_pack(
-            "{s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:o,s:I,s:I}", "status",
+            "{s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:b,s:o,s:I,s:I}", "status",
             name_of(status_names, ELEMENTSOF(status_names), res->status), "failure",
             name_of(failure_names, ELEMENTSOF(failure_names), res->failure), "code", res->code,
             "enhanced", bytes_json(res->enhanced), "text", bytes_json(res->text), "rcpts", rcpts,
             "destination", bytes_json(res->destination ? res->destination : ""), "mx_host",
             bytes_json(res->mx_host), "mx_ip", bytes_json(res->mx_ip), "port", (int)res->port,
-            "source_address", bytes_json(res->source_address), "tls", res->tls, "transcript",
-            bytes_json(res->transcript ? res->transcript : ""), "connect_us",
-            (json_int_t)res->connect_us, "total_us", (json_int_t)res->total_us);
+            "source_address", bytes_json(res->source_address), "tls", res->tls, "dsn_offered",
+            res->dsn_offered, "transcript", bytes_json(res->transcript ? res->transcript : ""),
+            "connect_us", (json_int_t)res->connect_us, "total_us", (json_int_t)res->total_us);
         return dump(j, out, len);
 }
 
@@ -473,7 +526,8 @@ static int result_fields(const json_t *j, size_t n_rcpts, struct ipc_result *out
         int st = value_of(status_names, ELEMENTSOF(status_names), json_object_get(j, "status"));
         int f = value_of(failure_names, ELEMENTSOF(failure_names), json_object_get(j, "failure"));
         const json_t *tls = json_object_get(j, "tls");
-        if (st < 0 || f < 0 || !json_is_boolean(tls) ||
+        const json_t *dsn = json_object_get(j, "dsn_offered");
+        if (st < 0 || f < 0 || !json_is_boolean(tls) || !json_is_boolean(dsn) ||
             json_int_member(j, "code", 0, 999, &code) < 0 ||
             json_int_member(j, "port", 0, 65535, &port) < 0 ||
             json_int_member(j, "connect_us", 0, INT64_MAX, &connect_us) < 0 ||
@@ -485,6 +539,7 @@ static int result_fields(const json_t *j, size_t n_rcpts, struct ipc_result *out
         r->code = (int)code;
         r->port = (uint16_t)port;
         r->tls = json_is_true(tls);
+        r->dsn_offered = json_is_true(dsn);
         r->connect_us = connect_us;
         r->total_us = total_us;
         const json_t *rcpts = json_object_get(j, "rcpts");

@@ -66,6 +66,11 @@ struct ipc_request {
         char **rcpts;
         size_t n_rcpts;
         uint64_t body_size;
+        /* RFC 3461 (smtpc_request's fields) */
+        int dsn_ret;
+        char *envid;      /* or NULL */
+        unsigned *notify; /* n_rcpts, or NULL */
+        char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
 };
 
 int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len);

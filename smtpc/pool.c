@@ -44,6 +44,10 @@ struct job {
         struct worker *w; /* while running */
         char *queue_id, *sender, **rcpts, *source;
         size_t n_rcpts;
+        enum smtpc_dsn_ret dsn_ret;
+        char *envid;      /* or NULL */
+        unsigned *notify; /* n_rcpts, or NULL */
+        char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
         int body_fd;
         uint64_t body_size;
         smtpc_done_fn done;
@@ -97,7 +101,12 @@ static void job_free(struct job *j)
 {
         for (size_t i = 0; j->rcpts && i < j->n_rcpts; i++)
                 free(j->rcpts[i]);
+        for (size_t i = 0; j->orcpt && i < j->n_rcpts; i++)
+                free(j->orcpt[i]);
         free(j->rcpts);
+        free(j->orcpt);
+        free(j->notify);
+        free(j->envid);
         free(j->queue_id);
         free(j->sender);
         free(j->source);
@@ -477,6 +486,10 @@ static int worker_dispatch(struct worker *w, struct job *j)
             .n_rcpts = j->n_rcpts,
             .body_size = j->body_size,
             .source_address = j->source,
+            .dsn_ret = j->dsn_ret,
+            .envid = j->envid,
+            .notify = j->notify,
+            .orcpt = (const char *const *)j->orcpt,
         };
         ipc_out_clear(&w->out);
         int r = ipc_request_encode(&req, &w->out.buf, &w->out.len);
@@ -640,6 +653,21 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         for (size_t i = 0; i < req->n_rcpts; i++, j->n_rcpts++)
                 if (!(j->rcpts[i] = strdup(req->rcpts[i] ? req->rcpts[i] : "")))
                         return -ENOMEM;
+        j->dsn_ret = req->dsn_ret;
+        if (req->envid && !(j->envid = strdup(req->envid)))
+                return -ENOMEM;
+        if (req->notify) {
+                if (!(j->notify = calloc(req->n_rcpts, sizeof(*j->notify))))
+                        return -ENOMEM;
+                memcpy(j->notify, req->notify, req->n_rcpts * sizeof(*j->notify));
+        }
+        if (req->orcpt) {
+                if (!(j->orcpt = calloc(req->n_rcpts, sizeof(char *))))
+                        return -ENOMEM;
+                for (size_t i = 0; i < req->n_rcpts; i++)
+                        if (req->orcpt[i] && !(j->orcpt[i] = strdup(req->orcpt[i])))
+                                return -ENOMEM;
+        }
         j->body_fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
         if (j->body_fd < 0)
                 return -EBADF;

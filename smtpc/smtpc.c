@@ -379,6 +379,7 @@ static void build_result(struct attempt *a)
         r->port = a->route.port;
         r->source_address = a->source;
         r->tls = a->tls_used;
+        r->dsn_offered = (a->caps.ext & ESMTP_DSN) != 0;
         r->transcript = a->transcript ? a->transcript : "";
         r->connect_us = a->t_connect_us ? a->t_connect_us - a->t_start_us : 0;
         r->total_us = now_monotonic_us() - a->t_start_us;

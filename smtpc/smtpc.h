@@ -179,6 +179,11 @@ struct smtpc_result {
         uint16_t port;
         const char *source_address; /* bound source, or NULL (kernel's choice) */
         bool tls;                   /* STARTTLS was used on the last connection */
+        /* The server offered DSN (RFC 3461), so it received the NOTIFY/ORCPT/
+         * RET/ENVID of this transaction and now answers for success notices;
+         * false: a NOTIFY=SUCCESS recipient delivered here needs a "relayed"
+         * DSN from us. */
+        bool dsn_offered;
         const char *transcript;     /* "> CMD\n< reply\n..." (AUTH hidden), capped */
         int64_t connect_us;         /* attempt start → first greeting line (0: none) */
         int64_t total_us;           /* attempt start → completion */

@@ -60,6 +60,10 @@ static int serve(struct worker_ctx *w)
             .body_fd = w->in.fd,
             .body_size = q.body_size,
             .source_address = q.source,
+            .dsn_ret = (enum smtpc_dsn_ret)q.dsn_ret,
+            .envid = q.envid,
+            .notify = q.notify,
+            .orcpt = (const char *const *)q.orcpt,
             .done = on_done,
             .userdata = w,
         };

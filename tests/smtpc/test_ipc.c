@@ -141,9 +141,47 @@ Test(smtpc_ipc, requests_round_trip)
         cr_assert_eq(q.n_rcpts, 2);
         cr_assert_str_eq(q.rcpts[1], rcpts[1]);
         cr_assert_eq(q.body_size, 4096);
+        cr_assert_eq(q.dsn_ret, SMTPC_RET_NONE);
+        cr_assert_null(q.envid);
+        cr_assert_null(q.notify);
+        cr_assert_null(q.orcpt);
         ipc_request_clear(&q);
         free(buf);
         cr_assert_eq(ipc_request_decode("{\"rcpts\":[]}", 12, &q), -EBADMSG);
+}
+
+/* sendmail -N success,delay -R hdrs -V envid reaches the worker intact */
+Test(smtpc_ipc, dsn_parameters_round_trip)
+{
+        const char *rcpts[] = {"a@x.test", "b@x.test"};
+        const unsigned notify[] = {SMTPC_NOTIFY_SUCCESS | SMTPC_NOTIFY_DELAY, SMTPC_NOTIFY_NEVER};
+        const char *orcpt[] = {NULL, "rfc822;b+2B@x.test"};
+        struct smtpc_request req = {.queue_id = "Q1",
+                                    .sender = "s@x.test",
+                                    .rcpts = rcpts,
+                                    .n_rcpts = 2,
+                                    .dsn_ret = SMTPC_RET_HDRS,
+                                    .envid = "env+2B1",
+                                    .notify = notify,
+                                    .orcpt = orcpt};
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        struct ipc_request q;
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_eq(q.dsn_ret, SMTPC_RET_HDRS);
+        cr_assert_str_eq(q.envid, "env+2B1");
+        cr_assert_eq(q.notify[0], SMTPC_NOTIFY_SUCCESS | SMTPC_NOTIFY_DELAY);
+        cr_assert_eq(q.notify[1], SMTPC_NOTIFY_NEVER);
+        cr_assert_null(q.orcpt[0]);
+        cr_assert_str_eq(q.orcpt[1], "rfc822;b+2B@x.test");
+        ipc_request_clear(&q);
+        free(buf);
+        /* a NOTIFY list of the wrong length is refused */
+        const char *bad = "{\"queue_id\":\"Q\",\"sender\":\"\",\"rcpts\":[\"a@x\"],"
+                          "\"source_address\":null,\"body_size\":1,\"dsn_ret\":0,"
+                          "\"envid\":null,\"notify\":[1,2],\"orcpt\":null}";
+        cr_assert_eq(ipc_request_decode(bad, strlen(bad), &q), -EBADMSG);
 }
 
 Test(smtpc_ipc, messages_larger_than_a_packet_arrive_whole_with_their_fd)
