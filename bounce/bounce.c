@@ -49,6 +49,8 @@ bool dsn_rcpt_wants(const struct envelope_rcpt *r, enum dsn_kind kind)
         unsigned bits = r->notify ? r->notify : NOTIFY_FAILURE | NOTIFY_DELAY;
         if (bits & NOTIFY_NEVER)
                 return false;
+        if (kind == DSN_RELAYED)
+                return bits & NOTIFY_SUCCESS;
         return bits & (kind == DSN_DELAYED ? NOTIFY_DELAY : NOTIFY_FAILURE);
 }
 
@@ -103,6 +105,20 @@ bool dsn_postmaster_may_report(const struct envelope *env, const struct dsn_poli
         const char *why;
         return env && p && env->is_dsn && !env->postmaster_notice && p->postmaster &&
                p->postmaster[0] && addr_check(p->postmaster, &why) == 0;
+}
+
+bool dsn_relayed_needed(const struct envelope *env, const struct envelope_rcpt *r)
+{
+        return dsn_may_report(env) && r->state == RCPT_DELIVERED && r->relayed_dsn_owed &&
+               dsn_rcpt_wants(r, DSN_RELAYED);
+}
+
+size_t dsn_relayed_pending(const struct envelope *env)
+{
+        size_t n = 0;
+        for (size_t i = 0; env && i < env->n_rcpt; i++)
+                n += dsn_relayed_needed(env, &env->rcpt[i]);
+        return n;
 }
 
 bool dsn_rcpt_expired(const struct envelope_rcpt *r)
@@ -215,15 +231,17 @@ static int return_headers(const struct dsn_original *o, struct returned *ret)
         return ret->content.err;
 }
 
-static int return_original(const struct envelope *env, const struct dsn_original *o,
-                           const struct dsn_policy *p, struct returned *ret)
+static int return_original(const struct envelope *env, enum dsn_kind kind,
+                           const struct dsn_original *o, const struct dsn_policy *p,
+                           struct returned *ret)
 {
         uint64_t cap = p->return_full_limit ? p->return_full_limit : DSN_RETURN_FULL_LIMIT_DEFAULT;
         if (!o)
                 return 0;
         if (o->fd < 0 && !o->data && o->size > 0)
                 return -EINVAL;
-        if (env->ret != DSN_RET_FULL && !env->is_dsn)
+        if ((env->ret != DSN_RET_FULL && !env->is_dsn) ||
+            kind == DSN_RELAYED) /* RFC 3461 4.3: FULL is for failures */
                 return return_headers(o, ret);
         if (total_size(o) > cap && !env->is_dsn) {
                 ret->too_big = true;
@@ -276,6 +294,7 @@ static int select_rcpts(struct build *b)
                 const struct envelope_rcpt *r = &b->env->rcpt[i];
                 bool in = b->postmaster            ? undeliverable(b->env, r)
                           : b->kind == DSN_DELAYED ? dsn_delay_lists_rcpt(b->env, r)
+                          : b->kind == DSN_RELAYED ? dsn_relayed_needed(b->env, r)
                                                    : dsn_failure_needed(b->env, r);
                 if (in)
                         b->idx[b->n++] = i;
@@ -350,6 +369,14 @@ static void text_intro(struct build *b)
                              "below, and we have stopped trying.");
                 return;
         }
+        if (b->kind == DSN_RELAYED) {
+                text_para(b, "Your message was delivered to the mail servers listed below, "
+                             "as you asked to be told. Those servers do not offer delivery "
+                             "notifications, so this is the last notice you will get: "
+                             "whether the message reaches each mailbox from there is not "
+                             "reported.");
+                return;
+        }
         buf_adds(&b->text,
                  "####################################################################\r\n"
                  "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n"
@@ -395,8 +422,29 @@ static void text_reply(struct build *b, const struct envelope_rcpt *r)
         }
 }
 
+static void text_relayed(struct build *b, const struct envelope_rcpt *r)
+{
+        _cleanup_free_ char *addr = text_clean_utf8(r->address, ADDR_SHOWN);
+        _cleanup_free_ char *mta = remote_mta(r->relay);
+        if (!addr || (r->relay && !mta)) {
+                b->text.err = -ENOMEM;
+                return;
+        }
+        text_wrap(&b->text, "", addr, TEXT_WIDTH);
+        if (r->last_reply && mta && mta[0])
+                buf_addf(&b->text, "    Relayed to %s, which said:\r\n", mta);
+        else if (r->last_reply)
+                buf_adds(&b->text, "    The server said:\r\n");
+        text_reply(b, r);
+        buf_adds(&b->text, "\r\n");
+}
+
 static void text_rcpt(struct build *b, const struct envelope_rcpt *r)
 {
+        if (b->kind == DSN_RELAYED) {
+                text_relayed(b, r);
+                return;
+        }
         struct explanation ex = explain_rcpt(r, b->kind);
         _cleanup_free_ char *addr = text_clean_utf8(r->address, ADDR_SHOWN);
         _cleanup_free_ char *mta = remote_mta(r->relay);
@@ -509,14 +557,24 @@ static void status_rcpt(struct build *b, const struct envelope_rcpt *r)
         if (r->orcpt)
                 status_orcpt(b, r->orcpt);
         field_clean(&b->status, "Final-Recipient", "rfc822; %s", r->address, ADDR_SHOWN, false);
-        field(&b->status, "Action", "%s", b->kind == DSN_DELAYED ? "delayed" : "failed");
-        explain_status(r, b->kind, st);
+        field(&b->status, "Action", "%s",
+              b->kind == DSN_DELAYED   ? "delayed"
+              : b->kind == DSN_RELAYED ? "relayed"
+                                       : "failed");
+        if (b->kind == DSN_RELAYED) /* the server's own 2.x.x, if it gave one */
+                snprintf(st, sizeof st, "%s",
+                         explain_status_valid(r->dsn_status) && r->dsn_status[0] == '2'
+                             ? r->dsn_status
+                             : "2.0.0");
+        else
+                explain_status(r, b->kind, st);
         field(&b->status, "Status", "%s", st);
         if (mta && mta[0])
                 field(&b->status, "Remote-MTA", "dns; %s", mta);
         if (diag[0])
                 field(&b->status, "Diagnostic-Code", "%s", diag);
-        field(&b->status, "X-Tarry-Class", "%s", reply_class_name(explain_class(r)));
+        if (b->kind != DSN_RELAYED)
+                field(&b->status, "X-Tarry-Class", "%s", reply_class_name(explain_class(r)));
         if (r->last_attempt_us) {
                 text_date(r->last_attempt_us, date);
                 field(&b->status, "Last-Attempt-Date", "%s", date);
@@ -575,6 +633,7 @@ static void top_headers(struct build *b, struct buf *m, const char *bnd)
         field(m, "Subject", "%s",
               b->postmaster            ? "Undeliverable delivery status notification"
               : b->kind == DSN_DELAYED ? "Delayed Mail (still being retried)"
+              : b->kind == DSN_RELAYED ? "Successful Mail Delivery Report"
                                        : "Undelivered Mail Returned to Sender");
         buf_addf(m, "Message-ID: <%lld.%s@%s>\r\n", (long long)(b->now_us / 1000000), id, b->host);
         buf_adds(m, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
@@ -686,7 +745,7 @@ static int build(struct build *b, struct dsn_report **out)
         b->host = text_clean_ascii(b->p->myhostname, HOST_MAX);
         if (!b->host)
                 return -ENOMEM;
-        r = return_original(b->env, b->orig, b->p, &b->ret);
+        r = return_original(b->env, b->kind, b->orig, b->p, &b->ret);
         if (r < 0)
                 return r;
         human_part(b);
@@ -705,6 +764,7 @@ static int build_kind(enum dsn_kind kind, bool postmaster, const struct envelope
         *out = NULL;
         if (postmaster ? !dsn_postmaster_may_report(env, p) || dsn_undeliverable(env) == 0
             : kind == DSN_DELAYED ? !dsn_delay_due(env, p, now_us)
+            : kind == DSN_RELAYED ? dsn_relayed_pending(env) == 0
                                   : dsn_failures_pending(env) == 0)
                 return 0;
         struct build b = {.env = env,
@@ -736,6 +796,12 @@ int dsn_build_postmaster(const struct envelope *env, const struct dsn_original *
         return build_kind(DSN_FAILED, true, env, orig, p, now_us, out);
 }
 
+int dsn_build_relayed(const struct envelope *env, const struct dsn_original *orig,
+                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out)
+{
+        return build_kind(DSN_RELAYED, false, env, orig, p, now_us, out);
+}
+
 void dsn_report_free(struct dsn_report *r)
 {
         if (!r)
@@ -755,6 +821,11 @@ int dsn_mark_sent(struct envelope *env, const struct dsn_report *r)
                         return -EINVAL;
         if (r->kind == DSN_DELAYED) {
                 env->delay_dsn_sent = true;
+                return 0;
+        }
+        if (r->kind == DSN_RELAYED) {
+                for (size_t i = 0; i < r->n_reported; i++)
+                        env->rcpt[r->reported[i]].relayed_dsn_owed = false;
                 return 0;
         }
         for (size_t i = 0; i < r->n_reported; i++)

@@ -34,6 +34,8 @@
 enum dsn_kind {
         DSN_DELAYED, /* Action: delayed — still being retried */
         DSN_FAILED,  /* Action: failed — 5xx or queue lifetime expired */
+        DSN_RELAYED, /* Action: relayed — delivered with NOTIFY=SUCCESS to a server
+                      * without DSN: no success notice will come from further on */
 };
 
 struct dsn_policy {
@@ -55,7 +57,8 @@ void dsn_policy_from_config(struct dsn_policy *p, const struct tarry_config *cfg
 bool dsn_may_report(const struct envelope *env);
 
 /* Does the recipient's NOTIFY allow a DSN of this kind? NOTIFY=NEVER: no;
- * NOTIFY not given (0): FAILURE and DELAY; otherwise the listed bits. */
+ * NOTIFY not given (0): FAILURE and DELAY; otherwise the listed bits
+ * (SUCCESS for DSN_RELAYED). */
 bool dsn_rcpt_wants(const struct envelope_rcpt *r, enum dsn_kind kind);
 
 /* Would r be listed in a delayed DSN (deferred and NOTIFY allows DELAY)? */
@@ -88,6 +91,11 @@ size_t dsn_undeliverable(const struct envelope *env);
 /* May the postmaster be told about env's failures (a postmaster is set and
  * env is a DSN but not itself a postmaster notice)? */
 bool dsn_postmaster_may_report(const struct envelope *env, const struct dsn_policy *p);
+/* Does r need a "relayed" DSN (DELIVERED, relayed_dsn_owed, NOTIFY has
+ * SUCCESS, the message may be reported on)? The daemon sets relayed_dsn_owed
+ * when the server that took r did not offer DSN. */
+bool dsn_relayed_needed(const struct envelope *env, const struct envelope_rcpt *r);
+size_t dsn_relayed_pending(const struct envelope *env);
 
 /* Was r given up on because the queue lifetime ran out? True for FAILED with
  * no 5xx reply code and no 5.x.x dsn_status (a local permanent failure, e.g. a
@@ -141,6 +149,11 @@ int dsn_build_failed(const struct envelope *env, const struct dsn_original *orig
  * reported recipients. Same returns as above. */
 int dsn_build_postmaster(const struct envelope *env, const struct dsn_original *orig,
                          const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
+/* Build one "relayed" DSN covering every recipient dsn_relayed_needed()
+ * selects (Status 2.0.0, the server's reply, the original's headers only).
+ * Same returns as above. */
+int dsn_build_relayed(const struct envelope *env, const struct dsn_original *orig,
+                      const struct dsn_policy *p, int64_t now_us, struct dsn_report **out);
 
 void dsn_report_free(struct dsn_report *r);
 
@@ -154,6 +167,7 @@ int dsn_commit(struct queue *q, enum queue_dir dir, struct dsn_report *r, struct
 
 /* After the report was queued: record it on the ORIGINAL envelope (delayed:
  * env->delay_dsn_sent; failed: failure_dsn_sent on each reported recipient).
+ * relayed: relayed_dsn_owed cleared on each reported recipient).
  * The caller then persists env with queue_update(). -EINVAL if r does not fit env. */
 int dsn_mark_sent(struct envelope *env, const struct dsn_report *r);
 

@@ -512,6 +512,16 @@ void deliver_site_ready(void *userdata, const char *domain)
         deliver_run_due(d);
 }
 
+/* The envelope's NOTIFY bits as smtpc's (0: not given, nothing is sent). */
+static unsigned notify_for_smtpc(unsigned n)
+{
+        if (n & NOTIFY_NEVER)
+                return SMTPC_NOTIFY_NEVER;
+        return (n & NOTIFY_SUCCESS ? SMTPC_NOTIFY_SUCCESS : 0u) |
+               (n & NOTIFY_FAILURE ? SMTPC_NOTIFY_FAILURE : 0u) |
+               (n & NOTIFY_DELAY ? SMTPC_NOTIFY_DELAY : 0u);
+}
+
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
@@ -543,6 +553,8 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         struct envelope *env = m->env;
         _cleanup_free_ size_t *idx = calloc(env->n_rcpt, sizeof(size_t));
         _cleanup_free_ const char **rcpts = calloc(env->n_rcpt, sizeof(char *));
+        _cleanup_free_ const char **orcpt = calloc(env->n_rcpt, sizeof(char *));
+        _cleanup_free_ unsigned *notify = calloc(env->n_rcpt, sizeof(unsigned));
         int64_t next_due = INT64_MAX;
         size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
         if (n == 0 && idx && rcpts && next_due == INT64_MAX && reroute(d, m, w, now)) {
@@ -562,13 +574,17 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         m->forced = false;
         const char *source = sched_item_source(w->it);
         pin_source(d, env, source, sched_item_route(w->it)); /* persisted with the outcome */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 rcpts[i] = env->rcpt[idx[i]].address;
+                orcpt[i] = env->rcpt[idx[i]].orcpt;
+                notify[i] = notify_for_smtpc(env->rcpt[idx[i]].notify);
+        }
 
         _cleanup_close_ int fd = -1;
         uint64_t size = 0;
         struct attempt *a = calloc(1, sizeof(*a));
-        int r = a ? pickup_sign(d, env) : -ENOMEM; /* persisted with the outcome */
+        int r =
+            a && orcpt && notify ? pickup_sign(d, env) : -ENOMEM; /* persisted with the outcome */
         if (r == 0)
                 r = open_wire_message(d, m, &fd, &size);
         if (r == 0) {
@@ -585,6 +601,14 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .source_address = *source ? source : NULL,
                     .site = site,
                     .site_connections = prov ? (unsigned)prov->connections.value : 0,
+                    /* the sender's RFC 3461 request travels on (smtpc sends it
+                     * where DSN is offered) */
+                    .dsn_ret = env->ret == DSN_RET_FULL   ? SMTPC_RET_FULL
+                               : env->ret == DSN_RET_HDRS ? SMTPC_RET_HDRS
+                                                          : SMTPC_RET_NONE,
+                    .envid = env->envid,
+                    .notify = notify,
+                    .orcpt = orcpt,
                     .done = on_attempt_done,
                     .userdata = a,
                 };
@@ -782,12 +806,14 @@ enum notice {
         NOTICE_DELAY,      /* the one delayed DSN */
         NOTICE_FAILURE,    /* failed DSN to the sender */
         NOTICE_POSTMASTER, /* a DSN of ours failed: the postmaster gets it */
+        NOTICE_RELAYED,    /* NOTIFY=SUCCESS delivered to a server without DSN */
 };
 
 static const char *const notice_words[] = {
     [NOTICE_DELAY] = "delay",
     [NOTICE_FAILURE] = "failure",
     [NOTICE_POSTMASTER] = "postmaster",
+    [NOTICE_RELAYED] = "relayed",
 };
 
 static int build_notice(struct tarryd *d, struct msg *m, enum notice kind, struct dsn_report **rep)
@@ -807,6 +833,8 @@ static int build_notice(struct tarryd *d, struct msg *m, enum notice kind, struc
                 return dsn_build_failed(m->env, &orig, &d->dsn_policy, now, rep);
         case NOTICE_POSTMASTER:
                 return dsn_build_postmaster(m->env, &orig, &d->dsn_policy, now, rep);
+        case NOTICE_RELAYED:
+                return dsn_build_relayed(m->env, &orig, &d->dsn_policy, now, rep);
         }
         return -EINVAL;
 }
@@ -840,15 +868,20 @@ static int send_dsn(struct tarryd *d, struct msg *m, enum notice kind)
                 dsn_mark_sent(env, rep);
                 d->n_dsn_sent++;
                 if (d->metrics)
-                        status_counter_add(
-                            d->metrics, STATUS_M_DSN_SENT,
-                            STATUS_LABELS(kind == NOTICE_DELAY ? "delayed" : "failed"), 1);
+                        status_counter_add(d->metrics, STATUS_M_DSN_SENT,
+                                           STATUS_LABELS(kind == NOTICE_DELAY     ? "delayed"
+                                                         : kind == NOTICE_RELAYED ? "relayed"
+                                                                                  : "failed"),
+                                           1);
                 if (kind == NOTICE_POSTMASTER)
                         log_info("%s: undeliverable notification: postmaster %s notified: %s",
                                  m->id, d->dsn_policy.postmaster, rep->env->id);
                 else
                         log_info("%s: sender %s notification: %s", m->id,
-                                 kind == NOTICE_DELAY ? "delay" : "non-delivery", rep->env->id);
+                                 kind == NOTICE_DELAY     ? "delay"
+                                 : kind == NOTICE_RELAYED ? "success (relayed)"
+                                                          : "non-delivery",
+                                 rep->env->id);
         }
         dsn_report_free(rep);
         return r;
@@ -925,6 +958,11 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 owed = send_dsn(d, m, NOTICE_FAILURE);
         if (dsn_delay_due(env, &d->dsn_policy, now_realtime_us())) {
                 int r = send_dsn(d, m, NOTICE_DELAY);
+                if (owed == 0)
+                        owed = r;
+        }
+        if (dsn_relayed_pending(env) > 0) {
+                int r = send_dsn(d, m, NOTICE_RELAYED);
                 if (owed == 0)
                         owed = r;
         }
@@ -1159,6 +1197,11 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 apply_decision(r, &dec[i], text, server_replied(res), relay, a->start_us, now);
                 if (scheduled && dec[i].action == SCHED_RETRY)
                         r->failed_retries++;
+                /* RFC 3461 4.1: a server without DSN got no NOTIFY; the
+                 * sender who asked for SUCCESS gets "relayed" from us */
+                if (dec[i].action == SCHED_DELIVERED && !res->dsn_offered &&
+                    dsn_rcpt_wants(r, DSN_RELAYED))
+                        r->relayed_dsn_owed = true;
                 log_outcome(a, res, r, &dec[i], text, relay, now);
                 count_outcome(d, &dec[i], env, now);
                 diagnoses_note(d, &where, m->id, res, &rr[i], &dec[i], now);

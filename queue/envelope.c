@@ -207,6 +207,8 @@ static json_t *rcpt_to_json(const struct envelope_rcpt *r)
         e |= set_text(o, "rule", r->rule, SHORT_MAX);
         e |= set_str(o, "relay", r->relay);
         e |= json_object_set_new(o, "failure_dsn_sent", json_boolean(r->failure_dsn_sent));
+        if (r->relayed_dsn_owed) /* absent in the common case */
+                e |= json_object_set_new(o, "relayed_dsn_owed", json_true());
         if (e) {
                 json_decref(o);
                 return NULL;
@@ -341,6 +343,8 @@ static const struct field rcpt_fields[] = {
      "a recipient 'relay' is not printable ASCII of at most 300 characters"},
     {"failure_dsn_sent", F_BOOL, R(failure_dsn_sent), false, 0, 0,
      "a recipient 'failure_dsn_sent' is not a boolean"},
+    {"relayed_dsn_owed", F_BOOL, R(relayed_dsn_owed), false, 0, 0,
+     "a recipient 'relayed_dsn_owed' is not a boolean"},
 };
 
 static bool text_ok(const char *s, size_t len)

@@ -76,6 +76,9 @@ struct envelope_rcpt {
         bool failure_dsn_sent;
         int failed_retries; /* scheduled retries that failed (not flush, -i, release) */
         char *next_reason;  /* where next_attempt_us came from ("hint"...), or NULL */
+        /* delivered with NOTIFY=SUCCESS to a server that does not offer DSN:
+         * the "relayed" DSN (RFC 3461 section 4.1) is still to be queued */
+        bool relayed_dsn_owed;
 };
 
 /* Whether tarryd signed the message with DKIM (dkim/dkim.h) as it took it
