@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "smtpc/sts.h"
 #include "smtpc/self.h"
 #include "smtpc/esmtp.h"
+#include "smtpc/mime7.h"
 #include "smtpc/reply.h"
 #include "smtpc/slots.h"
 
@@ -141,6 +143,7 @@ struct attempt {
         size_t rcpt_next;  /* next recipient to send, without PIPELINING */
         size_t rcpt_ok;    /* recipients accepted at RCPT */
         bool txn_over;     /* the transaction ended (or cannot go on) */
+        bool local_only;   /* every recipient was settled here, nothing was sent */
         CURLcode txn_rc;   /* CURLE_OK, or why the connection failed */
         sd_event_source *cmd_timer;
         /* curl sent QUIT while a reply was still due: the session failed */
@@ -619,6 +622,10 @@ static void settle_refused(struct attempt *a)
 
 static void interpret(struct attempt *a, CURLcode rc)
 {
+        if (a->local_only && rc == CURLE_OK) { /* each recipient has its own outcome */
+                a->res.status = SMTPC_ATTEMPT_DONE;
+                return;
+        }
         /* The server took the message: whatever it did after its 2xx to the
          * final dot (a garbled or endless reply, a dropped connection) must
          * not make us send it again. */
@@ -1345,9 +1352,79 @@ static int on_sess_io(sd_event_source *src, int fd, uint32_t revents, void *user
         return 0;
 }
 
+/* Every recipient not settled yet fails with text (no transaction runs). */
+static void settle_all_locally(struct attempt *a, int code, const char *enh, const char *text)
+{
+        for (size_t i = 0; i < a->n_rcpts; i++) {
+                if (a->rres[i].text)
+                        continue;
+                free(a->local_text[i]);
+                a->local_text[i] = strdup(text);
+                fill_rcpt(&a->rres[i], code, enh, a->local_text[i] ? a->local_text[i] : enh);
+        }
+        a->local_only = true;
+}
+
+/* RFC 6152 3: no 8-bit body to a server without 8BITMIME. It gets the
+ * message converted to quoted-printable (smtpc/mime7.c); what cannot be
+ * converted bounces with 5.6.3 and says why. -EMEDIUMTYPE: settled. */
+static int downgrade_body(struct attempt *a)
+{
+        if (!a->eight_bit || (a->caps.ext & ESMTP_8BITMIME))
+                return 0;
+        _cleanup_free_ char *in = malloc(a->body_size ? a->body_size : 1);
+        if (!in)
+                return -ENOMEM;
+        for (uint64_t off = 0; off < a->body_size;) {
+                ssize_t n = pread(a->body_fd, in + off, a->body_size - off, (off_t)off);
+                if (n <= 0)
+                        return -EIO;
+                off += (uint64_t)n;
+        }
+        _cleanup_free_ char *out = NULL;
+        size_t out_len = 0;
+        const char *why = NULL;
+        int r = mime7_convert(in, a->body_size, &out, &out_len, &why);
+        if (r == -EMEDIUMTYPE) {
+                const struct smtpc_target *t = &a->targets[a->cur];
+                char text[600];
+                snprintf(text, sizeof(text),
+                         "554 5.6.3 %s[%s] does not accept 8-bit mail (no 8BITMIME) and the "
+                         "message cannot be converted to 7-bit: %s",
+                         t->host, t->ip, why);
+                settle_all_locally(a, 554, "5.6.3", text);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        int fd = memfd_create("tarry-body7", MFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fd_write_all(fd, out, out_len) < 0) {
+                close(fd);
+                return -EIO;
+        }
+        close(a->body_fd);
+        a->body_fd = fd;
+        a->body_size = out_len;
+        a->eight_bit = false;
+        static const char note[] =
+            "8-bit body sent as quoted-printable (the server has no 8BITMIME)";
+        ts_append(a, "* ", note, sizeof(note) - 1);
+        return 0;
+}
+
 /* Start the transaction on a (new or reused) session. */
 static int txn_start(struct attempt *a)
 {
+        int d = downgrade_body(a);
+        if (d == -EMEDIUMTYPE) { /* nothing to send: the connection stays clean */
+                a->txn_over = true;
+                txn_end(a);
+                return 0;
+        }
+        if (d < 0)
+                return d;
         if (txn_begin(a) < 0)
                 return -ENOMEM;
         int r = flush_out(a);

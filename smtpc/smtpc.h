@@ -65,8 +65,12 @@
  * its TXT id changed, by mtasts/ in blocking calls (10 s or connect_timeout
  * each): run in a worker, that blocks only this attempt (smtpc/sts.h).
  *
- * Not yet: converting an 8-bit body to quoted-printable for a server without
- * 8BITMIME (it goes out as it is), A-labels for a server without SMTPUTF8.
+ * A server without 8BITMIME gets an 8-bit body converted to quoted-printable
+ * (smtpc/mime7.h, as Postfix); a message that cannot be converted (an 8-bit
+ * header, message/global, a binary part) is not sent: every recipient fails
+ * with "554 5.6.3 … cannot be converted to 7-bit: <why>", nothing on the wire.
+ *
+ * Not yet: A-labels for a server without SMTPUTF8.
  */
 #ifndef TARRY_SMTPC_H
 #define TARRY_SMTPC_H

@@ -339,3 +339,59 @@ Test(esmtp, an_orcpt_without_a_type_is_refused_not_sent)
         p.orcpt = "rfc 822;u@x.test";
         cr_assert_eq(esmtp_rcpt_cmd(out, sizeof(out), "u@x.test", &p, &c), -EINVAL);
 }
+
+/* ---- a server without 8BITMIME ---- */
+
+Test(esmtp, an_8bit_body_goes_quoted_printable_to_a_server_without_8bitmime)
+{
+        char dir[] = "/tmp/tarry-esmtp-XXXXXX";
+        cr_assert_not_null(mkdtemp(dir));
+        const char *kv[] = {"ehlo", EHLO_BARE, "save_dir", dir, NULL};
+        const char *rcpts[] = {"u@x.test"};
+        struct smtpc_request req = {
+            .queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts, .n_rcpts = 1};
+        struct outcome o;
+        struct fixture_txn t;
+        deliver(kv, &req, BODY8, &o, &t);
+        cr_assert_null(strstr(t.mail_params, "BODY="), "%s", t.mail_params);
+        char path[300], buf[4096];
+        snprintf(path, sizeof(path), "%s/1.eml", dir);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        for (size_t i = 0; i < n; i++)
+                cr_assert_lt((unsigned char)buf[i], 0x80, "8-bit byte on the wire:\n%s", buf);
+        cr_assert(strstr(buf, "Content-Transfer-Encoding: quoted-printable\r\n"), "%s", buf);
+        cr_assert(strstr(buf, "\r\n\r\ngr=C3=BC=C3=9F dich\r\n"), "%s", buf);
+        cr_assert(strstr(o.transcript, "quoted-printable"), "%s", o.transcript);
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_assert_eq(system(path), 0);
+}
+
+Test(esmtp, an_8bit_message_that_cannot_be_converted_bounces_with_5_6_3)
+{
+        const char *kv[] = {"ehlo", EHLO_BARE, NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        const char *rcpts[] = {"u@x.test", "v@x.test"};
+        struct smtpc_request req = {
+            .queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts, .n_rcpts = 2};
+        struct outcome o;
+        test_deliver_req(cfg, &req, "Subject: gr\xc3\xbc\xc3\x9f\r\n\r\nhi\r\n", &o, 20);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_DONE, "%s", o.text);
+        for (int i = 0; i < 2; i++) {
+                cr_assert_eq(o.r[i].outcome, SMTPC_RCPT_FAILED);
+                cr_assert_eq(o.r[i].code, 554);
+                cr_assert_str_eq(o.r[i].enhanced, "5.6.3");
+                cr_assert(strstr(o.r[i].text, "no 8BITMIME") && strstr(o.r[i].text, "8-bit header"),
+                          "%s", o.r[i].text);
+        }
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
