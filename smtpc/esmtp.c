@@ -7,6 +7,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <idn2.h>
+
+#include "common/address.h"
 #include "common/cleanup.h"
 
 static const struct {
@@ -171,4 +174,41 @@ int esmtp_rcpt_cmd(char *out, size_t size, const char *rcpt, const struct esmtp_
                         return -ENOSPC;
         }
         return append(out, size, &len, "\r\n");
+}
+
+int esmtp_alabel(const char *domain, char *out, size_t size)
+{
+        if (!esmtp_has_8bit(domain)) {
+                if (strlen(domain) + 1 > size)
+                        return -ENOSPC;
+                memcpy(out, domain, strlen(domain) + 1);
+                return 0;
+        }
+        char *ace = NULL;
+        if (idn2_to_ascii_8z(domain, &ace, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+                return -EINVAL;
+        int r = strlen(ace) + 1 > size ? -ENOSPC : 0;
+        if (r == 0)
+                memcpy(out, ace, strlen(ace) + 1);
+        idn2_free(ace);
+        return r;
+}
+
+int esmtp_ascii_address(const char *addr, char *out, size_t size)
+{
+        const char *dom = addr_domain(addr);
+        size_t local = dom ? (size_t)(dom - addr) : strlen(addr); /* "local@" */
+        for (size_t i = 0; i < local; i++)
+                if ((unsigned char)addr[i] >= 0x80)
+                        return -EILSEQ;
+        if (!dom) {
+                if (strlen(addr) + 1 > size)
+                        return -ENOSPC;
+                memcpy(out, addr, strlen(addr) + 1);
+                return 0;
+        }
+        if (local >= size)
+                return -ENOSPC;
+        memcpy(out, addr, local);
+        return esmtp_alabel(dom, out + local, size - local);
 }

@@ -68,4 +68,14 @@ int esmtp_rcpt_cmd(char *out, size_t size, const char *rcpt, const struct esmtp_
 /* Whether s holds a byte >= 0x80. */
 bool esmtp_has_8bit(const char *s);
 
+/* The A-label form of a domain (IDNA2008, libidn2: "bücher.example" →
+ * "xn--bcher-kva.example"); an ASCII domain is copied as it is. 0, -EINVAL
+ * (not a valid IDN), -ENOSPC. */
+int esmtp_alabel(const char *domain, char *out, size_t size);
+
+/* addr for a server without SMTPUTF8 (RFC 6531 3.2): its domain as an
+ * A-label. -EILSEQ when the local part is not ASCII (no ASCII form exists:
+ * 5.6.7), -EINVAL for a domain that is not a valid IDN. */
+int esmtp_ascii_address(const char *addr, char *out, size_t size);
+
 #endif

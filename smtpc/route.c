@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "smtpc/esmtp.h"
 
 static bool domain_ok(const char *d)
 {
@@ -56,7 +57,13 @@ int smtpc_route(const struct tarry_config *cfg, const char *rcpt_domain, struct 
         memset(out, 0, sizeof(*out));
         if (!rcpt_domain || !domain_ok(rcpt_domain))
                 return -EINVAL;
+        /* DNS and route keys always use the A-label of an IDN domain */
+        char ace[256];
+        if (esmtp_alabel(rcpt_domain, ace, sizeof(ace)) < 0)
+                return -EINVAL;
         const struct cfg_route *t = cfg_transport_for(cfg, rcpt_domain);
+        if (!t && strcmp(ace, rcpt_domain) != 0)
+                t = cfg_transport_for(cfg, ace);
         if (t && t->host) {
                 route_from_cfg(cfg, t, SMTPC_ROUTE_TRANSPORT, out);
                 for (size_t i = 0; i < cfg->n_transports; i++)
@@ -86,7 +93,7 @@ int smtpc_route(const struct tarry_config *cfg, const char *rcpt_domain, struct 
                          out->port);
                 return 0;
         }
-        lower_copy(out->host, sizeof(out->host), rcpt_domain);
+        lower_copy(out->host, sizeof(out->host), ace);
         snprintf(out->destination, sizeof(out->destination), "mx:%s", out->host);
         return 0;
 }

@@ -141,10 +141,15 @@ struct attempt {
         bool body_sending; /* after 354, until the final dot is queued */
         char body_prev[2]; /* last two body bytes (dot-stuffing at line starts) */
         size_t rcpt_next;  /* next recipient to send, without PIPELINING */
+        size_t *rcpt_idx;  /* the recipient each RCPT sent was for, in order */
+        size_t rcpt_queued;
         size_t rcpt_ok;    /* recipients accepted at RCPT */
         bool txn_over;     /* the transaction ended (or cannot go on) */
         bool local_only;   /* every recipient was settled here, nothing was sent */
-        CURLcode txn_rc;   /* CURLE_OK, or why the connection failed */
+        /* ASCII forms for a server without SMTPUTF8 (NULL: the address as it is) */
+        char *wire_sender;
+        char **wire_rcpt; /* n_rcpts */
+        CURLcode txn_rc;  /* CURLE_OK, or why the connection failed */
         sd_event_source *cmd_timer;
         /* curl sent QUIT while a reply was still due: the session failed */
         bool quit_after_failure;
@@ -277,7 +282,7 @@ static void replies_reset(struct attempt *a)
         reply_acc_reset(&a->acc);
         a->n_expect = a->expect_head = 0;
         a->last_cmd = CMD_GREETING;
-        a->rcpt_next = a->rcpt_ok = 0;
+        a->rcpt_next = a->rcpt_ok = a->rcpt_queued = 0;
         a->txn_over = false;
         a->txn_rc = CURLE_OK;
         a->helo_sent = false;
@@ -321,7 +326,12 @@ static void attempt_free(struct attempt *a)
         free(a->rres);
         free(a->res_text);
         free(a->expect);
+        free(a->rcpt_idx);
         free(a->out);
+        free(a->wire_sender);
+        for (size_t i = 0; a->wire_rcpt && i < a->n_rcpts; i++)
+                free(a->wire_rcpt[i]);
+        free(a->wire_rcpt);
         if (a->body_fd >= 0)
                 close(a->body_fd);
         free(a);
@@ -800,8 +810,9 @@ static void reply_complete(struct attempt *a)
                  * about the recipient, the MAIL reply applies to all */
                 if (a->mail.code >= 400)
                         break;
-                if (a->rcpt_answered < a->n_rcpts)
-                        reply_set(&a->rcpt_reply[a->rcpt_answered++], code, text);
+                /* locally refused recipients were skipped: pair by what was sent */
+                if (a->rcpt_answered < a->rcpt_queued)
+                        reply_set(&a->rcpt_reply[a->rcpt_idx[a->rcpt_answered++]], code, text);
                 break;
         case CMD_DATA:
                 /* pipelined after every RCPT was refused: the recipients keep
@@ -1139,17 +1150,24 @@ static void mail_params(const struct attempt *a, struct esmtp_mail *m)
         };
 }
 
+static const char *wire_rcpt(const struct attempt *a, size_t i)
+{
+        return a->wire_rcpt && a->wire_rcpt[i] ? a->wire_rcpt[i] : a->rcpts[i];
+}
+
 static int send_rcpt(struct attempt *a, size_t i)
 {
         char line[1500];
         struct esmtp_rcpt p = {.notify = a->notify ? a->notify[i] : 0,
                                .orcpt = a->orcpt ? a->orcpt[i] : NULL};
-        if (esmtp_rcpt_cmd(line, sizeof(line), a->rcpts[i], &p, &a->caps) < 0) {
+        if (esmtp_rcpt_cmd(line, sizeof(line), wire_rcpt(a, i), &p, &a->caps) < 0) {
                 /* an ORCPT that is not "type;xtext" is dropped, never sent raw */
                 struct esmtp_rcpt plain = {.notify = p.notify};
-                if (esmtp_rcpt_cmd(line, sizeof(line), a->rcpts[i], &plain, &a->caps) < 0)
+                if (esmtp_rcpt_cmd(line, sizeof(line), wire_rcpt(a, i), &plain, &a->caps) < 0)
                         return -EINVAL;
         }
+        if (a->rcpt_queued < a->n_rcpts)
+                a->rcpt_idx[a->rcpt_queued++] = i;
         return send_cmd(a, line);
 }
 
@@ -1168,10 +1186,11 @@ static int txn_begin(struct attempt *a)
         char line[1200];
         struct esmtp_mail m;
         mail_params(a, &m);
-        int r = esmtp_mail_cmd(line, sizeof(line), a->sender, &m, &a->caps);
+        const char *sender = a->wire_sender ? a->wire_sender : a->sender;
+        int r = esmtp_mail_cmd(line, sizeof(line), sender, &m, &a->caps);
         if (r == -EINVAL) { /* an ENVID that is not xtext is dropped, never sent raw */
                 m.envid = NULL;
-                r = esmtp_mail_cmd(line, sizeof(line), a->sender, &m, &a->caps);
+                r = esmtp_mail_cmd(line, sizeof(line), sender, &m, &a->caps);
         }
         if (r < 0 || send_cmd(a, line) < 0)
                 return -ENOMEM;
@@ -1353,16 +1372,81 @@ static int on_sess_io(sd_event_source *src, int fd, uint32_t revents, void *user
 }
 
 /* Every recipient not settled yet fails with text (no transaction runs). */
+static void settle_one(struct attempt *a, size_t i, int code, const char *enh, const char *text);
+
 static void settle_all_locally(struct attempt *a, int code, const char *enh, const char *text)
 {
+        for (size_t i = 0; i < a->n_rcpts; i++)
+                if (!a->rres[i].text)
+                        settle_one(a, i, code, enh, text);
+        a->local_only = true;
+}
+
+static void settle_one(struct attempt *a, size_t i, int code, const char *enh, const char *text)
+{
+        free(a->local_text[i]);
+        a->local_text[i] = strdup(text);
+        fill_rcpt(&a->rres[i], code, enh, a->local_text[i] ? a->local_text[i] : enh);
+}
+
+/* RFC 6531 3.2: a server without SMTPUTF8 gets no UTF-8 address. An IDN
+ * domain goes as its A-label; a UTF-8 local part has no ASCII form, so that
+ * recipient fails with 553 5.6.7 (every recipient, when it is the sender's).
+ * -EMEDIUMTYPE: nobody is left to send to. */
+static int ascii_envelope(struct attempt *a)
+{
+        free(a->wire_sender);
+        a->wire_sender = NULL;
+        if (a->caps.ext & ESMTP_SMTPUTF8)
+                return 0;
+        const struct smtpc_target *t = &a->targets[a->cur];
+        char buf[ADDR_MAX + 64], text[1024];
+        if (esmtp_has_8bit(a->sender)) {
+                int r = esmtp_ascii_address(a->sender, buf, sizeof(buf));
+                if (r < 0) {
+                        snprintf(text, sizeof(text),
+                                 "553 5.6.7 the sender address <%s> %s, and %s[%s] does not offer "
+                                 "SMTPUTF8",
+                                 a->sender,
+                                 r == -EILSEQ ? "has a non-ASCII local part"
+                                              : "has a domain that is not a valid IDN",
+                                 t->host, t->ip);
+                        settle_all_locally(a, 553, "5.6.7", text);
+                        return -EMEDIUMTYPE;
+                }
+                a->wire_sender = strdup(buf);
+        }
+        size_t left = 0;
         for (size_t i = 0; i < a->n_rcpts; i++) {
                 if (a->rres[i].text)
                         continue;
-                free(a->local_text[i]);
-                a->local_text[i] = strdup(text);
-                fill_rcpt(&a->rres[i], code, enh, a->local_text[i] ? a->local_text[i] : enh);
+                if (!esmtp_has_8bit(a->rcpts[i])) {
+                        left++;
+                        continue;
+                }
+                int r = esmtp_ascii_address(a->rcpts[i], buf, sizeof(buf));
+                if (r < 0) {
+                        snprintf(text, sizeof(text),
+                                 "553 5.6.7 <%s>: %s, and %s[%s] does not offer SMTPUTF8 "
+                                 "(RFC 6531): the address has no ASCII form",
+                                 a->rcpts[i],
+                                 r == -EILSEQ ? "the local part is not ASCII"
+                                              : "the domain is not a valid IDN",
+                                 t->host, t->ip);
+                        settle_one(a, i, 553, "5.6.7", text);
+                        continue;
+                }
+                if (!a->wire_rcpt && !(a->wire_rcpt = calloc(a->n_rcpts, sizeof(char *))))
+                        return -ENOMEM;
+                free(a->wire_rcpt[i]);
+                a->wire_rcpt[i] = strdup(buf);
+                left++;
         }
-        a->local_only = true;
+        if (left == 0) {
+                a->local_only = true;
+                return -EMEDIUMTYPE;
+        }
+        return 0;
 }
 
 /* RFC 6152 3: no 8-bit body to a server without 8BITMIME. It gets the
@@ -1417,7 +1501,9 @@ static int downgrade_body(struct attempt *a)
 /* Start the transaction on a (new or reused) session. */
 static int txn_start(struct attempt *a)
 {
-        int d = downgrade_body(a);
+        int d = ascii_envelope(a);
+        if (d == 0)
+                d = downgrade_body(a);
         if (d == -EMEDIUMTYPE) { /* nothing to send: the connection stays clean */
                 a->txn_over = true;
                 txn_end(a);
@@ -1882,7 +1968,8 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
         a->local_text = calloc(req->n_rcpts, sizeof(char *));
         a->expect_cap = req->n_rcpts + 16; /* MAIL, every RCPT, DATA, dot, and the connect phase */
         a->expect = calloc(a->expect_cap, sizeof(*a->expect));
-        if (!a->expect)
+        a->rcpt_idx = calloc(req->n_rcpts, sizeof(*a->rcpt_idx));
+        if (!a->expect || !a->rcpt_idx)
                 return -ENOMEM;
         if (!a->local_text || !a->queue_id || !a->sender || (req->source_address && !a->source) ||
             !a->rcpts || !a->rcpt_reply || !a->rres)

@@ -70,7 +70,11 @@
  * header, message/global, a binary part) is not sent: every recipient fails
  * with "554 5.6.3 … cannot be converted to 7-bit: <why>", nothing on the wire.
  *
- * Not yet: A-labels for a server without SMTPUTF8.
+ * A server without SMTPUTF8 gets no UTF-8 address (RFC 6531 3.2): an IDN
+ * domain goes as its A-label (libidn2, IDNA2008); a UTF-8 local part has no
+ * ASCII form, so that recipient fails "553 5.6.7 … does not offer SMTPUTF8"
+ * (every recipient when it is the sender's). Routing and DNS always use the
+ * A-label (smtpc_route: "mx:xn--bcher-kva.example").
  */
 #ifndef TARRY_SMTPC_H
 #define TARRY_SMTPC_H

@@ -395,3 +395,125 @@ Test(esmtp, an_8bit_message_that_cannot_be_converted_bounces_with_5_6_3)
         cfg_free(cfg);
         fixture_free(f);
 }
+
+/* ---- a server without SMTPUTF8 ---- */
+
+Test(esmtp, idn_domains_become_a_labels_and_utf8_local_parts_have_no_ascii_form)
+{
+        char out[300];
+        cr_assert_eq(esmtp_alabel("b\xc3\xbc"
+                                  "cher.example",
+                                  out, sizeof(out)),
+                     0);
+        cr_assert_str_eq(out, "xn--bcher-kva.example");
+        cr_assert_eq(esmtp_alabel("Plain.Example", out, sizeof(out)), 0);
+        cr_assert_str_eq(out, "Plain.Example");
+        cr_assert_eq(esmtp_ascii_address("u@b\xc3\xbc"
+                                         "cher.example",
+                                         out, sizeof(out)),
+                     0);
+        cr_assert_str_eq(out, "u@xn--bcher-kva.example");
+        cr_assert_eq(esmtp_ascii_address("j\xc3\xb6rg@x.test", out, sizeof(out)), -EILSEQ);
+        cr_assert_eq(esmtp_alabel("\xff\xfe.example", out, sizeof(out)), -EINVAL);
+}
+
+/* DNS lookups and route keys use the A-label, whatever the server offers */
+Test(esmtp, an_idn_recipient_domain_is_looked_up_as_its_a_label)
+{
+        struct tarry_config *cfg = test_cfg("[main]\nspool_dir = /nonexistent\n");
+        struct smtpc_route r;
+        cr_assert_eq(smtpc_route(cfg,
+                                 "B\xc3\xbc"
+                                 "cher.example",
+                                 &r),
+                     0);
+        cr_assert_eq(r.kind, SMTPC_ROUTE_MX);
+        cr_assert_str_eq(r.host, "xn--bcher-kva.example");
+        cr_assert_str_eq(r.destination, "mx:xn--bcher-kva.example");
+        cfg_free(cfg);
+}
+
+Test(esmtp, without_smtputf8_an_idn_domain_goes_as_a_label_and_a_utf8_local_part_bounces_5_6_7)
+{
+        const char *kv[] = {"ehlo", EHLO_BARE, NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        const char *rcpts[] = {"u@b\xc3\xbc"
+                               "cher.test",
+                               "j\xc3\xb6rg@x.test", "ok@x.test"};
+        struct smtpc_request req = {
+            .queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts, .n_rcpts = 3};
+        struct outcome o;
+        test_deliver_req(cfg, &req, BODY7, &o, 20);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_DONE, "%s", o.text);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_eq(o.r[1].code, 553);
+        cr_assert_str_eq(o.r[1].enhanced, "5.6.7");
+        cr_assert(strstr(o.r[1].text, "does not offer SMTPUTF8"), "%s", o.r[1].text);
+        cr_assert_eq(o.r[2].outcome, SMTPC_RCPT_DELIVERED);
+        cr_assert_eq(fixture_wait_txns(f, 1, 5000), 0);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        cr_assert_eq(t.n_rcpts, 2);
+        cr_assert_str_eq(t.rcpts[0], "u@xn--bcher-kva.test");
+        cr_assert_str_eq(t.rcpts[1], "ok@x.test");
+        cr_assert_null(strstr(t.mail_params, "SMTPUTF8"));
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(esmtp, without_smtputf8_a_utf8_sender_local_part_fails_every_recipient_5_6_7)
+{
+        const char *kv[] = {"ehlo", EHLO_BARE, NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        const char *rcpts[] = {"a@x.test", "b@x.test"};
+        struct smtpc_request req = {
+            .queue_id = "Q", .sender = "j\xc3\xb6rg@example.org", .rcpts = rcpts, .n_rcpts = 2};
+        struct outcome o;
+        test_deliver_req(cfg, &req, BODY7, &o, 20);
+        for (int i = 0; i < 2; i++) {
+                cr_assert_eq(o.r[i].outcome, SMTPC_RCPT_FAILED);
+                cr_assert_str_eq(o.r[i].enhanced, "5.6.7");
+                cr_assert(strstr(o.r[i].text, "sender address"), "%s", o.r[i].text);
+        }
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* A recipient refused before sending is skipped: the replies of the others
+ * still pair with the right recipients (they used to shift by one). */
+static void refused_first(const char *ehlo)
+{
+        const char *kv[] = {"ehlo", ehlo, "rcpt:two@x.test", "550 5.1.1 unknown", NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        const char *rcpts[] = {"bad\nRSET@x.test", "one@x.test", "two@x.test"};
+        struct smtpc_request req = {.queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts,
+                                    .n_rcpts = 3};
+        struct outcome o;
+        test_deliver_req(cfg, &req, BODY7, &o, 20);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_str_eq(o.r[0].enhanced, "5.1.3");
+        cr_assert_eq(o.r[1].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[1].text);
+        cr_assert_eq(o.r[2].outcome, SMTPC_RCPT_FAILED, "%s", o.r[2].text);
+        cr_assert_str_eq(o.r[2].text, "550 5.1.1 unknown");
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+Test(esmtp, a_locally_refused_recipient_does_not_shift_the_replies_pipelined)
+{
+        refused_first("250-fixture.test\n250 PIPELINING");
+}
+
+Test(esmtp, a_locally_refused_recipient_does_not_shift_the_replies_without_pipelining)
+{
+        refused_first(EHLO_BARE);
+}
