@@ -376,6 +376,8 @@ int mime7_convert(const char *msg, size_t len, char **out, size_t *out_len, cons
         struct out o = {0};
         struct walk w = {.o = &o};
         int r = entity(&w, msg, len, true, "text/plain", 0);
+        add(&o, "", 1); /* NUL-terminated for the caller's convenience */
+        o.len--;
         if (r == 0 && o.err)
                 r = o.err;
         if (r < 0) {

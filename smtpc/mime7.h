@@ -17,7 +17,7 @@
 
 #define MIME7_DEPTH_MAX 20
 
-/* 0 and *out (malloc'd, *out_len bytes), -ENOMEM, or -EMEDIUMTYPE with
+/* 0 and *out (malloc'd, *out_len bytes and a NUL), -ENOMEM, or -EMEDIUMTYPE with
  * *why naming what could not be converted. */
 int mime7_convert(const char *msg, size_t len, char **out, size_t *out_len, const char **why);
 

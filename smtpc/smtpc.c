@@ -86,6 +86,11 @@ struct sess {
         bool tls;
         struct esmtp_caps caps;
         unsigned deliveries; /* transactions ended with an answered final dot */
+        /* RSET sent after a transaction that ended before its final dot; its
+         * reply is read while idle (or by the next attempt, pipelined) */
+        bool rset_pending;
+        char rbuf[512];
+        size_t rlen;
 };
 
 struct attempt {
@@ -143,9 +148,9 @@ struct attempt {
         size_t rcpt_next;  /* next recipient to send, without PIPELINING */
         size_t *rcpt_idx;  /* the recipient each RCPT sent was for, in order */
         size_t rcpt_queued;
-        size_t rcpt_ok;    /* recipients accepted at RCPT */
-        bool txn_over;     /* the transaction ended (or cannot go on) */
-        bool local_only;   /* every recipient was settled here, nothing was sent */
+        size_t rcpt_ok;  /* recipients accepted at RCPT */
+        bool txn_over;   /* the transaction ended (or cannot go on) */
+        bool local_only; /* every recipient was settled here, nothing was sent */
         /* ASCII forms for a server without SMTPUTF8 (NULL: the address as it is) */
         char *wire_sender;
         char **wire_rcpt; /* n_rcpts */
@@ -1287,17 +1292,27 @@ static void cmd_timer_arm(struct attempt *a)
                                    on_cmd_timeout, a);
 }
 
-/* Keep the connection for the next message to the same destination. */
-static bool sess_park(struct attempt *a)
+/* Keep the connection for the next message to the same destination; after
+ * a transaction that ended before its final dot, with RSET first. */
+static bool sess_park(struct attempt *a, bool rset)
 {
         struct smtpc *c = a->c;
         struct sess *s = a->sess;
         unsigned max = c->cfg->max_deliveries_per_connection > 0
                            ? (unsigned)c->cfg->max_deliveries_per_connection
                            : 100;
-        s->deliveries++;
+        if (a->dot.code)
+                s->deliveries++;
         if (s->deliveries >= max || (size_t)slots_max_global(c->cfg) <= c->n_idle)
                 return false;
+        if (rset) {
+                size_t n = 0;
+                if (curl_easy_send(s->easy, "RSET\r\n", 6, &n) != CURLE_OK || n != 6)
+                        return false;
+                ts_append(a, "> ", "RSET", 4);
+                s->rset_pending = true;
+                s->rlen = 0;
+        }
         if (sd_event_add_time_relative(c->e, &s->idle_timer, CLOCK_MONOTONIC,
                                        IDLE_CONN_MAX_AGE_S * 1000000ULL, 100000, on_idle_expired,
                                        s) < 0)
@@ -1317,8 +1332,11 @@ static bool sess_park(struct attempt *a)
 static void txn_end(struct attempt *a)
 {
         CURLcode rc = a->txn_rc;
-        bool clean = rc == CURLE_OK && !a->abort_why && a->dot.code && a->n_expect == 0;
-        if (a->sess && !(clean && sess_park(a))) {
+        bool in_step = rc == CURLE_OK && !a->abort_why && a->n_expect == 0 && !a->body_sending;
+        /* after MAIL without an answered final dot the server may still hold
+         * a transaction: RSET (RFC 5321 4.1.1.5) before the next one */
+        bool rset = !a->dot.code && a->mail.code;
+        if (a->sess && !(in_step && sess_park(a, rset))) {
                 /* QUIT after a refused transaction; none after a failure */
                 a->sess->a = NULL;
                 sess_close(a->sess, rc == CURLE_OK && !a->abort_why);
@@ -1347,12 +1365,40 @@ static void txn_read(struct attempt *a)
         }
 }
 
+/* The reply to RSET on an idle connection: 0 waiting or done (250), -1 close. */
+static int sess_read_rset(struct sess *s)
+{
+        size_t n = 0;
+        CURLcode rc = curl_easy_recv(s->easy, s->rbuf + s->rlen, sizeof(s->rbuf) - s->rlen, &n);
+        if (rc == CURLE_AGAIN)
+                return 0;
+        if (rc != CURLE_OK || n == 0)
+                return -1;
+        s->rlen += n;
+        for (size_t start = 0;;) { /* the final line: "250 …" */
+                const char *nl = memchr(s->rbuf + start, '\n', s->rlen - start);
+                if (!nl)
+                        return s->rlen < sizeof(s->rbuf) ? 0 : -1;
+                size_t len = (size_t)(nl - s->rbuf) - start;
+                if (len < 4 || s->rbuf[start + 3] != '-') {
+                        bool ok = len >= 3 && memcmp(s->rbuf + start, "250", 3) == 0 &&
+                                  (size_t)(nl - s->rbuf) + 1 == s->rlen;
+                        s->rset_pending = false;
+                        s->rlen = 0;
+                        return ok ? 0 : -1;
+                }
+                start += len + 1;
+        }
+}
+
 static int on_sess_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 {
         struct sess *s = userdata;
         struct attempt *a = s->a;
         (void)src, (void)fd;
-        if (!a) { /* idle: the server spoke or hung up; nothing to wait for */
+        if (!a) { /* idle: only the reply to RSET may come */
+                if (s->rset_pending && sess_read_rset(s) >= 0)
+                        return 0;
                 idle_remove(s->c, s);
                 sess_close(s, false);
                 return 0;
@@ -1563,9 +1609,16 @@ static struct sess *sess_find_idle(struct attempt *a)
                 if (strcmp(s->key, a->slot_key) != 0 || s->tls_mode != a->route.tls ||
                     s->auth != a->route.auth)
                         continue;
+                /* the RSET reply may be read with the next replies only when pipelining */
+                if (s->rset_pending && !(s->caps.ext & ESMTP_PIPELINING))
+                        continue;
                 idle_remove(c, s);
+                if (s->rset_pending && sess_read_rset(s) < 0) {
+                        sess_close(s, false);
+                        return NULL;
+                }
                 struct pollfd p = {.fd = s->fd, .events = POLLIN};
-                if (poll(&p, 1, 0) != 0) { /* closed or talking out of turn */
+                if (!s->rset_pending && poll(&p, 1, 0) != 0) { /* closed or talking out of turn */
                         sess_close(s, false);
                         return NULL;
                 }
@@ -1593,6 +1646,13 @@ static bool sess_reuse(struct attempt *a)
         a->greeting.code = 220;
         a->t_connect_us = now_monotonic_us();
         ts_append(a, "* ", "reusing the connection of an earlier message", 44);
+        if (s->rset_pending) { /* its reply comes first, ahead of MAIL's */
+                expect_push(a, CMD_RSET);
+                s->rset_pending = false;
+                if (s->rlen > 0)
+                        feed_reply(a, s->rbuf, s->rlen);
+                s->rlen = 0;
+        }
         if (txn_start(a) < 0) {
                 request_abort(a, "out of memory", SMTPC_FAIL_LOCAL);
                 return true;

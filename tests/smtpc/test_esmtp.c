@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/fileio.h"
 #include "smtpc/esmtp.h"
 #include "tests/fixture/fixture.h"
 #include "tests/smtpc/harness.h"
@@ -494,8 +496,8 @@ static void refused_first(const char *ehlo)
         struct fixture *f = start_fixture(kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"bad\nRSET@x.test", "one@x.test", "two@x.test"};
-        struct smtpc_request req = {.queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts,
-                                    .n_rcpts = 3};
+        struct smtpc_request req = {
+            .queue_id = "Q", .sender = "a@example.org", .rcpts = rcpts, .n_rcpts = 3};
         struct outcome o;
         test_deliver_req(cfg, &req, BODY7, &o, 20);
         cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_FAILED);
@@ -516,4 +518,90 @@ Test(esmtp, a_locally_refused_recipient_does_not_shift_the_replies_pipelined)
 Test(esmtp, a_locally_refused_recipient_does_not_shift_the_replies_without_pipelining)
 {
         refused_first(EHLO_BARE);
+}
+
+/* ---- connections kept between messages ---- */
+
+struct two {
+        struct outcome o[2];
+        int done;
+};
+
+static void on_two(const struct smtpc_result *res, void *userdata)
+{
+        struct two *t = userdata;
+        outcome_capture(res, &t->o[t->done++]);
+}
+
+/* Two messages one after the other on one client. */
+static void run_two(struct tarry_config *cfg, const char *rcpt0, const char *rcpt1, struct two *t)
+{
+        sd_event *e;
+        struct smtpc *c;
+        memset(t, 0, sizeof(*t));
+        cr_assert_eq(sd_event_new(&e), 0);
+        cr_assert_eq(smtpc_new(e, cfg, &c), 0);
+        int fd = test_body(BODY7, strlen(BODY7));
+        const char *r[2][1] = {{rcpt0}, {rcpt1}};
+        for (int i = 0; i < 2; i++) {
+                struct smtpc_request req = {.queue_id = "Q",
+                                            .sender = "a@example.org",
+                                            .rcpts = r[i],
+                                            .n_rcpts = 1,
+                                            .body_fd = fd,
+                                            .body_size = strlen(BODY7),
+                                            .done = on_two,
+                                            .userdata = t};
+                cr_assert_eq(smtpc_attempt_start(c, &req), 0);
+        }
+        close(fd);
+        int64_t end = now_monotonic_us() + 20000000;
+        while (t->done < 2 && now_monotonic_us() < end)
+                sd_event_run(e, 100000);
+        cr_assert_eq(t->done, 2);
+        smtpc_free(c);
+        sd_event_unref(e);
+}
+
+/* After a transaction that ended before DATA (every recipient refused) the
+ * connection is reset with RSET and carries the next message; the RSET's
+ * reply is read in the same batch as the next MAIL's. */
+Test(esmtp, after_a_refused_transaction_rset_lets_the_connection_carry_the_next_message)
+{
+        const char *kv[] = {"rcpt:bad@x.test", "550 5.1.1 unknown", NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        cfg->destination_concurrency = 1;
+        struct two t;
+        run_two(cfg, "bad@x.test", "good@x.test", &t);
+        cr_assert_eq(t.o[0].r[0].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_str_eq(t.o[0].r[0].text, "550 5.1.1 unknown");
+        cr_assert(strstr(t.o[0].transcript, "> RSET"), "%s", t.o[0].transcript);
+        cr_assert_eq(t.o[1].r[0].outcome, SMTPC_RCPT_DELIVERED, "%s\n%s", t.o[1].r[0].text,
+                     t.o[1].transcript);
+        cr_assert_eq(fixture_connection_count(f), 1);
+        cr_assert_eq(fixture_wait_txns(f, 1, 5000), 0);
+        for (int i = 0; i < 2; i++)
+                outcome_clear(&t.o[i]);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
+/* A kept connection the server closed meanwhile (an idle timeout shorter
+ * than ours) costs nothing: the next message gets a new connection. */
+Test(esmtp, a_kept_connection_closed_by_the_server_is_replaced_for_the_next_message)
+{
+        const char *kv[] = {"rcpt:bad@x.test", "421 4.4.2 closing", NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        cfg->destination_concurrency = 1;
+        struct two t;
+        run_two(cfg, "bad@x.test", "good@x.test", &t);
+        cr_assert_eq(t.o[0].r[0].outcome, SMTPC_RCPT_DEFERRED);
+        cr_assert_eq(t.o[1].r[0].outcome, SMTPC_RCPT_DELIVERED, "%s\n%s", t.o[1].r[0].text,
+                     t.o[1].transcript);
+        for (int i = 0; i < 2; i++)
+                outcome_clear(&t.o[i]);
+        cfg_free(cfg);
+        fixture_free(f);
 }
