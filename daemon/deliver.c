@@ -609,6 +609,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .envid = env->envid,
                     .notify = notify,
                     .orcpt = orcpt,
+                    .body_signed = env->dkim == ENVELOPE_DKIM_SIGNED,
                     .done = on_attempt_done,
                     .userdata = a,
                 };

@@ -294,12 +294,13 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                 json_array_append_new(notify, json_integer(req->notify[i]));
         for (size_t i = 0; req->orcpt && orcpt && i < req->n_rcpts; i++)
                 json_array_append_new(orcpt, bytes_json(req->orcpt[i]));
-        json_t *j = json_pack("{s:o,s:o,s:o,s:o,s:I,s:i,s:o,s:o,s:o}", "queue_id",
-                              bytes_json(req->queue_id ? req->queue_id : ""), "sender",
-                              bytes_json(req->sender ? req->sender : ""), "rcpts", rcpts,
-                              "source_address", bytes_json(req->source_address), "body_size",
-                              (json_int_t)req->body_size, "dsn_ret", (int)req->dsn_ret, "envid",
-                              bytes_json(req->envid), "notify", notify, "orcpt", orcpt);
+        json_t *j =
+            json_pack("{s:o,s:o,s:o,s:o,s:I,s:i,s:o,s:o,s:o,s:b}", "queue_id",
+                      bytes_json(req->queue_id ? req->queue_id : ""), "sender",
+                      bytes_json(req->sender ? req->sender : ""), "rcpts", rcpts, "source_address",
+                      bytes_json(req->source_address), "body_size", (json_int_t)req->body_size,
+                      "dsn_ret", (int)req->dsn_ret, "envid", bytes_json(req->envid), "notify",
+                      notify, "orcpt", orcpt, "body_signed", req->body_signed);
         return dump(j, out, len);
 }
 
@@ -324,6 +325,10 @@ static int dsn_fields(const json_t *j, struct ipc_request *out)
 {
         json_int_t ret;
         const json_t *notify = json_object_get(j, "notify"), *orcpt = json_object_get(j, "orcpt");
+        const json_t *sig = json_object_get(j, "body_signed");
+        if (!json_is_boolean(sig))
+                return -EBADMSG;
+        out->body_signed = json_is_true(sig);
         if (json_int_member(j, "dsn_ret", 0, SMTPC_RET_HDRS, &ret) < 0 ||
             json_bytes_or_null(j, "envid", ENVID_MAX, &out->envid) < 0 || !notify || !orcpt)
                 return -EBADMSG;

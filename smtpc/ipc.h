@@ -71,6 +71,7 @@ struct ipc_request {
         char *envid;      /* or NULL */
         unsigned *notify; /* n_rcpts, or NULL */
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
+        bool body_signed;
 };
 
 int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len);

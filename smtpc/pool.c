@@ -48,6 +48,7 @@ struct job {
         char *envid;      /* or NULL */
         unsigned *notify; /* n_rcpts, or NULL */
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
+        bool body_signed;
         int body_fd;
         uint64_t body_size;
         smtpc_done_fn done;
@@ -490,6 +491,7 @@ static int worker_dispatch(struct worker *w, struct job *j)
             .envid = j->envid,
             .notify = j->notify,
             .orcpt = (const char *const *)j->orcpt,
+            .body_signed = j->body_signed,
         };
         ipc_out_clear(&w->out);
         int r = ipc_request_encode(&req, &w->out.buf, &w->out.len);
@@ -672,6 +674,7 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         if (j->body_fd < 0)
                 return -EBADF;
         j->body_size = req->body_size;
+        j->body_signed = req->body_signed;
         if (req->site && !(j->site = strdup(req->site)))
                 return -ENOMEM;
         j->site_connections = req->site ? req->site_connections : 0;

@@ -103,6 +103,7 @@ struct attempt {
         char *envid;      /* or NULL */
         unsigned *notify; /* n_rcpts SMTPC_NOTIFY_* bits, or NULL */
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
+        bool body_signed; /* DKIM-signed: never converted */
         int body_fd;
         uint64_t body_size, body_off;
         char *source;
@@ -1502,6 +1503,17 @@ static int downgrade_body(struct attempt *a)
 {
         if (!a->eight_bit || (a->caps.ext & ESMTP_8BITMIME))
                 return 0;
+        if (a->body_signed) { /* a converted copy would fail its DKIM check */
+                const struct smtpc_target *t = &a->targets[a->cur];
+                char text[600];
+                snprintf(text, sizeof(text),
+                         "554 5.6.3 %s[%s] does not accept 8-bit mail (no 8BITMIME) and the "
+                         "message cannot be converted to 7-bit: it is DKIM-signed, and converting "
+                         "it would break the signature",
+                         t->host, t->ip);
+                settle_all_locally(a, 554, "5.6.3", text);
+                return -EMEDIUMTYPE;
+        }
         _cleanup_free_ char *in = malloc(a->body_size ? a->body_size : 1);
         if (!in)
                 return -ENOMEM;
@@ -2039,6 +2051,7 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
                 if (!(a->rcpts[i] = strdup(req->rcpts[i] ? req->rcpts[i] : "")))
                         return -ENOMEM;
         a->dsn_ret = req->dsn_ret;
+        a->body_signed = req->body_signed;
         if (req->envid && !(a->envid = strdup(req->envid)))
                 return -ENOMEM;
         if (req->notify) {

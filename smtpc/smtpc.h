@@ -67,8 +67,9 @@
  *
  * A server without 8BITMIME gets an 8-bit body converted to quoted-printable
  * (smtpc/mime7.h, as Postfix); a message that cannot be converted (an 8-bit
- * header, message/global, a binary part) is not sent: every recipient fails
- * with "554 5.6.3 … cannot be converted to 7-bit: <why>", nothing on the wire.
+ * header, message/global, a binary part) or must not be (DKIM-signed,
+ * body_signed) is not sent: every recipient fails with "554 5.6.3 … cannot
+ * be converted to 7-bit: <why>", nothing on the wire.
  *
  * A server without SMTPUTF8 gets no UTF-8 address (RFC 6531 3.2): an IDN
  * domain goes as its A-label (libidn2, IDNA2008); a UTF-8 local part has no
@@ -192,9 +193,9 @@ struct smtpc_result {
          * false: a NOTIFY=SUCCESS recipient delivered here needs a "relayed"
          * DSN from us. */
         bool dsn_offered;
-        const char *transcript;     /* "> CMD\n< reply\n..." (AUTH hidden), capped */
-        int64_t connect_us;         /* attempt start → first greeting line (0: none) */
-        int64_t total_us;           /* attempt start → completion */
+        const char *transcript; /* "> CMD\n< reply\n..." (AUTH hidden), capped */
+        int64_t connect_us;     /* attempt start → first greeting line (0: none) */
+        int64_t total_us;       /* attempt start → completion */
 };
 
 typedef void (*smtpc_done_fn)(const struct smtpc_result *res, void *userdata);
@@ -234,7 +235,11 @@ struct smtpc_request {
         const char *envid;        /* ENVID, or NULL */
         const unsigned *notify;   /* n_rcpts SMTPC_NOTIFY_* sets (0: none), or NULL */
         const char *const *orcpt; /* n_rcpts "rfc822;xtext" (entries may be NULL), or NULL */
-        smtpc_done_fn done;       /* called exactly once, from the loop */
+        /* DKIM-signed (queue.h ENVELOPE_DKIM_SIGNED): the body goes byte for
+         * byte or not at all; a server without 8BITMIME gets no converted
+         * copy of an 8-bit one (5.6.3: the signature would fail) */
+        bool body_signed;
+        smtpc_done_fn done; /* called exactly once, from the loop */
         void *userdata;
 };
 

@@ -64,6 +64,7 @@ static int serve(struct worker_ctx *w)
             .envid = q.envid,
             .notify = q.notify,
             .orcpt = (const char *const *)q.orcpt,
+            .body_signed = q.body_signed,
             .done = on_done,
             .userdata = w,
         };

@@ -605,3 +605,27 @@ Test(esmtp, a_kept_connection_closed_by_the_server_is_replaced_for_the_next_mess
         cfg_free(cfg);
         fixture_free(f);
 }
+
+/* A DKIM-signed 8-bit message is never converted: the signature covers the
+ * exact bytes (a converted copy fails DKIM, and DMARC treats it as forged). */
+Test(esmtp, a_dkim_signed_8bit_message_is_not_converted_but_bounces_5_6_3)
+{
+        const char *kv[] = {"ehlo", EHLO_BARE, NULL};
+        struct fixture *f = start_fixture(kv);
+        struct tarry_config *cfg = cfg_to(f);
+        const char *rcpts[] = {"u@x.test"};
+        struct smtpc_request req = {.queue_id = "Q",
+                                    .sender = "a@example.org",
+                                    .rcpts = rcpts,
+                                    .n_rcpts = 1,
+                                    .body_signed = true};
+        struct outcome o;
+        test_deliver_req(cfg, &req, BODY8, &o, 20);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_FAILED);
+        cr_assert_str_eq(o.r[0].enhanced, "5.6.3");
+        cr_assert(strstr(o.r[0].text, "DKIM-signed"), "%s", o.r[0].text);
+        cr_assert_eq(fixture_txn_count(f), 0);
+        outcome_clear(&o);
+        cfg_free(cfg);
+        fixture_free(f);
+}
