@@ -1329,6 +1329,15 @@ static bool sess_park(struct attempt *a, bool rset)
         return true;
 }
 
+/* Is an attempt queued for this (source, destination)? */
+static bool attempt_waiting(const struct smtpc *c, const char *slot_key)
+{
+        for (const struct attempt *q = c->queue; q; q = q->next)
+                if (!q->early && strcmp(q->slot_key, slot_key) == 0)
+                        return true;
+        return false;
+}
+
 /* The transaction is over (or the connection failed): report it. */
 static void txn_end(struct attempt *a)
 {
@@ -1337,6 +1346,10 @@ static void txn_end(struct attempt *a)
         /* after MAIL without an answered final dot the server may still hold
          * a transaction: RSET (RFC 5321 4.1.1.5) before the next one */
         bool rset = !a->dot.code && a->mail.code;
+        /* ...but only for a message already waiting for that destination:
+         * a retry (a greylisted RCPT, say) comes later on a fresh connection */
+        if (rset && !attempt_waiting(a->c, a->slot_key))
+                in_step = false;
         if (a->sess && !(in_step && sess_park(a, rset))) {
                 /* QUIT after a refused transaction; none after a failure */
                 a->sess->a = NULL;

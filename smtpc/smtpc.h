@@ -26,7 +26,10 @@
  * Connections: after a transaction that ended in step (the final dot
  * answered), the connection is kept for the next attempt to the same
  * (source address, route key) for up to 5 seconds of idleness and at most
- * [smtp] max_deliveries_per_connection messages, then closed with QUIT. A
+ * [smtp] max_deliveries_per_connection messages, then closed with QUIT.
+ * After a transaction that ended before its final dot (refused MAIL/RCPTs)
+ * the connection goes on with RSET only when another attempt for the same
+ * destination is already queued; otherwise QUIT (a retry gets a fresh one). A
  * kept connection that the server closed meanwhile is noticed before use
  * (or at the first command: the message then gets a new connection).
  *
