@@ -151,18 +151,10 @@ int cluster_window_parse(const char *buf, size_t len, int64_t now, char *work, s
 int cluster_record_parse(const char *buf, size_t len, int64_t now, char *work, size_t workcap,
                          struct cluster_pause *out, char *why, size_t whylen)
 {
-        if (len > CLUSTER_RECORD_MAX || len + 1 > workcap)
-                return refuse(why, whylen, "too long");
-        if (memchr(buf, '\0', len))
-                return refuse(why, whylen, "a NUL byte");
-        memcpy(work, buf, len);
-        work[len] = '\0';
+        if (copy_in(buf, len, work, workcap, why, whylen) < 0)
+                return -EINVAL;
         char *f[N_FIELDS + 1];
-        size_t n = 0;
-        for (char *save = NULL, *t = strtok_r(work, " ", &save); t && n <= N_FIELDS;
-             t = strtok_r(NULL, " ", &save))
-                f[n++] = t;
-        if (n != N_FIELDS)
+        if (split(work, f, N_FIELDS) != N_FIELDS)
                 return refuse(why, whylen, "not 7 fields");
         if (strcmp(f[0], VERSION_TAG) != 0)
                 return refuse(why, whylen, "unknown version");
