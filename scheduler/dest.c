@@ -167,11 +167,16 @@ int sched_why_from_name(const char *name)
         return -1;
 }
 
+/* in the pause heap for a suspension or back-off, not only for pacing
+ * (max_per_minute) */
+static bool dest_pause_not_pacing(const struct dest *d)
+{
+        return d->in_dheap && (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF);
+}
+
 bool dest_held(const struct dest *d, int64_t now)
 {
-        /* in the pause heap for a suspension or back-off, not only for pacing */
-        return d->in_dheap && d->until_us > now &&
-               (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF);
+        return dest_pause_not_pacing(d) && d->until_us > now;
 }
 
 enum sched_why dest_pause_why(const struct dest *d)
@@ -201,9 +206,8 @@ int sched_foreach_destination(struct sched *s, int64_t now,
 {
         for (size_t b = 0; b < s->n_buckets; b++) {
                 for (struct dest *d = s->buckets[b]; d; d = d->hnext) {
-                        /* in the pause heap, but only pacing (max_per_minute) */
-                        bool paused = d->in_dheap && (d->state == SCHED_DEST_SUSPENDED ||
-                                                      d->state == SCHED_DEST_BACKOFF);
+                        bool paused = dest_pause_not_pacing(d);
+                        bool fresh = dest_learned_fresh(s, d, now);
                         struct sched_dest_info info = {
                             .route = d->route,
                             .source_address = d->source,
@@ -215,10 +219,10 @@ int sched_foreach_destination(struct sched *s, int64_t now,
                             .last_reply = d->last_reply,
                             .last_class = d->last_class,
                             .learned_greylist_s = dest_learned_estimate(s, d, now),
-                            .learned_lower_s = dest_learned_fresh(s, d, now) ? d->learned_lo_s : 0,
-                            .learned_upper_s = dest_learned_fresh(s, d, now) ? d->learned_s : -1,
+                            .learned_lower_s = fresh ? d->learned_lo_s : 0,
+                            .learned_upper_s = fresh ? d->learned_s : -1,
                             .pause_class = paused ? d->pause_class : -1,
-                            .learned_at_us = dest_learned_fresh(s, d, now) ? d->learned_at_us : 0,
+                            .learned_at_us = fresh ? d->learned_at_us : 0,
                         };
                         if (paused && d->until_us <= now) {
                                 /* pause over, not yet processed: it resumes throttled */
@@ -237,8 +241,7 @@ int sched_foreach_destination(struct sched *s, int64_t now,
 
 static json_t *dest_state_json(const struct dest *d)
 {
-        bool paused =
-            d->in_dheap && (d->state == SCHED_DEST_SUSPENDED || d->state == SCHED_DEST_BACKOFF);
+        bool paused = dest_pause_not_pacing(d);
         return json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:s?}", "source", d->source, "route",
                          d->route, "state", sched_dest_state_name(d->state), "until",
                          (json_int_t)(paused ? d->until_us : 0), "concurrency", d->concurrency,
