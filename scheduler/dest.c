@@ -239,6 +239,42 @@ int sched_foreach_destination(struct sched *s, int64_t now,
 
 /* ---- destinations.json: pauses and concurrency windows ---- */
 
+/* Write root to the state file name, indented with sorted keys. */
+static int write_json(struct sched *s, const char *name, json_t *root)
+{
+        _cleanup_free_ char *text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
+        if (!text)
+                return -ENOMEM;
+        return s->io.write(s->io.userdata, name, text, strlen(text));
+}
+
+/* Read the state file name: 0 and *rootp NULL when there is none, 1 with
+ * *rootp and its "destinations" array in *arrp when it is of this version,
+ * -EBADMSG when it is not. */
+static int read_json(struct sched *s, const char *name, int version, json_t **rootp, json_t **arrp)
+{
+        *rootp = NULL;
+        if (!s->io.read)
+                return 0;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = s->io.read(s->io.userdata, name, LEARNED_MAX_BYTES, &text, &len);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        json_t *root = json_loadb(text, len, 0, NULL);
+        json_t *arr = root ? json_object_get(root, "destinations") : NULL;
+        json_t *ver = root ? json_object_get(root, "version") : NULL;
+        if (!json_is_array(arr) || !json_is_integer(ver) || json_integer_value(ver) != version) {
+                json_decref(root);
+                return -EBADMSG;
+        }
+        *rootp = root;
+        *arrp = arr;
+        return 1;
+}
+
 static json_t *dest_state_json(const struct dest *d)
 {
         bool paused = dest_pause_not_pacing(d);
@@ -268,10 +304,7 @@ static int save_destinations(struct sched *s, int64_t now)
                       "destinations", arr);
         if (!root)
                 return -ENOMEM;
-        _cleanup_free_ char *text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
-        if (!text)
-                return -ENOMEM;
-        int r = s->io.write(s->io.userdata, SCHED_DESTS_FILE, text, strlen(text));
+        int r = write_json(s, SCHED_DESTS_FILE, root);
         if (r == 0)
                 s->dests_dirty = false;
         return r;
@@ -323,21 +356,13 @@ static int load_dest_entry(struct sched *s, json_t *o, int64_t now, int64_t save
 
 int sched_load_destinations(struct sched *s, int64_t now)
 {
-        if (!s->io.read)
-                return 0;
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0;
-        int r = s->io.read(s->io.userdata, SCHED_DESTS_FILE, LEARNED_MAX_BYTES, &text, &len);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
+        _cleanup_(json_decrefp) json_t *root = NULL;
+        json_t *arr = NULL;
+        int r = read_json(s, SCHED_DESTS_FILE, DESTS_VERSION, &root, &arr);
+        if (r <= 0)
                 return r;
-        _cleanup_(json_decrefp) json_t *root = json_loadb(text, len, 0, NULL);
-        json_t *arr = root ? json_object_get(root, "destinations") : NULL;
-        json_t *ver = root ? json_object_get(root, "version") : NULL;
-        json_t *at = root ? json_object_get(root, "saved_at") : NULL;
-        if (!json_is_array(arr) || !json_is_integer(ver) ||
-            json_integer_value(ver) != DESTS_VERSION || !json_is_integer(at))
+        json_t *at = json_object_get(root, "saved_at");
+        if (!json_is_integer(at))
                 return -EBADMSG;
         int n = 0;
         size_t i;
@@ -381,10 +406,7 @@ int sched_save_learned(struct sched *s, int64_t now)
             json_pack("{s:i, s:O}", "version", LEARNED_VERSION, "destinations", arr);
         if (!root)
                 return -ENOMEM;
-        _cleanup_free_ char *text = json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS);
-        if (!text)
-                return -ENOMEM;
-        int r = s->io.write(s->io.userdata, SCHED_LEARNED_FILE, text, strlen(text));
+        int r = write_json(s, SCHED_LEARNED_FILE, root);
         if (r < 0)
                 return r;
         s->learned_dirty = false;
@@ -420,22 +442,11 @@ static int load_entry(struct sched *s, json_t *o, int64_t now)
 
 int sched_load_learned(struct sched *s, int64_t now)
 {
-        if (!s->io.read)
-                return 0;
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0;
-        int r = s->io.read(s->io.userdata, SCHED_LEARNED_FILE, LEARNED_MAX_BYTES, &text, &len);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
+        _cleanup_(json_decrefp) json_t *root = NULL;
+        json_t *arr = NULL;
+        int r = read_json(s, SCHED_LEARNED_FILE, LEARNED_VERSION, &root, &arr);
+        if (r <= 0)
                 return r;
-        json_error_t jerr;
-        _cleanup_(json_decrefp) json_t *root = json_loadb(text, len, 0, &jerr);
-        json_t *arr = root ? json_object_get(root, "destinations") : NULL;
-        json_t *ver = root ? json_object_get(root, "version") : NULL;
-        if (!json_is_array(arr) || !json_is_integer(ver) ||
-            json_integer_value(ver) != LEARNED_VERSION)
-                return -EBADMSG;
         int n = 0;
         size_t i;
         json_t *o;
