@@ -217,9 +217,28 @@ Test(dest_state, a_reduced_concurrency_window_survives_a_restart)
 
 Test(dest_state, a_corrupt_file_is_reported)
 {
-        mem_write(&dir, SCHED_DESTS_FILE, "{\"version\": 1, \"destinations\": 7}", 33);
+        static const char *const bad[] = {
+            "{\"version\": 1, \"destinations\": 7}",
+            "{\"version\": 1, \"saved_at\": 1, \"destinations\": 7}",  /* not an array */
+            "{\"version\": 2, \"saved_at\": 1, \"destinations\": []}", /* a later version */
+            "{\"version\": 1, \"destinations\": []}",                  /* no saved_at */
+            "not json",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                mem_write(&dir, SCHED_DESTS_FILE, bad[i], strlen(bad[i]));
+                struct sched *s = new_sched();
+                cr_assert_eq(sched_load_destinations(s, T0), -EBADMSG, "%s", bad[i]);
+                sched_free(s);
+        }
+}
+
+Test(dest_state, no_file_or_an_empty_one_is_no_destinations)
+{
+        const char *empty = "{\"version\": 1, \"saved_at\": 1, \"destinations\": []}";
         struct sched *s = new_sched();
-        cr_assert_eq(sched_load_destinations(s, T0), -EBADMSG);
+        cr_assert_eq(sched_load_destinations(s, T0), 0);
+        mem_write(&dir, SCHED_DESTS_FILE, empty, strlen(empty));
+        cr_assert_eq(sched_load_destinations(s, T0), 0);
         sched_free(s);
 }
 
