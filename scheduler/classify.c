@@ -5,6 +5,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <regex.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fileio.h"
 #include "scheduler/internal.h"
 #include "scheduler/scheduler.h"
 
@@ -336,37 +338,14 @@ static int compile_hints(struct sched_classifier *c)
 /* The whole file in memory (policy files are small: at most 16 MiB). */
 static int read_file(const char *path, char **out, char *err, size_t errlen)
 {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f) {
-                int e = errno;
-                if (err && errlen)
-                        snprintf(err, errlen, "%s: %s", path, strerror(e));
-                return -e;
-        }
-        char *buf = NULL;
-        size_t cap = 0;
-        ssize_t got = getdelim(&buf, &cap, '\0', f);
-        if (got < 0 && ferror(f)) {
-                int e = errno;
-                free(buf);
-                if (err && errlen)
-                        snprintf(err, errlen, "%s: %s", path, strerror(e));
-                return -e;
-        }
-        if (got >= 0 && (size_t)got > (16u << 20)) {
-                free(buf);
-                if (err && errlen)
+        int r = file_read_all_at(AT_FDCWD, path, 16u << 20, out, NULL);
+        if (r < 0 && err && errlen) {
+                if (r == -EFBIG)
                         snprintf(err, errlen, "%s: larger than 16 MiB", path);
-                return -EFBIG;
+                else
+                        snprintf(err, errlen, "%s: %s", path, strerror(-r));
         }
-        if (got < 0) {
-                free(buf);
-                buf = strdup("");
-                if (!buf)
-                        return -ENOMEM;
-        }
-        *out = buf;
-        return 0;
+        return r;
 }
 
 int sched_classifier_new_from(const char *path, struct sched_classifier **out, char *err,
