@@ -271,13 +271,7 @@ static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now
                 waiting_n += waiting(&m->env->rcpt[i]);
         if (waiting_n == 0)
                 return false;
-        for (struct work **pp = &m->works; *pp; pp = &(*pp)->next)
-                if (*pp == w) {
-                        *pp = w->next;
-                        break;
-                }
-        sched_remove(d->sched, w->it);
-        work_free(w);
+        forget_work(d, w);
         if (add_works(d, m, m->forced ? now : INT64_MAX) < 0) /* flushed: due now */
                 log_error("%s: cannot schedule the new next hop: %s; will retry at restart", m->id,
                           strerror(ENOMEM));
