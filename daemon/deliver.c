@@ -663,12 +663,6 @@ static void one_line(const char *text, char *out, size_t outlen)
         out[j] = '\0';
 }
 
-/* next=2026-12-07T14:05:00+01:00: local time with its zone */
-static void fmt_time(int64_t us, char *out, size_t len)
-{
-        queue_iso_time(us, out, len);
-}
-
 static const char *status_word(const struct sched_decision *dec)
 {
         switch (dec->action) {
@@ -690,7 +684,8 @@ static void log_outcome(struct attempt *a, const struct smtpc_result *res,
         char line[1024], next[32] = "", cls[48] = "";
         one_line(text, line, sizeof(line));
         if (dec->action == SCHED_RETRY) {
-                fmt_time(dec->next_attempt_us, next, sizeof(next));
+                /* next=2026-12-07T14:05:00+01:00: local time with its zone */
+                queue_iso_time(dec->next_attempt_us, next, sizeof(next));
                 snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));
         } else if (dec->action == SCHED_FAILED) {
                 snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));
