@@ -71,12 +71,11 @@ static const char *queue_name(const struct msg *m, int64_t now)
         return status_queue_state_name(state_of(m, now));
 }
 
-/* The scheduler item of m for route, or NULL (held, or nothing left for it).
- * The scheduler knows the item by its site; w->route is its route then. */
+/* The scheduler item of m for route, or NULL (held, or nothing left for it). */
 static struct sched_item *item_for(const struct msg *m, const char *route)
 {
         for (struct work *w = m->works; w; w = w->next)
-                if (w->it && strcmp(w->route ? w->route : sched_item_route(w->it), route) == 0)
+                if (w->it && strcmp(deliver_work_route(w), route) == 0)
                         return w->it;
         return NULL;
 }
@@ -177,7 +176,7 @@ static int site_tally_cb(struct msg *m, void *userdata)
                 if (!w->it)
                         continue;
                 const char *site = sched_item_route(w->it);
-                const char *route = w->route ? w->route : site;
+                const char *route = deliver_work_route(w);
                 json_t *t = json_object_get(tally, site);
                 if (!t) {
                         t = json_pack("{s:{}, s:I}", "domains", "messages", (json_int_t)0);
