@@ -118,6 +118,16 @@ static void annotate_waits(struct tarryd *d, const struct msg *m, struct envelop
         }
 }
 
+/* Has a work of m before w (which has an item) the same site? */
+static bool site_seen_before(const struct msg *m, const struct work *w)
+{
+        const char *site = sched_item_route(w->it);
+        for (const struct work *e = m->works; e != w; e = e->next)
+                if (e->it && strcmp(sched_item_route(e->it), site) == 0)
+                        return true;
+        return false;
+}
+
 /* The tarryq -j object, with tarryd's live view of state and next attempt. */
 static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelope *env,
                             int64_t now)
@@ -147,12 +157,8 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
         for (const struct work *w = m->works; sites && w; w = w->next) {
                 if (!w->it)
                         continue;
-                const char *site = sched_item_route(w->it);
-                bool seen = false;
-                for (const struct work *e = m->works; e != w && !seen; e = e->next)
-                        seen = e->it && strcmp(sched_item_route(e->it), site) == 0;
-                if (!seen)
-                        json_array_append_new(sites, json_string(site));
+                if (!site_seen_before(m, w))
+                        json_array_append_new(sites, json_string(sched_item_route(w->it)));
         }
         if (sites)
                 json_object_set_new(o, "sites", sites);
@@ -185,10 +191,7 @@ static int site_tally_cb(struct msg *m, void *userdata)
                 }
                 json_object_set_new(json_object_get(t, "domains"), route_domain(route),
                                     json_true());
-                bool counted = false;
-                for (const struct work *e = m->works; e != w && !counted; e = e->next)
-                        counted = e->it && strcmp(sched_item_route(e->it), site) == 0;
-                if (!counted)
+                if (!site_seen_before(m, w)) /* a message counts once per site */
                         json_object_set_new(
                             t, "messages",
                             json_integer(json_integer_value(json_object_get(t, "messages")) + 1));
