@@ -94,13 +94,12 @@ static int republish(const struct sched_dest_info *di, void *userdata)
         if ((di->state != SCHED_DEST_SUSPENDED && di->state != SCHED_DEST_BACKOFF) ||
             di->until_us <= 0)
                 return 0;
-        struct cluster_pause cp = {.source = di->source_address,
-                                   .route = di->route,
-                                   .state = di->state == SCHED_DEST_SUSPENDED ? CLUSTER_SUSPENDED
-                                                                              : CLUSTER_BACKOFF,
-                                   .until_us = di->until_us,
-                                   .cls = di->pause_class};
-        cluster_publish_pause(d->cluster, &cp);
+        struct sched_shared_pause sp = {.source = di->source_address,
+                                        .route = di->route,
+                                        .state = di->state,
+                                        .until_us = di->until_us,
+                                        .cls = di->pause_class};
+        on_sched_pause(d, &sp);
         return 0;
 }
 
