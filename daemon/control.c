@@ -71,12 +71,11 @@ static const char *queue_name(const struct msg *m, int64_t now)
         return status_queue_state_name(state_of(m, now));
 }
 
-/* The scheduler item of m for route, or NULL (held, or nothing left for it).
- * The scheduler knows the item by its site; w->route is its route then. */
+/* The scheduler item of m for route, or NULL (held, or nothing left for it). */
 static struct sched_item *item_for(const struct msg *m, const char *route)
 {
         for (struct work *w = m->works; w; w = w->next)
-                if (w->it && strcmp(w->route ? w->route : sched_item_route(w->it), route) == 0)
+                if (w->it && strcmp(deliver_work_route(w), route) == 0)
                         return w->it;
         return NULL;
 }
@@ -119,6 +118,16 @@ static void annotate_waits(struct tarryd *d, const struct msg *m, struct envelop
         }
 }
 
+/* Has a work of m before w (which has an item) the same site? */
+static bool site_seen_before(const struct msg *m, const struct work *w)
+{
+        const char *site = sched_item_route(w->it);
+        for (const struct work *e = m->works; e != w; e = e->next)
+                if (e->it && strcmp(sched_item_route(e->it), site) == 0)
+                        return true;
+        return false;
+}
+
 /* The tarryq -j object, with tarryd's live view of state and next attempt. */
 static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelope *env,
                             int64_t now)
@@ -148,12 +157,8 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
         for (const struct work *w = m->works; sites && w; w = w->next) {
                 if (!w->it)
                         continue;
-                const char *site = sched_item_route(w->it);
-                bool seen = false;
-                for (const struct work *e = m->works; e != w && !seen; e = e->next)
-                        seen = e->it && strcmp(sched_item_route(e->it), site) == 0;
-                if (!seen)
-                        json_array_append_new(sites, json_string(site));
+                if (!site_seen_before(m, w))
+                        json_array_append_new(sites, json_string(sched_item_route(w->it)));
         }
         if (sites)
                 json_object_set_new(o, "sites", sites);
@@ -177,7 +182,7 @@ static int site_tally_cb(struct msg *m, void *userdata)
                 if (!w->it)
                         continue;
                 const char *site = sched_item_route(w->it);
-                const char *route = w->route ? w->route : site;
+                const char *route = deliver_work_route(w);
                 json_t *t = json_object_get(tally, site);
                 if (!t) {
                         t = json_pack("{s:{}, s:I}", "domains", "messages", (json_int_t)0);
@@ -186,10 +191,7 @@ static int site_tally_cb(struct msg *m, void *userdata)
                 }
                 json_object_set_new(json_object_get(t, "domains"), route_domain(route),
                                     json_true());
-                bool counted = false;
-                for (const struct work *e = m->works; e != w && !counted; e = e->next)
-                        counted = e->it && strcmp(sched_item_route(e->it), site) == 0;
-                if (!counted)
+                if (!site_seen_before(m, w)) /* a message counts once per site */
                         json_object_set_new(
                             t, "messages",
                             json_integer(json_integer_value(json_object_get(t, "messages")) + 1));

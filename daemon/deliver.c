@@ -271,13 +271,7 @@ static bool reroute(struct tarryd *d, struct msg *m, struct work *w, int64_t now
                 waiting_n += waiting(&m->env->rcpt[i]);
         if (waiting_n == 0)
                 return false;
-        for (struct work **pp = &m->works; *pp; pp = &(*pp)->next)
-                if (*pp == w) {
-                        *pp = w->next;
-                        break;
-                }
-        sched_remove(d->sched, w->it);
-        work_free(w);
+        forget_work(d, w);
         if (add_works(d, m, m->forced ? now : INT64_MAX) < 0) /* flushed: due now */
                 log_error("%s: cannot schedule the new next hop: %s; will retry at restart", m->id,
                           strerror(ENOMEM));
@@ -669,12 +663,6 @@ static void one_line(const char *text, char *out, size_t outlen)
         out[j] = '\0';
 }
 
-/* next=2026-12-07T14:05:00+01:00: local time with its zone */
-static void fmt_time(int64_t us, char *out, size_t len)
-{
-        queue_iso_time(us, out, len);
-}
-
 static const char *status_word(const struct sched_decision *dec)
 {
         switch (dec->action) {
@@ -696,7 +684,8 @@ static void log_outcome(struct attempt *a, const struct smtpc_result *res,
         char line[1024], next[32] = "", cls[48] = "";
         one_line(text, line, sizeof(line));
         if (dec->action == SCHED_RETRY) {
-                fmt_time(dec->next_attempt_us, next, sizeof(next));
+                /* next=2026-12-07T14:05:00+01:00: local time with its zone */
+                queue_iso_time(dec->next_attempt_us, next, sizeof(next));
                 snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));
         } else if (dec->action == SCHED_FAILED) {
                 snprintf(cls, sizeof(cls), " class=%s", reply_class_name(dec->cls));

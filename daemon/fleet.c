@@ -9,15 +9,9 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "common/fileio.h"
 #include "daemon/log.h"
 #include "daemon/tarryd.h"
-
-static int64_t now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
 
 static void on_sched_pause(void *userdata, const struct sched_shared_pause *p)
 {
@@ -40,7 +34,7 @@ static void on_cluster_pause(void *userdata, const struct cluster_pause *p)
             .state = p->state == CLUSTER_SUSPENDED ? SCHED_DEST_SUSPENDED : SCHED_DEST_BACKOFF,
             .until_us = p->until_us,
             .cls = p->cls};
-        int64_t now = now_us();
+        int64_t now = now_realtime_us();
         if (sched_apply_shared_pause(d->sched, &sp, now) <= 0)
                 return;
         char when[32];
@@ -74,7 +68,7 @@ static void on_cluster_window(void *userdata, const struct cluster_window *w)
                                          .upper_s = w->upper_s,
                                          .lower_s = w->lower_s,
                                          .learned_at_us = w->learned_at_us};
-        int64_t now = now_us();
+        int64_t now = now_realtime_us();
         size_t n = d->cfg->n_source_addresses;
         int taken = 0;
         for (size_t i = 0; i < (n ? n : 1); i++)
@@ -100,13 +94,12 @@ static int republish(const struct sched_dest_info *di, void *userdata)
         if ((di->state != SCHED_DEST_SUSPENDED && di->state != SCHED_DEST_BACKOFF) ||
             di->until_us <= 0)
                 return 0;
-        struct cluster_pause cp = {.source = di->source_address,
-                                   .route = di->route,
-                                   .state = di->state == SCHED_DEST_SUSPENDED ? CLUSTER_SUSPENDED
-                                                                              : CLUSTER_BACKOFF,
-                                   .until_us = di->until_us,
-                                   .cls = di->pause_class};
-        cluster_publish_pause(d->cluster, &cp);
+        struct sched_shared_pause sp = {.source = di->source_address,
+                                        .route = di->route,
+                                        .state = di->state,
+                                        .until_us = di->until_us,
+                                        .cls = di->pause_class};
+        on_sched_pause(d, &sp);
         return 0;
 }
 
@@ -115,7 +108,7 @@ static int republish(const struct sched_dest_info *di, void *userdata)
 static void on_connected(void *userdata)
 {
         struct tarryd *d = userdata;
-        (void)sched_foreach_destination(d->sched, now_us(), republish, d);
+        (void)sched_foreach_destination(d->sched, now_realtime_us(), republish, d);
 }
 
 static bool on_pace_reserve(void *userdata, const char *source, const char *route, int64_t gap_us)
@@ -129,7 +122,7 @@ static void on_cluster_slot(void *userdata, const char *source, const char *rout
         struct tarryd *d = userdata;
         if (!d->sched)
                 return;
-        sched_shared_pace_slot(d->sched, source, route, slot_us, now_us());
+        sched_shared_pace_slot(d->sched, source, route, slot_us, now_realtime_us());
         deliver_arm_timer(d);
 }
 

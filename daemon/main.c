@@ -35,13 +35,6 @@ struct options {
         bool check;
 };
 
-/* The classifier: the shipped policy file plus the operator's, if any. */
-static int load_classifier(const struct tarry_config *cfg, struct sched_classifier **out, char *err,
-                           size_t errlen)
-{
-        return sched_classifier_for_config(cfg, out, err, errlen);
-}
-
 /* Retired configurations stay alive until exit: running attempts may point into them. */
 struct old_config {
         struct tarry_config *cfg;
@@ -367,13 +360,6 @@ static void start_sender_check(struct tarryd *d)
         pthread_attr_destroy(&attr);
 }
 
-/* The [dkim] keys of cfg, readable by root and uid (tarryd's user). */
-static int load_dkim(const struct tarry_config *cfg, uid_t uid, struct dkim_signer **out, char *err,
-                     size_t errlen)
-{
-        return dkim_signer_load(cfg, uid, out, err, errlen);
-}
-
 /* New DNS servers: a new site cache (MX sets are looked up again, through
  * them). Messages waiting for a lookup of the old cache come back after
  * SITE_WAIT_US. Same servers: the cache stays (sites are computed from the
@@ -410,14 +396,14 @@ static int reload(struct tarryd *d)
                 log_warn("reload: spool_dir changed; it takes effect at restart");
         control_note_reload(d->cfg, cfg);
         struct sched_classifier *cls = NULL;
-        r = load_classifier(cfg, &cls, err, sizeof(err));
+        r = sched_classifier_for_config(cfg, &cls, err, sizeof(err));
         if (r < 0) {
                 log_error("reload failed, keeping the running configuration: %s", err);
                 cfg_free(cfg);
                 return r;
         }
         struct dkim_signer *dkim = NULL;
-        r = load_dkim(cfg, d->uid, &dkim, err, sizeof(err));
+        r = dkim_signer_load(cfg, d->uid, &dkim, err, sizeof(err));
         if (r < 0) {
                 log_error("reload failed, keeping the running configuration: %s", err);
                 sched_classifier_free(cls);
@@ -562,11 +548,11 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 fprintf(stderr, "tarryd: cannot set up the event loop: %s\n", strerror(-r));
                 return EX_OSERR;
         }
-        if ((r = load_classifier(d->cfg, &d->classifier, err, sizeof(err))) < 0) {
+        if ((r = sched_classifier_for_config(d->cfg, &d->classifier, err, sizeof(err))) < 0) {
                 fprintf(stderr, "tarryd: %s\n", err);
                 return EX_CONFIG;
         }
-        if ((r = load_dkim(d->cfg, uid, &d->dkim, err, sizeof(err))) < 0) {
+        if ((r = dkim_signer_load(d->cfg, uid, &d->dkim, err, sizeof(err))) < 0) {
                 fprintf(stderr, "tarryd: %s\n", err);
                 return EX_CONFIG;
         }
@@ -629,9 +615,9 @@ static int run(struct tarryd *d, const struct options *o)
         }
         if (o->check) {
                 struct passwd *pw = getpwnam(d->cfg->user);
-                if (load_classifier(d->cfg, &d->classifier, err, sizeof(err)) < 0 ||
-                    load_dkim(d->cfg, pw ? pw->pw_uid : geteuid(), &d->dkim, err, sizeof(err)) <
-                        0 ||
+                if (sched_classifier_for_config(d->cfg, &d->classifier, err, sizeof(err)) < 0 ||
+                    dkim_signer_load(d->cfg, pw ? pw->pw_uid : geteuid(), &d->dkim, err,
+                                     sizeof(err)) < 0 ||
                     fleet_check(d->cfg, err, sizeof(err)) < 0) {
                         fprintf(stderr, "tarryd: %s\n", err);
                         return EX_CONFIG;

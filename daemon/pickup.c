@@ -66,11 +66,12 @@ static void summarise(struct msg *m, const struct envelope *env)
                 if (r->state != RCPT_PENDING && r->state != RCPT_DEFERRED)
                         continue;
                 m->n_pending++;
-                if (r->reply_class)
-                        m->reply_class = (int8_t)reply_class_from_name(r->reply_class);
-                if (r->reply_class && (reply_class_from_name(r->reply_class) == CLASS_GREYLIST ||
-                                       reply_class_from_name(r->reply_class) == CLASS_UNKNOWN_TEMP))
-                        m->same_source = true;
+                if (r->reply_class) {
+                        int c = reply_class_from_name(r->reply_class);
+                        m->reply_class = (int8_t)c;
+                        if (c == CLASS_GREYLIST || c == CLASS_UNKNOWN_TEMP)
+                                m->same_source = true;
+                }
                 if (m->n_pending == 1 || r->next_attempt_us < m->next_attempt_us)
                         m->next_attempt_us = r->next_attempt_us;
         }

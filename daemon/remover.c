@@ -54,6 +54,14 @@ struct remover {
         unsigned n_error; /* batches that failed since then */
 };
 
+/* From the thread: have the loop report a failure (on_error). */
+static void wake_loop(struct remover *rm)
+{
+        uint64_t one = 1;
+        while (write(rm->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+                ;
+}
+
 static void purge(struct remover *rm, struct job *batch)
 {
         const char *names[PURGE_BATCH];
@@ -74,9 +82,7 @@ static void purge(struct remover *rm, struct job *batch)
                                 rm->error = r;
                         rm->n_error++;
                         pthread_mutex_unlock(&rm->lock);
-                        uint64_t one = 1;
-                        while (write(rm->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-                                ;
+                        wake_loop(rm);
                 }
         }
 }
@@ -99,9 +105,7 @@ static void *run(void *userdata)
                         pthread_mutex_lock(&rm->lock);
                         if (r < 0) {
                                 rm->state_error = r;
-                                uint64_t one = 1;
-                                while (write(rm->efd, &one, sizeof(one)) < 0 && errno == EINTR)
-                                        ;
+                                wake_loop(rm);
                         }
                         continue;
                 }

@@ -207,9 +207,8 @@ const struct sched_provider *site_provider(const struct sched_classifier *cls, c
 {
         if (!cls || strncmp(key, "site:", 5) != 0)
                 return NULL;
-        const struct sched_provider *p = NULL;
-        size_t n = sched_classifier_providers(cls, &p);
-        const struct sched_provider *list = p;
+        const struct sched_provider *list = NULL;
+        size_t n = sched_classifier_providers(cls, &list);
         for (size_t i = 0; i < n; i++)
                 if (strcmp(list[i].name, key + 5) == 0)
                         return &list[i];

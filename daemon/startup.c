@@ -269,7 +269,6 @@ size_t startup_from_snapshot(const struct tarryd *d)
 struct collect {
         struct queue_snap_writer *w;
         struct queue_snap_rec rec;
-        size_t skipped;
 };
 
 static int add_cb(struct msg *m, void *userdata)
@@ -285,10 +284,8 @@ static int add_cb(struct msg *m, void *userdata)
         r->next_attempt_us = m->next_attempt_us;
         r->n_works = 0;
         for (struct work *w = m->works; w; w = w->next) {
-                if (r->n_works == QUEUE_SNAP_WORKS_MAX) {
-                        c->skipped++;
+                if (r->n_works == QUEUE_SNAP_WORKS_MAX)
                         return 0; /* read from its envelope at the next start */
-                }
                 int64_t due = sched_item_due(w->it);
                 r->works[r->n_works].due_us = due > 0 ? due : 0; /* in flight: at once */
                 snprintf(r->works[r->n_works].destination, sizeof(r->works[0].destination), "%s",
@@ -297,8 +294,7 @@ static int add_cb(struct msg *m, void *userdata)
                          sched_item_source(w->it));
                 r->n_works++;
         }
-        if (queue_snap_add(c->w, r) == -EINVAL)
-                c->skipped++;
+        queue_snap_add(c->w, r); /* -EINVAL: left out, read from its envelope */
         return 0;
 }
 
