@@ -83,21 +83,21 @@ static const char *source_for(struct tarryd *d, struct envelope *env, const char
 /* The item was made under a configuration that had its source address; a
  * reload took it away. Replace the item with one from the current pick, due
  * now (the pin follows at its attempt). False when it cannot be replaced. */
+static int new_item(struct tarryd *d, struct work *w, const char *source, const char *site,
+                    const char *route, int64_t due);
+
 static bool move_off_stale_source(struct tarryd *d, struct work *w, int64_t now)
 {
         const char *source = sched_item_source(w->it);
         if (!*source || smtpc_source_configured(d->cfg, source))
                 return false;
-        char route[SMTPC_DEST_MAX];
-        snprintf(route, sizeof(route), "%s", sched_item_route(w->it)); /* the site */
-        const char *pick = source_for(d, w->m->env, work_route(w));
-        int64_t expires = w->m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
-        struct sched_item *it = NULL;
-        if (sched_add(d->sched, pick ? pick : "", route, now, expires, w, &it) < 0)
-                return false;
-        sched_remove(d->sched, w->it);
-        w->it = it;
-        return true;
+        /* copies: new_item frees the item and the route they live in */
+        char site[SMTPC_DEST_MAX], route[SMTPC_DEST_MAX];
+        snprintf(site, sizeof(site), "%s", sched_item_route(w->it));
+        snprintf(route, sizeof(route), "%s", work_route(w));
+        const char *pick = source_for(d, w->m->env, route);
+        /* new_item, so the site's provider limits hold for the new source too */
+        return new_item(d, w, pick ? pick : "", site, route, now) == 0;
 }
 
 /* Pin the envelope to the source its attempt leaves from: at the first
