@@ -156,17 +156,6 @@ static char *xtext_orcpt(const char *addr)
         return strdup(out);
 }
 
-static void rcpt_free(struct envelope_rcpt *r)
-{
-        free(r->address);
-        free(r->orcpt);
-        free(r->dsn_status);
-        free(r->last_reply);
-        free(r->reply_class);
-        free(r->rule);
-        free(r->relay);
-}
-
 static bool is_local(const struct cleanup_policy *p, const struct envelope_rcpt *r)
 {
         return r->state == RCPT_PENDING && cfg_domain_is_local(p->cfg, addr_domain(r->address));
@@ -230,7 +219,7 @@ static int rewrite_rcpts(const struct envelope *env, const struct cleanup_policy
 static void rewrite_free(struct rewrite *w)
 {
         for (size_t i = 0; w->v && i < w->n; i++)
-                rcpt_free(&w->v[i]);
+                envelope_rcpt_clear(&w->v[i]);
         free(w->v);
         *w = (struct rewrite){0};
 }
@@ -303,7 +292,7 @@ int cleanup_message(struct envelope *env, int hops, const struct cleanup_policy 
         }
         if (rewriting && n_local > 0) {
                 for (size_t i = 0; i < env->n_rcpt; i++)
-                        rcpt_free(&env->rcpt[i]);
+                        envelope_rcpt_clear(&env->rcpt[i]);
                 free(env->rcpt);
                 env->rcpt = w.v;
                 env->n_rcpt = w.n;

@@ -79,7 +79,7 @@ struct envelope *envelope_new(void)
         return env;
 }
 
-static void rcpt_clear(struct envelope_rcpt *r)
+void envelope_rcpt_clear(struct envelope_rcpt *r)
 {
         free(r->address);
         free(r->orcpt);
@@ -96,7 +96,7 @@ void envelope_free(struct envelope *env)
         if (!env)
                 return;
         for (size_t i = 0; i < env->n_rcpt; i++)
-                rcpt_clear(&env->rcpt[i]);
+                envelope_rcpt_clear(&env->rcpt[i]);
         free(env->rcpt);
         free(env->sender);
         free(env->full_name);

@@ -122,6 +122,8 @@ struct envelope {
 
 struct envelope *envelope_new(void);
 void envelope_free(struct envelope *env);
+/* Free one recipient's strings (the recipient itself is not freed). */
+void envelope_rcpt_clear(struct envelope_rcpt *r);
 /* Append a recipient (address is copied); returns it, or NULL on ENOMEM. */
 struct envelope_rcpt *envelope_add_rcpt(struct envelope *env, const char *address);
 /* Serialise / parse. Parsing validates every field (types, state names,

@@ -2,6 +2,7 @@
 #include "smtpc/esmtp.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,76 +88,76 @@ bool esmtp_has_8bit(const char *s)
 }
 
 /* Appends fmt to out at *len; -ENOSPC when it does not fit. */
-static int append(char *out, size_t size, size_t *len, const char *s)
+/* Append the formatted text to out (size bytes, *len used); -ENOSPC when it
+ * does not fit. */
+static int __attribute__((format(printf, 4, 5)))
+appendf(char *out, size_t size, size_t *len, const char *fmt, ...)
 {
-        size_t n = strlen(s);
-        if (*len + n + 1 > size)
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(out + *len, size - *len, fmt, ap);
+        va_end(ap);
+        if (n < 0 || (size_t)n + 1 > size - *len)
                 return -ENOSPC;
-        memcpy(out + *len, s, n + 1);
-        *len += n;
+        *len += (size_t)n;
         return 0;
 }
 
 int esmtp_mail_cmd(char *out, size_t size, const char *sender, const struct esmtp_mail *m,
                    const struct esmtp_caps *caps)
 {
-        char buf[600];
         size_t len = 0;
-        snprintf(buf, sizeof(buf), "MAIL FROM:<%s>", sender);
-        if (append(out, size, &len, buf) < 0)
+        if (size == 0 || appendf(out, size, &len, "MAIL FROM:<%s>", sender) < 0)
                 return -ENOSPC;
-        if (m->size && (caps->ext & ESMTP_SIZE)) {
-                snprintf(buf, sizeof(buf), " SIZE=%llu", (unsigned long long)m->size);
-                if (append(out, size, &len, buf) < 0)
-                        return -ENOSPC;
-        }
+        if (m->size && (caps->ext & ESMTP_SIZE) &&
+            appendf(out, size, &len, " SIZE=%llu", (unsigned long long)m->size) < 0)
+                return -ENOSPC;
         if (m->eight_bit && (caps->ext & ESMTP_8BITMIME) &&
-            append(out, size, &len, " BODY=8BITMIME") < 0)
+            appendf(out, size, &len, " BODY=8BITMIME") < 0)
                 return -ENOSPC;
-        if (m->smtputf8 && (caps->ext & ESMTP_SMTPUTF8) && append(out, size, &len, " SMTPUTF8") < 0)
+        if (m->smtputf8 && (caps->ext & ESMTP_SMTPUTF8) &&
+            appendf(out, size, &len, " SMTPUTF8") < 0)
                 return -ENOSPC;
         if (caps->ext & ESMTP_DSN) {
-                if (m->ret && append(out, size, &len, m->ret == 2 ? " RET=HDRS" : " RET=FULL") < 0)
+                if (m->ret && appendf(out, size, &len, m->ret == 2 ? " RET=HDRS" : " RET=FULL") < 0)
                         return -ENOSPC;
                 if (m->envid && m->envid[0]) {
                         if (!esmtp_xtext_ok(m->envid, 100)) /* RFC 3461 4.4: at most 100 */
                                 return -EINVAL;
-                        snprintf(buf, sizeof(buf), " ENVID=%s", m->envid);
-                        if (append(out, size, &len, buf) < 0)
+                        if (appendf(out, size, &len, " ENVID=%s", m->envid) < 0)
                                 return -ENOSPC;
                 }
         }
-        return append(out, size, &len, "\r\n");
+        return appendf(out, size, &len, "\r\n");
 }
 
 int esmtp_rcpt_cmd(char *out, size_t size, const char *rcpt, const struct esmtp_rcpt *p,
                    const struct esmtp_caps *caps)
 {
-        char buf[1200];
         size_t len = 0;
-        snprintf(buf, sizeof(buf), "RCPT TO:<%s>", rcpt);
-        if (append(out, size, &len, buf) < 0)
+        if (size == 0 || appendf(out, size, &len, "RCPT TO:<%s>", rcpt) < 0)
                 return -ENOSPC;
         if ((caps->ext & ESMTP_DSN) && p && p->notify) {
-                char n[40] = "";
-                if (p->notify & ESMTP_NOTIFY_NEVER)
-                        snprintf(n, sizeof(n), "NEVER");
-                else
-                        snprintf(n, sizeof(n), "%s%s%s%s%s",
-                                 p->notify & ESMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
-                                 (p->notify & ESMTP_NOTIFY_SUCCESS) &&
-                                         (p->notify & (ESMTP_NOTIFY_FAILURE | ESMTP_NOTIFY_DELAY))
-                                     ? ","
-                                     : "",
-                                 p->notify & ESMTP_NOTIFY_FAILURE ? "FAILURE" : "",
-                                 (p->notify & ESMTP_NOTIFY_FAILURE) &&
-                                         (p->notify & ESMTP_NOTIFY_DELAY)
-                                     ? ","
-                                     : "",
-                                 p->notify & ESMTP_NOTIFY_DELAY ? "DELAY" : "");
-                snprintf(buf, sizeof(buf), " NOTIFY=%s", n);
-                if (append(out, size, &len, buf) < 0)
-                        return -ENOSPC;
+                if (p->notify & ESMTP_NOTIFY_NEVER) {
+                        if (appendf(out, size, &len, " NOTIFY=NEVER") < 0)
+                                return -ENOSPC;
+                } else {
+                        static const struct {
+                                unsigned bit;
+                                const char *name;
+                        } kw[] = {{ESMTP_NOTIFY_SUCCESS, "SUCCESS"},
+                                  {ESMTP_NOTIFY_FAILURE, "FAILURE"},
+                                  {ESMTP_NOTIFY_DELAY, "DELAY"}};
+                        const char *sep = " NOTIFY=";
+                        for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
+                                if (p->notify & kw[i].bit) {
+                                        if (appendf(out, size, &len, "%s%s", sep, kw[i].name) < 0)
+                                                return -ENOSPC;
+                                        sep = ",";
+                                }
+                        if (sep[0] == ' ' && appendf(out, size, &len, "%s", sep) < 0)
+                                return -ENOSPC;
+                }
         }
         if ((caps->ext & ESMTP_DSN) && p && p->orcpt && p->orcpt[0]) {
                 /* addr-type ";" xtext: the type is an atom, the address is encoded */
@@ -169,11 +170,10 @@ int esmtp_rcpt_cmd(char *out, size_t size, const char *rcpt, const struct esmtp_
                                 return -EINVAL;
                 if (!esmtp_xtext_ok(semi + 1, 500)) /* RFC 3461 4.2: ORCPT is at most 500 */
                         return -EINVAL;
-                snprintf(buf, sizeof(buf), " ORCPT=%s", p->orcpt);
-                if (append(out, size, &len, buf) < 0)
+                if (appendf(out, size, &len, " ORCPT=%s", p->orcpt) < 0)
                         return -ENOSPC;
         }
-        return append(out, size, &len, "\r\n");
+        return appendf(out, size, &len, "\r\n");
 }
 
 int esmtp_alabel(const char *domain, char *out, size_t size)

@@ -28,13 +28,10 @@ static bool same(const struct ip *x, const struct ip *y)
         return x->family == y->family && memcmp(x->a, y->a, x->family == AF_INET ? 4 : 16) == 0;
 }
 
-static bool interface_has(const struct ip *want)
+/* Is want one of the (non-loopback) interface addresses in list? */
+static bool interface_has(const struct ifaddrs *list, const struct ip *want)
 {
-        struct ifaddrs *list = NULL;
-        bool found = false;
-        if (getifaddrs(&list) < 0)
-                return false; /* cannot tell: deliver rather than defer for ever */
-        for (struct ifaddrs *i = list; i && !found; i = i->ifa_next) {
+        for (const struct ifaddrs *i = list; i; i = i->ifa_next) {
                 if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK))
                         continue;
                 struct ip have = {.family = i->ifa_addr->sa_family};
@@ -44,13 +41,15 @@ static bool interface_has(const struct ip *want)
                         memcpy(have.a, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
                 else
                         continue;
-                found = same(&have, want);
+                if (same(&have, want))
+                        return true;
         }
-        freeifaddrs(list);
-        return found;
+        return false;
 }
 
-bool self_is_own_address(const struct tarry_config *cfg, const char *ip)
+/* ifs: this host's interfaces (NULL when getifaddrs failed: cannot tell,
+ * so deliver rather than defer for ever). */
+static bool is_own(const struct tarry_config *cfg, const struct ifaddrs *ifs, const char *ip)
 {
         struct ip want, own;
         if (!parse_ip(ip, &want))
@@ -58,7 +57,7 @@ bool self_is_own_address(const struct tarry_config *cfg, const char *ip)
         for (size_t i = 0; i < cfg->n_own_addresses; i++)
                 if (parse_ip(cfg->own_addresses[i], &own) && same(&own, &want))
                         return true;
-        return interface_has(&want);
+        return interface_has(ifs, &want);
 }
 
 size_t self_drop_own_mx(const struct tarry_config *cfg, struct smtpc_target *t, size_t n,
@@ -66,11 +65,17 @@ size_t self_drop_own_mx(const struct tarry_config *cfg, struct smtpc_target *t, 
 {
         unsigned best = ~0u;
         *looped = false;
+        /* one interface list for all the targets, not one per target */
+        struct ifaddrs *ifs = NULL;
+        if (n > 0 && getifaddrs(&ifs) < 0)
+                ifs = NULL;
         for (size_t i = 0; i < n; i++)
-                if (t[i].pref < best && self_is_own_address(cfg, t[i].ip)) {
+                if (t[i].pref < best && is_own(cfg, ifs, t[i].ip)) {
                         best = t[i].pref;
                         *looped = true;
                 }
+        if (ifs)
+                freeifaddrs(ifs);
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
                 if (t[i].pref < best)

@@ -15,9 +15,6 @@
 #include "config/config.h"
 #include "smtpc/dns.h"
 
-/* Is ip (text) one of this host's addresses? */
-bool self_is_own_address(const struct tarry_config *cfg, const char *ip);
-
 /* Drop, as Postfix does, every MX target whose preference is that of the
  * most preferred one of this host's own addresses or worse: t[] (sorted by
  * preference) is compacted in place; returns how many are left. *looped is

@@ -342,6 +342,27 @@ Test(esmtp, an_orcpt_without_a_type_is_refused_not_sent)
         cr_assert_eq(esmtp_rcpt_cmd(out, sizeof(out), "u@x.test", &p, &c), -EINVAL);
 }
 
+Test(esmtp, notify_lists_every_asked_keyword_in_rfc_order_and_a_short_buffer_is_enospc)
+{
+        char out[256];
+        struct esmtp_caps c = {.ext = ESMTP_DSN};
+        struct esmtp_rcpt p = {.notify = ESMTP_NOTIFY_SUCCESS | ESMTP_NOTIFY_FAILURE |
+                                         ESMTP_NOTIFY_DELAY};
+        cr_assert_eq(esmtp_rcpt_cmd(out, sizeof(out), "u@x.test", &p, &c), 0);
+        cr_assert_str_eq(out, "RCPT TO:<u@x.test> NOTIFY=SUCCESS,FAILURE,DELAY\r\n");
+        p.notify = ESMTP_NOTIFY_FAILURE | ESMTP_NOTIFY_DELAY;
+        cr_assert_eq(esmtp_rcpt_cmd(out, sizeof(out), "u@x.test", &p, &c), 0);
+        cr_assert_str_eq(out, "RCPT TO:<u@x.test> NOTIFY=FAILURE,DELAY\r\n");
+        c.ext = 0; /* no DSN: no NOTIFY at all */
+        cr_assert_eq(esmtp_rcpt_cmd(out, sizeof(out), "u@x.test", &p, &c), 0);
+        cr_assert_str_eq(out, "RCPT TO:<u@x.test>\r\n");
+        cr_assert_eq(esmtp_rcpt_cmd(out, 20, "u@x.test", &p, &c), -ENOSPC);
+        struct esmtp_mail m = {0};
+        cr_assert_eq(esmtp_mail_cmd(out, 22, "s@x.test", &m, &c), -ENOSPC);
+        cr_assert_eq(esmtp_mail_cmd(out, 23, "s@x.test", &m, &c), 0);
+        cr_assert_str_eq(out, "MAIL FROM:<s@x.test>\r\n");
+}
+
 /* ---- a server without 8BITMIME ---- */
 
 Test(esmtp, an_8bit_body_goes_quoted_printable_to_a_server_without_8bitmime)
