@@ -45,6 +45,15 @@ static int dnsmasq_or_skip(const char *const *opts, size_t n, uint16_t *port)
         return pid;
 }
 
+/* Delivery by MX lookup through the dnsmasq on dport, to the fixture's port. */
+static struct tarry_config *mx_cfg(struct fixture *f, uint16_t dport)
+{
+        return test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                        "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
+                        "dns_servers = 127.0.0.1:%u\n",
+                        fixture_port(f), dport);
+}
+
 /* ---- the next hop the administrator configured does not resolve ---- */
 
 Test(nexthop, relayhost_that_does_not_resolve_is_deferred_naming_the_relayhost)
@@ -154,11 +163,7 @@ Test(nexthop, most_preferred_of_twelve_mx_hosts_is_tried_first_whatever_the_answ
                 dns[i] = opts[i];
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, n, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@many.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
@@ -186,11 +191,7 @@ Test(nexthop, mx_name_that_is_not_a_host_name_is_skipped_and_never_reaches_the_u
         };
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, 4, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@weird.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
@@ -220,11 +221,7 @@ Test(nexthop, mx_answer_with_only_names_that_are_not_host_names_is_deferred)
         };
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, 3, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@weird.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
