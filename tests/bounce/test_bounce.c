@@ -1,7 +1,7 @@
 /* tests/bounce/test_bounce.c — DSN decisions and reports, read back by Python's email parser.
  *
  * Every generated report goes through parse_dsn.py (email.message_from_bytes,
- * policy=default); parse() also asserts what must hold for any report: no
+ * policy=default); dsn_parse_report() also asserts what must hold for any report: no
  * parser defects, CRLF only, no line over 998 bytes, multipart/report with
  * report-type=delivery-status.
  */
@@ -19,6 +19,7 @@
 
 #include "bounce/bounce.h"
 #include "common/cleanup.h"
+#include "tests/bounce/parse.h"
 
 #define SEC        1000000LL
 #define NOW_US     (1700000000LL * SEC)
@@ -105,39 +106,6 @@ static struct envelope_rcpt *unknown_user(struct envelope *e, const char *addr)
 }
 
 /* ---- reading reports back ---- */
-
-static json_t *parse(const struct dsn_report *rep)
-{
-        char path[] = "/tmp/tarry-dsn-XXXXXX";
-        int fd = mkstemp(path);
-        cr_assert_geq(fd, 0);
-        cr_assert_eq(write(fd, rep->message, rep->len), (ssize_t)rep->len);
-        close(fd);
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "python3 '%s/parse_dsn.py' '%s'", BOUNCE_TEST_DIR, path);
-        FILE *p = popen(cmd, "r");
-        cr_assert_not_null(p);
-        json_error_t err;
-        json_t *j = json_loadf(p, 0, &err);
-        int status = pclose(p);
-        unlink(path);
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "parse_dsn.py failed");
-        cr_assert_not_null(j, "parse_dsn.py output: %s", err.text);
-
-        json_t *raw = json_object_get(j, "raw");
-        cr_assert_eq(json_array_size(json_object_get(j, "defects")), 0, "MIME defects: %s",
-                     json_dumps(json_object_get(j, "defects"), 0));
-        cr_assert_leq(json_integer_value(json_object_get(raw, "max_line")), 998);
-        cr_assert_eq(json_integer_value(json_object_get(raw, "bare_lf")), 0);
-        cr_assert_eq(json_integer_value(json_object_get(raw, "bare_cr")), 0);
-        cr_assert_eq(json_integer_value(json_object_get(raw, "nul")), 0);
-        cr_assert(json_is_true(json_object_get(raw, "ends_with_crlf")));
-        cr_assert_str_eq(json_string_value(json_object_get(j, "content_type")), "multipart/report");
-        cr_assert_str_eq(
-            json_string_value(json_object_get(json_object_get(j, "params"), "report-type")),
-            "delivery-status");
-        return j;
-}
 
 /* The single value of a top-level header. */
 static const char *hdr(json_t *j, const char *name)
@@ -229,7 +197,7 @@ Test(bounce, greylisted_recipient_after_second_failed_retry_gets_a_delayed_repor
         struct dsn_policy p = policy();
         cr_assert(dsn_delay_due(e, &p, NOW_US));
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
 
         cr_assert(contains(hdr(j, "from"), "MAILER-DAEMON@mx.tarry.test"));
         cr_assert(contains(hdr(j, "from"), "Mail Delivery System"));
@@ -313,7 +281,7 @@ Test(bounce, delayed_report_lists_every_recipient_still_deferred)
         rcpt(e, "c@dest.test", RCPT_DELIVERED, 1, 250, "2.0.0", "250 2.0.0 Ok", NULL);
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
 
         cr_assert_eq(n_groups(j), 3);
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; a@dest.test");
@@ -522,7 +490,7 @@ Test(bounce, delayed_report_leaves_out_recipients_that_refused_delay_notices)
         greylisted(e, "loud@dest.test", 3);
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_eq(n_groups(j), 2);
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; loud@dest.test");
         cr_assert_not(contains(human(j), "quiet@dest.test"));
@@ -540,7 +508,7 @@ Test(bounce, unknown_user_gets_a_failed_report)
         struct dsn_policy p = policy();
         cr_assert_eq(dsn_failures_pending(e), 1);
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
 
         cr_assert_str_eq(hdr(j, "subject"), "Undelivered Mail Returned to Sender");
         cr_assert_str_eq(hdr(j, "to"), "app@sender.test");
@@ -572,7 +540,7 @@ Test(bounce, recipient_expired_at_queue_lifetime_is_reported_as_4_4_7)
         struct dsn_policy p = policy();
         cr_assert(dsn_rcpt_expired(&e->rcpt[0]));
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
 
         cr_assert_str_eq(field(j, 1, "action"), "failed");
         cr_assert_str_eq(field(j, 1, "status"), "4.4.7");
@@ -597,7 +565,7 @@ Test(bounce, unreachable_recipient_without_reply_is_reported_without_smtp_diagno
         r->relay = NULL;
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 1, "status"), "4.4.7");
         cr_assert_str_eq(field(j, 1, "diagnostic-code"),
                          "X-Tarry; connect to mx.nowhere.test: Connection refused");
@@ -616,7 +584,7 @@ Test(bounce, failures_in_the_same_attempt_share_one_report)
         unknown_user(e, "b@dest.test");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_eq(n_groups(j), 3);
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; a@dest.test");
         cr_assert_str_eq(field(j, 2, "final-recipient"), "rfc822; b@dest.test");
@@ -634,7 +602,7 @@ Test(bounce, failures_in_the_same_attempt_share_one_report)
         e->rcpt[1].state = RCPT_FAILED;
         e->rcpt[1].reply_code = 550;
         rep = build(DSN_FAILED, e, &p);
-        j = parse(rep);
+        j = dsn_parse_report(rep);
         cr_assert_eq(n_groups(j), 2);
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; still@dest.test");
         json_decref(j);
@@ -667,7 +635,7 @@ static const char *delayed_text_for(const char *cls, int code, const char *statu
         rcpt(e, "rcpt@dest.test", RCPT_DEFERRED, 3, code, status, reply, cls);
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         *keep = strdup(human(j));
         json_decref(j);
         dsn_report_free(rep);
@@ -704,7 +672,7 @@ Test(bounce, full_mailbox_keeps_the_servers_status_code)
              "452 4.2.2 The email account that you tried to reach is over quota", "mailbox_full");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 1, "status"), "4.2.2");
         cr_assert_str_eq(field(j, 1, "x-tarry-class"), "mailbox_full");
         cr_assert(contains(human(j), "The recipient's mailbox is full"));
@@ -723,14 +691,14 @@ Test(bounce, status_is_derived_when_the_server_sent_no_enhanced_code)
         rcpt(e, "d@dest.test", RCPT_FAILED, 1, 554, NULL, "554 no", "permanent");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 1, "status"), "4.2.2");
         cr_assert_str_eq(field(j, 2, "status"), "4.0.0"); /* 5.x.x cannot describe a delay */
         json_decref(j);
         dsn_report_free(rep);
 
         rep = build(DSN_FAILED, e, &p);
-        j = parse(rep);
+        j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 2, "status"), "5.0.0");
         cr_assert_str_eq(field(j, 2, "diagnostic-code"), "smtp; 554 no");
         json_decref(j);
@@ -745,7 +713,7 @@ Test(bounce, reply_text_without_its_code_gets_the_code_prefixed)
              "permanent");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 1, "diagnostic-code"), "smtp; 550 5.7.1 rejected by policy");
         cr_assert(contains(human(j), "policy reasons"));
         json_decref(j);
@@ -762,7 +730,7 @@ Test(bounce, ret_hdrs_returns_the_header_block_only)
         unknown_user(e, "nobody@dest.test");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "text/rfc822-headers");
         const char *h = json_string_value(json_object_get(part(j, 2), "text"));
         cr_assert(contains(h, "Subject: Invoice 42"), "%s", h);
@@ -780,7 +748,7 @@ Test(bounce, ret_not_given_returns_headers)
         unknown_user(e, "nobody@dest.test");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "text/rfc822-headers");
         cr_assert_not(contains(rep->message, "secret body"));
         json_decref(j);
@@ -795,7 +763,7 @@ Test(bounce, ret_full_returns_the_whole_message)
         unknown_user(e, "nobody@dest.test");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "message/rfc822");
         json_t *inner = json_object_get(part(j, 2), "inner");
         json_t *subj = json_object_get(json_object_get(inner, "headers"), "subject");
@@ -816,7 +784,7 @@ Test(bounce, ret_full_above_the_size_cap_returns_headers_with_a_note)
         struct dsn_policy p = policy();
         p.return_full_limit = 100;
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "text/rfc822-headers");
         cr_assert_not(contains(rep->message, "secret body"));
         cr_assert(contains(human(j), "more than the 100 bytes we return whole"), "%s", human(j));
@@ -843,7 +811,7 @@ Test(bounce, original_is_read_from_a_file_descriptor_without_loading_the_body)
         cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
         cr_assert_lt(rep->len, 20000);
         cr_assert_eq(lseek(fd, 0, SEEK_CUR), (off_t)sizeof ORIGINAL - 1);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         const char *h = json_string_value(json_object_get(part(j, 2), "text"));
         cr_assert(contains(h, "Subject: Invoice 42"), "%s", h);
         json_decref(j);
@@ -859,7 +827,7 @@ Test(bounce, envid_and_orcpt_are_echoed_decoded)
         greylisted(e, "rcpt@dest.test", 3)->orcpt = strdup("rfc822;First+2BLast@example.org");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_DELAYED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 0, "original-envelope-id"), "QQ314159+x");
         cr_assert_str_eq(field(j, 1, "original-recipient"), "rfc822;First+Last@example.org");
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; rcpt@dest.test");
@@ -875,7 +843,7 @@ Test(bounce, report_without_a_readable_original_has_two_parts)
         struct dsn_policy p = policy();
         struct dsn_report *rep = NULL;
         cr_assert_eq(dsn_build_failed(e, NULL, &p, NOW_US, &rep), 1);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_eq(json_array_size(json_object_get(j, "parts")), 2);
         cr_assert_str_eq(field(j, 1, "action"), "failed");
         json_decref(j);
@@ -891,7 +859,7 @@ Test(bounce, empty_original_returns_an_empty_header_block)
         struct dsn_original o = {.fd = -1, .data = NULL, .size = 0};
         struct dsn_report *rep = NULL;
         cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "text/rfc822-headers");
         json_decref(j);
         dsn_report_free(rep);
@@ -935,7 +903,7 @@ Test(bounce, hostile_reply_text_yields_a_well_formed_report)
         e->envid = strdup("id+0D+0AX-Envid: injected");
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep); /* no defects, CRLF only, lines <= 998 */
+        json_t *j = dsn_parse_report(rep); /* no defects, CRLF only, lines <= 998 */
 
         cr_assert_str_eq(hdr(j, "subject"), "Undelivered Mail Returned to Sender");
         cr_assert_null(json_object_get(json_object_get(j, "headers"), "bcc"));
@@ -975,7 +943,7 @@ Test(bounce, original_with_bare_line_feeds_and_8bit_is_returned_with_crlf)
         struct dsn_original o = {.fd = -1, .data = orig, .size = sizeof orig - 1};
         struct dsn_report *rep = NULL;
         cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(part_type(j, 2), "message/rfc822");
         cr_assert_str_eq(json_string_value(json_object_get(part(j, 2), "cte")), "8bit");
         json_t *inner = json_object_get(part(j, 2), "inner");
@@ -999,7 +967,7 @@ Test(bounce, endless_header_block_is_cut_at_a_line_end)
         struct dsn_report *rep = NULL;
         cr_assert_eq(dsn_build_failed(e, &o, &p, NOW_US, &rep), 1);
         cr_assert_lt(rep->len, DSN_HEADERS_LIMIT + 10000);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert(contains(human(j), "shortened"));
         json_decref(j);
         dsn_report_free(rep);
@@ -1013,7 +981,7 @@ Test(bounce, boundary_differs_between_reports)
         unknown_user(e, "nobody@dest.test");
         struct dsn_policy p = policy();
         struct dsn_report *a = build(DSN_FAILED, e, &p), *b = build(DSN_FAILED, e, &p);
-        json_t *ja = parse(a), *jb = parse(b);
+        json_t *ja = dsn_parse_report(a), *jb = dsn_parse_report(b);
         const char *ba =
             json_string_value(json_object_get(json_object_get(ja, "params"), "boundary"));
         const char *bb =
@@ -1132,7 +1100,7 @@ Test(bounce, an_undeliverable_dsn_is_reported_to_the_postmaster_with_the_dsn_att
         cr_assert_str_eq(rep->env->sender, "");
         cr_assert(rep->env->is_dsn && rep->env->postmaster_notice);
         cr_assert_eq(rep->env->rcpt[0].notify, NOTIFY_NEVER);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(hdr(j, "to"), "postmaster@tarry.test");
         cr_assert_str_eq(field(j, 1, "final-recipient"), "rfc822; app@sender.test");
         cr_assert_str_eq(part_type(j, 2), "message/rfc822"); /* whole, though RET was not FULL */
@@ -1185,7 +1153,7 @@ Test(bounce, a_mail_loop_is_explained_as_one)
              "message has 51 Received: headers, hopcount_limit is 50: mail forwarding loop", NULL);
         struct dsn_policy p = policy();
         struct dsn_report *rep = build(DSN_FAILED, e, &p);
-        json_t *j = parse(rep);
+        json_t *j = dsn_parse_report(rep);
         cr_assert_str_eq(field(j, 1, "status"), "5.4.6");
         cr_assert(contains(human(j), "a mail loop"), "%s", human(j));
         json_decref(j);

@@ -191,6 +191,14 @@ Test(smtp, two_transactions_in_one_session_queue_two_messages)
             session("HELO c\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>\r\nDATA\r\n"
                     "x\r\n.\r\nMAIL FROM:<a@b.org>\r\nRCPT TO:<e@d.org>\r\n"
                     "DATA\r\ny\r\n.\r\nQUIT\r\n");
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        /* each transaction is acknowledged with its own queue ID */
+        const char *q = "250 2.0.0 Ok: queued as ";
+        char *first = strstr(r.out, q);
+        cr_assert_not_null(first, "%s", r.out);
+        char *second = strstr(first + strlen(q), q);
+        cr_assert_not_null(second, "%s", r.out);
+        cr_assert_neq(strncmp(first + strlen(q), second + strlen(q), 16), 0, "%s", r.out);
         cr_assert_eq(spool_count(&fx, "incoming"), 2);
         run_free(&r);
 }

@@ -406,6 +406,14 @@ size_t harness_log_count(struct harness *h, const char *needle)
         return n;
 }
 
+bool harness_wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms)
+{
+        int64_t end = harness_now_us() + (int64_t)timeout_ms * 1000;
+        while (harness_log_count(h, needle) < count && harness_now_us() < end)
+                harness_sleep_ms(20);
+        return harness_log_count(h, needle) >= count;
+}
+
 bool harness_log_contains(struct harness *h, const char *needle)
 {
         return harness_log_count(h, needle) > 0;

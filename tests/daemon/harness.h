@@ -123,6 +123,9 @@ size_t harness_count_queued(struct harness *h, const char *dir);
 size_t harness_log_count(struct harness *h, const char *needle);
 /* Does tarryd's log contain needle? */
 bool harness_log_contains(struct harness *h, const char *needle);
+/* Wait (at most timeout_ms) until count lines of tarryd's log contain needle;
+ * whether they do. */
+bool harness_wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms);
 /* Path of a built binary: "daemon/tarryd", "cli/sendmail", "cli/tarryq". */
 const char *harness_binary(const char *rel);
 

@@ -140,11 +140,7 @@ static void init_node(struct harness *h, const char *node, struct fixture *f, st
 
 static bool wait_log_n(struct harness *h, const char *needle, size_t n)
 {
-        for (int64_t end = harness_now_us() + (int64_t)WAIT_MS * 1000;
-             harness_log_count(h, needle) < n; harness_sleep_ms(20))
-                if (harness_now_us() > end)
-                        return false;
-        return true;
+        return harness_wait_log(h, needle, n, WAIT_MS);
 }
 
 static bool wait_log(struct harness *h, const char *needle)

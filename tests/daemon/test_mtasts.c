@@ -167,14 +167,6 @@ static void start_dns(struct sts_env *e, const char *id)
         harness_sleep_ms(300); /* dnsmasq binds within milliseconds */
 }
 
-static bool wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms)
-{
-        int64_t end = harness_now_us() + (int64_t)timeout_ms * 1000;
-        while (harness_log_count(h, needle) < count && harness_now_us() < end)
-                harness_sleep_ms(20);
-        return harness_log_count(h, needle) >= count;
-}
-
 static void flush(struct harness *h)
 {
         const char *args[] = {"-f", NULL};
@@ -250,7 +242,7 @@ Test(mtasts, enforce_with_a_verified_certificate_delivers_over_tls, .timeout = 1
         fixture_txn_clear(&t);
         cr_assert_eq(fetches(&e), 1);
         cr_assert(policy_cached(&e), "the policy was not cached in state/mta-sts/");
-        cr_assert(wait_log(&e.h, "status=sent", 1, 10000));
+        cr_assert(harness_wait_log(&e.h, "status=sent", 1, 10000));
         sts_stop(&e);
 }
 
@@ -259,7 +251,7 @@ Test(mtasts, enforce_defers_mail_for_an_mx_the_policy_does_not_list, .timeout = 
         struct sts_env e;
         sts_start(&e, "enforce", "mail.other.test", false);
         harness_send(&e.h, "alice@sender.test", "bob@example.test", "sts unlisted");
-        cr_assert(wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
         cr_assert(harness_log_contains(&e.h, "dsn=4.7.5"));
         cr_assert(harness_log_contains(&e.h, "MTA-STS policy of example.test (id 1, mode enforce) "
                                              "lists none of the MX hosts of example.test "
@@ -274,7 +266,7 @@ Test(mtasts, enforce_defers_mail_when_the_mx_certificate_does_not_verify, .timeo
         struct sts_env e;
         sts_start(&e, "enforce", "mx.example.test", true);
         harness_send(&e.h, "alice@sender.test", "bob@example.test", "sts bad cert");
-        cr_assert(wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
         cr_assert(harness_log_contains(&e.h, "dsn=4.7.5"));
         cr_assert(harness_log_contains(&e.h, "the MTA-STS policy of example.test (id 1, mode "
                                              "enforce) requires verified TLS"));
@@ -289,7 +281,7 @@ Test(mtasts, testing_delivers_as_before_and_logs_what_enforce_would_refuse, .tim
         sts_start(&e, "testing", "mail.other.test", true);
         harness_send(&e.h, "alice@sender.test", "bob@example.test", "sts testing");
         cr_assert_eq(fixture_wait_txns(e.mx, 1, 60000), 0, "not delivered");
-        cr_assert(wait_log(&e.h, "status=sent", 1, 10000));
+        cr_assert(harness_wait_log(&e.h, "status=sent", 1, 10000));
         cr_assert(harness_log_contains(&e.h, "mta-sts: MTA-STS policy of example.test (id 1, "
                                              "mode testing): enforce would refuse MX "
                                              "mx.example.test"));
@@ -303,13 +295,14 @@ Test(mtasts, a_cached_policy_keeps_applying_when_the_policy_host_is_gone, .timeo
         struct sts_env e;
         sts_start(&e, "enforce", "mail.other.test", false);
         harness_send(&e.h, "alice@sender.test", "bob@example.test", "sts cache 1");
-        cr_assert(wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
         cr_assert(policy_cached(&e));
         stop(&e.https);
         stop(&e.dns);
         start_dns(&e, "2");
         flush(&e.h);
-        cr_assert(wait_log(&e.h, "status=deferred", 2, 60000), "the retry was not deferred");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 2, 60000),
+                  "the retry was not deferred");
         cr_assert(harness_log_contains(&e.h, "the cached policy (id 1) applies"));
         cr_assert_eq(harness_log_count(&e.h, "lists none of the MX hosts"), 2);
         cr_assert_eq(fixture_connection_count(e.mx), 0);
@@ -323,12 +316,13 @@ Test(mtasts, a_changed_txt_id_makes_tarry_fetch_the_policy_again, .timeout = 180
         struct sts_env e;
         sts_start(&e, "enforce", "mail.other.test", false);
         harness_send(&e.h, "alice@sender.test", "bob@example.test", "sts refetch");
-        cr_assert(wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 1, 60000), "no deferral logged");
         cr_assert_eq(fetches(&e), 1);
 
         set_policy(&e, "enforce", "mx.example.test");
         flush(&e.h);
-        cr_assert(wait_log(&e.h, "status=deferred", 2, 60000), "the retry was not deferred");
+        cr_assert(harness_wait_log(&e.h, "status=deferred", 2, 60000),
+                  "the retry was not deferred");
         cr_assert_eq(fetches(&e), 1, "fetched again under the same id");
         cr_assert_eq(fixture_txn_count(e.mx), 0);
 

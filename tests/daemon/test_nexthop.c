@@ -49,14 +49,6 @@ static int run_tarryd(const char *const *args, char *out, size_t outlen, char *e
         return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static bool wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms)
-{
-        int64_t end = harness_now_us() + (int64_t)timeout_ms * 1000;
-        while (harness_log_count(h, needle) < count && harness_now_us() < end)
-                harness_sleep_ms(20);
-        return harness_log_count(h, needle) >= count;
-}
-
 static void flush(struct harness *h)
 {
         const char *args[] = {"-f", NULL};
@@ -151,7 +143,7 @@ Test(nexthop, relayhost_typo_defers_mail_until_the_config_is_fixed_and_never_bou
         harness_init(&h, conf);
         harness_start(&h);
         harness_send(&h, "alice@sender.test", "bob@example.org", "relay typo");
-        cr_assert(wait_log(&h, "status=deferred", 1, 10000), "no deferral logged");
+        cr_assert(harness_wait_log(&h, "status=deferred", 1, 10000), "no deferral logged");
         cr_assert(harness_log_contains(&h, "dsn=4.4.3"));
         cr_assert(harness_log_contains(&h, "relayhost smtp.exmaple.test: host not found"));
         cr_assert(harness_log_contains(&h, "class=routing"));
@@ -169,7 +161,7 @@ Test(nexthop, relayhost_typo_defers_mail_until_the_config_is_fixed_and_never_bou
         memcpy(typo, "example", 7);
         harness_write_config(&h, text);
         kill(h.tarryd, SIGHUP);
-        cr_assert(wait_log(&h, "configuration reloaded", 1, 5000));
+        cr_assert(harness_wait_log(&h, "configuration reloaded", 1, 5000));
         flush(&h);
         cr_assert_eq(fixture_wait_txns(f, 1, 10000), 0, "not delivered after the fix");
         for (int i = 0; i < 500 && harness_count_queued(&h, "active") > 0; i++)
@@ -209,7 +201,7 @@ static void send_from_missing_source(struct harness *h, struct fixture *f)
         harness_write_config(h, conf);
         harness_start(h);
         harness_send(h, "alice@sender.test", "bob@example.test", "pinned");
-        cr_assert(wait_log(h, "status=deferred", 1, 10000), "no deferral logged");
+        cr_assert(harness_wait_log(h, "status=deferred", 1, 10000), "no deferral logged");
         cr_assert(harness_log_contains(h, "cannot bind source 10.99.99.99: Cannot assign "
                                           "requested address"));
         cr_assert_eq(fixture_txn_count(f), 0);
@@ -224,7 +216,7 @@ Test(nexthop, message_pinned_to_a_removed_source_address_is_re_pinned_after_relo
         config_with_source(&h, f, "source_address = 127.0.0.3\n", conf, sizeof(conf));
         harness_write_config(&h, conf);
         kill(h.tarryd, SIGHUP);
-        cr_assert(wait_log(&h, "configuration reloaded", 1, 5000));
+        cr_assert(harness_wait_log(&h, "configuration reloaded", 1, 5000));
         flush(&h);
         cr_assert_eq(fixture_wait_txns(f, 1, 10000), 0, "still trying the old address");
         struct fixture_txn t;

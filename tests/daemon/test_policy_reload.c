@@ -30,12 +30,7 @@ static void write_rules(const char *path, const char *cls, const char *text)
 /* Wait (generously: the machine is shared) until the log holds needle n times. */
 static bool wait_log(struct harness *h, const char *needle, size_t n)
 {
-        for (int i = 0; i < 1000; i++) {
-                if (harness_log_count(h, needle) >= n)
-                        return true;
-                harness_sleep_ms(20);
-        }
-        return false;
+        return harness_wait_log(h, needle, n, 20000);
 }
 
 Test(policy_reload, sighup_with_a_broken_policy_file_keeps_the_running_rules)

@@ -73,14 +73,6 @@ static void stop_dnsmasq(pid_t pid)
         waitpid(pid, NULL, 0);
 }
 
-static bool wait_log(struct harness *h, const char *needle, size_t count, int timeout_ms)
-{
-        int64_t end = harness_now_us() + (int64_t)timeout_ms * 1000;
-        while (harness_log_count(h, needle) < count && harness_now_us() < end)
-                harness_sleep_ms(20);
-        return harness_log_count(h, needle) >= count;
-}
-
 /* MX delivery to the fixture's port through dnsmasq; extra: more INI text. */
 static void site_config(struct harness *h, struct fixture *f, uint16_t dport, const char *extra)
 {
@@ -117,7 +109,7 @@ Test(sites, a_reputation_deferral_holds_every_domain_of_the_site_and_no_other, .
         harness_start(&h);
 
         harness_send(&h, "alice@sender.test", "bob@a.test", "to a");
-        cr_assert(wait_log(&h, "to=<bob@a.test>", 1, 20000), "a.test was not attempted");
+        cr_assert(harness_wait_log(&h, "to=<bob@a.test>", 1, 20000), "a.test was not attempted");
         cr_assert(harness_log_contains(&h, "class=reputation"));
         harness_send(&h, "alice@sender.test", "carol@b.test", "to b");
         harness_send(&h, "alice@sender.test", "dave@c.test", "to c");
@@ -129,7 +121,7 @@ Test(sites, a_reputation_deferral_holds_every_domain_of_the_site_and_no_other, .
         cr_assert_str_eq(t.rcpts[0], "dave@c.test");
         fixture_txn_clear(&t);
         /* b.test was due at once; give it every chance to leave */
-        cr_assert(wait_log(&h, "removed", 1, 10000));
+        cr_assert(harness_wait_log(&h, "removed", 1, 10000));
         harness_sleep_ms(1500);
         cr_assert_eq(fixture_txn_count(f), 1, "b.test was delivered past its site's suspension");
         cr_assert_not(harness_log_contains(&h, "to=<carol@b.test>"),
@@ -324,9 +316,9 @@ Test(sites, move_source_sends_a_message_held_by_a_reputation_suspension_from_ano
         char moved[200];
         snprintf(moved, sizeof(moved), "moved from source address %s to %s: site:mx.shared.test",
                  pc.first, pc.second);
-        cr_assert(wait_log(&pc.h, moved, 1, 5000), "the move is not logged");
+        cr_assert(harness_wait_log(&pc.h, moved, 1, 5000), "the move is not logged");
         cr_assert_eq(harness_log_count(&pc.h, "class=reputation"), 1);
-        cr_assert(wait_log(&pc.h, "removed", 1, 5000));
+        cr_assert(harness_wait_log(&pc.h, "removed", 1, 5000));
         harness_sleep_ms(300);
         cr_assert_eq(fixture_txn_count(pc.f), 1, "delivered more than once");
         pool_stop(&pc);
@@ -337,7 +329,7 @@ Test(sites, without_move_source_a_message_waits_for_its_own_address, .timeout = 
         struct pool_case pc;
         pool_start(&pc, false, NULL);
         harness_send(&pc.h, "alice@sender.test", "bob@a.test", "stays");
-        cr_assert(wait_log(&pc.h, "class=reputation", 1, 20000), "no reputation deferral");
+        cr_assert(harness_wait_log(&pc.h, "class=reputation", 1, 20000), "no reputation deferral");
         harness_sleep_ms(3000);
         cr_assert_eq(fixture_txn_count(pc.f), 0, "left from another address");
         cr_assert_eq(harness_log_count(&pc.h, "to=<bob@a.test>"), 1);
@@ -354,7 +346,7 @@ Test(sites, move_source_never_moves_a_greylisted_message, .timeout = 90)
         struct pool_case pc;
         pool_start(&pc, true, "rcpt:grey@a.test");
         harness_send(&pc.h, "alice@sender.test", "grey@a.test", "greylisted");
-        cr_assert(wait_log(&pc.h, "class=greylist", 1, 20000), "not greylisted");
+        cr_assert(harness_wait_log(&pc.h, "class=greylist", 1, 20000), "not greylisted");
         harness_send(&pc.h, "alice@sender.test", "rep@a.test", "reputation");
         cr_assert_eq(fixture_wait_txns(pc.f, 1, 20000), 0, "rep@a.test did not move");
         struct fixture_txn t;
@@ -387,7 +379,7 @@ Test(sites, a_failed_site_lookup_bounces_nxdomain_and_defers_a_dns_outage, .time
         site_config(&h, f, dport, NULL);
         harness_start(&h);
         harness_send(&h, "alice@sender.test", "bob@nowhere.test", "nxdomain");
-        cr_assert(wait_log(&h, "status=bounced", 1, 20000), "NXDOMAIN did not bounce");
+        cr_assert(harness_wait_log(&h, "status=bounced", 1, 20000), "NXDOMAIN did not bounce");
         cr_assert(harness_log_contains(&h, "dsn=5.4.4"));
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_cleanup(&h);
@@ -397,7 +389,7 @@ Test(sites, a_failed_site_lookup_bounces_nxdomain_and_defers_a_dns_outage, .time
         site_config(&h, f, dport, NULL); /* nothing answers on dport now */
         harness_start(&h);
         harness_send(&h, "alice@sender.test", "bob@c.test", "dns down");
-        cr_assert(wait_log(&h, "status=deferred", 1, 60000), "no deferral");
+        cr_assert(harness_wait_log(&h, "status=deferred", 1, 60000), "no deferral");
         cr_assert(harness_log_contains(&h, "dsn=4.4.3"));
         cr_assert(harness_log_contains(&h, "class=routing"));
         cr_assert_not(harness_log_contains(&h, "status=bounced"));

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "tests/fixture/fixture.h"
 
 struct tarry_config *test_cfg(const char *fmt, ...)
 {
@@ -218,4 +219,14 @@ void test_dnsmasq_stop(int pid)
                 return;
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
+}
+
+struct fixture *test_fixture(const char *ip, const char *const *kv)
+{
+        struct fixture *f;
+        cr_assert_eq(fixture_new(ip, &f), 0);
+        for (; kv && kv[0]; kv += 2)
+                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        return f;
 }

@@ -50,6 +50,12 @@ void test_deliver_req(const struct tarry_config *cfg, const struct smtpc_request
 
 void outcome_clear(struct outcome *o);
 
+struct fixture;
+
+/* A started scripted server on ip (NULL: the default) with the given
+ * key/value pairs set (NULL-terminated); fails the test on any error. */
+struct fixture *test_fixture(const char *ip, const char *const *kv);
+
 /* A done() callback filling the struct outcome userdata points to. */
 void outcome_capture(const struct smtpc_result *res, void *userdata);
 

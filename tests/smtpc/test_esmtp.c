@@ -21,16 +21,6 @@
         "250-fixture.test\n250-PIPELINING\n250-8BITMIME\n250-SIZE 1000000\n250-DSN\n250 SMTPUTF8"
 #define EHLO_BARE "250-fixture.test\n250 SIZE 1000000"
 
-static struct fixture *start_fixture(const char *const *kv)
-{
-        struct fixture *f;
-        cr_assert_eq(fixture_new(NULL, &f), 0);
-        for (; kv && kv[0]; kv += 2)
-                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
-        cr_assert_eq(fixture_start(f, 0), 0);
-        return f;
-}
-
 static struct tarry_config *cfg_to(struct fixture *f)
 {
         return test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
@@ -44,7 +34,7 @@ static struct tarry_config *cfg_to(struct fixture *f)
 static void deliver(const char *const *kv, const struct smtpc_request *req, const char *body,
                     struct outcome *o, struct fixture_txn *t)
 {
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         test_deliver_req(cfg, req, body, o, 20);
         for (size_t i = 0; i < req->n_rcpts && i < 8; i++)
@@ -184,7 +174,7 @@ static void mixed_replies(const char *ehlo, bool want_pipelined)
                             "rcpt:gone@x.test",
                             "550 5.1.1 unknown",
                             NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"grey@x.test", "ok@x.test", "gone@x.test", "ok2@x.test"};
         struct smtpc_request req = {
@@ -224,7 +214,7 @@ Test(esmtp, without_pipelining_each_rcpt_waits_for_the_previous_reply)
 static void all_refused(const char *ehlo)
 {
         const char *kv[] = {"ehlo", ehlo, "rcpt", "550 5.1.1 unknown", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"a@x.test", "b@x.test"};
         struct smtpc_request req = {
@@ -398,7 +388,7 @@ Test(esmtp, an_8bit_body_goes_quoted_printable_to_a_server_without_8bitmime)
 Test(esmtp, an_8bit_message_that_cannot_be_converted_bounces_with_5_6_3)
 {
         const char *kv[] = {"ehlo", EHLO_BARE, NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"u@x.test", "v@x.test"};
         struct smtpc_request req = {
@@ -459,7 +449,7 @@ Test(esmtp, an_idn_recipient_domain_is_looked_up_as_its_a_label)
 Test(esmtp, without_smtputf8_an_idn_domain_goes_as_a_label_and_a_utf8_local_part_bounces_5_6_7)
 {
         const char *kv[] = {"ehlo", EHLO_BARE, NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"u@b\xc3\xbc"
                                "cher.test",
@@ -491,7 +481,7 @@ Test(esmtp, without_smtputf8_an_idn_domain_goes_as_a_label_and_a_utf8_local_part
 Test(esmtp, without_smtputf8_a_utf8_sender_local_part_fails_every_recipient_5_6_7)
 {
         const char *kv[] = {"ehlo", EHLO_BARE, NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"a@x.test", "b@x.test"};
         struct smtpc_request req = {
@@ -514,7 +504,7 @@ Test(esmtp, without_smtputf8_a_utf8_sender_local_part_fails_every_recipient_5_6_
 static void refused_first(const char *ehlo)
 {
         const char *kv[] = {"ehlo", ehlo, "rcpt:two@x.test", "550 5.1.1 unknown", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"bad\nRSET@x.test", "one@x.test", "two@x.test"};
         struct smtpc_request req = {
@@ -590,7 +580,7 @@ static void run_two(struct tarry_config *cfg, const char *rcpt0, const char *rcp
 Test(esmtp, after_a_refused_transaction_rset_lets_the_connection_carry_the_next_message)
 {
         const char *kv[] = {"rcpt:bad@x.test", "550 5.1.1 unknown", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         cfg->destination_concurrency = 1;
         struct two t;
@@ -613,7 +603,7 @@ Test(esmtp, after_a_refused_transaction_rset_lets_the_connection_carry_the_next_
 Test(esmtp, a_kept_connection_closed_by_the_server_is_replaced_for_the_next_message)
 {
         const char *kv[] = {"rcpt:bad@x.test", "421 4.4.2 closing", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         cfg->destination_concurrency = 1;
         struct two t;
@@ -632,7 +622,7 @@ Test(esmtp, a_kept_connection_closed_by_the_server_is_replaced_for_the_next_mess
 Test(esmtp, a_dkim_signed_8bit_message_is_not_converted_but_bounces_5_6_3)
 {
         const char *kv[] = {"ehlo", EHLO_BARE, NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f);
         const char *rcpts[] = {"u@x.test"};
         struct smtpc_request req = {.queue_id = "Q",

@@ -23,16 +23,6 @@
 
 #define BODY "From: a@example.org\r\nTo: b@x.test\r\nSubject: t\r\n\r\nhello\r\n"
 
-static struct fixture *fixture_with(const char *const *kv)
-{
-        struct fixture *f;
-        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
-        for (; kv && kv[0]; kv += 2)
-                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
-        cr_assert_eq(fixture_start(f, 0), 0);
-        return f;
-}
-
 /* dnsmasq authoritative for .test (NXDOMAIN for names it does not know) */
 static int dnsmasq_or_skip(const char *const *opts, size_t n, uint16_t *port)
 {
@@ -43,6 +33,15 @@ static int dnsmasq_or_skip(const char *const *opts, size_t n, uint16_t *port)
         if (pid == 0)
                 cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
         return pid;
+}
+
+/* Delivery by MX lookup through the dnsmasq on dport, to the fixture's port. */
+static struct tarry_config *mx_cfg(struct fixture *f, uint16_t dport)
+{
+        return test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
+                        "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
+                        "dns_servers = 127.0.0.1:%u\n",
+                        fixture_port(f), dport);
 }
 
 /* ---- the next hop the administrator configured does not resolve ---- */
@@ -141,7 +140,7 @@ Test(nexthop, recipient_domain_without_mx_or_address_records_still_bounces)
  * preferred host (listed first) comes last of twelve. */
 Test(nexthop, most_preferred_of_twelve_mx_hosts_is_tried_first_whatever_the_answer_order)
 {
-        struct fixture *f = fixture_with(NULL);
+        struct fixture *f = test_fixture("127.0.0.1", NULL);
         char opts[16][80];
         const char *dns[16];
         size_t n = 0;
@@ -154,11 +153,7 @@ Test(nexthop, most_preferred_of_twelve_mx_hosts_is_tried_first_whatever_the_answ
                 dns[i] = opts[i];
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, n, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@many.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
@@ -176,7 +171,7 @@ Test(nexthop, most_preferred_of_twelve_mx_hosts_is_tried_first_whatever_the_answ
  * is skipped, the next MX gets the mail, with our own EHLO name. */
 Test(nexthop, mx_name_that_is_not_a_host_name_is_skipped_and_never_reaches_the_url)
 {
-        struct fixture *f = fixture_with(NULL);
+        struct fixture *f = test_fixture("127.0.0.1", NULL);
         /* MX 10 "mx.weird.test/x?y#z" in wire format, with an A record of its own */
         const char *dns[] = {
             "--dns-rr=weird.test,15,000a026d780577656972640a746573742f783f79237a00",
@@ -186,11 +181,7 @@ Test(nexthop, mx_name_that_is_not_a_host_name_is_skipped_and_never_reaches_the_u
         };
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, 4, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@weird.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);
@@ -212,7 +203,7 @@ Test(nexthop, mx_name_that_is_not_a_host_name_is_skipped_and_never_reaches_the_u
  * address is not a fallback (RFC 5321 5.1); a DNS error, deferred. */
 Test(nexthop, mx_answer_with_only_names_that_are_not_host_names_is_deferred)
 {
-        struct fixture *f = fixture_with(NULL);
+        struct fixture *f = test_fixture("127.0.0.1", NULL);
         const char *dns[] = {
             "--dns-rr=weird.test,15,000a026d780577656972640a746573742f783f79237a00",
             "--dns-rr=mx.weird.test/x?y#z,1,7f000001",
@@ -220,11 +211,7 @@ Test(nexthop, mx_answer_with_only_names_that_are_not_host_names_is_deferred)
         };
         uint16_t dport;
         int pid = dnsmasq_or_skip(dns, 3, &dport);
-        struct tarry_config *cfg =
-            test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
-                     "[smtp]\ntls = none\nport = %u\nconnect_timeout = 2\ncommand_timeout = 2\n"
-                     "dns_servers = 127.0.0.1:%u\n",
-                     fixture_port(f), dport);
+        struct tarry_config *cfg = mx_cfg(f, dport);
         const char *rcpts[] = {"user@weird.test"};
         struct outcome o;
         test_deliver(cfg, "a@example.org", rcpts, 1, BODY, NULL, &o, 20);

@@ -26,16 +26,6 @@ struct rig {
         char worker[PATH_MAX];
 };
 
-static struct fixture *start_fixture(const char *const *kv)
-{
-        struct fixture *f;
-        cr_assert_eq(fixture_new(NULL, &f), 0);
-        for (; kv && kv[0]; kv += 2)
-                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
-        cr_assert_eq(fixture_start(f, 0), 0);
-        return f;
-}
-
 /* pool-worker sits next to this test binary. */
 static void worker_path(char *out)
 {
@@ -168,7 +158,7 @@ static void deliver_one(struct rig *r, const char *const *rcpts, size_t n, const
 
 Test(smtpc_pool, attempts_through_the_pool_reach_the_server_byte_exact)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *body = "Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nlast line "
@@ -198,7 +188,7 @@ Test(smtpc_pool, per_recipient_results_and_attempt_details_survive_the_worker_bo
         const char *kv[] = {"rcpt:grey@x.test",
                             "451-4.7.1 Greylisted\n451 4.7.1 try again in 300 seconds \xe9\x01",
                             "rcpt:nobody@x.test", "550 5.1.1 <nobody@x.test>: User unknown", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *rcpts[] = {"ok@x.test", "grey@x.test", "nobody@x.test"};
@@ -237,7 +227,7 @@ Test(smtpc_pool, many_long_replies_cross_the_socket_intact)
         memcpy(reply, "452 4.2.2 ", 10);
         reply[sizeof(reply) - 1] = '\0';
         const char *kv[] = {"rcpt", reply, NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         char addr[40][32];
@@ -263,8 +253,8 @@ Test(smtpc_pool, many_long_replies_cross_the_socket_intact)
 Test(smtpc_pool, receiver_hanging_after_the_final_dot_does_not_delay_a_healthy_one)
 {
         const char *hang[] = {"hang", "dot", NULL};
-        struct fixture *bad = start_fixture(hang);
-        struct fixture *good = start_fixture(NULL);
+        struct fixture *bad = test_fixture(NULL, hang);
+        struct fixture *good = test_fixture(NULL, NULL);
         char rows[256];
         snprintf(rows, sizeof(rows),
                  "hung.test = [127.0.0.1]:%u tls=none\n"
@@ -320,7 +310,7 @@ static pid_t child_named(const char *prog)
 Test(smtpc_pool, killed_worker_yields_a_temporary_failure_never_a_lost_callback)
 {
         const char *kv[] = {"delay:dot", "3000", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *rcpts[] = {"user@x.test"};
@@ -346,7 +336,7 @@ Test(smtpc_pool, killed_worker_yields_a_temporary_failure_never_a_lost_callback)
 
 Test(smtpc_pool, worker_sending_garbage_yields_a_temporary_failure)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         const char *argv[] = {"/bin/sh", "-c", "printf 'not json' >&3; sleep 10", "sh", NULL};
         rig_start_with(&r, to_fixture(f, NULL), argv, 0, 0);
@@ -365,7 +355,7 @@ Test(smtpc_pool, worker_sending_garbage_yields_a_temporary_failure)
 
 Test(smtpc_pool, worker_past_its_hard_deadline_is_killed_with_a_temporary_failure)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         const char *argv[] = {"/bin/sh", "-c", "exec sleep 30", "sh", NULL};
         rig_start_with(&r, to_fixture(f, NULL), argv, 1000000, 0);
@@ -387,7 +377,7 @@ Test(smtpc_pool, worker_past_its_hard_deadline_is_killed_with_a_temporary_failur
 
 Test(smtpc_pool, worker_that_cannot_read_its_config_fails_the_attempt_temporarily)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         cr_assert_eq(truncate(r.path, 0), 0);
@@ -406,7 +396,7 @@ Test(smtpc_pool, worker_that_cannot_read_its_config_fails_the_attempt_temporaril
 
 Test(smtpc_pool, consecutive_messages_to_one_destination_reuse_one_worker_and_connection)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start(&r, to_fixture(f, "destination_concurrency = 1"));
         const char *rcpts[] = {"user@x.test"};
@@ -456,7 +446,7 @@ static void run_batch(struct rig *r, const char *const *rcpts, int n, size_t *ma
 Test(smtpc_pool, destination_concurrency_limits_simultaneous_connections)
 {
         const char *kv[] = {"delay:dot", "300", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, "destination_concurrency = 2"));
         const char *rcpts[8];
@@ -475,7 +465,7 @@ Test(smtpc_pool, destination_concurrency_limits_simultaneous_connections)
 Test(smtpc_pool, max_connections_limits_busy_workers_across_destinations)
 {
         const char *kv[] = {"delay:dot", "300", NULL};
-        struct fixture *a = start_fixture(kv), *b = start_fixture(kv);
+        struct fixture *a = test_fixture(NULL, kv), *b = test_fixture(NULL, kv);
         char rows[256];
         snprintf(rows, sizeof(rows),
                  "a.test = [127.0.0.1]:%u tls=none\n"
@@ -499,7 +489,7 @@ Test(smtpc_pool, max_connections_limits_busy_workers_across_destinations)
 
 Test(smtpc_pool, reload_retires_idle_workers_and_new_ones_read_the_new_config)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *rcpts[] = {"user@x.test"};
@@ -540,7 +530,7 @@ Test(smtpc_pool, reload_retires_idle_workers_and_new_ones_read_the_new_config)
 
 Test(smtpc_pool, idle_workers_exit_after_the_idle_timeout)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start_with(&r, to_fixture(f, NULL), NULL, 0, 300000);
         const char *rcpts[] = {"user@x.test"};
@@ -557,7 +547,7 @@ Test(smtpc_pool, idle_workers_exit_after_the_idle_timeout)
 Test(smtpc_pool, abort_all_answers_every_running_and_queued_attempt)
 {
         const char *kv[] = {"hang", "dot", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, "destination_concurrency = 1"));
         const char *rcpts[] = {"user@x.test"};
@@ -583,7 +573,7 @@ Test(smtpc_pool, abort_all_answers_every_running_and_queued_attempt)
 
 Test(smtpc_pool, attempt_start_rejects_requests_without_recipients_or_callback)
 {
-        struct fixture *f = start_fixture(NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *rcpts[] = {"user@x.test"};
@@ -604,7 +594,7 @@ Test(smtpc_pool, attempt_start_rejects_requests_without_recipients_or_callback)
 Test(smtpc_pool, reload_lets_a_busy_worker_finish_its_attempt_then_retires_it)
 {
         const char *kv[] = {"delay:dot", "600", NULL};
-        struct fixture *f = start_fixture(kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct rig r;
         rig_start(&r, to_fixture(f, NULL));
         const char *rcpts[] = {"user@x.test"};

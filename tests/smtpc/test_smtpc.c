@@ -12,16 +12,6 @@
 
 #define BODY "From: a@example.org\r\nTo: b@x.test\r\nSubject: t\r\n\r\nhello\r\n"
 
-static struct fixture *start_fixture(const char *ip, const char *const *kv)
-{
-        struct fixture *f;
-        cr_assert_eq(fixture_new(ip, &f), 0);
-        for (; kv && kv[0]; kv += 2)
-                cr_assert_eq(fixture_set(f, kv[0], kv[1]), 0, "fixture key %s", kv[0]);
-        cr_assert_eq(fixture_start(f, 0), 0);
-        return f;
-}
-
 /* Everything to the fixture, short timeouts. */
 static struct tarry_config *cfg_to(struct fixture *f, const char *tls, const char *extra)
 {
@@ -36,7 +26,7 @@ Test(smtpc, mixed_recipient_replies_are_each_reported_and_only_accepted_ones_del
 {
         const char *kv[] = {"rcpt:grey@x.test", "451 4.7.1 Greylisted, try again in 300 seconds",
                             "rcpt:nobody@x.test", "550 5.1.1 <nobody@x.test>: User unknown", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"ok@x.test", "grey@x.test", "nobody@x.test"};
         struct outcome o;
@@ -69,7 +59,7 @@ Test(smtpc, mixed_recipient_replies_are_each_reported_and_only_accepted_ones_del
 Test(smtpc, multi_line_replies_are_joined_with_newlines_as_sent)
 {
         const char *kv[] = {"rcpt", "452-4.2.2 Mailbox full\n452 4.2.2 try later", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"full@x.test"};
         struct outcome o;
@@ -90,7 +80,7 @@ Test(smtpc, multi_line_replies_are_joined_with_newlines_as_sent)
 Test(smtpc, each_attempt_leaves_from_the_source_address_it_is_given)
 {
         const char *kv[] = {"greylist", "1", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", "source_address = 127.0.0.2, 127.0.0.3");
         const char *rcpts[] = {"user@x.test"};
         struct outcome o[3];
@@ -117,7 +107,7 @@ Test(smtpc, each_attempt_leaves_from_the_source_address_it_is_given)
 
 Test(smtpc, next_mx_is_tried_after_a_refused_connection)
 {
-        struct fixture *f = start_fixture("127.0.0.1", NULL);
+        struct fixture *f = test_fixture("127.0.0.1", NULL);
         const char *dns[] = {"--mx-host=example.test,mx1.example.test,10",
                              "--mx-host=example.test,mx2.example.test,20",
                              "--host-record=mx1.example.test,127.0.0.3",
@@ -187,7 +177,7 @@ Test(smtpc, dns_server_failure_is_a_temporary_routing_failure)
 
 Test(smtpc, refused_connection_reports_a_postfix_like_reason)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg =
             test_cfg("[main]\nspool_dir = /nonexistent\nmyhostname = client.test\n"
                      "[transport]\n* = [127.0.0.1]:%u tls=none\n",
@@ -208,7 +198,7 @@ Test(smtpc, refused_connection_reports_a_postfix_like_reason)
 Test(smtpc, server_stalling_mid_data_times_out_as_temporary_failure)
 {
         const char *kv[] = {"hang", "body", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"user@x.test"};
         struct outcome o;
@@ -242,7 +232,7 @@ static long rss_kb(void)
 static void check_hostile_reply(const char *key, const char *step)
 {
         const char *kv[] = {key, step, NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         /* cut off by size, not by a timeout: FAIL_PROTOCOL says which, and a
          * long timeout leaves the cut-off room on a slow or ASan build */
@@ -297,7 +287,7 @@ Test(smtpc, one_megabyte_reply_to_the_final_dot_is_bounded_and_a_temporary_failu
 
 Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *body = "Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\n"
                            "middle . dot\r\n. space\r\n\r\n.\r\nend \xc3\xa9\t\r\n";
@@ -320,7 +310,7 @@ Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
 
 Test(smtpc, null_sender_is_sent_as_empty_reverse_path)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"user@x.test"};
         struct outcome o;
@@ -338,7 +328,7 @@ Test(smtpc, null_sender_is_sent_as_empty_reverse_path)
 
 Test(smtpc, cr_lf_in_an_address_never_reaches_the_wire)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"ok@x.test", "evil@x.test>\r\nRCPT TO:<victim@x.test"};
         struct outcome o;
@@ -359,7 +349,7 @@ Test(smtpc, cr_lf_in_an_address_never_reaches_the_wire)
 
 Test(smtpc, attempt_with_only_bad_addresses_never_connects)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"bad\n@x.test"};
         struct outcome o;
@@ -400,7 +390,7 @@ Test(smtpc, starttls_may_works_with_a_self_signed_certificate)
 
 Test(smtpc, tls_encrypt_without_starttls_offered_is_a_temporary_tls_failure)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "encrypt", NULL);
         const char *rcpts[] = {"user@x.test"};
         struct outcome o;
@@ -417,7 +407,7 @@ Test(smtpc, tls_encrypt_without_starttls_offered_is_a_temporary_tls_failure)
 Test(smtpc, mail_from_rejection_applies_to_every_recipient)
 {
         const char *kv[] = {"mail", "550 5.7.1 sender blocked", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"a@x.test", "b@x.test"};
         struct outcome o;
@@ -437,7 +427,7 @@ Test(smtpc, end_of_data_deferral_applies_to_accepted_recipients_only)
 {
         const char *kv[] = {"dot", "451 4.3.0 queue full", "rcpt:no@x.test", "550 5.1.1 unknown",
                             NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"yes@x.test", "no@x.test"};
         struct outcome o;
@@ -455,7 +445,7 @@ Test(smtpc, end_of_data_deferral_applies_to_accepted_recipients_only)
 Test(smtpc, greeting_421_is_an_attempt_level_temporary_failure)
 {
         const char *kv[] = {"greeting", "421 4.7.0 too busy, come back later", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"a@x.test"};
         struct outcome o;
@@ -476,7 +466,7 @@ Test(smtpc, greeting_554_from_the_last_host_is_deferred_not_bounced)
                             "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked "
                             "using zen.spamhaus.org",
                             NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         const char *rcpts[] = {"a@x.test", "b@x.test"};
         struct outcome o;
@@ -502,7 +492,7 @@ Test(smtpc, greeting_554_from_the_last_host_is_deferred_not_bounced)
 Test(smtpc, relay_credentials_are_used_for_auth)
 {
         const char *kv[] = {"auth", "relayuser:s3cret", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         char path[] = "/tmp/smtpc-auth-XXXXXX";
         int fd = mkstemp(path);
         cr_assert_geq(fd, 0);
@@ -579,7 +569,7 @@ static void run_many(struct tarry_config *cfg, int n, struct multi *m)
 
 Test(smtpc, consecutive_messages_to_one_destination_reuse_the_connection)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", "");
         struct multi m = {0};
         cfg->destination_concurrency = 1;
@@ -593,7 +583,7 @@ Test(smtpc, consecutive_messages_to_one_destination_reuse_the_connection)
 /* [smtp] max_deliveries_per_connection: then QUIT and a new connection. */
 Test(smtpc, a_connection_carries_at_most_max_deliveries_per_connection_messages)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", "");
         cfg->destination_concurrency = 1;
         cfg->max_deliveries_per_connection = 2;
@@ -609,7 +599,7 @@ Test(smtpc, a_connection_carries_at_most_max_deliveries_per_connection_messages)
 /* A kept connection nobody needs is closed with QUIT after about 5 s. */
 Test(smtpc, an_idle_kept_connection_is_quit_after_a_few_seconds)
 {
-        struct fixture *f = start_fixture(NULL, NULL);
+        struct fixture *f = test_fixture(NULL, NULL);
         struct tarry_config *cfg = cfg_to(f, "none", "");
         sd_event *e;
         struct smtpc *c;
@@ -650,7 +640,7 @@ Test(smtpc, an_idle_kept_connection_is_quit_after_a_few_seconds)
 Test(smtpc, destination_concurrency_limits_simultaneous_connections)
 {
         const char *kv[] = {"delay:dot", "200", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", "");
         cfg->destination_concurrency = 2;
         struct multi m = {0};
@@ -699,7 +689,7 @@ static void check_dripping_reply(const char *step, const char *stage, int timeou
         char key[32];
         snprintf(key, sizeof(key), "drip:%s", step);
         const char *kv[] = {key, "1000", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         cfg->command_timeout_s = 3;
         cfg->data_timeout_s = 3;
@@ -746,7 +736,7 @@ Test(smtpc, final_dot_reply_at_one_byte_per_second_gives_up_at_the_data_timeout)
 Test(smtpc, final_dot_reply_slower_than_the_command_timeout_is_waited_for_until_data_timeout)
 {
         const char *kv[] = {"delay:dot", "3500", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         cfg->command_timeout_s = 2;
         cfg->data_timeout_s = 6;
@@ -763,7 +753,7 @@ Test(smtpc, final_dot_reply_slower_than_the_command_timeout_is_waited_for_until_
 Test(smtpc, final_dot_never_answered_gives_up_at_a_data_timeout_shorter_than_the_command_timeout)
 {
         const char *kv[] = {"hang", "dot", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         cfg->command_timeout_s = 5;
         cfg->data_timeout_s = 2;
@@ -805,7 +795,7 @@ static void on_second_of_two(const struct smtpc_result *res, void *userdata)
 Test(smtpc, late_final_dot_reply_is_never_taken_as_the_next_messages_reply)
 {
         const char *kv[] = {"delay:dot", "4500", "dot", "554 5.7.1 Message rejected as spam", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", "");
         cfg->destination_concurrency = 1;
         struct two_attempts t = {.f = f};
@@ -894,7 +884,7 @@ Test(smtpc, stalled_tls_handshake_with_tls_encrypt_is_a_temporary_tls_failure)
 Test(smtpc, ssh_banner_instead_of_a_greeting_fails_at_once_as_garbled)
 {
         const char *kv[] = {"greeting", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", NULL};
-        struct fixture *f = start_fixture(NULL, kv);
+        struct fixture *f = test_fixture(NULL, kv);
         struct tarry_config *cfg = cfg_to(f, "none", NULL);
         /* "at once": not at the end of the greeting's timeout, however slow the build */
         cfg->connect_timeout_s = HOSTILE_TIMEOUT_S;
