@@ -137,6 +137,7 @@ struct attempt {
         enum cmd last_cmd;
         size_t rcpt_sent, rcpt_answered;
         bool any_reply, tls_used, hide_next, helo_sent;
+        bool closing;           /* a 421 came: the server closes the channel (RFC 5321 3.8) */
         struct esmtp_caps caps; /* from the last EHLO reply (none after HELO) */
         bool eight_bit;         /* the body holds bytes >= 0x80 */
         /* the transaction, once libcurl handed the connection over */
@@ -785,6 +786,7 @@ static void reply_complete(struct attempt *a)
                 a->abort_failure = SMTPC_FAIL_PROTOCOL;
         }
         a->any_reply = true;
+        a->closing |= code == 421;
         if (!a->t_connect_us)
                 a->t_connect_us = now_monotonic_us();
         reply_set(&a->last, code, text);
@@ -1350,10 +1352,15 @@ static void txn_end(struct attempt *a)
          * a retry (a greylisted RCPT, say) comes later on a fresh connection */
         if (rset && !attempt_waiting(a->c, a->slot_key))
                 in_step = false;
+        /* 421: the server is closing the channel (RFC 5321 3.8): neither keep
+         * it nor send it anything more */
+        bool closing = a->closing;
+        if (closing)
+                in_step = false;
         if (a->sess && !(in_step && sess_park(a, rset))) {
                 /* QUIT after a refused transaction; none after a failure */
                 a->sess->a = NULL;
-                sess_close(a->sess, rc == CURLE_OK && !a->abort_why);
+                sess_close(a->sess, rc == CURLE_OK && !a->abort_why && !closing);
                 a->sess = NULL;
         }
         transfer_done(a, rc);

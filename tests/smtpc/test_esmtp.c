@@ -611,6 +611,11 @@ Test(esmtp, a_kept_connection_closed_by_the_server_is_replaced_for_the_next_mess
         cr_assert_eq(t.o[0].r[0].outcome, SMTPC_RCPT_DEFERRED);
         cr_assert_eq(t.o[1].r[0].outcome, SMTPC_RCPT_DELIVERED, "%s\n%s", t.o[1].r[0].text,
                      t.o[1].transcript);
+        /* after a 421 the channel is the server's to close: nothing more is
+         * sent on it (no RSET, no QUIT) and the next message connects anew */
+        cr_assert_eq(fixture_connection_count(f), 2, "the 421 connection was used again\n%s",
+                     t.o[1].transcript);
+        cr_assert_null(strstr(t.o[0].transcript, "> RSET"), "%s", t.o[0].transcript);
         for (int i = 0; i < 2; i++)
                 outcome_clear(&t.o[i]);
         cfg_free(cfg);
