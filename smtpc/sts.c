@@ -18,6 +18,17 @@ static void log_line(const char *queue_id, const char *fmt, const char *a, const
         fputc('\n', stderr);
 }
 
+/* Is host one of the names of a ", "-separated list (whole names only:
+ * "a.test" is not in "mx.a.test")? */
+static bool listed(const char *list, const char *host)
+{
+        size_t len = strlen(host);
+        for (const char *p = list; (p = strstr(p, host)); p += len)
+                if ((p == list || p[-1] == ' ') && (p[len] == ',' || p[len] == '\0'))
+                        return true;
+        return false;
+}
+
 int sts_filter(const struct tarry_config *cfg, const char *queue_id, const char *domain,
                struct smtpc_target *t, size_t *n, char *policy, char *text, size_t textlen)
 {
@@ -53,7 +64,7 @@ int sts_filter(const struct tarry_config *cfg, const char *queue_id, const char 
                         t[kept++] = t[i];
                         continue;
                 }
-                if (rl < sizeof(refused) && !strstr(refused, t[i].host))
+                if (rl < sizeof(refused) && !listed(refused, t[i].host))
                         rl += (size_t)snprintf(refused + rl, sizeof(refused) - rl, "%s%s",
                                                rl ? ", " : "", t[i].host);
                 if (p.mode == MTASTS_MODE_TESTING)
