@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
 struct sts_env {
@@ -131,40 +132,17 @@ static size_t fetches(struct sts_env *e)
         return n;
 }
 
-static uint16_t free_udp_port(void)
-{
-        int s = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
-        socklen_t sl = sizeof(sa);
-        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        getsockname(s, (struct sockaddr *)&sa, &sl);
-        close(s);
-        return ntohs(sa.sin_port);
-}
-
-/* dnsmasq for .test: example.test's MX, the policy host, and the TXT with id. */
+/* dnsmasq for .test: example.test's MX, the policy host, and the TXT with id;
+ * started again on the same port when the test changes the id. */
 static void start_dns(struct sts_env *e, const char *id)
 {
-        if (!e->dns_port)
-                e->dns_port = free_udp_port();
-        char portarg[32], txt[128];
-        snprintf(portarg, sizeof(portarg), "--port=%u", e->dns_port);
+        char txt[128], err[256];
         snprintf(txt, sizeof(txt), "--txt-record=_mta-sts.example.test,v=STSv1; id=%s", id);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execl("/usr/sbin/dnsmasq", "dnsmasq", "--keep-in-foreground", portarg,
-                      "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
-                      "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--user=root",
-                      "--log-facility=/dev/null", "--local=/test/",
-                      "--mx-host=example.test,mx.example.test,10",
-                      "--host-record=mx.example.test,127.0.0.1",
-                      "--host-record=mta-sts.example.test,127.0.0.1", txt, (char *)NULL);
-                _exit(127);
-        }
-        e->dns = pid;
-        harness_sleep_ms(300); /* dnsmasq binds within milliseconds */
+        const char *const opts[] = {"--local=/test/", "--mx-host=example.test,mx.example.test,10",
+                                    "--host-record=mx.example.test,127.0.0.1",
+                                    "--host-record=mta-sts.example.test,127.0.0.1", txt};
+        e->dns = dnsmasq_start(opts, 5, &e->dns_port, err, sizeof(err));
+        cr_assert_gt(e->dns, 0, "%s", err);
 }
 
 static void flush(struct harness *h)
@@ -182,7 +160,7 @@ static void flush(struct harness *h)
 static void sts_start(struct sts_env *e, const char *mode, const char *mx, bool self_signed)
 {
         memset(e, 0, sizeof(*e));
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
         make_pki(e);
         set_policy(e, mode, mx);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
 static struct fixture *start_fixture(void)
@@ -86,39 +87,17 @@ Test(nexthop, check_warns_that_an_unbracketed_ip_relayhost_is_an_mx_lookup)
         harness_cleanup(&h);
 }
 
-/* ---- a relayhost that does not resolve ---- */
-
-static uint16_t free_udp_port(void)
-{
-        int s = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
-        socklen_t sl = sizeof(sa);
-        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        getsockname(s, (struct sockaddr *)&sa, &sl);
-        close(s);
-        return ntohs(sa.sin_port);
-}
-
 /* dnsmasq on 127.0.0.1:*port, authoritative for .test; 0 when not installed. */
 static pid_t start_dnsmasq(uint16_t *port)
 {
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 return 0;
-        *port = free_udp_port();
-        char portarg[32];
-        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
-                execl("/usr/sbin/dnsmasq", "dnsmasq", "--keep-in-foreground", portarg,
-                      "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
-                      "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--user=root",
-                      "--log-facility=/dev/null", "--local=/test/",
-                      "--host-record=smtp.example.test,127.0.0.1", (char *)NULL);
-                _exit(127);
-        }
-        harness_sleep_ms(300); /* dnsmasq binds within milliseconds */
+        static const char *const opts[] = {"--local=/test/",
+                                           "--host-record=smtp.example.test,127.0.0.1"};
+        char err[256];
+        *port = 0;
+        pid_t pid = dnsmasq_start(opts, 2, port, err, sizeof(err));
+        cr_assert_gt(pid, 0, "%s", err);
         return pid;
 }
 

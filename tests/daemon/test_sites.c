@@ -18,52 +18,23 @@
 #include "config/config.h"
 #include "harness.h"
 #include "smtpc/smtpc.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
-
-static uint16_t free_udp_port(void)
-{
-        int s = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
-        socklen_t sl = sizeof(sa);
-        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        getsockname(s, (struct sockaddr *)&sa, &sl);
-        close(s);
-        return ntohs(sa.sin_port);
-}
 
 /* dnsmasq on 127.0.0.1:*port, authoritative for .test, with the extra
  * arguments (--mx-host=…, --host-record=…); 0 when not installed. */
 static pid_t start_dnsmasq(uint16_t *port, const char *const *extra)
 {
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 return 0;
-        *port = free_udp_port();
-        char portarg[32];
-        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
-        const char *argv[64] = {"dnsmasq",
-                                "--keep-in-foreground",
-                                portarg,
-                                "--listen-address=127.0.0.1",
-                                "--bind-interfaces",
-                                "--no-resolv",
-                                "--no-hosts",
-                                "--conf-file=/dev/null",
-                                "--pid-file=",
-                                "--user=root",
-                                "--log-facility=/dev/null",
-                                "--local=/test/"};
-        size_t n = 12;
-        for (size_t i = 0; extra[i] && n < 63; i++)
-                argv[n++] = extra[i];
-        argv[n] = NULL;
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
-                execv("/usr/sbin/dnsmasq", (char *const *)argv);
-                _exit(127);
-        }
-        harness_sleep_ms(300); /* dnsmasq binds within milliseconds */
+        const char *opts[64] = {"--local=/test/"};
+        size_t n = 1;
+        for (size_t i = 0; extra[i] && n < 50; i++)
+                opts[n++] = extra[i];
+        char err[256];
+        *port = 0;
+        pid_t pid = dnsmasq_start(opts, n, port, err, sizeof(err));
+        cr_assert_gt(pid, 0, "%s", err);
         return pid;
 }
 

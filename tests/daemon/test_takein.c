@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
 struct setup {
@@ -179,47 +180,17 @@ Test(takein, a_message_with_51_received_headers_bounces_with_5_4_6_and_is_not_se
         stop(&s);
 }
 
-/* ---- an MX that is this host ---- */
-
-static uint16_t free_udp_port(void)
-{
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* dnsmasq answering for loop.test: MX mx.loop.test → 127.0.0.9. 0: not installed. */
 static pid_t start_dns(uint16_t *port)
 {
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 return 0;
-        *port = free_udp_port();
-        char portarg[32];
-        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
-        const char *argv[] = {"dnsmasq",
-                              "--keep-in-foreground",
-                              portarg,
-                              "--listen-address=127.0.0.1",
-                              "--bind-interfaces",
-                              "--no-resolv",
-                              "--no-hosts",
-                              "--conf-file=/dev/null",
-                              "--pid-file=",
-                              "--user=root",
-                              "--log-facility=/dev/null",
-                              "--mx-host=loop.test,mx.loop.test,10",
-                              "--host-record=mx.loop.test,127.0.0.9",
-                              NULL};
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                execv("/usr/sbin/dnsmasq", (char **)argv);
-                _exit(127);
-        }
+        static const char *const opts[] = {"--mx-host=loop.test,mx.loop.test,10",
+                                           "--host-record=mx.loop.test,127.0.0.9"};
+        char err[256];
+        *port = 0;
+        pid_t pid = dnsmasq_start(opts, 2, port, err, sizeof(err));
+        cr_assert_gt(pid, 0, "%s", err);
         return pid;
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
 struct tarry_config *test_cfg(const char *fmt, ...)
@@ -129,96 +130,22 @@ void outcome_clear(struct outcome *o)
         memset(o, 0, sizeof(*o));
 }
 
-static uint16_t free_udp_port(void)
-{
-        int s = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
-        socklen_t sl = sizeof(sa);
-        cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        getsockname(s, (struct sockaddr *)&sa, &sl);
-        close(s);
-        return ntohs(sa.sin_port);
-}
-
-/* Does a DNS server answer on 127.0.0.1:port (any reply to a query for
- * "ready.test" within 200 ms)? */
-static bool dns_answers(uint16_t port)
-{
-        static const unsigned char query[] = {0x74, 0x61, 0x01, 0x00, 0,   1,   0,   0,   0, 0,
-                                              0,    0,    5,    'r',  'e', 'a', 'd', 'y', 4, 't',
-                                              'e',  's',  't',  0,    0,   1,   0,   1};
-        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        cr_assert_geq(s, 0);
-        struct sockaddr_in sa = {
-            .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(0x7f000001)};
-        struct timeval tv = {0, 200000};
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        unsigned char reply[512];
-        bool ok = sendto(s, query, sizeof(query), 0, (struct sockaddr *)&sa, sizeof(sa)) ==
-                      (ssize_t)sizeof(query) &&
-                  recv(s, reply, sizeof(reply), 0) >= 12 && reply[0] == query[0] &&
-                  reply[1] == query[1];
-        close(s);
-        return ok;
-}
-
-/* Start dnsmasq on a free port and wait (generously) until it answers; a
- * dnsmasq that exits (its port was taken meanwhile) is started again on
- * another. */
+/* dnsmasq on a free port (tests/fixture/dnsmasq.c waits until it answers);
+ * 0 when it is not installed. */
 int test_dnsmasq(const char *const *opts, size_t n, uint16_t *port)
 {
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 return 0;
-        for (int attempt = 0; attempt < 3; attempt++) {
-                *port = free_udp_port();
-                char portarg[32];
-                snprintf(portarg, sizeof(portarg), "--port=%u", *port);
-                const char *argv[64] = {"dnsmasq",
-                                        "--keep-in-foreground",
-                                        portarg,
-                                        "--listen-address=127.0.0.1",
-                                        "--bind-interfaces",
-                                        "--no-resolv",
-                                        "--no-hosts",
-                                        "--conf-file=/dev/null",
-                                        "--pid-file=",
-                                        "--user=root",
-                                        "--log-facility=/dev/null"};
-                size_t k = 11;
-                for (size_t i = 0; i < n && k < 62; i++)
-                        argv[k++] = opts[i];
-                argv[k] = NULL;
-                pid_t pid = fork();
-                cr_assert_geq(pid, 0);
-                if (pid == 0) {
-                        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion must not leave it */
-                        execv("/usr/sbin/dnsmasq", (char **)argv);
-                        _exit(127);
-                }
-                int64_t end = now_monotonic_us() + 20000000;
-                int st = 0;
-                while (waitpid(pid, &st, WNOHANG) == 0) {
-                        if (dns_answers(*port))
-                                return pid;
-                        if (now_monotonic_us() > end) {
-                                test_dnsmasq_stop(pid);
-                                cr_assert_fail("dnsmasq did not answer on port %u within 20 s",
-                                               *port);
-                        }
-                }
-                cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != 127, "cannot run dnsmasq");
-        }
-        cr_assert_fail("dnsmasq exited at start three times (status of the last one: see its "
-                       "options)");
-        return 0;
+        char err[256];
+        *port = 0;
+        pid_t pid = dnsmasq_start(opts, n, port, err, sizeof(err));
+        cr_assert_gt(pid, 0, "%s", err);
+        return pid;
 }
 
 void test_dnsmasq_stop(int pid)
 {
-        if (pid <= 0)
-                return;
-        kill(pid, SIGTERM);
-        waitpid(pid, NULL, 0);
+        dnsmasq_stop(pid);
 }
 
 struct fixture *test_fixture(const char *ip, const char *const *kv)
