@@ -5,6 +5,7 @@
  * applied through queue/ and scheduler/. Also keeps systemd's STATUS= line.
  */
 #include "daemon/log.h"
+#include "daemon/message.h"
 #include "daemon/tarryd.h"
 #include "common/address.h"
 #include "common/cleanup.h"
@@ -623,47 +624,6 @@ static int refresh_metrics(void *userdata, struct status_metrics *mt)
 
 /* ---- admin actions ---- */
 
-static int hold(struct tarryd *d, struct msg *m)
-{
-        if (m->dir == QUEUE_HOLD)
-                return 0;
-        if (m->inflight || m->dirty) /* dirty: its newest state is only in memory */
-                return -EBUSY;
-        int r = queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_HOLD);
-        if (r < 0)
-                return r;
-        deliver_forget_message(d, m);
-        m->dir = QUEUE_HOLD;
-        log_info("%s: held by the administrator", m->id);
-        return 1;
-}
-
-static int release(struct tarryd *d, struct msg *m)
-{
-        if (m->dir != QUEUE_HOLD)
-                return 0;
-        int r = queue_move(d->queue, m->id, QUEUE_HOLD, QUEUE_ACTIVE);
-        if (r < 0)
-                return r;
-        log_info("%s: released from hold", m->id);
-        r = pickup_index_message(d, QUEUE_ACTIVE, m->id);
-        deliver_run_due(d);
-        return r < 0 ? r : 1;
-}
-
-static int delete_message(struct tarryd *d, struct msg *m)
-{
-        if (m->inflight)
-                return -EBUSY;
-        int r = queue_remove(d->queue, m->dir, m->id);
-        if (r < 0 && r != -ENOENT)
-                return r;
-        log_info("%s: removed by the administrator", m->id);
-        deliver_forget_message(d, m);
-        msgindex_remove(d->index, m);
-        return 1;
-}
-
 /* tarryq -i: a message whose every destination is paused is not tried
  * (-EHOSTDOWN: the caller says so) unless forced past the pause. */
 static int retry_now(struct tarryd *d, struct msg *m, bool force)
@@ -684,7 +644,7 @@ static int retry_now(struct tarryd *d, struct msg *m, bool force)
         }
         if (works > 0 && held == works)
                 return -EHOSTDOWN;
-        m->forced = n > 0; /* the recipients' own retry times must not hold it back */
+        message_force(m, n > 0); /* the recipients' own retry times must not hold it back */
         deliver_run_due(d);
         return n;
 }
@@ -692,8 +652,7 @@ static int retry_now(struct tarryd *d, struct msg *m, bool force)
 static int force_cb(struct msg *m, void *userdata)
 {
         (void)userdata;
-        if (m->dir == QUEUE_ACTIVE)
-                m->forced = true;
+        message_force(m, true);
         return 0;
 }
 
@@ -737,11 +696,11 @@ static int action(void *userdata, enum status_action a, const char *target)
         case STATUS_ACTION_FORCE:
                 return retry_now(d, m, true);
         case STATUS_ACTION_HOLD:
-                return hold(d, m);
+                return message_hold(d, m);
         case STATUS_ACTION_RELEASE:
-                return release(d, m);
+                return message_release(d, m);
         case STATUS_ACTION_DELETE:
-                return delete_message(d, m);
+                return message_delete(d, m);
         default:
                 return -EINVAL;
         }

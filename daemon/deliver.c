@@ -9,6 +9,7 @@
  * when no recipient is left to deliver.
  */
 #include "daemon/log.h"
+#include "daemon/message.h"
 #include "daemon/tarryd.h"
 #include "common/address.h"
 #include "common/cleanup.h"
@@ -343,32 +344,6 @@ void deliver_arm_timer(struct tarryd *d)
         sd_event_source_set_enabled(d->due_timer, SD_EVENT_ONESHOT);
 }
 
-static int load_envelope(struct tarryd *d, struct msg *m)
-{
-        if (m->env)
-                return 0;
-        const char *why = NULL;
-        int r = queue_load(d->queue, QUEUE_ACTIVE, m->id, &m->env, &why);
-        if (r == 0 && (r = pickup_take_in(d, m->env, false)) < 0) {
-                envelope_free(m->env); /* not as it must be sent: not at all */
-                m->env = NULL;
-        }
-        if (r == -EBADMSG) {
-                log_error("%s: unreadable envelope (%s); moved to corrupt/", m->id, why);
-                queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_CORRUPT);
-                d->n_corrupt++;
-        }
-        return r;
-}
-
-static void release_envelope(struct msg *m)
-{
-        if (m->inflight == 0 && !m->dirty) {
-                envelope_free(m->env);
-                m->env = NULL;
-        }
-}
-
 static void on_attempt_done(const struct smtpc_result *res, void *userdata);
 
 /* The message as it goes on the wire: the header lines added at pickup
@@ -519,14 +494,14 @@ static unsigned notify_for_smtpc(unsigned n)
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
-        int lr = load_envelope(d, m);
+        int lr = message_load_envelope(d, m);
         if (lr == -ENOENT || lr == -EBADMSG) {
                 /* Forget only this work: the message's other works may sit later in
                  * the same batch of popped items (deliver_run_due), or be in flight;
                  * each finds the envelope gone by itself, and the last one frees m. */
                 forget_work(d, w);
                 if (!m->works && m->inflight == 0)
-                        msgindex_remove(d->index, m);
+                        message_free(d, m);
                 return;
         }
         if (lr < 0) {
@@ -552,20 +527,20 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         int64_t next_due = INT64_MAX;
         size_t n = idx && rcpts ? select_rcpts(d, w, now, idx, &next_due) : 0;
         if (n == 0 && idx && rcpts && next_due == INT64_MAX && reroute(d, m, w, now)) {
-                release_envelope(m);
+                message_release_envelope(m);
                 return;
         }
         if (n == 0) {
                 sched_reschedule(d->sched, w->it, idx ? next_due : now + SPOOL_RETRY_US);
-                release_envelope(m);
+                message_release_envelope(m);
                 return;
         }
         if (!settle_site(d, w, &env->rcpt[idx[0]], now) || move_off_stale_source(d, w, now)) {
-                release_envelope(m);
+                message_release_envelope(m);
                 return;
         }
         bool forced = m->forced;
-        m->forced = false;
+        message_force(m, false);
         const char *source = sched_item_source(w->it);
         pin_source(d, env, source, sched_item_route(w->it)); /* persisted with the outcome */
         for (size_t i = 0; i < n; i++) {
@@ -615,7 +590,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                         free(a->idx);
                 free(a);
                 sched_reschedule(d->sched, w->it, now + SPOOL_RETRY_US);
-                release_envelope(m);
+                message_release_envelope(m);
                 return;
         }
         m->inflight++;
@@ -923,13 +898,10 @@ static int hold_undeliverable(struct tarryd *d, struct msg *m, int why_err)
                                                      : "the postmaster cannot be told");
         int r = queue_update(d->queue, QUEUE_ACTIVE, env);
         if (r == 0)
-                r = queue_move(d->queue, m->id, QUEUE_ACTIVE, QUEUE_HOLD);
+                r = message_park(d, m);
         if (r < 0)
                 return r;
         note_write(d, m, 0, false);
-        deliver_forget_message(d, m);
-        m->dir = QUEUE_HOLD;
-        m->n_pending = 0;
         log_error("%s: undeliverable notification to <%s> moved to hold/ (%s); read it and "
                   "remove it with tarryq -d",
                   m->id, addr, why);
@@ -965,10 +937,8 @@ static void finish_message(struct tarryd *d, struct msg *m)
                         pm_err = r;
         }
         hold = dsn_undeliverable(env) > 0 && owed == 0;
-        size_t pending = 0;
-        for (size_t i = 0; i < env->n_rcpt; i++)
-                pending += waiting(&env->rcpt[i]);
-        m->n_pending = (uint32_t)pending;
+        message_summarise(m, env);
+        size_t pending = m->n_pending;
         bool again;
         if (hold && pending == 0 && !m->works && m->inflight == 0) {
                 int r = hold_undeliverable(d, m, pm_err);
@@ -979,13 +949,10 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 again = note_write(d, m, r, false);
         } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
                 /* one rename here; the files are deleted off the loop (remover.c) */
-                int r = d->remover ? remover_remove(d->remover, m->id)
-                                   : queue_remove(d->queue, QUEUE_ACTIVE, m->id);
-                if (r == 0 || r == -ENOENT) {
+                int r = message_discard(d, m);
+                if (r == 0) {
                         note_write(d, m, 0, true);
-                        log_record(LOG_INFO, &(struct log_fields){.queue_id = m->id}, "%s: removed",
-                                   m->id);
-                        msgindex_remove(d->index, m);
+                        message_removed(d, m);
                         return;
                 }
                 again = note_write(d, m, r, true);
@@ -1006,7 +973,7 @@ static void finish_and_release(struct tarryd *d, struct msg *m)
         finish_message(d, m); /* may remove and free m */
         m = msgindex_get(d->index, id);
         if (m)
-                release_envelope(m);
+                message_release_envelope(m);
 }
 
 static int write_retry_cb(struct msg *m, void *userdata)
@@ -1014,7 +981,7 @@ static int write_retry_cb(struct msg *m, void *userdata)
         struct tarryd *d = userdata;
         if (!m->dirty || m->inflight > 0 || m->dir != QUEUE_ACTIVE)
                 return 0;
-        if (!m->env && load_envelope(d, m) < 0)
+        if (!m->env && message_load_envelope(d, m) < 0)
                 return 0; /* gone or quarantined meanwhile: nothing to write */
         finish_and_release(d, m);
         return 0;
@@ -1059,25 +1026,6 @@ void deliver_count_spool_error(struct tarryd *d, const char *kind)
         d->n_spool_errors++;
         if (d->metrics)
                 status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS, STATUS_LABELS(kind), 1);
-}
-
-static void summarise_class(struct msg *m)
-{
-        m->reply_class = -1;
-        m->next_attempt_us = INT64_MAX;
-        m->same_source = false;
-        for (size_t i = 0; i < m->env->n_rcpt; i++) {
-                const struct envelope_rcpt *r = &m->env->rcpt[i];
-                if (!waiting(r))
-                        continue;
-                int cls = r->reply_class ? reply_class_from_name(r->reply_class) : -1;
-                if (cls >= 0)
-                        m->reply_class = (int8_t)cls;
-                if (cls == CLASS_GREYLIST || cls == CLASS_UNKNOWN_TEMP)
-                        m->same_source = true;
-                if (r->next_attempt_us < m->next_attempt_us)
-                        m->next_attempt_us = r->next_attempt_us;
-        }
 }
 
 static void unlink_work(struct msg *m, struct work *w)
@@ -1137,7 +1085,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 free(a);
                 m->inflight--;
                 d->inflight--;
-                release_envelope(m);
+                message_release_envelope(m);
                 if (d->inflight == 0)
                         sd_event_exit(d->loop, 0);
                 return;
@@ -1208,8 +1156,7 @@ out:
         free(a);
         m->inflight--;
         d->inflight--;
-        summarise_class(m);
-        finish_and_release(d, m);
+        finish_and_release(d, m); /* summarises m again (message.c) */
         control_update_status_line(d);
         if (d->stopping && d->inflight == 0) {
                 sd_event_exit(d->loop, 0);

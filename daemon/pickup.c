@@ -27,6 +27,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 #include "daemon/log.h"
+#include "daemon/message.h"
 #include "daemon/tarryd.h"
 
 #include <systemd/sd-daemon.h>
@@ -41,41 +42,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/inotify.h>
-
-static void quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why)
-{
-        int r = queue_move(d->queue, id, dir, QUEUE_CORRUPT);
-        d->n_corrupt++;
-        if (d->metrics)
-                status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS, STATUS_LABELS("corrupt"), 1);
-        if (r < 0)
-                log_error("%s: unreadable envelope (%s) and cannot move it to corrupt/: %s", id,
-                          why, strerror(-r));
-        else
-                log_error("%s: unreadable envelope (%s); moved to corrupt/", id, why);
-}
-
-static void summarise(struct msg *m, const struct envelope *env)
-{
-        m->size = env->size;
-        m->arrival_us = env->arrival_us;
-        m->n_pending = 0;
-        m->next_attempt_us = 0;
-        for (size_t i = 0; i < env->n_rcpt; i++) {
-                const struct envelope_rcpt *r = &env->rcpt[i];
-                if (r->state != RCPT_PENDING && r->state != RCPT_DEFERRED)
-                        continue;
-                m->n_pending++;
-                if (r->reply_class) {
-                        int c = reply_class_from_name(r->reply_class);
-                        m->reply_class = (int8_t)c;
-                        if (c == CLASS_GREYLIST || c == CLASS_UNKNOWN_TEMP)
-                                m->same_source = true;
-                }
-                if (m->n_pending == 1 || r->next_attempt_us < m->next_attempt_us)
-                        m->next_attempt_us = r->next_attempt_us;
-        }
-}
 
 /* Every recipient of a looping message bounced at pickup, as delivery logs it. */
 static void log_loop(const struct envelope *env, const struct cleanup_result *res)
@@ -162,7 +128,10 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
         const char *why = NULL;
         int r = queue_load(d->queue, dir, id, &env, &why);
         if (r == -EBADMSG) {
-                quarantine(d, dir, id, why ? why : "invalid");
+                message_quarantine(d, dir, id, why);
+                struct msg *old = msgindex_get(d->index, id); /* released from hold */
+                if (old && old->inflight == 0)
+                        message_free(d, old);
                 return 0;
         }
         if (r < 0)
@@ -172,14 +141,12 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
                 log_record(LOG_INFO, &(struct log_fields){.queue_id = id},
                            "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", id, env->sender,
                            (unsigned long long)env->size, env->n_rcpt);
-        struct msg *m = msgindex_get(d->index, id);
-        bool added = !m;
-        if (!m && (r = msgindex_add(d->index, id, &m)) < 0) {
+        struct msg *m;
+        bool added;
+        if ((r = message_index(d, dir, env, &m, &added)) < 0) {
                 envelope_free(env);
                 return r;
         }
-        m->dir = dir;
-        summarise(m, env);
         if (dir != QUEUE_ACTIVE) {
                 envelope_free(env);
                 return 0;
@@ -189,17 +156,15 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
                 log_error("%s: cannot take the message in: %s", id, strerror(-taken));
                 if (added) /* a new pickup goes back to incoming/ for a rescan; else it
                             * stays listed and is read again at the next start */
-                        msgindex_remove(d->index, m);
+                        message_free(d, m);
                 envelope_free(env);
                 return taken;
         }
-        m->env = env;
+        message_attach_envelope(m, env);
         r = deliver_schedule_message(d, m);
         /* dirty: its newest state could not be written (a DSN owed on a full disk) */
-        if (msgindex_get(d->index, id) == m && m->inflight == 0 && !m->dirty) {
-                envelope_free(m->env);
-                m->env = NULL;
-        }
+        if (msgindex_get(d->index, id) == m)
+                message_release_envelope(m);
         return r;
 }
 

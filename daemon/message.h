@@ -1,0 +1,86 @@
+/* daemon/message.h — the lifecycle of one queued message in tarryd.
+ *
+ * The one owner of a struct msg's state (daemon/msgindex.h): its record is
+ * made here from an envelope picked up (or read at start), summarised here
+ * (recipients waiting, latest class, next attempt, same_source), moved here
+ * between active/, hold/ and corrupt/, and removed and freed here. pickup.c,
+ * deliver.c and control.c call these functions instead of changing the
+ * record's fields themselves. Delivery's own bookkeeping (attempts in
+ * flight, an envelope owed to the spool) stays with deliver.c.
+ *
+ *   picked up ──► active ──► (deferred: active, due later) ──► removed
+ *                   │  ▲                                          ▲
+ *        hold (admin│  │release                   delete (admin) ─┘
+ *   or undeliverable│  │
+ *        DSN)       ▼  │
+ *                  held
+ *   any unreadable envelope ──► quarantined (corrupt/, out of the index)
+ */
+#ifndef TARRY_DAEMON_MESSAGE_H
+#define TARRY_DAEMON_MESSAGE_H
+
+#include <stdbool.h>
+
+#include "daemon/msgindex.h"
+#include "queue/queue.h"
+
+struct tarryd;
+
+/* The index's summary of m from env: size and arrival, recipients waiting,
+ * the class of the latest deferral among them (-1: none), the earliest
+ * next attempt among them (INT64_MAX: none waiting), and same_source (one
+ * was greylisted). A function of env alone: whatever m said before is
+ * replaced. */
+void message_summarise(struct msg *m, const struct envelope *env);
+
+/* The record of env's message in dir, made (*added true) or found, and
+ * summarised from env. 0 or -errno (nothing made). */
+int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *env,
+                  struct msg **out, bool *added);
+
+/* The envelope of id in dir cannot be read (why: what is wrong): move the
+ * message to corrupt/, count it (tarry_spool_errors_total{kind="corrupt"}) and
+ * log what happened, also when the move failed. Its index record, if any,
+ * is the caller's to drop (message_free) once nothing of it is in flight. */
+void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why);
+
+/* Load m's envelope from active/ into m->env (taken in, pickup_take_in),
+ * unless it is loaded. 0, or -errno: -ENOENT gone, -EBADMSG unreadable and
+ * quarantined, else a read that may work later. */
+int message_load_envelope(struct tarryd *d, struct msg *m);
+/* m's envelope is env (taken over) while it is worked on. */
+void message_attach_envelope(struct msg *m, struct envelope *env);
+/* Drop m's envelope from memory unless an attempt uses it or its newest
+ * state is not written yet (dirty). */
+void message_release_envelope(struct msg *m);
+
+/* on: try m at once (tarryq -f, -i): its recipients' own retry times do
+ * not hold it back at its next attempt (held messages are left alone);
+ * off: they do again. */
+void message_force(struct msg *m, bool on);
+
+/* active/ → hold/ by the administrator: its scheduler items are dropped.
+ * 1 held, 0 already held, -EBUSY while an attempt runs or its newest state
+ * is only in memory, else -errno from the move (nothing changed). */
+int message_hold(struct tarryd *d, struct msg *m);
+/* active/ → hold/ for good reason (an undeliverable DSN of ours, whose
+ * envelope the caller has written): like message_hold, for the loop's own
+ * use; the reason is logged by the caller. 0 or -errno (nothing changed). */
+int message_park(struct tarryd *d, struct msg *m);
+/* hold/ → active/: summarised again from its envelope, scheduled, and
+ * whatever is due started. 1 released, 0 not held, -errno. */
+int message_release(struct tarryd *d, struct msg *m);
+/* Deleted by the administrator, from whichever folder it is in: 1, or
+ * -EBUSY while an attempt runs, or -errno (nothing changed). m is freed. */
+int message_delete(struct tarryd *d, struct msg *m);
+/* Nothing left to do: out of active/ with one rename (its files are deleted
+ * off the loop, remover.c). 0 or -errno (still queued, m kept). On 0 the
+ * caller ends with message_removed. */
+int message_discard(struct tarryd *d, struct msg *m);
+/* Log the removal and free m. */
+void message_removed(struct tarryd *d, struct msg *m);
+/* Drop m's record (and envelope, scheduler items left) from the index: the
+ * message is gone from the spool, or was never taken in. */
+void message_free(struct tarryd *d, struct msg *m);
+
+#endif
