@@ -242,7 +242,8 @@ static int count_cb(struct msg *m, void *userdata)
 {
         struct counts *c = userdata;
         c->state[state_of(m, c->now)]++;
-        if (m->reply_class >= 0 && m->reply_class < CLASS__MAX)
+        /* a held message is held, whatever deferred it before (docs/status.md) */
+        if (m->dir != QUEUE_HOLD && m->reply_class >= 0 && m->reply_class < CLASS__MAX)
                 c->by_class[m->reply_class]++;
         if (!c->oldest || (m->arrival_us && m->arrival_us < c->oldest))
                 c->oldest = m->arrival_us;
