@@ -10,6 +10,7 @@
 #include "cli/qlist.h"
 #include "cli/status_client.h"
 #include "common/cleanup.h"
+#include "status/status.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -504,25 +505,30 @@ static void print_diagnoses(json_t *diags)
 
 static void print_status(json_t *st)
 {
-        json_int_t up = num(st, "uptime_s");
-        json_t *q = json_object_get(st, "queue"), *a = json_object_get(st, "attempts");
-        printf("tarryd %s, up %lldd %02lld:%02lld:%02lld\n",
-               json_string_value(json_object_get(st, "version")), up / 86400, up % 86400 / 3600,
-               up % 3600 / 60, up % 60);
-        printf("queue: %lld total (%lld incoming, %lld active, %lld deferred, %lld hold, %lld "
+        struct status_report rep;
+        if (status_report_read(st, &rep) < 0) {
+                printf("tarryd answered something that is not a status\n");
+                return;
+        }
+        int64_t up = rep.uptime_s;
+        printf("tarryd %s, up %lldd %02lld:%02lld:%02lld\n", rep.version, (long long)(up / 86400),
+               (long long)(up % 86400 / 3600), (long long)(up % 3600 / 60), (long long)(up % 60));
+        printf("queue: %llu total (%llu incoming, %llu active, %llu deferred, %llu hold, %llu "
                "corrupt)\n",
-               num(q, "total"), num(q, "incoming"), num(q, "active"), num(q, "deferred"),
-               num(q, "hold"), num(q, "corrupt"));
+               (unsigned long long)rep.queue.total, (unsigned long long)rep.queue.incoming,
+               (unsigned long long)rep.queue.active, (unsigned long long)rep.queue.deferred,
+               (unsigned long long)rep.queue.hold, (unsigned long long)rep.queue.corrupt);
         print_time("oldest arrival: ", json_object_get(st, "oldest_arrival"));
-        printf("attempts: %lld (%lld delivered, %lld deferred, %lld failed)\n", num(a, "total"),
-               num(a, "delivered"), num(a, "deferred"), num(a, "failed"));
-        const char *k;
-        json_t *v;
+        printf("attempts: %llu (%llu delivered, %llu deferred, %llu failed)\n",
+               (unsigned long long)rep.attempts.total, (unsigned long long)rep.attempts.delivered,
+               (unsigned long long)rep.attempts.deferred, (unsigned long long)rep.attempts.failed);
         printf("deferred by class:");
-        json_object_foreach (json_object_get(st, "by_class"), k, v)
-                if (json_integer_value(v))
-                        printf(" %s %lld", k, json_integer_value(v));
+        for (int c = 0; c < CLASS__MAX; c++)
+                if (rep.by_class[c])
+                        printf(" %s %llu", reply_class_name(c),
+                               (unsigned long long)rep.by_class[c]);
         printf("\n");
+        json_t *v;
         size_t i;
         json_array_foreach (json_object_get(st, "destinations"), i, v) {
                 const char *src = json_string_value(json_object_get(v, "source_address"));

@@ -310,47 +310,52 @@ static json_t *destinations_json(struct tarryd *d, int64_t now, enum status_view
         return v;
 }
 
-/* view FULL (unix socket): "destinations" lists each one with its last
- * reply, which can quote recipient addresses; AGGREGATE (TCP, any local
- * user): "destination_states" counts them per state instead. */
-static int get_status(void *userdata, enum status_view view, json_t **out)
+/* The typed /status (status.h) as view may show it. view FULL (unix
+ * socket): "destinations" lists each one with its last reply, which can
+ * quote recipient addresses; AGGREGATE (TCP, any local user):
+ * "destination_states" counts them per state instead. */
+static void fill_report(struct tarryd *d, enum status_view view, struct status_report *rep)
 {
-        struct tarryd *d = userdata;
         struct counts c = {.now = now_realtime_us()};
         msgindex_foreach(d->index, count_cb, &c);
         size_t corrupt = 0;
         queue_scan(d->queue, QUEUE_CORRUPT, count_file, &corrupt);
         size_t incoming = 0;
         queue_scan(d->queue, QUEUE_INCOMING, count_file, &incoming);
-
-        json_t *by_class = json_object();
+        *rep = (struct status_report){
+            .uptime_s = (c.now - d->start_us) / 1000000,
+            .queue =
+                {
+                    .total = msgindex_count(d->index) + incoming,
+                    .incoming = incoming,
+                    .active = c.state[STATUS_QSTATE_ACTIVE],
+                    .deferred = c.state[STATUS_QSTATE_DEFERRED],
+                    .hold = c.state[STATUS_QSTATE_HOLD],
+                    .corrupt = corrupt,
+                },
+            .attempts =
+                {
+                    .total = d->n_attempts,
+                    .delivered = d->n_delivered,
+                    .deferred = d->n_deferred,
+                    .failed = d->n_failed,
+                },
+            .oldest_arrival_s = c.oldest ? c.oldest / 1000000 : -1,
+            .destinations = destinations_json(d, c.now, view),
+            .sites = sites_json(d, view),
+            .diagnoses = diagnoses_json(d, view),
+        };
+        snprintf(rep->version, sizeof(rep->version), "%s", TARRY_VERSION);
         for (int i = 0; i < CLASS__MAX; i++)
-                if (i != CLASS_PERMANENT)
-                        json_object_set_new(by_class, reply_class_name(i),
-                                            json_integer((json_int_t)c.by_class[i]));
-        json_t *dests = destinations_json(d, c.now, view);
-        size_t total = msgindex_count(d->index) + incoming;
-        *out = json_pack(
-            "{s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:{s:I, s:I, s:I, s:I}, s:o}",
-            "version", TARRY_VERSION, "uptime_s", (json_int_t)((c.now - d->start_us) / 1000000),
-            "queue", "total", (json_int_t)total, "incoming", (json_int_t)incoming, "active",
-            (json_int_t)c.state[STATUS_QSTATE_ACTIVE], "deferred",
-            (json_int_t)c.state[STATUS_QSTATE_DEFERRED], "hold",
-            (json_int_t)c.state[STATUS_QSTATE_HOLD], "corrupt", (json_int_t)corrupt, "by_class",
-            by_class, "attempts", "total", (json_int_t)d->n_attempts, "delivered",
-            (json_int_t)d->n_delivered, "deferred", (json_int_t)d->n_deferred, "failed",
-            (json_int_t)d->n_failed,
-            view == STATUS_VIEW_FULL ? "destinations" : "destination_states", dests);
-        if (!*out)
-                return -ENOMEM;
-        json_object_set_new(*out, "diagnoses", diagnoses_json(d, view));
-        json_object_set_new(*out, "oldest_arrival",
-                            c.oldest ? json_integer(c.oldest / 1000000) : json_null());
-        json_t *sites = sites_json(d, view);
-        if (sites)
-                json_object_set_new(*out, view == STATUS_VIEW_FULL ? "sites" : "site_totals",
-                                    sites);
-        return 0;
+                rep->by_class[i] = c.by_class[i];
+}
+
+static int get_status(void *userdata, enum status_view view, json_t **out)
+{
+        struct status_report rep;
+        fill_report(userdata, view, &rep);
+        *out = status_report_json(&rep, view);
+        return *out ? 0 : -ENOMEM;
 }
 
 /* This node's line in the fleet view (docs/fleet.md): the same counts as

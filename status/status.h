@@ -159,6 +159,38 @@ enum status_view {
         STATUS_VIEW_AGGREGATE, /* counts only: no address, domain or host name */
 };
 
+/* GET /status, typed: the daemon fills one (daemon/control.c), the
+ * renderer names its fields once, and tarryq reads them back the same way.
+ * docs/status.md describes each field. */
+struct status_report_queue {
+        uint64_t total; /* incoming + the index (active, deferred, hold) */
+        uint64_t incoming, active, deferred, hold, corrupt;
+};
+struct status_report_attempts {
+        uint64_t total, delivered, deferred, failed; /* recipient outcomes since start */
+};
+struct status_report {
+        char version[32];
+        int64_t uptime_s;
+        struct status_report_queue queue;
+        /* deferred messages by the class of their latest deferral; no
+         * "permanent" (a permanent failure leaves the queue) */
+        uint64_t by_class[CLASS__MAX];
+        struct status_report_attempts attempts;
+        int64_t oldest_arrival_s; /* seconds since the epoch; -1: the queue is empty (null) */
+        /* Lists made by their owners. FULL: arrays "destinations", "sites",
+         * "diagnoses"; AGGREGATE: counts without names, "destination_states",
+         * "site_totals", "diagnoses". NULL: left out. */
+        json_t *destinations, *sites, *diagnoses;
+};
+/* The JSON object of r as view shows it; r's lists become the object's
+ * (NULL in r afterwards, freed on failure). NULL: out of memory. */
+json_t *status_report_json(struct status_report *r, enum status_view view);
+/* A GET /status object read back into out (what tarryq prints): the typed
+ * fields, and the lists as borrowed references into o (either view's
+ * name). 0, or -EBADMSG when o is not a status object. */
+int status_report_read(const json_t *o, struct status_report *out);
+
 /* Callbacks run on the loop, one at a time. Each returns 0 (or a positive count
  * for actions: messages affected) or a negative errno: -ENOENT → 404,
  * -EINVAL → 400, -EBUSY → 409, anything else → 500. Objects handed out in *out
