@@ -1,6 +1,8 @@
 /* daemon/tarryd.h — the state of one tarryd process, shared by daemon/ files.
  *
  * main.c    start-up, signals, reload, sd_notify, shutdown
+ * message.c one message's lifecycle: its index record and summary, hold,
+ *           release, quarantine, removal (message.h)
  * pickup.c  inotify on incoming/, start-up scan, loading messages into the index
  * deliver.c turning due scheduler items into smtpc attempts, and outcomes into
  *           envelope updates, log records, DSNs and scheduler decisions
