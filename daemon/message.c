@@ -59,6 +59,22 @@ int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *e
         return 0;
 }
 
+int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct msg **out)
+{
+        struct msg *m;
+        int ret = msgindex_add(d->index, r->id, &m);
+        if (ret < 0)
+                return ret;
+        m->dir = r->dir;
+        m->reply_class = r->reply_class;
+        m->n_pending = r->n_pending;
+        m->size = r->size;
+        m->arrival_us = r->arrival_us;
+        m->next_attempt_us = r->next_attempt_us;
+        *out = m;
+        return 0;
+}
+
 void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why)
 {
         int r = queue_move(d->queue, id, dir, QUEUE_CORRUPT);

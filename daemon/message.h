@@ -38,6 +38,12 @@ void message_summarise(struct msg *m, const struct envelope *env);
 int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *env,
                   struct msg **out, bool *added);
 
+/* The record of r's message as state/index.snap remembers it (startup.c),
+ * without reading its envelope. same_source is not in the snapshot: false
+ * until the message's next attempt summarises it again. 0 or -errno
+ * (-EEXIST: already indexed; nothing made). */
+int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct msg **out);
+
 /* The envelope of id in dir cannot be read (why: what is wrong): move the
  * message to corrupt/, count it (tarry_spool_errors_total{kind="corrupt"}) and
  * log what happened, also when the move failed. Its index record, if any,

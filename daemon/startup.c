@@ -24,6 +24,7 @@
 #include "common/cleanup.h"
 #include "common/fileio.h"
 #include "daemon/log.h"
+#include "daemon/message.h"
 #include "daemon/tarryd.h"
 
 #include <errno.h>
@@ -102,16 +103,10 @@ static int apply_record(const struct queue_snap_rec *r, void *userdata)
         if (!p || a->taken[p - s->list])
                 return 0; /* its folder is gone (or it moved): dropped */
         struct msg *m;
-        if (msgindex_add(d->index, r->id, &m) < 0)
+        if (message_index_snap(d, r, &m) < 0)
                 return 0; /* read from its envelope instead */
-        m->dir = r->dir;
-        m->reply_class = r->reply_class;
-        m->n_pending = r->n_pending;
-        m->size = r->size;
-        m->arrival_us = r->arrival_us;
-        m->next_attempt_us = r->next_attempt_us;
         if (r->dir == QUEUE_ACTIVE && deliver_schedule_from(d, m, r) < 0) {
-                msgindex_remove(d->index, m);
+                message_free(d, m);
                 return 0;
         }
         a->taken[p - s->list] = true;
