@@ -130,6 +130,31 @@ Test(classify, words_that_name_the_cause_beat_misleading_ones)
                      CLASS_UNKNOWN_TEMP);
 }
 
+Test(classify, families_found_in_the_grown_tune_split)
+{
+        /* X.7.0 with nothing but "try later" says nothing; with words it is
+         * still policy (convention 4) */
+        cr_assert_eq(classify("454 4.7.0 Try again later.").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("451 4.7.0 Temporary server error").cls, CLASS_POLICY);
+        /* bad recipients are the client's errors, not a rate */
+        cr_assert_eq(classify("421 4.7.0 mx.example.net Too many bad recipients").cls,
+                     CLASS_POLICY);
+        /* the receiver cannot write its own files: its trouble, not "denied" */
+        cr_assert_eq(classify("451 cannot create /var/spool/in/x1 (Permission denied)").cls,
+                     CLASS_OVERLOAD);
+        /* a used-up sending allowance is a sender's limit */
+        cr_assert_eq(classify("451 Sending credits exhausted for this account").cls,
+                     CLASS_RATE_LIMIT);
+        /* a deactivated mailbox is a soft "user unknown" */
+        cr_assert_eq(classify("450 <bob@example.org>: account has been deactivated").cls,
+                     CLASS_ROUTING);
+        /* a gateway that cannot reach the server behind it: routing */
+        cr_assert_eq(classify("451 Remote server temporarily unavailable, try later").cls,
+                     CLASS_ROUTING);
+        /* a client that talks before the greeting broke the protocol */
+        cr_assert_eq(classify("421 You talked too soon, wait for the greeting").cls, CLASS_POLICY);
+}
+
 Test(classify, tarry_s_own_failures_keep_their_class)
 {
         /* synthesised by smtpc: a dead worker says nothing about the destination,
