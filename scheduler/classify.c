@@ -210,8 +210,17 @@ static int64_t find_hint(const struct sched_classifier *c, const char *t)
         if (regexec(&c->hint_clock, t, 10, m, 0) == 0)
                 return clamp_hint(num_at(t, &m[4]) * 3600 + num_at(t, &m[5]) * 60 +
                                   num_at(t, &m[6]));
-        if (regexec(&c->hint_rel, t, 10, m, 0) == 0)
-                return clamp_hint(num_at(t, &m[7]) * unit_seconds(t + m[8].rm_so));
+        if (regexec(&c->hint_rel, t, 10, m, 0) == 0) {
+                /* a compound delay ("1 hour(s) 25 minute(s)") adds up its
+                 * parts; a few at most, each right after the one before */
+                int64_t v = num_at(t, &m[7]) * unit_seconds(t + m[8].rm_so);
+                const char *p = t + m[0].rm_eo;
+                for (int i = 0; i < 3 && regexec(&c->hint_more, p, 10, m, 0) == 0; i++) {
+                        v += num_at(p, &m[3]) * unit_seconds(p + m[4].rm_so);
+                        p += m[0].rm_eo;
+                }
+                return clamp_hint(v);
+        }
         if (regexec(&c->hint_later, t, 10, m, 0) == 0)
                 return clamp_hint(num_at(t, &m[1]) * unit_seconds(t + m[2].rm_so));
         return -1;
@@ -308,6 +317,7 @@ void sched_classifier_free(struct sched_classifier *c)
         regfree(&c->hint_rel);
         regfree(&c->hint_clock);
         regfree(&c->hint_later);
+        regfree(&c->hint_more);
         free(c);
 }
 
@@ -327,9 +337,17 @@ static int compile_hints(struct sched_classifier *c)
                 regfree(&c->hint_rel);
                 return -EINVAL;
         }
-        if (policy_compile(&c->hint_later, "\\b([0-9]{1,7}) *" UNIT_RE " +later\\b", NULL, 0) < 0) {
+        if (policy_compile(&c->hint_later, "\\b([0-9]{1,7}) *" UNIT_RE " +(later|left)\\b", NULL,
+                           0) < 0) {
                 regfree(&c->hint_rel);
                 regfree(&c->hint_clock);
+                return -EINVAL;
+        }
+        if (policy_compile(&c->hint_more, "^(\\(s\\))?,? +(and +)?([0-9]{1,7}) *" UNIT_RE "\\b",
+                           NULL, 0) < 0) {
+                regfree(&c->hint_rel);
+                regfree(&c->hint_clock);
+                regfree(&c->hint_later);
                 return -EINVAL;
         }
         return 0;

@@ -60,7 +60,8 @@ struct sched_classifier {
         size_t n_files;
         regex_t hint_rel;   /* "try again in 5 minutes" */
         regex_t hint_clock; /* "come back in 00:04:59" */
-        regex_t hint_later; /* "15min later" */
+        regex_t hint_later; /* "15min later", "287s left" */
+        regex_t hint_more;  /* the rest of "1 hour(s) 25 minute(s)" */
 };
 
 /* policy.c: parse one policy document into c (base: the shipped file, which

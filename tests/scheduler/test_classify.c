@@ -155,6 +155,26 @@ Test(classify, families_found_in_the_grown_tune_split)
         cr_assert_eq(classify("421 You talked too soon, wait for the greeting").cls, CLASS_POLICY);
 }
 
+Test(classify, named_causes_beat_wrappers_and_vague_words)
+{
+        /* a requirement or a limit inside a gateway's failure text */
+        cr_assert_eq(
+            classify("450 4.4.101 Proxy session setup failed: encryption required by peer").cls,
+            CLASS_POLICY);
+        cr_assert_eq(classify("421 4.3.2 Maximum number of connections exceeded. PRX3").cls,
+                     CLASS_RATE_LIMIT);
+        /* the receiver's own trouble in other words */
+        cr_assert_eq(classify("450 error communicating with address verifier").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 Signing failed, try later").cls, CLASS_OVERLOAD);
+        /* DNS, protocol, limits and switched-off receiving */
+        cr_assert_eq(classify("450 resolver timeout for example.org").cls, CLASS_ROUTING);
+        cr_assert_eq(classify("451 Stray LF found in message").cls, CLASS_POLICY);
+        cr_assert_eq(classify("452 recipient count exceeds 50 for this session").cls,
+                     CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("450 Outbound traffic quota used up").cls, CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("451 Inbound mail is disabled for this domain").cls, CLASS_ROUTING);
+}
+
 Test(classify, tarry_s_own_failures_keep_their_class)
 {
         /* synthesised by smtpc: a dead worker says nothing about the destination,
@@ -214,6 +234,16 @@ Test(classify, hints_are_explicit_delays_only)
         cr_assert_eq(classify("451 4.7.1 Greylisted, please try again shortly").hint_s, -1);
         cr_assert_eq(classify("554 4.4.7 Message expired: unable to deliver in 840 minutes").hint_s,
                      -1);
+}
+
+Test(classify, compound_and_remaining_delays_are_hints)
+{
+        /* "1 hour(s) 25 minute(s)": the parts add up */
+        cr_assert_eq(classify("450 Too many mails, try again in 2 hour(s) 10 minute(s)").hint_s,
+                     7800);
+        cr_assert_eq(classify("451 4.7.1 Greylisted, retry in 1 hour and 30 minutes").hint_s, 5400);
+        /* the time left before a greylister lets the triplet through */
+        cr_assert_eq(classify("451 4.7.1 greylisting is active (120s left)").hint_s, 120);
 }
 
 Test(classify, huge_hints_are_clamped_to_a_day)
