@@ -173,6 +173,9 @@ Test(classify, named_causes_beat_wrappers_and_vague_words)
                      CLASS_RATE_LIMIT);
         cr_assert_eq(classify("450 Outbound traffic quota used up").cls, CLASS_RATE_LIMIT);
         cr_assert_eq(classify("451 Inbound mail is disabled for this domain").cls, CLASS_ROUTING);
+        /* a message the receiver could not store; data sent out of turn */
+        cr_assert_eq(classify("452 Message could not be saved, try later").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("421 Excessive input sent to server, closing").cls, CLASS_POLICY);
 }
 
 Test(classify, tarry_s_own_failures_keep_their_class)
