@@ -570,6 +570,8 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .source_address = *source ? source : NULL,
                     .site = site,
                     .site_connections = prov ? (unsigned)prov->connections.value : 0,
+                    .messages_per_connection =
+                        prov ? (unsigned)prov->messages_per_connection.value : 0,
                     /* the sender's RFC 3461 request travels on (smtpc sends it
                      * where DSN is offered) */
                     .dsn_ret = env->ret == DSN_RET_FULL   ? SMTPC_RET_FULL

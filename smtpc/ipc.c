@@ -22,6 +22,9 @@
 #define ENVID_MAX  100                     /* RFC 3461 4.4 */
 #define ORCPT_MAX  500                     /* RFC 3461 4.2 */
 
+/* A provider's messages_per_connection (scheduler/policy.c's range). */
+#define PER_CONN_MAX 100000
+
 size_t ipc_result_max(size_t n_rcpts)
 {
         /* every byte may become a 6-byte \u escape */
@@ -301,6 +304,12 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                       bytes_json(req->source_address), "body_size", (json_int_t)req->body_size,
                       "dsn_ret", (int)req->dsn_ret, "envid", bytes_json(req->envid), "notify",
                       notify, "orcpt", orcpt, "body_signed", req->body_signed);
+        if (j && req->messages_per_connection > 0 &&
+            json_object_set_new(j, "messages_per_connection",
+                                json_integer(req->messages_per_connection)) < 0) {
+                json_decref(j);
+                return -ENOMEM;
+        }
         return dump(j, out, len);
 }
 
@@ -375,6 +384,12 @@ static int request_fields(const json_t *j, struct ipc_request *out)
             json_int_member(j, "body_size", 0, INT64_MAX, &size) < 0)
                 return -EBADMSG;
         out->body_size = (uint64_t)size;
+        if (json_object_get(j, "messages_per_connection")) {
+                json_int_t mpc;
+                if (json_int_member(j, "messages_per_connection", 1, PER_CONN_MAX, &mpc) < 0)
+                        return -EBADMSG;
+                out->messages_per_connection = (unsigned)mpc;
+        }
         out->rcpts = calloc(json_array_size(rcpts), sizeof(char *));
         if (!out->rcpts)
                 return -ENOMEM;

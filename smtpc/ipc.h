@@ -72,6 +72,7 @@ struct ipc_request {
         unsigned *notify; /* n_rcpts, or NULL */
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
         bool body_signed;
+        unsigned messages_per_connection; /* 0: none (absent in the JSON) */
 };
 
 int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len);

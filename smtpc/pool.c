@@ -57,6 +57,8 @@ struct job {
         char key[SLOTS_KEY_MAX]; /* (source, site) when the request names a site */
         char *site;              /* or NULL */
         unsigned site_connections;
+        /* the provider's messages_per_connection, 0: none */
+        unsigned messages_per_connection;
         struct smtpc_rcpt_result *rres; /* for results made here */
         int64_t t_start_us;
 };
@@ -492,6 +494,7 @@ static int worker_dispatch(struct worker *w, struct job *j)
             .notify = j->notify,
             .orcpt = (const char *const *)j->orcpt,
             .body_signed = j->body_signed,
+            .messages_per_connection = j->messages_per_connection,
         };
         ipc_out_clear(&w->out);
         int r = ipc_request_encode(&req, &w->out.buf, &w->out.len);
@@ -678,6 +681,7 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         if (req->site && !(j->site = strdup(req->site)))
                 return -ENOMEM;
         j->site_connections = req->site ? req->site_connections : 0;
+        j->messages_per_connection = req->messages_per_connection;
         j->done = req->done;
         j->userdata = req->userdata;
         return 0;

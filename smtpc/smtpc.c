@@ -104,6 +104,8 @@ struct attempt {
         unsigned *notify; /* n_rcpts SMTPC_NOTIFY_* bits, or NULL */
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
         bool body_signed; /* DKIM-signed: never converted */
+        /* the provider's messages_per_connection, 0: none */
+        unsigned per_conn;
         int body_fd;
         uint64_t body_size, body_off;
         char *source;
@@ -1296,7 +1298,10 @@ static void cmd_timer_arm(struct attempt *a)
 }
 
 /* Keep the connection for the next message to the same destination; after
- * a transaction that ended before its final dot, with RSET first. */
+ * a transaction that ended before its final dot, with RSET first. Not after
+ * min([smtp] max_deliveries_per_connection, the provider's
+ * messages_per_connection) messages: then it is closed and the next message
+ * gets a new one. */
 static bool sess_park(struct attempt *a, bool rset)
 {
         struct smtpc *c = a->c;
@@ -1304,6 +1309,8 @@ static bool sess_park(struct attempt *a, bool rset)
         unsigned max = c->cfg->max_deliveries_per_connection > 0
                            ? (unsigned)c->cfg->max_deliveries_per_connection
                            : 100;
+        if (a->per_conn > 0 && a->per_conn < max)
+                max = a->per_conn;
         if (a->dot.code)
                 s->deliveries++;
         if (s->deliveries >= max || (size_t)slots_max_global(c->cfg) <= c->n_idle)
@@ -2072,6 +2079,7 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
                         return -ENOMEM;
         a->dsn_ret = req->dsn_ret;
         a->body_signed = req->body_signed;
+        a->per_conn = req->messages_per_connection;
         if (req->envid && !(a->envid = strdup(req->envid)))
                 return -ENOMEM;
         if (req->notify) {

@@ -26,7 +26,8 @@
  * Connections: after a transaction that ended in step (the final dot
  * answered), the connection is kept for the next attempt to the same
  * (source address, route key) for up to 5 seconds of idleness and at most
- * [smtp] max_deliveries_per_connection messages, then closed with QUIT.
+ * [smtp] max_deliveries_per_connection messages (fewer when the request's
+ * messages_per_connection says so), then closed with QUIT.
  * After a transaction that ended before its final dot (refused MAIL/RCPTs)
  * the connection goes on with RSET only when another attempt for the same
  * destination is already queued; otherwise QUIT (a retry gets a fresh one). A
@@ -231,6 +232,10 @@ struct smtpc_request {
          * that many connections open to the site, idle ones included. */
         const char *site;
         unsigned site_connections;
+        /* The provider's messages_per_connection for the site (0: none): a
+         * connection carries at most min(this, [smtp]
+         * max_deliveries_per_connection) messages, then is closed with QUIT. */
+        unsigned messages_per_connection;
         /* RFC 3461, sent only to a server that offers DSN: */
         enum smtpc_dsn_ret dsn_ret;
         /* ENVID and ORCPT xtext-encoded as the envelope keeps them; a value

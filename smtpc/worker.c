@@ -65,6 +65,7 @@ static int serve(struct worker_ctx *w)
             .notify = q.notify,
             .orcpt = (const char *const *)q.orcpt,
             .body_signed = q.body_signed,
+            .messages_per_connection = q.messages_per_connection,
             .done = on_done,
             .userdata = w,
         };

@@ -212,6 +212,99 @@ Test(sites, a_provider_connection_limit_holds_across_its_domains, .timeout = 120
         stop_dnsmasq(dns);
 }
 
+/* ---- a provider's messages_per_connection ---- */
+
+/* Five messages to p.test (MX mx1.prov.test) are queued before tarryd starts,
+ * one connection at a time; with a provider entry for *.prov.test limiting
+ * messages_per_connection to per_conn (0: no provider file), they are
+ * delivered; returns the fixture for the caller to look at. */
+static struct fixture *send_five_on_kept_connections(unsigned per_conn)
+{
+        uint16_t dport = 0;
+        const char *records[] = {"--mx-host=p.test,mx1.prov.test,10",
+                                 "--host-record=mx1.prov.test,127.0.0.1", NULL};
+        pid_t dns = start_dnsmasq(&dport, records);
+        if (dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct fixture *f = NULL;
+        cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
+        cr_assert_eq(fixture_start(f, 0), 0);
+        struct harness h;
+        site_config(&h, f, dport, NULL);
+        FILE *cf = fopen(h.conf, "a");
+        cr_assert_not_null(cf);
+        /* one connection at a time, so the messages line up on kept ones */
+        fprintf(cf, "max_connections = 1\ndestination_concurrency = 1\n");
+        if (per_conn > 0) {
+                char policy[300];
+                snprintf(policy, sizeof(policy), "%s/local-policy.json", h.dir);
+                FILE *pf = fopen(policy, "w");
+                cr_assert_not_null(pf);
+                fprintf(pf,
+                        "{\"tarry_policy\": 1, \"providers\": [{\"name\": \"prov\", \"mx\": "
+                        "[\"*.prov.test\"], \"limits\": {\"messages_per_connection\": "
+                        "{\"value\": %u, \"source\": \"observed\"}}, \"reason\": \"a test "
+                        "provider\"}]}\n",
+                        per_conn);
+                fclose(pf);
+                harness_give(&h, policy);
+                fprintf(cf, "[main]\nclassifier_rules = %s\n", policy);
+        }
+        fclose(cf);
+        harness_layout_spool(&h);
+        for (int i = 1; i <= 5; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "user%d@p.test", i);
+                harness_send(&h, "alice@sender.test", rcpt, "kept");
+        }
+        harness_start(&h);
+        cr_assert_eq(fixture_wait_txns(f, 5, 60000), 0, "not every message was delivered");
+        cr_assert(harness_wait_log(&h, "removed", 5, 20000));
+        harness_sleep_ms(300);
+        cr_assert_eq(fixture_txn_count(f), 5, "delivered more than once");
+        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_cleanup(&h);
+        stop_dnsmasq(dns);
+        return f;
+}
+
+/* How many transactions came on connection number conn (1, 2, …). */
+static size_t txns_on_connection(struct fixture *f, size_t conn)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < fixture_txn_count(f); i++) {
+                struct fixture_txn t;
+                cr_assert_eq(fixture_txn_get(f, i, &t), 0);
+                n += t.conn == conn;
+                fixture_txn_clear(&t);
+        }
+        return n;
+}
+
+/* messages_per_connection = 2: five messages take three connections, 2 + 2 + 1. */
+Test(sites, a_provider_messages_per_connection_limit_replaces_the_connection, .timeout = 120)
+{
+        struct fixture *f = send_five_on_kept_connections(2);
+        cr_assert_eq(fixture_connection_count(f), 3, "%zu connections for 5 messages",
+                     fixture_connection_count(f));
+        cr_assert_eq(txns_on_connection(f, 1), 2);
+        cr_assert_eq(txns_on_connection(f, 2), 2);
+        cr_assert_eq(txns_on_connection(f, 3), 1);
+        cr_assert_geq(fixture_quit_count(f), 2, "a full connection was not closed with QUIT");
+        fixture_free(f);
+}
+
+/* The same five messages without the provider entry share one connection
+ * ([smtp] max_deliveries_per_connection is 100). */
+Test(sites, without_a_provider_limit_the_messages_share_one_connection, .timeout = 120)
+{
+        struct fixture *f = send_five_on_kept_connections(0);
+        cr_assert_eq(fixture_connection_count(f), 1, "%zu connections for 5 messages",
+                     fixture_connection_count(f));
+        cr_assert_eq(txns_on_connection(f, 1), 5);
+        fixture_free(f);
+}
+
 /* ---- [retry.reputation] move_source ---- */
 
 #define POOL_A "127.0.0.2"

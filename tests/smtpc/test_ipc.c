@@ -184,6 +184,43 @@ Test(smtpc_ipc, dsn_parameters_round_trip)
         cr_assert_eq(ipc_request_decode(bad, strlen(bad), &q), -EBADMSG);
 }
 
+/* A provider's messages_per_connection reaches the worker; none stays none,
+ * and a value out of range (or of the wrong type) is refused. */
+Test(smtpc_ipc, the_providers_messages_per_connection_round_trips)
+{
+        const char *rcpts[] = {"a@x.test"};
+        struct smtpc_request req = {.queue_id = "Q1",
+                                    .sender = "",
+                                    .rcpts = rcpts,
+                                    .n_rcpts = 1,
+                                    .messages_per_connection = 2};
+        char *buf;
+        size_t len;
+        struct ipc_request q;
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_eq(q.messages_per_connection, 2);
+        ipc_request_clear(&q);
+        free(buf);
+        req.messages_per_connection = 0;
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_eq(q.messages_per_connection, 0);
+        ipc_request_clear(&q);
+        free(buf);
+        const char *bad[] = {"0", "100001", "\"2\"", "-1"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+                char j[400];
+                snprintf(j, sizeof(j),
+                         "{\"queue_id\":\"Q\",\"sender\":\"\",\"rcpts\":[\"a@x\"],"
+                         "\"source_address\":null,\"body_size\":1,\"dsn_ret\":0,"
+                         "\"envid\":null,\"notify\":null,\"orcpt\":null,\"body_signed\":false,"
+                         "\"messages_per_connection\":%s}",
+                         bad[i]);
+                cr_assert_eq(ipc_request_decode(j, strlen(j), &q), -EBADMSG, "%s", bad[i]);
+        }
+}
+
 Test(smtpc_ipc, messages_larger_than_a_packet_arrive_whole_with_their_fd)
 {
         int sv[2];
