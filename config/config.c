@@ -102,6 +102,8 @@ static const struct key_def keys[] = {
     {"smtp", "max_deliveries_per_connection", KEY_INT, OFF(max_deliveries_per_connection), 0,
      "messages per connection"},
     {"smtp", "dns_servers", KEY_LIST, LIST(dns_servers), "IP[:port]; empty: resolv.conf"},
+    {"smtp", "mx_cache_min_ttl", KEY_DURATION, OFF(mx_cache_min_ttl_s), 0,
+     "an MX set is kept for its DNS TTL but at least this long (1s to 1d)"},
     {"smtp", "own_addresses", KEY_LIST, LIST(own_addresses),
      "this host's addresses besides its interfaces' (NAT): an MX there loops back"},
     {"smtp", "mta_sts", KEY_BOOL, OFF(mta_sts), 0,
@@ -879,6 +881,9 @@ static int set_defaults(struct tarry_config *c)
         c->max_connections = 100;
         c->destination_concurrency = 20;
         c->max_deliveries_per_connection = 100;
+        /* a zero or tiny TTL would mean a lookup per message; KumoMTA and
+         * unbound leave the floor unset, Squid's is 1 minute */
+        c->mx_cache_min_ttl_s = 60;
         memcpy(c->retry, retry_defaults, sizeof(retry_defaults));
         return 0;
 }
@@ -1136,6 +1141,9 @@ static int validate(struct parser *p)
                 if (diag_vals[i] < 1)
                         return fail(p, "[diagnose] %s must be at least 1s", diag_keys[i]), -EINVAL;
         }
+        p->line = seen_line(p, "smtp", "mx_cache_min_ttl");
+        if (c->mx_cache_min_ttl_s < 1 || c->mx_cache_min_ttl_s > 86400)
+                return fail(p, "[smtp] mx_cache_min_ttl must be between 1s and 1d"), -EINVAL;
         p->line = later(seen_line(p, "main", "relayhost"), seen_line(p, "smtp", "relay_auth_file"));
         if (c->relay_auth_file && c->has_relayhost && c->relayhost.tls == CFG_TLS_NONE &&
             !c->relay_auth_cleartext)

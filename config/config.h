@@ -124,6 +124,8 @@ struct tarry_config {
         int max_deliveries_per_connection; /* messages on one connection before QUIT */
         char **dns_servers; /* NULL-terminated "ip" or "ip:port"; empty: /etc/resolv.conf */
         size_t n_dns_servers;
+        /* an MX set is cached for its TTL, but at least this long (1 s..1 d) */
+        int64_t mx_cache_min_ttl_s;
         char **own_addresses; /* more addresses that are this host (NAT): MX loop check */
         size_t n_own_addresses;
         bool mta_sts;          /* honour MX recipients' MTA-STS policies (RFC 8461) */

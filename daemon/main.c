@@ -369,6 +369,8 @@ static void reload_sites(struct tarryd *d, const struct tarry_config *old)
         bool same = old && old->n_dns_servers == d->cfg->n_dns_servers;
         for (size_t i = 0; same && i < old->n_dns_servers; i++)
                 same = strcmp(old->dns_servers[i], d->cfg->dns_servers[i]) == 0;
+        if (same && d->sites)
+                site_cache_set_min_ttl(d->sites, d->cfg->mx_cache_min_ttl_s);
         if (same)
                 return;
         struct site_cache *c = NULL;

@@ -19,8 +19,10 @@ struct entry {
         struct site_cache *c;
         struct dns_job *job; /* lookup under way, or NULL */
         int64_t expires_us;  /* 0 until the first answer */
+        bool stale;          /* kept past its TTL after a failed refresh */
         bool failed;         /* no MX set: the domain is a site of its own */
         char *hosts;         /* sorted MX host names, ',' separated (resolved) */
+        char *mx;            /* "PREF HOST,PREF HOST…": what site_mx gives, or NULL */
         char domain[];
 };
 
@@ -29,6 +31,7 @@ struct site_cache {
         struct dns *dns;
         site_ready_fn ready;
         void *userdata;
+        int64_t min_ttl_s; /* an MX set is kept at least this long */
         struct entry **buckets;
         size_t n_buckets, n, n_pending;
         struct entry *oldest, *newest;
@@ -61,6 +64,7 @@ int site_cache_new(sd_event *e, const struct tarry_config *cfg, site_ready_fn re
                 return r;
         }
         c->e = e;
+        c->min_ttl_s = cfg->mx_cache_min_ttl_s;
         c->ready = ready;
         c->userdata = userdata;
         *out = c;
@@ -94,6 +98,7 @@ static void entry_drop(struct site_cache *c, struct entry *en)
         }
         c->n--;
         free(en->hosts);
+        free(en->mx);
         free(en);
 }
 
@@ -140,6 +145,43 @@ static char *host_set(const struct smtpc_target *t, size_t n)
         return out;
 }
 
+/* The MX hosts of the answer with their preferences, each once, for
+ * site_mx: "10 mx1.example,20 mx2.example"; NULL when the domain has no MX
+ * records (its own address was used) or for want of memory. */
+static char *mx_set(const char *domain, const struct smtpc_target *t, size_t n)
+{
+        size_t len = 1;
+        for (size_t i = 0; i < n; i++)
+                len += strlen(t[i].host) + 8;
+        char *out = malloc(len), *p = out;
+        if (!out)
+                return NULL;
+        *p = '\0';
+        for (size_t i = 0; i < n; i++) {
+                /* no MX records: the domain's own address, preference 0 */
+                bool seen = t[i].pref == 0 && strcasecmp(t[i].host, domain) == 0;
+                for (size_t k = 0; k < i && !seen; k++)
+                        seen = strcasecmp(t[k].host, t[i].host) == 0;
+                if (!seen)
+                        p += sprintf(p, "%s%u %s", p == out ? "" : ",", t[i].pref, t[i].host);
+        }
+        if (p == out) {
+                free(out);
+                return NULL;
+        }
+        return out;
+}
+
+/* How long an answer with this TTL is kept: the TTL, at least min_ttl_s (a
+ * lookup per message for a zero TTL helps nobody), at most SITE_TTL_MAX_S. */
+static int64_t keep_s(const struct site_cache *c, unsigned ttl)
+{
+        int64_t s = ttl == DNS_TTL_UNKNOWN ? c->min_ttl_s : (int64_t)ttl;
+        if (s < c->min_ttl_s)
+                s = c->min_ttl_s;
+        return s > SITE_TTL_MAX_S ? SITE_TTL_MAX_S : s;
+}
+
 static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target *t, size_t n,
                         const char *why)
 {
@@ -152,14 +194,25 @@ static void on_resolved(void *arg, enum dns_status st, const struct smtpc_target
         sd_event_now(c->e, CLOCK_REALTIME, &now);
         char *hosts = st == DNS_OK && n > 0 ? host_set(t, n) : NULL;
         if (!hosts && en->expires_us && !en->failed && st == DNS_TEMPFAIL) {
-                /* a refresh that failed for now: keep the set we had a while longer */
+                /* a refresh that failed for now: keep the set we had a while
+                 * longer for the site key (site_mx no longer gives it) */
                 en->expires_us = (int64_t)now + SITE_FAIL_TTL_S * US;
+                en->stale = true;
+                if (c->ready)
+                        c->ready(c->userdata, en->domain);
                 return;
         }
+        unsigned ttl = DNS_TTL_UNKNOWN;
+        for (size_t i = 0; hosts && i < n; i++)
+                if (t[i].ttl < ttl)
+                        ttl = t[i].ttl;
         free(en->hosts);
+        free(en->mx);
         en->hosts = hosts;
+        en->mx = hosts ? mx_set(en->domain, t, n) : NULL;
         en->failed = !hosts;
-        en->expires_us = (int64_t)now + (en->failed ? SITE_FAIL_TTL_S : SITE_TTL_S) * US;
+        en->stale = false;
+        en->expires_us = (int64_t)now + (en->failed ? SITE_FAIL_TTL_S : keep_s(c, ttl)) * US;
         if (c->ready)
                 c->ready(c->userdata, en->domain);
 }
@@ -242,12 +295,47 @@ int site_lookup(struct site_cache *c, const struct sched_classifier *cls,
                 return 1;
         struct entry *en = *slot_of(c, route->host);
         if (en && !en->job && en->expires_us <= now)
-                resolve(c, en, route); /* stale: refreshed meanwhile, the old set serves */
+                resolve(c, en, route); /* its TTL has passed: look it up again */
         if (!en && !(en = start_lookup(c, route)))
                 return -ENOMEM;
-        if (!en->expires_us)
-                return 0; /* never answered yet */
+        if (!en->expires_us || (en->job && en->expires_us <= now))
+                return 0; /* never answered yet, or expired and being looked up again */
         if (!en->failed)
                 key_of(cls, en->hosts, key, keylen);
         return 1;
+}
+
+void site_cache_set_min_ttl(struct site_cache *c, int64_t min_ttl_s)
+{
+        c->min_ttl_s = min_ttl_s;
+}
+
+/* "10 mx1.example,20 mx2.example" → out[]; the count. */
+static size_t parse_mx(const char *s, struct smtpc_mx *out, size_t max)
+{
+        size_t n = 0;
+        while (s && *s && n < max) {
+                char *end;
+                unsigned long pref = strtoul(s, &end, 10);
+                const char *host = end + 1, *comma = strchr(host, ',');
+                size_t len = comma ? (size_t)(comma - host) : strlen(host);
+                if (*end != ' ' || len == 0 || len >= sizeof(out[n].host))
+                        break;
+                memcpy(out[n].host, host, len);
+                out[n].host[len] = '\0';
+                out[n++].pref = (unsigned)pref;
+                s = comma ? comma + 1 : NULL;
+        }
+        return n;
+}
+
+size_t site_mx(struct site_cache *c, const struct smtpc_route *route, int64_t now,
+               struct smtpc_mx *out, size_t max)
+{
+        if (!c || route->kind != SMTPC_ROUTE_MX || route->no_mx)
+                return 0;
+        const struct entry *en = *slot_of(c, route->host);
+        if (!en || !en->mx || en->failed || en->stale || en->expires_us <= now)
+                return 0;
+        return parse_mx(en->mx, out, max);
 }

@@ -6,14 +6,16 @@
 #include <arpa/nameser.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
+#include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
-#define MAX_MX_HOSTS  10
+#define MAX_MX_HOSTS  SMTPC_MX_MAX
 #define MAX_ADDR_HOST 4
 
 struct dns_sock {
@@ -38,7 +40,8 @@ struct mx_host {
         unsigned short pref;
         struct smtpc_target addrs[MAX_ADDR_HOST];
         size_t n_addrs;
-        int status; /* ares status of its address lookup */
+        unsigned ttl; /* the smallest TTL of its address records */
+        int status;   /* ares status of its address lookup */
 };
 
 struct dns_job {
@@ -52,6 +55,7 @@ struct dns_job {
         struct mx_host hosts[MAX_MX_HOSTS];
         size_t n_hosts;
         bool implicit; /* no MX: the domain itself */
+        unsigned ttl;  /* the MX answer's smallest TTL; DNS_TTL_UNKNOWN: not asked */
 };
 
 /* ---- sd-event glue ---- */
@@ -204,8 +208,10 @@ static void finish_addresses(struct dns_job *j)
         size_t n = 0;
         bool temp = false;
         for (size_t h = 0; h < j->n_hosts; h++) {
-                for (size_t a = 0; a < j->hosts[h].n_addrs && n < DNS_MAX_TARGETS; a++)
-                        t[n++] = j->hosts[h].addrs[a];
+                for (size_t a = 0; a < j->hosts[h].n_addrs && n < DNS_MAX_TARGETS; a++) {
+                        t[n] = j->hosts[h].addrs[a];
+                        t[n++].ttl = j->implicit ? j->hosts[h].ttl : j->ttl;
+                }
                 int s = j->hosts[h].status;
                 if (s != ARES_SUCCESS && s != ARES_ENOTFOUND && s != ARES_ENODATA)
                         temp = true;
@@ -233,6 +239,10 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         (void)timeouts;
         struct dns_job *j = h->job;
         h->status = status;
+        h->ttl = DNS_TTL_UNKNOWN;
+        for (struct ares_addrinfo_node *n = res ? res->nodes : NULL; n; n = n->ai_next)
+                if (n->ai_ttl >= 0 && (unsigned)n->ai_ttl < h->ttl)
+                        h->ttl = (unsigned)n->ai_ttl;
         for (struct ares_addrinfo_node *n = res ? res->nodes : NULL;
              n && h->n_addrs < MAX_ADDR_HOST; n = n->ai_next) {
                 struct smtpc_target *t = &h->addrs[h->n_addrs];
@@ -362,6 +372,25 @@ static int take_mx(struct dns_job *j, struct ares_mx_reply *mx, size_t *bad)
         return total > 0 && empty == total ? 1 : 0;
 }
 
+/* The smallest TTL of the answer section's records (the MX records and a
+ * CNAME leading to them), read with libresolv's parser (c-ares 1.18's
+ * ares_parse_mx_reply drops TTLs); DNS_TTL_UNKNOWN if it cannot be read. */
+static unsigned answer_ttl(const unsigned char *abuf, int alen)
+{
+        ns_msg msg;
+        unsigned ttl = DNS_TTL_UNKNOWN;
+        if (!abuf || alen <= 0 || ns_initparse(abuf, alen, &msg) < 0)
+                return ttl;
+        for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+                ns_rr rr;
+                if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+                        return DNS_TTL_UNKNOWN;
+                if (ns_rr_ttl(rr) < ttl)
+                        ttl = ns_rr_ttl(rr);
+        }
+        return ttl;
+}
+
 static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
         struct dns_job *j = arg;
@@ -380,6 +409,7 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf, int 
                         status = ARES_ENODATA;
                 else if (pr != ARES_SUCCESS) /* c-ares refuses odd names in the answer */
                         malformed = true;
+                j->ttl = answer_ttl(abuf, alen);
         }
         if (malformed) {
                 snprintf(why, sizeof(why),
@@ -433,23 +463,47 @@ static int literal(const struct smtpc_route *r, struct smtpc_target *t)
         return 1;
 }
 
+static struct dns_job *job_new(struct dns *d, const struct smtpc_route *route, dns_done_fn cb,
+                               void *arg)
+{
+        struct dns_job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return NULL;
+        j->d = d;
+        j->route = *route;
+        j->cb = cb;
+        j->arg = arg;
+        j->ttl = DNS_TTL_UNKNOWN;
+        j->outstanding = 1; /* our own reference until the first lookup is sent */
+        return j;
+}
+
+/* The lookups of j have been sent: 1 when it has already been answered
+ * (e.g. /etc/hosts), else 0 with *job set. */
+static int job_started(struct dns_job *j, struct dns_job **job)
+{
+        *job = j;
+        update_timer(j->d);
+        bool done = j->canceled; /* answered at once (e.g. /etc/hosts): already reported */
+        if (done)
+                *job = NULL;
+        job_release(j);
+        return done ? 1 : 0;
+}
+
 int dns_resolve(struct dns *d, const struct smtpc_route *route, dns_done_fn cb, void *arg,
                 struct dns_job **job)
 {
         struct smtpc_target t;
         *job = NULL;
         if (route->no_mx && literal(route, &t)) {
+                t.ttl = DNS_TTL_UNKNOWN;
                 cb(arg, DNS_OK, &t, 1, NULL);
                 return 1;
         }
-        struct dns_job *j = calloc(1, sizeof(*j));
+        struct dns_job *j = job_new(d, route, cb, arg);
         if (!j)
                 return -ENOMEM;
-        j->d = d;
-        j->route = *route;
-        j->cb = cb;
-        j->arg = arg;
-        j->outstanding = 1; /* our own reference until the first lookup is sent */
         if (route->no_mx) {
                 use_domain_itself(j);
                 lookup_addresses(j);
@@ -457,13 +511,35 @@ int dns_resolve(struct dns *d, const struct smtpc_route *route, dns_done_fn cb, 
                 j->outstanding++;
                 ares_query(d->ch, route->host, ns_c_in, ns_t_mx, on_mx, j);
         }
-        *job = j;
-        update_timer(d);
-        bool done = j->canceled; /* answered at once (e.g. /etc/hosts): already reported */
-        if (done)
-                *job = NULL;
-        job_release(j);
-        return done ? 1 : 0;
+        return job_started(j, job);
+}
+
+int dns_resolve_mx(struct dns *d, const struct smtpc_route *route, const struct smtpc_mx *mx,
+                   size_t n_mx, dns_done_fn cb, void *arg, struct dns_job **job)
+{
+        *job = NULL;
+        if (n_mx == 0 || route->no_mx || route->kind != SMTPC_ROUTE_MX)
+                return dns_resolve(d, route, cb, arg, job);
+        struct dns_job *j = job_new(d, route, cb, arg);
+        if (!j)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_mx && j->n_hosts < MAX_MX_HOSTS; i++) {
+                /* checked at the IPC boundary; checked again: it goes into a URL */
+                if (strnlen(mx[i].host, sizeof(mx[i].host)) == sizeof(mx[i].host) ||
+                    !dns_host_name_ok(mx[i].host) || mx[i].pref > 65535)
+                        continue;
+                struct mx_host *h = &j->hosts[j->n_hosts++];
+                snprintf(h->name, sizeof(h->name), "%s", mx[i].host);
+                h->pref = (unsigned short)mx[i].pref;
+        }
+        if (j->n_hosts == 0) {
+                free(j);
+                return dns_resolve(d, route, cb, arg, job);
+        }
+        qsort(j->hosts, j->n_hosts, sizeof(j->hosts[0]), by_pref);
+        shuffle_equal(j);
+        lookup_addresses(j);
+        return job_started(j, job);
 }
 
 void dns_job_cancel(struct dns_job *job)

@@ -204,6 +204,13 @@ struct smtpc_result {
 
 typedef void (*smtpc_done_fn)(const struct smtpc_result *res, void *userdata);
 
+#define SMTPC_MX_MAX 10 /* MX hosts tried (the most preferred) */
+
+struct smtpc_mx {
+        char host[256]; /* a host name (dns_host_name_ok) */
+        unsigned pref;  /* 0..65535 */
+};
+
 enum smtpc_dsn_ret {
         SMTPC_RET_NONE, /* no RET parameter */
         SMTPC_RET_FULL,
@@ -236,6 +243,12 @@ struct smtpc_request {
          * connection carries at most min(this, [smtp]
          * max_deliveries_per_connection) messages, then is closed with QUIT. */
         unsigned messages_per_connection;
+        /* MX routes: the domain's MX set as tarryd's site cache holds it
+         * (daemon/site.h, kept for the records' TTL), so the attempt goes to
+         * the hosts its site was chosen by; only their addresses are looked
+         * up. n_mx 0: the MX records are looked up for the attempt. */
+        const struct smtpc_mx *mx;
+        size_t n_mx;
         /* RFC 3461, sent only to a server that offers DSN: */
         enum smtpc_dsn_ret dsn_ret;
         /* ENVID and ORCPT xtext-encoded as the envelope keeps them; a value

@@ -577,3 +577,22 @@ Test(config, diagnose_thresholds_default_and_take_durations)
         expect_error("[diagnose]\nreputation = 0\n",
                      "tarry.conf:2: [diagnose] reputation must be at least 1s");
 }
+
+/* An MX set is kept for its TTL, at least mx_cache_min_ttl: 60 s unless set,
+ * 1 s to 1 d; outside that range the error says which key, line and range. */
+Test(config, mx_cache_min_ttl_defaults_to_a_minute_and_takes_1s_to_1d)
+{
+        struct tarry_config *c = load_ok("");
+        cr_assert_eq(c->mx_cache_min_ttl_s, 60);
+        cfg_free(c);
+        c = load_ok("[smtp]\nmx_cache_min_ttl = 1s\n");
+        cr_assert_eq(c->mx_cache_min_ttl_s, 1);
+        cfg_free(c);
+        c = load_ok("[smtp]\nmx_cache_min_ttl = 1d\n");
+        cr_assert_eq(c->mx_cache_min_ttl_s, 86400);
+        cfg_free(c);
+        expect_error("[smtp]\nport = 25\nmx_cache_min_ttl = 0\n",
+                     "tarry.conf:3: [smtp] mx_cache_min_ttl must be between 1s and 1d");
+        expect_error("[smtp]\nmx_cache_min_ttl = 2d\n",
+                     "tarry.conf:2: [smtp] mx_cache_min_ttl must be between 1s and 1d");
+}
