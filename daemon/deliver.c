@@ -549,6 +549,12 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 notify[i] = notify_for_smtpc(env->rcpt[idx[i]].notify);
         }
 
+        /* the MX set the site was chosen by, while its TTL lasts */
+        struct smtpc_route route;
+        struct smtpc_mx mx[SMTPC_MX_MAX];
+        size_t n_mx = route_of(d, &env->rcpt[idx[0]], &route) == 0
+                          ? site_mx(d->sites, &route, now_realtime_us(), mx, SMTPC_MX_MAX)
+                          : 0;
         _cleanup_close_ int fd = -1;
         uint64_t size = 0;
         struct attempt *a = calloc(1, sizeof(*a));
@@ -572,6 +578,8 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .site_connections = prov ? (unsigned)prov->connections.value : 0,
                     .messages_per_connection =
                         prov ? (unsigned)prov->messages_per_connection.value : 0,
+                    .mx = mx,
+                    .n_mx = n_mx,
                     /* the sender's RFC 3461 request travels on (smtpc sends it
                      * where DSN is offered) */
                     .dsn_ret = env->ret == DSN_RET_FULL   ? SMTPC_RET_FULL

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "smtpc/dns.h"
 
 #define FLAG_MORE 'M'
 #define FLAG_END  'E'
@@ -283,6 +284,45 @@ static int dump(json_t *j, char **out, size_t *len)
 
 /* ---- request ---- */
 
+/* "mx": [{"host": "mx1.example", "pref": 10}, …] */
+static int mx_encode(json_t *j, const struct smtpc_mx *mx, size_t n)
+{
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < n && i < SMTPC_MX_MAX; i++)
+                if (json_array_append_new(a, json_pack("{s:s,s:I}", "host", mx[i].host, "pref",
+                                                       (json_int_t)mx[i].pref)) < 0) {
+                        json_decref(a);
+                        return -ENOMEM;
+                }
+        return a && json_object_set_new(j, "mx", a) == 0 ? 0 : -ENOMEM;
+}
+
+/* "mx", when present: 1..SMTPC_MX_MAX objects, each a host name (it goes
+ * into libcurl's URL) and a preference 0..65535. */
+static int mx_decode(const json_t *j, struct ipc_request *out)
+{
+        const json_t *a = json_object_get(j, "mx");
+        if (!a)
+                return 0;
+        size_t n = json_array_size(a);
+        if (!json_is_array(a) || n == 0 || n > SMTPC_MX_MAX ||
+            !(out->mx = calloc(n, sizeof(*out->mx))))
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                const json_t *o = json_array_get(a, i), *h = json_object_get(o, "host");
+                json_int_t pref;
+                if (!json_is_string(h) || json_string_length(h) >= sizeof(out->mx[i].host) ||
+                    strlen(json_string_value(h)) != json_string_length(h) ||
+                    !dns_host_name_ok(json_string_value(h)) ||
+                    json_int_member(o, "pref", 0, 65535, &pref) < 0 || json_object_size(o) != 2)
+                        return -EBADMSG;
+                memcpy(out->mx[i].host, json_string_value(h), json_string_length(h) + 1);
+                out->mx[i].pref = (unsigned)pref;
+        }
+        out->n_mx = n;
+        return 0;
+}
+
 int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
 {
         json_t *rcpts = json_array();
@@ -310,6 +350,10 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                 json_decref(j);
                 return -ENOMEM;
         }
+        if (j && req->n_mx > 0 && mx_encode(j, req->mx, req->n_mx) < 0) {
+                json_decref(j);
+                return -ENOMEM;
+        }
         return dump(j, out, len);
 }
 
@@ -326,6 +370,7 @@ void ipc_request_clear(struct ipc_request *r)
         free(r->envid);
         free(r->notify);
         free(r->orcpt);
+        free(r->mx);
         memset(r, 0, sizeof(*r));
 }
 
@@ -390,6 +435,8 @@ static int request_fields(const json_t *j, struct ipc_request *out)
                         return -EBADMSG;
                 out->messages_per_connection = (unsigned)mpc;
         }
+        if (mx_decode(j, out) < 0)
+                return -EBADMSG;
         out->rcpts = calloc(json_array_size(rcpts), sizeof(char *));
         if (!out->rcpts)
                 return -ENOMEM;

@@ -73,6 +73,8 @@ struct ipc_request {
         char **orcpt;     /* n_rcpts, entries may be NULL; or NULL */
         bool body_signed;
         unsigned messages_per_connection; /* 0: none (absent in the JSON) */
+        struct smtpc_mx *mx;              /* n_mx host names checked, or NULL */
+        size_t n_mx;
 };
 
 int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len);

@@ -59,6 +59,8 @@ struct job {
         unsigned site_connections;
         /* the provider's messages_per_connection, 0: none */
         unsigned messages_per_connection;
+        struct smtpc_mx *mx; /* the cached MX set, or NULL */
+        size_t n_mx;
         struct smtpc_rcpt_result *rres; /* for results made here */
         int64_t t_start_us;
 };
@@ -114,6 +116,7 @@ static void job_free(struct job *j)
         free(j->sender);
         free(j->source);
         free(j->site);
+        free(j->mx);
         free(j->rres);
         if (j->body_fd >= 0)
                 close(j->body_fd);
@@ -495,6 +498,8 @@ static int worker_dispatch(struct worker *w, struct job *j)
             .orcpt = (const char *const *)j->orcpt,
             .body_signed = j->body_signed,
             .messages_per_connection = j->messages_per_connection,
+            .mx = j->mx,
+            .n_mx = j->n_mx,
         };
         ipc_out_clear(&w->out);
         int r = ipc_request_encode(&req, &w->out.buf, &w->out.len);
@@ -682,6 +687,13 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
                 return -ENOMEM;
         j->site_connections = req->site ? req->site_connections : 0;
         j->messages_per_connection = req->messages_per_connection;
+        if (req->n_mx > 0) {
+                size_t n = req->n_mx < SMTPC_MX_MAX ? req->n_mx : SMTPC_MX_MAX;
+                if (!(j->mx = calloc(n, sizeof(*j->mx))))
+                        return -ENOMEM;
+                memcpy(j->mx, req->mx, n * sizeof(*j->mx));
+                j->n_mx = n;
+        }
         j->done = req->done;
         j->userdata = req->userdata;
         return 0;

@@ -106,6 +106,8 @@ struct attempt {
         bool body_signed; /* DKIM-signed: never converted */
         /* the provider's messages_per_connection, 0: none */
         unsigned per_conn;
+        struct smtpc_mx *mx; /* the MX set tarryd's site cache gave, or NULL */
+        size_t n_mx;
         int body_fd;
         uint64_t body_size, body_off;
         char *source;
@@ -322,6 +324,7 @@ static void attempt_free(struct attempt *a)
         free(a->orcpt);
         free(a->notify);
         free(a->envid);
+        free(a->mx);
         free(a->rcpts);
         free(a->queue_id);
         free(a->sender);
@@ -710,7 +713,10 @@ static void transfer_done(struct attempt *a, CURLcode rc)
                 transfer_cleanup(a);
                 a->reused = false;
                 a->n_targets = a->cur = 0;
-                if (dns_resolve(a->c->dns, &a->route, on_resolved, a, &a->job) == 0)
+                /* 1: answered at once, on_resolved went on (or finished) */
+                int r =
+                    dns_resolve_mx(a->c->dns, &a->route, a->mx, a->n_mx, on_resolved, a, &a->job);
+                if (r >= 0)
                         return;
         }
         if (retry_without_tls(a, rc)) {
@@ -2026,7 +2032,7 @@ static void attempt_begin(struct attempt *a)
         a->t_start_us = now_monotonic_us();
         if (sess_reuse(a))
                 return;
-        int r = dns_resolve(c->dns, &a->route, on_resolved, a, &a->job);
+        int r = dns_resolve_mx(c->dns, &a->route, a->mx, a->n_mx, on_resolved, a, &a->job);
         if (r < 0) {
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
                                     "451 4.3.0 cannot start DNS lookup");
@@ -2080,6 +2086,12 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
         a->dsn_ret = req->dsn_ret;
         a->body_signed = req->body_signed;
         a->per_conn = req->messages_per_connection;
+        if (req->n_mx > 0) {
+                a->n_mx = req->n_mx < SMTPC_MX_MAX ? req->n_mx : SMTPC_MX_MAX;
+                if (!(a->mx = calloc(a->n_mx, sizeof(*a->mx))))
+                        return -ENOMEM;
+                memcpy(a->mx, req->mx, a->n_mx * sizeof(*a->mx));
+        }
         if (req->envid && !(a->envid = strdup(req->envid)))
                 return -ENOMEM;
         if (req->notify) {

@@ -66,6 +66,8 @@ static int serve(struct worker_ctx *w)
             .orcpt = (const char *const *)q.orcpt,
             .body_signed = q.body_signed,
             .messages_per_connection = q.messages_per_connection,
+            .mx = q.mx,
+            .n_mx = q.n_mx,
             .done = on_done,
             .userdata = w,
         };

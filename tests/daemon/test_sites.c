@@ -21,21 +21,28 @@
 #include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
-/* dnsmasq on 127.0.0.1:*port, authoritative for .test, with the extra
- * arguments (--mx-host=…, --host-record=…); 0 when not installed. */
-static pid_t start_dnsmasq(uint16_t *port, const char *const *extra)
+/* dnsmasq on 127.0.0.1:*port (0: a free one, written back), authoritative
+ * for .test, with the extra arguments (--mx-host=…, --host-record=…), once
+ * it answers. */
+static pid_t dnsmasq_on(uint16_t *port, const char *const *extra)
 {
-        if (!dnsmasq_installed())
-                return 0;
         const char *opts[64] = {"--local=/test/"};
         size_t n = 1;
         for (size_t i = 0; extra[i] && n < 50; i++)
                 opts[n++] = extra[i];
         char err[256];
-        *port = 0;
         pid_t pid = dnsmasq_start(opts, n, port, err, sizeof(err));
         cr_assert_gt(pid, 0, "%s", err);
         return pid;
+}
+
+/* dnsmasq_on a free port; 0 when not installed. */
+static pid_t start_dnsmasq(uint16_t *port, const char *const *extra)
+{
+        if (!dnsmasq_installed())
+                return 0;
+        *port = 0;
+        return dnsmasq_on(port, extra);
 }
 
 static void stop_dnsmasq(pid_t pid)
@@ -210,6 +217,111 @@ Test(sites, a_provider_connection_limit_holds_across_its_domains, .timeout = 120
         harness_cleanup(&h);
         fixture_free(f);
         stop_dnsmasq(dns);
+}
+
+/* ---- MX sets are kept for their DNS TTL ---- */
+
+#define MX_OLD_IP "127.0.0.2"
+#define MX_NEW_IP "127.0.0.3"
+
+struct mx_change {
+        pid_t dns;
+        uint16_t dport;
+        char ttl_arg[32];
+        struct fixture *old_mx, *new_mx; /* on MX_OLD_IP / MX_NEW_IP, the same port */
+        struct harness h;
+};
+
+/* t.test's MX is mx-old.test (MX_OLD_IP) with records of the given TTL;
+ * tarryd keeps MX sets at least 1 s and sends one message per connection
+ * (a kept connection would go to the old host whatever DNS says). The
+ * first message reaches the old MX host, then dnsmasq is restarted on the
+ * same port with mx-new.test (MX_NEW_IP) as t.test's MX. */
+static void mx_change_start(struct mx_change *mc, unsigned ttl)
+{
+        snprintf(mc->ttl_arg, sizeof(mc->ttl_arg), "--local-ttl=%u", ttl);
+        const char *before[] = {"--mx-host=t.test,mx-old.test,10",
+                                "--host-record=mx-old.test," MX_OLD_IP,
+                                "--host-record=mx-new.test," MX_NEW_IP, mc->ttl_arg, NULL};
+        mc->dns = start_dnsmasq(&mc->dport, before);
+        if (mc->dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        cr_assert_eq(fixture_new(MX_OLD_IP, &mc->old_mx), 0);
+        cr_assert_eq(fixture_start(mc->old_mx, 0), 0);
+        cr_assert_eq(fixture_new(MX_NEW_IP, &mc->new_mx), 0);
+        cr_assert_eq(fixture_start(mc->new_mx, fixture_port(mc->old_mx)), 0,
+                     "port %u is taken on " MX_NEW_IP, fixture_port(mc->old_mx));
+        site_config(&mc->h, mc->old_mx, mc->dport, NULL);
+        FILE *cf = fopen(mc->h.conf, "a");
+        cr_assert_not_null(cf);
+        fprintf(cf, "mx_cache_min_ttl = 1s\nmax_deliveries_per_connection = 1\n");
+        fclose(cf);
+        harness_start(&mc->h);
+
+        harness_send(&mc->h, "alice@sender.test", "first@t.test", "before the change");
+        cr_assert_eq(fixture_wait_txns(mc->old_mx, 1, 20000), 0, "not delivered to mx-old.test");
+        cr_assert(harness_wait_log(&mc->h, "removed", 1, 20000));
+
+        stop_dnsmasq(mc->dns);
+        const char *after[] = {"--mx-host=t.test,mx-new.test,10",
+                               "--host-record=mx-old.test," MX_OLD_IP,
+                               "--host-record=mx-new.test," MX_NEW_IP, mc->ttl_arg, NULL};
+        mc->dns = dnsmasq_on(&mc->dport, after); /* the same port */
+}
+
+static void mx_change_stop(struct mx_change *mc)
+{
+        cr_assert_eq(harness_stop(&mc->h, SIGTERM, 3000), 0);
+        harness_cleanup(&mc->h);
+        fixture_free(mc->old_mx);
+        fixture_free(mc->new_mx);
+        stop_dnsmasq(mc->dns);
+}
+
+/* Within the TTL of t.test's MX records (an hour) mail still goes to the MX
+ * host tarryd has cached, although DNS now names another one. */
+Test(sites, within_the_mx_ttl_mail_goes_to_the_cached_mx_host, .timeout = 120)
+{
+        struct mx_change mc;
+        mx_change_start(&mc, 3600);
+        harness_send(&mc.h, "alice@sender.test", "second@t.test", "within the TTL");
+        cr_assert_eq(fixture_wait_txns(mc.old_mx, 2, 20000), 0,
+                     "not delivered to the cached mx-old.test");
+        cr_assert(harness_wait_log(&mc.h, "removed", 2, 20000));
+        cr_assert_eq(fixture_txn_count(mc.new_mx), 0, "mx-new.test got mail within the TTL");
+        cr_assert_eq(fixture_connection_count(mc.new_mx), 0);
+        mx_change_stop(&mc);
+}
+
+/* Once the TTL (2 s) has passed, the new MX set is looked up: mail goes to
+ * mx-new.test and the domain's site follows it (a message deferred there
+ * waits for site:mx-new.test, as tarryq -s shows). */
+Test(sites, after_the_mx_ttl_mail_and_the_site_follow_the_new_mx_host, .timeout = 120)
+{
+        struct mx_change mc;
+        mx_change_start(&mc, 2);
+        cr_assert_eq(fixture_set(mc.new_mx, "rcpt:third@t.test", "451 4.3.0 try again later"), 0);
+        harness_sleep_ms(3000); /* the TTL passes */
+        harness_send(&mc.h, "alice@sender.test", "second@t.test", "after the TTL");
+        cr_assert_eq(fixture_wait_txns(mc.new_mx, 1, 20000), 0, "not delivered to mx-new.test");
+        struct fixture_txn t;
+        cr_assert_eq(fixture_txn_get(mc.new_mx, 0, &t), 0);
+        cr_assert_str_eq(t.rcpts[0], "second@t.test");
+        fixture_txn_clear(&t);
+        cr_assert_eq(fixture_txn_count(mc.old_mx), 1, "mx-old.test got mail after the TTL");
+
+        harness_send(&mc.h, "alice@sender.test", "third@t.test", "deferred at the new host");
+        cr_assert(harness_wait_log(&mc.h, "to=<third@t.test>", 1, 20000), "not attempted");
+        cr_assert(harness_log_contains(&mc.h, "host mx-new.test[" MX_NEW_IP "] said: 451"));
+        const char *args[] = {"-s", NULL};
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(harness_tarryq(&mc.h, args, &out, &err), 0, "%s", err ? err : "");
+        cr_assert_not_null(strstr(out, "site site:mx-new.test: 1 domain(s), 1 message(s)\n"), "%s",
+                           out);
+        cr_assert_null(strstr(out, "mx-old.test"), "%s", out);
+        free(out);
+        free(err);
+        mx_change_stop(&mc);
 }
 
 /* ---- a provider's messages_per_connection ---- */

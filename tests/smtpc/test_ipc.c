@@ -221,6 +221,45 @@ Test(smtpc_ipc, the_providers_messages_per_connection_round_trips)
         }
 }
 
+/* The MX set tarryd's site cache holds reaches the worker; what the worker
+ * would put into a URL is checked on arrival: host names only. */
+Test(smtpc_ipc, the_cached_mx_set_round_trips_and_odd_hosts_are_refused)
+{
+        const char *rcpts[] = {"a@x.test"};
+        struct smtpc_mx mx[2] = {{"mx1.x.test", 10}, {"mx2.x.test", 20}};
+        struct smtpc_request req = {
+            .queue_id = "Q1", .sender = "", .rcpts = rcpts, .n_rcpts = 1, .mx = mx, .n_mx = 2};
+        char *buf;
+        size_t len;
+        struct ipc_request q;
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_eq(q.n_mx, 2);
+        cr_assert_str_eq(q.mx[0].host, "mx1.x.test");
+        cr_assert_eq(q.mx[0].pref, 10);
+        cr_assert_str_eq(q.mx[1].host, "mx2.x.test");
+        cr_assert_eq(q.mx[1].pref, 20);
+        ipc_request_clear(&q);
+        free(buf);
+        const char *bad[] = {"[]",
+                             "[{\"host\":\"mx.test/x?y#z\",\"pref\":1}]",
+                             "[{\"host\":\"mx.test\",\"pref\":65536}]",
+                             "[{\"host\":\"mx\\u0000.test\",\"pref\":1}]",
+                             "[{\"host\":\"mx.test\"}]",
+                             "[{\"host\":\"mx.test\",\"pref\":1,\"x\":1}]",
+                             "{\"host\":\"mx.test\",\"pref\":1}"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+                char j[600];
+                snprintf(j, sizeof(j),
+                         "{\"queue_id\":\"Q\",\"sender\":\"\",\"rcpts\":[\"a@x\"],"
+                         "\"source_address\":null,\"body_size\":1,\"dsn_ret\":0,"
+                         "\"envid\":null,\"notify\":null,\"orcpt\":null,\"body_signed\":false,"
+                         "\"mx\":%s}",
+                         bad[i]);
+                cr_assert_eq(ipc_request_decode(j, strlen(j), &q), -EBADMSG, "%s", bad[i]);
+        }
+}
+
 Test(smtpc_ipc, messages_larger_than_a_packet_arrive_whole_with_their_fd)
 {
         int sv[2];
