@@ -43,6 +43,32 @@ static const char set_script[] =
     "redis.call('PUBLISH', ARGV[4], ARGV[1])\n"
     "return 1\n";
 
+/* An operator's resume of a route (ARGV[5]): every stored pause of it
+ * (keys matching ARGV[1], P dest:SOURCE/ROUTE, ARGV[7] being "P dest:")
+ * becomes a tombstone "r1 SOURCE ROUTE AT NODE" for ARGV[6] ms; the
+ * others hear "r1 * ROUTE AT NODE". A later pause replaces a tombstone
+ * (set_script finds no end time in it). */
+static const char resume_script[] =
+    "local n, cursor = 0, '0'\n"
+    "local tail = '/' .. ARGV[5]\n"
+    "repeat\n"
+    "  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for _, k in ipairs(r[2]) do\n"
+    "    local src = string.sub(k, #ARGV[7] + 1, #k - #tail)\n"
+    "    if string.sub(k, -#tail) == tail and #src > 0 and not string.find(src, '/', 1, true) "
+    "then\n"
+    "      redis.call('DEL', k)\n"
+    "      redis.call('SET', k, 'r1 ' .. src .. ' ' .. ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. "
+    "ARGV[3],\n"
+    "                 'PX', ARGV[6])\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "until cursor == '0'\n"
+    "redis.call('PUBLISH', ARGV[4], 'r1 * ' .. ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"
+    "return n\n";
+
 /* Every stored record (strings only), at most ARGV[2]: one round trip. */
 static const char scan_script[] =
     "local out, cursor = {}, '0'\n"
@@ -101,7 +127,8 @@ struct cluster {
         char *node, *prefix, *channel, *pattern;
         char *win_channel, *win_pattern;
         char *node_key, *node_pattern;
-        char **fleet; /* summaries from the latest read */
+        char *dest_prefix, *dest_pattern_head; /* "P dest:", the same glob-escaped */
+        char **fleet;                          /* summaries from the latest read */
         size_t n_fleet;
         int64_t published_us;
         struct cluster_ops ops;
@@ -311,10 +338,35 @@ static void take_window(struct cluster *c, const char *buf, size_t len)
                 c->ops.on_window(c->ops.userdata, &w);
 }
 
-static void take_record(struct cluster *c, const char *buf, size_t len)
+/* A resume: acted on when it comes live on the channel; a tombstone read at
+ * a resync only stands in for the pause it cancelled (nothing to do: this
+ * node heard the resume when it was given, or was away and keeps its own
+ * state, docs/fleet.md). */
+static void take_resume(struct cluster *c, const char *buf, size_t len, bool live)
+{
+        char work[CLUSTER_RECORD_MAX + 1], why[64];
+        struct cluster_resume r;
+        if (cluster_resume_parse(buf, len, real_us(), work, sizeof(work), &r, why, sizeof(why)) <
+            0) {
+                refused(c, why);
+                return;
+        }
+        if (!live || strcmp(r.node, c->node) == 0)
+                return;
+        c->st.received++;
+        if (c->ops.on_resume)
+                c->ops.on_resume(c->ops.userdata, &r);
+}
+
+/* A record from the channel (live) or read back at a resync. */
+static void take_record(struct cluster *c, const char *buf, size_t len, bool live)
 {
         if (len > 1 && buf[0] == 'w') {
                 take_window(c, buf, len);
+                return;
+        }
+        if (len > 1 && buf[0] == 'r') {
+                take_resume(c, buf, len, live);
                 return;
         }
         char work[CLUSTER_RECORD_MAX + 1], why[64];
@@ -364,7 +416,7 @@ static void on_scan_reply(redisAsyncContext *ac, void *r, void *priv)
         }
         for (size_t i = 0; i < reply->elements; i++)
                 if (reply->element[i]->type == REDIS_REPLY_STRING)
-                        take_record(c, reply->element[i]->str, reply->element[i]->len);
+                        take_record(c, reply->element[i]->str, reply->element[i]->len, false);
 }
 
 static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -384,7 +436,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
                         check_up(c);
                 }
         } else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
-                take_record(c, reply->element[2]->str, reply->element[2]->len);
+                take_record(c, reply->element[2]->str, reply->element[2]->len, true);
         }
 }
 
@@ -421,7 +473,9 @@ static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const cha
 {
         if (!c->cmd.up || c->pending >= MAX_PENDING)
                 return false;
-        size_t lens[8];
+        size_t lens[12];
+        if ((size_t)argc > sizeof(lens) / sizeof(lens[0]))
+                return false;
         for (int i = 0; i < argc; i++)
                 lens[i] = strlen(argv[i]);
         if (redisAsyncCommandArgv(c->cmd.ac, fn, c, argc, argv, lens) != REDIS_OK)
@@ -613,7 +667,9 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
             asprintf(&c->win_channel, "%swindow", prefix) < 0 ||
             asprintf(&c->win_pattern, "%swin:*", esc) < 0 ||
             asprintf(&c->node_key, "%snode:%s", prefix, node) < 0 ||
-            asprintf(&c->node_pattern, "%snode:*", esc) < 0) {
+            asprintf(&c->node_pattern, "%snode:*", esc) < 0 ||
+            asprintf(&c->dest_prefix, "%sdest:", prefix) < 0 ||
+            asprintf(&c->dest_pattern_head, "%sdest:*/", esc) < 0) {
                 free(esc);
                 cluster_free(c);
                 return -ENOMEM;
@@ -642,6 +698,7 @@ void cluster_free(struct cluster *c)
         c->ops.on_pause = NULL;
         c->ops.on_connected = NULL;
         c->ops.on_slot = NULL;
+        c->ops.on_resume = NULL;
         if (c->cmd.ac)
                 redisAsyncFree(c->cmd.ac);
         if (c->sub.ac)
@@ -658,6 +715,8 @@ void cluster_free(struct cluster *c)
         free(c->win_pattern);
         free(c->node_key);
         free(c->node_pattern);
+        free(c->dest_prefix);
+        free(c->dest_pattern_head);
         free_fleet(c);
         free(c);
 }
@@ -682,6 +741,31 @@ void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p)
         if (!send_cmd(c, on_cmd_reply, 8, argv))
                 c->st.dropped++;
         free(key);
+}
+
+bool cluster_publish_resume(struct cluster *c, const char *route)
+{
+        /* what the others will parse: refused here rather than there */
+        char rec[CLUSTER_RECORD_MAX + 1];
+        struct cluster_resume r = {
+            .source = "*", .route = route, .at_us = real_us(), .node = c->node};
+        if (cluster_resume_format(&r, rec, sizeof(rec)) < 0)
+                return false;
+        char *esc = glob_escape(route), *pattern = NULL, at[24], ttl[24];
+        if (!esc || asprintf(&pattern, "%s%s", c->dest_pattern_head, esc) < 0) {
+                free(esc);
+                return false;
+        }
+        free(esc);
+        snprintf(at, sizeof(at), "%lld", (long long)r.at_us);
+        snprintf(ttl, sizeof(ttl), "%lld", CLUSTER_PAUSE_MAX_S * 1000LL);
+        const char *argv[] = {"EVAL",  resume_script, "0",   pattern, at,
+                              c->node, c->channel,    route, ttl,     c->dest_prefix};
+        bool sent = send_cmd(c, on_cmd_reply, 10, argv);
+        if (!sent)
+                c->st.dropped++;
+        free(pattern);
+        return sent;
 }
 
 void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s)

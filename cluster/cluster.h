@@ -95,6 +95,26 @@ int cluster_window_format(const struct cluster_window *w, char *out, size_t outl
 int cluster_window_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
                          struct cluster_window *out, char *why, size_t whylen);
 
+/* An operator's resume of a destination (tarryq resume at some node), as it
+ * travels between nodes: "r1 SOURCE ROUTE AT_US NODE". SOURCE "*": every
+ * source address (what is published on the channel); an address or "-":
+ * the tombstone stored in that destination's dest: key in place of the
+ * pause it cancelled (so no node reads that pause back at its next
+ * resynchronisation). A pause set later replaces the tombstone. */
+struct cluster_resume {
+        const char *source; /* "" none, "*" every source */
+        const char *route;
+        int64_t at_us; /* CLOCK_REALTIME of the resume */
+        const char *node;
+};
+
+/* The same for resumes. Refused: a resume time more than CLUSTER_SKEW_S
+ * ahead of now_us, or more than CLUSTER_PAUSE_MAX_S behind it (no pause
+ * set before it can still be running). */
+int cluster_resume_format(const struct cluster_resume *r, char *out, size_t outlen);
+int cluster_resume_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
+                         struct cluster_resume *out, char *why, size_t whylen);
+
 /* A node name or key prefix as [cluster] takes it: 1..CLUSTER_NAME_MAX
  * bytes; a name of letters, digits, ".-_"; a prefix without white space. */
 bool cluster_node_name_ok(const char *name);
@@ -112,6 +132,9 @@ struct cluster_ops {
         void (*on_pause)(void *userdata, const struct cluster_pause *p);
         /* Another node learned this greylist window (validated). */
         void (*on_window)(void *userdata, const struct cluster_window *w);
+        /* Another node's operator resumed this destination (validated; the
+         * live message only, not the tombstones read at a resync). */
+        void (*on_resume)(void *userdata, const struct cluster_resume *r);
         /* Connected (first time or after a loss): the caller publishes its
          * own current pauses and windows again (a restarted Redis has
          * forgotten them). */
@@ -139,6 +162,13 @@ void cluster_free(struct cluster *c);
 /* Share a pause this node set (p->node is ignored: this node's name is
  * used). Dropped when Redis is not connected now. */
 void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p);
+
+/* Share an operator's resume of route (every source address): every
+ * stored pause of it becomes a tombstone (a record that cancels it, kept
+ * for CLUSTER_PAUSE_MAX_S unless a later pause replaces it), and the other
+ * nodes resume it too (ops.on_resume). false when Redis is not connected now
+ * (nothing is shared: the other nodes keep their pauses). */
+bool cluster_publish_resume(struct cluster *c, const char *route);
 
 /* Share a window this node learned; it expires from Redis after ttl_s
  * (greylist_memory). Dropped when Redis is not connected now. */

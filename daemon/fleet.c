@@ -49,6 +49,31 @@ static void on_cluster_pause(void *userdata, const struct cluster_pause *p)
         deliver_arm_timer(d);
 }
 
+/* Another node's operator resumed a destination: resumed here too, for
+ * every source address (or the one named). */
+static void on_cluster_resume(void *userdata, const struct cluster_resume *r)
+{
+        struct tarryd *d = userdata;
+        int64_t now = now_realtime_us();
+        const char *source = strcmp(r->source, "*") == 0 ? NULL : r->source;
+        if (sched_resume_destination(d->sched, r->route, source, now) <= 0)
+                return;
+        log_info("cluster: node %s resumed %s", r->node, r->route);
+        deliver_run_due(d);
+}
+
+void fleet_resumed(struct tarryd *d, const char *route)
+{
+        if (!d->cluster)
+                return;
+        if (cluster_publish_resume(d->cluster, route))
+                log_info("cluster: resumed %s across the fleet", route);
+        else
+                log_warn("cluster: resumed %s on this node only: redis %s is not connected; "
+                         "the other nodes keep their pauses",
+                         route, d->cfg->cluster_redis);
+}
+
 static void on_sched_window(void *userdata, const struct sched_shared_window *w)
 {
         struct tarryd *d = userdata;
@@ -154,6 +179,7 @@ int fleet_start(struct tarryd *d)
         const char *node = d->cfg->cluster_node ? d->cfg->cluster_node : d->cfg->myhostname;
         struct cluster_ops ops = {.on_pause = on_cluster_pause,
                                   .on_window = on_cluster_window,
+                                  .on_resume = on_cluster_resume,
                                   .on_connected = on_connected,
                                   .summary = on_summary,
                                   .on_slot = on_cluster_slot,

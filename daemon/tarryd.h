@@ -192,6 +192,9 @@ int fleet_start(struct tarryd *d);
 /* [cluster] as --check sees it, without connecting: 0 or -EINVAL (err). */
 int fleet_check(const struct tarry_config *cfg, char *err, size_t errlen);
 void fleet_stop(struct tarryd *d);
+/* An operator resumed route here (tarryq resume): the fleet resumes it too,
+ * and the pauses stored in Redis for it are cancelled. */
+void fleet_resumed(struct tarryd *d, const char *route);
 
 /* control.c */
 int control_start(struct tarryd *d);

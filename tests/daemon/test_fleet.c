@@ -278,6 +278,72 @@ Test(fleet, a_suspension_at_one_node_holds_the_other_nodes_mail_for_that_destina
         redis_cleanup(&r);
 }
 
+/* The destination as the scheduler keys it: the [transport] next hop. */
+static void dest_of(struct fixture *f, char *out, size_t outlen)
+{
+        snprintf(out, outlen, "[127.0.0.1]:%u", fixture_port(f));
+}
+
+/* tarryq resume at any node lifts a pause another node learned, at every
+ * node: the mail held at the node that got the 4.7.650 leaves at once too,
+ * and a node started later does not read the pause back from Redis. */
+Test(fleet, a_resume_at_one_node_lifts_the_pause_another_node_learned_across_the_fleet,
+     .timeout = 180)
+{
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt", REPUTATION);
+        struct harness a, b;
+        init_node(&a, "a", f, &r);
+        init_node(&b, "b", f, &r);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"), "node a never connected");
+        cr_assert(wait_log(&b, "cluster: connected to redis"), "node b never connected");
+
+        harness_send(&a, "alice@sender.test", "one@example.test", "from a");
+        cr_assert(wait_log(&a, "class=reputation"), "node a's attempt was not deferred");
+        cr_assert(wait_log(&b, "cluster: node a suspended"), "node b never heard of it");
+        fixture_set(f, "rcpt", "250 2.1.5 Ok");
+        /* (one@ keeps its own retry time, as after a resume at a alone) */
+        assert_held_at(&a, f, "two@example.test");
+        assert_held_at(&b, f, "three@example.test");
+        cr_assert_eq(fixture_txn_count(f), 0);
+
+        char dest[64], *out = NULL, *err = NULL;
+        dest_of(f, dest, sizeof(dest));
+        cr_assert_eq(harness_tarryq(&b, (const char *[]){"resume", dest, NULL}, &out, &err), 0,
+                     "tarryq resume %s at b: %s%s", dest, out, err);
+        free(out);
+        free(err);
+        cr_assert_eq(fixture_wait_txns(f, 2, WAIT_MS), 0,
+                     "after the resume at b, %zu of 2 messages arrived (a kept its pause?)",
+                     fixture_txn_count(f));
+        cr_assert(wait_log(&a, "cluster: node b resumed"), "node a never heard of the resume");
+
+        /* a node started now reads no pause from Redis */
+        struct harness c;
+        init_node(&c, "c", f, &r);
+        harness_start(&c);
+        cr_assert(wait_log(&c, "cluster: connected to redis"), "node c never connected");
+        harness_send(&c, "alice@sender.test", "four@example.test", "from c");
+        cr_assert_eq(fixture_wait_txns(f, 3, WAIT_MS), 0,
+                     "node c's mail was held by the pause the resume cancelled");
+        cr_assert_not(harness_log_contains(&c, "cluster: node a suspended"));
+        cr_assert_not(harness_log_contains(&c, "ignored a record"), "the tombstone was refused");
+        cr_assert_eq(fixture_txn_count(f), 3, "a message arrived twice");
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&c, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        harness_cleanup(&c);
+        fixture_free(f);
+        redis_cleanup(&r);
+}
+
 Test(fleet, without_redis_both_nodes_deliver_and_share_again_once_it_is_back, .timeout = 240)
 {
         struct redis r = {0};
