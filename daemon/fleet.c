@@ -199,6 +199,48 @@ int fleet_start(struct tarryd *d)
         return 0;
 }
 
+static const char *node_of(const struct tarry_config *cfg)
+{
+        return cfg->cluster_node ? cfg->cluster_node : cfg->myhostname;
+}
+
+static const char *prefix_of(const struct tarry_config *cfg)
+{
+        return cfg->cluster_prefix && cfg->cluster_prefix[0] ? cfg->cluster_prefix
+                                                             : CLUSTER_PREFIX_DEFAULT;
+}
+
+static bool same(const char *a, const char *b)
+{
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+void fleet_reload(struct tarryd *d, const struct tarry_config *old)
+{
+        const struct tarry_config *cfg = d->cfg;
+        bool redis = !same(old->cluster_redis, cfg->cluster_redis);
+        bool node = !same(node_of(old), node_of(cfg)),
+             prefix = !same(prefix_of(old), prefix_of(cfg));
+        if (!redis && !node && !prefix)
+                return;
+        if (!cfg->cluster_redis && !d->cluster)
+                return; /* no fleet before or after: node or prefix alone */
+        char what[64];
+        snprintf(what, sizeof(what), "%s%s%s%s%s", redis ? "redis" : "",
+                 redis && (node || prefix) ? ", " : "", node ? "node" : "",
+                 node && prefix ? ", " : "", prefix ? "prefix" : "");
+        fleet_stop(d);
+        if (!cfg->cluster_redis) {
+                log_info("reload: [cluster] redis removed; this node leaves the fleet");
+                return;
+        }
+        log_info("reload: [cluster] %s changed; joining %s as node %s", what, cfg->cluster_redis,
+                 node_of(cfg));
+        if (fleet_start(d) != 0)
+                log_error("reload: [cluster] cannot be applied; this node is out of the fleet "
+                          "until the next reload or restart");
+}
+
 void fleet_stop(struct tarryd *d)
 {
         if (d->sched)

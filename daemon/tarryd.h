@@ -192,6 +192,10 @@ int fleet_start(struct tarryd *d);
 /* [cluster] as --check sees it, without connecting: 0 or -EINVAL (err). */
 int fleet_check(const struct tarry_config *cfg, char *err, size_t errlen);
 void fleet_stop(struct tarryd *d);
+/* After a reload (d->cfg is the new configuration, checked with
+ * fleet_check): a changed [cluster] redis, node or prefix is applied by
+ * leaving the old Redis and joining the new one. */
+void fleet_reload(struct tarryd *d, const struct tarry_config *old);
 /* An operator resumed route here (tarryq resume): the fleet resumes it too,
  * and the pauses stored in Redis for it are cancelled. */
 void fleet_resumed(struct tarryd *d, const char *route);

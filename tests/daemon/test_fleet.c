@@ -518,6 +518,88 @@ Test(fleet, a_rule_paced_rate_holds_across_both_nodes, .timeout = 240)
         redis_cleanup(&r);
 }
 
+/* Replace the first occurrence of from with to in h's tarry.conf. */
+static void edit_config(struct harness *h, const char *from, const char *to)
+{
+        FILE *f = fopen(h->conf, "r");
+        cr_assert_not_null(f);
+        char text[8192];
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        char *at = strstr(text, from);
+        cr_assert_not_null(at, "%s not in %s", from, h->conf);
+        char out[8192];
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+        harness_write_config(h, out);
+}
+
+/* A SIGHUP with another [cluster] redis and node takes effect: node b
+ * leaves its Redis and joins node a's under its new name, and then hears
+ * a's suspension. A [cluster] that cannot work is refused by the reload,
+ * named, and the node stays where it is. */
+Test(fleet, a_reload_with_another_cluster_redis_and_node_joins_that_fleet, .timeout = 180)
+{
+        struct redis r1 = {0}, r2 = {0};
+        redis_start(&r1);
+        redis_start(&r2);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "rcpt", REPUTATION);
+        struct harness a, b;
+        init_node(&a, "a", f, &r2);
+        init_node(&b, "b", f, &r1);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"), "node a never connected");
+        cr_assert(wait_log(&b, "cluster: connected to redis"), "node b never connected");
+
+        char from[64], to[64], want[128];
+        snprintf(from, sizeof(from), "redis = 127.0.0.1:%d\nnode = b\n", r1.port);
+        snprintf(to, sizeof(to), "redis = 127.0.0.1:%d\nnode = b2\n", r2.port);
+        edit_config(&b, from, "redis = no-such-host:1\nnode = b\n");
+        kill(b.tarryd, SIGHUP);
+        cr_assert(wait_log(&b, "reload failed, keeping the running configuration: [cluster] "
+                               "redis: 'no-such-host:1': the host must be an IP address"),
+                  "a bad [cluster] was not refused by name");
+        edit_config(&b, "redis = no-such-host:1\nnode = b\n", to);
+        kill(b.tarryd, SIGHUP);
+        snprintf(want, sizeof(want), "cluster: connected to redis 127.0.0.1:%d as node b2",
+                 r2.port);
+        cr_assert(wait_log(&b, want), "node b did not join the new redis as b2");
+        cr_assert(harness_log_contains(&b, "reload: [cluster] redis, node changed"));
+
+        harness_send(&a, "alice@sender.test", "one@example.test", "from a");
+        cr_assert(wait_log(&a, "class=reputation"), "node a's attempt was not deferred");
+        cr_assert(wait_log(&b, "cluster: node a suspended"), "node b never heard of it");
+        fixture_set(f, "rcpt", "250 2.1.5 Ok");
+        assert_held_at(&b, f, "two@example.test");
+
+        /* the fleet view from a lists b under its new name */
+        char *out = NULL, *err = NULL;
+        bool listed = false;
+        for (int i = 0; i < WAIT_MS / 100 && !listed; i++) {
+                free(out);
+                free(err);
+                cr_assert_eq(
+                    harness_tarryq(&a, (const char *[]){"-s", "--fleet", NULL}, &out, &err), 0,
+                    "%s", err);
+                listed = strstr(out, "  b2: ") != NULL;
+                if (!listed)
+                        harness_sleep_ms(100);
+        }
+        cr_assert(listed, "tarryq -s --fleet at a:\n%s", out);
+        free(out);
+        free(err);
+
+        cr_assert_eq(harness_stop(&a, SIGTERM, 5000), 0);
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        fixture_free(f);
+        redis_cleanup(&r1);
+        redis_cleanup(&r2);
+}
+
 /* tarryd --check names a [cluster] setting that cannot work, exit 78, and
  * never connects to find out. */
 Test(fleet, tarryd_check_names_a_cluster_setting_that_cannot_work)
