@@ -107,6 +107,44 @@ static const char slot_script[] =
     "           math.floor((slot + 2 * gap - now) / 1000) + 1000)\n"
     "return string.format('%.0f', slot)\n";
 
+/* One connection lease, if under the limit: expired leases dropped, the
+ * live ones counted. 1 granted, 0 at the limit. A key of another type is
+ * replaced. KEYS[1] the set; ARGV: now ms, limit, expiry ms, member, ttl ms. */
+static const char lease_script[] =
+    "if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
+    "if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end\n"
+    "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "return 1\n";
+
+/* Renew leases held (also after a Redis restart: they are added again).
+ * ARGV: expiry ms, ttl ms, members... */
+static const char renew_script[] =
+    "if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end\n"
+    "for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
+#define LEASE_REASK_US (US / 4) /* a refused lease is asked again no sooner */
+
+/* The leases of one (source, site) at this node. */
+struct lease_site {
+        struct lease_site *next;
+        struct cluster *c;
+        char *key; /* P conn:SOURCE/SITE */
+        char *source, *site;
+        int limit;
+        unsigned busy;   /* connections open (cluster_conn_open said OPEN) */
+        unsigned n_held; /* leases held: ids[0..n_held) */
+        unsigned cap;
+        uint64_t *ids;
+        bool asking;        /* a lease request without its answer yet */
+        uint64_t asking_id; /* its lease id */
+        int64_t refused_us; /* monotonic time of the latest refusal */
+        int64_t idle_us;    /* monotonic time since when a held lease is unused; 0: none */
+};
+
 struct rconn {
         struct cluster *c;
         redisAsyncContext *ac;
@@ -141,7 +179,14 @@ struct cluster {
         int64_t refusal_logged_us;
         uint64_t refusals_unlogged;
         struct cluster_stats st;
+        struct lease_site *leases;
+        uint64_t lease_seq;
+        int64_t lease_run; /* this run's start (CLOCK_REALTIME), part of lease members */
+        int64_t leases_renewed_us;
 };
+
+static void leases_tend(struct cluster *c, int64_t now);
+static void leases_free(struct cluster *c);
 
 static int64_t mono_us(void)
 {
@@ -562,6 +607,7 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata)
         tend(&c->sub, now);
         if (c->healthy && now - c->published_us >= CLUSTER_PUBLISH_S * US)
                 publish_summary(c);
+        leases_tend(c, now);
         sd_event_source_set_time(s, usec + TICK_US);
         return 0;
 }
@@ -656,6 +702,7 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
                 return -ENOMEM;
         c->loop = sd_event_ref(loop);
         c->ops = *ops;
+        c->lease_run = real_us();
         c->cmd.c = c->sub.c = c;
         c->addr = strdup(addr);
         c->node = strdup(node);
@@ -699,6 +746,7 @@ void cluster_free(struct cluster *c)
         c->ops.on_connected = NULL;
         c->ops.on_slot = NULL;
         c->ops.on_resume = NULL;
+        c->ops.on_lease = NULL;
         if (c->cmd.ac)
                 redisAsyncFree(c->cmd.ac);
         if (c->sub.ac)
@@ -717,6 +765,7 @@ void cluster_free(struct cluster *c)
         free(c->node_pattern);
         free(c->dest_prefix);
         free(c->dest_pattern_head);
+        leases_free(c);
         free_fleet(c);
         free(c);
 }
@@ -849,6 +898,227 @@ bool cluster_reserve_slot(struct cluster *c, const char *source, const char *rou
                 c->last_progress_us = mono_us();
         c->st.commands++;
         return true;
+}
+
+/* ---- connection leases ---- */
+
+/* Send argv (argc entries) on the command connection; priv for fn. */
+static bool send_argv(struct cluster *c, redisCallbackFn *fn, void *priv, int argc,
+                      const char **argv)
+{
+        if (!c->cmd.up || c->pending >= MAX_PENDING)
+                return false;
+        size_t *lens = calloc((size_t)argc, sizeof(*lens));
+        if (!lens)
+                return false;
+        for (int i = 0; i < argc; i++)
+                lens[i] = strlen(argv[i]);
+        bool ok = redisAsyncCommandArgv(c->cmd.ac, fn, priv, argc, argv, lens) == REDIS_OK;
+        free(lens);
+        if (!ok)
+                return false;
+        if (c->pending++ == 0)
+                c->last_progress_us = mono_us();
+        c->st.commands++;
+        return true;
+}
+
+static void member_of(const struct cluster *c, uint64_t id, char *out, size_t outlen)
+{
+        snprintf(out, outlen, "%s:%llx:%llu", c->node, (unsigned long long)c->lease_run,
+                 (unsigned long long)id);
+}
+
+static struct lease_site *lease_site_get(struct cluster *c, const char *source, const char *site,
+                                         bool create)
+{
+        for (struct lease_site *l = c->leases; l; l = l->next)
+                if (strcmp(l->source, source) == 0 && strcmp(l->site, site) == 0)
+                        return l;
+        if (!create)
+                return NULL;
+        struct lease_site *l = calloc(1, sizeof(*l));
+        if (!l)
+                return NULL;
+        l->c = c;
+        if (!(l->source = strdup(source)) || !(l->site = strdup(site)) ||
+            asprintf(&l->key, "%sconn:%s/%s", c->prefix, source[0] ? source : "-", site) < 0) {
+                l->key = NULL;
+                free(l->source);
+                free(l->site);
+                free(l);
+                return NULL;
+        }
+        l->next = c->leases;
+        c->leases = l;
+        return l;
+}
+
+static void lease_site_free(struct lease_site *l)
+{
+        free(l->key);
+        free(l->source);
+        free(l->site);
+        free(l->ids);
+        free(l);
+}
+
+static void on_lease_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct lease_site *l = priv;
+        struct cluster *c = l->c;
+        redisReply *reply = r;
+        reply_done(c);
+        l->asking = false;
+        bool granted = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+                refused(c, reply->str);
+        if (granted) {
+                l->ids[l->n_held++] = l->asking_id; /* room was made when asked */
+                c->st.leases_held++;
+                if (!l->idle_us)
+                        l->idle_us = mono_us(); /* unused until the caller comes back */
+        } else if (reply) {
+                l->refused_us = mono_us();
+                c->st.leases_refused++;
+        }
+        /* no reply: Redis is gone, and cluster_conn_open answers OPEN */
+        if (c->ops.on_lease)
+                c->ops.on_lease(c->ops.userdata, l->source, l->site, granted || !reply);
+}
+
+static bool ask_lease(struct cluster *c, struct lease_site *l)
+{
+        if (l->n_held + 1 > l->cap) {
+                unsigned cap = l->cap ? 2 * l->cap : 4;
+                uint64_t *ids = realloc(l->ids, cap * sizeof(*ids));
+                if (!ids)
+                        return false;
+                l->ids = ids;
+                l->cap = cap;
+        }
+        uint64_t id = ++c->lease_seq;
+        int64_t now_ms = real_us() / 1000;
+        char now[24], limit[16], expiry[24], member[CLUSTER_NAME_MAX + 48], ttl[24];
+        snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+        snprintf(limit, sizeof(limit), "%d", l->limit);
+        snprintf(expiry, sizeof(expiry), "%lld", (long long)(now_ms + CLUSTER_LEASE_TTL_S * 1000));
+        snprintf(ttl, sizeof(ttl), "%d", 2 * CLUSTER_LEASE_TTL_S * 1000);
+        member_of(c, id, member, sizeof(member));
+        const char *argv[] = {"EVAL", lease_script, "1", l->key, now, limit, expiry, member, ttl};
+        if (!send_argv(c, on_lease_reply, l, 9, argv))
+                return false;
+        l->asking = true;
+        l->asking_id = id;
+        return true;
+}
+
+enum cluster_conn cluster_conn_ask(struct cluster *c, const char *source, const char *site,
+                                   int limit)
+{
+        if (!c->healthy || limit <= 0)
+                return CLUSTER_CONN_OPEN;
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, true);
+        if (!l)
+                return CLUSTER_CONN_OPEN; /* out of memory: the local limit alone */
+        l->limit = limit;
+        if (l->busy < l->n_held)
+                return CLUSTER_CONN_OPEN;
+        int64_t now = mono_us();
+        if (!l->asking && now - l->refused_us >= LEASE_REASK_US && !ask_lease(c, l) && !c->cmd.up)
+                return CLUSTER_CONN_OPEN;
+        return CLUSTER_CONN_WAIT;
+}
+
+void cluster_conn_opened(struct cluster *c, const char *source, const char *site)
+{
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, true);
+        if (!l)
+                return;
+        l->busy++;
+        if (l->busy >= l->n_held)
+                l->idle_us = 0;
+}
+
+void cluster_conn_closed(struct cluster *c, const char *source, const char *site)
+{
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, false);
+        if (!l || l->busy == 0)
+                return;
+        l->busy--;
+        if (l->busy < l->n_held && !l->idle_us)
+                l->idle_us = mono_us();
+}
+
+static void renew(struct cluster *c, struct lease_site *l)
+{
+        const char **argv = calloc(6 + l->n_held, sizeof(*argv));
+        char(*members)[CLUSTER_NAME_MAX + 48] = calloc(l->n_held, sizeof(*members));
+        char expiry[24], ttl[24];
+        if (argv && members) {
+                snprintf(expiry, sizeof(expiry), "%lld",
+                         (long long)(real_us() / 1000 + CLUSTER_LEASE_TTL_S * 1000));
+                snprintf(ttl, sizeof(ttl), "%d", 2 * CLUSTER_LEASE_TTL_S * 1000);
+                int n = 0;
+                argv[n++] = "EVAL";
+                argv[n++] = renew_script;
+                argv[n++] = "1";
+                argv[n++] = l->key;
+                argv[n++] = expiry;
+                argv[n++] = ttl;
+                for (unsigned i = 0; i < l->n_held; i++) {
+                        member_of(c, l->ids[i], members[i], sizeof(members[i]));
+                        argv[n++] = members[i];
+                }
+                (void)send_argv(c, on_cmd_reply, c, n, argv);
+        }
+        free(argv);
+        free(members);
+}
+
+/* Give back the leases beyond those in use (busy) */
+static void give_back(struct cluster *c, struct lease_site *l)
+{
+        while (l->n_held > l->busy) {
+                char member[CLUSTER_NAME_MAX + 48];
+                member_of(c, l->ids[--l->n_held], member, sizeof(member));
+                c->st.leases_held--;
+                const char *argv[] = {"ZREM", l->key, member};
+                (void)send_argv(c, on_cmd_reply, c, 3, argv); /* else it expires */
+        }
+        l->idle_us = 0;
+}
+
+static void leases_tend(struct cluster *c, int64_t now)
+{
+        bool renewing = c->healthy && now - c->leases_renewed_us >= CLUSTER_LEASE_RENEW_S * US;
+        if (renewing)
+                c->leases_renewed_us = now;
+        for (struct lease_site **pl = &c->leases; *pl;) {
+                struct lease_site *l = *pl;
+                if (l->n_held > l->busy && l->idle_us &&
+                    now - l->idle_us >= CLUSTER_LEASE_HOLD_S * US)
+                        give_back(c, l);
+                if (renewing && l->n_held)
+                        renew(c, l);
+                if (!l->n_held && !l->busy && !l->asking) {
+                        *pl = l->next;
+                        lease_site_free(l);
+                        continue;
+                }
+                pl = &l->next;
+        }
+}
+
+static void leases_free(struct cluster *c)
+{
+        /* pending replies were answered (NULL) when the connections were freed */
+        while (c->leases) {
+                struct lease_site *l = c->leases;
+                c->leases = l->next;
+                lease_site_free(l);
+        }
 }
 
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)

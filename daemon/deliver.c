@@ -494,6 +494,8 @@ static unsigned notify_for_smtpc(unsigned n)
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
+        if (fleet_conn_wait(d, w->it, now)) /* the fleet is at the site's connection limit */
+                return;
         int lr = message_load_envelope(d, m);
         if (lr == -ENOENT || lr == -EBADMSG) {
                 /* Forget only this work: the message's other works may sit later in
@@ -595,6 +597,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         }
         m->inflight++;
         d->inflight++;
+        fleet_conn_opened(d, w->it);
 }
 
 void deliver_run_due(struct tarryd *d)
@@ -1070,6 +1073,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         struct msg *m = w->m;
         struct envelope *env = m->env;
         int64_t now = now_realtime_us();
+        fleet_conn_closed(d, w->it);
 
         char relay[512] = "none";
         if (res->mx_host)

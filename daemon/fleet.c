@@ -11,7 +11,10 @@
 
 #include "common/fileio.h"
 #include "daemon/log.h"
+#include "daemon/site.h"
 #include "daemon/tarryd.h"
+
+#define CONN_WAIT_US 250000 /* an attempt the fleet's connection limit holds back: again then */
 
 static void on_sched_pause(void *userdata, const struct sched_shared_pause *p)
 {
@@ -197,6 +200,37 @@ int fleet_start(struct tarryd *d)
                                     .userdata = d};
         sched_set_share(d->sched, &share);
         return 0;
+}
+
+/* The provider's connection limit of the item's site, 0: none. */
+static int conn_limit(struct tarryd *d, struct sched_item *it)
+{
+        if (!d->cluster)
+                return 0;
+        const struct sched_provider *p = site_provider(d->classifier, sched_item_route(it));
+        return p ? (int)p->connections.value : 0;
+}
+
+bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now)
+{
+        int limit = conn_limit(d, it);
+        if (limit <= 0 || cluster_conn_ask(d->cluster, sched_item_source(it), sched_item_route(it),
+                                           limit) == CLUSTER_CONN_OPEN)
+                return false;
+        sched_reschedule(d->sched, it, now + CONN_WAIT_US);
+        return true;
+}
+
+void fleet_conn_opened(struct tarryd *d, struct sched_item *it)
+{
+        if (conn_limit(d, it) > 0)
+                cluster_conn_opened(d->cluster, sched_item_source(it), sched_item_route(it));
+}
+
+void fleet_conn_closed(struct tarryd *d, struct sched_item *it)
+{
+        if (conn_limit(d, it) > 0)
+                cluster_conn_closed(d->cluster, sched_item_source(it), sched_item_route(it));
 }
 
 static const char *node_of(const struct tarry_config *cfg)

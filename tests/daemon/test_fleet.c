@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -516,6 +517,173 @@ Test(fleet, a_rule_paced_rate_holds_across_both_nodes, .timeout = 240)
         rmdir(dir);
         fixture_free(f);
         redis_cleanup(&r);
+}
+
+/* ---- connection leases: a provider's MX hosts through dnsmasq ---- */
+
+/* Is UDP port taken (dnsmasq has bound it)? */
+static bool udp_port_bound(uint16_t port)
+{
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons(port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        bool taken = bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0;
+        close(fd);
+        return taken;
+}
+
+/* dnsmasq on a free loopback port: LEASE_DOMAINS domains d1.test… whose MX
+ * hosts match the provider's pattern *.prov.test, all at 127.0.0.1. 0 when
+ * dnsmasq is not installed. */
+#define LEASE_DOMAINS 6
+static pid_t start_dns(uint16_t *port)
+{
+        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+                return 0;
+        *port = (uint16_t)free_port();
+        char portarg[32], mx[LEASE_DOMAINS][64];
+        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
+        const char *argv[32] = {"dnsmasq",
+                                "--keep-in-foreground",
+                                portarg,
+                                "--listen-address=127.0.0.1",
+                                "--bind-interfaces",
+                                "--no-resolv",
+                                "--no-hosts",
+                                "--conf-file=/dev/null",
+                                "--pid-file=",
+                                "--user=root",
+                                "--log-facility=/dev/null",
+                                "--local=/test/",
+                                "--host-record=mx1.prov.test,127.0.0.1",
+                                "--host-record=mx2.prov.test,127.0.0.1"};
+        size_t n = 14;
+        for (int i = 0; i < LEASE_DOMAINS; i++) {
+                snprintf(mx[i], sizeof(mx[i]), "--mx-host=d%d.test,mx%d.prov.test,10", i + 1,
+                         i % 2 + 1);
+                argv[n++] = mx[i];
+        }
+        argv[n] = NULL;
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                execv("/usr/sbin/dnsmasq", (char *const *)argv);
+                _exit(127);
+        }
+        for (int i = 0; !udp_port_bound(*port); i++) {
+                cr_assert_lt(i, WAIT_MS / 10, "dnsmasq does not bind port %u", *port);
+                harness_sleep_ms(10);
+        }
+        return pid;
+}
+
+/* A node delivering by MX through dnsmasq, with a provider of 2 connections. */
+static void init_lease_node(struct harness *h, const char *node, struct fixture *f, struct redis *r,
+                            uint16_t dport, const char *policy)
+{
+        char extra[2048];
+        snprintf(extra, sizeof(extra),
+                 "source_address = 127.0.0.2\nclassifier_rules = %s\n"
+                 "[smtp]\nport = %u\nconnect_timeout = 2s\ncommand_timeout = 3s\n"
+                 "data_timeout = 5s\ndns_servers = 127.0.0.1:%u\n"
+                 "[cluster]\nredis = 127.0.0.1:%d\nnode = %s\n",
+                 policy, fixture_port(f), dport, r->port, node);
+        harness_init(h, extra);
+}
+
+static void send_to_domains(struct harness *h, const char *tag, int n)
+{
+        for (int i = 0; i < n; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "%s%d@d%d.test", tag, i, i % LEASE_DOMAINS + 1);
+                harness_send(h, "alice@sender.test", rcpt, "leased");
+        }
+}
+
+static bool wait_open_connections(struct fixture *f, size_t n)
+{
+        for (int i = 0; i < WAIT_MS / 10; i++) {
+                if (fixture_open_connection_count(f) == n)
+                        return true;
+                harness_sleep_ms(10);
+        }
+        return false;
+}
+
+/* A provider allows 2 connections per source address; two nodes sending
+ * from the same address to its MX hosts, with a slow receiver, never have
+ * more than 2 open there together (each alone keeps to 2, so without the
+ * fleet's leases up to 4). A node killed with SIGKILL while it holds both
+ * leases gives them back by expiry, and the other node then uses both. */
+Test(fleet, a_provider_connection_limit_holds_across_the_fleet_and_a_dead_nodes_leases_expire,
+     .timeout = 240)
+{
+        uint16_t dport = 0;
+        pid_t dns = start_dns(&dport);
+        if (dns == 0)
+                cr_skip_test("dnsmasq is not installed (apt-get install dnsmasq-base)");
+        struct redis r = {0};
+        redis_start(&r);
+        struct fixture *f = start_fixture();
+        fixture_set(f, "delay:dot", "1500"); /* attempts overlap */
+        char dir[] = "/tmp/tarry-fleet-XXXXXX", policy[64];
+        cr_assert_not_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        snprintf(policy, sizeof(policy), "%s/policy.json", dir);
+        FILE *pf = fopen(policy, "w");
+        cr_assert_not_null(pf);
+        fputs("{\"tarry_policy\": 1, \"providers\": [{\"name\": \"prov\", \"mx\": "
+              "[\"*.prov.test\"], \"limits\": {\"connections\": {\"value\": 2, \"source\": "
+              "\"observed\"}}, \"reason\": \"a test provider\"}]}\n",
+              pf);
+        fclose(pf);
+        chmod(policy, 0644);
+        struct harness a, b;
+        init_lease_node(&a, "a", f, &r, dport, policy);
+        init_lease_node(&b, "b", f, &r, dport, policy);
+        harness_start(&a);
+        harness_start(&b);
+        cr_assert(wait_log(&a, "cluster: connected to redis"), "node a never connected");
+        cr_assert(wait_log(&b, "cluster: connected to redis"), "node b never connected");
+
+        send_to_domains(&a, "a", LEASE_DOMAINS);
+        send_to_domains(&b, "b", LEASE_DOMAINS);
+        cr_assert_eq(fixture_wait_txns(f, 2 * LEASE_DOMAINS, 120000), 0,
+                     "%zu of %d messages arrived", fixture_txn_count(f), 2 * LEASE_DOMAINS);
+        cr_assert_leq(fixture_max_open_connections(f), 2,
+                      "%zu connections at once from both nodes to a provider allowing 2",
+                      fixture_max_open_connections(f));
+
+        /* a takes both leases (its connections hang at MAIL), and dies */
+        cr_assert(wait_open_connections(f, 0), "the first round's connections never closed");
+        fixture_set(f, "hang", "mail");
+        send_to_domains(&a, "dead", 2);
+        cr_assert(wait_open_connections(f, 2), "node a never opened its 2 connections");
+        harness_kill9(&a);
+        cr_assert(wait_open_connections(f, 0), "node a's connections outlived it");
+        fixture_set(f, "hang", "none");
+        size_t before = fixture_txn_count(f);
+        int64_t killed_us = harness_now_us();
+        send_to_domains(&b, "after", 4);
+        cr_assert(wait_open_connections(f, 2), "node b never used both connections");
+        int64_t waited_ms = (harness_now_us() - killed_us) / 1000;
+        cr_log_info("node b had both connections %lld ms after node a died", (long long)waited_ms);
+        /* a's leases were renewed at most 5 s before it died and last 15 s */
+        cr_assert_geq(waited_ms, 9500, "node b did not wait for node a's leases to expire");
+        cr_assert_eq(fixture_wait_txns(f, before + 4, 60000), 0, "node b's mail did not arrive");
+        cr_assert_leq(fixture_max_open_connections(f), 2);
+
+        cr_assert_eq(harness_stop(&b, SIGTERM, 5000), 0);
+        harness_cleanup(&a);
+        harness_cleanup(&b);
+        unlink(policy);
+        rmdir(dir);
+        fixture_free(f);
+        redis_cleanup(&r);
+        kill(dns, SIGTERM);
+        waitpid(dns, NULL, 0);
 }
 
 /* Replace the first occurrence of from with to in h's tarry.conf. */
