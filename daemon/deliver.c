@@ -58,6 +58,7 @@ struct attempt {
         size_t n;
         size_t *idx; /* indices into env->rcpt */
         bool forced; /* tarryq -f / -i: recipients not yet due were tried too */
+        bool leased; /* counted by the fleet's connection leases (fleet_conn_opened) */
 };
 
 static bool waiting(const struct envelope_rcpt *r)
@@ -559,7 +560,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         if (r == 0)
                 r = open_wire_message(d, m, &fd, &size);
         if (r == 0) {
-                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
+                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced, false};
                 const char *site = sched_item_route(w->it);
                 const struct sched_provider *prov = site_provider(d->classifier, site);
                 struct smtpc_request req = {
@@ -597,7 +598,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         }
         m->inflight++;
         d->inflight++;
-        fleet_conn_opened(d, w->it);
+        a->leased = fleet_conn_opened(d, w->it);
 }
 
 void deliver_run_due(struct tarryd *d)
@@ -1073,7 +1074,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         struct msg *m = w->m;
         struct envelope *env = m->env;
         int64_t now = now_realtime_us();
-        fleet_conn_closed(d, w->it);
+        if (a->leased)
+                fleet_conn_closed(d, w->it);
 
         char relay[512] = "none";
         if (res->mx_host)

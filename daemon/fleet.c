@@ -221,15 +221,19 @@ bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now)
         return true;
 }
 
-void fleet_conn_opened(struct tarryd *d, struct sched_item *it)
+bool fleet_conn_opened(struct tarryd *d, struct sched_item *it)
 {
-        if (conn_limit(d, it) > 0)
-                cluster_conn_opened(d->cluster, sched_item_source(it), sched_item_route(it));
+        if (conn_limit(d, it) <= 0)
+                return false;
+        cluster_conn_opened(d->cluster, sched_item_source(it), sched_item_route(it));
+        return true;
 }
 
+/* Also after a reload that changed the provider or [cluster]: a cluster
+ * that does not know (source, site) ignores it. */
 void fleet_conn_closed(struct tarryd *d, struct sched_item *it)
 {
-        if (conn_limit(d, it) > 0)
+        if (d->cluster)
                 cluster_conn_closed(d->cluster, sched_item_source(it), sched_item_route(it));
 }
 

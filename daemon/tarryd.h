@@ -201,10 +201,10 @@ void fleet_reload(struct tarryd *d, const struct tarry_config *old);
  * is at the limit now (the item is rescheduled a moment later; a lease is
  * being asked for); false: go on (a lease is held here, or there is no
  * limit, no fleet or no Redis). Then fleet_conn_opened when the attempt
- * starts and fleet_conn_closed when it is done. The concurrency owner
+ * starts and, if it returned true, fleet_conn_closed when it is done. The concurrency owner
  * (deliver.c / smtpc pool) calls them. */
 bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now);
-void fleet_conn_opened(struct tarryd *d, struct sched_item *it);
+bool fleet_conn_opened(struct tarryd *d, struct sched_item *it); /* true: call closed */
 void fleet_conn_closed(struct tarryd *d, struct sched_item *it);
 /* An operator resumed route here (tarryq resume): the fleet resumes it too,
  * and the pauses stored in Redis for it are cancelled. */
