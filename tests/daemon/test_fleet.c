@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -21,6 +20,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "tests/fixture/dnsmasq.h"
 #include "tests/fixture/fixture.h"
 
 #define WAIT_MS   30000
@@ -521,61 +521,27 @@ Test(fleet, a_rule_paced_rate_holds_across_both_nodes, .timeout = 240)
 
 /* ---- connection leases: a provider's MX hosts through dnsmasq ---- */
 
-/* Is UDP port taken (dnsmasq has bound it)? */
-static bool udp_port_bound(uint16_t port)
-{
-        int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET,
-                                .sin_port = htons(port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        bool taken = bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0;
-        close(fd);
-        return taken;
-}
-
-/* dnsmasq on a free loopback port: LEASE_DOMAINS domains d1.test… whose MX
- * hosts match the provider's pattern *.prov.test, all at 127.0.0.1. 0 when
- * dnsmasq is not installed. */
+/* dnsmasq (tests/fixture/dnsmasq.h): LEASE_DOMAINS domains d1.test…
+ * whose MX hosts match the provider's pattern *.prov.test, all at
+ * 127.0.0.1. 0 when dnsmasq is not installed. */
 #define LEASE_DOMAINS 6
 static pid_t start_dns(uint16_t *port)
 {
-        if (access("/usr/sbin/dnsmasq", X_OK) != 0)
+        if (!dnsmasq_installed())
                 return 0;
-        *port = (uint16_t)free_port();
-        char portarg[32], mx[LEASE_DOMAINS][64];
-        snprintf(portarg, sizeof(portarg), "--port=%u", *port);
-        const char *argv[32] = {"dnsmasq",
-                                "--keep-in-foreground",
-                                portarg,
-                                "--listen-address=127.0.0.1",
-                                "--bind-interfaces",
-                                "--no-resolv",
-                                "--no-hosts",
-                                "--conf-file=/dev/null",
-                                "--pid-file=",
-                                "--user=root",
-                                "--log-facility=/dev/null",
-                                "--local=/test/",
-                                "--host-record=mx1.prov.test,127.0.0.1",
-                                "--host-record=mx2.prov.test,127.0.0.1"};
-        size_t n = 14;
+        char mx[LEASE_DOMAINS][64], err[256];
+        const char *opts[8 + LEASE_DOMAINS] = {"--local=/test/",
+                                               "--host-record=mx1.prov.test,127.0.0.1",
+                                               "--host-record=mx2.prov.test,127.0.0.1"};
+        size_t n = 3;
         for (int i = 0; i < LEASE_DOMAINS; i++) {
                 snprintf(mx[i], sizeof(mx[i]), "--mx-host=d%d.test,mx%d.prov.test,10", i + 1,
                          i % 2 + 1);
-                argv[n++] = mx[i];
+                opts[n++] = mx[i];
         }
-        argv[n] = NULL;
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execv("/usr/sbin/dnsmasq", (char *const *)argv);
-                _exit(127);
-        }
-        for (int i = 0; !udp_port_bound(*port); i++) {
-                cr_assert_lt(i, WAIT_MS / 10, "dnsmasq does not bind port %u", *port);
-                harness_sleep_ms(10);
-        }
+        *port = 0;
+        pid_t pid = dnsmasq_start(opts, n, port, err, sizeof(err));
+        cr_assert_gt(pid, 0, "%s", err);
         return pid;
 }
 
@@ -662,8 +628,7 @@ static void lease_finish(struct lease_case *lc)
         rmdir(lc->dir);
         fixture_free(lc->f);
         redis_cleanup(&lc->r);
-        kill(lc->dns, SIGTERM);
-        waitpid(lc->dns, NULL, 0);
+        dnsmasq_stop(lc->dns);
 }
 
 /* A provider allows 2 connections per source address; two nodes sending
