@@ -142,7 +142,7 @@ struct lease_site {
         bool asking;        /* a lease request without its answer yet */
         uint64_t asking_id; /* its lease id */
         int64_t refused_us; /* monotonic time of the latest refusal */
-        int64_t idle_us;    /* monotonic time since when a held lease is unused; 0: none */
+        int64_t idle_us;    /* monotonic: latest close (or grant) leaving a lease unused; 0: none */
 };
 
 struct rconn {
@@ -1047,7 +1047,9 @@ void cluster_conn_closed(struct cluster *c, const char *source, const char *site
         if (!l || l->busy == 0)
                 return;
         l->busy--;
-        if (l->busy < l->n_held && !l->idle_us)
+        /* from the latest close: the connection it ended may be kept idle
+         * for a while, whichever lease it counts against */
+        if (l->busy < l->n_held)
                 l->idle_us = mono_us();
 }
 
