@@ -62,6 +62,27 @@ static bool redis_pings(int port)
         return ok;
 }
 
+/* Calls of a Redis command so far (INFO commandstats), -1 if unknown. */
+static long redis_calls(struct redis *r, const char *cmd)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)r->port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char buf[16384] = "", want[64];
+        size_t got = 0;
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+            write(fd, "INFO commandstats\r\n", 19) == 19) {
+                for (ssize_t n; got < sizeof(buf) - 1 && !strstr(buf, "\r\n\r\n") &&
+                                (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0;)
+                        buf[got += (size_t)n] = '\0';
+        }
+        close(fd);
+        snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+        const char *at = strstr(buf, want);
+        return at ? strtol(at + strlen(want), NULL, 10) : -1;
+}
+
 /* Start (or restart, on the same port) redis-server, no persistence. */
 static void redis_start(struct redis *r)
 {
@@ -670,6 +691,8 @@ Test(fleet, a_provider_connection_limit_holds_across_the_fleet_and_a_dead_nodes_
         cr_assert_leq(fixture_max_open_connections(f), 2,
                       "%zu connections at once from both nodes to a provider allowing 2",
                       fixture_max_open_connections(f));
+        cr_log_info("redis: %ld EVAL (leases, renewals, summaries), %ld ZREM for %d messages",
+                    redis_calls(&lc.r, "eval"), redis_calls(&lc.r, "zrem"), 2 * LEASE_DOMAINS);
 
         /* a takes both leases (its connections hang at MAIL), and dies */
         cr_assert(wait_open_connections(f, 0), "the first round's connections never closed");
