@@ -43,6 +43,32 @@ static const char set_script[] =
     "redis.call('PUBLISH', ARGV[4], ARGV[1])\n"
     "return 1\n";
 
+/* An operator's resume of a route (ARGV[5]): every stored pause of it
+ * (keys matching ARGV[1], P dest:SOURCE/ROUTE, ARGV[7] being "P dest:")
+ * becomes a tombstone "r1 SOURCE ROUTE AT NODE" for ARGV[6] ms; the
+ * others hear "r1 * ROUTE AT NODE". A later pause replaces a tombstone
+ * (set_script finds no end time in it). */
+static const char resume_script[] =
+    "local n, cursor = 0, '0'\n"
+    "local tail = '/' .. ARGV[5]\n"
+    "repeat\n"
+    "  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for _, k in ipairs(r[2]) do\n"
+    "    local src = string.sub(k, #ARGV[7] + 1, #k - #tail)\n"
+    "    if string.sub(k, -#tail) == tail and #src > 0 and not string.find(src, '/', 1, true) "
+    "then\n"
+    "      redis.call('DEL', k)\n"
+    "      redis.call('SET', k, 'r1 ' .. src .. ' ' .. ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. "
+    "ARGV[3],\n"
+    "                 'PX', ARGV[6])\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "until cursor == '0'\n"
+    "redis.call('PUBLISH', ARGV[4], 'r1 * ' .. ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"
+    "return n\n";
+
 /* Every stored record (strings only), at most ARGV[2]: one round trip. */
 static const char scan_script[] =
     "local out, cursor = {}, '0'\n"
@@ -81,6 +107,44 @@ static const char slot_script[] =
     "           math.floor((slot + 2 * gap - now) / 1000) + 1000)\n"
     "return string.format('%.0f', slot)\n";
 
+/* One connection lease, if under the limit: expired leases dropped, the
+ * live ones counted. 1 granted, 0 at the limit. A key of another type is
+ * replaced. KEYS[1] the set; ARGV: now ms, limit, expiry ms, member, ttl ms. */
+static const char lease_script[] =
+    "if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
+    "if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end\n"
+    "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "return 1\n";
+
+/* Renew leases held (also after a Redis restart: they are added again).
+ * ARGV: expiry ms, ttl ms, members... */
+static const char renew_script[] =
+    "if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end\n"
+    "for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i]) end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
+#define LEASE_REASK_US (US / 4) /* a refused lease is asked again no sooner */
+
+/* The leases of one (source, site) at this node. */
+struct lease_site {
+        struct lease_site *next;
+        struct cluster *c;
+        char *key; /* P conn:SOURCE/SITE */
+        char *source, *site;
+        int limit;
+        unsigned busy;   /* connections open (cluster_conn_open said OPEN) */
+        unsigned n_held; /* leases held: ids[0..n_held) */
+        unsigned cap;
+        uint64_t *ids;
+        bool asking;        /* a lease request without its answer yet */
+        uint64_t asking_id; /* its lease id */
+        int64_t refused_us; /* monotonic time of the latest refusal */
+        int64_t idle_us;    /* monotonic: latest close (or grant) leaving a lease unused; 0: none */
+};
+
 struct rconn {
         struct cluster *c;
         redisAsyncContext *ac;
@@ -101,7 +165,8 @@ struct cluster {
         char *node, *prefix, *channel, *pattern;
         char *win_channel, *win_pattern;
         char *node_key, *node_pattern;
-        char **fleet; /* summaries from the latest read */
+        char *dest_prefix, *dest_pattern_head; /* "P dest:", the same glob-escaped */
+        char **fleet;                          /* summaries from the latest read */
         size_t n_fleet;
         int64_t published_us;
         struct cluster_ops ops;
@@ -114,7 +179,14 @@ struct cluster {
         int64_t refusal_logged_us;
         uint64_t refusals_unlogged;
         struct cluster_stats st;
+        struct lease_site *leases;
+        uint64_t lease_seq;
+        int64_t lease_run; /* this run's start (CLOCK_REALTIME), part of lease members */
+        int64_t leases_renewed_us;
 };
+
+static void leases_tend(struct cluster *c, int64_t now);
+static void leases_free(struct cluster *c);
 
 static int64_t mono_us(void)
 {
@@ -311,10 +383,35 @@ static void take_window(struct cluster *c, const char *buf, size_t len)
                 c->ops.on_window(c->ops.userdata, &w);
 }
 
-static void take_record(struct cluster *c, const char *buf, size_t len)
+/* A resume: acted on when it comes live on the channel; a tombstone read at
+ * a resync only stands in for the pause it cancelled (nothing to do: this
+ * node heard the resume when it was given, or was away and keeps its own
+ * state, docs/fleet.md). */
+static void take_resume(struct cluster *c, const char *buf, size_t len, bool live)
+{
+        char work[CLUSTER_RECORD_MAX + 1], why[64];
+        struct cluster_resume r;
+        if (cluster_resume_parse(buf, len, real_us(), work, sizeof(work), &r, why, sizeof(why)) <
+            0) {
+                refused(c, why);
+                return;
+        }
+        if (!live || strcmp(r.node, c->node) == 0)
+                return;
+        c->st.received++;
+        if (c->ops.on_resume)
+                c->ops.on_resume(c->ops.userdata, &r);
+}
+
+/* A record from the channel (live) or read back at a resync. */
+static void take_record(struct cluster *c, const char *buf, size_t len, bool live)
 {
         if (len > 1 && buf[0] == 'w') {
                 take_window(c, buf, len);
+                return;
+        }
+        if (len > 1 && buf[0] == 'r') {
+                take_resume(c, buf, len, live);
                 return;
         }
         char work[CLUSTER_RECORD_MAX + 1], why[64];
@@ -364,7 +461,7 @@ static void on_scan_reply(redisAsyncContext *ac, void *r, void *priv)
         }
         for (size_t i = 0; i < reply->elements; i++)
                 if (reply->element[i]->type == REDIS_REPLY_STRING)
-                        take_record(c, reply->element[i]->str, reply->element[i]->len);
+                        take_record(c, reply->element[i]->str, reply->element[i]->len, false);
 }
 
 static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -384,7 +481,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *priv)
                         check_up(c);
                 }
         } else if (strcmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
-                take_record(c, reply->element[2]->str, reply->element[2]->len);
+                take_record(c, reply->element[2]->str, reply->element[2]->len, true);
         }
 }
 
@@ -421,7 +518,9 @@ static bool send_cmd(struct cluster *c, redisCallbackFn *fn, int argc, const cha
 {
         if (!c->cmd.up || c->pending >= MAX_PENDING)
                 return false;
-        size_t lens[8];
+        size_t lens[12];
+        if ((size_t)argc > sizeof(lens) / sizeof(lens[0]))
+                return false;
         for (int i = 0; i < argc; i++)
                 lens[i] = strlen(argv[i]);
         if (redisAsyncCommandArgv(c->cmd.ac, fn, c, argc, argv, lens) != REDIS_OK)
@@ -508,6 +607,7 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata)
         tend(&c->sub, now);
         if (c->healthy && now - c->published_us >= CLUSTER_PUBLISH_S * US)
                 publish_summary(c);
+        leases_tend(c, now);
         sd_event_source_set_time(s, usec + TICK_US);
         return 0;
 }
@@ -602,6 +702,7 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
                 return -ENOMEM;
         c->loop = sd_event_ref(loop);
         c->ops = *ops;
+        c->lease_run = real_us();
         c->cmd.c = c->sub.c = c;
         c->addr = strdup(addr);
         c->node = strdup(node);
@@ -613,7 +714,9 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
             asprintf(&c->win_channel, "%swindow", prefix) < 0 ||
             asprintf(&c->win_pattern, "%swin:*", esc) < 0 ||
             asprintf(&c->node_key, "%snode:%s", prefix, node) < 0 ||
-            asprintf(&c->node_pattern, "%snode:*", esc) < 0) {
+            asprintf(&c->node_pattern, "%snode:*", esc) < 0 ||
+            asprintf(&c->dest_prefix, "%sdest:", prefix) < 0 ||
+            asprintf(&c->dest_pattern_head, "%sdest:*/", esc) < 0) {
                 free(esc);
                 cluster_free(c);
                 return -ENOMEM;
@@ -642,6 +745,8 @@ void cluster_free(struct cluster *c)
         c->ops.on_pause = NULL;
         c->ops.on_connected = NULL;
         c->ops.on_slot = NULL;
+        c->ops.on_resume = NULL;
+        c->ops.on_lease = NULL;
         if (c->cmd.ac)
                 redisAsyncFree(c->cmd.ac);
         if (c->sub.ac)
@@ -658,6 +763,9 @@ void cluster_free(struct cluster *c)
         free(c->win_pattern);
         free(c->node_key);
         free(c->node_pattern);
+        free(c->dest_prefix);
+        free(c->dest_pattern_head);
+        leases_free(c);
         free_fleet(c);
         free(c);
 }
@@ -682,6 +790,31 @@ void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p)
         if (!send_cmd(c, on_cmd_reply, 8, argv))
                 c->st.dropped++;
         free(key);
+}
+
+bool cluster_publish_resume(struct cluster *c, const char *route)
+{
+        /* what the others will parse: refused here rather than there */
+        char rec[CLUSTER_RECORD_MAX + 1];
+        struct cluster_resume r = {
+            .source = "*", .route = route, .at_us = real_us(), .node = c->node};
+        if (cluster_resume_format(&r, rec, sizeof(rec)) < 0)
+                return false;
+        char *esc = glob_escape(route), *pattern = NULL, at[24], ttl[24];
+        if (!esc || asprintf(&pattern, "%s%s", c->dest_pattern_head, esc) < 0) {
+                free(esc);
+                return false;
+        }
+        free(esc);
+        snprintf(at, sizeof(at), "%lld", (long long)r.at_us);
+        snprintf(ttl, sizeof(ttl), "%lld", CLUSTER_PAUSE_MAX_S * 1000LL);
+        const char *argv[] = {"EVAL",  resume_script, "0",   pattern, at,
+                              c->node, c->channel,    route, ttl,     c->dest_prefix};
+        bool sent = send_cmd(c, on_cmd_reply, 10, argv);
+        if (!sent)
+                c->st.dropped++;
+        free(pattern);
+        return sent;
 }
 
 void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s)
@@ -765,6 +898,229 @@ bool cluster_reserve_slot(struct cluster *c, const char *source, const char *rou
                 c->last_progress_us = mono_us();
         c->st.commands++;
         return true;
+}
+
+/* ---- connection leases ---- */
+
+/* Send argv (argc entries) on the command connection; priv for fn. */
+static bool send_argv(struct cluster *c, redisCallbackFn *fn, void *priv, int argc,
+                      const char **argv)
+{
+        if (!c->cmd.up || c->pending >= MAX_PENDING)
+                return false;
+        size_t *lens = calloc((size_t)argc, sizeof(*lens));
+        if (!lens)
+                return false;
+        for (int i = 0; i < argc; i++)
+                lens[i] = strlen(argv[i]);
+        bool ok = redisAsyncCommandArgv(c->cmd.ac, fn, priv, argc, argv, lens) == REDIS_OK;
+        free(lens);
+        if (!ok)
+                return false;
+        if (c->pending++ == 0)
+                c->last_progress_us = mono_us();
+        c->st.commands++;
+        return true;
+}
+
+static void member_of(const struct cluster *c, uint64_t id, char *out, size_t outlen)
+{
+        snprintf(out, outlen, "%s:%llx:%llu", c->node, (unsigned long long)c->lease_run,
+                 (unsigned long long)id);
+}
+
+static struct lease_site *lease_site_get(struct cluster *c, const char *source, const char *site,
+                                         bool create)
+{
+        for (struct lease_site *l = c->leases; l; l = l->next)
+                if (strcmp(l->source, source) == 0 && strcmp(l->site, site) == 0)
+                        return l;
+        if (!create)
+                return NULL;
+        struct lease_site *l = calloc(1, sizeof(*l));
+        if (!l)
+                return NULL;
+        l->c = c;
+        if (!(l->source = strdup(source)) || !(l->site = strdup(site)) ||
+            asprintf(&l->key, "%sconn:%s/%s", c->prefix, source[0] ? source : "-", site) < 0) {
+                l->key = NULL;
+                free(l->source);
+                free(l->site);
+                free(l);
+                return NULL;
+        }
+        l->next = c->leases;
+        c->leases = l;
+        return l;
+}
+
+static void lease_site_free(struct lease_site *l)
+{
+        free(l->key);
+        free(l->source);
+        free(l->site);
+        free(l->ids);
+        free(l);
+}
+
+static void on_lease_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+        (void)ac;
+        struct lease_site *l = priv;
+        struct cluster *c = l->c;
+        redisReply *reply = r;
+        reply_done(c);
+        l->asking = false;
+        bool granted = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+        if (reply && reply->type == REDIS_REPLY_ERROR)
+                refused(c, reply->str);
+        if (granted) {
+                l->ids[l->n_held++] = l->asking_id; /* room was made when asked */
+                c->st.leases_held++;
+                if (!l->idle_us)
+                        l->idle_us = mono_us(); /* unused until the caller comes back */
+        } else if (reply) {
+                l->refused_us = mono_us();
+                c->st.leases_refused++;
+        }
+        /* no reply: Redis is gone, and cluster_conn_open answers OPEN */
+        if (c->ops.on_lease)
+                c->ops.on_lease(c->ops.userdata, l->source, l->site, granted || !reply);
+}
+
+static bool ask_lease(struct cluster *c, struct lease_site *l)
+{
+        if (l->n_held + 1 > l->cap) {
+                unsigned cap = l->cap ? 2 * l->cap : 4;
+                uint64_t *ids = realloc(l->ids, cap * sizeof(*ids));
+                if (!ids)
+                        return false;
+                l->ids = ids;
+                l->cap = cap;
+        }
+        uint64_t id = ++c->lease_seq;
+        int64_t now_ms = real_us() / 1000;
+        char now[24], limit[16], expiry[24], member[CLUSTER_NAME_MAX + 48], ttl[24];
+        snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+        snprintf(limit, sizeof(limit), "%d", l->limit);
+        snprintf(expiry, sizeof(expiry), "%lld", (long long)(now_ms + CLUSTER_LEASE_TTL_S * 1000));
+        snprintf(ttl, sizeof(ttl), "%d", 2 * CLUSTER_LEASE_TTL_S * 1000);
+        member_of(c, id, member, sizeof(member));
+        const char *argv[] = {"EVAL", lease_script, "1", l->key, now, limit, expiry, member, ttl};
+        if (!send_argv(c, on_lease_reply, l, 9, argv))
+                return false;
+        l->asking = true;
+        l->asking_id = id;
+        return true;
+}
+
+enum cluster_conn cluster_conn_ask(struct cluster *c, const char *source, const char *site,
+                                   int limit)
+{
+        if (!c->healthy || limit <= 0)
+                return CLUSTER_CONN_OPEN;
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, true);
+        if (!l)
+                return CLUSTER_CONN_OPEN; /* out of memory: the local limit alone */
+        l->limit = limit;
+        if (l->busy < l->n_held)
+                return CLUSTER_CONN_OPEN;
+        int64_t now = mono_us();
+        if (!l->asking && now - l->refused_us >= LEASE_REASK_US && !ask_lease(c, l) && !c->cmd.up)
+                return CLUSTER_CONN_OPEN;
+        return CLUSTER_CONN_WAIT;
+}
+
+void cluster_conn_opened(struct cluster *c, const char *source, const char *site)
+{
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, true);
+        if (!l)
+                return;
+        l->busy++;
+        if (l->busy >= l->n_held)
+                l->idle_us = 0;
+}
+
+void cluster_conn_closed(struct cluster *c, const char *source, const char *site)
+{
+        struct lease_site *l = lease_site_get(c, source ? source : "", site, false);
+        if (!l || l->busy == 0)
+                return;
+        l->busy--;
+        /* from the latest close: the connection it ended may be kept idle
+         * for a while, whichever lease it counts against */
+        if (l->busy < l->n_held)
+                l->idle_us = mono_us();
+}
+
+static void renew(struct cluster *c, struct lease_site *l)
+{
+        const char **argv = calloc(6 + l->n_held, sizeof(*argv));
+        char(*members)[CLUSTER_NAME_MAX + 48] = calloc(l->n_held, sizeof(*members));
+        char expiry[24], ttl[24];
+        if (argv && members) {
+                snprintf(expiry, sizeof(expiry), "%lld",
+                         (long long)(real_us() / 1000 + CLUSTER_LEASE_TTL_S * 1000));
+                snprintf(ttl, sizeof(ttl), "%d", 2 * CLUSTER_LEASE_TTL_S * 1000);
+                int n = 0;
+                argv[n++] = "EVAL";
+                argv[n++] = renew_script;
+                argv[n++] = "1";
+                argv[n++] = l->key;
+                argv[n++] = expiry;
+                argv[n++] = ttl;
+                for (unsigned i = 0; i < l->n_held; i++) {
+                        member_of(c, l->ids[i], members[i], sizeof(members[i]));
+                        argv[n++] = members[i];
+                }
+                (void)send_argv(c, on_cmd_reply, c, n, argv);
+        }
+        free(argv);
+        free(members);
+}
+
+/* Give back the leases beyond those in use (busy) */
+static void give_back(struct cluster *c, struct lease_site *l)
+{
+        while (l->n_held > l->busy) {
+                char member[CLUSTER_NAME_MAX + 48];
+                member_of(c, l->ids[--l->n_held], member, sizeof(member));
+                c->st.leases_held--;
+                const char *argv[] = {"ZREM", l->key, member};
+                (void)send_argv(c, on_cmd_reply, c, 3, argv); /* else it expires */
+        }
+        l->idle_us = 0;
+}
+
+static void leases_tend(struct cluster *c, int64_t now)
+{
+        bool renewing = c->healthy && now - c->leases_renewed_us >= CLUSTER_LEASE_RENEW_S * US;
+        if (renewing)
+                c->leases_renewed_us = now;
+        for (struct lease_site **pl = &c->leases; *pl;) {
+                struct lease_site *l = *pl;
+                if (l->n_held > l->busy && l->idle_us &&
+                    now - l->idle_us >= CLUSTER_LEASE_HOLD_S * US)
+                        give_back(c, l);
+                if (renewing && l->n_held)
+                        renew(c, l);
+                if (!l->n_held && !l->busy && !l->asking) {
+                        *pl = l->next;
+                        lease_site_free(l);
+                        continue;
+                }
+                pl = &l->next;
+        }
+}
+
+static void leases_free(struct cluster *c)
+{
+        /* pending replies were answered (NULL) when the connections were freed */
+        while (c->leases) {
+                struct lease_site *l = c->leases;
+                c->leases = l->next;
+                lease_site_free(l);
+        }
 }
 
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)

@@ -17,6 +17,9 @@
  *   P window             channel: the same record when it is learned
  *   P rate:SOURCE/ROUTE  a shared pace (GCRA): the fleet's next free start
  *                        slot, in microseconds; expires once it is past
+ *   P conn:SOURCE/SITE   connection leases (a sorted set): member NODE:RUN:N,
+ *                        score the lease's expiry in ms (CLOCK_REALTIME);
+ *                        renewed every CLUSTER_LEASE_RENEW_S while held
  *   P node:NAME          each node's queue summary (JSON the caller makes),
  *                        written every CLUSTER_PUBLISH_S, expiring after
  *                        CLUSTER_NODE_TTL_S: a node that stops drops out
@@ -49,6 +52,11 @@
 #define CLUSTER_NODE_TTL_S     30    /* a summary not renewed for this long is gone */
 #define CLUSTER_NODES_MAX      256   /* summaries kept from one read */
 #define CLUSTER_SLOT_MAX_S     3600  /* a pace slot further away is not believed */
+#define CLUSTER_LEASE_TTL_S    15    /* a connection lease not renewed for this long is gone */
+#define CLUSTER_LEASE_RENEW_S  5     /* how often a node renews the leases it holds */
+#define CLUSTER_LEASE_HOLD_S                                                                       \
+        7 /* a lease unused this long is given back: smtpc keeps an                                \
+             idle connection 5 s, then QUITs */
 
 enum cluster_pause_state {
         CLUSTER_SUSPENDED,
@@ -95,6 +103,26 @@ int cluster_window_format(const struct cluster_window *w, char *out, size_t outl
 int cluster_window_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
                          struct cluster_window *out, char *why, size_t whylen);
 
+/* An operator's resume of a destination (tarryq resume at some node), as it
+ * travels between nodes: "r1 SOURCE ROUTE AT_US NODE". SOURCE "*": every
+ * source address (what is published on the channel); an address or "-":
+ * the tombstone stored in that destination's dest: key in place of the
+ * pause it cancelled (so no node reads that pause back at its next
+ * resynchronisation). A pause set later replaces the tombstone. */
+struct cluster_resume {
+        const char *source; /* "" none, "*" every source */
+        const char *route;
+        int64_t at_us; /* CLOCK_REALTIME of the resume */
+        const char *node;
+};
+
+/* The same for resumes. Refused: a resume time more than CLUSTER_SKEW_S
+ * ahead of now_us, or more than CLUSTER_PAUSE_MAX_S behind it (no pause
+ * set before it can still be running). */
+int cluster_resume_format(const struct cluster_resume *r, char *out, size_t outlen);
+int cluster_resume_parse(const char *buf, size_t len, int64_t now_us, char *work, size_t workcap,
+                         struct cluster_resume *out, char *why, size_t whylen);
+
 /* A node name or key prefix as [cluster] takes it: 1..CLUSTER_NAME_MAX
  * bytes; a name of letters, digits, ".-_"; a prefix without white space. */
 bool cluster_node_name_ok(const char *name);
@@ -112,6 +140,9 @@ struct cluster_ops {
         void (*on_pause)(void *userdata, const struct cluster_pause *p);
         /* Another node learned this greylist window (validated). */
         void (*on_window)(void *userdata, const struct cluster_window *w);
+        /* Another node's operator resumed this destination (validated; the
+         * live message only, not the tombstones read at a resync). */
+        void (*on_resume)(void *userdata, const struct cluster_resume *r);
         /* Connected (first time or after a loss): the caller publishes its
          * own current pauses and windows again (a restarted Redis has
          * forgotten them). */
@@ -120,6 +151,10 @@ struct cluster_ops {
          * (source, route) is not before slot_us; -1: no answer (Redis gone
          * or the reply not a time within CLUSTER_SLOT_MAX_S). */
         void (*on_slot)(void *userdata, const char *source, const char *route, int64_t slot_us);
+        /* A lease asked for by cluster_conn_open came back: granted or
+         * not. The caller tries cluster_conn_open again (granted: it
+         * answers CLUSTER_CONN_OPEN from the lease now held). */
+        void (*on_lease)(void *userdata, const char *source, const char *site, bool granted);
         /* This node's summary for the fleet view (a JSON object), written
          * into buf; 0, or negative to publish nothing this time. */
         int (*summary)(void *userdata, char *buf, size_t len);
@@ -140,6 +175,13 @@ void cluster_free(struct cluster *c);
  * used). Dropped when Redis is not connected now. */
 void cluster_publish_pause(struct cluster *c, const struct cluster_pause *p);
 
+/* Share an operator's resume of route (every source address): every
+ * stored pause of it becomes a tombstone (a record that cancels it, kept
+ * for CLUSTER_PAUSE_MAX_S unless a later pause replaces it), and the other
+ * nodes resume it too (ops.on_resume). false when Redis is not connected now
+ * (nothing is shared: the other nodes keep their pauses). */
+bool cluster_publish_resume(struct cluster *c, const char *route);
+
 /* Share a window this node learned; it expires from Redis after ttl_s
  * (greylist_memory). Dropped when Redis is not connected now. */
 void cluster_publish_window(struct cluster *c, const struct cluster_window *w, int64_t ttl_s);
@@ -156,14 +198,43 @@ size_t cluster_fleet(const struct cluster *c, const char *const **out);
  * will come back). */
 bool cluster_reserve_slot(struct cluster *c, const char *source, const char *route, int64_t gap_us);
 
+/* Connection limits across the fleet, as leases (KumoMTA's way): a node
+ * holds one lease per connection it has open to (source, site), in a sorted
+ * set with an expiry per lease; a server-side script drops expired leases,
+ * counts, and adds one if under the limit. Held leases are renewed every
+ * CLUSTER_LEASE_RENEW_S and expire CLUSTER_LEASE_TTL_S after the last
+ * renewal, so a node that dies gives its leases back by itself; a lease no
+ * connection has used for CLUSTER_LEASE_HOLD_S is given back (an idle kept
+ * connection still holds its lease until then). */
+enum cluster_conn {
+        CLUSTER_CONN_OPEN, /* open it: a lease held here, or no Redis (local limit only) */
+        CLUSTER_CONN_WAIT, /* not now: the fleet is at the limit, or a lease is being
+                              asked for (ops.on_lease answers) */
+};
+
+/* May this node open one more connection to site from source under a
+ * fleet-wide limit of limit? Answered from the leases held here, or by
+ * asking Redis (one round trip, at most one at a time per (source, site),
+ * a refusal asked again no sooner than 250 ms later): WAIT until then.
+ * Without a connected Redis: OPEN (mail never waits on Redis; the local
+ * limit alone holds). The caller then calls cluster_conn_opened when it
+ * opens the connection (taking a lease held here, or none without Redis),
+ * and cluster_conn_closed once it is over. */
+enum cluster_conn cluster_conn_ask(struct cluster *c, const char *source, const char *site,
+                                   int limit);
+void cluster_conn_opened(struct cluster *c, const char *source, const char *site);
+void cluster_conn_closed(struct cluster *c, const char *source, const char *site);
+
 struct cluster_stats {
         bool connected;
-        uint64_t commands;    /* round trips sent on the command connection */
-        uint64_t received;    /* records taken from other nodes */
-        uint64_t refused;     /* records refused as invalid */
-        uint64_t dropped;     /* pauses not shared: Redis was not there */
-        uint64_t losses;      /* connections lost (or never made) */
-        int64_t connected_us; /* CLOCK_REALTIME of the latest connection, 0: never */
+        uint64_t commands;       /* round trips sent on the command connection */
+        uint64_t received;       /* records taken from other nodes */
+        uint64_t refused;        /* records refused as invalid */
+        uint64_t dropped;        /* pauses not shared: Redis was not there */
+        uint64_t losses;         /* connections lost (or never made) */
+        int64_t connected_us;    /* CLOCK_REALTIME of the latest connection, 0: never */
+        uint64_t leases_held;    /* connection leases held now */
+        uint64_t leases_refused; /* lease requests the fleet refused (at the limit) */
 };
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out);
 const char *cluster_node(const struct cluster *c);

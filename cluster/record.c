@@ -148,6 +148,44 @@ int cluster_window_parse(const char *buf, size_t len, int64_t now, char *work, s
         return 0;
 }
 
+int cluster_resume_format(const struct cluster_resume *r, char *out, size_t outlen)
+{
+        const char *source = r->source && r->source[0] ? r->source : "-";
+        if ((strcmp(source, "*") != 0 && !source_ok(source)) || !r->route ||
+            !token_ok(r->route, CLUSTER_ROUTE_MAX) || !cluster_node_name_ok(r->node) ||
+            r->at_us <= 0)
+                return -EINVAL;
+        int n = snprintf(out, outlen, "r" VERSION_TAG " %s %s %" PRId64 " %s", source, r->route,
+                         r->at_us, r->node);
+        return n < 0 || (size_t)n >= outlen || (size_t)n > CLUSTER_RECORD_MAX ? -EINVAL : 0;
+}
+
+int cluster_resume_parse(const char *buf, size_t len, int64_t now, char *work, size_t workcap,
+                         struct cluster_resume *out, char *why, size_t whylen)
+{
+        if (copy_in(buf, len, work, workcap, why, whylen) < 0)
+                return -EINVAL;
+        char *f[6];
+        if (split(work, f, 5) != 5)
+                return refuse(why, whylen, "not 5 fields");
+        if (strcmp(f[0], "r" VERSION_TAG) != 0)
+                return refuse(why, whylen, "unknown version");
+        if (strcmp(f[1], "*") != 0 && !source_ok(f[1]))
+                return refuse(why, whylen, "source is not an address");
+        if (!token_ok(f[2], CLUSTER_ROUTE_MAX))
+                return refuse(why, whylen, "route is not one");
+        long long at;
+        if (!number(f[3], 1, now + CLUSTER_SKEW_S * US, &at))
+                return refuse(why, whylen, "resume time is not a number or in the future");
+        if (now - at > CLUSTER_PAUSE_MAX_S * US)
+                return refuse(why, whylen, "resumed more than a day ago");
+        if (!cluster_node_name_ok(f[4]))
+                return refuse(why, whylen, "node name is not one");
+        *out = (struct cluster_resume){
+            .source = strcmp(f[1], "-") == 0 ? "" : f[1], .route = f[2], .at_us = at, .node = f[4]};
+        return 0;
+}
+
 int cluster_record_parse(const char *buf, size_t len, int64_t now, char *work, size_t workcap,
                          struct cluster_pause *out, char *why, size_t whylen)
 {

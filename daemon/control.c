@@ -663,14 +663,14 @@ static int force_cb(struct msg *m, void *userdata)
 }
 
 /* resume given a recipient domain (or route key): the site it is scheduled
- * by, when the domain's MX set is known. -ENOENT otherwise. */
-static int resume_site_of(struct tarryd *d, const char *name, int64_t now)
+ * by (into site), when the domain's MX set is known. -ENOENT otherwise. */
+static int resume_site_of(struct tarryd *d, const char *name, int64_t now, char *site,
+                          size_t sitelen)
 {
         struct smtpc_route route;
-        char site[SITE_KEY_MAX];
         const char *domain = strncmp(name, "mx:", 3) == 0 ? name + 3 : name;
         if (!d->sites || smtpc_route(d->cfg, domain, &route) < 0 ||
-            site_lookup(d->sites, d->classifier, &route, now, site, sizeof(site)) != 1 ||
+            site_lookup(d->sites, d->classifier, &route, now, site, sitelen) != 1 ||
             strcmp(site, name) == 0)
                 return -ENOENT;
         return sched_resume_destination(d->sched, site, NULL, now);
@@ -687,9 +687,12 @@ static int action(void *userdata, enum status_action a, const char *target)
         }
         if (a == STATUS_ACTION_RESUME) {
                 int64_t now = now_realtime_us();
+                char site[SITE_KEY_MAX];
                 int r = sched_resume_destination(d->sched, target, NULL, now);
-                if (r == -ENOENT)
-                        r = resume_site_of(d, target, now);
+                if (r == -ENOENT && (r = resume_site_of(d, target, now, site, sizeof(site))) > 0)
+                        target = site;
+                if (r > 0)
+                        fleet_resumed(d, target); /* the pause in Redis too */
                 deliver_run_due(d);
                 return r;
         }

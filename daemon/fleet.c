@@ -11,7 +11,10 @@
 
 #include "common/fileio.h"
 #include "daemon/log.h"
+#include "daemon/site.h"
 #include "daemon/tarryd.h"
+
+#define CONN_WAIT_US 250000 /* an attempt the fleet's connection limit holds back: again then */
 
 static void on_sched_pause(void *userdata, const struct sched_shared_pause *p)
 {
@@ -47,6 +50,31 @@ static void on_cluster_pause(void *userdata, const struct cluster_pause *p)
                  p->cls >= 0 ? reply_class_name(p->cls) : "");
         (void)sched_save_learned(d->sched, now); /* a restart without Redis keeps it */
         deliver_arm_timer(d);
+}
+
+/* Another node's operator resumed a destination: resumed here too, for
+ * every source address (or the one named). */
+static void on_cluster_resume(void *userdata, const struct cluster_resume *r)
+{
+        struct tarryd *d = userdata;
+        int64_t now = now_realtime_us();
+        const char *source = strcmp(r->source, "*") == 0 ? NULL : r->source;
+        if (sched_resume_destination(d->sched, r->route, source, now) <= 0)
+                return;
+        log_info("cluster: node %s resumed %s", r->node, r->route);
+        deliver_run_due(d);
+}
+
+void fleet_resumed(struct tarryd *d, const char *route)
+{
+        if (!d->cluster)
+                return;
+        if (cluster_publish_resume(d->cluster, route))
+                log_info("cluster: resumed %s across the fleet", route);
+        else
+                log_warn("cluster: resumed %s on this node only: redis %s is not connected; "
+                         "the other nodes keep their pauses",
+                         route, d->cfg->cluster_redis);
 }
 
 static void on_sched_window(void *userdata, const struct sched_shared_window *w)
@@ -154,6 +182,7 @@ int fleet_start(struct tarryd *d)
         const char *node = d->cfg->cluster_node ? d->cfg->cluster_node : d->cfg->myhostname;
         struct cluster_ops ops = {.on_pause = on_cluster_pause,
                                   .on_window = on_cluster_window,
+                                  .on_resume = on_cluster_resume,
                                   .on_connected = on_connected,
                                   .summary = on_summary,
                                   .on_slot = on_cluster_slot,
@@ -171,6 +200,83 @@ int fleet_start(struct tarryd *d)
                                     .userdata = d};
         sched_set_share(d->sched, &share);
         return 0;
+}
+
+/* The provider's connection limit of the item's site, 0: none. */
+static int conn_limit(struct tarryd *d, struct sched_item *it)
+{
+        if (!d->cluster)
+                return 0;
+        const struct sched_provider *p = site_provider(d->classifier, sched_item_route(it));
+        return p ? (int)p->connections.value : 0;
+}
+
+bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now)
+{
+        int limit = conn_limit(d, it);
+        if (limit <= 0 || cluster_conn_ask(d->cluster, sched_item_source(it), sched_item_route(it),
+                                           limit) == CLUSTER_CONN_OPEN)
+                return false;
+        sched_reschedule(d->sched, it, now + CONN_WAIT_US);
+        return true;
+}
+
+bool fleet_conn_opened(struct tarryd *d, struct sched_item *it)
+{
+        if (conn_limit(d, it) <= 0)
+                return false;
+        cluster_conn_opened(d->cluster, sched_item_source(it), sched_item_route(it));
+        return true;
+}
+
+/* Also after a reload that changed the provider or [cluster]: a cluster
+ * that does not know (source, site) ignores it. */
+void fleet_conn_closed(struct tarryd *d, struct sched_item *it)
+{
+        if (d->cluster)
+                cluster_conn_closed(d->cluster, sched_item_source(it), sched_item_route(it));
+}
+
+static const char *node_of(const struct tarry_config *cfg)
+{
+        return cfg->cluster_node ? cfg->cluster_node : cfg->myhostname;
+}
+
+static const char *prefix_of(const struct tarry_config *cfg)
+{
+        return cfg->cluster_prefix && cfg->cluster_prefix[0] ? cfg->cluster_prefix
+                                                             : CLUSTER_PREFIX_DEFAULT;
+}
+
+static bool same(const char *a, const char *b)
+{
+        return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+void fleet_reload(struct tarryd *d, const struct tarry_config *old)
+{
+        const struct tarry_config *cfg = d->cfg;
+        bool redis = !same(old->cluster_redis, cfg->cluster_redis);
+        bool node = !same(node_of(old), node_of(cfg)),
+             prefix = !same(prefix_of(old), prefix_of(cfg));
+        if (!redis && !node && !prefix)
+                return;
+        if (!cfg->cluster_redis && !d->cluster)
+                return; /* no fleet before or after: node or prefix alone */
+        char what[64];
+        snprintf(what, sizeof(what), "%s%s%s%s%s", redis ? "redis" : "",
+                 redis && (node || prefix) ? ", " : "", node ? "node" : "",
+                 node && prefix ? ", " : "", prefix ? "prefix" : "");
+        fleet_stop(d);
+        if (!cfg->cluster_redis) {
+                log_info("reload: [cluster] redis removed; this node leaves the fleet");
+                return;
+        }
+        log_info("reload: [cluster] %s changed; joining %s as node %s", what, cfg->cluster_redis,
+                 node_of(cfg));
+        if (fleet_start(d) != 0)
+                log_error("reload: [cluster] cannot be applied; this node is out of the fleet "
+                          "until the next reload or restart");
 }
 
 void fleet_stop(struct tarryd *d)

@@ -394,6 +394,11 @@ static int reload(struct tarryd *d)
                 log_error("reload failed, keeping the running configuration: %s", err);
                 return r;
         }
+        if (fleet_check(cfg, err, sizeof(err)) < 0) {
+                log_error("reload failed, keeping the running configuration: %s", err);
+                cfg_free(cfg);
+                return -EINVAL;
+        }
         if (strcmp(cfg->spool_dir, d->cfg->spool_dir) != 0)
                 log_warn("reload: spool_dir changed; it takes effect at restart");
         control_note_reload(d->cfg, cfg);
@@ -431,8 +436,10 @@ static int reload(struct tarryd *d)
                 *o = (struct old_config){d->cfg, retired};
                 retired = o;
         }
+        const struct tarry_config *old = d->cfg; /* retired, not freed */
         d->cfg = cfg;
         reload_sites(d, o ? o->cfg : NULL);
+        fleet_reload(d, old);
         dsn_policy_from_config(&d->dsn_policy, cfg);
         log_info("configuration reloaded from %s", d->config_path);
         log_config_warnings(cfg);

@@ -183,3 +183,56 @@ Test(record, a_window_that_is_not_a_bracket_or_comes_from_the_future_is_refused)
                 cr_expect_str_eq(why, bad_windows[i].why, "'%s'", rec);
         }
 }
+
+static int parse_resume(const char *rec, struct cluster_resume *r, char *work, char *why)
+{
+        return cluster_resume_parse(rec, strlen(rec), NOW, work, CLUSTER_RECORD_MAX + 1, r, why,
+                                    64);
+}
+
+Test(record, a_resume_reads_back_the_same_at_another_node)
+{
+        struct cluster_resume in = {
+            .source = "*", .route = "site:google", .at_us = NOW - 2 * S, .node = "mx2"};
+        char rec[CLUSTER_RECORD_MAX + 1], work[CLUSTER_RECORD_MAX + 1], why[64] = "";
+        cr_assert_eq(cluster_resume_format(&in, rec, sizeof(rec)), 0);
+        cr_assert_str_eq(rec, "r1 * site:google 1699999998000000 mx2");
+        struct cluster_resume out;
+        cr_assert_eq(parse_resume(rec, &out, work, why), 0, "%s", why);
+        cr_assert_str_eq(out.source, "*");
+        cr_assert_str_eq(out.route, "site:google");
+        cr_assert_eq(out.at_us, NOW - 2 * S);
+        cr_assert_str_eq(out.node, "mx2");
+        /* the tombstone the script stores in a dest: key */
+        cr_assert_eq(
+            parse_resume("r1 192.0.2.10 site:google 1699999998000000 mx2", &out, work, why), 0,
+            "%s", why);
+        cr_assert_str_eq(out.source, "192.0.2.10");
+        cr_assert_eq(parse_resume("r1 - site:google 1699999998000000 mx2", &out, work, why), 0);
+        cr_assert_str_eq(out.source, "");
+}
+
+Test(record, a_resume_from_the_future_or_older_than_any_pause_is_refused)
+{
+        static const struct {
+                const char *rec, *why;
+        } bad[] = {
+            {"r1 * site:google 1700000000000000", "not 5 fields"},
+            {"r2 * site:google 1700000000000000 mx2", "unknown version"},
+            {"r1 evil;host site:google 1700000000000000 mx2", "source is not an address"},
+            {"r1 * site:google 1700000301000000 mx2",
+             "resume time is not a number or in the future"},
+            {"r1 * site:google -5 mx2", "resume time is not a number or in the future"},
+            {"r1 * site:google 1699913599000000 mx2", "resumed more than a day ago"},
+            {"r1 * site:google 1700000000000000 mx/2", "node name is not one"},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char work[CLUSTER_RECORD_MAX + 1], why[64] = "";
+                struct cluster_resume out;
+                cr_expect_eq(parse_resume(bad[i].rec, &out, work, why), -EINVAL, "%s", bad[i].rec);
+                cr_expect_str_eq(why, bad[i].why, "%s", bad[i].rec);
+        }
+        char rec[CLUSTER_RECORD_MAX + 1];
+        struct cluster_resume sp = {.source = "*", .route = "a b", .at_us = NOW, .node = "x"};
+        cr_assert_eq(cluster_resume_format(&sp, rec, sizeof(rec)), -EINVAL);
+}
