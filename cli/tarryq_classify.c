@@ -101,7 +101,7 @@ static void print_retry_plan(const struct tarry_config *cfg, const struct sched_
                 int left = sched_on_result(s, it, now, NULL, &rr, 1, &d);
                 if (d.action != SCHED_RETRY) {
                         printf("retry %d: none (%s)\n", k + 1,
-                               d.action == SCHED_FAILED ? d.reason : "delivered");
+                               d.action == SCHED_FAILED ? sched_fail_name(d.fail) : "delivered");
                         if (left > 0)
                                 sched_remove(s, it);
                         sched_free(s);

@@ -660,7 +660,7 @@ static const char *status_word(const struct sched_decision *dec)
         case SCHED_RETRY:
                 return "deferred";
         case SCHED_FAILED:
-                return dec->reason && strcmp(dec->reason, "expired") == 0 ? "expired" : "bounced";
+                return dec->fail == SCHED_FAIL_EXPIRED ? "expired" : "bounced";
         default:
                 return "skipped";
         }
@@ -668,7 +668,7 @@ static const char *status_word(const struct sched_decision *dec)
 
 static void log_outcome(struct attempt *a, const struct smtpc_result *res,
                         const struct envelope_rcpt *r, const struct sched_decision *dec,
-                        const char *text, const char *relay, int64_t now)
+                        const char *text, bool theirs, const char *relay, int64_t now)
 {
         char line[1024], next[32] = "", cls[48] = "";
         one_line(text, line, sizeof(line));
@@ -685,7 +685,7 @@ static void log_outcome(struct attempt *a, const struct smtpc_result *res,
         double conn = (double)res->connect_us / 1e6;
         double xfer = (double)(res->total_us - res->connect_us) / 1e6;
         char host[300] = "";
-        if (res->mx_host && r->reply_code > 0) /* the server's words, not tarry's */
+        if (res->mx_host && theirs) /* the server's words, not tarry's */
                 snprintf(host, sizeof(host), "host %s[%s] said: ", res->mx_host,
                          res->mx_ip ? res->mx_ip : "?");
         log_record(LOG_INFO,
@@ -726,11 +726,27 @@ static void count_outcome(struct tarryd *d, const struct sched_decision *dec,
                                          (double)(now - env->arrival_us) / 1e6);
 }
 
-/* Did the outcome come from the server's reply, or from tarry (a timeout, a
- * lost connection, DNS)? Only the former is "host … said" and "smtp;" in a DSN. */
-static bool server_replied(const struct smtpc_result *res)
+/* Are the words of this reply the server's own, or tarry's (a timeout, a lost
+ * connection, DNS, a refusal of ours)? Only the former is "host … said" and
+ * "smtp;" in a DSN. A 5xx greeting is the server's verdict (classified by its
+ * words) in a sentence of tarry's ("host … refused to talk to me: …"). */
+static bool server_words(const struct smtpc_result *res, const struct sched_reply *reply)
 {
-        return res->status == SMTPC_ATTEMPT_DONE || res->failure == SMTPC_FAIL_REPLY;
+        if (reply->origin != OUTCOME_FROM_SERVER)
+                return false;
+        return res->status == SMTPC_ATTEMPT_DONE || res->failure != SMTPC_FAIL_REFUSED;
+}
+
+static struct sched_reply typed_reply(int code, const char *enhanced, const char *text,
+                                      enum outcome_origin origin, enum outcome_local local,
+                                      enum outcome_phase phase)
+{
+        return (struct sched_reply){.code = code,
+                                    .enhanced = enhanced,
+                                    .text = text,
+                                    .origin = origin,
+                                    .local = local,
+                                    .phase = phase};
 }
 
 /* Record one recipient's outcome. A reason of tarry's own (!from_server)
@@ -764,7 +780,7 @@ static void apply_decision(struct envelope_rcpt *r, const struct sched_decision 
         case SCHED_FAILED:
                 r->state = RCPT_FAILED;
                 if (!r->dsn_status || r->dsn_status[0] != '5')
-                        set_str(&r->dsn_status, dec->reason && strcmp(dec->reason, "expired") == 0
+                        set_str(&r->dsn_status, dec->fail == SCHED_FAIL_EXPIRED
                                                     ? "4.4.7"
                                                     : (r->dsn_status ? r->dsn_status : "5.0.0"));
                 break;
@@ -1094,20 +1110,20 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
 
         /* Aborted by our own shutdown: not the receiver's doing, so no class, no
          * back-off, nothing recorded; the recipients are tried again at start. */
-        if (d->stopping && res->status == SMTPC_ATTEMPT_TEMPFAIL &&
-            res->failure == SMTPC_FAIL_LOCAL) {
+        if (res->status == SMTPC_ATTEMPT_TEMPFAIL && res->local == OUTCOME_LOCAL_SHUTDOWN) {
                 sched_reschedule(d->sched, w->it, now);
                 free(a->idx);
                 free(a);
                 m->inflight--;
                 d->inflight--;
                 message_release_envelope(m);
-                if (d->inflight == 0)
+                if (d->stopping && d->inflight == 0)
                         sd_event_exit(d->loop, 0);
                 return;
         }
 
-        struct sched_reply attempt_reply = {res->code, res->enhanced, res->text};
+        struct sched_reply attempt_reply =
+            typed_reply(res->code, res->enhanced, res->text, res->origin, res->local, res->phase);
         struct sched_reply *replies = calloc(a->n, sizeof(*replies));
         struct sched_rcpt_result *rr = calloc(a->n, sizeof(*rr));
         struct sched_decision *dec = calloc(a->n, sizeof(*dec));
@@ -1119,8 +1135,9 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         for (size_t i = 0; i < a->n; i++) {
                 const struct envelope_rcpt *r = &env->rcpt[a->idx[i]];
                 if (res->status == SMTPC_ATTEMPT_DONE && i < res->n_rcpts) {
-                        replies[i] = (struct sched_reply){
-                            res->rcpts[i].code, res->rcpts[i].enhanced, res->rcpts[i].text};
+                        const struct smtpc_rcpt_result *sr = &res->rcpts[i];
+                        replies[i] = typed_reply(sr->code, sr->enhanced, sr->text, sr->origin,
+                                                 sr->local, sr->phase);
                         rr[i].reply = &replies[i];
                 }
                 bool deferred = r->state == RCPT_DEFERRED;
@@ -1148,7 +1165,8 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                     r->state == RCPT_DEFERRED && (!a->forced || r->next_attempt_us <= a->start_us);
                 if (moving && dec[i].action == SCHED_RETRY)
                         dec[i].next_attempt_us = now; /* from the other address, at once */
-                apply_decision(r, &dec[i], text, server_replied(res), relay, a->start_us, now);
+                bool theirs = server_words(res, rr[i].reply ? rr[i].reply : &attempt_reply);
+                apply_decision(r, &dec[i], text, theirs, relay, a->start_us, now);
                 if (scheduled && dec[i].action == SCHED_RETRY)
                         r->failed_retries++;
                 /* RFC 3461 4.1: a server without DSN got no NOTIFY; the
@@ -1156,7 +1174,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 if (dec[i].action == SCHED_DELIVERED && !res->dsn_offered &&
                     dsn_rcpt_wants(r, DSN_RELAYED))
                         r->relayed_dsn_owed = true;
-                log_outcome(a, res, r, &dec[i], text, relay, now);
+                log_outcome(a, res, r, &dec[i], text, theirs, relay, now);
                 count_outcome(d, &dec[i], env, now);
                 diagnoses_note(d, &where, m->id, res, &rr[i], &dec[i], now);
         }

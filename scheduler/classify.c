@@ -226,6 +226,58 @@ static int64_t find_hint(const struct sched_classifier *c, const char *t)
         return -1;
 }
 
+/* ---- tarry's own failures ----
+ *
+ * A failure of tarry's own (origin OUTCOME_FROM_TARRY) is classified from its
+ * typed reason, one row each; its synthesized text is for people and is never
+ * matched against the rules (an "out of memory" of ours is not the
+ * receiver's "system trouble", which would back off the destination). A
+ * permanent one (5xx: no such domain, null MX, a refused address) is
+ * permanent like any 5xx. Rows follow what the reason says about the
+ * destination: the path (routing: backed off, probed), the receiver's state
+ * (overload), or nothing at all (unknown_temp: no pause, cautious retries). */
+struct local_rule {
+        enum reply_class cls;
+        const char *name;
+        const char *reason;
+};
+
+static const struct local_rule local_rules[] = {
+    [OUTCOME_LOCAL_NONE] = {CLASS_UNKNOWN_TEMP, "tarry-unknown",
+                            "tarry's own failure without a reason: retry conservatively"},
+    [OUTCOME_LOCAL_DNS] = {CLASS_ROUTING, "tarry-dns",
+                           "our lookup of the next hop failed for now: the path, not the message"},
+    [OUTCOME_LOCAL_CONNECT] = {CLASS_ROUTING, "tarry-connect",
+                               "the next hop does not accept connections"},
+    [OUTCOME_LOCAL_TIMEOUT] = {CLASS_OVERLOAD, "tarry-timeout",
+                               "the receiver stopped answering (connect, command or DATA timeout)"},
+    [OUTCOME_LOCAL_DROPPED] = {CLASS_OVERLOAD, "tarry-dropped",
+                               "the receiver dropped the connection during the session"},
+    [OUTCOME_LOCAL_TLS] = {CLASS_ROUTING, "tarry-tls",
+                           "TLS to this route failed (handshake, certificate): the path"},
+    [OUTCOME_LOCAL_POLICY] = {CLASS_ROUTING, "tarry-mta-sts",
+                              "the domain's MTA-STS policy allows none of its MX hosts now"},
+    [OUTCOME_LOCAL_PROTOCOL] = {CLASS_UNKNOWN_TEMP, "tarry-protocol",
+                                "a garbled or endless reply: a broken server, not a busy one"},
+    [OUTCOME_LOCAL_REFUSAL] = {CLASS_UNKNOWN_TEMP, "tarry-refusal",
+                               "tarry would not send it there (normally permanent)"},
+    [OUTCOME_LOCAL_RESOURCE] = {CLASS_UNKNOWN_TEMP, "tarry-local-problem",
+                                "a problem on our side (memory, body file, auth file): nothing "
+                                "is known about the destination"},
+    [OUTCOME_LOCAL_WORKER] = {CLASS_UNKNOWN_TEMP, "tarry-worker",
+                              "our delivery worker failed: nothing is known about the destination"},
+    [OUTCOME_LOCAL_SHUTDOWN] = {CLASS_UNKNOWN_TEMP, "tarry-shutdown",
+                                "aborted by our own shutdown: nothing is known about the "
+                                "destination"},
+};
+_Static_assert(sizeof(local_rules) / sizeof(local_rules[0]) == OUTCOME__LOCAL_MAX,
+               "a row per local reason");
+
+const char *sched_local_rule_name(enum outcome_local l)
+{
+        return (unsigned)l < OUTCOME__LOCAL_MAX ? local_rules[l].name : NULL;
+}
+
 /* ---- classification ---- */
 
 static void set_verdict(struct sched_verdict *out, enum reply_class cls, const char *rule,
@@ -257,6 +309,13 @@ void sched_classify(const struct sched_classifier *c, const struct sched_reply *
         parse_reply(r, pr);
         out->code = pr->code;
         memcpy(out->enhanced, pr->enhanced, sizeof(out->enhanced));
+        if (r->origin == OUTCOME_FROM_TARRY && (pr->code < 500 || pr->code >= 600)) {
+                const struct local_rule *lr = (unsigned)r->local < OUTCOME__LOCAL_MAX
+                                                  ? &local_rules[r->local]
+                                                  : &local_rules[OUTCOME_LOCAL_NONE];
+                set_verdict(out, lr->cls, lr->name, lr->reason);
+                return;
+        }
         out->hint_s = find_hint(c, pr->text);
 
         if (pr->code >= 200 && pr->code < 300) {

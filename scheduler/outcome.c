@@ -332,6 +332,19 @@ int64_t dest_learned_estimate(const struct sched *s, const struct dest *d, int64
 
 /* ---- the result of one attempt ---- */
 
+const char *sched_fail_name(enum sched_fail f)
+{
+        switch (f) {
+        case SCHED_FAIL_PERMANENT:
+                return "permanent";
+        case SCHED_FAIL_EXPIRED:
+                return "expired";
+        case SCHED_FAIL_NONE:
+                break;
+        }
+        return "";
+}
+
 static const struct sched_reply *reply_of(const struct sched_rcpt_result *r,
                                           const struct sched_reply *attempt)
 {
@@ -346,7 +359,7 @@ static void decide_temp(struct sched *s, struct sched_item *it, const struct sch
         o->first_deferral_us = r->first_deferral_us > 0 ? r->first_deferral_us : now;
         if (it->expires_us > 0 && now >= it->expires_us) {
                 o->action = SCHED_FAILED;
-                o->reason = "expired";
+                o->fail = SCHED_FAIL_EXPIRED;
                 return;
         }
         if (s->cls->traits[v->cls].greylist_like)
@@ -440,7 +453,7 @@ int sched_on_result(struct sched *s, struct sched_item *it, int64_t now,
                 } else if (v[i].cls == CLASS_PERMANENT) {
                         fill_common(o, &v[i]);
                         o->action = SCHED_FAILED;
-                        o->reason = "permanent";
+                        o->fail = SCHED_FAIL_PERMANENT;
                         o->first_deferral_us = rcpt[i].first_deferral_us;
                 } else {
                         fill_common(o, &v[i]);

@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/outcome.h"
 #include "common/reply_class.h"
 #include "config/config.h"
 
@@ -63,11 +64,19 @@ struct sched_classifier;
 /* A reply as smtpc reports it. text may carry the code prefix on every line
  * ("451-4.7.1 Greylisted\r\n451 4.7.1 try again in 300 seconds") or not
  * ("4.4.1 connect to mx[192.0.2.1]:25: Connection refused"); lines may be
- * joined by "\r\n" or "\n". code/enhanced, when given, win over the text. */
+ * joined by "\r\n" or "\n". code/enhanced, when given, win over the text.
+ *
+ * origin says whose words they are. A server's reply (OUTCOME_FROM_SERVER,
+ * the zero value) is classified by the rules. tarry's own failure
+ * (OUTCOME_FROM_TARRY) is classified from its typed reason alone (local,
+ * table in classify.c): its text is for people, never read to decide. */
 struct sched_reply {
         int code;             /* basic code; 0: parse it from text */
         const char *enhanced; /* "4.7.1"; NULL or "": parse it from text */
         const char *text;     /* NUL-terminated; NULL is treated as "" */
+        enum outcome_origin origin;
+        enum outcome_local local; /* FROM_TARRY: why; OUTCOME_LOCAL_NONE otherwise */
+        enum outcome_phase phase; /* how far the session got (diagnostics) */
 };
 
 /* What a rule does to its destination besides classifying the reply
@@ -171,6 +180,9 @@ void sched_classifier_info(const struct sched_classifier *c, struct sched_policy
  * (unknown_temp, rule "unparseable"): a garbled reply never loses mail. */
 void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
                     struct sched_verdict *out);
+/* The rule name a failure of tarry's own is classified under ("tarry-connect",
+ * "tarry-worker", …); NULL out of range. */
+const char *sched_local_rule_name(enum outcome_local l);
 /* Convenience: classify a reply given as one string. */
 void sched_classify_text(const struct sched_classifier *c, const char *text,
                          struct sched_verdict *out);
@@ -305,12 +317,22 @@ enum sched_action {
         SCHED_NOT_ATTEMPTED,
 };
 
+/* Why a recipient failed (SCHED_FAILED). */
+enum sched_fail {
+        SCHED_FAIL_NONE,      /* not failed */
+        SCHED_FAIL_PERMANENT, /* a permanent reply (5xx), the server's or tarry's own */
+        SCHED_FAIL_EXPIRED,   /* a temporary one after the queue lifetime: 4.4.7 */
+};
+
+/* "", "permanent", "expired". */
+const char *sched_fail_name(enum sched_fail f);
+
 struct sched_decision {
         enum sched_action action;
         enum reply_class cls;      /* RETRY/FAILED: the class; DELIVERED: CLASS__MAX */
         int64_t hint_s;            /* -1: none */
         const char *rule;          /* classifier rule (classifier lifetime), or NULL */
-        const char *reason;        /* FAILED: "permanent" or "expired"; else NULL */
+        enum sched_fail fail;      /* FAILED: permanent or expired; else SCHED_FAIL_NONE */
         int64_t next_attempt_us;   /* RETRY (and NOT_ATTEMPTED: unchanged) */
         enum sched_why why;        /* RETRY: where next_attempt_us came from */
         int64_t first_deferral_us; /* for the envelope (kept, or set to now) */

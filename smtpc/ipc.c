@@ -472,13 +472,16 @@ static const char *const status_names[] = {
 };
 
 static const char *const failure_names[] = {
-    [SMTPC_FAIL_NONE] = "none",       [SMTPC_FAIL_DNS] = "dns",
-    [SMTPC_FAIL_NULL_MX] = "null_mx", [SMTPC_FAIL_CONNECT] = "connect",
-    [SMTPC_FAIL_TIMEOUT] = "timeout", [SMTPC_FAIL_DROPPED] = "dropped",
-    [SMTPC_FAIL_TLS] = "tls",         [SMTPC_FAIL_PROTOCOL] = "protocol",
-    [SMTPC_FAIL_REPLY] = "reply",     [SMTPC_FAIL_LOCAL] = "local",
-    [SMTPC_FAIL_REFUSED] = "refused",
+    [SMTPC_FAIL_NONE] = "none",         [SMTPC_FAIL_DNS] = "dns",
+    [SMTPC_FAIL_NULL_MX] = "null_mx",   [SMTPC_FAIL_CONNECT] = "connect",
+    [SMTPC_FAIL_TIMEOUT] = "timeout",   [SMTPC_FAIL_DROPPED] = "dropped",
+    [SMTPC_FAIL_TLS] = "tls",           [SMTPC_FAIL_PROTOCOL] = "protocol",
+    [SMTPC_FAIL_REPLY] = "reply",       [SMTPC_FAIL_LOCAL] = "local",
+    [SMTPC_FAIL_REFUSED] = "refused",   [SMTPC_FAIL_POLICY] = "policy",
+    [SMTPC_FAIL_REFUSAL] = "refusal",   [SMTPC_FAIL_WORKER] = "worker",
+    [SMTPC_FAIL_SHUTDOWN] = "shutdown",
 };
+_Static_assert(ELEMENTSOF(failure_names) == SMTPC__FAIL_MAX, "a name per failure");
 
 static const char *const outcome_names[] = {
     [SMTPC_RCPT_DELIVERED] = "delivered",
@@ -509,12 +512,21 @@ static int enhanced_member(const json_t *o, char out[SMTPC_ENH_MAX])
         return 0;
 }
 
+/* A typed name of common/outcome.h, "" when out of range (refused on arrival). */
+static const char *or_empty(const char *name)
+{
+        return name ? name : "";
+}
+
 static json_t *rcpt_json(const struct smtpc_rcpt_result *r)
 {
-        return json_pack("{s:s,s:i,s:o,s:o}", "outcome",
+        return json_pack("{s:s,s:i,s:o,s:o,s:s,s:s,s:s}", "outcome",
                          name_of(outcome_names, ELEMENTSOF(outcome_names), r->outcome), "code",
                          r->code, "enhanced", bytes_json(r->enhanced), "text",
-                         bytes_json(r->text ? r->text : ""));
+                         bytes_json(r->text ? r->text : ""), "origin",
+                         or_empty(outcome_origin_name(r->origin)), "local",
+                         or_empty(outcome_local_name(r->local)), "phase",
+                         or_empty(outcome_phase_name(r->phase)));
 }
 
 int ipc_result_encode(const struct smtpc_result *res, char **out, size_t *len)
@@ -526,11 +538,12 @@ int ipc_result_encode(const struct smtpc_result *res, char **out, size_t *len)
                         return -ENOMEM;
                 }
         json_t *j = json_pack(
-            "{s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:b,s:o,s:I,s:I}", "status",
+            "{s:s,s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:b,s:o,s:I,s:I}", "status",
             name_of(status_names, ELEMENTSOF(status_names), res->status), "failure",
-            name_of(failure_names, ELEMENTSOF(failure_names), res->failure), "code", res->code,
-            "enhanced", bytes_json(res->enhanced), "text", bytes_json(res->text), "rcpts", rcpts,
-            "destination", bytes_json(res->destination ? res->destination : ""), "mx_host",
+            name_of(failure_names, ELEMENTSOF(failure_names), res->failure), "phase",
+            or_empty(outcome_phase_name(res->phase)), "code", res->code, "enhanced",
+            bytes_json(res->enhanced), "text", bytes_json(res->text), "rcpts", rcpts, "destination",
+            bytes_json(res->destination ? res->destination : ""), "mx_host",
             bytes_json(res->mx_host), "mx_ip", bytes_json(res->mx_ip), "port", (int)res->port,
             "source_address", bytes_json(res->source_address), "tls", res->tls, "dsn_offered",
             res->dsn_offered, "transcript", bytes_json(res->transcript ? res->transcript : ""),
@@ -553,12 +566,28 @@ void ipc_result_clear(struct ipc_result *r)
         memset(r, 0, sizeof(*r));
 }
 
+/* Whose words and how far: a server's reply has no local reason, tarry's
+ * own failure always has one. */
+static int origin_fields(const json_t *o, struct smtpc_rcpt_result *rr)
+{
+        int origin = outcome_origin_from_name(json_string_value(json_object_get(o, "origin")));
+        int local = outcome_local_from_name(json_string_value(json_object_get(o, "local")));
+        int phase = outcome_phase_from_name(json_string_value(json_object_get(o, "phase")));
+        if (origin < 0 || local < 0 || phase < 0 ||
+            (origin == OUTCOME_FROM_SERVER) != (local == OUTCOME_LOCAL_NONE))
+                return -EBADMSG;
+        rr->origin = (enum outcome_origin)origin;
+        rr->local = (enum outcome_local)local;
+        rr->phase = (enum outcome_phase)phase;
+        return 0;
+}
+
 static int rcpt_fields(const json_t *o, struct smtpc_rcpt_result *rr, char **text)
 {
         json_int_t code;
         int oc = value_of(outcome_names, ELEMENTSOF(outcome_names), json_object_get(o, "outcome"));
         if (!json_is_object(o) || oc < 0 || json_int_member(o, "code", 0, 999, &code) < 0 ||
-            enhanced_member(o, rr->enhanced) < 0 ||
+            enhanced_member(o, rr->enhanced) < 0 || origin_fields(o, rr) < 0 ||
             json_bytes_member(o, "text", TEXT_MAX, text) < 0)
                 return -EBADMSG;
         rr->outcome = (enum smtpc_rcpt_outcome)oc;
@@ -592,9 +621,10 @@ static int result_fields(const json_t *j, size_t n_rcpts, struct ipc_result *out
         json_int_t code, port, connect_us, total_us;
         int st = value_of(status_names, ELEMENTSOF(status_names), json_object_get(j, "status"));
         int f = value_of(failure_names, ELEMENTSOF(failure_names), json_object_get(j, "failure"));
+        int ph = outcome_phase_from_name(json_string_value(json_object_get(j, "phase")));
         const json_t *tls = json_object_get(j, "tls");
         const json_t *dsn = json_object_get(j, "dsn_offered");
-        if (st < 0 || f < 0 || !json_is_boolean(tls) || !json_is_boolean(dsn) ||
+        if (st < 0 || f < 0 || ph < 0 || !json_is_boolean(tls) || !json_is_boolean(dsn) ||
             json_int_member(j, "code", 0, 999, &code) < 0 ||
             json_int_member(j, "port", 0, 65535, &port) < 0 ||
             json_int_member(j, "connect_us", 0, INT64_MAX, &connect_us) < 0 ||
@@ -603,6 +633,9 @@ static int result_fields(const json_t *j, size_t n_rcpts, struct ipc_result *out
                 return -EBADMSG;
         r->status = (enum smtpc_status)st;
         r->failure = (enum smtpc_failure)f;
+        r->origin = smtpc_failure_origin(r->failure); /* one source of truth: the failure */
+        r->local = smtpc_failure_local(r->failure);
+        r->phase = (enum outcome_phase)ph;
         r->code = (int)code;
         r->port = (uint16_t)port;
         r->tls = json_is_true(tls);

@@ -161,12 +161,16 @@ static void job_complete(struct job *j, struct smtpc_result *res)
         pump_schedule(p);
 }
 
-/* A temporary failure made here: every recipient deferred with text. */
-static void job_fail(struct job *j, const char *text)
+/* A temporary failure made here (f: SMTPC_FAIL_WORKER or _SHUTDOWN, tarry's
+ * own): every recipient deferred with text. */
+static void job_fail(struct job *j, enum smtpc_failure f, const char *text)
 {
         struct smtpc_result res = {
             .status = SMTPC_ATTEMPT_TEMPFAIL,
-            .failure = SMTPC_FAIL_LOCAL,
+            .failure = f,
+            .origin = smtpc_failure_origin(f),
+            .local = smtpc_failure_local(f),
+            .phase = OUTCOME_PHASE_NONE,
             .code = 451,
             .text = text,
             .n_rcpts = j->n_rcpts,
@@ -178,8 +182,12 @@ static void job_fail(struct job *j, const char *text)
         };
         snprintf(res.enhanced, sizeof(res.enhanced), "4.3.0");
         for (size_t i = 0; i < j->n_rcpts; i++) {
-                j->rres[i] = (struct smtpc_rcpt_result){
-                    .outcome = SMTPC_RCPT_DEFERRED, .code = 451, .text = text};
+                j->rres[i] = (struct smtpc_rcpt_result){.outcome = SMTPC_RCPT_DEFERRED,
+                                                        .code = 451,
+                                                        .text = text,
+                                                        .origin = res.origin,
+                                                        .local = res.local,
+                                                        .phase = res.phase};
                 snprintf(j->rres[i].enhanced, SMTPC_ENH_MAX, "4.3.0");
         }
         job_complete(j, &res);
@@ -218,14 +226,14 @@ static void worker_unlink(struct worker *w)
 }
 
 /* Kill the process now; its job (if any) fails with text at once. */
-static void worker_kill(struct worker *w, const char *text)
+static void worker_kill(struct worker *w, enum smtpc_failure f, const char *text)
 {
         struct job *j = w->job;
         if (!w->reaped)
                 kill(w->pid, SIGKILL);
         worker_close(w);
         if (j)
-                job_fail(j, text);
+                job_fail(j, f, text);
 }
 
 static void exit_text(int status, char *buf, size_t len)
@@ -260,7 +268,7 @@ static int on_worker_exit(sd_event_source *s, int fd, uint32_t revents, void *us
         if (w->job) {
                 char text[128];
                 exit_text(status, text, sizeof(text));
-                worker_kill(w, text);
+                worker_kill(w, SMTPC_FAIL_WORKER, text);
         }
         worker_free(w);
         pump_schedule(p);
@@ -283,7 +291,7 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata)
         snprintf(text, sizeof(text),
                  "451 4.4.2 delivery worker killed after %llu s (hard deadline)",
                  (unsigned long long)(w->p->deadline_us / 1000000));
-        worker_kill(w, text);
+        worker_kill(w, SMTPC_FAIL_WORKER, text);
         return 0;
 }
 
@@ -426,7 +434,7 @@ static void worker_send(struct worker *w)
                 return;
         }
         if (r < 0) {
-                worker_kill(w, "451 4.3.0 delivery worker unreachable");
+                worker_kill(w, SMTPC_FAIL_WORKER, "451 4.3.0 delivery worker unreachable");
                 return;
         }
         if (r > 0)
@@ -439,7 +447,7 @@ static void worker_result(struct worker *w)
         struct job *j = w->job;
         struct ipc_result res;
         if (!j || ipc_result_decode(w->in.buf, w->in.len, j->n_rcpts, &res) < 0) {
-                worker_kill(w, TEXT_INVALID);
+                worker_kill(w, SMTPC_FAIL_WORKER, TEXT_INVALID);
                 return;
         }
         ipc_in_reset(&w->in);
@@ -462,7 +470,7 @@ static int on_worker_io(sd_event_source *s, int fd, uint32_t revents, void *user
         } else if (r == -EPIPE || (r == 0 && (revents & (EPOLLHUP | EPOLLERR)))) {
                 worker_lost(w);
         } else if (r < 0) {
-                worker_kill(w, TEXT_INVALID);
+                worker_kill(w, SMTPC_FAIL_WORKER, TEXT_INVALID);
         }
         return 0;
 }
@@ -634,7 +642,7 @@ restart:
                         char text[160];
                         snprintf(text, sizeof(text), "451 4.3.0 cannot start a delivery worker: %s",
                                  strerror(-r));
-                        job_fail(j, text);
+                        job_fail(j, SMTPC_FAIL_WORKER, text);
                 }
                 goto restart;
         }
@@ -861,9 +869,9 @@ void smtpc_pool_abort_all(struct smtpc_pool *p)
 {
         struct worker *w;
         while ((w = busy_worker(p)))
-                worker_kill(w, TEXT_ABORTED);
+                worker_kill(w, SMTPC_FAIL_SHUTDOWN, TEXT_ABORTED);
         while (p->queue)
-                job_fail(p->queue, TEXT_ABORTED);
+                job_fail(p->queue, SMTPC_FAIL_SHUTDOWN, TEXT_ABORTED);
         p->pump_src = sd_event_source_disable_unref(p->pump_src);
 }
 

@@ -349,12 +349,97 @@ static void attempt_free(struct attempt *a)
         free(a);
 }
 
+enum outcome_origin smtpc_failure_origin(enum smtpc_failure f)
+{
+        return smtpc_failure_local(f) == OUTCOME_LOCAL_NONE ? OUTCOME_FROM_SERVER
+                                                            : OUTCOME_FROM_TARRY;
+}
+
+enum outcome_local smtpc_failure_local(enum smtpc_failure f)
+{
+        switch (f) {
+        case SMTPC_FAIL_NONE:
+        case SMTPC_FAIL_REPLY:
+        case SMTPC_FAIL_REFUSED:
+        case SMTPC__FAIL_MAX:
+                return OUTCOME_LOCAL_NONE;
+        case SMTPC_FAIL_DNS:
+        case SMTPC_FAIL_NULL_MX:
+                return OUTCOME_LOCAL_DNS;
+        case SMTPC_FAIL_CONNECT:
+                return OUTCOME_LOCAL_CONNECT;
+        case SMTPC_FAIL_TIMEOUT:
+                return OUTCOME_LOCAL_TIMEOUT;
+        case SMTPC_FAIL_DROPPED:
+                return OUTCOME_LOCAL_DROPPED;
+        case SMTPC_FAIL_TLS:
+                return OUTCOME_LOCAL_TLS;
+        case SMTPC_FAIL_POLICY:
+                return OUTCOME_LOCAL_POLICY;
+        case SMTPC_FAIL_PROTOCOL:
+                return OUTCOME_LOCAL_PROTOCOL;
+        case SMTPC_FAIL_LOCAL:
+                return OUTCOME_LOCAL_RESOURCE;
+        case SMTPC_FAIL_REFUSAL:
+                return OUTCOME_LOCAL_REFUSAL;
+        case SMTPC_FAIL_WORKER:
+                return OUTCOME_LOCAL_WORKER;
+        case SMTPC_FAIL_SHUTDOWN:
+                return OUTCOME_LOCAL_SHUTDOWN;
+        }
+        return OUTCOME_LOCAL_NONE;
+}
+
+static enum outcome_phase phase_of_cmd(enum cmd k)
+{
+        switch (k) {
+        case CMD_GREETING:
+                return OUTCOME_PHASE_GREETING;
+        case CMD_EHLO:
+                return OUTCOME_PHASE_EHLO;
+        case CMD_STARTTLS:
+                return OUTCOME_PHASE_STARTTLS;
+        case CMD_AUTH:
+                return OUTCOME_PHASE_AUTH;
+        case CMD_MAIL:
+        case CMD_RSET: /* a kept connection's first command */
+                return OUTCOME_PHASE_MAIL;
+        case CMD_RCPT:
+                return OUTCOME_PHASE_RCPT;
+        case CMD_DATA:
+                return OUTCOME_PHASE_DATA;
+        case CMD_DOT:
+        case CMD_QUIT:
+                return OUTCOME_PHASE_DOT;
+        case CMD_OTHER:
+                break;
+        }
+        return OUTCOME_PHASE_NONE;
+}
+
+static bool tcp_connected(const struct attempt *a);
+static enum cmd failed_cmd(const struct attempt *a);
+
+/* How far the session has got: no target yet (routing, DNS), connecting,
+ * waiting for the greeting, else the command whose reply is awaited. */
+static enum outcome_phase phase_now(const struct attempt *a)
+{
+        if (!a->any_reply && a->n_targets == 0)
+                return OUTCOME_PHASE_ROUTE;
+        if (!a->any_reply)
+                return tcp_connected(a) ? OUTCOME_PHASE_GREETING : OUTCOME_PHASE_CONNECT;
+        return phase_of_cmd(failed_cmd(a));
+}
+
 /* Attempt-level outcome: every recipient not already settled gets it. */
 static void set_attempt_failure(struct attempt *a, enum smtpc_status st, enum smtpc_failure f,
                                 int code, const char *text)
 {
         a->res.status = st;
         a->res.failure = f;
+        a->res.origin = smtpc_failure_origin(f);
+        a->res.local = smtpc_failure_local(f);
+        a->res.phase = phase_now(a);
         a->res.code = code;
         free(a->res_text);
         a->res_text = strdup(text);
@@ -379,8 +464,13 @@ static void synth_failure(struct attempt *a, enum smtpc_status st, enum smtpc_fa
         set_attempt_failure(a, st, f, code, text);
 }
 
-static void fill_rcpt(struct smtpc_rcpt_result *r, int code, const char *enh, const char *text)
+/* A recipient's outcome from the server's reply in phase ph. */
+static void fill_rcpt(struct smtpc_rcpt_result *r, int code, const char *enh, const char *text,
+                      enum outcome_phase ph)
 {
+        r->origin = OUTCOME_FROM_SERVER;
+        r->local = OUTCOME_LOCAL_NONE;
+        r->phase = ph;
         r->code = code;
         snprintf(r->enhanced, sizeof(r->enhanced), "%s", enh ? enh : "");
         r->text = text;
@@ -413,7 +503,9 @@ static void build_result(struct attempt *a)
                 rr->address = a->rcpts[i];
                 if (rr->text) /* settled locally (bad address) or by the transaction */
                         continue;
-                fill_rcpt(rr, r->code, r->enhanced, r->text);
+                fill_rcpt(rr, r->code, r->enhanced, r->text, r->phase);
+                rr->origin = r->origin;
+                rr->local = r->local;
                 if (r->status == SMTPC_ATTEMPT_TEMPFAIL)
                         rr->outcome = SMTPC_RCPT_DEFERRED;
         }
@@ -523,9 +615,10 @@ static void settle_rcpts(struct attempt *a, const struct reply *final)
                 if (a->rres[i].text || !rr->code)
                         continue;
                 if (rr->code >= 200 && rr->code < 300 && final)
-                        fill_rcpt(&a->rres[i], final->code, final->enh, final->text);
+                        fill_rcpt(&a->rres[i], final->code, final->enh, final->text,
+                                  final == &a->data ? OUTCOME_PHASE_DATA : OUTCOME_PHASE_DOT);
                 else if (rr->code >= 300 || !final)
-                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text);
+                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text, OUTCOME_PHASE_RCPT);
         }
 }
 
@@ -548,6 +641,7 @@ static void refused_to_talk(struct attempt *a)
                  a->greeting.text);
         set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REFUSED, a->greeting.code - 100,
                             text);
+        a->res.phase = OUTCOME_PHASE_GREETING;
         if (enh[0] == '5')
                 enh[0] = '4';
         snprintf(a->res.enhanced, sizeof(a->res.enhanced), "%s", enh[0] ? enh : "4.0.0");
@@ -569,6 +663,7 @@ static bool server_refused(struct attempt *a)
                          "454 4.7.0 SASL authentication failed; server %s said: %s",
                          a->targets[a->cur].host, a->auth.text);
                 set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_REPLY, 454, text);
+                a->res.phase = OUTCOME_PHASE_AUTH;
                 return true;
         } else if (a->mail.code >= 400)
                 r = &a->mail;
@@ -581,6 +676,11 @@ static bool server_refused(struct attempt *a)
         if (!r)
                 return false;
         set_attempt_failure(a, status_of(r->code), SMTPC_FAIL_REPLY, r->code, r->text);
+        a->res.phase = r == &a->greeting ? OUTCOME_PHASE_GREETING
+                       : r == &a->mail   ? OUTCOME_PHASE_MAIL
+                       : r == &a->data   ? OUTCOME_PHASE_DATA
+                       : r == &a->dot    ? OUTCOME_PHASE_DOT
+                                         : OUTCOME_PHASE_EHLO;
         if (r == &a->dot || r == &a->data)
                 settle_rcpts(a, r);
         return true;
@@ -638,7 +738,7 @@ static void settle_refused(struct attempt *a)
         for (size_t i = 0; i < a->n_rcpts; i++) {
                 struct reply *rr = &a->rcpt_reply[i];
                 if (!a->rres[i].text && rr->code >= 400)
-                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text);
+                        fill_rcpt(&a->rres[i], rr->code, rr->enh, rr->text, OUTCOME_PHASE_RCPT);
         }
 }
 
@@ -1466,7 +1566,9 @@ static void settle_one(struct attempt *a, size_t i, int code, const char *enh, c
 {
         free(a->local_text[i]);
         a->local_text[i] = strdup(text);
-        fill_rcpt(&a->rres[i], code, enh, a->local_text[i] ? a->local_text[i] : enh);
+        fill_rcpt(&a->rres[i], code, enh, a->local_text[i] ? a->local_text[i] : enh, phase_now(a));
+        a->rres[i].origin = OUTCOME_FROM_TARRY; /* tarry's refusal, not the server's */
+        a->rres[i].local = OUTCOME_LOCAL_REFUSAL;
 }
 
 /* RFC 6531 3.2: a server without SMTPUTF8 gets no UTF-8 address. An IDN
@@ -1909,7 +2011,8 @@ static bool mx_sts_refused(struct attempt *a)
         if (sts_filter(a->c->cfg, a->queue_id, a->route.host, a->targets, &a->n_targets,
                        a->sts_policy, text, sizeof(text)) == 0)
                 return false;
-        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_TLS, 451, text);
+        set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_POLICY, 451, text);
+        a->res.phase = OUTCOME_PHASE_ROUTE;
         return true;
 }
 
@@ -2122,7 +2225,7 @@ static int check_addresses(struct attempt *a)
         char text[256];
         if (a->sender[0] && addr_check(a->sender, &why) < 0) {
                 snprintf(text, sizeof(text), "553 5.1.7 bad sender address: %s", why);
-                set_attempt_failure(a, SMTPC_ATTEMPT_PERMFAIL, SMTPC_FAIL_LOCAL, 553, text);
+                set_attempt_failure(a, SMTPC_ATTEMPT_PERMFAIL, SMTPC_FAIL_REFUSAL, 553, text);
                 return -EINVAL;
         }
         size_t bad = 0;
@@ -2136,10 +2239,13 @@ static int check_addresses(struct attempt *a)
                 a->rres[i].code = 553;
                 snprintf(a->rres[i].enhanced, SMTPC_ENH_MAX, "5.1.3");
                 a->rres[i].outcome = SMTPC_RCPT_FAILED;
+                a->rres[i].origin = OUTCOME_FROM_TARRY;
+                a->rres[i].local = OUTCOME_LOCAL_REFUSAL;
+                a->rres[i].phase = OUTCOME_PHASE_ROUTE;
                 bad++;
         }
         if (bad == a->n_rcpts) {
-                set_attempt_failure(a, SMTPC_ATTEMPT_DONE, SMTPC_FAIL_NONE, 553,
+                set_attempt_failure(a, SMTPC_ATTEMPT_DONE, SMTPC_FAIL_REFUSAL, 553,
                                     "553 5.1.3 no valid recipient");
                 return -EINVAL;
         }
@@ -2265,7 +2371,7 @@ static void abort_list(struct attempt **head)
         while (*head) {
                 struct attempt *a = *head;
                 settle_refused(a);
-                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_LOCAL, 451,
+                set_attempt_failure(a, SMTPC_ATTEMPT_TEMPFAIL, SMTPC_FAIL_SHUTDOWN, 451,
                                     "451 4.3.0 delivery aborted: shutting down");
                 attempt_finish(a);
         }

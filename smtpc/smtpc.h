@@ -90,6 +90,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "common/outcome.h"
 #include "config/config.h"
 
 #define SMTPC_REPLY_MAX      4096       /* bytes of one reply's text kept */
@@ -157,7 +158,19 @@ enum smtpc_failure {
         SMTPC_FAIL_LOCAL,    /* 4.3.0 local problem (body unreadable, auth file, memory) */
         SMTPC_FAIL_REFUSED,  /* 5xx greeting from the last host: deferred, as Postfix's
                               * smtp_skip_5xx_greeting (4.x.x, "refused to talk to me") */
+        SMTPC_FAIL_POLICY,   /* 4.7.5 MTA-STS enforce: no MX host the policy allows */
+        SMTPC_FAIL_REFUSAL,  /* tarry would not send it: bad address (5.1.x), 8-bit to a
+                              * 7-bit server (5.6.3), UTF-8 address without SMTPUTF8 (5.6.7) */
+        SMTPC_FAIL_WORKER,   /* 4.3.0 the delivery worker died, lied or overstayed (pool) */
+        SMTPC_FAIL_SHUTDOWN, /* 4.3.0 aborted: the caller is shutting down */
+        SMTPC__FAIL_MAX,
 };
+
+/* Whose words a failure is, and tarry's reason when they are its own:
+ * SMTPC_FAIL_NONE, _REPLY and _REFUSED are the server's (OUTCOME_LOCAL_NONE),
+ * every other failure is tarry's. */
+enum outcome_origin smtpc_failure_origin(enum smtpc_failure f);
+enum outcome_local smtpc_failure_local(enum smtpc_failure f);
 
 enum smtpc_rcpt_outcome {
         SMTPC_RCPT_DELIVERED, /* 2xx after the final dot */
@@ -165,12 +178,20 @@ enum smtpc_rcpt_outcome {
         SMTPC_RCPT_FAILED,    /* 5xx (own or attempt-level), or address refused locally */
 };
 
+/* Every recipient's outcome says whose words it is: the server's reply
+ * (origin OUTCOME_FROM_SERVER, local OUTCOME_LOCAL_NONE) or tarry's own
+ * failure (OUTCOME_FROM_TARRY and its reason; code, enhanced code and text
+ * are then synthesized for logs and DSNs and mean nothing more), and how far
+ * the session got (phase). Nobody needs to read the text again to know. */
 struct smtpc_rcpt_result {
         const char *address;
         enum smtpc_rcpt_outcome outcome;
         int code;                     /* basic reply code (synthesized when no reply) */
         char enhanced[SMTPC_ENH_MAX]; /* "4.7.1", "" if none */
         const char *text;             /* full reply text, see the top of this file */
+        enum outcome_origin origin;
+        enum outcome_local local; /* OUTCOME_LOCAL_NONE when origin is the server */
+        enum outcome_phase phase;
 };
 
 struct smtpc_result {
@@ -182,6 +203,11 @@ struct smtpc_result {
         int code;
         char enhanced[SMTPC_ENH_MAX];
         const char *text;
+        /* Of that attempt-level reply (status != DONE), as per recipient:
+         * origin and local follow from failure (smtpc_failure_origin/_local). */
+        enum outcome_origin origin;
+        enum outcome_local local;
+        enum outcome_phase phase;
 
         size_t n_rcpts; /* same order as the request */
         const struct smtpc_rcpt_result *rcpts;

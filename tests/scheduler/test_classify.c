@@ -79,7 +79,7 @@ Test(classify, a_qmail_style_trailing_enhanced_code_counts_when_none_leads)
                          "4.5.1");
         /* a leading code (or one smtpc passes) wins; "(#" without a code is text */
         cr_assert_str_eq(classify("451 4.7.1 Greylisted (#4.3.0)").enhanced, "4.7.1");
-        struct sched_reply r = {451, "4.7.1", "Greylisted (#4.3.0)"};
+        struct sched_reply r = {.code = 451, .enhanced = "4.7.1", .text = "Greylisted (#4.3.0)"};
         sched_classify(c, &r, &v);
         cr_assert_str_eq(v.enhanced, "4.7.1");
         cr_assert_eq(v.cls, CLASS_GREYLIST);
@@ -257,37 +257,99 @@ Test(classify, huge_hints_are_clamped_to_a_day)
 Test(classify, attempt_level_failures_map_to_routing_or_overload)
 {
         struct sched_verdict v;
-        struct sched_reply r = {421, "4.4.1",
-                                "4.4.1 connect to mx.example.com[192.0.2.1]:25: "
-                                "Connection refused"};
+        struct sched_reply r = {.code = 421,
+                                .enhanced = "4.4.1",
+                                .text = "4.4.1 connect to mx.example.com[192.0.2.1]:25: "
+                                        "Connection refused"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_ROUTING);
-        r = (struct sched_reply){421, "4.4.2",
-                                 "conversation with mx.example.com[192.0.2.1] timed "
-                                 "out while receiving the initial server greeting"};
+        r = (struct sched_reply){.code = 421,
+                                 .enhanced = "4.4.2",
+                                 .text = "conversation with mx.example.com[192.0.2.1] timed "
+                                         "out while receiving the initial server greeting"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_OVERLOAD);
-        r = (struct sched_reply){421, "4.4.2",
-                                 "lost connection with mx[192.0.2.1] while sending "
-                                 "RCPT TO"};
+        r = (struct sched_reply){.code = 421,
+                                 .enhanced = "4.4.2",
+                                 .text = "lost connection with mx[192.0.2.1] while sending "
+                                         "RCPT TO"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_OVERLOAD);
-        r = (struct sched_reply){451, "4.4.3",
-                                 "Host or domain name lookup failed: name=example.com "
-                                 "type=MX: Timeout while contacting DNS servers"};
+        r = (struct sched_reply){.code = 451,
+                                 .enhanced = "4.4.3",
+                                 .text = "Host or domain name lookup failed: name=example.com "
+                                         "type=MX: Timeout while contacting DNS servers"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_ROUTING);
-        r = (struct sched_reply){421, "4.7.5", "STARTTLS handshake with mx[192.0.2.1] failed"};
+        r = (struct sched_reply){.code = 421,
+                                 .enhanced = "4.7.5",
+                                 .text = "STARTTLS handshake with mx[192.0.2.1] failed"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_ROUTING);
-        r = (struct sched_reply){0, NULL, "421 4.3.2 Service shutting down"};
+        r = (struct sched_reply){
+            .code = 0, .enhanced = NULL, .text = "421 4.3.2 Service shutting down"};
         sched_classify(c, &r, &v);
         cr_assert_eq(v.cls, CLASS_OVERLOAD);
 }
 
+Test(classify, tarrys_own_failures_are_classified_by_their_reason_never_their_words)
+{
+        struct sched_verdict v;
+        /* words no rule knows, words of another class: the reason decides */
+        struct {
+                enum outcome_local local;
+                const char *text;
+                enum reply_class cls;
+        } cases[] = {
+            {OUTCOME_LOCAL_CONNECT, "451 4.4.1 zzz", CLASS_ROUTING},
+            {OUTCOME_LOCAL_DNS, "451 4.4.3 greylisted", CLASS_ROUTING},
+            {OUTCOME_LOCAL_TLS, "451 4.7.5 TLS with mx[192.0.2.1]:25 failed: Connection reset",
+             CLASS_ROUTING},
+            {OUTCOME_LOCAL_POLICY, "451 4.7.5 MTA-STS", CLASS_ROUTING},
+            {OUTCOME_LOCAL_TIMEOUT, "451 4.4.2 zzz", CLASS_OVERLOAD},
+            {OUTCOME_LOCAL_DROPPED, "451 4.4.2 zzz", CLASS_OVERLOAD},
+            {OUTCOME_LOCAL_PROTOCOL, "451 4.5.0 garbled reply", CLASS_UNKNOWN_TEMP},
+            {OUTCOME_LOCAL_RESOURCE, "451 4.3.0 out of memory", CLASS_UNKNOWN_TEMP},
+            {OUTCOME_LOCAL_WORKER, "451 4.3.0 delivery worker died: too many connections",
+             CLASS_UNKNOWN_TEMP},
+            {OUTCOME_LOCAL_SHUTDOWN, "451 4.3.0 delivery aborted: shutting down",
+             CLASS_UNKNOWN_TEMP},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sched_reply r = {.code = 451,
+                                        .text = cases[i].text,
+                                        .origin = OUTCOME_FROM_TARRY,
+                                        .local = cases[i].local};
+                sched_classify(c, &r, &v);
+                cr_assert_eq(v.cls, cases[i].cls, "%s: %s", outcome_local_name(cases[i].local),
+                             reply_class_name(v.cls));
+                cr_assert_str_eq(v.rule, sched_local_rule_name(cases[i].local));
+                cr_assert_eq(v.hint_s, -1, "no hint read from tarry's words");
+        }
+        /* the receiver saying the same words is classified by them */
+        sched_classify_text(c, "451 4.3.0 out of memory", &v);
+        cr_assert_eq(v.cls, CLASS_OVERLOAD);
+        /* a permanent failure of ours is permanent */
+        struct sched_reply nx = {.code = 550,
+                                 .text = "550 5.4.4 example.invalid: no such domain",
+                                 .origin = OUTCOME_FROM_TARRY,
+                                 .local = OUTCOME_LOCAL_DNS};
+        sched_classify(c, &nx, &v);
+        cr_assert_eq(v.cls, CLASS_PERMANENT);
+}
+
+Test(classify, every_local_reason_has_a_rule_name)
+{
+        for (int l = 0; l < OUTCOME__LOCAL_MAX; l++) {
+                cr_assert_not_null(sched_local_rule_name((enum outcome_local)l), "%d", l);
+                cr_assert_not_null(outcome_local_name((enum outcome_local)l), "%d", l);
+        }
+        cr_assert_null(sched_local_rule_name(OUTCOME__LOCAL_MAX));
+}
+
 Test(classify, given_code_wins_over_text_without_prefix)
 {
-        struct sched_reply r = {451, NULL, "Greylisted for 60 seconds"};
+        struct sched_reply r = {.code = 451, .enhanced = NULL, .text = "Greylisted for 60 seconds"};
         struct sched_verdict v;
         sched_classify(c, &r, &v);
         cr_assert_eq(v.code, 451);

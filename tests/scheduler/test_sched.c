@@ -358,9 +358,10 @@ Test(sched, connection_refused_backs_off_every_message_of_the_destination)
         struct sched_item *a = add("[192.0.2.1]:25", T0);
         struct sched_item *b = add("[192.0.2.1]:25", T0 + S);
         pop_one(T0);
-        struct sched_reply fail = {421, "4.4.1",
-                                   "connect to 192.0.2.1[192.0.2.1]:25: Connection "
-                                   "refused"};
+        struct sched_reply fail = {.code = 421,
+                                   .enhanced = "4.4.1",
+                                   .text = "connect to 192.0.2.1[192.0.2.1]:25: Connection "
+                                           "refused"};
         struct sched_rcpt_result rr = {.prev_class = -1};
         struct sched_decision d;
         cr_assert_eq(sched_on_result(s, a, T0, &fail, &rr, 1, &d), 1);
@@ -372,6 +373,37 @@ Test(sched, connection_refused_backs_off_every_message_of_the_destination)
         struct sched_item *out[2];
         cr_assert_eq(sched_pop_due(s, until, out, 2), 1, "one probe after a back-off");
         (void)b;
+}
+
+Test(sched, tarrys_own_out_of_memory_does_not_back_off_the_destination)
+{
+        /* the same words from the receiver are "system trouble": it backs the
+         * destination off; from tarry they say nothing about the destination */
+        struct sched_item *a = add("[192.0.2.1]:25", T0);
+        struct sched_item *b = add("[192.0.2.1]:25", T0 + S);
+        pop_one(T0);
+        struct sched_reply ours = {.code = 451,
+                                   .enhanced = "4.3.0",
+                                   .text = "451 4.3.0 out of memory",
+                                   .origin = OUTCOME_FROM_TARRY,
+                                   .local = OUTCOME_LOCAL_RESOURCE,
+                                   .phase = OUTCOME_PHASE_ROUTE};
+        struct sched_rcpt_result rr = {.prev_class = -1};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, a, T0, &ours, &rr, 1, &d), 1);
+        cr_assert_eq(d.cls, CLASS_UNKNOWN_TEMP, "%s", reply_class_name(d.cls));
+        cr_assert_str_eq(d.rule, "tarry-local-problem");
+        int64_t until = 0;
+        cr_assert_eq(sched_destination_pause(s, "192.0.2.10", "[192.0.2.1]:25", T0, &until),
+                     SCHED_WHY_NONE, "not paused");
+        cr_assert_eq(pop_one(T0 + S), b, "the next message goes at its own time");
+
+        struct sched_reply theirs = {
+            .code = 451, .enhanced = "4.3.0", .text = "451 4.3.0 out of memory"};
+        cr_assert_eq(sched_on_result(s, b, T0 + S, &theirs, &rr, 1, &d), 1);
+        cr_assert_eq(d.cls, CLASS_OVERLOAD);
+        cr_assert_eq(sched_destination_pause(s, "192.0.2.10", "[192.0.2.1]:25", T0 + S, &until),
+                     SCHED_WHY_DEST_BACKOFF, "the receiver's trouble backs it off");
 }
 
 Test(sched, mailbox_full_waits_long)
@@ -405,7 +437,7 @@ Test(sched, permanent_reply_fails_the_recipient_and_frees_the_item)
         struct sched_decision d;
         cr_assert_eq(sched_on_result(s, a, T0, NULL, &rr, 1, &d), 0);
         cr_assert_eq(d.action, SCHED_FAILED);
-        cr_assert_str_eq(d.reason, "permanent");
+        cr_assert_eq(d.fail, SCHED_FAIL_PERMANENT);
         cr_assert_eq(d.code, 550);
         cr_assert_str_eq(d.enhanced, "5.1.1");
         struct sched_stats st;
@@ -424,7 +456,7 @@ Test(sched, queue_lifetime_expires_recipients)
         pop_one(expires);
         d = attempt(a, expires, "452 4.2.2 Mailbox full", 1, T0, CLASS_MAILBOX_FULL);
         cr_assert_eq(d.action, SCHED_FAILED);
-        cr_assert_str_eq(d.reason, "expired");
+        cr_assert_eq(d.fail, SCHED_FAIL_EXPIRED);
 }
 
 Test(sched, destination_concurrency_limits_pops)

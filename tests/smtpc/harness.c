@@ -55,6 +55,9 @@ void outcome_capture(const struct smtpc_result *res, void *userdata)
         o->called = true;
         o->status = res->status;
         o->failure = res->failure;
+        o->origin = res->origin;
+        o->local = res->local;
+        o->phase = res->phase;
         o->code = res->code;
         memcpy(o->enhanced, res->enhanced, sizeof(o->enhanced));
         o->text = dup_or_null(res->text);
@@ -65,6 +68,9 @@ void outcome_capture(const struct smtpc_result *res, void *userdata)
                 o->r[i].code = res->rcpts[i].code;
                 memcpy(o->r[i].enhanced, res->rcpts[i].enhanced, SMTPC_ENH_MAX);
                 o->r[i].text = dup_or_null(res->rcpts[i].text);
+                o->r[i].origin = res->rcpts[i].origin;
+                o->r[i].local = res->rcpts[i].local;
+                o->r[i].phase = res->rcpts[i].phase;
         }
         o->transcript = dup_or_null(res->transcript);
         o->mx_host = dup_or_null(res->mx_host);

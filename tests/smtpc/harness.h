@@ -13,6 +13,9 @@
 struct outcome {
         enum smtpc_status status;
         enum smtpc_failure failure;
+        enum outcome_origin origin;
+        enum outcome_local local;
+        enum outcome_phase phase;
         int code;
         char enhanced[SMTPC_ENH_MAX];
         char *text;
@@ -23,6 +26,9 @@ struct outcome {
                 int code;
                 char enhanced[SMTPC_ENH_MAX];
                 char *text;
+                enum outcome_origin origin;
+                enum outcome_local local;
+                enum outcome_phase phase;
         } r[8];
         char *transcript;
         char *mx_host, *mx_ip, *source, *destination;

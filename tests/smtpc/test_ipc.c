@@ -14,12 +14,14 @@ static struct smtpc_rcpt_result rr[2] = {
      .outcome = SMTPC_RCPT_DELIVERED,
      .code = 250,
      .enhanced = "2.0.0",
-     .text = "250 2.0.0 Ok: queued as 1"},
+     .text = "250 2.0.0 Ok: queued as 1",
+     .phase = OUTCOME_PHASE_DOT},
     {.address = "b@x.test",
      .outcome = SMTPC_RCPT_DEFERRED,
      .code = 451,
      .enhanced = "4.7.1",
-     .text = "451-4.7.1 Greylisted \xff\xfe\n451 4.7.1 try later \x01\t"},
+     .text = "451-4.7.1 Greylisted \xff\xfe\n451 4.7.1 try later \x01\t",
+     .phase = OUTCOME_PHASE_RCPT},
 };
 
 static const struct smtpc_result sample = {
@@ -61,6 +63,61 @@ Test(smtpc_ipc, results_round_trip_byte_exact_including_non_utf8_reply_bytes)
         cr_assert_str_eq(r->transcript, sample.transcript);
         ipc_result_clear(&out);
         free(buf);
+}
+
+static int decode_with(const char *key, const char *value);
+
+Test(smtpc_ipc, whose_words_and_how_far_travel_typed_and_are_checked_on_arrival)
+{
+        struct smtpc_rcpt_result ours[1] = {{.address = "a@x.test",
+                                             .outcome = SMTPC_RCPT_DEFERRED,
+                                             .code = 451,
+                                             .enhanced = "4.4.2",
+                                             .text = "451 4.4.2 lost connection",
+                                             .origin = OUTCOME_FROM_TARRY,
+                                             .local = OUTCOME_LOCAL_DROPPED,
+                                             .phase = OUTCOME_PHASE_DATA}};
+        struct smtpc_result res = sample;
+        res.status = SMTPC_ATTEMPT_TEMPFAIL;
+        res.failure = SMTPC_FAIL_DROPPED;
+        res.phase = OUTCOME_PHASE_DATA;
+        res.n_rcpts = 1;
+        res.rcpts = ours;
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&res, &buf, &len), 0);
+        struct ipc_result out;
+        cr_assert_eq(ipc_result_decode(buf, len, 1, &out), 0);
+        cr_assert_eq(out.res.origin, OUTCOME_FROM_TARRY);
+        cr_assert_eq(out.res.local, OUTCOME_LOCAL_DROPPED);
+        cr_assert_eq(out.res.phase, OUTCOME_PHASE_DATA);
+        cr_assert_eq(out.res.rcpts[0].origin, OUTCOME_FROM_TARRY);
+        cr_assert_eq(out.res.rcpts[0].local, OUTCOME_LOCAL_DROPPED);
+        cr_assert_eq(out.res.rcpts[0].phase, OUTCOME_PHASE_DATA);
+        ipc_result_clear(&out);
+        free(buf);
+
+        cr_assert_eq(decode_with("phase", "\"lunch\""), -EBADMSG);
+        cr_assert_eq(decode_with("phase", "3"), -EBADMSG);
+        /* a server's words never carry a local reason, tarry's always do */
+        cr_assert_eq(decode_with("rcpts", "[{\"outcome\":\"delivered\",\"code\":250,"
+                                          "\"enhanced\":\"\",\"text\":\"250 ok\","
+                                          "\"origin\":\"server\",\"local\":\"connect\","
+                                          "\"phase\":\"dot\"},"
+                                          "{\"outcome\":\"deferred\",\"code\":451,"
+                                          "\"enhanced\":\"\",\"text\":\"451\","
+                                          "\"origin\":\"tarry\",\"local\":\"none\","
+                                          "\"phase\":\"rcpt\"}]"),
+                     -EBADMSG);
+        cr_assert_eq(decode_with("rcpts", "[{\"outcome\":\"delivered\",\"code\":250,"
+                                          "\"enhanced\":\"\",\"text\":\"250 ok\","
+                                          "\"origin\":\"server\",\"local\":\"none\","
+                                          "\"phase\":\"dot\"},"
+                                          "{\"outcome\":\"deferred\",\"code\":451,"
+                                          "\"enhanced\":\"\",\"text\":\"451\","
+                                          "\"origin\":\"tarry\",\"local\":\"timeout\","
+                                          "\"phase\":\"rcpt\"}]"),
+                     0);
 }
 
 Test(smtpc_ipc, result_with_another_recipient_count_is_rejected)

@@ -219,6 +219,50 @@ Test(smtpc_pool, per_recipient_results_and_attempt_details_survive_the_worker_bo
         fixture_free(f);
 }
 
+Test(smtpc_pool, whose_words_and_how_far_cross_the_worker_boundary_typed)
+{
+        /* RCPT refused, DATA accepted, the final dot deferred: each recipient
+         * says the words are the server's and at which command they came */
+        const char *kv[] = {"rcpt:nobody@x.test", "550 5.1.1 <nobody@x.test>: User unknown", "dot",
+                            "451 4.3.0 queue file write error", NULL};
+        struct fixture *f = test_fixture(NULL, kv);
+        struct rig r;
+        rig_start(&r, to_fixture(f, NULL));
+        const char *rcpts[] = {"ok@x.test", "nobody@x.test"};
+        struct outcome o;
+        deliver_one(&r, rcpts, 2, BODY, &o);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED, "%s", o.r[0].text);
+        cr_assert_eq(o.r[0].origin, OUTCOME_FROM_SERVER);
+        cr_assert_eq(o.r[0].local, OUTCOME_LOCAL_NONE);
+        cr_assert_eq(o.r[0].phase, OUTCOME_PHASE_DOT, "%s", outcome_phase_name(o.r[0].phase));
+        cr_assert_eq(o.r[1].origin, OUTCOME_FROM_SERVER);
+        cr_assert_eq(o.r[1].phase, OUTCOME_PHASE_RCPT, "%s", outcome_phase_name(o.r[1].phase));
+        outcome_clear(&o);
+        rig_stop(&r);
+        fixture_free(f);
+}
+
+Test(smtpc_pool, a_refused_connection_is_tarrys_own_connect_failure_not_a_reply)
+{
+        struct fixture *f = test_fixture(NULL, NULL);
+        char row[128];
+        snprintf(row, sizeof(row), "* = [127.0.0.1]:%u tls=none", fixture_port(f) == 1 ? 2 : 1);
+        struct rig r;
+        rig_start(&r, cfg_text(NULL, NULL, row));
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        deliver_one(&r, rcpts, 1, BODY, &o);
+        cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL, "%s", o.text);
+        cr_assert_eq(o.origin, OUTCOME_FROM_TARRY);
+        cr_assert_eq(o.local, OUTCOME_LOCAL_CONNECT, "%s", outcome_local_name(o.local));
+        cr_assert_eq(o.phase, OUTCOME_PHASE_CONNECT, "%s", outcome_phase_name(o.phase));
+        cr_assert_eq(o.r[0].origin, OUTCOME_FROM_TARRY);
+        cr_assert_eq(o.r[0].local, OUTCOME_LOCAL_CONNECT);
+        outcome_clear(&o);
+        rig_stop(&r);
+        fixture_free(f);
+}
+
 Test(smtpc_pool, many_long_replies_cross_the_socket_intact)
 {
         /* 40 recipients × a ~3.9 KB reply each: a result of ~160 KB plus the transcript */
@@ -326,6 +370,9 @@ Test(smtpc_pool, killed_worker_yields_a_temporary_failure_never_a_lost_callback)
         cr_assert_eq(o.status, SMTPC_ATTEMPT_TEMPFAIL);
         cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DEFERRED);
         cr_assert_str_eq(o.text, "451 4.3.0 delivery worker died: signal 9");
+        cr_assert_eq(o.origin, OUTCOME_FROM_TARRY);
+        cr_assert_eq(o.local, OUTCOME_LOCAL_WORKER);
+        cr_assert_eq(o.r[0].local, OUTCOME_LOCAL_WORKER);
         run_for(&r, 200);
         cr_assert_eq(smtpc_pool_workers(r.pool), 0, "the dead worker is reaped");
         cr_assert_eq(smtpc_pool_pending(r.pool), 0);
