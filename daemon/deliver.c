@@ -617,13 +617,11 @@ void deliver_run_due(struct tarryd *d)
         for (;;) {
                 if (d->stopping)
                         return;
-                /* smtpc queues beyond max_connections; don't load envelopes far ahead of it */
-                int room = 2 * d->cfg->max_connections - d->inflight;
-                if (room <= 0)
-                        break;
+                /* the scheduler owns concurrency: it returns only what may
+                 * connect now (max_connections, destination windows), so the
+                 * pool never queues and no envelope is loaded ahead */
                 int64_t now = now_realtime_us();
-                size_t n = sched_pop_due(d->sched, now, items,
-                                         (size_t)room < POP_BATCH ? (size_t)room : POP_BATCH);
+                size_t n = sched_pop_due(d->sched, now, items, POP_BATCH);
                 for (size_t i = 0; i < n; i++)
                         start_attempt(d, sched_item_userdata(items[i]), now);
                 if (n < POP_BATCH)

@@ -17,6 +17,34 @@ static int full_concurrency(const struct sched *s)
         return s->cfg->destination_concurrency > 0 ? s->cfg->destination_concurrency : 1;
 }
 
+/* ---- concurrency: the scheduler is its one owner ----
+ *
+ * An item in flight is one connection in use (new or kept). At most
+ * max_connections items are in flight in all, at most the destination's
+ * window each (dest_limit), and a connection gate (the fleet's leases), when
+ * installed, is asked once per start and told when the flight ends. */
+
+static size_t global_room(const struct sched *s)
+{
+        size_t max = s->cfg->max_connections > 0 ? (size_t)s->cfg->max_connections : 100;
+        return s->n_in_flight < max ? max - s->n_in_flight : 0;
+}
+
+/* The gate's word for one more connection to d; true without a gate. */
+static bool gate_open(struct sched *s, struct dest *d)
+{
+        if (!s->gate.may_open)
+                return true;
+        return s->gate.may_open(s->gate.userdata, d->source, d->route);
+}
+
+static void gate_closed(struct sched *s, struct sched_item *it)
+{
+        if (it->gated && s->gate.closed)
+                s->gate.closed(s->gate.userdata, it->dest->source, it->dest->route);
+        it->gated = false;
+}
+
 static uint64_t rng_next(struct sched *s)
 {
         /* xorshift64*: deterministic for a given seed, good enough for jitter */
@@ -125,6 +153,7 @@ static void start(struct sched *s, struct sched_item *it, int64_t now)
                 s->flight_head->prev = it;
         s->flight_head = it;
         it->where = W_IN_FLIGHT;
+        it->gated = s->gate.may_open != NULL; /* start() follows gate_open's yes */
         it->due_us = 0;
         it->dest->in_flight++;
         s->n_in_flight++;
@@ -147,6 +176,7 @@ static void end_flight(struct sched *s, struct sched_item *it, int64_t now)
         it->prev = it->next = NULL;
         it->dest->in_flight--;
         s->n_in_flight--;
+        gate_closed(s, it);
         if (dest_can_start(it->dest, now))
                 make_runnable(s, it->dest);
 }
@@ -307,6 +337,8 @@ static bool move_source(struct sched *s, struct sched_item *it, int64_t now)
 int64_t sched_next_due(struct sched *s, int64_t now)
 {
         process_resumes(s, now);
+        if (global_room(s) == 0)
+                return INT64_MAX; /* a result frees a connection: ask again then */
         for (struct dest **pp = &s->run_head; *pp;) {
                 struct dest *d = *pp;
                 if (d->park_head && dest_can_start(d, now))
@@ -339,13 +371,18 @@ static size_t pop_parked(struct sched *s, int64_t now, struct sched_item **out, 
         struct dest **pp = &s->run_head;
         while (*pp && n < max) {
                 struct dest *d = *pp;
+                bool refused = false;
                 while (n < max && d->park_head && dest_can_start(d, now)) {
+                        if (!gate_open(s, d)) {
+                                refused = true; /* until sched_conn_wake */
+                                break;
+                        }
                         struct sched_item *it = d->park_head;
                         unpark(s, it);
                         start(s, it, now);
                         out[n++] = it;
                 }
-                if (!d->park_head || !dest_can_start(d, now)) {
+                if (refused || !d->park_head || !dest_can_start(d, now)) {
                         d->runnable = false;
                         *pp = d->run_next;
                 } else {
@@ -358,11 +395,13 @@ static size_t pop_parked(struct sched *s, int64_t now, struct sched_item **out, 
 size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size_t max)
 {
         process_resumes(s, now);
+        if (max > global_room(s))
+                max = global_room(s);
         size_t n = pop_parked(s, now, out, max);
         const struct hent *top;
         while (n < max && (top = heap_top(&s->items)) && top->key <= now) {
                 struct sched_item *it = heap_pop(&s->items);
-                if (!item_can_start(it, now)) {
+                if (!item_can_start(it, now) || !gate_open(s, it->dest)) {
                         if (!move_source(s, it, now))
                                 park(s, it);
                         continue;
@@ -640,6 +679,26 @@ void sched_pause(struct sched *s, struct dest *d, enum pause_kind kind, int64_t 
 {
         pause_dest(s, d, kind, until);
         share_pause_set(s, d);
+}
+
+void sched_set_conn_gate(struct sched *s, const struct sched_conn_gate *gate)
+{
+        s->gate = gate ? *gate : (struct sched_conn_gate){0};
+}
+
+void sched_conn_wake(struct sched *s, const char *source, const char *site)
+{
+        struct dest *d = dest_get(s, source ? source : "", site, false);
+        if (d)
+                make_runnable(s, d);
+}
+
+bool sched_conn_may_open(struct sched *s, const char *source, const char *site, int64_t now)
+{
+        if (global_room(s) == 0)
+                return false;
+        const struct dest *d = dest_get(s, source ? source : "", site, false);
+        return !d || dest_can_start(d, now);
 }
 
 void sched_item_done_flight(struct sched *s, struct sched_item *it, int64_t now)

@@ -23,6 +23,7 @@ struct sched_item {
         uint32_t heap_idx;
         uint8_t where;
         bool force; /* tarryq -i --force: may start while its destination is paused */
+        bool gated; /* in flight with the connection gate's leave: tell it "closed" */
 };
 
 /* A (source address, route) pair and what the scheduler knows about it. */
@@ -88,8 +89,9 @@ struct sched {
         /* move_source: may this item leave from another address? (sched_set_mover) */
         bool (*may_move)(void *item_userdata, void *arg);
         void *may_move_arg;
-        struct sched_share share; /* share.c: pauses told to other nodes */
-        bool applying_shared;     /* share.c: applying one of theirs, tell nobody */
+        struct sched_conn_gate gate; /* the fleet's connection leases, or none */
+        struct sched_share share;    /* share.c: pauses told to other nodes */
+        bool applying_shared;        /* share.c: applying one of theirs, tell nobody */
 };
 
 /* dest.c */

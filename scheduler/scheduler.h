@@ -276,6 +276,45 @@ int64_t sched_next_due(struct sched *s, int64_t now_us);
  * recipients whose own next attempt is due (<= now_us). Returns the count. */
 size_t sched_pop_due(struct sched *s, int64_t now_us, struct sched_item **out, size_t max);
 
+/* ---- concurrency: one owner ----
+ *
+ * The scheduler alone decides how many attempts run: an item in flight is
+ * one connection in use (a new one, or one kept from an earlier message).
+ * At most cfg->max_connections items are in flight in all (sched_pop_due
+ * returns no more; sched_next_due is INT64_MAX while they are, since the
+ * next result frees one), and at most its destination's window each:
+ * destination_concurrency, lowered after a pause and raised on success, a
+ * rule action's cap, a provider's connections (sched_limit_destination).
+ * The delivery pool runs what it is given; docs/architecture.md says why
+ * the scheduler owns this.
+ *
+ * A connection gate extends the answer beyond this process (the fleet's
+ * connection leases, cluster/): may_open is asked once for each start,
+ * after the local limits allow it — "may I open one more connection to
+ * site from source?" — and closed is told exactly once for each start it
+ * allowed, when that item's flight ends (result, reschedule or removal).
+ * A refusal parks the item on its destination until sched_conn_wake (or
+ * another of its items ends its flight). Both run inside sched_pop_due /
+ * sched_on_result / sched_reschedule / sched_remove and must not call back
+ * into the scheduler. */
+struct sched_conn_gate {
+        bool (*may_open)(void *userdata, const char *source, const char *site);
+        void (*closed)(void *userdata, const char *source, const char *site);
+        void *userdata;
+};
+
+/* Install (or with NULL remove) the gate. An item that started with a
+ * gate's leave tells the gate in place when it ends ("closed"). */
+void sched_set_conn_gate(struct sched *s, const struct sched_conn_gate *gate);
+
+/* The gate may now allow (source, site) what it refused: its parked items
+ * are tried at the next sched_pop_due (call sched_next_due to re-arm). */
+void sched_conn_wake(struct sched *s, const char *source, const char *site);
+
+/* The local answer, without asking the gate and without starting anything:
+ * may one more connection to site from source ("" or NULL: none) open now? */
+bool sched_conn_may_open(struct sched *s, const char *source, const char *site, int64_t now_us);
+
 /* One recipient of an attempt, with what the envelope knows about it. */
 struct sched_rcpt_result {
         /* The recipient's own reply; NULL: not attempted this time (its

@@ -92,7 +92,7 @@ struct smtpc_pool {
         uint64_t idle_us, deadline_us, uses;
         struct job *queue;
         struct worker *workers;
-        struct slots slots;
+        size_t busy; /* jobs on a worker */
         sd_event_source *pump_src;
 };
 
@@ -134,7 +134,7 @@ static void queue_remove(struct smtpc_pool *p, struct job *j)
 
 static void worker_idle(struct worker *w);
 
-/* Take j out of the pool (slot, worker, queue) so done() sees a consistent pool. */
+/* Take j out of the pool (worker, queue) so done() sees a consistent pool. */
 static void job_detach(struct job *j)
 {
         struct smtpc_pool *p = j->p;
@@ -142,7 +142,7 @@ static void job_detach(struct job *j)
                 struct worker *w = j->w;
                 w->job = NULL;
                 j->w = NULL;
-                slots_release(&p->slots, j->key);
+                p->busy--;
                 worker_idle(w);
         } else {
                 queue_remove(p, j);
@@ -524,6 +524,7 @@ static int worker_dispatch(struct worker *w, struct job *j)
         queue_remove(p, j);
         w->job = j;
         j->w = w;
+        p->busy++; /* job_detach gives it back, also when worker_send fails it */
         snprintf(w->key, sizeof(w->key), "%s", j->key);
         snprintf(w->route, sizeof(w->route), "%s", j->destination);
         w->limited = j->site_connections > 0;
@@ -615,16 +616,13 @@ static int job_start(struct smtpc_pool *p, struct job *j)
         int r = worker_for(p, j, &w);
         if (r < 0)
                 return r;
-        if ((r = slots_take(&p->slots, j->key)) < 0)
-                return r;
-        r = worker_dispatch(w, j);
-        if (r < 0)
-                slots_release(&p->slots, j->key);
-        return r;
+        return worker_dispatch(w, j);
 }
 
-/* Start every waiting job that has a slot, in arrival order. After any
- * done() call the queue may have changed: start over from its head. */
+/* Start every waiting job that gets a worker, in arrival order. How many
+ * attempts run is the caller's decision (tarryd: the scheduler's); the pool
+ * bounds only its processes (max_connections). After any done() call the
+ * queue may have changed: start over from its head. */
 static int on_pump(sd_event_source *s, void *userdata)
 {
         struct smtpc_pool *p = userdata;
@@ -633,8 +631,6 @@ static int on_pump(sd_event_source *s, void *userdata)
 restart:
         for (struct job *j = p->queue, *next; j; j = next) {
                 next = j->next;
-                if (!slots_free(&p->slots, p->cfg, j->key))
-                        continue;
                 int r = job_start(p, j);
                 if (r == 0 || r == -EAGAIN) /* -EAGAIN: a worker is on its way out */
                         continue;
@@ -843,7 +839,7 @@ int smtpc_pool_set_config(struct smtpc_pool *p, const struct tarry_config *cfg,
 
 size_t smtpc_pool_pending(const struct smtpc_pool *p)
 {
-        size_t n = p->slots.active;
+        size_t n = p->busy;
         for (const struct job *j = p->queue; j; j = j->next)
                 n++;
         return n;
@@ -920,7 +916,7 @@ void smtpc_pool_free(struct smtpc_pool *p)
                 p->queue = j->next;
                 job_free(j);
         }
-        slots_clear(&p->slots);
+        p->busy = 0;
         sd_event_source_disable_unref(p->pump_src);
         argv_free(p);
         sd_event_unref(p->e);

@@ -259,8 +259,8 @@ struct smtpc_request {
         uint64_t body_size;
         const char *source_address; /* pinned source, or NULL (none configured) */
         /* Pool only: the receiving site the attempt goes to (tarryd's
-         * scheduler key, daemon/site.h), or NULL (its route). Concurrency
-         * slots and warm workers are per (source address, site); with
+         * scheduler key, daemon/site.h), or NULL (its route). Warm
+         * workers are per (source address, site); with
          * site_connections > 0 (a provider's limit) the pool keeps at most
          * that many connections open to the site, idle ones included. */
         const char *site;
@@ -331,11 +331,15 @@ int smtpc_read_auth_file(const char *path, char **user, char **password, const c
  * the result is a JSON object with every smtpc_result field, validated with
  * size limits in the parent (the worker's output is untrusted input).
  *
- * Scheduling: at most max_connections busy workers, at most
- * destination_concurrency per (source address, destination); requests
- * beyond the limits wait in arrival order. An idle worker whose last attempt
- * had the same (source, destination) is preferred (curl keeps its connection
- * warm); idle workers exit after idle_timeout; workers are spawned lazily.
+ * Scheduling: how many attempts run, in all and per destination, is the
+ * caller's decision (tarryd: the scheduler's, scheduler.h "concurrency: one
+ * owner"); the pool starts every request it is given on a worker. It bounds
+ * only its processes: at most max_connections workers, a request beyond
+ * that waits for one in arrival order (and for a provider's site with
+ * site_connections, until idle workers holding a connection there have
+ * closed it). An idle worker whose last attempt had the same (source,
+ * destination) is preferred (curl keeps its connection warm); idle workers
+ * exit after idle_timeout; workers are spawned lazily.
  *
  * Failures: a worker that dies, sends garbage or passes its hard deadline is
  * killed and reaped (pidfd on the caller's loop; SIGCHLD is not used, so the

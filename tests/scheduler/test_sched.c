@@ -584,3 +584,96 @@ Test(sched, provider_rate_limit_spaces_attempt_starts)
         cr_assert_eq(sched_pop_due(s, T0 + 9 * S, out, 3), 0);
         cr_assert_eq(sched_pop_due(s, T0 + 10 * S, out, 3), 1);
 }
+
+/* The suite's scheduler again, with another config. */
+static void reconfigure(const char *text)
+{
+        char err[256];
+        sched_free(s);
+        cfg_free(cfg);
+        cr_assert_eq(cfg_load_string("test.conf", text, &cfg, err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(sched_new(cfg, cls, NULL, 42, &s), 0);
+}
+
+static void result_ok(struct sched_item *it, int64_t now)
+{
+        struct sched_reply r = {.text = OK};
+        struct sched_rcpt_result rr = {.reply = &r, .prev_class = -1};
+        struct sched_decision d;
+        cr_assert_eq(sched_on_result(s, it, now, NULL, &rr, 1, &d), 0);
+}
+
+Test(sched, max_connections_bounds_attempts_in_flight_across_destinations)
+{
+        reconfigure("[smtp]\nmax_connections = 2\ndestination_concurrency = 1\n");
+        struct sched_item *a = add("mx:a.example", T0);
+        add("mx:a.example", T0);
+        add("mx:b.example", T0);
+        add("mx:c.example", T0);
+        struct sched_item *out[8];
+        size_t n = sched_pop_due(s, T0, out, 8);
+        cr_assert_eq(n, 2, "max_connections = 2: %zu started", n);
+        cr_assert(out[0] != out[1]);
+        cr_assert_neq(strcmp(sched_item_route(out[0]), sched_item_route(out[1])), 0,
+                      "destination_concurrency = 1");
+        cr_assert_eq(sched_next_due(s, T0), INT64_MAX, "nothing may start until a result");
+        cr_assert_not(sched_conn_may_open(s, "192.0.2.10", "mx:c.example", T0));
+        cr_assert_eq(sched_pop_due(s, T0, out, 8), 0);
+
+        /* one finishes: the next due item may start at once */
+        struct sched_item *done = out[0] == a ? out[0] : out[1];
+        cr_assert_eq(done, a, "a.example's first item is the oldest");
+        result_ok(done, T0 + S);
+        cr_assert_leq(sched_next_due(s, T0 + S), T0 + S, "due now");
+        cr_assert(sched_conn_may_open(s, "192.0.2.10", "mx:a.example", T0 + S));
+        cr_assert_eq(sched_pop_due(s, T0 + S, out, 8), 1);
+        cr_assert_eq(sched_pop_due(s, T0 + S, out, 8), 0);
+}
+
+struct gate_log {
+        int asked, closed;
+        bool refuse_b;
+};
+
+static bool gate_may_open(void *userdata, const char *source, const char *site)
+{
+        struct gate_log *g = userdata;
+        cr_assert_str_eq(source, "192.0.2.10");
+        g->asked++;
+        return !(g->refuse_b && strcmp(site, "mx:b.example") == 0);
+}
+
+static void gate_closed(void *userdata, const char *source, const char *site)
+{
+        struct gate_log *g = userdata;
+        (void)source;
+        (void)site;
+        g->closed++;
+}
+
+Test(sched, the_connection_gate_is_asked_before_each_start_and_told_when_it_ends)
+{
+        struct gate_log g = {.refuse_b = true};
+        struct sched_conn_gate gate = {gate_may_open, gate_closed, &g};
+        sched_set_conn_gate(s, &gate);
+        struct sched_item *a = add("mx:a.example", T0);
+        struct sched_item *b = add("mx:b.example", T0);
+        struct sched_item *out[4];
+        cr_assert_eq(sched_pop_due(s, T0, out, 4), 1);
+        cr_assert_eq(out[0], a, "b's site has no lease");
+        cr_assert_eq(g.asked, 2);
+        cr_assert_eq(sched_pop_due(s, T0 + S, out, 4), 0, "b waits for the gate");
+
+        g.refuse_b = false;
+        sched_conn_wake(s, "192.0.2.10", "mx:b.example");
+        cr_assert_leq(sched_next_due(s, T0 + 2 * S), T0 + 2 * S, "due now");
+        cr_assert_eq(sched_pop_due(s, T0 + 2 * S, out, 4), 1);
+        cr_assert_eq(out[0], b);
+
+        result_ok(a, T0 + 3 * S);
+        cr_assert_eq(g.closed, 1);
+        sched_reschedule(s, b, T0 + 60 * S); /* the attempt did not happen after all */
+        cr_assert_eq(g.closed, 2, "every start the gate allowed is closed once");
+        sched_remove(s, b);
+        cr_assert_eq(g.closed, 2);
+}
