@@ -19,8 +19,9 @@
 #define DEFAULT_KILLS    5
 #define MAX_KILLS        100
 #define MAX_CONNECTIONS  10
-/* tarryd starts at most 2 × max_connections attempts ahead of completion */
-#define MAX_IN_FLIGHT (2 * MAX_CONNECTIONS)
+/* tarryd has at most max_connections attempts in flight (the scheduler owns
+ * concurrency, docs/architecture.md) */
+#define MAX_IN_FLIGHT MAX_CONNECTIONS
 /* Bound for the final drain of the queue: generous (a 2,000-message drain
  * takes seconds), and well inside meson's timeout for crash-e2e (900 s). */
 #define DRAIN_S 300

@@ -18,9 +18,9 @@
 #define MESSAGES        400
 #define KILLS           3
 #define MAX_CONNECTIONS 4
-/* tarryd starts at most 2 × max_connections attempts ahead of completion:
- * only their outcomes can be lost to a kill (at-least-once) */
-#define MAX_IN_FLIGHT (2 * MAX_CONNECTIONS)
+/* tarryd has at most max_connections attempts in flight (the scheduler owns
+ * concurrency): only their outcomes can be lost to a kill (at-least-once) */
+#define MAX_IN_FLIGHT MAX_CONNECTIONS
 #define DRAIN_S       300
 
 /* Entries of spool/tmp (drafts, and messages being removed: del-ID-XXX). */
