@@ -69,7 +69,8 @@ void diagnoses_note(struct tarryd *d, const struct diagnoses_where *where, const
             .queue_id = queue_id,
             .outcome = outcome[dec->action],
             .cls = dec->cls,
-            .reached = res->status == SMTPC_ATTEMPT_DONE || res->failure == SMTPC_FAIL_REPLY,
+            /* a server answered (a 5xx greeting too): typed, not guessed */
+            .reached = res->status == SMTPC_ATTEMPT_DONE || res->origin == OUTCOME_FROM_SERVER,
             .first_deferral_us = rr->first_deferral_us,
             .window_s = dec->hint_s >= 0 ? dec->hint_s : where->learned_s,
             .text = rr->reply ? rr->reply->text : res->text,

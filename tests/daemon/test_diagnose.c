@@ -230,6 +230,32 @@ Test(diagnose, a_destination_that_cannot_be_reached_is_diagnosed_until_it_answer
         finish(&h, f);
 }
 
+/* A receiver that refuses at its greeting (554) was reached: its words are
+ * classified (here a routing deferral, as a refused connection is), and the
+ * destination is never diagnosed as unreachable, however long it goes on
+ * (issue 17: whose words a reply is travels typed from smtpc). */
+Test(diagnose, a_receiver_refusing_at_its_greeting_is_reached_not_unreachable)
+{
+        struct fixture *f = start_fixture(0);
+        fixture_set(f, "greeting", "554 5.4.6 routing loop detected");
+        uint16_t port = fixture_port(f);
+        struct harness h;
+        init_with(&h, port, "unreachable = 2s");
+        harness_start(&h);
+        harness_send(&h, "alice@sender.test", "bob@example.test", "refused at the door");
+        cr_assert(wait_log(&h, "refused to talk to me"), "no attempt was refused");
+        int64_t first = harness_now_us();
+        /* attempts go on every second or so: well past the 2 s threshold */
+        cr_assert(harness_wait_log(&h, "status=deferred", 4, WAIT_MS), "fewer than 4 attempts");
+        while (harness_now_us() - first < 4000000)
+                harness_sleep_ms(100);
+        cr_assert(harness_wait_log(&h, "status=deferred", 5, WAIT_MS), "fewer than 5 attempts");
+        cr_assert_not(harness_log_contains(&h, "destination_unreachable"),
+                      "a server that answers was diagnosed unreachable");
+        cr_assert(harness_log_contains(&h, "class=routing"), "its words were not classified");
+        finish(&h, f);
+}
+
 /* A reload takes the pinned source address away while the message is
  * greylisted: its retry leaves from the new one, and the receiver's triplet
  * starts again. */
