@@ -1,6 +1,6 @@
 /* smtpc/pool.c — delivery attempts in worker processes, one attempt each; see smtpc.h.
  *
- * Life of a request: queued (FIFO) → given a slot and a worker (an idle one
+ * Life of a request: queued (FIFO) → given a worker (an idle one
  * that last served the same key, else a new one while fewer than
  * max_connections live, else the least recently used idle one) → the request
  * is sent → the result comes back (or the worker dies, lies or overstays and
@@ -703,7 +703,7 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         return 0;
 }
 
-/* The slot key, as smtpc computes it (an unroutable domain gets its own key;
+/* The worker key, as smtpc computes its slot key (an unroutable domain gets its own key;
  * the worker reports the failure). */
 static void job_key(struct job *j, const struct tarry_config *cfg)
 {
