@@ -62,7 +62,9 @@
  * Concurrency: requests beyond max_connections (global) or
  * destination_concurrency (per route key + source address) are queued
  * inside smtpc in arrival order and started when a slot frees up;
- * smtpc_attempt_start() never returns -EBUSY.
+ * smtpc_attempt_start() never returns -EBUSY. That bound is for callers
+ * that drive this engine directly (bench/deliver, tests); in tarryd the
+ * scheduler owns concurrency and each worker runs one attempt at a time.
  *
  * MTA-STS (cfg->mta_sts, MX routes only): between DNS and the first
  * connection the recipient domain's policy is looked up, and fetched when
