@@ -5,11 +5,15 @@
 #include <string.h>
 
 static const char *const names[CLASS__MAX] = {
-        [CLASS_GREYLIST] = "greylist",         [CLASS_REPUTATION] = "reputation",
-        [CLASS_RATE_LIMIT] = "rate_limit",     [CLASS_OVERLOAD] = "overload",
-        [CLASS_MAILBOX_FULL] = "mailbox_full", [CLASS_ROUTING] = "routing",
-        [CLASS_POLICY] = "policy",             [CLASS_UNKNOWN_TEMP] = "unknown_temp",
-        [CLASS_PERMANENT] = "permanent",
+    [CLASS_GREYLIST] = "greylist",
+    [CLASS_REPUTATION] = "reputation",
+    [CLASS_RATE_LIMIT] = "rate_limit",
+    [CLASS_OVERLOAD] = "overload",
+    [CLASS_MAILBOX_FULL] = "mailbox_full",
+    [CLASS_ROUTING] = "routing",
+    [CLASS_POLICY] = "policy",
+    [CLASS_UNKNOWN_TEMP] = "unknown_temp",
+    [CLASS_PERMANENT] = "permanent",
 };
 
 const char *reply_class_name(enum reply_class c)

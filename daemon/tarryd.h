@@ -62,7 +62,7 @@ struct tarryd {
         struct site_cache *sites;         /* recipient domain → site (MX set, provider) */
         struct site_waiter *site_waiters; /* messages waiting for a domain's MX set */
         size_t n_site_waiters, cap_site_waiters;
-        struct cluster *cluster;          /* [cluster] redis set: the fleet's shared state (fleet.c) */
+        struct cluster *cluster; /* [cluster] redis set: the fleet's shared state (fleet.c) */
 
         sd_event_source *incoming_watch;
         sd_event_source *due_timer;
