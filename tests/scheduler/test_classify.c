@@ -216,6 +216,43 @@ Test(classify, a_block_list_is_reputation_even_when_the_service_is_unavailable)
         cr_assert_eq(classify("421 4.3.2 Service unavailable, try later").cls, CLASS_OVERLOAD);
 }
 
+Test(classify, documented_provider_code_tables)
+{
+        /* NetEase's table: the code after the reply code names the cause */
+        cr_assert_eq(classify("450 RP:DRC 126 smtp3,DcmowAC4 please retry").cls, CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("421 HL:ICC 163 mx11 connection limit").cls, CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("421 HL:REP 163 mx2,QsCowAB please check").cls, CLASS_REPUTATION);
+        cr_assert_eq(classify("451 MI:RBL ip listed").cls, CLASS_REPUTATION);
+        cr_assert_eq(classify("450 WM:BLU sender not in list").cls, CLASS_POLICY);
+        cr_assert_eq(classify("451 DT:SUR link in body").cls, CLASS_POLICY);
+        cr_assert_eq(classify("421 HL:TLD try later").cls, CLASS_OVERLOAD);
+        /* Cox's and Spectrum's AUP codes beat the word "blocked" */
+        cr_assert_eq(classify("421 4.7.0 cmsmtp 198.51.100.7 blocked. AUP#CXMXRT").cls,
+                     CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("421 mx0 cmsmtp blocked, see the error codes page. AUP#In-1340").cls,
+                     CLASS_RATE_LIMIT);
+        cr_assert_eq(classify("421 cmsmtp 198.51.100.7 blocked. AUP#CDRBL").cls, CLASS_REPUTATION);
+}
+
+Test(classify, families_found_in_the_third_round)
+{
+        /* one bad command too many is still the client's fault */
+        cr_assert_eq(classify("421 4.7.0 Too many bad command").cls, CLASS_POLICY);
+        /* the receiver's authentication or spool trouble */
+        cr_assert_eq(classify("451 Authentication error").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 4.3.0 spool error, try again").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("421 Gateway not ready, try later").cls, CLASS_OVERLOAD);
+        cr_assert_eq(classify("451 Service unavailable temporarily").cls, CLASS_OVERLOAD);
+        /* verification and the sender's domain */
+        cr_assert_eq(classify("450 Unable to verify the sender").cls, CLASS_ROUTING);
+        cr_assert_eq(classify("451 Sender domain does not exist at the moment").cls, CLASS_ROUTING);
+        /* a restriction worded as what is allowed */
+        cr_assert_eq(classify("450 Mail to this list is allowed only from members").cls,
+                     CLASS_POLICY);
+        /* the hop behind a filtering gateway failed */
+        cr_assert_eq(classify("451 Failed in remote rcpt - gateway").cls, CLASS_ROUTING);
+}
+
 Test(classify, greylister_fingerprints_are_greylist)
 {
         cr_assert_eq(classify("450 4.2.0 <a@b.example>: Recipient address rejected: Greylisted, "
