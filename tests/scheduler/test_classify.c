@@ -249,6 +249,11 @@ Test(classify, families_found_in_the_third_round)
         /* a restriction worded as what is allowed */
         cr_assert_eq(classify("450 Mail to this list is allowed only from members").cls,
                      CLASS_POLICY);
+        /* "temporarily unavailable" alone, or of an address, names no trouble */
+        cr_assert_eq(classify("451 Temporarily unavailable, try again").cls, CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("450 <bob@example.org> temporarily unavailable").cls,
+                     CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("421 Server temporarily unavailable").cls, CLASS_OVERLOAD);
         /* the hop behind a filtering gateway failed */
         cr_assert_eq(classify("451 Failed in remote rcpt - gateway").cls, CLASS_ROUTING);
 }
