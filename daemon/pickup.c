@@ -189,6 +189,10 @@ int pickup_incoming_one(struct tarryd *d, const char *id)
         int r = queue_move(d->queue, id, QUEUE_INCOMING, QUEUE_ACTIVE);
         if (r == -ENOENT)
                 return 0;
+        if (r == -EBADMSG) {
+                message_quarantine(d, QUEUE_INCOMING, id, "not a message folder (a link?)");
+                return 0;
+        }
         if (r < 0) {
                 log_error("%s: cannot move from incoming/ to active/: %s; will retry", id,
                           strerror(-r));

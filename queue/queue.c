@@ -851,6 +851,13 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
                 return -EINVAL;
         if (from == to)
                 return 0;
+        /* Only a folder is a message: a link or FIFO planted in incoming/ is
+         * refused (the caller quarantines it as it is) instead of being
+         * renamed into active/, where every load of it would fail. */
+        struct stat st;
+        if (from == QUEUE_INCOMING && to != QUEUE_CORRUPT &&
+            fstatat(q->dir_fd[from], id, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+                return -EBADMSG;
         if (renameat2(q->dir_fd[from], id, q->dir_fd[to], id, RENAME_NOREPLACE) < 0)
                 return -errno;
         return sync_dirs(q, from, to);

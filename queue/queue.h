@@ -187,7 +187,9 @@ int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env);
 /* Open the body read-only; *size gets its length. */
 int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size);
 
-/* Move a message between folders (rename + fsync of both). */
+/* Move a message between folders (rename + fsync of both). From incoming/
+ * to anywhere but corrupt/, an entry that is not a folder (a symlink, a
+ * FIFO: nothing sendmail makes) is refused with -EBADMSG and left where it is. */
 int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to);
 
 /* Remove a message for good (when nothing is left to deliver, or on delete). */

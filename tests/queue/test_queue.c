@@ -82,6 +82,27 @@ static char *commit_sample(void)
         return id;
 }
 
+/* A symlink planted in incoming/ under a message's name is never followed
+ * into active/: refused, and quarantined as the link itself. */
+Test(queue, a_link_in_incoming_is_refused_and_never_followed)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_HOLD), 0);
+        char target[512], link[512];
+        snprintf(target, sizeof(target), "%s/hold/%s", spool, id);
+        snprintf(link, sizeof(link), "%s/incoming/%s", spool, id);
+        cr_assert_eq(symlink(target, link), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), -EBADMSG);
+        cr_assert_eq(count_entries("active"), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_CORRUPT), 0);
+        struct stat st;
+        snprintf(link, sizeof(link), "%s/corrupt/%s", spool, id);
+        cr_assert_eq(lstat(link, &st), 0);
+        cr_assert(S_ISLNK(st.st_mode), "the link itself is kept aside");
+        cr_assert_eq(count_entries("hold"), 1, "its target is untouched");
+        free(id);
+}
+
 Test(queue, a_committed_message_is_whole_in_incoming)
 {
         struct queue_draft *d;
