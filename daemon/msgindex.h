@@ -4,7 +4,7 @@
  * status queries and to find the message when its retry falls due. The
  * envelope itself is loaded from the spool only while the message is being
  * worked on, so a large queue costs little memory. The IDs are also kept in
- * order (24 bytes each) so that a listing pages on from a cursor without
+ * order (16 bytes each) so that a listing pages on from a cursor without
  * sorting the queue.
  */
 #ifndef TARRY_DAEMON_MSGINDEX_H
@@ -56,7 +56,8 @@ struct msgindex;
 int msgindex_new(struct msgindex **out);
 void msgindex_free(struct msgindex *ix);
 
-/* Add a record for id (copied); -EEXIST if present. */
+/* Add a record for id (copied; a queue ID: 16 upper-case hex digits, else
+ * -EINVAL); -EEXIST if present. */
 int msgindex_add(struct msgindex *ix, const char *id, struct msg **out);
 struct msg *msgindex_get(const struct msgindex *ix, const char *id);
 /* Remove and free the record (and its envelope, if loaded). */
@@ -69,5 +70,8 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
  * first). cb must not add or remove records. */
 int msgindex_foreach_after(struct msgindex *ix, const char *after,
                            int (*cb)(struct msg *m, void *ud), void *ud);
+/* How many records have an ID above after (NULL or "": all of them), without
+ * visiting them: a sum over blocks of a thousand IDs. */
+size_t msgindex_count_after(struct msgindex *ix, const char *after);
 
 #endif
