@@ -34,6 +34,12 @@ struct body {
         char *data;
         size_t len;
         bool too_big;
+        /* streaming: a 200's body goes to sink as it arrives */
+        int (*sink)(const char *data, size_t len, void *userdata);
+        void *sink_userdata;
+        CURL *h;
+        int sink_error;   /* what sink returned to stop the transfer */
+        size_t delivered; /* bytes given to sink */
 };
 
 static int add_endpoint(struct status_client *c, const char *unix_path, const char *url,
@@ -146,6 +152,17 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
         struct body *b = userdata;
         size_t n = size * nmemb;
+        long code = 0;
+        if (b->sink && curl_easy_getinfo(b->h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+            code == 200) {
+                int r = b->sink(ptr, n, b->sink_userdata);
+                if (r < 0) {
+                        b->sink_error = r;
+                        return 0;
+                }
+                b->delivered += n;
+                return n;
+        }
         if (b->len + n > STATUS_CLIENT_MAX_BODY) {
                 b->too_big = true;
                 return 0;
@@ -187,6 +204,7 @@ static CURLcode perform(const struct endpoint *e, const char *method, const char
                 return CURLE_OUT_OF_MEMORY;
         }
         errbuf[0] = '\0';
+        b->h = h;
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
         if (e->unix_path)
@@ -257,15 +275,16 @@ static void unix_words(const struct endpoint *e, const char *curl_words, char *o
         }
 }
 
-int status_client_request(struct status_client *c, const char *method, const char *path,
-                          long *http_code, char **body, size_t *body_len)
+static int request(struct status_client *c, const char *method, const char *path, long *http_code,
+                   char **body, size_t *body_len,
+                   int (*sink)(const char *data, size_t len, void *userdata), void *userdata)
 {
         char errbuf[CURL_ERROR_SIZE];
         if (!c || !http_code || !body || !request_valid(method, path))
                 return -EINVAL;
         c->answered = NULL;
         for (size_t i = 0; i < c->n; i++) {
-                struct body b = {0};
+                struct body b = {.sink = sink, .sink_userdata = userdata};
                 CURLcode rc = perform(&c->ep[i], method, path, &b, http_code, errbuf);
                 const char *words = errbuf[0] ? errbuf : curl_easy_strerror(rc);
                 if (rc != CURLE_OK && c->ep[i].unix_path)
@@ -280,14 +299,34 @@ int status_client_request(struct status_client *c, const char *method, const cha
                         return *body ? 0 : -ENOMEM;
                 }
                 free(b.data);
+                if (b.sink_error < 0)
+                        return b.sink_error;
                 if (b.too_big)
                         return -EFBIG;
+                if (b.delivered > 0) /* part of a reply went out: not for another endpoint */
+                        return -EPROTO;
                 if (rc == CURLE_OUT_OF_MEMORY)
                         return -ENOMEM;
                 if (!not_answering(rc))
                         return -EPROTO;
         }
         return STATUS_CLIENT_NOT_ANSWERING;
+}
+
+int status_client_request(struct status_client *c, const char *method, const char *path,
+                          long *http_code, char **body, size_t *body_len)
+{
+        return request(c, method, path, http_code, body, body_len, NULL, NULL);
+}
+
+int status_client_request_stream(struct status_client *c, const char *method, const char *path,
+                                 long *http_code,
+                                 int (*sink)(const char *data, size_t len, void *userdata),
+                                 void *userdata, char **body, size_t *body_len)
+{
+        if (!sink)
+                return -EINVAL;
+        return request(c, method, path, http_code, body, body_len, sink, userdata);
 }
 
 int status_client_request_json(struct status_client *c, const char *method, const char *path,

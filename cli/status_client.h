@@ -40,6 +40,16 @@ void status_client_free(struct status_client *c);
 int status_client_request(struct status_client *c, const char *method, const char *path,
                           long *http_code, char **body, size_t *body_len);
 
+/* The same for a long reply: a 200's body is handed to sink piece by piece
+ * as it arrives (not kept); sink returns 0, or a negative errno that stops
+ * the transfer and is returned. Any other code's body is in *body as above.
+ * An endpoint is given up for the next only before sink got anything; a
+ * reply cut short after that is -EPROTO. */
+int status_client_request_stream(struct status_client *c, const char *method, const char *path,
+                                 long *http_code,
+                                 int (*sink)(const char *data, size_t len, void *userdata),
+                                 void *userdata, char **body, size_t *body_len);
+
 /* The same, with the body parsed as JSON (-EBADMSG if it is not). */
 int status_client_request_json(struct status_client *c, const char *method, const char *path,
                                long *http_code, json_t **out);

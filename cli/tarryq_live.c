@@ -133,6 +133,157 @@ static int print_listing(json_t *all, bool json)
         return r < 0 ? EX_IOERR : 0;
 }
 
+/* tarryq -j: each message printed as its line of the page arrives (the
+ * server writes one per line, status.h), so the listing starts at once,
+ * memory stays flat and tarryd renders while tarryq prints. */
+struct jstream {
+        char *line; /* the line being put together */
+        size_t len, cap;
+        size_t lines;                /* of this page, the head included */
+        size_t n;                    /* messages of this page */
+        size_t total;                /* left from the cursor, says the head */
+        bool ended;                  /* "]}" seen */
+        char last[QUEUE_ID_LEN + 1]; /* queue ID of the page's last message */
+        char *last_line;             /* that message, for its ID once the page is done */
+        size_t last_len, last_cap;
+        size_t printed; /* in all */
+};
+
+static int keep(char **buf, size_t *cap, size_t *len, const char *p, size_t n)
+{
+        if (*len + n + 1 > *cap) {
+                size_t c = *cap ? *cap : 1024;
+                while (c < *len + n + 1)
+                        c *= 2;
+                char *b = realloc(*buf, c);
+                if (!b)
+                        return -ENOMEM;
+                *buf = b;
+                *cap = c;
+        }
+        memcpy(*buf + *len, p, n);
+        *len += n;
+        (*buf)[*len] = '\0';
+        return 0;
+}
+
+static int page_line(struct jstream *js, char *line, size_t len)
+{
+        if (js->ended)
+                return -EBADMSG;
+        if (js->lines++ == 0) {
+                /* {"total":N,"offset":O,"limit":L,"messages":[ */
+                if (keep(&js->line, &js->cap, &js->len, "]}", 2) < 0)
+                        return -ENOMEM;
+                _cleanup_(json_decrefp) json_t *head = json_loadb(js->line, js->len, 0, NULL);
+                json_t *t = json_object_get(head, "total");
+                if (!json_is_integer(t) || json_integer_value(t) < 0)
+                        return -EBADMSG;
+                js->total = (size_t)json_integer_value(t);
+                return 0;
+        }
+        if (len == 2 && memcmp(line, "]}", 2) == 0) {
+                js->ended = true;
+                return 0;
+        }
+        if (len > 0 && line[len - 1] == ',')
+                len--;
+        if (len < 2 || line[0] != '{' || line[len - 1] != '}')
+                return -EBADMSG;
+        js->last_len = 0;
+        if (keep(&js->last_line, &js->last_cap, &js->last_len, line, len) < 0)
+                return -ENOMEM;
+        line[len] = '\n';
+        if (fwrite(line, 1, len + 1, stdout) != len + 1)
+                return -EIO;
+        js->n++;
+        js->printed++;
+        return 0;
+}
+
+static int page_data(const char *data, size_t len, void *userdata)
+{
+        struct jstream *js = userdata;
+        while (len > 0) {
+                const char *nl = memchr(data, '\n', len);
+                size_t n = nl ? (size_t)(nl - data) : len;
+                if (keep(&js->line, &js->cap, &js->len, data, n) < 0)
+                        return -ENOMEM;
+                if (!nl)
+                        return 0;
+                int r = page_line(js, js->line, js->len);
+                js->len = 0;
+                if (r < 0)
+                        return r;
+                data += n + 1;
+                len -= n + 1;
+        }
+        return 0;
+}
+
+/* The queue ID of the page's last message, the next page's cursor. */
+static int last_id(struct jstream *js)
+{
+        _cleanup_(json_decrefp) json_t *o = json_loadb(js->last_line, js->last_len, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "queue_id"));
+        if (!id || strlen(id) != QUEUE_ID_LEN)
+                return -EBADMSG;
+        memcpy(js->last, id, QUEUE_ID_LEN + 1);
+        return 0;
+}
+
+static int stream_all(struct status_client *c, struct jstream *js)
+{
+        snprintf(js->last, sizeof(js->last), "0000000000000000"); /* below every queue ID */
+        for (;;) {
+                char path[96];
+                snprintf(path, sizeof(path), "/queue?limit=%d&after=%s", PAGE, js->last);
+                long code = 0;
+                _cleanup_free_ char *body = NULL;
+                js->lines = js->n = js->len = 0;
+                js->ended = false;
+                int r =
+                    status_client_request_stream(c, "GET", path, &code, page_data, js, &body, NULL);
+                if (r < 0)
+                        return r;
+                if (code != 200 || !js->ended)
+                        return -EBADMSG;
+                if (js->n == 0 || js->n >= js->total)
+                        return fflush(stdout) == 0 ? 0 : -EIO;
+                if ((r = last_id(js)) < 0)
+                        return r;
+        }
+}
+
+static int tarryq_list_json(struct status_client *c, const char *config_path)
+{
+        struct jstream js = {0};
+        int r = stream_all(c, &js);
+        free(js.line);
+        free(js.last_line);
+        if (r == -EIO) {
+                status_client_free(c);
+                fprintf(stderr, "tarryq: writing the listing: %s\n", strerror(EIO));
+                return EX_IOERR;
+        }
+        if (r < 0 && js.printed > 0) {
+                /* what was printed stays printed: say that the rest is missing */
+                fprintf(
+                    stderr, "tarryq: the listing from tarryd stopped after %zu message(s): %s\n",
+                    js.printed,
+                    r == -EBADMSG ? "a malformed or cut-short page" : status_client_last_error(c));
+                status_client_free(c);
+                return EX_UNAVAILABLE;
+        }
+        if (r < 0) {
+                warn_offline(c);
+                status_client_free(c);
+                return qlist_main("tarryq", config_path, true);
+        }
+        status_client_free(c);
+        return 0;
+}
+
 int tarryq_list(const char *config_path, bool json)
 {
         struct tarry_config *cfg = NULL;
@@ -140,6 +291,10 @@ int tarryq_list(const char *config_path, bool json)
         if (ex)
                 return ex;
         struct status_client *c = client_for(cfg);
+        if (json && c) {
+                cfg_free(cfg);
+                return tarryq_list_json(c, config_path);
+        }
         json_t *all = json_array();
         int r = c && all ? fetch_all(c, all) : STATUS_CLIENT_NOT_ANSWERING;
         cfg_free(cfg);

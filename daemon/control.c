@@ -458,34 +458,85 @@ static bool goes_to(struct tarryd *d, const struct envelope *env, const char *de
         return false;
 }
 
-struct listing {
-        struct tarryd *d;
-        const struct status_queue_filter *f;
-        int64_t now;
-        struct msg **v;
-        size_t n, cap;
-};
-
-static int match_cb(struct msg *m, void *userdata)
+/* Does m pass the filter? The destination and owner filters read the envelope. */
+static bool matches(struct tarryd *d, const struct status_queue_filter *f, struct msg *m,
+                    int64_t now)
 {
-        struct listing *l = userdata;
-        const struct status_queue_filter *f = l->f;
-        if (f->state != STATUS_QSTATE_ANY && state_of(m, l->now) != f->state)
-                return 0;
+        if (f->state != STATUS_QSTATE_ANY && state_of(m, now) != f->state)
+                return false;
         if (f->has_class && m->reply_class != (int)f->class)
-                return 0;
+                return false;
         if (f->destination || f->by_owner) {
                 /* the owner is the envelope's uid: the submitter the kernel
                  * named (SO_PEERCRED / the maildrop file's owner), not a
                  * sender address anyone may be allowed to write */
                 struct envelope *env = NULL;
-                bool ok = load_any(l->d, m, &env) == 0 &&
-                          (!f->destination || goes_to(l->d, env, f->destination)) &&
+                bool ok = load_any(d, m, &env) == 0 &&
+                          (!f->destination || goes_to(d, env, f->destination)) &&
                           (!f->by_owner || env->uid == f->owner);
                 envelope_free(env);
-                if (!ok)
-                        return 0;
+                return ok;
         }
+        return true;
+}
+
+static bool filter_is_empty(const struct status_queue_filter *f)
+{
+        return f->state == STATUS_QSTATE_ANY && !f->has_class && !f->destination && !f->by_owner;
+}
+
+/* A GET /queue page on its way out (status/ streams it). It holds IDs, never
+ * a struct msg: a message may leave between two slices. */
+struct page {
+        struct tarryd *d;
+        struct status_queue_filter f; /* f.destination: destination below */
+        char *destination;
+        int64_t now;
+        size_t left;                   /* after=: messages still to hand out */
+        char cursor[QUEUE_ID_LEN + 1]; /* after=: the last one handed out (or skipped) */
+        char (*ids)[QUEUE_ID_LEN + 1]; /* offset: the page, chosen at once */
+        size_t n_ids, next;
+};
+
+struct walk {
+        struct page *p;
+        struct msg *found;
+        size_t count, skip;
+};
+
+static int match_count_cb(struct msg *m, void *userdata)
+{
+        struct walk *w = userdata;
+        w->count += matches(w->p->d, &w->p->f, m, w->p->now);
+        return 0;
+}
+
+/* The next matching message after the cursor, past skip matching ones. */
+static int next_cb(struct msg *m, void *userdata)
+{
+        struct walk *w = userdata;
+        if (!matches(w->p->d, &w->p->f, m, w->p->now))
+                return 0;
+        if (w->skip > 0) {
+                w->skip--;
+                memcpy(w->p->cursor, m->id, QUEUE_ID_LEN + 1);
+                return 0;
+        }
+        w->found = m;
+        return 1;
+}
+
+struct selection {
+        struct page *p;
+        struct msg **v;
+        size_t n, cap;
+};
+
+static int select_cb(struct msg *m, void *userdata)
+{
+        struct selection *l = userdata;
+        if (!matches(l->p->d, &l->p->f, m, l->p->now))
+                return 0;
         if (l->n == l->cap) {
                 size_t cap = l->cap ? l->cap * 2 : 64;
                 struct msg **v = realloc(l->v, cap * sizeof(*v));
@@ -503,77 +554,106 @@ static int by_id(const void *a, const void *b)
         return strcmp(((const struct msg *)a)->id, ((const struct msg *)b)->id);
 }
 
-/* After a cursor: walk the index in ID order from it, keep the page, count
- * the rest. No sort and no copy of the queue, whatever its size. */
-struct cursor_walk {
-        struct listing l;
-        size_t skip, total;
-};
-
-static int cursor_cb(struct msg *m, void *userdata)
+/* offset= without a cursor: every match, and the page picked out of them
+ * (only the page is sorted: a linear selection, not a sort of the queue). */
+static int select_page(struct page *p, size_t *total)
 {
-        struct cursor_walk *c = userdata;
-        size_t before = c->l.n;
-        /* match_cb appends m when it matches; keep it only while the page has room */
-        int r = match_cb(m, &c->l);
-        if (r < 0 || c->l.n == before)
-                return r;
-        c->total++;
-        if (c->skip > 0) {
-                c->skip--;
-                c->l.n--;
-        } else if (c->l.n > c->l.f->limit) {
-                c->l.n--;
-        }
-        return 0;
-}
-
-static int list_after(struct tarryd *d, const struct status_queue_filter *f, json_t **out_array,
-                      size_t *out_total)
-{
-        struct cursor_walk c = {.l = {.d = d, .f = f, .now = now_realtime_us()}, .skip = f->offset};
-        int r = msgindex_foreach_after(d->index, f->after, cursor_cb, &c);
-        json_t *a = r < 0 ? NULL : json_array();
-        for (size_t i = 0; a && i < c.l.n; i++) {
-                struct envelope *env = NULL;
-                if (load_any(d, c.l.v[i], &env) == 0)
-                        json_array_append_new(a, message_json(d, c.l.v[i], env, c.l.now));
-                envelope_free(env);
-        }
-        free(c.l.v);
-        if (!a)
-                return r < 0 ? r : -ENOMEM;
-        *out_array = a;
-        *out_total = c.total;
-        return 0;
-}
-
-static int list_queue(void *userdata, const struct status_queue_filter *f, json_t **out_array,
-                      size_t *out_total)
-{
-        if (f->after[0])
-                return list_after(userdata, f, out_array, out_total);
-        struct listing l = {.d = userdata, .f = f, .now = now_realtime_us()};
-        int r = msgindex_foreach(l.d->index, match_cb, &l);
-        if (r < 0) {
-                free(l.v);
-                return r;
-        }
-        /* only the page is sorted: a 10,000-line page of a 1M queue costs a
-         * linear selection, not a sort of the million */
-        size_t count = kselect_page((void **)l.v, l.n, f->offset, f->limit, by_id);
-        json_t *a = json_array();
-        for (size_t i = f->offset; a && i < f->offset + count; i++) {
-                struct envelope *env = NULL;
-                if (load_any(l.d, l.v[i], &env) == 0)
-                        json_array_append_new(a, message_json(l.d, l.v[i], env, l.now));
-                envelope_free(env);
-        }
+        struct selection l = {.p = p};
+        int r = msgindex_foreach(p->d->index, select_cb, &l);
+        size_t count = r < 0 ? 0 : kselect_page((void **)l.v, l.n, p->f.offset, p->f.limit, by_id);
+        p->ids = r < 0 ? NULL : calloc(count ? count : 1, sizeof(*p->ids));
+        for (size_t i = 0; p->ids && i < count; i++)
+                memcpy(p->ids[i], l.v[p->f.offset + i]->id, QUEUE_ID_LEN + 1);
+        p->n_ids = count;
+        *total = l.n;
         free(l.v);
-        if (!a)
+        return r < 0 ? r : p->ids ? 0 : -ENOMEM;
+}
+
+static void list_close(void *userdata, void *page)
+{
+        struct page *p = page;
+        (void)userdata;
+        if (!p)
+                return;
+        free(p->destination);
+        free(p->ids);
+        free(p);
+}
+
+/* after=ID: a cursor walk from it. What is left is counted from the index's
+ * per-block counts when nothing is filtered, else by a walk (no envelope is
+ * read unless the filter needs it). */
+static int list_open(void *userdata, const struct status_queue_filter *f, void **out_page,
+                     size_t *out_total)
+{
+        struct page *p = calloc(1, sizeof(*p));
+        if (!p)
                 return -ENOMEM;
-        *out_array = a;
-        *out_total = l.n;
+        *p = (struct page){.d = userdata, .f = *f, .now = now_realtime_us(), .left = f->limit};
+        if (f->destination && !(p->f.destination = p->destination = strdup(f->destination))) {
+                list_close(userdata, p);
+                return -ENOMEM;
+        }
+        int r = 0;
+        if (!f->after[0]) {
+                r = select_page(p, out_total);
+        } else {
+                memcpy(p->cursor, f->after, sizeof(p->cursor));
+                struct walk w = {.p = p};
+                if (filter_is_empty(f))
+                        w.count = msgindex_count_after(p->d->index, f->after);
+                else
+                        r = msgindex_foreach_after(p->d->index, f->after, match_count_cb, &w);
+                *out_total = w.count;
+                if (r >= 0 && f->offset > 0) {
+                        w.skip = f->offset;
+                        r = msgindex_foreach_after(p->d->index, f->after, next_cb, &w);
+                        r = r > 0 ? 0 : r;
+                        if (w.skip > 0)
+                                p->left = 0; /* fewer than offset left */
+                }
+        }
+        if (r < 0) {
+                list_close(userdata, p);
+                return r;
+        }
+        *out_page = p;
+        return 0;
+}
+
+static struct msg *next_of(struct page *p)
+{
+        if (p->ids) {
+                while (p->next < p->n_ids) {
+                        struct msg *m = msgindex_get(p->d->index, p->ids[p->next++]);
+                        if (m)
+                                return m;
+                }
+                return NULL;
+        }
+        if (p->left == 0)
+                return NULL;
+        struct walk w = {.p = p};
+        if (msgindex_foreach_after(p->d->index, p->cursor, next_cb, &w) <= 0 || !w.found)
+                return NULL;
+        p->left--;
+        memcpy(p->cursor, w.found->id, QUEUE_ID_LEN + 1);
+        return w.found;
+}
+
+static int list_next(void *userdata, void *page, json_t **out)
+{
+        struct page *p = page;
+        (void)userdata;
+        for (struct msg *m; (m = next_of(p));) {
+                struct envelope *env = NULL;
+                if (load_any(p->d, m, &env) < 0)
+                        continue; /* gone meanwhile, or unreadable: not listed */
+                *out = message_json(p->d, m, env, p->now);
+                envelope_free(env);
+                return *out ? 1 : -ENOMEM;
+        }
         return 0;
 }
 
@@ -733,7 +813,9 @@ int control_start(struct tarryd *d)
             .userdata = d,
             .get_status = get_status,
             .get_fleet = get_fleet,
-            .list_queue = list_queue,
+            .list_open = list_open,
+            .list_next = list_next,
+            .list_close = list_close,
             .get_message = get_message,
             .refresh_metrics = refresh_metrics,
             .action = action,

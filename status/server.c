@@ -226,6 +226,123 @@ static enum MHD_Result collect_qarg(void *cls, enum MHD_ValueKind kind, const ch
         return q->r < 0 ? MHD_NO : MHD_YES;
 }
 
+/* ---- GET /queue, streamed ---- */
+
+#define STREAM_BATCH 16          /* messages rendered per call of the reader */
+#define STREAM_BLOCK (32 * 1024) /* what libmicrohttpd may ask for at once */
+
+struct qstream {
+        struct status_server *s;
+        void *page;
+        char *buf; /* rendered, not sent yet: buf[pos, len) */
+        size_t len, pos, cap;
+        size_t n;  /* messages rendered so far */
+        bool done; /* the closing "]}" is in buf */
+};
+
+static int stream_put(struct qstream *q, const char *text, size_t n)
+{
+        if (q->len + n > q->cap) {
+                size_t cap = q->cap ? q->cap : 4096;
+                while (cap < q->len + n)
+                        cap *= 2;
+                char *b = realloc(q->buf, cap);
+                if (!b)
+                        return -ENOMEM;
+                q->buf = b;
+                q->cap = cap;
+        }
+        memcpy(q->buf + q->len, text, n);
+        q->len += n;
+        return 0;
+}
+
+/* The next few messages of the page into buf (emptied first). */
+static int stream_fill(struct qstream *q)
+{
+        q->len = q->pos = 0;
+        for (int i = 0; i < STREAM_BATCH; i++) {
+                json_t *o = NULL;
+                int r = q->s->provider.list_next(q->s->provider.userdata, q->page, &o);
+                if (r <= 0) {
+                        json_decref(o);
+                        if (r < 0)
+                                return r;
+                        q->done = true;
+                        return stream_put(q, "\n]}\n", 4);
+                }
+                _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
+                json_decref(o);
+                if (!text)
+                        return -ENOMEM;
+                if ((q->n++ > 0 && stream_put(q, ",", 1) < 0) || stream_put(q, "\n", 1) < 0 ||
+                    stream_put(q, text, strlen(text)) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+        struct qstream *q = cls;
+        (void)pos;
+        if (q->pos == q->len) {
+                if (q->done)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                if (stream_fill(q) < 0)
+                        return MHD_CONTENT_READER_END_WITH_ERROR; /* the client sees it cut short */
+        }
+        size_t n = q->len - q->pos < max ? q->len - q->pos : max;
+        memcpy(out, q->buf + q->pos, n);
+        q->pos += n;
+        return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+        struct qstream *q = cls;
+        q->s->provider.list_close(q->s->provider.userdata, q->page);
+        free(q->buf);
+        free(q);
+}
+
+static enum MHD_Result stream_queue(struct status_server *s, struct MHD_Connection *c,
+                                    const struct status_queue_filter *f)
+{
+        void *page = NULL;
+        size_t total = 0;
+        int r = s->provider.list_open(s->provider.userdata, f, &page, &total);
+        if (r < 0)
+                return reply_errno(s, c, r);
+        struct qstream *q = calloc(1, sizeof(*q));
+        char head[160];
+        int n = snprintf(head, sizeof(head),
+                         "{\"total\":%zu,\"offset\":%zu,\"limit\":%zu,\"messages\":[", total,
+                         f->offset, f->limit);
+        if (!q || stream_put(q, head, (size_t)n) < 0) {
+                if (q)
+                        free(q->buf);
+                free(q);
+                s->provider.list_close(s->provider.userdata, page);
+                return MHD_NO;
+        }
+        q->s = s;
+        q->page = page;
+        struct MHD_Response *resp = MHD_create_response_from_callback(
+            MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, q, stream_free);
+        if (!resp) {
+                stream_free(q);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        guard_answered(c);
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        count_request(s, MHD_HTTP_OK);
+        return ret;
+}
+
 static enum MHD_Result handle_queue(struct listener *l, struct MHD_Connection *c)
 {
         struct status_server *s = l->server;
@@ -244,6 +361,8 @@ static enum MHD_Result handle_queue(struct listener *l, struct MHD_Connection *c
                                            "cannot tell who is asking (SO_PEERCRED failed)", NULL);
                 q.filter.by_owner = true;
         }
+        if (s->provider.list_open && s->provider.list_next && s->provider.list_close)
+                return stream_queue(s, c, &q.filter);
         if (!s->provider.list_queue)
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
         int r = s->provider.list_queue(s->provider.userdata, &q.filter, &page, &total);

@@ -206,6 +206,20 @@ struct status_provider {
          * JSON array of `tarryq -j` objects, and how many match in all. */
         int (*list_queue)(void *userdata, const struct status_queue_filter *filter,
                           json_t **out_array, size_t *out_total);
+        /* GET /queue, streamed (used instead of list_queue when set): list_open
+         * chooses the page (no envelope read) and says how many match in all;
+         * list_next hands out the page's messages one at a time (1 and *out,
+         * 0: the page is done), called as the client reads, a few per turn
+         * of the loop, so other requests are answered while a big page goes
+         * out; list_close is called once whatever happened (the client may
+         * have gone). Messages that leave meanwhile are left out. The body is
+         * {"total","offset","limit","messages":[…]} with each message on a
+         * line of its own (UTF-8, compact), so a client can print it as it
+         * comes. */
+        int (*list_open)(void *userdata, const struct status_queue_filter *filter, void **out_page,
+                         size_t *out_total);
+        int (*list_next)(void *userdata, void *page, json_t **out);
+        void (*list_close)(void *userdata, void *page);
         /* GET /queue/ID: one message object, with "transcript" of its last attempt. */
         int (*get_message)(void *userdata, const char *id, json_t **out);
         /* GET /metrics: bring gauges up to date just before rendering (may be NULL). */
