@@ -4,9 +4,14 @@
  * deleted by the administrator) and arrive. Paging on from the last ID of
  * the page before, every message that was queued throughout is listed once:
  * none twice, none skipped (an offset would skip as many as left before it).
+ *
+ * A page is streamed a few messages per turn of tarryd's loop, so /status
+ * is answered while a big page goes out; tarryq -j prints pages as they come.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +29,35 @@ static json_t *get_json(struct status_client *c, const char *path)
         cr_assert_eq(status_client_request_json(c, "GET", path, &code, &j), 0, "%s", path);
         cr_assert_eq(code, 200, "%s: %ld", path, code);
         return j;
+}
+
+/* A spool of n deferred messages (bench/spool-gen), tarryd started on it and
+ * every envelope read (start-up reads them after READY). */
+static struct status_client *start_with_queue(struct harness *h, int n)
+{
+        harness_init(h, NULL);
+        harness_layout_spool(h);
+        char gen[700];
+        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
+                 harness_binary("bench/spool-gen"), h->spool, n);
+        cr_assert_eq(system(gen), 0, "%s", gen);
+        harness_give_spool(h);
+        harness_start(h);
+        char u[400];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
+        const char *ul[] = {u, NULL};
+        struct status_client *c = NULL;
+        cr_assert_eq(status_client_new(ul, &c), 0);
+        size_t total = 0;
+        for (int waited = 0; waited < 180000 && total != (size_t)n; waited += 20) {
+                json_t *j = get_json(c, "/queue?limit=1&after=0000000000000000");
+                total = (size_t)json_integer_value(json_object_get(j, "total"));
+                json_decref(j);
+                if (total != (size_t)n)
+                        harness_sleep_ms(20);
+        }
+        cr_assert_eq(total, (size_t)n, "tarryd read %zu of %d messages", total, n);
+        return c;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -105,6 +139,142 @@ Test(paging, a_listing_pages_on_while_messages_arrive_and_leave, .timeout = 240)
         cr_assert_geq(n_seen, QUEUED, "%zu listed of the %d queued throughout", n_seen, QUEUED);
         for (size_t i = 0; i < n_seen; i++)
                 free(seen[i]);
+        status_client_free(c);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+}
+
+/* ---- /status during a big page ---- */
+
+#define BIG 6000
+
+struct ticker {
+        struct status_client *c;
+        atomic_bool stop;
+        int64_t worst_us;
+        int answered;
+};
+
+/* GET /status over and over until told to stop; the slowest answer. */
+static void *tick(void *userdata)
+{
+        struct ticker *t = userdata;
+        while (!atomic_load(&t->stop)) {
+                int64_t t0 = harness_now_us();
+                long code = 0;
+                char *body = NULL;
+                size_t len = 0;
+                int r = status_client_request(t->c, "GET", "/status", &code, &body, &len);
+                free(body);
+                if (r < 0 || code != 200)
+                        return (void *)1;
+                int64_t took = harness_now_us() - t0;
+                if (took > t->worst_us)
+                        t->worst_us = took;
+                t->answered++;
+                harness_sleep_ms(2);
+        }
+        return NULL;
+}
+
+struct collected {
+        char *data;
+        size_t len, cap;
+};
+
+static int collect(const char *data, size_t len, void *userdata)
+{
+        struct collected *b = userdata;
+        if (b->len + len + 1 > b->cap) {
+                b->cap = 2 * (b->len + len + 1);
+                b->data = realloc(b->data, b->cap);
+                cr_assert_not_null(b->data);
+        }
+        memcpy(b->data + b->len, data, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+        return 0;
+}
+
+Test(paging, status_is_answered_while_a_big_page_is_being_listed, .timeout = 300)
+{
+        struct harness h;
+        struct status_client *c = start_with_queue(&h, BIG);
+        char u[400];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);
+        const char *ul[] = {u, NULL};
+        struct ticker t = {.stop = false};
+        cr_assert_eq(status_client_new(ul, &t.c), 0);
+
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, tick, &t), 0);
+        harness_sleep_ms(50); /* the ticker is asking */
+        struct collected b = {0};
+        long code = 0;
+        char *err_body = NULL;
+        int64_t t0 = harness_now_us();
+        int r = status_client_request_stream(c, "GET", "/queue?limit=10000&after=0000000000000000",
+                                             &code, collect, &b, &err_body, NULL);
+        int64_t listing_us = harness_now_us() - t0;
+        atomic_store(&t.stop, true);
+        void *ticker_failed = NULL;
+        pthread_join(th, &ticker_failed);
+        cr_assert_eq(r, 0);
+        cr_assert_eq(code, 200, "%s", err_body ? err_body : "");
+        free(err_body);
+
+        /* the whole page, valid JSON, every message once */
+        json_t *page = json_loadb(b.data, b.len, 0, NULL);
+        cr_assert_not_null(page, "not JSON: %.200s", b.data);
+        cr_assert_eq(json_integer_value(json_object_get(page, "total")), BIG);
+        cr_assert_eq(json_array_size(json_object_get(page, "messages")), BIG);
+        json_decref(page);
+        free(b.data);
+
+        /* /status kept being answered while the page went out: no answer
+         * waited for the page (that would take about as long as the listing) */
+        cr_assert_null(ticker_failed, "a GET /status failed during the listing");
+        cr_assert_geq(t.answered, 3, "%d /status answers during a %.2f s listing", t.answered,
+                      listing_us / 1e6);
+        cr_assert_lt(t.worst_us, listing_us / 4,
+                     "the slowest /status took %.3f s of the listing's %.3f s", t.worst_us / 1e6,
+                     listing_us / 1e6);
+        status_client_free(t.c);
+        status_client_free(c);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+}
+
+/* tarryq -j pages through the live queue (1,000 a page) and prints each
+ * message once, in ID order, as valid JSON lines. */
+Test(paging, tarryq_j_lists_a_queue_of_several_pages_once_in_id_order, .timeout = 300)
+{
+        enum { QUEUE = 2500 };
+        struct harness h;
+        struct status_client *c = start_with_queue(&h, QUEUE);
+        char *out = NULL, *err = NULL;
+        const char *args[] = {"-j", NULL};
+        cr_assert_eq(harness_tarryq(&h, args, &out, &err), 0, "tarryq -j: %s", err);
+        cr_assert_str_empty(err, "the live listing warned: %s", err);
+        size_t lines = 0;
+        char prev[16 + 1] = "";
+        for (char *line = out, *nl; *line; line = nl + 1) {
+                nl = strchr(line, '\n');
+                cr_assert_not_null(nl, "the listing ends in the middle of a line");
+                json_t *o = json_loadb(line, (size_t)(nl - line), 0, NULL);
+                cr_assert(json_is_object(o), "line %zu is not a JSON object: %.200s", lines + 1,
+                          line);
+                const char *id = json_string_value(json_object_get(o, "queue_id"));
+                cr_assert(id && strlen(id) == 16, "line %zu", lines + 1);
+                cr_assert_gt(strcmp(id, prev), 0, "%s listed after %s", id, prev);
+                memcpy(prev, id, sizeof(prev));
+                cr_assert_not_null(json_object_get(o, "recipients"));
+                json_decref(o);
+                lines++;
+        }
+        cr_assert_eq(lines, QUEUE);
+        free(out);
+        free(err);
         status_client_free(c);
         cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
         harness_cleanup(&h);
