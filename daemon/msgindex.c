@@ -1,10 +1,23 @@
 /* daemon/msgindex.c — chained hash of queued messages, plus their IDs in
- * order (a sorted array with tombstones) for paged listings; see msgindex.h. */
+ * order (a sorted array with tombstones) for paged listings; the records
+ * live in slabs; see msgindex.h. */
 #include "daemon/msgindex.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A removed record stays in its slab: under ASan it is poisoned until
+ * reused, so a use after removal is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n)   ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 /* One queued ID in order, as the number its 16 hex digits spell (IDs sort
  * the same as numbers); m is NULL once the message is removed (the key stays
@@ -12,6 +25,16 @@
 struct slot {
         uint64_t key;
         struct msg *m;
+};
+
+/* Records come from slabs of this many (96 KB), not one malloc each: no
+ * header or rounding per message. A removed record is reused by the next
+ * add; slabs are given back when the index is freed. */
+#define SLAB_MSGS 1024
+
+struct slab {
+        struct slab *next;
+        struct msg m[SLAB_MSGS];
 };
 
 /* Live slots are counted per block of the order array, so "how many after
@@ -22,10 +45,12 @@ struct msgindex {
         struct msg **buckets;
         size_t n_buckets;
         size_t count;
-        struct slot *order; /* sorted by key, unless unsorted */
+        struct slot *order; /* sorted by key */
         size_t n_order, cap_order, n_dead;
-        uint32_t *live; /* live slots per block of 1 << BLOCK_SHIFT; cap_order >> BLOCK_SHIFT */
-        bool unsorted;
+        uint32_t *live;     /* live slots per block of 1 << BLOCK_SHIFT; cap_order >> BLOCK_SHIFT */
+        struct slab *slabs; /* every record lives in one of these */
+        size_t slab_used;   /* records handed out of the newest slab */
+        struct msg *free_msgs; /* removed records, chained by hnext, for reuse */
 };
 
 /* The key of a queue ID; false when id is not 16 hex digits. */
@@ -78,23 +103,6 @@ static void compact(struct msgindex *ix)
         recount(ix);
 }
 
-static int cmp_slot(const void *a, const void *b)
-{
-        uint64_t x = ((const struct slot *)a)->key, y = ((const struct slot *)b)->key;
-        return x < y ? -1 : x > y;
-}
-
-/* Appended out of order since the last sort: sort once before the next lookup. */
-static void ensure_sorted(struct msgindex *ix)
-{
-        if (!ix->unsorted)
-                return;
-        if (ix->n_order)
-                qsort(ix->order, ix->n_order, sizeof(*ix->order), cmp_slot);
-        ix->unsorted = false;
-        recount(ix);
-}
-
 static int order_grow(struct msgindex *ix)
 {
         size_t cap = ix->cap_order ? 2 * ix->cap_order : (size_t)1 << BLOCK_SHIFT;
@@ -112,8 +120,10 @@ static int order_grow(struct msgindex *ix)
         return 0;
 }
 
-/* Always an append (IDs grow with arrival time, so almost always in order);
- * one out of order makes the next lookup sort the array. */
+/* Mostly an append: IDs grow with arrival time. One that sorts earlier (a
+ * submission that took longer than the next one's) goes in its place, the
+ * tail moved up a slot: the tail is short, and the array is always sorted,
+ * so no lookup ever sorts the queue on the loop. */
 static int order_insert(struct msgindex *ix, struct msg *m, uint64_t key)
 {
         if (ix->n_order == ix->cap_order) {
@@ -122,10 +132,24 @@ static int order_insert(struct msgindex *ix, struct msg *m, uint64_t key)
                 if (ix->n_order == ix->cap_order && order_grow(ix) < 0)
                         return -ENOMEM;
         }
-        if (ix->n_order > 0 && ix->order[ix->n_order - 1].key > key)
-                ix->unsorted = true;
-        ix->live[ix->n_order >> BLOCK_SHIFT]++;
-        ix->order[ix->n_order++] = (struct slot){.key = key, .m = m};
+        size_t at = ix->n_order;
+        if (at > 0 && ix->order[at - 1].key > key) {
+                at = upper_bound(ix, key);
+                memmove(ix->order + at + 1, ix->order + at,
+                        (ix->n_order - at) * sizeof(*ix->order));
+        }
+        ix->order[at] = (struct slot){.key = key, .m = m};
+        ix->n_order++;
+        if (at == ix->n_order - 1) {
+                ix->live[at >> BLOCK_SHIFT]++;
+                return 0;
+        }
+        /* the moved slots changed blocks: count again from at's block */
+        size_t b0 = at >> BLOCK_SHIFT;
+        memset(ix->live + b0, 0, ((ix->cap_order >> BLOCK_SHIFT) - b0) * sizeof(*ix->live));
+        for (size_t i = b0 << BLOCK_SHIFT; i < ix->n_order; i++)
+                if (ix->order[i].m)
+                        ix->live[i >> BLOCK_SHIFT]++;
         return 0;
 }
 
@@ -134,7 +158,6 @@ static void order_remove(struct msgindex *ix, const struct msg *m)
         uint64_t key;
         if (!id_key(m->id, &key))
                 return;
-        ensure_sorted(ix);
         size_t at = upper_bound(ix, key);
         /* the slot is the last one at or below key holding m */
         while (at > 0 && ix->order[at - 1].key == key) {
@@ -172,7 +195,29 @@ int msgindex_new(struct msgindex **out)
         return 0;
 }
 
-static void free_msg(struct msg *m)
+static struct msg *alloc_msg(struct msgindex *ix)
+{
+        struct msg *m = ix->free_msgs;
+        if (m) {
+                UNPOISON(m, sizeof(*m));
+                ix->free_msgs = m->hnext;
+        } else {
+                if (!ix->slabs || ix->slab_used == SLAB_MSGS) {
+                        struct slab *sl = malloc(sizeof(*sl));
+                        if (!sl)
+                                return NULL;
+                        sl->next = ix->slabs;
+                        ix->slabs = sl;
+                        ix->slab_used = 0;
+                }
+                m = &ix->slabs->m[ix->slab_used++];
+        }
+        memset(m, 0, sizeof(*m));
+        return m;
+}
+
+/* What a record owns; the record itself stays in its slab. */
+static void release_msg(struct msg *m)
 {
         while (m->works) {
                 struct work *w = m->works;
@@ -181,7 +226,18 @@ static void free_msg(struct msg *m)
                 free(w);
         }
         envelope_free(m->env);
-        free(m);
+        m->env = NULL;
+}
+
+static void free_msg(struct msgindex *ix, struct msg *m)
+{
+        release_msg(m);
+        m->hnext = ix->free_msgs;
+        ix->free_msgs = m;
+        /* all but the free-list link */
+        POISON((char *)m, offsetof(struct msg, hnext));
+        POISON((char *)m + offsetof(struct msg, hnext) + sizeof(m->hnext),
+               sizeof(*m) - offsetof(struct msg, hnext) - sizeof(m->hnext));
 }
 
 void msgindex_free(struct msgindex *ix)
@@ -191,8 +247,14 @@ void msgindex_free(struct msgindex *ix)
         for (size_t i = 0; i < ix->n_buckets; i++)
                 for (struct msg *m = ix->buckets[i], *n; m; m = n) {
                         n = m->hnext;
-                        free_msg(m);
+                        release_msg(m);
                 }
+        while (ix->slabs) {
+                struct slab *sl = ix->slabs;
+                ix->slabs = sl->next;
+                UNPOISON(sl, sizeof(*sl));
+                free(sl);
+        }
         free(ix->buckets);
         free(ix->order);
         free(ix->live);
@@ -227,14 +289,14 @@ int msgindex_add(struct msgindex *ix, const char *id, struct msg **out)
                 return -EEXIST;
         if (ix->count >= ix->n_buckets)
                 grow(ix);
-        struct msg *m = calloc(1, sizeof(*m));
+        struct msg *m = alloc_msg(ix);
         if (!m)
                 return -ENOMEM;
         memcpy(m->id, id, QUEUE_ID_LEN + 1);
         m->reply_class = -1;
         m->dir = QUEUE_ACTIVE;
         if (order_insert(ix, m, key) < 0) {
-                free(m);
+                free_msg(ix, m);
                 return -ENOMEM;
         }
         size_t h = hash_id(id, ix->n_buckets);
@@ -261,7 +323,7 @@ void msgindex_remove(struct msgindex *ix, struct msg *m)
                         *p = m->hnext;
                         order_remove(ix, m);
                         ix->count--;
-                        free_msg(m);
+                        free_msg(ix, m);
                         return;
                 }
 }
@@ -287,7 +349,6 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
 static size_t start_after(struct msgindex *ix, const char *after)
 {
         uint64_t key;
-        ensure_sorted(ix);
         return after && id_key(after, &key) ? upper_bound(ix, key) : 0;
 }
 

@@ -29,26 +29,29 @@ struct work {
         char *route;
 };
 
+/* Fields by size, so the record has no padding: 96 bytes, allocated in
+ * slabs by the index (no malloc header per message). */
 struct msg {
-        char id[QUEUE_ID_LEN + 1];
-        enum queue_dir dir; /* QUEUE_ACTIVE or QUEUE_HOLD */
-        int inflight;       /* attempts running for this message */
-        int8_t reply_class; /* class of the latest deferral, -1: none */
-        int16_t read_error; /* -errno of the last failed envelope read (logged once), 0: none */
-        uint32_t n_pending; /* recipients not yet delivered or failed */
         uint64_t size;
         int64_t arrival_us;
         int64_t next_attempt_us; /* earliest retry of any recipient (0: now) */
+        struct envelope *env;    /* loaded while inflight > 0 or dirty, else NULL */
+        struct work *works;      /* scheduler items, one per destination */
+        struct msg *hnext;       /* hash chain (the free list, once removed) */
+        enum queue_dir dir;      /* QUEUE_ACTIVE or QUEUE_HOLD */
+        int inflight;            /* attempts running for this message */
+        uint32_t n_pending;      /* recipients not yet delivered or failed */
+        int write_error;         /* the last failed spool write's -errno, 0: none (logged
+                                  * once per run) */
+        int dsn_error;           /* likewise for queueing a DSN */
+        int16_t read_error; /* -errno of the last failed envelope read (logged once), 0: none */
+        uint16_t write_failures; /* failed spool writes in a row (for the log) */
+        int8_t reply_class;      /* class of the latest deferral, -1: none */
         bool forced;             /* admin retry/flush: ignore the recipients' retry times */
         bool same_source;        /* a waiting recipient was greylisted (greylist, unknown_temp):
                                   * its retries leave from the same address (move_source) */
         bool dirty;              /* env changed but could not be written yet (or a DSN is owed) */
-        uint16_t write_failures; /* failed spool writes in a row (for the log) */
-        int write_error;         /* the last one's -errno, 0: none (logged once per run) */
-        int dsn_error;           /* likewise for queueing a DSN */
-        struct envelope *env;    /* loaded while inflight > 0 or dirty, else NULL */
-        struct work *works;      /* scheduler items, one per destination */
-        struct msg *hnext;       /* hash chain */
+        char id[QUEUE_ID_LEN + 1];
 };
 
 struct msgindex;
