@@ -69,7 +69,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                         return -EINVAL;
                 }
         }
-        if (!o->spool || o->domains == 0 || o->size < 256 || o->defer_s <= 0)
+        if (!o->spool || o->domains == 0 || o->size < 256 || o->defer_s < 0)
                 return -EINVAL;
         return 0;
 }
