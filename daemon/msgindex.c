@@ -232,12 +232,13 @@ static void release_msg(struct msg *m)
 static void free_msg(struct msgindex *ix, struct msg *m)
 {
         release_msg(m);
+        m->id[0] = '\0'; /* free: msgindex_foreach skips it */
         m->hnext = ix->free_msgs;
         ix->free_msgs = m;
-        /* all but the free-list link */
-        POISON((char *)m, offsetof(struct msg, hnext));
-        POISON((char *)m + offsetof(struct msg, hnext) + sizeof(m->hnext),
-               sizeof(*m) - offsetof(struct msg, hnext) - sizeof(m->hnext));
+        /* all but the free-list link and the ID (id is the last field) */
+        size_t link = offsetof(struct msg, hnext), after_link = link + sizeof(m->hnext);
+        POISON((char *)m, link);
+        POISON((char *)m + after_link, offsetof(struct msg, id) - after_link);
 }
 
 void msgindex_free(struct msgindex *ix)
@@ -333,11 +334,16 @@ size_t msgindex_count(const struct msgindex *ix)
         return ix->count;
 }
 
+/* Slab by slab: the records are read in memory order (no pointer chase per
+ * message), which is what a walk of a million costs. */
 int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *ud), void *ud)
 {
-        for (size_t i = 0; i < ix->n_buckets; i++)
-                for (struct msg *m = ix->buckets[i], *n; m; m = n) {
-                        n = m->hnext;
+        size_t used = ix->slab_used;
+        for (struct slab *sl = ix->slabs; sl; sl = sl->next, used = SLAB_MSGS)
+                for (size_t i = 0; i < used; i++) {
+                        struct msg *m = &sl->m[i];
+                        if (!m->id[0])
+                                continue;
                         int r = cb(m, ud);
                         if (r)
                                 return r;

@@ -67,7 +67,8 @@ struct msg *msgindex_get(const struct msgindex *ix, const char *id);
 void msgindex_remove(struct msgindex *ix, struct msg *m);
 size_t msgindex_count(const struct msgindex *ix);
 
-/* Visit every record; stop when cb returns non-zero (and return that). */
+/* Visit every record, in no particular order (cb may remove the one it is
+ * given); stop when cb returns non-zero (and return that). */
 int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *ud), void *ud);
 /* The same in ID order, from the first ID above after (NULL or "": from the
  * first). cb must not add or remove records. */

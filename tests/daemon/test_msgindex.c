@@ -116,3 +116,40 @@ Test(msgindex, counts_after_a_cursor_match_a_walk_of_the_index)
         cr_assert_eq(msgindex_add(ix, "not-a-queue-id!!", &m), -EINVAL);
         msgindex_free(ix);
 }
+
+/* A walk in no particular order still visits every record once, removed
+ * ones never, whatever was reused. */
+static int remove_odd(struct msg *m, void *ud)
+{
+        struct msgindex *ix = ud;
+        if ((m->id[QUEUE_ID_LEN - 1] - '0') % 2 == 1)
+                msgindex_remove(ix, m); /* the walk may remove what it is given */
+        return 0;
+}
+
+Test(msgindex, a_walk_visits_every_record_once_and_no_removed_one)
+{
+        struct msgindex *ix = NULL;
+        cr_assert_eq(msgindex_new(&ix), 0);
+        char id[QUEUE_ID_LEN + 1];
+        struct msg *m;
+        for (unsigned i = 0; i < N; i++) {
+                snprintf(id, sizeof(id), "6B16AC12%07X%u", i, i % 10);
+                cr_assert_eq(msgindex_add(ix, id, &m), 0);
+        }
+        cr_assert_eq(msgindex_foreach(ix, remove_odd, ix), 0);
+        cr_assert_eq(msgindex_count(ix), N / 2);
+        for (unsigned i = 0; i < N / 4; i++) { /* reuse freed records */
+                snprintf(id, sizeof(id), "7B16AC12%07X%u", i, 2 * (i % 5));
+                cr_assert_eq(msgindex_add(ix, id, &m), 0);
+        }
+        static struct walk w;
+        w.n = 0;
+        cr_assert_eq(msgindex_foreach(ix, record, &w), 0);
+        cr_assert_eq(w.n, N / 2 + N / 4);
+        for (size_t k = 0; k < w.n; k++) {
+                cr_assert_eq((w.ids[k][QUEUE_ID_LEN - 1] - '0') % 2, 0, "%s", w.ids[k]);
+                cr_assert_eq(msgindex_get(ix, w.ids[k])->id[0], w.ids[k][0]);
+        }
+        msgindex_free(ix);
+}
