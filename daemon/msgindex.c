@@ -262,10 +262,27 @@ void msgindex_free(struct msgindex *ix)
         free(ix);
 }
 
+static void rehash(struct msgindex *ix, size_t n);
+
 /* Keep chains short as the queue grows; never shrinks. */
 static void grow(struct msgindex *ix)
 {
-        size_t n = ix->n_buckets * 2;
+        rehash(ix, ix->n_buckets * 2);
+}
+
+void msgindex_reserve(struct msgindex *ix, size_t n)
+{
+        size_t b = ix->n_buckets;
+        while (b < n)
+                b *= 2;
+        if (b > ix->n_buckets)
+                rehash(ix, b);
+        while (ix->cap_order < n && order_grow(ix) == 0)
+                ;
+}
+
+static void rehash(struct msgindex *ix, size_t n)
+{
         struct msg **b = calloc(n, sizeof(*b));
         if (!b)
                 return; /* longer chains, still correct */

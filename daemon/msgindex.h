@@ -63,6 +63,9 @@ void msgindex_free(struct msgindex *ix);
  * -EINVAL); -EEXIST if present. */
 int msgindex_add(struct msgindex *ix, const char *id, struct msg **out);
 struct msg *msgindex_get(const struct msgindex *ix, const char *id);
+/* Make room for n records at once (start-up knows how many it lists): no
+ * rehash or regrowth on the way. Only a hint: nothing fails. */
+void msgindex_reserve(struct msgindex *ix, size_t n);
 /* Remove and free the record (and its envelope, if loaded). */
 void msgindex_remove(struct msgindex *ix, struct msg *m);
 size_t msgindex_count(const struct msgindex *ix);

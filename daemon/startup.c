@@ -40,9 +40,19 @@
 #define SNAPSHOT_MAX ((size_t)1 << 31)
 
 struct pending {
+        uint64_t key; /* the ID's 16 hex digits as a number: sorts as the ID */
         char id[QUEUE_ID_LEN + 1];
         uint8_t dir; /* enum queue_dir */
 };
+
+/* A listed name is a valid queue ID (queue_scan checks): 16 upper-case hex digits. */
+static uint64_t id_key(const char *id)
+{
+        uint64_t k = 0;
+        for (size_t i = 0; i < QUEUE_ID_LEN; i++)
+                k = k << 4 | (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'A' + 10);
+        return k;
+}
 
 struct startup {
         struct pending *list; /* listed, not yet indexed */
@@ -64,6 +74,7 @@ static int push(struct startup *s, const char *id, enum queue_dir dir)
                 s->cap = cap;
         }
         memcpy(s->list[s->n].id, id, QUEUE_ID_LEN + 1);
+        s->list[s->n].key = id_key(id);
         s->list[s->n++].dir = (uint8_t)dir;
         return 0;
 }
@@ -77,8 +88,9 @@ static int list_cb(const char *id, void *userdata)
 static int cmp_pending(const void *a, const void *b)
 {
         const struct pending *x = a, *y = b;
-        int c = strcmp(x->id, y->id);
-        return c ? c : (int)x->dir - (int)y->dir;
+        if (x->key != y->key)
+                return x->key < y->key ? -1 : 1;
+        return (int)x->dir - (int)y->dir;
 }
 
 /* ---- reading the snapshot ---- */
@@ -87,7 +99,23 @@ struct apply {
         struct tarryd *d;
         struct startup *s;
         bool *taken; /* parallel to s->list */
+        size_t at;   /* the records come in ID order, as the list: a merge, not a search */
 };
+
+/* The listed entry for key, or NULL: from where the last record was found
+ * (records and list are both in ID order), by a search otherwise. */
+static struct pending *find_listed(struct apply *a, const struct pending *key)
+{
+        struct startup *s = a->s;
+        while (a->at < s->n && cmp_pending(&s->list[a->at], key) < 0)
+                a->at++;
+        if (a->at < s->n && cmp_pending(&s->list[a->at], key) == 0)
+                return &s->list[a->at];
+        struct pending *p = s->n ? bsearch(key, s->list, s->n, sizeof(*p), cmp_pending) : NULL;
+        if (p) /* out of order: go on from there */
+                a->at = (size_t)(p - s->list);
+        return p;
+}
 
 static int apply_record(const struct queue_snap_rec *r, void *userdata)
 {
@@ -99,8 +127,9 @@ static int apply_record(const struct queue_snap_rec *r, void *userdata)
         struct pending key;
         memcpy(key.id, r->id, sizeof(key.id));
         key.dir = (uint8_t)r->dir;
-        struct pending *p = s->n ? bsearch(&key, s->list, s->n, sizeof(*p), cmp_pending) : NULL;
-        if (!p || a->taken[p - s->list])
+        key.key = id_key(r->id);
+        struct pending *p = find_listed(a, &key);
+        if (!p || strcmp(p->id, r->id) != 0 || a->taken[p - s->list])
                 return 0; /* its folder is gone (or it moved): dropped */
         struct msg *m;
         if (message_index_snap(d, r, &m) < 0)
@@ -131,7 +160,8 @@ static void read_snapshot(struct tarryd *d, struct startup *s)
         _cleanup_free_ bool *taken = calloc(s->n ? s->n : 1, sizeof(bool));
         if (!taken)
                 return;
-        struct apply a = {d, s, taken};
+        struct apply a = {d, s, taken, 0};
+        msgindex_reserve(d->index, s->n);
         const char *why = "";
         r = queue_snap_parse(buf, len, s->fingerprint, apply_record, &a, &why);
         if (r == -ESTALE)
