@@ -133,9 +133,12 @@ static int print_listing(json_t *all, bool json)
         return r < 0 ? EX_IOERR : 0;
 }
 
-/* tarryq -j: each message printed as its line of the page arrives (the
- * server writes one per line, status.h), so the listing starts at once,
- * memory stays flat and tarryd renders while tarryq prints. */
+/* tarryq -j: each page printed as it arrives, its message lines as the
+ * server wrote them (one per line, status.h: no parse and re-serialisation),
+ * so the listing starts at once, memory stays flat and tarryd renders while
+ * tarryq reads. A page is kept until it is whole, then printed: a reader
+ * that stops reading (a pager) holds up tarryq, never tarryd's connection,
+ * which it would close after its idle timeout. */
 struct jstream {
         char *line; /* the line being put together */
         size_t len, cap;
@@ -146,6 +149,8 @@ struct jstream {
         char last[QUEUE_ID_LEN + 1]; /* queue ID of the page's last message */
         char *last_line;             /* that message, for its ID once the page is done */
         size_t last_len, last_cap;
+        char *out; /* the page's message lines, printed once it is whole */
+        size_t out_len, out_cap;
         size_t printed; /* in all */
 };
 
@@ -194,10 +199,9 @@ static int page_line(struct jstream *js, char *line, size_t len)
         if (keep(&js->last_line, &js->last_cap, &js->last_len, line, len) < 0)
                 return -ENOMEM;
         line[len] = '\n';
-        if (fwrite(line, 1, len + 1, stdout) != len + 1)
-                return -EIO;
+        if (keep(&js->out, &js->out_cap, &js->out_len, line, len + 1) < 0)
+                return -ENOMEM;
         js->n++;
-        js->printed++;
         return 0;
 }
 
@@ -240,7 +244,7 @@ static int stream_all(struct status_client *c, struct jstream *js)
                 snprintf(path, sizeof(path), "/queue?limit=%d&after=%s", PAGE, js->last);
                 long code = 0;
                 _cleanup_free_ char *body = NULL;
-                js->lines = js->n = js->len = 0;
+                js->lines = js->n = js->len = js->out_len = 0;
                 js->ended = false;
                 int r =
                     status_client_request_stream(c, "GET", path, &code, page_data, js, &body, NULL);
@@ -248,6 +252,9 @@ static int stream_all(struct status_client *c, struct jstream *js)
                         return r;
                 if (code != 200 || !js->ended)
                         return -EBADMSG;
+                if (js->out_len && fwrite(js->out, 1, js->out_len, stdout) != js->out_len)
+                        return -EIO;
+                js->printed += js->n;
                 if (js->n == 0 || js->n >= js->total)
                         return fflush(stdout) == 0 ? 0 : -EIO;
                 if ((r = last_id(js)) < 0)
@@ -261,6 +268,7 @@ static int tarryq_list_json(struct status_client *c, const char *config_path)
         int r = stream_all(c, &js);
         free(js.line);
         free(js.last_line);
+        free(js.out);
         if (r == -EIO) {
                 status_client_free(c);
                 fprintf(stderr, "tarryq: writing the listing: %s\n", strerror(EIO));

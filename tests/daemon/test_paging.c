@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/status_client.h"
 #include "harness.h"
@@ -275,6 +277,44 @@ Test(paging, tarryq_j_lists_a_queue_of_several_pages_once_in_id_order, .timeout 
         cr_assert_eq(lines, QUEUE);
         free(out);
         free(err);
+        status_client_free(c);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+}
+
+/* tarryq -j into a pipe nobody reads for longer than tarryd keeps an idle
+ * connection (10 s): tarryq waits on its output between pages, never with
+ * a page half read, so the listing is whole once the reader comes back. */
+Test(paging, tarryq_j_into_a_stalled_reader_still_lists_everything, .timeout = 300)
+{
+        enum { QUEUE = 3000 };
+        struct harness h;
+        struct status_client *c = start_with_queue(&h, QUEUE);
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                dup2(fds[1], 1);
+                close(fds[0]);
+                close(fds[1]);
+                execl(harness_binary("cli/tarryq"), "tarryq", "-C", h.conf, "-j", (char *)NULL);
+                _exit(127);
+        }
+        close(fds[1]);
+        harness_sleep_ms(13000); /* the pipe (64 KB) fills at once: ~3 MB to come */
+        FILE *f = fdopen(fds[0], "r");
+        cr_assert_not_null(f);
+        size_t lines = 0, cap = 0;
+        char *line = NULL;
+        while (getline(&line, &cap, f) > 0)
+                lines++;
+        free(line);
+        fclose(f);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tarryq -j: status %d", st);
+        cr_assert_eq(lines, QUEUE);
         status_client_free(c);
         cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
         harness_cleanup(&h);
