@@ -30,11 +30,11 @@ static size_t global_room(const struct sched *s)
         return s->n_in_flight < max ? max - s->n_in_flight : 0;
 }
 
-/* The gate's word for one more connection to d; true without a gate. */
-static bool gate_open(struct sched *s, struct dest *d)
+/* The gate's word for one more connection to d; OPEN without a gate. */
+static enum sched_gate gate_open(struct sched *s, struct dest *d)
 {
         if (!s->gate.may_open)
-                return true;
+                return SCHED_GATE_OPEN;
         return s->gate.may_open(s->gate.userdata, d->source, d->route);
 }
 
@@ -145,7 +145,8 @@ static int wait_at(struct sched *s, struct sched_item *it, int64_t due)
 
 static void pace(struct sched *s, struct dest *d, int64_t until);
 
-static void start(struct sched *s, struct sched_item *it, int64_t now)
+/* gate: the gate's answer (TAKEN: tell it "closed" when the flight ends). */
+static void start(struct sched *s, struct sched_item *it, int64_t now, enum sched_gate gate)
 {
         it->prev = NULL;
         it->next = s->flight_head;
@@ -153,7 +154,7 @@ static void start(struct sched *s, struct sched_item *it, int64_t now)
                 s->flight_head->prev = it;
         s->flight_head = it;
         it->where = W_IN_FLIGHT;
-        it->gated = s->gate.may_open != NULL; /* start() follows gate_open's yes */
+        it->gated = gate == SCHED_GATE_TAKEN;
         it->due_us = 0;
         it->dest->in_flight++;
         s->n_in_flight++;
@@ -373,13 +374,14 @@ static size_t pop_parked(struct sched *s, int64_t now, struct sched_item **out, 
                 struct dest *d = *pp;
                 bool refused = false;
                 while (n < max && d->park_head && dest_can_start(d, now)) {
-                        if (!gate_open(s, d)) {
+                        enum sched_gate g = gate_open(s, d);
+                        if (g == SCHED_GATE_WAIT) {
                                 refused = true; /* until sched_conn_wake */
                                 break;
                         }
                         struct sched_item *it = d->park_head;
                         unpark(s, it);
-                        start(s, it, now);
+                        start(s, it, now, g);
                         out[n++] = it;
                 }
                 if (refused || !d->park_head || !dest_can_start(d, now)) {
@@ -401,13 +403,14 @@ size_t sched_pop_due(struct sched *s, int64_t now, struct sched_item **out, size
         const struct hent *top;
         while (n < max && (top = heap_top(&s->items)) && top->key <= now) {
                 struct sched_item *it = heap_pop(&s->items);
-                if (!item_can_start(it, now) || !gate_open(s, it->dest)) {
+                enum sched_gate g = SCHED_GATE_WAIT;
+                if (!item_can_start(it, now) || (g = gate_open(s, it->dest)) == SCHED_GATE_WAIT) {
                         if (!move_source(s, it, now))
                                 park(s, it);
                         continue;
                 }
                 it->force = false;
-                start(s, it, now);
+                start(s, it, now, g);
                 out[n++] = it;
         }
         return n;

@@ -290,15 +290,22 @@ size_t sched_pop_due(struct sched *s, int64_t now_us, struct sched_item **out, s
  *
  * A connection gate extends the answer beyond this process (the fleet's
  * connection leases, cluster/): may_open is asked once for each start,
- * after the local limits allow it — "may I open one more connection to
- * site from source?" — and closed is told exactly once for each start it
- * allowed, when that item's flight ends (result, reschedule or removal).
- * A refusal parks the item on its destination until sched_conn_wake (or
- * another of its items ends its flight). Both run inside sched_pop_due /
- * sched_on_result / sched_reschedule / sched_remove and must not call back
- * into the scheduler. */
+ * after the local limits (and a pace) allow it — "may I open one more
+ * connection to site from source?" SCHED_GATE_TAKEN: start it, and closed
+ * is told exactly once when that item's flight ends (result, reschedule or
+ * removal); SCHED_GATE_OPEN: start it, nothing to give back (closed is not
+ * told); SCHED_GATE_WAIT: the item is not started (no pace slot is used)
+ * and parks on its destination until sched_conn_wake (or another of its
+ * items ends its flight). Both run inside sched_pop_due / sched_on_result /
+ * sched_reschedule / sched_remove and must not call back into the
+ * scheduler. */
+enum sched_gate {
+        SCHED_GATE_WAIT,  /* not now: parked until sched_conn_wake */
+        SCHED_GATE_OPEN,  /* start it; closed is not told */
+        SCHED_GATE_TAKEN, /* start it; closed is told when its flight ends */
+};
 struct sched_conn_gate {
-        bool (*may_open)(void *userdata, const char *source, const char *site);
+        enum sched_gate (*may_open)(void *userdata, const char *source, const char *site);
         void (*closed)(void *userdata, const char *source, const char *site);
         void *userdata;
 };

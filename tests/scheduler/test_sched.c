@@ -633,14 +633,17 @@ Test(sched, max_connections_bounds_attempts_in_flight_across_destinations)
 struct gate_log {
         int asked, closed;
         bool refuse_b;
+        bool untracked; /* OPEN (nothing to give back) rather than TAKEN */
 };
 
-static bool gate_may_open(void *userdata, const char *source, const char *site)
+static enum sched_gate gate_may_open(void *userdata, const char *source, const char *site)
 {
         struct gate_log *g = userdata;
         cr_assert_str_eq(source, "192.0.2.10");
         g->asked++;
-        return !(g->refuse_b && strcmp(site, "mx:b.example") == 0);
+        if (g->refuse_b && strcmp(site, "mx:b.example") == 0)
+                return SCHED_GATE_WAIT;
+        return g->untracked ? SCHED_GATE_OPEN : SCHED_GATE_TAKEN;
 }
 
 static void gate_closed(void *userdata, const char *source, const char *site)
@@ -676,4 +679,54 @@ Test(sched, the_connection_gate_is_asked_before_each_start_and_told_when_it_ends
         cr_assert_eq(g.closed, 2, "every start the gate allowed is closed once");
         sched_remove(s, b);
         cr_assert_eq(g.closed, 2);
+}
+
+/* A start the gate allowed without taking anything (no limit there, or no
+ * Redis) is not told "closed": only what it took is given back. */
+Test(sched, a_start_the_gate_took_nothing_for_is_not_closed)
+{
+        struct gate_log g = {.untracked = true};
+        struct sched_conn_gate gate = {gate_may_open, gate_closed, &g};
+        sched_set_conn_gate(s, &gate);
+        struct sched_item *a = add("mx:a.example", T0);
+        struct sched_item *out[4];
+        cr_assert_eq(sched_pop_due(s, T0, out, 4), 1);
+        g.untracked = false;
+        struct sched_item *b = add("mx:a.example", T0 + S);
+        cr_assert_eq(sched_pop_due(s, T0 + S, out, 4), 1);
+        cr_assert_eq(out[0], b);
+        result_ok(a, T0 + 2 * S);
+        cr_assert_eq(g.closed, 0, "a took nothing at the gate");
+        result_ok(b, T0 + 3 * S);
+        cr_assert_eq(g.closed, 1, "b took a lease");
+}
+
+/* A destination paced by its provider (messages_per_minute) whose items the
+ * gate holds back: the refusals use no pace slot, so the first start once
+ * the gate opens is at once, and the next one a full gap later. */
+Test(sched, an_item_the_gate_holds_back_uses_no_pace_slot)
+{
+        struct gate_log g = {.refuse_b = true};
+        struct sched_conn_gate gate = {gate_may_open, gate_closed, &g};
+        sched_set_conn_gate(s, &gate);
+        struct sched_item *b1 = add("mx:b.example", T0);
+        struct sched_item *b2 = add("mx:b.example", T0);
+        cr_assert_eq(sched_limit_destination(s, "192.0.2.10", "mx:b.example", 1, 6), 0);
+        struct sched_item *out[4];
+        for (int64_t t = T0; t < T0 + 60 * S; t += S / 4) {
+                (void)sched_next_due(s, t);
+                cr_assert_eq(sched_pop_due(s, t, out, 4), 0, "the gate holds b back");
+                sched_conn_wake(s, "192.0.2.10", "mx:b.example"); /* asked again */
+        }
+        g.refuse_b = false;
+        sched_conn_wake(s, "192.0.2.10", "mx:b.example");
+        int64_t t = T0 + 60 * S;
+        cr_assert_leq(sched_next_due(s, t), t, "the lease came: due at once, no pace slot used");
+        cr_assert_eq(sched_pop_due(s, t, out, 4), 1);
+        struct sched_item *first = out[0];
+        cr_assert(first == b1 || first == b2);
+        result_ok(first, t + S);
+        cr_assert_eq(sched_pop_due(s, t + S, out, 4), 0, "6 a minute: 10 s apart");
+        cr_assert_eq(sched_next_due(s, t + S), t + 10 * S);
+        cr_assert_eq(sched_pop_due(s, t + 10 * S, out, 4), 1);
 }
