@@ -126,7 +126,8 @@ static const char renew_script[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "return 1\n";
 
-#define LEASE_REASK_US (US / 4) /* a refused lease is asked again no sooner */
+#define LEASE_REASK_US     (US / 4) /* a refused lease is asked again no sooner: */
+#define LEASE_REASK_MAX_US (2 * US) /* doubling per refusal in a row, up to this */
 
 /* The leases of one (source, site) at this node. */
 struct lease_site {
@@ -135,14 +136,16 @@ struct lease_site {
         char *key; /* P conn:SOURCE/SITE */
         char *source, *site;
         int limit;
-        unsigned busy;   /* connections open (cluster_conn_open said OPEN) */
+        unsigned busy;   /* connections open (cluster_conn_opened) */
         unsigned n_held; /* leases held: ids[0..n_held) */
         unsigned cap;
         uint64_t *ids;
-        bool asking;        /* a lease request without its answer yet */
-        uint64_t asking_id; /* its lease id */
-        int64_t refused_us; /* monotonic time of the latest refusal */
-        int64_t idle_us;    /* monotonic: latest close (or grant) leaving a lease unused; 0: none */
+        bool asking;         /* a lease request without its answer yet */
+        uint64_t asking_id;  /* its lease id */
+        bool wanted;         /* told WAIT, not yet told to ask again (ops.on_lease) */
+        int64_t reask_us;    /* the back-off after the latest refusal; 0: none */
+        int64_t next_ask_us; /* monotonic: no request before (refused: back-off) */
+        int64_t idle_us;     /* monotonic: latest close (or grant) leaving one unused; 0: none */
 };
 
 struct rconn {
@@ -183,10 +186,12 @@ struct cluster {
         uint64_t lease_seq;
         int64_t lease_run; /* this run's start (CLOCK_REALTIME), part of lease members */
         int64_t leases_renewed_us;
+        sd_event_source *lease_timer; /* the end of the earliest back-off a caller waits for */
 };
 
 static void leases_tend(struct cluster *c, int64_t now);
 static void leases_free(struct cluster *c);
+static int on_lease_timer(sd_event_source *src, uint64_t usec, void *userdata);
 
 static int64_t mono_us(void)
 {
@@ -726,6 +731,11 @@ int cluster_new(sd_event *loop, const char *addr, const char *node, const char *
         if (r == 0)
                 r = sd_event_add_time_relative(loop, &c->tick, CLOCK_MONOTONIC, 0, TICK_US / 10,
                                                on_tick, c);
+        if (r == 0)
+                r = sd_event_add_time(loop, &c->lease_timer, CLOCK_MONOTONIC, UINT64_MAX,
+                                      10000 /* 10 ms */, on_lease_timer, c);
+        if (r == 0)
+                r = sd_event_source_set_enabled(c->lease_timer, SD_EVENT_OFF);
         if (r < 0) {
                 if (r != -EINVAL)
                         snprintf(err, errlen, "cluster: %s", strerror(-r));
@@ -752,6 +762,7 @@ void cluster_free(struct cluster *c)
         if (c->sub.ac)
                 redisAsyncFree(c->sub.ac);
         sd_event_source_disable_unref(c->tick);
+        sd_event_source_disable_unref(c->lease_timer);
         sd_event_unref(c->loop);
         free(c->unix_path);
         free(c->addr);
@@ -963,6 +974,47 @@ static void lease_site_free(struct lease_site *l)
         free(l);
 }
 
+/* Arm the lease timer for the earliest back-off end a caller waits for. */
+static void lease_timer_arm(struct cluster *c)
+{
+        int64_t at = INT64_MAX;
+        for (struct lease_site *l = c->leases; l; l = l->next)
+                if (l->wanted && !l->asking && l->next_ask_us < at)
+                        at = l->next_ask_us;
+        if (!c->lease_timer)
+                return;
+        if (at == INT64_MAX) {
+                sd_event_source_set_enabled(c->lease_timer, SD_EVENT_OFF);
+                return;
+        }
+        sd_event_source_set_time(c->lease_timer, (uint64_t)(at > 0 ? at : 1));
+        sd_event_source_set_enabled(c->lease_timer, SD_EVENT_ONESHOT);
+}
+
+/* Tell the caller to ask again (it calls cluster_conn_ask, which sends the
+ * request now). */
+static void lease_notify(struct cluster *c, struct lease_site *l, bool granted)
+{
+        l->wanted = false;
+        if (c->ops.on_lease)
+                c->ops.on_lease(c->ops.userdata, l->source, l->site, granted);
+}
+
+static int on_lease_timer(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        (void)src;
+        (void)usec;
+        struct cluster *c = userdata;
+        int64_t now = mono_us();
+        /* on_lease may ask again (and so change the list's flags, never its
+         * members: sites are freed only by the tick): walk it once */
+        for (struct lease_site *l = c->leases; l; l = l->next)
+                if (l->wanted && !l->asking && l->next_ask_us <= now)
+                        lease_notify(c, l, false);
+        lease_timer_arm(c);
+        return 0;
+}
+
 static void on_lease_reply(redisAsyncContext *ac, void *r, void *priv)
 {
         (void)ac;
@@ -977,15 +1029,23 @@ static void on_lease_reply(redisAsyncContext *ac, void *r, void *priv)
         if (granted) {
                 l->ids[l->n_held++] = l->asking_id; /* room was made when asked */
                 c->st.leases_held++;
+                l->reask_us = 0;
+                l->next_ask_us = 0;
                 if (!l->idle_us)
                         l->idle_us = mono_us(); /* unused until the caller comes back */
         } else if (reply) {
-                l->refused_us = mono_us();
+                /* refused (or a script error): asked again after a back-off,
+                 * when the caller still wants one then (the lease timer) */
+                l->reask_us = l->reask_us ? 2 * l->reask_us : LEASE_REASK_US;
+                if (l->reask_us > LEASE_REASK_MAX_US)
+                        l->reask_us = LEASE_REASK_MAX_US;
+                l->next_ask_us = mono_us() + l->reask_us;
                 c->st.leases_refused++;
+                lease_timer_arm(c);
+                return;
         }
-        /* no reply: Redis is gone, and cluster_conn_open answers OPEN */
-        if (c->ops.on_lease)
-                c->ops.on_lease(c->ops.userdata, l->source, l->site, granted || !reply);
+        /* granted, or no reply: Redis is gone, and cluster_conn_ask answers OPEN */
+        lease_notify(c, l, true);
 }
 
 static bool ask_lease(struct cluster *c, struct lease_site *l)
@@ -1025,9 +1085,11 @@ enum cluster_conn cluster_conn_ask(struct cluster *c, const char *source, const 
         l->limit = limit;
         if (l->busy < l->n_held)
                 return CLUSTER_CONN_OPEN;
-        int64_t now = mono_us();
-        if (!l->asking && now - l->refused_us >= LEASE_REASK_US && !ask_lease(c, l) && !c->cmd.up)
-                return CLUSTER_CONN_OPEN;
+        if (!l->asking && mono_us() >= l->next_ask_us && !ask_lease(c, l))
+                return CLUSTER_CONN_OPEN; /* cannot ask now: the local limit alone */
+        l->wanted = true;
+        if (!l->asking)
+                lease_timer_arm(c); /* in a back-off: ask again at its end */
         return CLUSTER_CONN_WAIT;
 }
 
@@ -1104,7 +1166,7 @@ static void leases_tend(struct cluster *c, int64_t now)
                         give_back(c, l);
                 if (renewing && l->n_held)
                         renew(c, l);
-                if (!l->n_held && !l->busy && !l->asking) {
+                if (!l->n_held && !l->busy && !l->asking && !l->wanted) {
                         *pl = l->next;
                         lease_site_free(l);
                         continue;

@@ -151,9 +151,12 @@ struct cluster_ops {
          * (source, route) is not before slot_us; -1: no answer (Redis gone
          * or the reply not a time within CLUSTER_SLOT_MAX_S). */
         void (*on_slot)(void *userdata, const char *source, const char *route, int64_t slot_us);
-        /* A lease asked for by cluster_conn_open came back: granted or
-         * not. The caller tries cluster_conn_open again (granted: it
-         * answers CLUSTER_CONN_OPEN from the lease now held). */
+        /* (source, site), for which cluster_conn_ask said WAIT, may be
+         * asked again now: a lease was granted (granted: it answers
+         * CLUSTER_CONN_OPEN from the lease now held), Redis went away (it
+         * answers OPEN: the local limit alone), or the back-off after a
+         * refusal is over (granted false: it asks Redis again). Called once
+         * per WAIT streak, never from inside cluster_conn_ask. */
         void (*on_lease)(void *userdata, const char *source, const char *site, bool granted);
         /* This node's summary for the fleet view (a JSON object), written
          * into buf; 0, or negative to publish nothing this time. */
@@ -213,11 +216,14 @@ enum cluster_conn {
 };
 
 /* May this node open one more connection to site from source under a
- * fleet-wide limit of limit? Answered from the leases held here, or by
- * asking Redis (one round trip, at most one at a time per (source, site),
- * a refusal asked again no sooner than 250 ms later): WAIT until then.
- * Without a connected Redis: OPEN (mail never waits on Redis; the local
- * limit alone holds). The caller then calls cluster_conn_opened when it
+ * fleet-wide limit of limit? Answered from the leases held here (one held
+ * and not in use: OPEN), or by asking Redis: one round trip, at most one at
+ * a time per (source, site) however many callers ask, and after a refusal
+ * none before a back-off (250 ms, doubling per refusal in a row up to 2 s):
+ * WAIT, and ops.on_lease says when to ask again. Without a connected Redis,
+ * or when the request cannot be sent: OPEN (mail never waits on Redis; the
+ * local limit alone holds; an unanswered request drops the connection after
+ * 2 s, and then OPEN). The caller then calls cluster_conn_opened when it
  * opens the connection (taking a lease held here, or none without Redis),
  * and cluster_conn_closed once it is over. */
 enum cluster_conn cluster_conn_ask(struct cluster *c, const char *source, const char *site,
