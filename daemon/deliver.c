@@ -58,7 +58,6 @@ struct attempt {
         size_t n;
         size_t *idx; /* indices into env->rcpt */
         bool forced; /* tarryq -f / -i: recipients not yet due were tried too */
-        bool leased; /* counted by the fleet's connection leases (fleet_conn_opened) */
 };
 
 static bool waiting(const struct envelope_rcpt *r)
@@ -495,8 +494,6 @@ static unsigned notify_for_smtpc(unsigned n)
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
-        if (fleet_conn_wait(d, w->it, now)) /* the fleet is at the site's connection limit */
-                return;
         int lr = message_load_envelope(d, m);
         if (lr == -ENOENT || lr == -EBADMSG) {
                 /* Forget only this work: the message's other works may sit later in
@@ -566,7 +563,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         if (r == 0)
                 r = open_wire_message(d, m, &fd, &size);
         if (r == 0) {
-                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced, false};
+                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
                 const char *site = sched_item_route(w->it);
                 const struct sched_provider *prov = site_provider(d->classifier, site);
                 struct smtpc_request req = {
@@ -608,7 +605,6 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         }
         m->inflight++;
         d->inflight++;
-        a->leased = fleet_conn_opened(d, w->it);
 }
 
 void deliver_run_due(struct tarryd *d)
@@ -1098,8 +1094,6 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         struct msg *m = w->m;
         struct envelope *env = m->env;
         int64_t now = now_realtime_us();
-        if (a->leased)
-                fleet_conn_closed(d, w->it);
 
         char relay[512] = "none";
         if (res->mx_host)

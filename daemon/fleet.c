@@ -14,8 +14,6 @@
 #include "daemon/site.h"
 #include "daemon/tarryd.h"
 
-#define CONN_WAIT_US 250000 /* an attempt the fleet's connection limit holds back: again then */
-
 static void on_sched_pause(void *userdata, const struct sched_shared_pause *p)
 {
         struct tarryd *d = userdata;
@@ -154,6 +152,54 @@ static void on_cluster_slot(void *userdata, const char *source, const char *rout
         deliver_arm_timer(d);
 }
 
+/* ---- connection leases: the scheduler's gate ----
+ *
+ * A site with a provider `connections` limit holds across the fleet as
+ * leases (cluster_conn_*). The scheduler asks the gate once per start,
+ * after its local limits and pace allow it; the answer comes from a lease
+ * held here, or is WAIT while one request is out (cluster/ sends at most one
+ * per (source, site), and backs off after a refusal). When the request is
+ * answered (or the back-off is over, or Redis went away), on_lease wakes
+ * the site's parked items and the scheduler asks again. */
+
+/* The provider's connection limit of site, 0: none. */
+static int conn_limit(struct tarryd *d, const char *site)
+{
+        const struct sched_provider *p = site_provider(d->classifier, site);
+        return p ? (int)p->connections.value : 0;
+}
+
+static enum sched_gate gate_may_open(void *userdata, const char *source, const char *site)
+{
+        struct tarryd *d = userdata;
+        int limit = d->cluster ? conn_limit(d, site) : 0;
+        if (limit <= 0)
+                return SCHED_GATE_OPEN;
+        if (cluster_conn_ask(d->cluster, source, site, limit) != CLUSTER_CONN_OPEN)
+                return SCHED_GATE_WAIT;
+        cluster_conn_opened(d->cluster, source, site); /* the lease held, or none without Redis */
+        return SCHED_GATE_TAKEN;
+}
+
+/* Only for a start the gate took (TAKEN); a cluster that does not know
+ * (source, site) — after a reload that joined another — ignores it. */
+static void gate_closed(void *userdata, const char *source, const char *site)
+{
+        struct tarryd *d = userdata;
+        if (d->cluster)
+                cluster_conn_closed(d->cluster, source, site);
+}
+
+static void on_cluster_lease(void *userdata, const char *source, const char *site, bool granted)
+{
+        struct tarryd *d = userdata;
+        (void)granted;
+        if (!d->sched)
+                return;
+        sched_conn_wake(d->sched, source, site);
+        deliver_arm_timer(d);
+}
+
 static int on_summary(void *userdata, char *buf, size_t len)
 {
         return control_fleet_summary(userdata, buf, len);
@@ -186,6 +232,7 @@ int fleet_start(struct tarryd *d)
                                   .on_connected = on_connected,
                                   .summary = on_summary,
                                   .on_slot = on_cluster_slot,
+                                  .on_lease = on_cluster_lease,
                                   .log = on_log,
                                   .userdata = d};
         int r = cluster_new(d->loop, d->cfg->cluster_redis, node, d->cfg->cluster_prefix, &ops,
@@ -199,42 +246,10 @@ int fleet_start(struct tarryd *d)
                                     .pace_reserve = on_pace_reserve,
                                     .userdata = d};
         sched_set_share(d->sched, &share);
+        struct sched_conn_gate gate = {
+            .may_open = gate_may_open, .closed = gate_closed, .userdata = d};
+        sched_set_conn_gate(d->sched, &gate);
         return 0;
-}
-
-/* The provider's connection limit of the item's site, 0: none. */
-static int conn_limit(struct tarryd *d, struct sched_item *it)
-{
-        if (!d->cluster)
-                return 0;
-        const struct sched_provider *p = site_provider(d->classifier, sched_item_route(it));
-        return p ? (int)p->connections.value : 0;
-}
-
-bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now)
-{
-        int limit = conn_limit(d, it);
-        if (limit <= 0 || cluster_conn_ask(d->cluster, sched_item_source(it), sched_item_route(it),
-                                           limit) == CLUSTER_CONN_OPEN)
-                return false;
-        sched_reschedule(d->sched, it, now + CONN_WAIT_US);
-        return true;
-}
-
-bool fleet_conn_opened(struct tarryd *d, struct sched_item *it)
-{
-        if (conn_limit(d, it) <= 0)
-                return false;
-        cluster_conn_opened(d->cluster, sched_item_source(it), sched_item_route(it));
-        return true;
-}
-
-/* Also after a reload that changed the provider or [cluster]: a cluster
- * that does not know (source, site) ignores it. */
-void fleet_conn_closed(struct tarryd *d, struct sched_item *it)
-{
-        if (d->cluster)
-                cluster_conn_closed(d->cluster, sched_item_source(it), sched_item_route(it));
 }
 
 static const char *node_of(const struct tarry_config *cfg)
@@ -283,6 +298,8 @@ void fleet_stop(struct tarryd *d)
 {
         if (d->sched)
                 sched_set_share(d->sched, NULL);
+        /* the gate stays (it answers OPEN without a cluster), so that starts
+         * it took are still told "closed" after a reload joins another */
         cluster_free(d->cluster);
         d->cluster = NULL;
 }

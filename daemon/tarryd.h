@@ -196,16 +196,9 @@ void fleet_stop(struct tarryd *d);
  * fleet_check): a changed [cluster] redis, node or prefix is applied by
  * leaving the old Redis and joining the new one. */
 void fleet_reload(struct tarryd *d, const struct tarry_config *old);
-/* Connection leases across the fleet for a site with a provider
- * `connections` limit (docs/fleet.md). fleet_conn_wait: true when the fleet
- * is at the limit now (the item is rescheduled a moment later; a lease is
- * being asked for); false: go on (a lease is held here, or there is no
- * limit, no fleet or no Redis). Then fleet_conn_opened when the attempt
- * starts and, if it returned true, fleet_conn_closed when it is done. The concurrency owner
- * (deliver.c / smtpc pool) calls them. */
-bool fleet_conn_wait(struct tarryd *d, struct sched_item *it, int64_t now);
-bool fleet_conn_opened(struct tarryd *d, struct sched_item *it); /* true: call closed */
-void fleet_conn_closed(struct tarryd *d, struct sched_item *it);
+/* A site's provider `connections` limit holds across the fleet as leases
+ * (docs/fleet.md): fleet_start installs the scheduler's connection gate
+ * (sched_set_conn_gate), which asks cluster/ for a lease before a start. */
 /* An operator resumed route here (tarryq resume): the fleet resumes it too,
  * and the pauses stored in Redis for it are cancelled. */
 void fleet_resumed(struct tarryd *d, const char *route);

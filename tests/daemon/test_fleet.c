@@ -83,6 +83,25 @@ static long redis_calls(struct redis *r, const char *cmd)
         return at ? strtol(at + strlen(want), NULL, 10) : -1;
 }
 
+/* One command in Redis's inline form (words without spaces); the reply's
+ * first line, or "" when none came. */
+static void redis_cmd(struct redis *r, const char *cmd, char *out, size_t outlen)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)r->port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char line[512];
+        int n = snprintf(line, sizeof(line), "%s\r\n", cmd);
+        ssize_t got = 0;
+        out[0] = '\0';
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, line, (size_t)n) == n)
+                got = read(fd, out, outlen - 1);
+        close(fd);
+        out[got > 0 ? got : 0] = '\0';
+        out[strcspn(out, "\r\n")] = '\0';
+}
+
 /* Start (or restart, on the same port) redis-server, no persistence. */
 static void redis_start(struct redis *r)
 {
@@ -628,7 +647,8 @@ struct lease_case {
         struct harness a, b;
 };
 
-static void lease_start(struct lease_case *lc)
+/* limits: the provider's "limits" object. */
+static void lease_start_with(struct lease_case *lc, const char *limits)
 {
         *lc = (struct lease_case){0};
         lc->dns = start_dns(&lc->dport);
@@ -643,10 +663,10 @@ static void lease_start(struct lease_case *lc)
         snprintf(lc->policy, sizeof(lc->policy), "%s/policy.json", lc->dir);
         FILE *pf = fopen(lc->policy, "w");
         cr_assert_not_null(pf);
-        fputs("{\"tarry_policy\": 1, \"providers\": [{\"name\": \"prov\", \"mx\": "
-              "[\"*.prov.test\"], \"limits\": {\"connections\": {\"value\": 2, \"source\": "
-              "\"observed\"}}, \"reason\": \"a test provider\"}]}\n",
-              pf);
+        fprintf(pf,
+                "{\"tarry_policy\": 1, \"providers\": [{\"name\": \"prov\", \"mx\": "
+                "[\"*.prov.test\"], \"limits\": %s, \"reason\": \"a test provider\"}]}\n",
+                limits);
         fclose(pf);
         chmod(lc->policy, 0644);
         init_lease_node(&lc->a, "a", lc->f, &lc->r, lc->dport, lc->policy);
@@ -655,6 +675,11 @@ static void lease_start(struct lease_case *lc)
         harness_start(&lc->b);
         cr_assert(wait_log(&lc->a, "cluster: connected to redis"), "node a never connected");
         cr_assert(wait_log(&lc->b, "cluster: connected to redis"), "node b never connected");
+}
+
+static void lease_start(struct lease_case *lc)
+{
+        lease_start_with(lc, "{\"connections\": {\"value\": 2, \"source\": \"observed\"}}");
 }
 
 static void lease_finish(struct lease_case *lc)
@@ -709,7 +734,7 @@ Test(fleet, a_provider_connection_limit_holds_across_the_fleet_and_a_dead_nodes_
         int64_t waited_ms = (harness_now_us() - killed_us) / 1000;
         cr_log_info("node b had both connections %lld ms after node a died", (long long)waited_ms);
         /* a's leases last 15 s from their latest renewal (every 5 s, later on a
-         * loaded machine); a free lease would have been b's within 250 ms */
+         * loaded machine); a free lease would have been b's within 2 s (back-off) */
         cr_assert_geq(waited_ms, 5000, "node b did not wait for node a's leases to expire");
         cr_assert_eq(fixture_wait_txns(f, before + 4, 60000), 0, "node b's mail did not arrive");
         cr_assert_leq(fixture_max_open_connections(f), 2);
@@ -857,4 +882,106 @@ Test(fleet, tarryd_check_names_a_cluster_setting_that_cannot_work)
                           WEXITSTATUS(st));
                 cr_expect_not_null(strstr(err, bad[i].message), "%s", err);
         }
+}
+
+/* ---- the leases behind the scheduler's gate ---- */
+
+#define LEASE_KEY "tarry:conn:127.0.0.2/site:prov"
+
+/* Another node (the test) holds n of the provider's leases, for a minute. */
+static void hold_leases(struct redis *r, int n)
+{
+        for (int i = 0; i < n; i++) {
+                char cmd[256], reply[64];
+                snprintf(cmd, sizeof(cmd), "ZADD %s %lld other:1:%d", LEASE_KEY,
+                         (long long)(harness_now_us() / 1000 + 60000), i);
+                redis_cmd(r, cmd, reply, sizeof(reply));
+                cr_assert_str_eq(reply, ":1", "ZADD: %s", reply);
+        }
+}
+
+static void release_leases(struct redis *r)
+{
+        char reply[64];
+        redis_cmd(r, "DEL " LEASE_KEY, reply, sizeof(reply));
+        cr_assert_str_eq(reply, ":1", "DEL: %s", reply);
+}
+
+/* Lease requests so far: only the lease script calls ZCARD. */
+static long lease_asks(struct redis *r)
+{
+        long n = redis_calls(r, "zcard");
+        return n < 0 ? 0 : n;
+}
+
+/* While the fleet's leases are all taken elsewhere, a node with 4 messages
+ * for the site asks Redis once, then again after a back-off (250 ms
+ * doubling to 2 s): over 8 s about 6 requests, where asking every 250 ms
+ * (per item or per site) makes 16 to 32. Once a lease is given back the
+ * mail goes out, within the limit. */
+Test(fleet, a_node_waiting_for_a_lease_asks_redis_with_a_back_off_not_every_250ms, .timeout = 180)
+{
+        struct lease_case lc;
+        lease_start(&lc);
+        struct harness *b = &lc.b;
+        hold_leases(&lc.r, 2);
+        long before = lease_asks(&lc.r);
+        send_to_domains(b, "w", 4);
+        for (int i = 0; lease_asks(&lc.r) == before; i++) {
+                cr_assert_lt(i, WAIT_MS / 10, "node b never asked for a lease");
+                harness_sleep_ms(10);
+        }
+        long first = lease_asks(&lc.r);
+        harness_sleep_ms(8000);
+        long asked = lease_asks(&lc.r) - first;
+        cr_log_info("node b asked for a lease %ld times in 8 s while 4 messages waited", asked);
+        cr_assert_eq(fixture_txn_count(lc.f), 0, "mail went out without a lease");
+        cr_assert_eq(fixture_max_open_connections(lc.f), 0);
+        cr_assert_leq(asked, 10, "%ld lease requests in 8 s: polled, not backed off", asked);
+        cr_assert_geq(asked, 3, "%ld lease requests in 8 s: a refusal is asked again", asked);
+
+        release_leases(&lc.r);
+        cr_assert_eq(fixture_wait_txns(lc.f, 4, 60000), 0, "%zu of 4 messages arrived",
+                     fixture_txn_count(lc.f));
+        cr_assert_leq(fixture_max_open_connections(lc.f), 2);
+        lease_finish(&lc);
+}
+
+/* A site with both a connection limit and a rate (4 a minute: 15 s apart),
+ * its one lease held elsewhere for a while: the waiting uses up no pace
+ * slot, so the first message goes out within moments of the lease coming
+ * back, and the next one 15 s after it (the rule's pace, neither less nor
+ * more). When a wait took a pace slot, the first one went out up to 15 s
+ * late. */
+Test(fleet, an_item_waiting_for_a_lease_uses_no_pace_slot, .timeout = 180)
+{
+        struct lease_case lc;
+        lease_start_with(&lc, "{\"connections\": {\"value\": 1, \"source\": \"observed\"}, "
+                              "\"messages_per_minute\": {\"value\": 4, \"source\": \"observed\"}}");
+        struct harness *b = &lc.b;
+        hold_leases(&lc.r, 1);
+        long before = lease_asks(&lc.r);
+        send_to_domains(b, "p", 2);
+        for (int i = 0; lease_asks(&lc.r) == before; i++) {
+                cr_assert_lt(i, WAIT_MS / 10, "node b never asked for a lease");
+                harness_sleep_ms(10);
+        }
+        harness_sleep_ms(3000);
+        cr_assert_eq(fixture_txn_count(lc.f), 0, "mail went out without a lease");
+        int64_t released = harness_now_us();
+        release_leases(&lc.r);
+        cr_assert_eq(fixture_wait_txns(lc.f, 1, 60000), 0, "nothing arrived after the release");
+        int64_t first_ms = (txn_time(lc.f, 0) - released) / 1000;
+        cr_assert_eq(fixture_wait_txns(lc.f, 2, 60000), 0, "the second message did not arrive");
+        int64_t gap_ms = (txn_time(lc.f, 1) - txn_time(lc.f, 0)) / 1000;
+        cr_log_info("first message %lld ms after the lease came back, the second %lld ms later",
+                    (long long)first_ms, (long long)gap_ms);
+        /* the back-off is at most 2 s; the rest is a slow machine's margin */
+        cr_assert_leq(first_ms, 7000,
+                      "the first message waited %lld ms after the lease came "
+                      "back: the wait used up a pace slot",
+                      (long long)first_ms);
+        cr_assert_geq(gap_ms, 14000, "4 a minute: the second came %lld ms after the first",
+                      (long long)gap_ms);
+        lease_finish(&lc);
 }
