@@ -268,6 +268,24 @@ static bool same(const char *a, const char *b)
         return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* Items the gate parked wait for a wake from the cluster that refused
+ * them: after leaving it, every destination is asked again. */
+static int wake_dest(const struct sched_dest_info *di, void *userdata)
+{
+        struct tarryd *d = userdata;
+        if (di->queued > (size_t)di->in_flight)
+                sched_conn_wake(d->sched, di->source_address, di->route);
+        return 0;
+}
+
+static void wake_all(struct tarryd *d)
+{
+        if (!d->sched)
+                return;
+        (void)sched_foreach_destination(d->sched, now_realtime_us(), wake_dest, d);
+        deliver_arm_timer(d);
+}
+
 void fleet_reload(struct tarryd *d, const struct tarry_config *old)
 {
         const struct tarry_config *cfg = d->cfg;
@@ -283,6 +301,7 @@ void fleet_reload(struct tarryd *d, const struct tarry_config *old)
                  redis && (node || prefix) ? ", " : "", node ? "node" : "",
                  node && prefix ? ", " : "", prefix ? "prefix" : "");
         fleet_stop(d);
+        wake_all(d);
         if (!cfg->cluster_redis) {
                 log_info("reload: [cluster] redis removed; this node leaves the fleet");
                 return;

@@ -985,3 +985,30 @@ Test(fleet, an_item_waiting_for_a_lease_uses_no_pace_slot, .timeout = 180)
                       (long long)gap_ms);
         lease_finish(&lc);
 }
+
+/* Messages waiting for a lease held elsewhere, and a reload that leaves the
+ * fleet: they are asked about again at once and go out on the local limit
+ * (the cluster that was to wake them is gone). */
+Test(fleet, a_reload_leaving_the_fleet_lets_the_mail_waiting_for_a_lease_go, .timeout = 180)
+{
+        struct lease_case lc;
+        lease_start(&lc);
+        struct harness *b = &lc.b;
+        hold_leases(&lc.r, 2);
+        long before = lease_asks(&lc.r);
+        send_to_domains(b, "r", 2);
+        for (int i = 0; lease_asks(&lc.r) == before; i++) {
+                cr_assert_lt(i, WAIT_MS / 10, "node b never asked for a lease");
+                harness_sleep_ms(10);
+        }
+        harness_sleep_ms(500);
+        cr_assert_eq(fixture_txn_count(lc.f), 0, "mail went out without a lease");
+        char line[64];
+        snprintf(line, sizeof(line), "redis = 127.0.0.1:%d\n", lc.r.port);
+        edit_config(b, line, "");
+        kill(b->tarryd, SIGHUP);
+        cr_assert(wait_log(b, "this node leaves the fleet"), "the reload did not leave the fleet");
+        cr_assert_eq(fixture_wait_txns(lc.f, 2, 20000), 0,
+                     "%zu of 2 messages arrived after leaving the fleet", fixture_txn_count(lc.f));
+        lease_finish(&lc);
+}
