@@ -426,7 +426,7 @@ int sched_add(struct sched *s, const char *source, const char *route, int64_t du
         struct dest *d = dest_get(s, source ? source : "", route, true);
         if (!d)
                 return -ENOMEM;
-        struct sched_item *it = calloc(1, sizeof(*it));
+        struct sched_item *it = pool_alloc(&s->item_pool);
         if (!it) {
                 dest_gc(s, d);
                 return -ENOMEM;
@@ -435,7 +435,7 @@ int sched_add(struct sched *s, const char *source, const char *route, int64_t du
         it->expires_us = expires;
         it->userdata = userdata;
         if (wait_at(s, it, due) < 0) {
-                free(it);
+                pool_release(&s->item_pool, it);
                 dest_gc(s, d);
                 return -ENOMEM;
         }
@@ -450,7 +450,7 @@ static void item_free(struct sched *s, struct sched_item *it)
         struct dest *d = it->dest;
         d->queued--;
         s->n_items--;
-        free(it);
+        pool_release(&s->item_pool, it);
         dest_gc(s, d);
 }
 
@@ -601,6 +601,7 @@ int sched_new(const struct tarry_config *cfg, const struct sched_classifier *cls
         s->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
         s->items.set_idx = item_set_idx;
         s->dests.set_idx = dest_set_idx;
+        pool_init(&s->item_pool, sizeof(struct sched_item), 0);
         *out = s;
         return 0;
 }
@@ -620,24 +621,15 @@ void sched_free(struct sched *s)
 {
         if (!s)
                 return;
-        for (size_t i = 0; i < s->items.n; i++)
-                free(s->items.v[i].p);
         for (size_t b = 0; b < s->n_buckets; b++) {
                 struct dest *d = s->buckets[b];
                 while (d) {
                         struct dest *next = d->hnext;
-                        for (struct sched_item *it = d->park_head, *n; it; it = n) {
-                                n = it->next;
-                                free(it);
-                        }
                         dest_free(d);
                         d = next;
                 }
         }
-        for (struct sched_item *it = s->flight_head, *n; it; it = n) {
-                n = it->next;
-                free(it);
-        }
+        pool_finish(&s->item_pool); /* every item, waiting, parked or in flight */
         free(s->buckets);
         heap_free(&s->items);
         heap_free(&s->dests);
