@@ -37,11 +37,9 @@ struct site_waiter {
         char domain[256];
 };
 
-static void work_free(struct work *w)
+static void work_free(struct tarryd *d, struct work *w)
 {
-        if (w)
-                free(w->route);
-        free(w);
+        msgindex_work_free(d->index, w);
 }
 
 /* The smtpc route key of w's recipients (the scheduler knows w by its site). */
@@ -133,7 +131,7 @@ static void drop_works(struct tarryd *d, struct msg *m)
                 m->works = w->next;
                 if (w->it)
                         sched_remove(d->sched, w->it);
-                work_free(w);
+                work_free(d, w);
         }
 }
 
@@ -146,7 +144,7 @@ static void forget_work(struct tarryd *d, struct work *w)
                 }
         if (w->it)
                 sched_remove(d->sched, w->it);
-        work_free(w);
+        work_free(d, w);
 }
 
 void deliver_forget_message(struct tarryd *d, struct msg *m)
@@ -197,14 +195,13 @@ static struct work *add_work(struct tarryd *d, struct msg *m, const char *source
                              const struct smtpc_route *route, int64_t due)
 {
         char site[SITE_KEY_MAX];
-        struct work *w = calloc(1, sizeof(*w));
+        struct work *w = msgindex_work_new(d->index, m);
         if (!w || site_of(d, route, site, sizeof(site)) < 0) {
-                free(w);
+                work_free(d, w);
                 return NULL;
         }
-        w->m = m;
         if (new_item(d, w, source, site, route->destination, due) < 0) {
-                free(w);
+                work_free(d, w);
                 return NULL;
         }
         w->next = m->works;
@@ -1052,12 +1049,12 @@ void deliver_count_spool_error(struct tarryd *d, const char *kind)
                 status_counter_add(d->metrics, STATUS_M_SPOOL_ERRORS, STATUS_LABELS(kind), 1);
 }
 
-static void unlink_work(struct msg *m, struct work *w)
+static void unlink_work(struct tarryd *d, struct msg *m, struct work *w)
 {
         for (struct work **p = &m->works; *p; p = &(*p)->next)
                 if (*p == w) {
                         *p = w->next;
-                        work_free(w);
+                        work_free(d, w);
                         return;
                 }
 }
@@ -1171,7 +1168,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 diagnoses_note(d, &where, m->id, res, &rr[i], &dec[i], now);
         }
         if (left == 0)
-                unlink_work(m, w);
+                unlink_work(d, m, w);
         else if (moving)
                 sched_reschedule(d->sched, w->it, now); /* the scheduler moves it (move_source) */
 out:

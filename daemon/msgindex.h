@@ -21,7 +21,8 @@ struct sched_item;
 /* One scheduler item: the recipients of a message that share a route. The
  * scheduler knows the item by its site (daemon/site.h); route is then the
  * smtpc route key of its recipients ("mx:example.com"), NULL when the two
- * are the same (relayhost, [transport], a domain not resolved yet). */
+ * are the same (relayhost, [transport], a domain not resolved yet). 32 bytes,
+ * from the index's pool (msgindex_work_new): no malloc header per work. */
 struct work {
         struct msg *m;
         struct sched_item *it;
@@ -29,7 +30,7 @@ struct work {
         char *route;
 };
 
-/* Fields by size, so the record has no padding: 96 bytes, allocated in
+/* Fields by size, so the record has no padding: 88 bytes, allocated in
  * slabs by the index (no malloc header per message). */
 struct msg {
         uint64_t size;
@@ -38,14 +39,14 @@ struct msg {
         struct envelope *env;    /* loaded while inflight > 0 or dirty, else NULL */
         struct work *works;      /* scheduler items, one per destination */
         struct msg *hnext;       /* hash chain (the free list, once removed) */
-        enum queue_dir dir;      /* QUEUE_ACTIVE or QUEUE_HOLD */
         int inflight;            /* attempts running for this message */
         uint32_t n_pending;      /* recipients not yet delivered or failed */
-        int write_error;         /* the last failed spool write's -errno, 0: none (logged
+        int16_t write_error;     /* the last failed spool write's -errno, 0: none (logged
                                   * once per run) */
-        int dsn_error;           /* likewise for queueing a DSN */
+        int16_t dsn_error;       /* likewise for queueing a DSN */
         int16_t read_error; /* -errno of the last failed envelope read (logged once), 0: none */
         uint16_t write_failures; /* failed spool writes in a row (for the log) */
+        uint8_t dir;             /* enum queue_dir: QUEUE_ACTIVE or QUEUE_HOLD */
         int8_t reply_class;      /* class of the latest deferral, -1: none */
         bool forced;             /* admin retry/flush: ignore the recipients' retry times */
         bool same_source;        /* a waiting recipient was greylisted (greylist, unknown_temp):
@@ -69,6 +70,13 @@ void msgindex_reserve(struct msgindex *ix, size_t n);
 /* Remove and free the record (and its envelope, if loaded). */
 void msgindex_remove(struct msgindex *ix, struct msg *m);
 size_t msgindex_count(const struct msgindex *ix);
+
+/* A zeroed work for m from the index's pool (not linked into m->works: the
+ * caller does that); NULL when out of memory. */
+struct work *msgindex_work_new(struct msgindex *ix, struct msg *m);
+/* Free w and its route (NULL: nothing); the caller has unlinked it and
+ * removed its scheduler item. */
+void msgindex_work_free(struct msgindex *ix, struct work *w);
 
 /* Visit every record, in no particular order (cb may remove the one it is
  * given); stop when cb returns non-zero (and return that). */
