@@ -169,14 +169,14 @@ static int new_item(struct tarryd *d, struct work *w, const char *source, const 
                     const char *route, int64_t due)
 {
         bool same = strcmp(site, route) == 0;
-        char *copy = same ? NULL : strdup(route);
+        const char *copy = same ? NULL : msgindex_route_get(d->index, route);
         if (!same && !copy)
                 return -ENOMEM;
         int64_t expires = w->m->arrival_us + d->cfg->queue_lifetime_s * 1000000LL;
         struct sched_item *it = NULL;
         int r = sched_add(d->sched, source, site, due, expires, w, &it);
         if (r < 0) {
-                free(copy);
+                msgindex_route_put(d->index, copy);
                 return r;
         }
         const struct sched_provider *p = site_provider(d->classifier, site);
@@ -186,7 +186,7 @@ static int new_item(struct tarryd *d, struct work *w, const char *source, const 
         if (w->it)
                 sched_remove(d->sched, w->it);
         w->it = it;
-        free(w->route);
+        msgindex_route_put(d->index, w->route);
         w->route = copy;
         return 0;
 }

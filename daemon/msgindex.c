@@ -52,8 +52,18 @@ struct msgindex {
         uint32_t *live;     /* live slots per block of 1 << BLOCK_SHIFT; cap_order >> BLOCK_SHIFT */
         struct slab *slabs; /* every record lives in one of these */
         size_t slab_used;   /* records handed out of the newest slab */
-        struct msg *free_msgs; /* removed records, chained by hnext, for reuse */
-        struct pool works;     /* every struct work of the records */
+        struct msg *free_msgs;     /* removed records, chained by hnext, for reuse */
+        struct pool works;         /* every struct work of the records */
+        struct route_str **routes; /* interned routes, chained hash */
+        size_t n_routes, n_route_buckets;
+};
+
+/* An interned route: refs works point to s. */
+struct route_str {
+        struct route_str *next;
+        size_t refs;
+        uint64_t hash;
+        char s[];
 };
 
 /* The key of a queue ID; false when id is not 16 hex digits. */
@@ -232,8 +242,75 @@ void msgindex_work_free(struct msgindex *ix, struct work *w)
 {
         if (!w)
                 return;
-        free(w->route);
+        msgindex_route_put(ix, w->route);
         pool_release(&ix->works, w);
+}
+
+static uint64_t hash_str(const char *s)
+{
+        uint64_t h = 1469598103934665603ull; /* FNV-1a */
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        return h;
+}
+
+static void routes_grow(struct msgindex *ix)
+{
+        size_t n = ix->n_route_buckets ? 2 * ix->n_route_buckets : 64;
+        struct route_str **b = calloc(n, sizeof(*b));
+        if (!b)
+                return; /* longer chains, still correct */
+        for (size_t i = 0; i < ix->n_route_buckets; i++)
+                for (struct route_str *r = ix->routes[i], *next; r; r = next) {
+                        next = r->next;
+                        r->next = b[r->hash % n];
+                        b[r->hash % n] = r;
+                }
+        free(ix->routes);
+        ix->routes = b;
+        ix->n_route_buckets = n;
+}
+
+const char *msgindex_route_get(struct msgindex *ix, const char *route)
+{
+        uint64_t h = hash_str(route);
+        if (ix->n_routes >= ix->n_route_buckets)
+                routes_grow(ix);
+        if (!ix->routes)
+                return NULL;
+        struct route_str **head = &ix->routes[h % ix->n_route_buckets];
+        for (struct route_str *r = *head; r; r = r->next)
+                if (r->hash == h && strcmp(r->s, route) == 0) {
+                        r->refs++;
+                        return r->s;
+                }
+        size_t len = strlen(route) + 1;
+        struct route_str *r = malloc(sizeof(*r) + len);
+        if (!r)
+                return NULL;
+        memcpy(r->s, route, len);
+        r->refs = 1;
+        r->hash = h;
+        r->next = *head;
+        *head = r;
+        ix->n_routes++;
+        return r->s;
+}
+
+void msgindex_route_put(struct msgindex *ix, const char *route)
+{
+        if (!route)
+                return;
+        struct route_str *r = (struct route_str *)(void *)(route - offsetof(struct route_str, s));
+        if (--r->refs > 0)
+                return;
+        for (struct route_str **p = &ix->routes[r->hash % ix->n_route_buckets]; *p; p = &(*p)->next)
+                if (*p == r) {
+                        *p = r->next;
+                        break;
+                }
+        ix->n_routes--;
+        free(r);
 }
 
 /* What a record owns; the record itself stays in its slab. */
@@ -270,6 +347,12 @@ void msgindex_free(struct msgindex *ix)
                         release_msg(ix, m);
                 }
         pool_finish(&ix->works);
+        for (size_t i = 0; i < ix->n_route_buckets; i++)
+                for (struct route_str *r = ix->routes[i], *n; r; r = n) {
+                        n = r->next;
+                        free(r);
+                }
+        free(ix->routes);
         while (ix->slabs) {
                 struct slab *sl = ix->slabs;
                 ix->slabs = sl->next;

@@ -27,7 +27,7 @@ struct work {
         struct msg *m;
         struct sched_item *it;
         struct work *next;
-        char *route;
+        const char *route; /* interned by the index (msgindex_route_get), shared */
 };
 
 /* Fields by size, so the record has no padding: 88 bytes, allocated in
@@ -77,6 +77,13 @@ struct work *msgindex_work_new(struct msgindex *ix, struct msg *m);
 /* Free w and its route (NULL: nothing); the caller has unlinked it and
  * removed its scheduler item. */
 void msgindex_work_free(struct msgindex *ix, struct work *w);
+
+/* route as one string shared by every work that takes it (a million works
+ * to a thousand MX routes keep a thousand copies), counted: each get is
+ * matched by a put. NULL when out of memory. */
+const char *msgindex_route_get(struct msgindex *ix, const char *route);
+/* Drop one reference (NULL: nothing); the last frees the string. */
+void msgindex_route_put(struct msgindex *ix, const char *route);
 
 /* Visit every record, in no particular order (cb may remove the one it is
  * given); stop when cb returns non-zero (and return that). */

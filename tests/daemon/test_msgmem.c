@@ -60,3 +60,37 @@ Test(msgmem, a_queued_message_with_one_destination_costs_at_most_240_bytes)
         sched_classifier_free(cls);
         cfg_free(cfg);
 }
+
+/* A domain resolved to its MX set has a route ("mx:example.com") other
+ * than its site: each work keeps it, but a thousand domains need a
+ * thousand copies, not one per message. */
+Test(msgmem, works_to_the_same_route_share_one_copy_of_it)
+{
+        struct msgindex *ix = NULL;
+        cr_assert_eq(msgindex_new(&ix), 0);
+        static const char *routes[N_MSGS];
+        size_t before = heap_bytes();
+        for (unsigned i = 0; i < N_MSGS; i++) {
+                char route[64];
+                snprintf(route, sizeof(route), "mx:domain-%u.example.com", i % N_DESTS);
+                routes[i] = msgindex_route_get(ix, route);
+                cr_assert_not_null(routes[i]);
+                cr_assert_str_eq(routes[i], route);
+        }
+        size_t per_msg = (heap_bytes() - before) / N_MSGS;
+        cr_expect_leq(per_msg, 2, "%zu bytes a message for its route", per_msg);
+        cr_assert_eq(routes[0], routes[N_DESTS], "one copy per route");
+        cr_assert_neq(routes[0], routes[1]);
+        /* the last put frees a route; getting it again makes a new one */
+        for (unsigned i = N_DESTS; i < N_MSGS; i++)
+                msgindex_route_put(ix, routes[i]);
+        cr_assert_str_eq(routes[7], "mx:domain-7.example.com");
+        msgindex_route_put(ix, routes[7]);
+        const char *again = msgindex_route_get(ix, "mx:domain-7.example.com");
+        cr_assert_str_eq(again, "mx:domain-7.example.com");
+        msgindex_route_put(ix, again);
+        for (unsigned i = 0; i < N_DESTS; i++)
+                if (i != 7)
+                        msgindex_route_put(ix, routes[i]);
+        msgindex_free(ix);
+}
