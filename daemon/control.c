@@ -13,6 +13,8 @@
 #include "common/fileio.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -168,69 +170,6 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
 
 /* ---- sites: per site, the recipient domains and messages waiting for it ---- */
 
-/* The domain of an MX route ("mx:example.com"); other routes (relayhost,
- * [transport]) count as one "domain" each: their own key. */
-static const char *route_domain(const char *route)
-{
-        return strncmp(route, "mx:", 3) == 0 ? route + 3 : route;
-}
-
-/* tally: {SITE: {"domains": {DOMAIN: true}, "messages": N}} */
-static int site_tally_cb(struct msg *m, void *userdata)
-{
-        json_t *tally = userdata;
-        for (const struct work *w = m->works; w; w = w->next) {
-                if (!w->it)
-                        continue;
-                const char *site = sched_item_route(w->it);
-                const char *route = deliver_work_route(w);
-                json_t *t = json_object_get(tally, site);
-                if (!t) {
-                        t = json_pack("{s:{}, s:I}", "domains", "messages", (json_int_t)0);
-                        if (!t || json_object_set_new(tally, site, t) < 0)
-                                return -ENOMEM;
-                }
-                json_object_set_new(json_object_get(t, "domains"), route_domain(route),
-                                    json_true());
-                if (!site_seen_before(m, w)) /* a message counts once per site */
-                        json_object_set_new(
-                            t, "messages",
-                            json_integer(json_integer_value(json_object_get(t, "messages")) + 1));
-        }
-        return 0;
-}
-
-/* FULL: [{"site", "domains", "messages"}] sorted by site; AGGREGATE (no
- * names): {"sites", "domains", "messages"} totals. */
-static json_t *sites_json(struct tarryd *d, enum status_view view)
-{
-        _cleanup_(json_decrefp) json_t *tally = json_object();
-        if (!tally || msgindex_foreach(d->index, site_tally_cb, tally) < 0)
-                return NULL;
-        json_t *out = view == STATUS_VIEW_FULL ? json_array() : json_object();
-        json_int_t n_domains = 0, n_messages = 0;
-        const char *site;
-        json_t *t;
-        void *tmp;
-        json_object_foreach_safe(tally, tmp, site, t)
-        {
-                json_int_t dn = (json_int_t)json_object_size(json_object_get(t, "domains"));
-                json_int_t mn = json_integer_value(json_object_get(t, "messages"));
-                n_domains += dn;
-                n_messages += mn;
-                if (view == STATUS_VIEW_FULL && out)
-                        json_array_append_new(out, json_pack("{s:s, s:I, s:I}", "site", site,
-                                                             "domains", dn, "messages", mn));
-        }
-        if (view != STATUS_VIEW_FULL && out) {
-                json_object_set_new(out, "sites",
-                                    json_integer((json_int_t)json_object_size(tally)));
-                json_object_set_new(out, "domains", json_integer(n_domains));
-                json_object_set_new(out, "messages", json_integer(n_messages));
-        }
-        return out;
-}
-
 struct counts {
         int64_t now;
         size_t state[STATUS_QSTATE__MAX];
@@ -248,6 +187,166 @@ static int count_cb(struct msg *m, void *userdata)
         if (!c->oldest || (m->arrival_us && m->arrival_us < c->oldest))
                 c->oldest = m->arrival_us;
         return 0;
+}
+
+/* The domain of an MX route ("mx:example.com"); other routes (relayhost,
+ * [transport]) count as one "domain" each: their own key. */
+static const char *route_domain(const char *route)
+{
+        return strncmp(route, "mx:", 3) == 0 ? route + 3 : route;
+}
+
+/* /status in one walk of the index, with nothing allocated per message:
+ * the counts per state and class, the oldest arrival, and per site the
+ * messages and recipient domains waiting for it, in two open-addressing
+ * tables keyed by the strings the index already holds (the walk changes
+ * nothing, so they stay valid). The tables grow with the number of sites
+ * and (site, domain) pairs only. (Two walks, a Jansson object per site and
+ * a json_integer per message took 30 ms at 200,000 queued messages where
+ * this takes 11: docs/benchmarks.md.) */
+struct site_row {
+        const char *site;
+        uint64_t hash;
+        size_t messages, domains;
+};
+
+struct pair_row {
+        const char *domain;
+        const char *site;
+        uint64_t hash;
+};
+
+struct tally {
+        struct counts c;
+        struct site_row *sites;
+        struct pair_row *pairs;
+        size_t n_sites, cap_sites, n_pairs, cap_pairs; /* caps: powers of two */
+};
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+        return h;
+}
+
+#define FNV_BASIS 0xcbf29ce484222325ULL
+
+/* Double a table of n rows of size sz (rows with a NULL key are free) and
+ * place its rows again by hash. 0 or -ENOMEM. */
+static int regrow(void **rows, size_t *cap, size_t sz, size_t key_off, size_t hash_off)
+{
+        size_t ncap = *cap ? *cap * 2 : 64;
+        char *n = calloc(ncap, sz);
+        if (!n)
+                return -ENOMEM;
+        char *old = *rows;
+        for (size_t i = 0; i < *cap; i++) {
+                char *row = old + i * sz;
+                if (!*(const char **)(row + key_off))
+                        continue;
+                uint64_t h = *(uint64_t *)(row + hash_off);
+                size_t j = h & (ncap - 1);
+                while (*(const char **)(n + j * sz + key_off))
+                        j = (j + 1) & (ncap - 1);
+                memcpy(n + j * sz, row, sz);
+        }
+        free(old);
+        *rows = n;
+        *cap = ncap;
+        return 0;
+}
+
+/* The row of site (made if new), or -ENOMEM. */
+static ssize_t site_row(struct tally *t, const char *site)
+{
+        if (2 * (t->n_sites + 1) > t->cap_sites &&
+            regrow((void **)&t->sites, &t->cap_sites, sizeof(*t->sites),
+                   offsetof(struct site_row, site), offsetof(struct site_row, hash)) < 0)
+                return -ENOMEM;
+        uint64_t h = fnv1a(FNV_BASIS, site);
+        size_t j = h & (t->cap_sites - 1);
+        for (; t->sites[j].site; j = (j + 1) & (t->cap_sites - 1))
+                if (t->sites[j].hash == h && strcmp(t->sites[j].site, site) == 0)
+                        return (ssize_t)j;
+        t->sites[j] = (struct site_row){.site = site, .hash = h};
+        t->n_sites++;
+        return (ssize_t)j;
+}
+
+/* Count domain for the site in row s once. 0 or -ENOMEM. */
+static int site_domain(struct tally *t, size_t s, const char *domain)
+{
+        if (2 * (t->n_pairs + 1) > t->cap_pairs &&
+            regrow((void **)&t->pairs, &t->cap_pairs, sizeof(*t->pairs),
+                   offsetof(struct pair_row, domain), offsetof(struct pair_row, hash)) < 0)
+                return -ENOMEM;
+        const char *site = t->sites[s].site;
+        uint64_t h = fnv1a(fnv1a(FNV_BASIS, site) * 0x100000001b3ULL, domain);
+        size_t j = h & (t->cap_pairs - 1);
+        for (; t->pairs[j].domain; j = (j + 1) & (t->cap_pairs - 1)) {
+                const struct pair_row *p = &t->pairs[j];
+                if (p->hash == h && strcmp(p->domain, domain) == 0 && strcmp(p->site, site) == 0)
+                        return 0;
+        }
+        t->pairs[j] = (struct pair_row){.domain = domain, .site = site, .hash = h};
+        t->n_pairs++;
+        t->sites[s].domains++;
+        return 0;
+}
+
+static int tally_cb(struct msg *m, void *userdata)
+{
+        struct tally *t = userdata;
+        count_cb(m, &t->c);
+        for (const struct work *w = m->works; w; w = w->next) {
+                if (!w->it)
+                        continue;
+                ssize_t s = site_row(t, sched_item_route(w->it));
+                if (s < 0 || site_domain(t, (size_t)s, route_domain(deliver_work_route(w))) < 0)
+                        return -ENOMEM;
+                if (!site_seen_before(m, w)) /* a message counts once per site */
+                        t->sites[s].messages++;
+        }
+        return 0;
+}
+
+static int by_site(const void *a, const void *b)
+{
+        return strcmp(((const struct site_row *)a)->site, ((const struct site_row *)b)->site);
+}
+
+/* FULL: [{"site", "domains", "messages"}] sorted by site; AGGREGATE (no
+ * names): {"sites", "domains", "messages"} totals. NULL: no memory. */
+static json_t *sites_json(struct tally *t, enum status_view view)
+{
+        size_t n = 0;
+        for (size_t i = 0; i < t->cap_sites; i++) /* packed to the front, then sorted */
+                if (t->sites[i].site)
+                        t->sites[n++] = t->sites[i];
+        if (n)
+                qsort(t->sites, n, sizeof(*t->sites), by_site);
+        json_int_t n_domains = 0, n_messages = 0;
+        json_t *out = view == STATUS_VIEW_FULL ? json_array() : json_object();
+        for (size_t i = 0; out && i < n; i++) {
+                const struct site_row *r = &t->sites[i];
+                n_domains += (json_int_t)r->domains;
+                n_messages += (json_int_t)r->messages;
+                if (view == STATUS_VIEW_FULL &&
+                    json_array_append_new(out, json_pack("{s:s, s:I, s:I}", "site", r->site,
+                                                         "domains", (json_int_t)r->domains,
+                                                         "messages", (json_int_t)r->messages)) <
+                        0) {
+                        json_decref(out);
+                        return NULL;
+                }
+        }
+        if (view != STATUS_VIEW_FULL && out) {
+                json_object_set_new(out, "sites", json_integer((json_int_t)n));
+                json_object_set_new(out, "domains", json_integer(n_domains));
+                json_object_set_new(out, "messages", json_integer(n_messages));
+        }
+        return out;
 }
 
 static int count_file(const char *id, void *userdata)
@@ -316,8 +415,9 @@ static json_t *destinations_json(struct tarryd *d, int64_t now, enum status_view
  * "destination_states" counts them per state instead. */
 static void fill_report(struct tarryd *d, enum status_view view, struct status_report *rep)
 {
-        struct counts c = {.now = now_realtime_us()};
-        msgindex_foreach(d->index, count_cb, &c);
+        struct tally t = {.c = {.now = now_realtime_us()}};
+        int walked = msgindex_foreach(d->index, tally_cb, &t);
+        const struct counts c = t.c;
         size_t corrupt = 0;
         queue_scan(d->queue, QUEUE_CORRUPT, count_file, &corrupt);
         size_t incoming = 0;
@@ -342,9 +442,11 @@ static void fill_report(struct tarryd *d, enum status_view view, struct status_r
                 },
             .oldest_arrival_s = c.oldest ? c.oldest / 1000000 : -1,
             .destinations = destinations_json(d, c.now, view),
-            .sites = sites_json(d, view),
+            .sites = walked < 0 ? NULL : sites_json(&t, view),
             .diagnoses = diagnoses_json(d, view),
         };
+        free(t.sites);
+        free(t.pairs);
         snprintf(rep->version, sizeof(rep->version), "%s", TARRY_VERSION);
         for (int i = 0; i < CLASS__MAX; i++)
                 rep->by_class[i] = c.by_class[i];

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -228,8 +229,14 @@ static enum MHD_Result collect_qarg(void *cls, enum MHD_ValueKind kind, const ch
 
 /* ---- GET /queue, streamed ---- */
 
-#define STREAM_BATCH 16          /* messages rendered per call of the reader */
-#define STREAM_BLOCK (32 * 1024) /* what libmicrohttpd may ask for at once */
+/* A slice of the listing per call of the reader, which libmicrohttpd makes
+ * once per turn of the loop (measured: one call per MHD_run): up to 16
+ * messages, fewer once 2 ms have gone by (the provider reads an envelope
+ * for each; from disk, 16 can hold the loop for tens of milliseconds). At
+ * least one message is rendered per call, so the listing always advances. */
+#define STREAM_BATCH    16          /* messages rendered per call of the reader, at most */
+#define STREAM_SLICE_US 2000        /* ... and no more once this much time went into them */
+#define STREAM_BLOCK    (32 * 1024) /* what libmicrohttpd may ask for at once */
 
 struct qstream {
         struct status_server *s;
@@ -257,11 +264,20 @@ static int stream_put(struct qstream *q, const char *text, size_t n)
         return 0;
 }
 
-/* The next few messages of the page into buf (emptied first). */
+static int64_t monotonic_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The next slice of the page into buf (emptied first). */
 static int stream_fill(struct qstream *q)
 {
         q->len = q->pos = 0;
-        for (int i = 0; i < STREAM_BATCH; i++) {
+        int64_t start = monotonic_us();
+        for (int i = 0; i < STREAM_BATCH && (i == 0 || monotonic_us() - start < STREAM_SLICE_US);
+             i++) {
                 json_t *o = NULL;
                 int r = q->s->provider.list_next(q->s->provider.userdata, q->page, &o);
                 if (r <= 0) {

@@ -485,3 +485,180 @@ Test(status_e2e, a_reload_that_moves_the_status_endpoint_says_it_waits_for_a_res
         json_decref(get(s.tcp_c, "/status", 200));
         stop(&s);
 }
+
+/* What /status should say, counted from the listing (GET /queue, which reads
+ * every message): per state, per class (not in hold), the oldest arrival,
+ * and per site the messages waiting for it. */
+struct listed {
+        json_int_t total, state[3], greylist, sites, site_messages, oldest;
+};
+
+static struct listed count_listing(struct setup *s)
+{
+        struct listed l = {.oldest = -1};
+        json_t *q = get(s->unix_c, "/queue?limit=1000", 200);
+        json_t *msgs = json_object_get(q, "messages");
+        json_t *seen_sites = json_object();
+        size_t i;
+        json_t *m;
+        json_array_foreach (msgs, i, m) {
+                const char *state = json_string_value(json_object_get(m, "queue_name"));
+                l.total++;
+                l.state[strcmp(state, "active") == 0     ? 0
+                        : strcmp(state, "deferred") == 0 ? 1
+                                                         : 2]++;
+                const char *cls = json_string_value(json_object_get(m, "class"));
+                if (strcmp(state, "hold") != 0 && cls && strcmp(cls, "greylist") == 0)
+                        l.greylist++;
+                json_int_t arrival = json_integer_value(json_object_get(m, "arrival_time"));
+                if (l.oldest < 0 || arrival < l.oldest)
+                        l.oldest = arrival;
+                size_t j;
+                json_t *site;
+                json_array_foreach (json_object_get(m, "sites"), j, site) {
+                        l.site_messages++; /* one item per site here: one recipient each */
+                        json_object_set(seen_sites, json_string_value(site), json_true());
+                }
+        }
+        l.sites = (json_int_t)json_object_size(seen_sites);
+        json_decref(seen_sites);
+        json_decref(q);
+        return l;
+}
+
+static json_int_t field(json_t *o, const char *a, const char *b)
+{
+        return json_integer_value(json_object_get(b ? json_object_get(o, a) : o, b ? b : a));
+}
+
+/* /status (both views) says what the listing shows; want: the total. */
+static void assert_status_matches_listing(struct setup *s, json_int_t want, const char *when)
+{
+        struct listed l = count_listing(s);
+        cr_assert_eq(l.total, want, "%s: %lld listed, want %lld", when, (long long)l.total,
+                     (long long)want);
+        json_t *st = get(s->unix_c, "/status", 200);
+        cr_assert_eq(field(st, "queue", "total"), l.total, "%s: total", when);
+        cr_assert_eq(field(st, "queue", "active"), l.state[0], "%s: active", when);
+        cr_assert_eq(field(st, "queue", "deferred"), l.state[1], "%s: deferred", when);
+        cr_assert_eq(field(st, "queue", "hold"), l.state[2], "%s: hold", when);
+        cr_assert_eq(field(st, "by_class", "greylist"), l.greylist, "%s: by_class", when);
+        if (l.total)
+                cr_assert_eq(field(st, "oldest_arrival", NULL), l.oldest, "%s: oldest", when);
+        else
+                cr_assert(json_is_null(json_object_get(st, "oldest_arrival")), "%s: oldest", when);
+        json_t *sites = json_object_get(st, "sites");
+        cr_assert_eq((json_int_t)json_array_size(sites), l.sites, "%s: sites", when);
+        json_int_t messages = 0;
+        size_t i;
+        json_t *site;
+        json_array_foreach (sites, i, site) {
+                messages += field(site, "messages", NULL);
+                cr_assert_eq(field(site, "domains", NULL), 1, "%s: domains", when);
+        }
+        cr_assert_eq(messages, l.site_messages, "%s: messages per site", when);
+        json_decref(st);
+        if (!s->tcp_c)
+                return;
+        st = get(s->tcp_c, "/status", 200);
+        cr_assert_eq(field(st, "site_totals", "sites"), l.sites, "%s: site_totals", when);
+        cr_assert_eq(field(st, "site_totals", "messages"), l.site_messages, "%s: site_totals",
+                     when);
+        json_decref(st);
+}
+
+static void wait_deferred(struct setup *s, json_int_t n)
+{
+        for (int i = 0; i < 1000; i++) {
+                json_t *st = get(s->unix_c, "/status", 200);
+                json_int_t deferred = field(st, "queue", "deferred");
+                json_decref(st);
+                if (deferred == n)
+                        return;
+                harness_sleep_ms(20);
+        }
+        cr_assert_fail("%lld messages were not deferred", (long long)n);
+}
+
+/* /status counts what is queued in one walk of tarryd's index; whatever
+ * happens to a message, they stay what the listing (every message read)
+ * shows: after pickup and deferral, hold, release, delete, a delivery that
+ * leaves one recipient of a message waiting, and a restart from the
+ * snapshot. */
+Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeout = 120)
+{
+        struct fixture *ok;
+        cr_assert_eq(fixture_new("127.0.0.1", &ok), 0);
+        cr_assert_eq(fixture_start(ok, 0), 0);
+        struct setup s;
+        cr_assert_eq(fixture_new("127.0.0.1", &s.f), 0);
+        fixture_set(s.f, "greylist", "3600");
+        cr_assert_eq(fixture_start(s.f, 0), 0);
+        char extra[512];
+        snprintf(extra, sizeof(extra),
+                 "[transport]\nexample.test = [127.0.0.1]:%u\nok.test = [127.0.0.1]:%u\n",
+                 fixture_port(s.f), fixture_port(ok));
+        harness_init(&s.h, extra);
+        harness_start(&s.h);
+        char u[400], t[64];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
+        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
+        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
+        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
+        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+
+        /* picked up, attempted, deferred: 4 greylisted; one to ok.test delivered */
+        for (int i = 0; i < 4; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "user%d@example.test", i);
+                harness_send(&s.h, "alice@sender.test", rcpt, "greylisted");
+        }
+        harness_send(&s.h, "alice@sender.test", "bob@ok.test", "accepted");
+        cr_assert(harness_wait_log(&s.h, "status=sent", 1, 30000));
+        wait_deferred(&s, 4);
+        assert_status_matches_listing(&s, 4, "deferred");
+
+        char *id = first_id(&s);
+        char path[96];
+        snprintf(path, sizeof(path), "/queue/%s/hold", id);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        assert_status_matches_listing(&s, 4, "held");
+        snprintf(path, sizeof(path), "/queue/%s/release", id);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        wait_deferred(&s, 4); /* attempted again, greylisted again */
+        assert_status_matches_listing(&s, 4, "released");
+        snprintf(path, sizeof(path), "/queue/%s", id);
+        cr_assert_eq(call(s.unix_c, "DELETE", path), 200);
+        free(id);
+        assert_status_matches_listing(&s, 3, "deleted");
+
+        /* two recipients: ok.test's delivered, example.test's deferred */
+        const char *both[] = {"-f", "alice@sender.test", "carol@ok.test", "dave@example.test",
+                              NULL};
+        cr_assert_eq(harness_sendmail(&s.h, "Subject: both\n\nhi\n", both), 0);
+        cr_assert(harness_wait_log(&s.h, "status=sent", 2, 30000));
+        wait_deferred(&s, 4);
+        assert_status_matches_listing(&s, 4, "partly delivered");
+
+        /* a hold that survives the restart, then tarryd starts from its snapshot */
+        id = first_id(&s);
+        snprintf(path, sizeof(path), "/queue/%s/hold", id);
+        cr_assert_eq(call(s.unix_c, "POST", path), 200);
+        free(id);
+        json_t *before = get(s.unix_c, "/status", 200);
+        cr_assert_eq(harness_stop(&s.h, SIGTERM, 10000), 0);
+        harness_start(&s.h);
+        cr_assert(harness_log_contains(&s.h, "4 from state/index.snap, 0 to read"),
+                  "tarryd did not start from its snapshot; see %s", s.h.log);
+        status_client_free(s.tcp_c);
+        s.tcp_c = NULL; /* its port is new */
+        json_t *after = get(s.unix_c, "/status", 200);
+        cr_assert_eq(field(after, "queue", "deferred"), field(before, "queue", "deferred"));
+        cr_assert_eq(field(after, "queue", "hold"), 1);
+        cr_assert_eq(field(after, "oldest_arrival", NULL), field(before, "oldest_arrival", NULL));
+        json_decref(before);
+        json_decref(after);
+        assert_status_matches_listing(&s, 4, "restarted");
+        stop(&s);
+        fixture_free(ok);
+}

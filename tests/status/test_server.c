@@ -1086,3 +1086,77 @@ Test(listeners, a_request_trickling_in_is_answered_408_after_the_request_timeout
         cr_assert(strncmp(a, "HTTP/1.1 408", 12) == 0, "after %.1f s: '%.200s'", took, a);
         cr_assert_lt(took, 6.0);
 }
+
+/* ---- a streamed listing whose messages are slow to read ---- */
+
+#define SLOW_MESSAGES 48
+#define SLOW_READ_US  3000 /* each envelope read: longer than a slice may take */
+
+static struct {
+        int left;
+        uint64_t iteration; /* the loop's turn of the last list_next */
+        int run, longest;   /* messages rendered in one turn: now, at most */
+} slow;
+
+static int slow_open(void *userdata, const struct status_queue_filter *f, void **out_page,
+                     size_t *out_total)
+{
+        (void)userdata, (void)f;
+        slow.left = SLOW_MESSAGES;
+        *out_page = &slow;
+        *out_total = SLOW_MESSAGES;
+        return 0;
+}
+
+static int slow_next(void *userdata, void *page, json_t **out)
+{
+        (void)userdata, (void)page;
+        if (slow.left == 0)
+                return 0;
+        usleep(SLOW_READ_US);
+        uint64_t it = 0;
+        cr_assert_eq(sd_event_get_iteration(fx.event, &it), 0);
+        slow.run = it == slow.iteration ? slow.run + 1 : 1;
+        slow.iteration = it;
+        if (slow.run > slow.longest)
+                slow.longest = slow.run;
+        char id[17];
+        snprintf(id, sizeof(id), "%016X", (unsigned)slow.left--);
+        *out = json_pack("{s:s}", "queue_id", id);
+        return 1;
+}
+
+static void slow_close(void *userdata, void *page)
+{
+        (void)userdata, (void)page;
+}
+
+static void slow_setup(void)
+{
+        fx_init();
+        memset(&slow, 0, sizeof(slow));
+        static struct status_provider p;
+        p = *provider();
+        p.list_open = slow_open;
+        p.list_next = slow_next;
+        p.list_close = slow_close;
+        char err[256] = "";
+        int r = status_start(fx.event, &fx.opt, &p, fx.metrics, &fx.srv, err, sizeof(err));
+        cr_assert_eq(r, 0, "status_start: %d %s", r, err);
+        cr_assert_eq(pipe2(fx.stop, O_CLOEXEC), 0);
+        cr_assert_eq(sd_event_add_io(fx.event, NULL, fx.stop[0], EPOLLIN, on_stop, NULL), 0);
+        cr_assert_eq(pthread_create(&fx.thread, NULL, run_loop, NULL), 0);
+        fx.running = true;
+}
+
+/* Where reading a message is slow (envelopes from a cold disk), the
+ * listing gives the loop back after a message or two, not after a slice of
+ * 16: other requests wait for one read, not sixteen. */
+Test(stream, a_slow_listing_gives_the_loop_back_after_each_slow_message, .init = slow_setup,
+     .fini = teardown, .timeout = 30)
+{
+        cr_assert_eq(count_messages("?limit=100"), SLOW_MESSAGES);
+        cr_assert_leq(slow.longest, 2,
+                      "%d messages of %d ms each were read in one turn of the loop", slow.longest,
+                      SLOW_READ_US / 1000);
+}
