@@ -5,15 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n)   ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 #define DEFAULT_SLAB_BYTES (64 * 1024)
 
 struct pool_slab {
@@ -37,7 +28,7 @@ void *pool_alloc(struct pool *p)
 {
         void *obj = p->free_list;
         if (obj) {
-                UNPOISON(obj, p->size);
+                POOL_UNPOISON(obj, p->size);
                 memcpy(&p->free_list, obj, sizeof(void *));
         } else {
                 if (!p->slabs || p->slab_used == p->per_slab) {
@@ -47,10 +38,10 @@ void *pool_alloc(struct pool *p)
                         sl->next = p->slabs;
                         p->slabs = sl;
                         p->slab_used = 0;
-                        POISON(sl->obj, p->per_slab * p->size);
+                        POOL_POISON(sl->obj, p->per_slab * p->size);
                 }
                 obj = p->slabs->obj + p->slab_used++ * p->size;
-                UNPOISON(obj, p->size);
+                POOL_UNPOISON(obj, p->size);
         }
         memset(obj, 0, p->size);
         p->n_live++;
@@ -65,7 +56,7 @@ void pool_release(struct pool *p, void *obj)
         p->free_list = obj;
         p->n_live--;
         /* all but the free-list link */
-        POISON((unsigned char *)obj + sizeof(void *), p->size - sizeof(void *));
+        POOL_POISON((unsigned char *)obj + sizeof(void *), p->size - sizeof(void *));
 }
 
 void pool_finish(struct pool *p)
@@ -73,7 +64,7 @@ void pool_finish(struct pool *p)
         while (p->slabs) {
                 struct pool_slab *sl = p->slabs;
                 p->slabs = sl->next;
-                UNPOISON(sl->obj, p->per_slab * p->size);
+                POOL_UNPOISON(sl->obj, p->per_slab * p->size);
                 free(sl);
         }
         p->slab_used = 0;

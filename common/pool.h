@@ -12,6 +12,17 @@
 
 #include <stddef.h>
 
+/* Marking memory that must not be touched (freed slab objects) for ASan;
+ * nothing in other builds. For pools and other slab owners (msgindex). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POOL_POISON(p, n)   ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct pool_slab;
 
 struct pool {

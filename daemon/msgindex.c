@@ -11,15 +11,7 @@
 #include <string.h>
 
 /* A removed record stays in its slab: under ASan it is poisoned until
- * reused, so a use after removal is still reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n)   ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+ * reused (POOL_POISON), so a use after removal is still reported. */
 
 /* One queued ID in order, as the number its 16 hex digits spell (IDs sort
  * the same as numbers); m is NULL once the message is removed (the key stays
@@ -213,7 +205,7 @@ static struct msg *alloc_msg(struct msgindex *ix)
 {
         struct msg *m = ix->free_msgs;
         if (m) {
-                UNPOISON(m, sizeof(*m));
+                POOL_UNPOISON(m, sizeof(*m));
                 ix->free_msgs = m->hnext;
         } else {
                 if (!ix->slabs || ix->slab_used == SLAB_MSGS) {
@@ -333,8 +325,8 @@ static void free_msg(struct msgindex *ix, struct msg *m)
         ix->free_msgs = m;
         /* all but the free-list link and the ID (id is the last field) */
         size_t link = offsetof(struct msg, hnext), after_link = link + sizeof(m->hnext);
-        POISON((char *)m, link);
-        POISON((char *)m + after_link, offsetof(struct msg, id) - after_link);
+        POOL_POISON((char *)m, link);
+        POOL_POISON((char *)m + after_link, offsetof(struct msg, id) - after_link);
 }
 
 void msgindex_free(struct msgindex *ix)
@@ -356,7 +348,7 @@ void msgindex_free(struct msgindex *ix)
         while (ix->slabs) {
                 struct slab *sl = ix->slabs;
                 ix->slabs = sl->next;
-                UNPOISON(sl, sizeof(*sl));
+                POOL_UNPOISON(sl, sizeof(*sl));
                 free(sl);
         }
         free(ix->buckets);
