@@ -8,6 +8,7 @@
 #include "common/address.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
+#include "common/utf8.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -630,6 +631,38 @@ static const char *misplaced_key(const char *name)
         return NULL;
 }
 
+/* A [transport] key: "*", or a domain ("example.com", an IDN in UTF-8) or
+ * ".parent.domain": dot-separated non-empty labels of letters, digits, '-'
+ * and '_' or well-formed UTF-8. No spaces or control bytes: such a key can
+ * match no recipient domain, and it would not print back as itself. */
+static bool transport_domain_ok(const char *d)
+{
+        if (strcmp(d, "*") == 0)
+                return true;
+        const unsigned char *s = (const unsigned char *)(d[0] == '.' ? d + 1 : d);
+        size_t n = strlen((const char *)s), label = 0;
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i < n;) {
+                if (s[i] == '.') {
+                        if (label == 0)
+                                return false;
+                        label = 0;
+                        i++;
+                } else if (s[i] >= 0x80) {
+                        size_t k = utf8_seq_len(s + i, n - i);
+                        if (k == 0)
+                                return false;
+                        i += k, label += k;
+                } else if (isalnum(s[i]) || s[i] == '-' || s[i] == '_') {
+                        i++, label++;
+                } else {
+                        return false;
+                }
+        }
+        return label > 0;
+}
+
 static int set_transport(struct parser *p, const char *domain, const char *value)
 {
         const char *why = "invalid";
@@ -642,6 +675,11 @@ static int set_transport(struct parser *p, const char *domain, const char *value
                             "'%s' in [transport] would be a route for a domain called %s: %s "
                             "belongs in [%s], above [transport]",
                             domain, domain, domain, home);
+        if (!transport_domain_ok(domain))
+                return fail(p,
+                            "'%s' in [transport] is not a domain: expected example.com, "
+                            ".example.com (its subdomains) or * (every other domain)",
+                            domain);
         int ret = cfg_parse_route(value, &r, &why);
         if (ret < 0)
                 return fail(p, "bad route '%s' for %s in [transport]: %s", value, domain, why);

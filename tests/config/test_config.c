@@ -271,6 +271,29 @@ Test(config, a_transport_route_without_a_domain_is_an_error)
                      "tarry.conf:2: a route in [transport] needs a domain before '='");
 }
 
+Test(config, a_transport_key_that_is_not_a_domain_is_an_error)
+{
+        /* found by fuzz_config (CI, 2026-12-07): a key with spaces and 0xff bytes was taken as
+         * a domain; inih's continuation line then repeated it cut to 50 bytes, ending in
+         * spaces, and the printout did not load back as itself */
+        expect_error("[transport]\nmy domain = [127.0.0.1]:2525\n",
+                     "tarry.conf:2: 'my domain' in [transport] is not a domain: expected "
+                     "example.com, .example.com (its subdomains) or * (every other domain)");
+        expect_error("[transport]\na\xff.test = [127.0.0.1]:2525\n",
+                     "tarry.conf:2: 'a\xff.test' in [transport] is not a domain: expected "
+                     "example.com, .example.com (its subdomains) or * (every other domain)");
+        expect_error("[transport]\na..test = [127.0.0.1]:2525\n",
+                     "tarry.conf:2: 'a..test' in [transport] is not a domain: expected "
+                     "example.com, .example.com (its subdomains) or * (every other domain)");
+        struct tarry_config *c = load_ok("[transport]\n"
+                                         "b\xc3\xbc"
+                                         "cher.test = [127.0.0.1]:2525\n"
+                                         ".sub.test = [127.0.0.1]:2526\n"
+                                         "* = [127.0.0.1]:2527\n");
+        cr_assert_eq(c->n_transports, 3);
+        cfg_free(c);
+}
+
 Test(config, printout_of_a_long_address_list_reloads)
 {
         /* found by fuzz_config: "a,b,..." near the line limit grew to "a, b, ..." */
