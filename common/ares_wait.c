@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <poll.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 void ares_wait_done(ares_channel ch, bool *done)
 {
@@ -41,4 +43,24 @@ void ares_wait_done(ares_channel ch, bool *done)
                 ares_cancel(ch);
                 *done = true;
         }
+}
+
+static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+        struct ares_wait_answer *a = arg;
+        (void)timeouts;
+        a->done = true;
+        a->status = status;
+        if (status == ARES_SUCCESS && abuf && alen > 0 && (a->buf = malloc((size_t)alen))) {
+                memcpy(a->buf, abuf, (size_t)alen);
+                a->len = alen;
+        }
+}
+
+void ares_wait_query(ares_channel ch, const char *name, int dnsclass, int type,
+                     struct ares_wait_answer *out)
+{
+        *out = (struct ares_wait_answer){0};
+        ares_query(ch, name, dnsclass, type, on_answer, out);
+        ares_wait_done(ch, &out->done);
 }

@@ -14,4 +14,17 @@
  * callbacks set it too); *done is true on return. */
 void ares_wait_done(ares_channel ch, bool *done);
 
+/* One query's raw answer, copied out of c-ares' buffer (buf: malloc'd,
+ * the caller frees it; NULL unless status is ARES_SUCCESS). */
+struct ares_wait_answer {
+        bool done;
+        int status; /* ARES_SUCCESS, ARES_ENOTFOUND, ARES_ENODATA, ... */
+        unsigned char *buf;
+        int len;
+};
+
+/* ares_query(name, dnsclass, type) on ch, waited for as ares_wait_done. */
+void ares_wait_query(ares_channel ch, const char *name, int dnsclass, int type,
+                     struct ares_wait_answer *out);
+
 #endif

@@ -259,29 +259,16 @@ bool mtasts_mx_matches(const struct mtasts_policy *p, const char *host)
 
 /* ---- DNS (blocking c-ares, bounded by the channel's timeout and tries) ---- */
 
-struct pending {
+/* One address lookup, waited for (ares_wait_done). */
+struct host_lookup {
         bool done;
         int status;
-        unsigned char *buf;
-        int len;
         char addr[INET6_ADDRSTRLEN];
 };
 
-static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
-{
-        struct pending *p = arg;
-        (void)timeouts;
-        p->done = true;
-        p->status = status;
-        if (status == ARES_SUCCESS && abuf && alen > 0 && (p->buf = malloc((size_t)alen))) {
-                memcpy(p->buf, abuf, (size_t)alen);
-                p->len = alen;
-        }
-}
-
 static void on_host(void *arg, int status, int timeouts, struct hostent *he)
 {
-        struct pending *p = arg;
+        struct host_lookup *p = arg;
         (void)timeouts;
         p->done = true;
         p->status = status;
@@ -289,11 +276,6 @@ static void on_host(void *arg, int status, int timeouts, struct hostent *he)
                 inet_ntop(he->h_addrtype, he->h_addr_list[0], p->addr, sizeof(p->addr));
         else if (status == ARES_SUCCESS)
                 p->status = ARES_ENODATA;
-}
-
-static void wait_for(ares_channel ch, struct pending *p)
-{
-        ares_wait_done(ch, &p->done);
 }
 
 static void channel_free(ares_channel *ch)
@@ -330,9 +312,8 @@ static enum txt_result lookup_txt(ares_channel ch, const char *domain, char id[M
 {
         char name[300];
         snprintf(name, sizeof(name), "_mta-sts.%s", domain);
-        struct pending p = {0};
-        ares_query(ch, name, ns_c_in, ns_t_txt, on_answer, &p);
-        wait_for(ch, &p);
+        struct ares_wait_answer p;
+        ares_wait_query(ch, name, ns_c_in, ns_t_txt, &p);
         _cleanup_free_ unsigned char *buf = p.buf;
         if (p.status == ARES_ENOTFOUND || p.status == ARES_ENODATA)
                 return TXT_NONE;
@@ -383,9 +364,9 @@ static int lookup_addr(ares_channel ch, const char *host, char *addr, size_t siz
 {
         int families[] = {AF_INET, AF_INET6};
         for (size_t i = 0; i < 2; i++) {
-                struct pending p = {0};
+                struct host_lookup p = {0};
                 ares_gethostbyname(ch, host, families[i], on_host, &p);
-                wait_for(ch, &p);
+                ares_wait_done(ch, &p.done);
                 if (p.status == ARES_SUCCESS) {
                         snprintf(addr, size, "%s", p.addr);
                         return 0;

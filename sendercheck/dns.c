@@ -46,30 +46,6 @@ void sc_dns_answer_clear(struct sc_dns_answer *a)
         *a = (struct sc_dns_answer){0};
 }
 
-struct pending {
-        bool done;
-        int status;
-        unsigned char *buf;
-        int len;
-};
-
-static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
-{
-        struct pending *p = arg;
-        (void)timeouts;
-        p->done = true;
-        p->status = status;
-        if (status == ARES_SUCCESS && abuf && alen > 0 && (p->buf = malloc((size_t)alen))) {
-                memcpy(p->buf, abuf, (size_t)alen);
-                p->len = alen;
-        }
-}
-
-static void wait_for(ares_channel ch, struct pending *p)
-{
-        ares_wait_done(ch, &p->done);
-}
-
 static int add(struct sc_dns_answer *a, const char *s, size_t len)
 {
         if (a->n >= SC_DNS_MAX_RR)
@@ -166,9 +142,8 @@ static int parse_addrs(const unsigned char *buf, int len, int type, struct sc_dn
 int sc_dns_query(struct sc_dns *dns, const char *name, int type, struct sc_dns_answer *a)
 {
         *a = (struct sc_dns_answer){.status = SC_DNS_OK, .ttl = 60};
-        struct pending p = {0};
-        ares_query(dns->ch, name, ns_c_in, type, on_answer, &p);
-        wait_for(dns->ch, &p);
+        struct ares_wait_answer p;
+        ares_wait_query(dns->ch, name, ns_c_in, type, &p);
         int r = 0;
         if (p.status == ARES_ENOTFOUND)
                 a->status = SC_DNS_NXDOMAIN;
