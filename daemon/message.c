@@ -75,6 +75,17 @@ int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct 
         return 0;
 }
 
+void message_snap_fields(const struct msg *m, struct queue_snap_rec *r)
+{
+        memcpy(r->id, m->id, sizeof(r->id));
+        r->dir = m->dir;
+        r->reply_class = m->reply_class;
+        r->n_pending = m->n_pending;
+        r->size = m->size;
+        r->arrival_us = m->arrival_us;
+        r->next_attempt_us = m->next_attempt_us;
+}
+
 void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why)
 {
         int r = queue_move(d->queue, id, dir, QUEUE_CORRUPT);

@@ -43,6 +43,9 @@ int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *e
  * until the message's next attempt summarises it again. 0 or -errno
  * (-EEXIST: already indexed; nothing made). */
 int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct msg **out);
+/* The reverse: m's fields into r (id, folder, class, pending count, size,
+ * arrival, next attempt); its works are the caller's (startup.c). */
+void message_snap_fields(const struct msg *m, struct queue_snap_rec *r);
 
 /* The envelope of id in dir cannot be read (why: what is wrong): move the
  * message to corrupt/, count it (tarry_spool_errors_total{kind="corrupt"}) and

@@ -300,13 +300,7 @@ static int add_cb(struct msg *m, void *userdata)
 {
         struct collect *c = userdata;
         struct queue_snap_rec *r = &c->rec;
-        memcpy(r->id, m->id, sizeof(r->id));
-        r->dir = m->dir;
-        r->reply_class = m->reply_class;
-        r->n_pending = m->n_pending;
-        r->size = m->size;
-        r->arrival_us = m->arrival_us;
-        r->next_attempt_us = m->next_attempt_us;
+        message_snap_fields(m, r);
         r->n_works = 0;
         for (struct work *w = m->works; w; w = w->next) {
                 if (r->n_works == QUEUE_SNAP_WORKS_MAX)
