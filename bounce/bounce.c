@@ -79,12 +79,19 @@ bool dsn_failure_needed(const struct envelope *env, const struct envelope_rcpt *
                dsn_rcpt_wants(r, DSN_FAILED);
 }
 
-size_t dsn_failures_pending(const struct envelope *env)
+/* How many of env's recipients pred holds for (env NULL: none). */
+static size_t count_rcpts(const struct envelope *env,
+                          bool (*pred)(const struct envelope *, const struct envelope_rcpt *))
 {
         size_t n = 0;
         for (size_t i = 0; env && i < env->n_rcpt; i++)
-                n += dsn_failure_needed(env, &env->rcpt[i]);
+                n += pred(env, &env->rcpt[i]);
         return n;
+}
+
+size_t dsn_failures_pending(const struct envelope *env)
+{
+        return count_rcpts(env, dsn_failure_needed);
 }
 
 static bool undeliverable(const struct envelope *env, const struct envelope_rcpt *r)
@@ -94,10 +101,7 @@ static bool undeliverable(const struct envelope *env, const struct envelope_rcpt
 
 size_t dsn_undeliverable(const struct envelope *env)
 {
-        size_t n = 0;
-        for (size_t i = 0; env && i < env->n_rcpt; i++)
-                n += undeliverable(env, &env->rcpt[i]);
-        return n;
+        return count_rcpts(env, undeliverable);
 }
 
 bool dsn_postmaster_may_report(const struct envelope *env, const struct dsn_policy *p)
@@ -115,10 +119,7 @@ bool dsn_relayed_needed(const struct envelope *env, const struct envelope_rcpt *
 
 size_t dsn_relayed_pending(const struct envelope *env)
 {
-        size_t n = 0;
-        for (size_t i = 0; env && i < env->n_rcpt; i++)
-                n += dsn_relayed_needed(env, &env->rcpt[i]);
-        return n;
+        return count_rcpts(env, dsn_relayed_needed);
 }
 
 bool dsn_rcpt_expired(const struct envelope_rcpt *r)
