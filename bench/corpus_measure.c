@@ -1,7 +1,7 @@
 /* bench/corpus-measure — how well the compiled-in classifier labels a corpus.
  *
  * Usage: corpus-measure [--misses] [--min-accuracy PCT] [--min-deferral-accuracy PCT]
- *                       FILE.jsonl
+ *                       [--policy POLICY.json] FILE.jsonl
  * FILE is one JSON object a line with "reply", "class", "hint_seconds" and
  * "source" (tests/data/corpus/README.md). Prints class accuracy (all replies,
  * and the deferrals: replies labelled other than permanent), per-class
@@ -11,10 +11,12 @@
  * file whose name contains "heldout": the held-out split is read only to
  * report its figures (docs/corpus.md).
  * --min-accuracy / --min-deferral-accuracy: exit 1 when the figure is below PCT.
+ * --policy: classify with that policy file instead of the shipped one (the
+ * cross-validation of tests/data/corpus/cv.py measures pruned copies).
  * A line is bad when it is not such an object, names an unknown class, has no
  * source, or labels a 5xx reply other than permanent (the convention).
  * Exit: 0; 1 below a floor; 64 usage; 65 a bad line (named); 66 FILE
- * unreadable; 71 no memory.
+ * unreadable; 71 no memory; 78 the policy file does not load (named).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -162,14 +164,18 @@ int main(int argc, char **argv)
             {"misses", no_argument, NULL, 'm'},
             {"min-accuracy", required_argument, NULL, 'a'},
             {"min-deferral-accuracy", required_argument, NULL, 'd'},
+            {"policy", required_argument, NULL, 'p'},
             {0},
         };
         bool misses = false;
         double min_all = -1, min_temp = -1;
+        const char *policy = NULL;
         int opt;
         while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 if (opt == 'm')
                         misses = true;
+                else if (opt == 'p')
+                        policy = optarg;
                 else if ((opt == 'a' && parse_pct(optarg, &min_all) == 0) ||
                          (opt == 'd' && parse_pct(optarg, &min_temp) == 0))
                         continue;
@@ -179,7 +185,8 @@ int main(int argc, char **argv)
         if (optind != argc - 1) {
         usage:
                 fprintf(stderr, "usage: corpus-measure [--misses] [--min-accuracy PCT] "
-                                "[--min-deferral-accuracy PCT] FILE.jsonl\n");
+                                "[--min-deferral-accuracy PCT] [--policy POLICY.json] "
+                                "FILE.jsonl\n");
                 return EX_USAGE;
         }
         const char *path = argv[optind];
@@ -196,10 +203,16 @@ int main(int argc, char **argv)
                 return EX_NOINPUT;
         }
         struct sched_classifier *c;
-        if (sched_classifier_new(&c) < 0) {
+        char err[512] = "";
+        int r = sched_classifier_new_from(policy, &c, err, sizeof(err));
+        if (r < 0) {
                 fclose(f);
-                fprintf(stderr, "corpus-measure: out of memory\n");
-                return EX_OSERR;
+                if (r == -ENOMEM) {
+                        fprintf(stderr, "corpus-measure: out of memory\n");
+                        return EX_OSERR;
+                }
+                fprintf(stderr, "corpus-measure: %s\n", err[0] ? err : strerror(-r));
+                return EX_CONFIG;
         }
         struct tally t = {0};
         char *line = NULL;
