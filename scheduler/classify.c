@@ -295,6 +295,46 @@ static void set_rule_verdict(struct sched_verdict *out, const struct rule *ru)
         out->action = ru->has_action ? &ru->action : NULL;
 }
 
+/* Word families: rules with a weight. A run of them in the rule order (the
+ * shipped file has one, after its rules; an operator file may have its own)
+ * is tried where it stands, all at once: each family whose code, enhanced
+ * code and text match adds its weight to its class. The class with the
+ * highest score wins (on a tie, the one whose first matching family comes
+ * first); its first matching family is the verdict's rule. No family of the
+ * run matching: false, and the rules after the run are tried. So a text that
+ * uses words many servers use for one cause ("too many", "quota", "load",
+ * "resolve") gets that cause although no rule was written for its wording,
+ * and a named cause outweighs a bare verdict ("denied"). *end: the index
+ * after the run. */
+static bool score_families(const struct sched_classifier *c, size_t from, size_t *end,
+                           const struct parsed *pr, const char *code, struct sched_verdict *out)
+{
+        int score[CLASS__MAX] = {0};
+        const struct rule *first[CLASS__MAX] = {0};
+        size_t i = from;
+        for (; i < c->n_rules && c->rules[i].weight > 0; i++) {
+                const struct rule *ru = &c->rules[i];
+                if (!rule_matches(ru, pr, code))
+                        continue;
+                score[ru->cls] += ru->weight;
+                if (!first[ru->cls])
+                        first[ru->cls] = ru;
+        }
+        const struct rule *best = NULL;
+        for (int k = 0; k < CLASS__MAX; k++) {
+                if (!first[k])
+                        continue;
+                if (!best || score[k] > score[best->cls] ||
+                    (score[k] == score[best->cls] && first[k] < best))
+                        best = first[k];
+        }
+        *end = i;
+        if (!best)
+                return false;
+        set_rule_verdict(out, best);
+        return true;
+}
+
 void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
                     struct sched_verdict *out)
 {
@@ -335,8 +375,14 @@ void sched_classify(const struct sched_classifier *c, const struct sched_reply *
         }
         char code[8];
         snprintf(code, sizeof(code), "%03d", pr->code);
-        for (size_t i = 0; i < c->n_rules; i++) {
+        for (size_t i = 0; i < c->n_rules;) {
                 const struct rule *ru = &c->rules[i];
+                if (ru->weight > 0) {
+                        if (score_families(c, i, &i, pr, code, out))
+                                return;
+                        continue;
+                }
+                i++;
                 if (rule_matches(ru, pr, code)) {
                         set_rule_verdict(out, ru);
                         return;

@@ -21,6 +21,7 @@ struct rule {
         char *provider;   /* provider the rule belongs to, or NULL */
         const char *file; /* the file it came from (owned by the classifier) */
         enum reply_class cls;
+        int weight; /* 0: a rule (first match wins); 1..100: a word family, scored */
         bool has_action;
         struct sched_rule_action action;
         regex_t re; /* POSIX ERE, case-insensitive, on the reply text */

@@ -287,7 +287,7 @@ static int parse_rule(json_t *o, size_t idx, const char *file, struct rule *ru, 
 {
         static const char *const keys[] = {"name",      "group",    "code",   "enhanced", "text",
                                            "class",     "reason",   "source", "provider", "action",
-                                           "threshold", "disabled", NULL};
+                                           "threshold", "disabled", "weight", NULL};
         char what[160];
         const char *name, *code, *enh, *text, *cls, *reason, *source, *provider, *group;
         int r;
@@ -334,6 +334,15 @@ static int parse_rule(json_t *o, size_t idx, const char *file, struct rule *ru, 
         json_t *act = json_object_get(o, "action"), *th = json_object_get(o, "threshold");
         if (th && !act)
                 return fail(err, errlen, "%s: %s: a threshold without an action", file, what);
+        int64_t weight = 0;
+        if (json_object_get(o, "weight")) {
+                if ((r = get_int(o, "weight", 1, 100, file, what, &weight, err, errlen)) < 0)
+                        return r;
+                if (act)
+                        return fail(err, errlen,
+                                    "%s: %s: a word family (\"weight\") takes no action", file,
+                                    what);
+        }
         if (act) {
                 if ((r = parse_action(act, th, file, what, &ru->action, err, errlen)) < 0)
                         return r;
@@ -350,6 +359,7 @@ static int parse_rule(json_t *o, size_t idx, const char *file, struct rule *ru, 
         ru->source = dup_or_null(source, &oom);
         ru->provider = dup_or_null(provider, &oom);
         ru->cls = (enum reply_class)k;
+        ru->weight = (int)weight;
         if (oom) {
                 policy_rule_free(ru);
                 return -ENOMEM;

@@ -484,3 +484,93 @@ Test(classify, operator_rule_file_is_read_from_disk)
         unlink(path);
         cr_assert_eq(sched_classifier_load_rules(c, path, err, sizeof(err)), -ENOENT);
 }
+
+/* ---- word families (rules with a weight, scored together) ---- */
+
+static int load_families(void)
+{
+        char err[256] = "";
+        const char *doc =
+            "{\"tarry_policy\": 1, \"rules\": ["
+            "{\"name\": \"w-policy\", \"code\": \"4??\", \"enhanced\": \"*\", \"text\": "
+            "\"\\\\bdenied\\\\b\", \"class\": \"policy\", \"weight\": 1, \"reason\": \"a bare "
+            "verdict\", \"source\": \"observed\"},"
+            "{\"name\": \"w-routing\", \"code\": \"4??\", \"enhanced\": \"*\", \"text\": "
+            "\"relay\", \"class\": \"routing\", \"weight\": 2, \"reason\": \"the path\", "
+            "\"source\": \"observed\"},"
+            "{\"name\": \"w-disk\", \"code\": \"4??\", \"enhanced\": \"*\", \"text\": \"disk\", "
+            "\"class\": \"overload\", \"weight\": 1, \"reason\": \"resources\", \"source\": "
+            "\"observed\"},"
+            "{\"name\": \"w-spool\", \"code\": \"4??\", \"enhanced\": \"*\", \"text\": "
+            "\"spool\", \"class\": \"overload\", \"weight\": 1, \"reason\": \"resources\", "
+            "\"source\": \"observed\"}]}";
+        int r = sched_classifier_load_rules_string(c, "local.json", doc, err, sizeof(err));
+        cr_assert_eq(r, 4, "%s", err);
+        return r;
+}
+
+Test(classify, word_families_add_up_and_the_highest_score_wins)
+{
+        load_families();
+        struct sched_verdict v = classify("451 relay denied for now");
+        cr_assert_eq(v.cls, CLASS_ROUTING, "a named cause (2) outweighs a bare verdict (1)");
+        cr_assert_str_eq(v.rule, "w-routing");
+        v = classify("451 denied: disk and spool trouble");
+        cr_assert_eq(v.cls, CLASS_OVERLOAD, "two families of one class (1 + 1) beat one (1)");
+        cr_assert_str_eq(v.rule, "w-disk", "the class's first matching family names it");
+        v = classify("451 denied, disk");
+        cr_assert_eq(v.cls, CLASS_POLICY, "a tie goes to the family listed first");
+        cr_assert_str_eq(v.file, "local.json");
+        /* no family of the run matches: the rules after it are tried */
+        cr_assert_eq(classify("451 4.7.1 Greylisted").cls, CLASS_GREYLIST);
+        cr_assert_str_eq(classify("451 nothing to see").rule, "no-rule-matched");
+}
+
+Test(classify, a_word_family_needs_a_weight_in_range_and_no_action)
+{
+        char err[256] = "";
+        const char *fmt = "{\"tarry_policy\": 1, \"rules\": [{\"name\": \"w\", \"code\": \"4??\", "
+                          "\"enhanced\": \"*\", \"text\": \"x\", \"class\": \"policy\", %s, "
+                          "\"reason\": \"r\", \"source\": \"observed\"}]}";
+        const char *bad[] = {"\"weight\": 0", "\"weight\": 101", "\"weight\": \"2\"",
+                             "\"weight\": 2, \"action\": {\"suspend_seconds\": 60}"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                char doc[512];
+                snprintf(doc, sizeof(doc), fmt, bad[i]);
+                cr_assert_eq(
+                    sched_classifier_load_rules_string(c, "local.json", doc, err, sizeof(err)),
+                    -EINVAL, "%s", bad[i]);
+                cr_assert(strstr(err, "local.json: rule 'w': ") == err, "%s", err);
+                cr_assert_not_null(strstr(err, "weight"), "%s", err);
+        }
+        cr_assert_eq(classify("451 x").cls, CLASS_UNKNOWN_TEMP, "nothing was added");
+}
+
+/* The shipped families give a cause to wordings no rule was written for
+ * (none of these texts is in the corpus). */
+Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
+{
+        static const struct {
+                const char *reply;
+                enum reply_class cls;
+        } cases[] = {
+            {"451 Hourly sending quota reached for this sender", CLASS_RATE_LIMIT},
+            {"451 Zu viele Verbindungen von Ihrer Adresse", CLASS_RATE_LIMIT},
+            {"450 Virus scanner not responding", CLASS_OVERLOAD},
+            {"451 Votre adresse IP figure sur une blacklist", CLASS_REPUTATION},
+            {"451 Account bob has exceeded its storage allocation", CLASS_MAILBOX_FULL},
+            {"451 Next hop for example.org is unreachable", CLASS_ROUTING},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sched_verdict v = classify(cases[i].reply);
+                cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
+                             v.rule);
+        }
+        /* words that name no cause stay unknown_temp */
+        cr_assert_eq(classify("451 Temporary failure, please try again later.").cls,
+                     CLASS_UNKNOWN_TEMP);
+        cr_assert_eq(classify("450 4.7.1 <bob@example.org>: Recipient address rejected: Try "
+                              "again later")
+                         .cls,
+                     CLASS_UNKNOWN_TEMP);
+}
