@@ -560,6 +560,7 @@ Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
             {"451 Votre adresse IP figure sur une blacklist", CLASS_REPUTATION},
             {"451 Account bob has exceeded its storage allocation", CLASS_MAILBOX_FULL},
             {"451 Next hop for example.org is unreachable", CLASS_ROUTING},
+            {"451 DNS service not available, try later", CLASS_ROUTING},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct sched_verdict v = classify(cases[i].reply);
