@@ -24,9 +24,12 @@ The cross-validated figure is the sum over the folds. It is an estimate, and
 an optimistic one: an alternative with support in another fold may still
 have been written after reading fold k. docs/corpus.md reports it.
 
-Usage: cv.py [--misses] [--folds K,...] CORPUS_MEASURE [POLICY.json]
+Usage: cv.py [--misses] [--folds K,...] [--min-accuracy PCT]
+             [--min-deferral-accuracy PCT] CORPUS_MEASURE [POLICY.json]
   CORPUS_MEASURE: build/bench/corpus-measure; POLICY: data/tarry-policy.json
   --misses lists the misses of the named folds (default: all) -- tune replies.
+  --min-*: exit 1 when the cross-validated figure (printed to 0.1 %) is below
+  PCT (the test corpus-cv-floor, bench/meson.build).
 Never run on the held-out split: the script reads tune.jsonl only.
 """
 import argparse
@@ -178,6 +181,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--misses", action="store_true")
     ap.add_argument("--folds", default=",".join(str(k) for k in range(FOLDS)))
+    ap.add_argument("--min-accuracy", type=float, default=-1)
+    ap.add_argument("--min-deferral-accuracy", type=float, default=-1)
     ap.add_argument("exe")
     ap.add_argument("policy", nargs="?", default=os.path.join(HERE, "../../../data/tarry-policy.json"))
     a = ap.parse_args()
@@ -225,6 +230,14 @@ def main():
     for c, (lab, got, hit) in per_all.items():
         print("%-13s %6d %6d %6d %6s %6s" % (c, lab, got, hit,
               "%.1f" % (100 * hit / got) if got else "-", "%.1f" % (100 * hit / lab) if lab else "-"))
+    rc = 0
+    # compare tenths of a percent, rounded as printed
+    for name, a_, b_, floor in (("class accuracy", ok, n, a.min_accuracy),
+                                ("deferral class accuracy", tok, tn, a.min_deferral_accuracy)):
+        if floor >= 0 and (2000 * a_ + b_) // (2 * b_) < round(floor * 10):
+            print("cv.py: cross-validated %s is below %.1f %%" % (name, floor), file=sys.stderr)
+            rc = 1
+    return rc
 
 
 if __name__ == "__main__":
