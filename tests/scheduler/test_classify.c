@@ -567,6 +567,10 @@ Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
                 cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
                              v.rule);
         }
+        /* a bare verdict is policy, but a named cause outweighs it */
+        cr_assert_eq(classify("451 Access denied").cls, CLASS_POLICY);
+        cr_assert_eq(classify("451 Sender address blocked for now").cls, CLASS_POLICY);
+        cr_assert_eq(classify("451 Forwarding to the next hop denied for now").cls, CLASS_ROUTING);
         /* words that name no cause stay unknown_temp */
         cr_assert_eq(classify("451 Temporary failure, please try again later.").cls,
                      CLASS_UNKNOWN_TEMP);
