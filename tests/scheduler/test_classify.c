@@ -579,3 +579,37 @@ Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
                          .cls,
                      CLASS_UNKNOWN_TEMP);
 }
+
+Test(classify, families_found_in_the_fifth_round)
+{
+        static const struct {
+                const char *reply;
+                enum reply_class cls;
+        } cases[] = {
+            /* the sender's behaviour judged spam is its reputation, not a content policy */
+            {"451 Mail deferred: abnormal sending behaviour from your IP", CLASS_REPUTATION},
+            {"454 Rejected by spam behavior analysis, retry later", CLASS_REPUTATION},
+            /* a limit on bad commands is the client's error, not a rate */
+            {"421 Bad SMTP command limit reached, goodbye", CLASS_POLICY},
+            /* a domain's or account's storage limit is a full mailbox, not a sending limit */
+            {"452 Domain storage limit exceeded, try later", CLASS_MAILBOX_FULL},
+            /* "user not exist" in other words is a soft user unknown */
+            {"451 Recipient <bob@example.org> not exists here", CLASS_ROUTING},
+            /* the receiver's own machinery failed */
+            {"450 Exception while processing the message", CLASS_OVERLOAD},
+            {"451 Internal error, please retry", CLASS_OVERLOAD},
+            {"450 Error communicating with the mailbox store", CLASS_OVERLOAD},
+            {"451 Failed to write the message to disk", CLASS_OVERLOAD},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct sched_verdict v = classify(cases[i].reply);
+                cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
+                             v.rule);
+        }
+        /* an internal error outweighs nothing: a named cause still wins */
+        cr_assert_eq(classify("451 Internal error: DNS lookup for example.org timed out").cls,
+                     CLASS_ROUTING);
+        /* a bare "temporary failure" names no machinery: still unknown_temp */
+        cr_assert_eq(classify("451 Temporary failure, please try again later.").cls,
+                     CLASS_UNKNOWN_TEMP);
+}
