@@ -1,8 +1,8 @@
 /* queue/snapshot.c — the index snapshot file (state/index.snap); see queue.h.
  *
  * Layout (host byte order: the file never leaves the machine that wrote it):
- *   header  "TARRYIX1", fingerprint u64, records u64, payload bytes u64,
- *           FNV-1a 64 of the three fields before and the payload (40 bytes)
+ *   header  "TARRYIX2", fingerprint u64, records u64, payload bytes u64,
+ *           checksum of the three fields before and the payload (40 bytes)
  *   record  id[16], dir u8, reply_class i8, n_pending u32, size u64,
  *           arrival i64, next_attempt i64, n_works u8, then per work:
  *           due i64, destination (u8 length + bytes), source (u8 + bytes)
@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAGIC      "TARRYIX1"
+#define MAGIC      "TARRYIX2"
+#define MAGIC_V1   "TARRYIX1" /* FNV-1a a byte at a time; still read */
 #define HEADER_LEN 40
 
 struct queue_snap_writer {
@@ -26,20 +27,43 @@ struct queue_snap_writer {
 };
 
 #define FNV_START 1469598103934665603ull
+#define FNV_PRIME 1099511628211ull
 
 static uint64_t fnv_more(uint64_t h, const unsigned char *p, size_t n)
 {
         for (size_t i = 0; i < n; i++)
-                h = (h ^ p[i]) * 1099511628211ull;
+                h = (h ^ p[i]) * FNV_PRIME;
         return h;
+}
+
+/* FNV-1a's step on 64-bit words, four lanes side by side: each step is a
+ * bijection of the lane's state for a given word and of the word for a
+ * given state, so any one changed word changes its lane and the result.
+ * Byte-wise FNV-1a (TARRYIX1) waits on a multiply per byte: 0.09 s of a
+ * 70 MB snapshot (a million messages), against about 0.01 s for this. */
+static uint64_t words_more(uint64_t h, const unsigned char *p, size_t n)
+{
+        uint64_t lane[4] = {h, h ^ 1, h ^ 2, h ^ 3};
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32)
+                for (unsigned k = 0; k < 4; k++) {
+                        uint64_t w;
+                        memcpy(&w, p + i + 8 * k, 8);
+                        lane[k] = (lane[k] ^ w) * FNV_PRIME;
+                }
+        for (unsigned k = 0; k < 4; k++)
+                h = (h ^ lane[k]) * FNV_PRIME;
+        return fnv_more(h, p + i, n - i);
 }
 
 /* The checksum covers the header's fingerprint, count and length, then the
  * payload: a flipped count cannot make the reader use half a file. */
-static uint64_t checksum(const char *file, size_t len)
+static uint64_t checksum(const char *file, size_t len, bool v1)
 {
         uint64_t h = fnv_more(FNV_START, (const unsigned char *)file + 8, 24);
-        return fnv_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
+        if (v1)
+                return fnv_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
+        return words_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
 }
 
 uint64_t queue_snap_fingerprint(const void *data, size_t len)
@@ -125,7 +149,7 @@ int queue_snap_finish(struct queue_snap_writer *w, char **buf, size_t *len)
         memcpy(w->buf + 8, &w->fingerprint, 8);
         memcpy(w->buf + 16, &w->count, 8);
         memcpy(w->buf + 24, &payload, 8);
-        uint64_t sum = checksum(w->buf, w->len);
+        uint64_t sum = checksum(w->buf, w->len, false);
         memcpy(w->buf + 32, &sum, 8);
         *buf = w->buf;
         *len = w->len;
@@ -165,7 +189,8 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
                      const char **why)
 {
         uint64_t fp, count, payload, sum;
-        if (len < HEADER_LEN || memcmp(buf, MAGIC, 8) != 0)
+        bool v1 = len >= HEADER_LEN && memcmp(buf, MAGIC_V1, 8) == 0;
+        if (len < HEADER_LEN || (!v1 && memcmp(buf, MAGIC, 8) != 0))
                 return *why = "not an index snapshot (bad header)", -EBADMSG;
         memcpy(&fp, buf + 8, 8);
         memcpy(&count, buf + 16, 8);
@@ -174,14 +199,15 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
         if (payload != len - HEADER_LEN)
                 return *why = "its length differs from its header's", -EBADMSG;
         const unsigned char *p = (const unsigned char *)buf + HEADER_LEN, *end = p + payload;
-        if (checksum(buf, len) != sum)
+        if (checksum(buf, len, v1) != sum)
                 return *why = "its checksum does not match", -EBADMSG;
         if (fp != fingerprint)
                 return *why = "written under another configuration", -ESTALE;
         struct queue_snap_rec r;
         for (uint64_t i = 0; i < count; i++) {
                 uint8_t dir, n;
-                memset(&r, 0, sizeof(r));
+                /* every field the callback may read is taken below: no
+                 * memset of the 8 KB of works per record (3 % of a start) */
                 if (!take(&p, end, r.id, QUEUE_ID_LEN) || !take(&p, end, &dir, 1) ||
                     !take(&p, end, &r.reply_class, 1) || !take(&p, end, &r.n_pending, 4) ||
                     !take(&p, end, &r.size, 8) || !take(&p, end, &r.arrival_us, 8) ||
