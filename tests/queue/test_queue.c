@@ -269,6 +269,11 @@ Test(queue, new_ids_are_valid_and_later_ones_sort_after)
         cr_assert_not(queue_id_valid("0123456789abcdef"), "lower case is not an ID");
         cr_assert_not(queue_id_valid("../../etc/passwd"));
         cr_assert_not(queue_id_valid("00000000FFFFF000"), "microseconds above 999999");
+        cr_assert_not(queue_id_valid("00000000F4240000"), "microseconds 1000000");
+        cr_assert(queue_id_valid("FFFFFFFFF423FFFF"), "microseconds 999999");
+        cr_assert_not(queue_id_valid("0123456789ABCDE"), "15 digits");
+        cr_assert_not(queue_id_valid("0123456789ABCDEF0"), "17 digits");
+        cr_assert_not(queue_id_valid(""));
 }
 
 Test(queue, update_replaces_the_envelope_atomically)
