@@ -153,3 +153,38 @@ Test(msgindex, a_walk_visits_every_record_once_and_no_removed_one)
         }
         msgindex_free(ix);
 }
+
+/* Appends in ID order skip the hash walk (nothing indexed sorts after the
+ * key); an ID already there is still refused, wherever it sorts, and one
+ * removed can come back. */
+Test(msgindex, an_id_is_indexed_once_whether_appended_or_inserted)
+{
+        struct msgindex *ix = NULL;
+        cr_assert_eq(msgindex_new(&ix), 0);
+        char id[QUEUE_ID_LEN + 1];
+        struct msg *m;
+        for (unsigned i = 10; i < 20; i++) {
+                id_of(i, id);
+                cr_assert_eq(msgindex_add(ix, id, &m), 0);
+        }
+        id_of(19, id); /* the last one: the boundary of an append */
+        cr_assert_eq(msgindex_add(ix, id, &m), -EEXIST);
+        id_of(12, id); /* in the middle */
+        cr_assert_eq(msgindex_add(ix, id, &m), -EEXIST);
+        id_of(5, id); /* before every one: an insert */
+        cr_assert_eq(msgindex_add(ix, id, &m), 0);
+        cr_assert_eq(msgindex_add(ix, id, &m), -EEXIST);
+        id_of(19, id); /* removed, its key left behind in the order array */
+        msgindex_remove(ix, msgindex_get(ix, id));
+        cr_assert_null(msgindex_get(ix, id));
+        cr_assert_eq(msgindex_add(ix, id, &m), 0);
+        cr_assert_eq(msgindex_add(ix, id, &m), -EEXIST);
+        cr_assert_eq(msgindex_count(ix), 11);
+        static struct walk w;
+        w.n = 0;
+        cr_assert_eq(msgindex_foreach_after(ix, NULL, record, &w), 0);
+        cr_assert_eq(w.n, 11);
+        for (size_t k = 1; k < w.n; k++)
+                cr_assert_lt(strcmp(w.ids[k - 1], w.ids[k]), 0);
+        msgindex_free(ix);
+}
