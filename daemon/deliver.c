@@ -309,8 +309,7 @@ int deliver_schedule_from(struct tarryd *d, struct msg *m, const struct queue_sn
                         return -ENOMEM;
                 }
         }
-        deliver_arm_timer(d);
-        return 0;
+        return 0; /* the caller arms the due timer once for all it scheduled */
 }
 
 static int on_due(sd_event_source *s, uint64_t usec, void *userdata)

@@ -39,9 +39,10 @@
 /* A snapshot larger than this is refused (1M messages take ~80 MB). */
 #define SNAPSHOT_MAX ((size_t)1 << 31)
 
+/* A listed message: its ID as the number its 16 hex digits spell (sorts as
+ * the ID) and its folder. 16 bytes: a million sort in a few tens of ms. */
 struct pending {
-        uint64_t key; /* the ID's 16 hex digits as a number: sorts as the ID */
-        char id[QUEUE_ID_LEN + 1];
+        uint64_t key;
         uint8_t dir; /* enum queue_dir */
 };
 
@@ -52,6 +53,13 @@ static uint64_t id_key(const char *id)
         for (size_t i = 0; i < QUEUE_ID_LEN; i++)
                 k = k << 4 | (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'A' + 10);
         return k;
+}
+
+static void key_id(uint64_t k, char id[QUEUE_ID_LEN + 1])
+{
+        for (size_t i = QUEUE_ID_LEN; i-- > 0; k >>= 4)
+                id[i] = "0123456789ABCDEF"[k & 15];
+        id[QUEUE_ID_LEN] = '\0';
 }
 
 struct startup {
@@ -73,7 +81,6 @@ static int push(struct startup *s, const char *id, enum queue_dir dir)
                 s->list = l;
                 s->cap = cap;
         }
-        memcpy(s->list[s->n].id, id, QUEUE_ID_LEN + 1);
         s->list[s->n].key = id_key(id);
         s->list[s->n++].dir = (uint8_t)dir;
         return 0;
@@ -91,6 +98,59 @@ static int cmp_pending(const void *a, const void *b)
         if (x->key != y->key)
                 return x->key < y->key ? -1 : 1;
         return (int)x->dir - (int)y->dir;
+}
+
+/* Sort n entries by (key, dir): an LSD radix sort, a byte a pass, stable,
+ * the folder first; a pass whose byte is the same in every entry (the high
+ * bytes of IDs written close together) is skipped. qsort took 0.29 s of a
+ * 1.4 s start at a million messages; this takes a few tens of ms. Falls
+ * back to qsort when the scratch copy cannot be had. */
+static void sort_pending(struct pending *l, size_t n)
+{
+        if (n < 2)
+                return;
+        struct pending *tmp = malloc(n * sizeof(*tmp));
+        if (!tmp) {
+                qsort(l, n, sizeof(*l), cmp_pending);
+                return;
+        }
+        size_t(*count)[256] = calloc(9, sizeof(*count));
+        if (!count) {
+                free(tmp);
+                qsort(l, n, sizeof(*l), cmp_pending);
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                count[0][l[i].dir]++;
+                for (unsigned b = 0; b < 8; b++)
+                        count[b + 1][(l[i].key >> (8 * b)) & 0xff]++;
+        }
+        struct pending *from = l, *to = tmp;
+        for (unsigned pass = 0; pass < 9; pass++) {
+                size_t *c = count[pass], sum = 0;
+                bool one = false;
+                for (unsigned v = 0; v < 256 && !one; v++)
+                        one = c[v] == n;
+                if (one)
+                        continue;
+                for (unsigned v = 0; v < 256; v++) {
+                        size_t k = c[v];
+                        c[v] = sum;
+                        sum += k;
+                }
+                for (size_t i = 0; i < n; i++) {
+                        unsigned v = pass == 0 ? from[i].dir
+                                               : (unsigned)(from[i].key >> (8 * (pass - 1))) & 0xff;
+                        to[c[v]++] = from[i];
+                }
+                struct pending *t = from;
+                from = to;
+                to = t;
+        }
+        if (from != l)
+                memcpy(l, from, n * sizeof(*l));
+        free(count);
+        free(tmp);
 }
 
 /* ---- reading the snapshot ---- */
@@ -124,12 +184,9 @@ static int apply_record(const struct queue_snap_rec *r, void *userdata)
         struct tarryd *d = a->d;
         if (r->dir == QUEUE_ACTIVE && r->n_works == 0)
                 return 0; /* nothing scheduled: finishing it needs its envelope */
-        struct pending key;
-        memcpy(key.id, r->id, sizeof(key.id));
-        key.dir = (uint8_t)r->dir;
-        key.key = id_key(r->id);
+        struct pending key = {.key = id_key(r->id), .dir = (uint8_t)r->dir};
         struct pending *p = find_listed(a, &key);
-        if (!p || strcmp(p->id, r->id) != 0 || a->taken[p - s->list])
+        if (!p || a->taken[p - s->list])
                 return 0; /* its folder is gone (or it moved): dropped */
         struct msg *m;
         if (message_index_snap(d, r, &m) < 0)
@@ -200,15 +257,17 @@ static int on_load(sd_event_source *src, void *userdata)
         size_t end = s->next + LOAD_BATCH < s->n ? s->next + LOAD_BATCH : s->n;
         for (; s->next < end; s->next++) {
                 const struct pending *p = &s->list[s->next];
+                char id[QUEUE_ID_LEN + 1];
+                key_id(p->key, id);
                 if (p->dir == QUEUE_INCOMING) {
-                        pickup_incoming_one(d, p->id);
+                        pickup_incoming_one(d, id);
                         continue;
                 }
-                if (msgindex_get(d->index, p->id))
+                if (msgindex_get(d->index, id))
                         continue;
-                int r = pickup_index_message(d, (enum queue_dir)p->dir, p->id);
+                int r = pickup_index_message(d, (enum queue_dir)p->dir, id);
                 if (r < 0)
-                        log_error("%s: cannot load: %s", p->id, strerror(-r));
+                        log_error("%s: cannot load: %s", id, strerror(-r));
         }
         if (s->next / STARTUP_NOTE_EVERY != (end - LOAD_BATCH) / STARTUP_NOTE_EVERY ||
             s->next >= s->n)
@@ -245,6 +304,7 @@ int startup_begin(struct tarryd *d)
                 return -ENOMEM;
         d->startup = s;
         s->fingerprint = config_fingerprint(d->config_path);
+        int64_t t0 = now_monotonic_us();
         void *a[2] = {s, (void *)(intptr_t)QUEUE_ACTIVE};
         int r = queue_scan(d->queue, QUEUE_ACTIVE, list_cb, a);
         a[1] = (void *)(intptr_t)QUEUE_HOLD;
@@ -252,10 +312,18 @@ int startup_begin(struct tarryd *d)
                 r = queue_scan(d->queue, QUEUE_HOLD, list_cb, a);
         if (r < 0)
                 return r;
-        if (s->n) /* qsort and bsearch take no NULL, even for nothing */
-                qsort(s->list, s->n, sizeof(*s->list), cmp_pending);
+        int64_t t1 = now_monotonic_us();
+        sort_pending(s->list, s->n);
+        size_t listed = s->n;
+        int64_t t2 = now_monotonic_us();
         if (s->fingerprint)
                 read_snapshot(d, s);
+        deliver_arm_timer(d); /* once, not per record */
+        int64_t t3 = now_monotonic_us();
+        log_info("start-up: %zu message(s) listed in %.3f s, sorted in %.3f s; %zu indexed from "
+                 "state/%s in %.3f s",
+                 listed, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, s->from_snapshot,
+                 QUEUE_SNAP_FILE, (double)(t3 - t2) / 1e6);
         /* then new mail: incoming/, oldest first as the IDs sort */
         size_t before = s->n;
         a[1] = (void *)(intptr_t)QUEUE_INCOMING;
@@ -265,7 +333,7 @@ int startup_begin(struct tarryd *d)
                 pickup_retry_later(d);
         }
         if (s->n > before)
-                qsort(s->list + before, s->n - before, sizeof(*s->list), cmp_pending);
+                sort_pending(s->list + before, s->n - before);
         r = sd_event_add_defer(d->loop, &s->loader, on_load, d);
         if (r >= 0)
                 r = sd_event_source_set_priority(s->loader, SD_EVENT_PRIORITY_IDLE);

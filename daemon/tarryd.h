@@ -118,7 +118,8 @@ void deliver_site_ready(void *userdata, const char *domain);
 /* The scheduler's move_source question: may this item (a struct work)
  * leave from another source address? Not when a recipient was greylisted. */
 bool deliver_may_move(void *item_userdata, void *arg);
-/* Schedule m from a snapshot record's items, without its envelope. */
+/* Schedule m from a snapshot record's items, without its envelope; the
+ * caller arms the due timer (deliver_arm_timer) once it has done them all. */
 int deliver_schedule_from(struct tarryd *d, struct msg *m, const struct queue_snap_rec *r);
 /* The route (next-hop key) of a work, as a snapshot records it; the
  * scheduler knows the work by its site. */
