@@ -430,6 +430,9 @@ int queue_snap_add(struct queue_snap_writer *w, const struct queue_snap_rec *r);
 /* The file's bytes (malloc'd, *buf); frees the writer. */
 int queue_snap_finish(struct queue_snap_writer *w, char **buf, size_t *len);
 void queue_snap_abort(struct queue_snap_writer *w);
+/* The record count a snapshot's header claims (0 without a header): a
+ * hint to reserve room before queue_snap_parse has checked anything. */
+size_t queue_snap_count(const char *buf, size_t len);
 /* Check the header, the checksum and the fingerprint, then call cb for each
  * record (a non-zero return stops and is returned). -EBADMSG (why says how)
  * for a file that is not whole, -ESTALE for another configuration's. */

@@ -18,6 +18,7 @@
 #define MAGIC      "TARRYIX2"
 #define MAGIC_V1   "TARRYIX1" /* FNV-1a a byte at a time; still read */
 #define HEADER_LEN 40
+#define REC_MIN    (QUEUE_ID_LEN + 1 + 1 + 4 + 8 + 8 + 8 + 1) /* a record without works */
 
 struct queue_snap_writer {
         char *buf;
@@ -111,7 +112,7 @@ int queue_snap_add(struct queue_snap_writer *w, const struct queue_snap_rec *r)
 {
         if (!queue_id_valid(r->id) || r->n_works > QUEUE_SNAP_WORKS_MAX)
                 return -EINVAL;
-        size_t need = QUEUE_ID_LEN + 1 + 1 + 4 + 8 + 8 + 8 + 1;
+        size_t need = REC_MIN;
         for (unsigned i = 0; i < r->n_works; i++) {
                 size_t dl = strlen(r->works[i].destination), sl = strlen(r->works[i].source);
                 if (dl == 0 || dl > 255 || sl > 255)
@@ -182,6 +183,16 @@ static bool take_str(const unsigned char **p, const unsigned char *end, char *ou
                 return false;
         out[n] = '\0';
         return memchr(out, '\0', n) == NULL;
+}
+
+size_t queue_snap_count(const char *buf, size_t len)
+{
+        uint64_t count;
+        if (len < HEADER_LEN || (memcmp(buf, MAGIC, 8) != 0 && memcmp(buf, MAGIC_V1, 8) != 0))
+                return 0;
+        memcpy(&count, buf + 16, 8);
+        /* a record without works takes 47 bytes: no more can be in the file */
+        return count <= (len - HEADER_LEN) / REC_MIN ? (size_t)count : 0;
 }
 
 int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,

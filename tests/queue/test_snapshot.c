@@ -156,3 +156,17 @@ Test(snapshot, a_snapshot_of_the_previous_format_is_still_read)
         cr_assert_eq(g.n, 0);
         free(buf);
 }
+
+Test(snapshot, the_header_count_is_a_hint_only_when_the_file_can_hold_it)
+{
+        size_t len;
+        char *buf = two_records(&len);
+        cr_assert_eq(queue_snap_count(buf, len), 2);
+        cr_assert_eq(queue_snap_count(buf, 39), 0, "no whole header");
+        uint64_t huge = 1ull << 40;
+        memcpy(buf + 16, &huge, 8);
+        cr_assert_eq(queue_snap_count(buf, len), 0, "more records than the file has bytes for");
+        memcpy(buf, "NOTASNAP", 8);
+        cr_assert_eq(queue_snap_count(buf, len), 0);
+        free(buf);
+}
