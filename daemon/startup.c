@@ -1,10 +1,11 @@
 /* daemon/startup.c — a big queue ready in about a second: the index snapshot
  * and envelopes read in idle batches.
  *
- * At start, active/ and hold/ are listed (readdir only) and state/index.snap
- * is read in one go. Every listed message the snapshot has a record for is
- * indexed and scheduled from that record, without its envelope; a record
- * whose folder is gone is dropped; a listed message without a record (new
+ * At start, active/ and hold/ are listed (readdir only, on a thread of their
+ * own) while state/index.snap is read in one go and every record in it is
+ * indexed and scheduled, without its envelope; the two are then matched in
+ * ID order before the loop runs: a record whose folder is gone (or that
+ * names the other folder) is dropped; a listed message without a record (new
  * since the snapshot, or no usable snapshot: missing, corrupt, written under
  * another configuration) is read from its envelope after READY=1, a batch
  * at a time at idle priority, so due mail goes out and the status endpoint
