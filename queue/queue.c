@@ -1,18 +1,28 @@
 /* queue/queue.c — the spool on disk: IDs, drafts, commit, recovery; see queue.h.
  *
- * Commit protocol for a new message (a directory tmp/NAME holding body and
- * envelope): write both files, fsync both, fsync tmp/NAME, then
- * renameat2(RENAME_NOREPLACE) it to incoming/ID and fsync incoming/. Only the
- * rename makes the message visible, and only the last fsync makes it durable.
+ * Commit protocol for a submission (one message file tmp/NAME, msgfile.h):
+ * write the body, the envelope and the trailer, fsync the file, then
+ * renameat2(RENAME_NOREPLACE) it to incoming/ID and fsync incoming/: two
+ * fsyncs. Only the rename makes the message visible, and only the last fsync
+ * makes it durable. queue_enqueue into another folder than incoming/ writes
+ * the folder form (tmp/NAME/ with body and envelope, each fsynced, the
+ * folder fsynced, renamed, the target fsynced).
  *
- * A draft directory is flock()ed by its writer from before it gets its
- * visible tmp/ name (it is created as tmp/.new-NAME, locked, then renamed)
- * until the commit or abort is done, so recovery removes exactly the entries
- * whose writer is gone.
+ * Pickup (queue_move from incoming/ to active/ or hold/) copies nothing:
+ * mkdir active/ID, rename the file to active/ID/body. The message's envelope
+ * is then read from the body's trailer until its first update writes the
+ * envelope file (durably); only after that is the trailer cut off
+ * (ftruncate), so at every moment one durable copy of the envelope exists.
+ *
+ * A draft is flock()ed by its writer from before it gets its visible tmp/
+ * name (it is created as tmp/.new-NAME, locked, then renamed) until the
+ * commit or abort is done, so recovery removes exactly the entries whose
+ * writer is gone.
  */
 #include "queue/queue.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
+#include "queue/msgfile.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +43,7 @@
 #define STATE_NAME_MAX  64
 #define SPOOL_DIR_MODE  0770
 #define SPOOL_FILE_MODE 0660
+#define PICKUP_BATCH    256 /* picked-up folders awaiting their fsync in queue_sync */
 
 static const char *const dir_names[QUEUE__DIR_MAX] = {
     [QUEUE_INCOMING] = "incoming",
@@ -56,12 +67,16 @@ struct queue {
         int lock_fd;        /* state/tarryd.lock, flock()ed by the one tarryd of this spool */
         bool batch_dirsync; /* moves/removals leave their folder fsync to queue_sync */
         bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
+        int new_dir[PICKUP_BATCH];  /* folders made by batched pickups, fsynced by queue_sync */
+        size_t n_new_dir;
 };
 
 struct queue_draft {
         struct queue *q;
         bool drop;    /* a record of the maildrop file; body_fd is q->drop_fd */
         bool keep_id; /* queue_draft_commit_as: env->id and arrival_us as given */
+        bool file;    /* a message file tmp/NAME (body_fd); else a folder tmp/NAME/ */
+        bool tail;    /* the file's envelope and trailer are written (a new ID rewrites them) */
         uint64_t drop_start;
         int dir_fd; /* tmp/NAME, flock()ed while the draft lives */
         int body_fd;
@@ -184,6 +199,8 @@ void queue_close(struct queue *q)
         closep(&q->state_fd);
         closep(&q->root_fd);
         closep(&q->maildrop_fd);
+        for (size_t i = 0; i < q->n_new_dir; i++)
+                close(q->new_dir[i]);
         if (q->drop_fd >= 0)
                 flock(q->drop_fd, LOCK_UN); /* before the close that tarryd's inotify reports */
         closep(&q->drop_fd);
@@ -319,6 +336,32 @@ static int draft_mkdir(struct queue_draft *d)
         if (r < 0)
                 unlinkat(d->q->tmp_fd, hidden, AT_REMOVEDIR);
         return r < 0 ? r : 0;
+}
+
+/* Create the message file tmp/NAME already locked: .new-NAME, lock, rename. */
+static int draft_create_file(struct queue_draft *d)
+{
+        char hidden[64];
+        snprintf(d->name, sizeof(d->name), "%08X%08X", random_bits(), random_bits());
+        snprintf(hidden, sizeof(hidden), NEW_PREFIX "%s", d->name);
+        int fd = openat(d->q->tmp_fd, hidden, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        SPOOL_FILE_MODE);
+        if (fd < 0)
+                return -errno;
+        int r = flock(fd, LOCK_EX | LOCK_NB) < 0 ? -errno : 0;
+        /* given away before anything is written: tarryd's recovery can remove
+         * the draft of a root sendmail that was killed, and pick it up */
+        if (r == 0)
+                r = give_to_owner(d->q, fd);
+        if (r == 0 && renameat2(d->q->tmp_fd, hidden, d->q->tmp_fd, d->name, RENAME_NOREPLACE) < 0)
+                r = -errno;
+        if (r < 0) {
+                unlinkat(d->q->tmp_fd, hidden, 0);
+                close(fd);
+                return r;
+        }
+        d->body_fd = fd;
+        return 0;
 }
 
 /* ---- maildrop records (the drafts of a queue_open_maildrop handle) ---- */
@@ -468,12 +511,13 @@ bool queue_is_maildrop(const struct queue *q)
         return q->drop_fd >= 0;
 }
 
-int queue_draft_begin(struct queue *q, struct queue_draft **out)
+static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
 {
         struct queue_draft *d = malloc(sizeof(*d));
         if (!d)
                 return -ENOMEM;
-        *d = (struct queue_draft){.q = q, .dir_fd = -1, .body_fd = -1};
+        *d = (struct queue_draft){
+            .q = q, .dir_fd = -1, .body_fd = -1, .file = !folder && q->drop_fd < 0};
         if (q->drop_fd >= 0) {
                 int r = drop_record_begin(d);
                 if (r < 0) {
@@ -484,6 +528,17 @@ int queue_draft_begin(struct queue *q, struct queue_draft **out)
                 return 0;
         }
         int r = -EEXIST;
+        for (int i = 0; d->file && i < ID_ATTEMPTS; i++)
+                if ((r = draft_create_file(d)) != -EEXIST)
+                        break;
+        if (d->file) {
+                if (r < 0) {
+                        draft_free(d);
+                        return r;
+                }
+                *out = d;
+                return 0;
+        }
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
                 d->dir_fd = -1;
@@ -506,6 +561,11 @@ int queue_draft_begin(struct queue *q, struct queue_draft **out)
         }
         *out = d;
         return 0;
+}
+
+int queue_draft_begin(struct queue *q, struct queue_draft **out)
+{
+        return draft_begin(q, false, out);
 }
 
 static int draft_flush(struct queue_draft *d)
@@ -545,6 +605,8 @@ void queue_draft_abort(struct queue_draft *d)
                 return;
         if (d->drop)
                 drop_record_cut(d);
+        else if (d->file)
+                unlinkat(d->q->tmp_fd, d->name, 0); /* still ours: we hold its lock */
         else
                 remove_tmp_entry(d->q, d->name, d->dir_fd);
         draft_free(d);
@@ -604,8 +666,36 @@ bool queue_id_in_use(struct queue *q, const char *id)
         return queue_id_valid(id) && id_taken(q, id);
 }
 
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+        for (size_t done = 0; done < len;) {
+                ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                done += (size_t)n;
+        }
+        return 0;
+}
+
+/* A message file's tail after its d->size bytes of body: envelope, trailer
+ * (written again, from scratch, when the ID changes). */
+static int draft_write_tail(struct queue_draft *d, const char *text, size_t len, const char *id)
+{
+        char t[MSGFILE_TRAILER_LEN + 1];
+        msgfile_trailer(t, id, d->size, text, len);
+        if (d->tail && ftruncate(d->body_fd, (off_t)d->size) < 0)
+                return -errno;
+        d->tail = true;
+        int r = pwrite_all(d->body_fd, text, len, d->size);
+        if (r == 0)
+                r = pwrite_all(d->body_fd, t, MSGFILE_TRAILER_LEN, d->size + len);
+        return r;
+}
+
 /* Give env a fresh ID and arrival time (unless d->keep_id), and write its
- * envelope into the draft. */
+ * envelope into the draft (the envelope file, or a message file's tail). */
 static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
 {
         if (d->keep_id && id_taken(d->q, env->id))
@@ -621,6 +711,8 @@ static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
         int r = envelope_dump(env, &text, &len);
         if (r < 0)
                 return r;
+        if (d->file)
+                return draft_write_tail(d, text, len, env->id);
         return write_file_at(d->q, d->dir_fd, "envelope", text, len);
 }
 
@@ -640,7 +732,7 @@ static int draft_publish(struct queue_draft *d, struct envelope *env, enum queue
                 if (errno != EEXIST || d->keep_id)
                         return -errno;
                 int r = draft_write_envelope(d, env);
-                if (r == 0 && dir_fsync(d->dir_fd) < 0)
+                if (r == 0 && (d->file ? fsync(d->body_fd) : dir_fsync(d->dir_fd)) < 0)
                         r = -errno;
                 if (r < 0)
                         return r;
@@ -650,7 +742,7 @@ static int draft_publish(struct queue_draft *d, struct envelope *env, enum queue
 
 static int draft_commit_into(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
 {
-        if ((unsigned)dir >= QUEUE__DIR_MAX)
+        if ((unsigned)dir >= QUEUE__DIR_MAX || (d->file && dir != QUEUE_INCOMING))
                 return -EINVAL;
         int r = draft_flush(d);
         if (r < 0)
@@ -660,7 +752,7 @@ static int draft_commit_into(struct queue_draft *d, struct envelope *env, enum q
         r = draft_write_envelope(d, env); /* written before the body's fsync: one journal commit */
         if (r < 0)
                 return r;
-        if (fsync(d->body_fd) < 0 || dir_fsync(d->dir_fd) < 0)
+        if (fsync(d->body_fd) < 0 || (!d->file && dir_fsync(d->dir_fd) < 0))
                 return -errno;
         return draft_publish(d, env, dir);
 }
@@ -695,7 +787,8 @@ int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, con
                   size_t len)
 {
         struct queue_draft *d;
-        int r = queue_draft_begin(q, &d);
+        int r =
+            q->drop_fd >= 0 ? queue_draft_begin(q, &d) : draft_begin(q, dir != QUEUE_INCOMING, &d);
         if (r < 0)
                 return r;
         r = queue_draft_write(d, body, len);
@@ -737,17 +830,108 @@ static int open_message(struct queue *q, enum queue_dir d, const char *id)
         return open_dir_at(q->dir_fd[d], id);
 }
 
+/* Cut off the trailer a picked-up body still carries, now that the
+ * message's envelope file is durable (every envelope file is written
+ * durably): 1 if it was cut, 0 if there was none, -EBADMSG if the body's
+ * size is neither the envelope's nor that plus a trailer of this message. */
+static int cut_trailer(int mfd, const struct envelope *env, const struct stat *st)
+{
+        if ((uint64_t)st->st_size == env->size)
+                return 0;
+        if ((uint64_t)st->st_size < env->size)
+                return -EBADMSG;
+        _cleanup_close_ int fd = openat(mfd, "body", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && (errno == EACCES || errno == EROFS)) /* a reader (tarryq): leave it */
+                fd = openat(mfd, "body", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        uint64_t body_len;
+        if (msgfile_read_trailer(fd, (uint64_t)st->st_size, env->id, &body_len, NULL, NULL, NULL) <
+                0 ||
+            body_len != env->size)
+                return -EBADMSG;
+        /* a failure is harmless: the trailer stays, and is cut next time */
+        return ftruncate(fd, (off_t)body_len) == 0 ? 1 : 0;
+}
+
 static int check_body(int mfd, const struct envelope *env, const char **why)
 {
         struct stat st;
-        if (fstatat(mfd, "body", &st, 0) < 0) {
+        if (fstatat(mfd, "body", &st, AT_SYMLINK_NOFOLLOW) < 0) {
                 if (errno != ENOENT)
                         return -errno;
                 return *why = "the body file is missing", -EBADMSG;
         }
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != env->size)
+        if (!S_ISREG(st.st_mode) || cut_trailer(mfd, env, &st) == -EBADMSG)
                 return *why = "the body file's size differs from the envelope's", -EBADMSG;
         return 0;
+}
+
+/* The envelope text (NUL-terminated) read back into *out, checked against id
+ * and against the body's length. */
+static int parse_envelope(const char *text, size_t len, const char *id, uint64_t body_len,
+                          bool check_len, struct envelope **out, const char **why)
+{
+        struct envelope *env = NULL;
+        int r = envelope_from_json(text, len, &env, why);
+        if (r < 0)
+                return r;
+        if (strcmp(env->id, id) != 0) {
+                *why = "the envelope's id differs from its directory name";
+                r = -EBADMSG;
+        } else if (check_len && env->size != body_len) {
+                *why = "the body's length differs from the envelope's";
+                r = -EBADMSG;
+        }
+        if (r < 0) {
+                envelope_free(env);
+                return r;
+        }
+        *out = env;
+        return 0;
+}
+
+/* The envelope in the trailer of the regular file at/name (a message file in
+ * incoming/, or the body of a message picked up whose envelope file is not
+ * written yet); *body_len its body's length when not NULL. */
+static int load_trailer(int at, const char *name, const char *id, struct envelope **out,
+                        uint64_t *body_len, const char **why)
+{
+        _cleanup_close_ int fd = openat(at, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 && errno != ELOOP)
+                return -errno;
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return *why = "neither a message file nor a message folder", -EBADMSG;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        uint64_t blen = 0;
+        int r = msgfile_read_trailer(fd, (uint64_t)st.st_size, id, &blen, &text, &len, why);
+        if (r == -ENODATA)
+                return *why = "the message file has no trailer", -EBADMSG;
+        if (r < 0)
+                return r;
+        if (body_len)
+                *body_len = blen;
+        return parse_envelope(text, len, id, blen, true, out, why);
+}
+
+/* A folder without an envelope file: picked up from a message file (the
+ * envelope is in the body's trailer), or an empty folder left by a pickup a
+ * crash cut short between its mkdir and its rename (removed: the message is
+ * still in incoming/, -ENOENT), or damaged. */
+static int load_picked_up(struct queue *q, enum queue_dir d, int mfd, const char *id,
+                          struct envelope **out, const char **why)
+{
+        int r = load_trailer(mfd, "body", id, out, NULL, why);
+        if (r == -ENOENT) {
+                if (unlinkat(q->dir_fd[d], id, AT_REMOVEDIR) == 0) /* only if empty */
+                        return -ENOENT;
+                return *why = "the envelope file is missing", -EBADMSG;
+        }
+        if (r == -EBADMSG && strcmp(*why, "the message file has no trailer") == 0)
+                *why = "the envelope file is missing";
+        return r;
 }
 
 int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
@@ -757,25 +941,21 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         if (!why)
                 why = &dummy;
         _cleanup_close_ int mfd = open_message(q, d, id);
+        if (mfd == -ENOTDIR || mfd == -ELOOP) /* a message file, or no message at all */
+                return load_trailer(q->dir_fd[d], id, id, out, NULL, why);
         if (mfd < 0)
                 return mfd;
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r = file_read_all_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
         if (r == -ENOENT)
-                return *why = "the envelope file is missing", -EBADMSG;
+                return load_picked_up(q, d, mfd, id, out, why);
         if (r == -EFBIG)
                 return *why = "the envelope file is larger than 16 MiB", -EBADMSG;
         if (r < 0)
                 return r;
         struct envelope *env = NULL;
-        r = envelope_from_json(text, len, &env, why);
-        if (r < 0)
-                return r;
-        if (strcmp(env->id, id) != 0) {
-                *why = "the envelope's id differs from its directory name";
-                r = -EBADMSG;
-        }
+        r = parse_envelope(text, len, id, 0, false, &env, why);
         if (r == 0)
                 r = check_body(mfd, env, why);
         if (r < 0) {
@@ -799,22 +979,38 @@ int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env)
         uid_t uid;
         gid_t gid;
         owner_for_new_files(q, &uid, &gid);
-        return file_replace_durable_owned(mfd, "envelope", text, len, uid, gid);
+        r = file_replace_durable_owned(mfd, "envelope", text, len, uid, gid);
+        struct stat st;
+        if (r == 0 && fstatat(mfd, "body", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                cut_trailer(mfd, env, &st); /* the envelope file is durable now */
+        return r;
 }
 
 int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size)
 {
         _cleanup_close_ int mfd = open_message(q, d, id);
-        if (mfd < 0)
+        bool file = mfd == -ENOTDIR;
+        if (mfd < 0 && !file)
                 return mfd;
-        _cleanup_close_ int bfd = openat(mfd, "body", O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int bfd = file ? openat(q->dir_fd[d], id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                                       : openat(mfd, "body", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (bfd < 0)
                 return -errno;
         struct stat st;
         if (fstat(bfd, &st) < 0)
                 return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADMSG;
+        /* A body picked up from a message file keeps its trailer until its
+         * envelope file is written: the body is the part before it. */
+        uint64_t len = (uint64_t)st.st_size, body_len = 0;
+        int r = msgfile_read_trailer(bfd, len, id, &body_len, NULL, NULL, NULL);
+        if (r == 0)
+                len = body_len;
+        else if (r != -ENODATA && (file || r != -EBADMSG))
+                return r; /* a folder's body with a broken tail is sent as it is */
         if (size)
-                *size = (uint64_t)st.st_size;
+                *size = len;
         *fd = TAKE_FD(bfd);
         return 0;
 }
@@ -843,6 +1039,19 @@ void queue_set_batched_dirsync(struct queue *q, bool on)
 int queue_sync(struct queue *q)
 {
         int err = 0;
+        /* picked-up folders first (their body entry), then the folders they
+         * were moved between; one that fails stays due */
+        size_t kept = 0;
+        for (size_t i = 0; i < q->n_new_dir; i++) {
+                if (fsync(q->new_dir[i]) == 0) {
+                        close(q->new_dir[i]);
+                        continue;
+                }
+                if (err == 0)
+                        err = -errno;
+                q->new_dir[kept++] = q->new_dir[i];
+        }
+        q->n_new_dir = kept;
         for (int i = 0; i < QUEUE__DIR_MAX; i++) {
                 if (!q->dirty[i])
                         continue;
@@ -855,6 +1064,41 @@ int queue_sync(struct queue *q)
         return err;
 }
 
+/* The message file incoming/id becomes the folder to/id with the file as its
+ * body: mkdir, rename, nothing copied. A folder already there with neither
+ * body nor envelope is the mkdir of a pickup a crash cut short: it is used. */
+static int pickup_file(struct queue *q, const char *id, enum queue_dir to)
+{
+        bool made = mkdirat(q->dir_fd[to], id, SPOOL_DIR_MODE) == 0;
+        if (!made && errno != EEXIST)
+                return -errno;
+        int dfd = open_dir_at(q->dir_fd[to], id);
+        if (dfd < 0)
+                return dfd;
+        int r = 0;
+        if (!made && (faccessat(dfd, "body", F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+                      faccessat(dfd, "envelope", F_OK, AT_SYMLINK_NOFOLLOW) == 0))
+                r = -EEXIST; /* another message's: never mixed with this one */
+        if (r == 0 && made)
+                r = give_to_owner(q, dfd); /* root's tarryq -h: tarryd must write it */
+        if (r == 0 && renameat2(q->dir_fd[QUEUE_INCOMING], id, dfd, "body", RENAME_NOREPLACE) < 0)
+                r = -errno;
+        if (r < 0) {
+                if (made)
+                        unlinkat(q->dir_fd[to], id, AT_REMOVEDIR);
+                close(dfd);
+                return r;
+        }
+        if (q->batch_dirsync) {
+                q->new_dir[q->n_new_dir++] = dfd;
+                q->dirty[QUEUE_INCOMING] = q->dirty[to] = true;
+                return q->n_new_dir < PICKUP_BATCH ? 0 : queue_sync(q);
+        }
+        r = fsync(dfd) < 0 ? -errno : 0;
+        close(dfd);
+        return r < 0 ? r : sync_dirs(q, QUEUE_INCOMING, to);
+}
+
 int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to)
 {
         if ((unsigned)from >= QUEUE__DIR_MAX || (unsigned)to >= QUEUE__DIR_MAX ||
@@ -862,13 +1106,18 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
                 return -EINVAL;
         if (from == to)
                 return 0;
-        /* Only a folder is a message: a link or FIFO planted in incoming/ is
-         * refused (the caller quarantines it as it is) instead of being
-         * renamed into active/, where every load of it would fail. */
+        /* A message is a message file or (the previous layout) a folder: a
+         * link or FIFO planted in incoming/ is refused (the caller quarantines
+         * it as it is) instead of being renamed into active/, where every
+         * load of it would fail. */
         struct stat st;
         if (from == QUEUE_INCOMING && to != QUEUE_CORRUPT &&
-            fstatat(q->dir_fd[from], id, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
-                return -EBADMSG;
+            fstatat(q->dir_fd[from], id, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                if (S_ISREG(st.st_mode))
+                        return pickup_file(q, id, to);
+                if (!S_ISDIR(st.st_mode))
+                        return -EBADMSG;
+        }
         if (renameat2(q->dir_fd[from], id, q->dir_fd[to], id, RENAME_NOREPLACE) < 0)
                 return -errno;
         return sync_dirs(q, from, to);
@@ -877,6 +1126,11 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
 int queue_remove(struct queue *q, enum queue_dir d, const char *id)
 {
         _cleanup_close_ int mfd = open_message(q, d, id);
+        if (mfd == -ENOTDIR || mfd == -ELOOP) { /* a message file (or a link): one unlink */
+                if (unlinkat(q->dir_fd[d], id, 0) < 0)
+                        return -errno;
+                return sync_dirs(q, d, d);
+        }
         if (mfd < 0)
                 return mfd;
         /* Locked and renamed into tmp/ first: a crash mid-way leaves no half message. */
@@ -949,20 +1203,24 @@ static int recover_entry(struct queue *q, const char *name)
 {
         if (young_new_entry(q->tmp_fd, name))
                 return 0;
-        _cleanup_close_ int fd =
-            openat(q->tmp_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-                if (errno == ENOTDIR || errno == ELOOP)
-                        return unlinkat(q->tmp_fd, name, 0) < 0 ? -errno : 1;
+        /* a draft is a folder or a message file; anything else is removed unopened */
+        struct stat a, b;
+        if (fstatat(q->tmp_fd, name, &a, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 0 : -errno;
-        }
+        if (!S_ISDIR(a.st_mode) && !S_ISREG(a.st_mode))
+                return unlinkat(q->tmp_fd, name, 0) < 0 ? -errno : 1;
+        _cleanup_close_ int fd =
+            openat(q->tmp_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return errno == ENOENT ? 0 : -errno;
         if (flock(fd, LOCK_EX | LOCK_NB) < 0)
                 return errno == EWOULDBLOCK ? 0 : -errno;
         /* The writer may have committed (renamed it away) between our open and lock. */
-        struct stat a, b;
         if (fstat(fd, &a) < 0 || fstatat(q->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
             a.st_ino != b.st_ino || a.st_dev != b.st_dev)
                 return 0;
+        if (S_ISREG(a.st_mode))
+                return unlinkat(q->tmp_fd, name, 0) < 0 ? -errno : 1;
         int r = remove_tmp_entry(q, name, fd);
         return r < 0 ? r : 1;
 }

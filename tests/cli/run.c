@@ -1,5 +1,6 @@
 /* tests/cli/run.c — see run.h. */
 #include "run.h"
+#include "queue/msgfile.h"
 #include "queue/queue.h"
 
 #include <criterion/criterion.h>
@@ -156,6 +157,31 @@ int spool_count(const struct fixture *f, const char *sub)
         return n;
 }
 
+/* "body" or "envelope" of a message file (queue/msgfile.h: body, envelope,
+ * trailer), read as the bytes on disk; NULL when the file is not laid out so. */
+static char *message_file_part(const char *path, const char *part)
+{
+        size_t len = 0;
+        char *all = read_whole(path, &len);
+        char id[QUEUE_ID_LEN + 1];
+        unsigned long long body_len = 0, env_len = 0;
+        char *out = NULL;
+        if (all && len >= MSGFILE_TRAILER_LEN &&
+            sscanf(all + len - MSGFILE_TRAILER_LEN, MSGFILE_MAGIC "%16s %20llu %10llu", id,
+                   &body_len, &env_len) == 3 &&
+            body_len + env_len + MSGFILE_TRAILER_LEN == len) {
+                bool body = strcmp(part, "body") == 0;
+                size_t n = body ? body_len : env_len;
+                const char *from = all + (body ? 0 : body_len);
+                if ((out = malloc(n + 1))) {
+                        memcpy(out, from, n);
+                        out[n] = '\0';
+                }
+        }
+        free(all);
+        return out;
+}
+
 char *spool_file(const struct fixture *f, const char *sub, const char *file)
 {
         char path[1024];
@@ -174,6 +200,10 @@ char *spool_file(const struct fixture *f, const char *sub, const char *file)
         closedir(d);
         if (n != 1)
                 return NULL;
+        snprintf(path, sizeof(path), "%s/%s/%s", f->spool, sub, id);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+                return message_file_part(path, file);
         snprintf(path, sizeof(path), "%s/%s/%s/%s", f->spool, sub, id, file);
         return read_whole(path, NULL);
 }

@@ -370,7 +370,7 @@ Test(smtp, through_the_maildrop_queued_as_names_the_queue_id_the_message_gets)
         cr_assert(queue_id_valid(id), "%s", out);
         take_the_drop();
         char path[500];
-        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", fx.spool, id);
+        snprintf(path, sizeof(path), "%s/incoming/%s", fx.spool, id);
         cr_assert_eq(access(path, F_OK), 0, "no message %s in incoming/", id);
         free(out);
 }

@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/status_client.h"
 #include "harness.h"
+#include "queue/msgfile.h"
 #include "tests/fixture/fixture.h"
 
 #define WAIT_MS 30000
@@ -115,10 +117,40 @@ static void only_id(struct setup *s, const char *dir, char *id, size_t len)
         id[strcspn(id, "\n")] = '\0';
 }
 
+/* A message file (incoming/ since issue 19: body, envelope, trailer) whose
+ * envelope's first byte is changed, atomically: its checksum refuses it. */
+static void garble_message_file(const char *path)
+{
+        FILE *in = fopen(path, "r");
+        cr_assert_not_null(in, "%s", path);
+        static char buf[1 << 16];
+        size_t n = fread(buf, 1, sizeof(buf), in);
+        fclose(in);
+        cr_assert_gt(n, MSGFILE_TRAILER_LEN);
+        unsigned long long body_len = 0;
+        cr_assert_eq(sscanf(buf + n - MSGFILE_TRAILER_LEN, MSGFILE_MAGIC "%*16s %20llu", &body_len),
+                     1);
+        cr_assert_eq(buf[body_len], '{');
+        buf[body_len] = '[';
+        char tmp[700];
+        snprintf(tmp, sizeof(tmp), "%s.garbled", path);
+        FILE *f = fopen(tmp, "w");
+        cr_assert_not_null(f, "%s", tmp);
+        cr_assert_eq(fwrite(buf, 1, n, f), n);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(rename(tmp, path), 0);
+}
+
 /* Replace spool/DIR/ID/envelope, atomically, with something that is not one. */
 static void garble(struct setup *s, const char *dir, const char *id)
 {
         char tmp[600], env[600];
+        struct stat st;
+        snprintf(env, sizeof(env), "%s/%s/%s", s->h.spool, dir, id);
+        if (lstat(env, &st) == 0 && S_ISREG(st.st_mode)) {
+                garble_message_file(env);
+                return;
+        }
         snprintf(tmp, sizeof(tmp), "%s/%s/%s/envelope.garbled", s->h.spool, dir, id);
         snprintf(env, sizeof(env), "%s/%s/%s/envelope", s->h.spool, dir, id);
         FILE *f = fopen(tmp, "w");

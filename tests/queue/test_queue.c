@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "queue/msgfile.h"
 #include "queue/queue.h"
 
 static char spool[256];
@@ -73,13 +74,18 @@ static struct envelope *sample_envelope(void)
 
 static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
 
-static char *commit_sample(void)
+static char *commit_sample_in(enum queue_dir dir)
 {
         struct envelope *env = sample_envelope();
-        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, env, body, strlen(body)), 0);
+        cr_assert_eq(queue_enqueue(q, dir, env, body, strlen(body)), 0);
         char *id = strdup(env->id);
         envelope_free(env);
         return id;
+}
+
+static char *commit_sample(void)
+{
+        return commit_sample_in(QUEUE_INCOMING);
 }
 
 /* A symlink planted in incoming/ under a message's name is never followed
@@ -127,12 +133,28 @@ Test(queue, a_committed_message_is_whole_in_incoming)
         cr_assert_eq(back->arrival_us, env->arrival_us);
         cr_assert_eq(back->uid, 1000);
 
+        /* one file, body first: the body as written, the envelope, the trailer */
+        char path[512], buf[4096] = "";
+        snprintf(path, sizeof(path), "%s/incoming/%s", spool, env->id);
+        struct stat st;
+        cr_assert_eq(lstat(path, &st), 0);
+        cr_assert(S_ISREG(st.st_mode), "incoming/ID is one regular file");
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        cr_assert_eq(n, (size_t)st.st_size);
+        cr_assert_eq(memcmp(buf, "Subject: x\r\n\r\nbody\r\n", 20), 0);
+        cr_assert_eq(buf[20], '{', "the envelope's JSON follows");
+        char head[64];
+        snprintf(head, sizeof(head), MSGFILE_MAGIC "%s %020d %010d ", env->id, 20,
+                 (int)(n - MSGFILE_TRAILER_LEN - 20));
+        cr_assert_eq(memcmp(buf + n - MSGFILE_TRAILER_LEN, head, strlen(head)), 0, "%s",
+                     buf + n - MSGFILE_TRAILER_LEN);
         int fd;
-        uint64_t size;
+        uint64_t size = 0;
         cr_assert_eq(queue_open_body(q, QUEUE_INCOMING, env->id, &fd, &size), 0);
-        char buf[64] = "";
-        cr_assert_eq(read(fd, buf, sizeof(buf)), 20);
-        cr_assert_str_eq(buf, "Subject: x\r\n\r\nbody\r\n");
+        cr_assert_eq(size, 20, "the body is the part before the envelope");
         close(fd);
         cr_assert_eq(count_entries("tmp"), 0);
         envelope_free(env);
@@ -278,9 +300,9 @@ Test(queue, new_ids_are_valid_and_later_ones_sort_after)
 
 Test(queue, update_replaces_the_envelope_atomically)
 {
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         struct envelope *env = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         env->rcpt[0].state = RCPT_DEFERRED;
         env->rcpt[0].attempts = 2;
         env->rcpt[0].reply_code = 451;
@@ -289,18 +311,18 @@ Test(queue, update_replaces_the_envelope_atomically)
         env->rcpt[0].reply_class = strdup("greylist");
         env->rcpt[0].next_attempt_us = env->arrival_us + 300000000;
         env->rcpt[1].state = RCPT_DELIVERED;
-        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
 
         /* a crash during the next update leaves its temporary file behind */
         char path[512];
-        snprintf(path, sizeof(path), "%s/incoming/%s/.envelope.tmp", spool, id);
+        snprintf(path, sizeof(path), "%s/active/%s/.envelope.tmp", spool, id);
         FILE *f = fopen(path, "w");
         fputs("{\"version\": 1, \"id\": \"trunc", f);
         fclose(f);
 
         struct envelope *back = NULL;
         const char *why = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &back, &why), 0, "%s", why);
         cr_assert_eq(back->rcpt[0].state, RCPT_DEFERRED);
         cr_assert_eq(back->rcpt[0].attempts, 2);
         cr_assert_str_eq(back->rcpt[0].dsn_status, "4.7.1");
@@ -313,14 +335,14 @@ Test(queue, update_replaces_the_envelope_atomically)
 
 Test(queue, update_refuses_an_envelope_it_could_not_read_back)
 {
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         struct envelope *env = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         free(env->rcpt[0].address);
         env->rcpt[0].address = strdup("alice@example.org\r\nRCPT TO:<x@y>");
-        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), -EINVAL);
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), -EINVAL);
         envelope_free(env);
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         cr_assert_str_eq(env->rcpt[0].address, "alice@example.org");
         envelope_free(env);
         free(id);
@@ -332,17 +354,17 @@ Test(queue, a_multi_line_reply_with_8bit_text_is_stored_and_read_back)
          * keeps a server's Latin-1 bytes; the envelope could not be written
          * (json_string refuses non-UTF-8) or not read back (controls), so the
          * recipient's state was never persisted */
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         struct envelope *env = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         env->rcpt[0].state = RCPT_DEFERRED;
         env->rcpt[0].last_reply = strdup("451-4.7.1 Empf\xe4nger\tbusy\n451 4.7.1 try later");
         free(env->user);
         env->user = strdup("j\xf6rg");
-        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
         struct envelope *back = NULL;
         const char *why = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &back, &why), 0, "%s", why);
         cr_assert_str_eq(back->rcpt[0].last_reply,
                          "451-4.7.1 Empf\xef\xbf\xbdnger busy 451 4.7.1 try later");
         cr_assert_str_eq(back->user, "j\xef\xbf\xbdrg");
@@ -355,17 +377,17 @@ Test(queue, a_reply_with_codes_outside_smtp_keeps_the_envelope_readable)
 {
         /* found by fuzz_reply: "671 6.7.1 ..." gave reply_code 671 and dsn_status
          * 6.7.1, which the envelope parser refuses; the text keeps them */
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         struct envelope *env = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, NULL), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         env->rcpt[0].state = RCPT_DEFERRED;
         env->rcpt[0].reply_code = 671;
         env->rcpt[0].dsn_status = strdup("6.7.1");
         env->rcpt[0].last_reply = strdup("671 6.7.1 what");
-        cr_assert_eq(queue_update(q, QUEUE_INCOMING, env), 0);
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
         struct envelope *back = NULL;
         const char *why = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &back, &why), 0, "%s", why);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &back, &why), 0, "%s", why);
         cr_assert_eq(back->rcpt[0].reply_code, 0);
         cr_assert_null(back->rcpt[0].dsn_status);
         cr_assert_str_eq(back->rcpt[0].last_reply, "671 6.7.1 what");
@@ -400,7 +422,7 @@ Test(queue, an_overlong_full_name_is_cut_on_a_character_boundary)
 static void write_envelope(const char *id, const char *text)
 {
         char path[512];
-        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", spool, id);
+        snprintf(path, sizeof(path), "%s/active/%s/envelope", spool, id);
         FILE *f = fopen(path, "w");
         cr_assert_not_null(f);
         fputs(text, f);
@@ -409,34 +431,34 @@ static void write_envelope(const char *id, const char *text)
 
 Test(queue, a_truncated_envelope_is_reported_as_corrupt_with_a_reason)
 {
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         write_envelope(id, "{\"version\":1,\"id\":\"");
         struct envelope *env = NULL;
         const char *why = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, &why), -EBADMSG);
         cr_assert_null(env);
         cr_assert_not_null(strstr(why, "not valid JSON"), "%s", why);
-        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_CORRUPT), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_ACTIVE, QUEUE_CORRUPT), 0);
         cr_assert_eq(count_entries("corrupt"), 1);
-        cr_assert_eq(count_entries("incoming"), 0);
+        cr_assert_eq(count_entries("active"), 0);
         free(id);
 }
 
 Test(queue, a_missing_envelope_or_body_is_corrupt)
 {
-        char *id = commit_sample();
+        char *id = commit_sample_in(QUEUE_ACTIVE);
         char path[512];
-        snprintf(path, sizeof(path), "%s/incoming/%s/body", spool, id);
+        snprintf(path, sizeof(path), "%s/active/%s/body", spool, id);
         cr_assert_eq(truncate(path, 3), 0);
         struct envelope *env = NULL;
         const char *why = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, &why), -EBADMSG);
         cr_assert_str_eq(why, "the body file's size differs from the envelope's");
-        snprintf(path, sizeof(path), "%s/incoming/%s/envelope", spool, id);
+        snprintf(path, sizeof(path), "%s/active/%s/envelope", spool, id);
         cr_assert_eq(unlink(path), 0);
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, &why), -EBADMSG);
         cr_assert_str_eq(why, "the envelope file is missing");
-        cr_assert_eq(queue_load(q, QUEUE_INCOMING, "0000000000000000", &env, &why), -ENOENT);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, "0000000000000000", &env, &why), -ENOENT);
         free(id);
 }
 
@@ -610,6 +632,10 @@ Test(queue, a_move_never_overwrites_another_message)
         char path[512];
         snprintf(path, sizeof(path), "%s/active/%s", spool, id);
         cr_assert_eq(mkdir(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/active/%s/envelope", spool, id);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fclose(f);
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), -EEXIST);
         cr_assert_eq(count_entries("incoming"), 1);
         free(id);
@@ -698,4 +724,255 @@ Test(queue, a_maildrop_take_that_fails_half_way_resumes_without_duplicates)
         cr_assert_eq(at.offset, 0);
         cr_assert_eq(count_entries("incoming"), 2);
         cr_assert_eq(count_entries("maildrop"), 0, "the drop file stayed");
+}
+
+/* ---- pickup of a message file (issue 19): zero-copy, every interrupted state recovered ---- */
+
+static void spool_path(char *out, size_t n, const char *dir, const char *id, const char *file)
+{
+        snprintf(out, n, "%s/%s/%s%s%s", spool, dir, id, file ? "/" : "", file ? file : "");
+}
+
+static off_t file_size(const char *dir, const char *id, const char *file)
+{
+        char path[512];
+        spool_path(path, sizeof(path), dir, id, file);
+        struct stat st;
+        return lstat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* The body as queue_open_body gives it: exactly the submitted bytes. */
+static void assert_body_is_the_submission(enum queue_dir dir, const char *id)
+{
+        int fd = -1;
+        uint64_t size = 0;
+        cr_assert_eq(queue_open_body(q, dir, id, &fd, &size), 0);
+        cr_assert_eq(size, strlen(body), "size %llu", (unsigned long long)size);
+        char buf[256] = "";
+        cr_assert_eq(pread(fd, buf, size, 0), (ssize_t)size);
+        cr_assert_str_eq(buf, body);
+        close(fd);
+}
+
+static void assert_loads(enum queue_dir dir, const char *id)
+{
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, dir, id, &env, &why), 0, "%s", why);
+        cr_assert_str_eq(env->id, id);
+        cr_assert_str_eq(env->sender, "app@example.com");
+        cr_assert_eq(env->size, strlen(body));
+        envelope_free(env);
+}
+
+Test(queue, a_pickup_moves_the_message_file_without_copying_it)
+{
+        char *id = commit_sample();
+        char path[512];
+        struct stat before, after;
+        spool_path(path, sizeof(path), "incoming", id, NULL);
+        cr_assert_eq(lstat(path, &before), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        spool_path(path, sizeof(path), "active", id, "body");
+        cr_assert_eq(lstat(path, &after), 0);
+        cr_assert_eq(after.st_ino, before.st_ino, "the same file, renamed");
+        cr_assert_eq(count_entries("incoming"), 0);
+        assert_loads(QUEUE_ACTIVE, id);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+Test(queue, the_trailer_is_cut_only_once_the_envelope_file_is_durable)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        cr_assert_gt(file_size("active", id, "body"), (off_t)strlen(body), "trailer still there");
+        cr_assert_eq(file_size("active", id, "envelope"), -1, "no envelope file yet");
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
+        envelope_free(env);
+        cr_assert_eq(file_size("active", id, "body"), (off_t)strlen(body));
+        cr_assert_gt(file_size("active", id, "envelope"), 0);
+        assert_loads(QUEUE_ACTIVE, id);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+Test(queue, a_pickup_cut_short_after_its_mkdir_is_finished_once)
+{
+        /* crash state: active/ID made, the file still in incoming/ */
+        char *id = commit_sample();
+        char path[512];
+        spool_path(path, sizeof(path), "active", id, NULL);
+        cr_assert_eq(mkdir(path, 0770), 0);
+        /* start-up reads active/ first: the empty folder is no message */
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), -ENOENT);
+        cr_assert_eq(count_entries("active"), 0, "the empty folder is removed");
+        cr_assert_eq(count_entries("corrupt"), 0);
+        /* or the pickup comes first: it uses the folder */
+        cr_assert_eq(mkdir(path, 0770), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+        cr_assert_eq(count_entries("active"), 1);
+        assert_loads(QUEUE_ACTIVE, id);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+Test(queue, a_body_still_carrying_its_trailer_without_an_envelope_file_is_whole)
+{
+        /* crash state: renamed into active/ID/body, nothing written since
+         * (built by hand: a folder and the message file as its body) */
+        char *id = commit_sample();
+        char from[512], to[512];
+        spool_path(to, sizeof(to), "active", id, NULL);
+        cr_assert_eq(mkdir(to, 0770), 0);
+        spool_path(from, sizeof(from), "incoming", id, NULL);
+        spool_path(to, sizeof(to), "active", id, "body");
+        cr_assert_eq(rename(from, to), 0);
+        cr_assert_eq(queue_recover_tmp(q), 0);
+        assert_loads(QUEUE_ACTIVE, id);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "%s", path);
+        static char buf[8192];
+        *len = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        char *out = malloc(*len);
+        memcpy(out, buf, *len);
+        return out;
+}
+
+static void write_file(const char *path, const char *buf, size_t len)
+{
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f, "%s", path);
+        cr_assert_eq(fwrite(buf, 1, len, f), len);
+        cr_assert_eq(fclose(f), 0);
+}
+
+Test(queue, a_trailer_left_after_a_durable_envelope_is_cut_at_the_next_load)
+{
+        /* crash state: the envelope file written (durably), the ftruncate lost */
+        char *id = commit_sample();
+        char path[512];
+        size_t whole_len;
+        spool_path(path, sizeof(path), "incoming", id, NULL);
+        char *whole = read_file(path, &whole_len);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
+        envelope_free(env);
+        spool_path(path, sizeof(path), "active", id, "body");
+        write_file(path, whole, whole_len);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        cr_assert_eq(env->rcpt[0].state, RCPT_DEFERRED, "the envelope file, not the trailer's");
+        envelope_free(env);
+        cr_assert_eq(file_size("active", id, "body"), (off_t)strlen(body), "cut");
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+
+        /* a tail that is not this message's trailer is never cut: corrupt */
+        memset(whole + strlen(body), 'x', whole_len - strlen(body));
+        write_file(path, whole, whole_len);
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, &why), -EBADMSG);
+        cr_assert_str_eq(why, "the body file's size differs from the envelope's");
+        cr_assert_eq(file_size("active", id, "body"), (off_t)whole_len);
+        free(whole);
+        free(id);
+}
+
+Test(queue, a_message_file_that_is_not_whole_is_refused_with_a_reason)
+{
+        char *id = commit_sample();
+        char path[512];
+        size_t len;
+        spool_path(path, sizeof(path), "incoming", id, NULL);
+        char *whole = read_file(path, &len);
+        static const struct {
+                size_t at; /* from the end; 0: cut the file short by 10 bytes */
+                char byte;
+                const char *why;
+        } cases[] = {
+            {0, 0, "the message file has no trailer"},
+            {30, 'x', "the message file's trailer is not whole"},
+            {MSGFILE_TRAILER_LEN + 2, ' ', "the message file's checksum does not match"},
+            {MSGFILE_TRAILER_LEN - 27 - 10, '9',
+             "the message file's size differs from its trailer's"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *bad = malloc(len);
+                memcpy(bad, whole, len);
+                size_t n = len;
+                if (cases[i].at == 0)
+                        n -= 10;
+                else
+                        bad[len - cases[i].at] = cases[i].byte;
+                write_file(path, bad, n);
+                free(bad);
+                struct envelope *env = NULL;
+                const char *why = NULL;
+                cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG, "case %zu",
+                             i);
+                cr_assert_str_eq(why, cases[i].why, "case %zu", i);
+        }
+        free(whole);
+        free(id);
+}
+
+Test(queue, a_fifo_in_incoming_is_refused_without_blocking)
+{
+        const char *id = "5FBBB25500000001";
+        char path[512];
+        spool_path(path, sizeof(path), "incoming", id, NULL);
+        cr_assert_eq(mkfifo(path, 0660), 0);
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, id, &env, &why), -EBADMSG);
+        cr_assert_str_eq(why, "neither a message file nor a message folder");
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), -EBADMSG);
+        cr_assert_eq(count_entries("active"), 0);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_CORRUPT), 0, "kept aside as it is");
+}
+
+Test(queue, a_folder_of_the_previous_layout_in_incoming_is_picked_up)
+{
+        char *id = commit_sample_in(QUEUE_HOLD); /* the folder form: body and envelope */
+        char from[512], to[512];
+        spool_path(from, sizeof(from), "hold", id, NULL);
+        spool_path(to, sizeof(to), "incoming", id, NULL);
+        cr_assert_eq(rename(from, to), 0);
+        assert_loads(QUEUE_INCOMING, id);
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+        assert_loads(QUEUE_ACTIVE, id);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+Test(queue, a_message_file_is_held_and_removed_as_a_folder_is)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_HOLD), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+        assert_loads(QUEUE_HOLD, id);
+        cr_assert_eq(queue_move(q, id, QUEUE_HOLD, QUEUE_ACTIVE), 0);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+        id = commit_sample();
+        cr_assert_eq(queue_remove(q, QUEUE_INCOMING, id), 0);
+        cr_assert_eq(count_entries("incoming"), 0);
+        cr_assert_eq(count_entries("tmp"), 0);
+        free(id);
 }

@@ -2,7 +2,7 @@
  * failed stays due and is synced by the next queue_sync.
  *
  * Linked with -Wl,--wrap=fsync, so every fsync in the queue goes through
- * __wrap_fsync below, which counts the calls on folders and can fail them. */
+ * __wrap_fsync below, which counts the calls (on folders too) and can fail them. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <ftw.h>
@@ -17,12 +17,14 @@
 int __real_fsync(int fd);
 int __wrap_fsync(int fd);
 
+static int all_fsyncs;        /* fsync calls on anything */
 static int folder_fsyncs;     /* fsync calls on directories */
 static int fail_folder_fsync; /* fail this many of them with EIO */
 
 int __wrap_fsync(int fd)
 {
         struct stat st;
+        all_fsyncs++;
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
                 folder_fsyncs++;
                 if (fail_folder_fsync > 0) {
@@ -78,9 +80,9 @@ Test(queue_sync, a_move_leaves_both_folders_to_queue_sync)
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
         cr_assert_eq(folder_fsyncs, 0, "a batched move synced at once");
         cr_assert_eq(queue_sync(q), 0);
-        cr_assert_eq(folder_fsyncs, 2, "incoming/ and active/");
+        cr_assert_eq(folder_fsyncs, 3, "the message's new folder, incoming/ and active/");
         cr_assert_eq(queue_sync(q), 0);
-        cr_assert_eq(folder_fsyncs, 2, "nothing left to sync");
+        cr_assert_eq(folder_fsyncs, 3, "nothing left to sync");
         free(id);
 }
 
@@ -92,11 +94,44 @@ Test(queue_sync, a_failed_folder_sync_is_tried_again)
         folder_fsyncs = 0;
         fail_folder_fsync = 2;
         cr_assert_eq(queue_sync(q), -EIO);
-        cr_assert_eq(folder_fsyncs, 2);
-        /* both folders are still due: the next call syncs them */
+        cr_assert_eq(folder_fsyncs, 3);
+        /* the two that failed (the new folder, incoming/) are still due */
         cr_assert_eq(queue_sync(q), 0);
-        cr_assert_eq(folder_fsyncs, 4);
+        cr_assert_eq(folder_fsyncs, 5);
         cr_assert_eq(queue_sync(q), 0);
-        cr_assert_eq(folder_fsyncs, 4);
+        cr_assert_eq(folder_fsyncs, 5);
         free(id);
+}
+
+Test(queue_sync, a_submission_is_durable_after_two_fsyncs)
+{
+        /* issue 19: one message file (body, envelope, trailer): its fsync and
+         * incoming/'s; the folder of two files took four */
+        struct queue_draft *d;
+        cr_assert_eq(queue_draft_begin(q, &d), 0);
+        cr_assert_eq(queue_draft_write(d, "Subject: x\r\n\r\nbody\r\n", 20), 0);
+        struct envelope *env = envelope_new();
+        cr_assert_not_null(envelope_add_rcpt(env, "alice@example.org"));
+        all_fsyncs = folder_fsyncs = 0;
+        cr_assert_eq(queue_draft_commit(d, env), 0);
+        cr_assert_eq(all_fsyncs, 2, "the message file and incoming/");
+        cr_assert_eq(folder_fsyncs, 1);
+        struct envelope *back = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, env->id, &back, NULL), 0);
+        envelope_free(back);
+        envelope_free(env);
+}
+
+Test(queue_sync, pickups_fsync_nothing_until_queue_sync)
+{
+        char *id[3] = {enqueue_one(), enqueue_one(), enqueue_one()};
+        queue_set_batched_dirsync(q, true);
+        all_fsyncs = 0;
+        for (int i = 0; i < 3; i++)
+                cr_assert_eq(queue_move(q, id[i], QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        cr_assert_eq(all_fsyncs, 0, "nothing synced per message on the loop");
+        cr_assert_eq(queue_sync(q), 0);
+        cr_assert_eq(all_fsyncs, 5, "3 new folders, incoming/ and active/");
+        for (int i = 0; i < 3; i++)
+                free(id[i]);
 }
