@@ -190,7 +190,8 @@ int pickup_incoming_one(struct tarryd *d, const char *id)
         if (r == -ENOENT)
                 return 0;
         if (r == -EBADMSG) {
-                message_quarantine(d, QUEUE_INCOMING, id, "not a message folder (a link?)");
+                message_quarantine(d, QUEUE_INCOMING, id,
+                                   "neither a message file nor a message folder (a link?)");
                 return 0;
         }
         if (r < 0) {
