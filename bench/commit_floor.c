@@ -1,17 +1,16 @@
 /* bench/commit_floor.c — the disk's floor for a durable submission: exactly
  * the file-system work of sendmail's commit (queue/queue.c), nothing else.
  *
- * Per message, in a spool-like folder: mkdir tmp/NAME, write a 4 KB body and
- * a ~400-byte envelope, fsync the envelope, fsync the body, fsync the draft
- * folder, rename it into incoming/ (RENAME_NOREPLACE), fsync incoming/. No
+ * Per message, in a spool-like folder (LAYOUT "file", the default: sendmail's
+ * commit since issue 19): write a 4 KB body and a ~400-byte envelope into one
+ * file in tmp/, fsync it, rename it into incoming/ (RENAME_NOREPLACE), fsync
+ * incoming/. With LAYOUT "spool", the commit before issue 19: mkdir tmp/NAME,
+ * the body and the envelope as two files, fsync the envelope, fsync the body,
+ * fsync the draft folder, rename it into incoming/, fsync incoming/. No
  * process start, no configuration, no parsing: what sendmail's time cannot
  * go below on this disk. P processes run side by side, as P submitters would.
  *
- * With LAYOUT "file" instead of "spool" (the default), the same bytes go
- * into one file (write, fsync, rename into incoming/, fsync incoming/): what
- * a one-file draft would save over the folder with two files.
- *
- * usage: commit-floor DIR [MESSAGES] [PROCESSES] [spool|file]   (defaults 500, 1, spool)
+ * usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool]   (defaults 500, 1, file)
  * Prints one line: messages, seconds, commits/s, ms per commit. DIR is made
  * (it must not exist) and removed; put it on the disk you mean to measure.
  */
@@ -110,12 +109,12 @@ static void submitter(const char *root, int p, int n, bool one_file)
 int main(int argc, char **argv)
 {
         if (argc < 2) {
-                fprintf(stderr, "usage: commit-floor DIR [MESSAGES] [PROCESSES] [spool|file]\n");
+                fprintf(stderr, "usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool]\n");
                 return 64;
         }
         const char *root = argv[1];
         int n = argc > 2 ? atoi(argv[2]) : 500, procs = argc > 3 ? atoi(argv[3]) : 1;
-        const char *layout = argc > 4 ? argv[4] : "spool";
+        const char *layout = argc > 4 ? argv[4] : "file";
         bool one_file = strcmp(layout, "file") == 0;
         if (n < 1 || procs < 1 || procs > 64 || (!one_file && strcmp(layout, "spool") != 0)) {
                 fprintf(stderr, "commit-floor: MESSAGES >= 1, 1 <= PROCESSES <= 64, LAYOUT spool "
