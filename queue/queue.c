@@ -8,11 +8,12 @@
  * the folder form (tmp/NAME/ with body and envelope, each fsynced, the
  * folder fsynced, renamed, the target fsynced).
  *
- * Pickup (queue_move from incoming/ to active/ or hold/) copies nothing:
- * mkdir active/ID, rename the file to active/ID/body. The message's envelope
- * is then read from the body's trailer until its first update writes the
- * envelope file (durably); only after that is the trailer cut off
- * (ftruncate), so at every moment one durable copy of the envelope exists.
+ * Pickup (queue_move from incoming/ to active/ or hold/) is one rename, as
+ * for a folder: active/ID is then the message file, read through its
+ * trailer, until its first update (file_to_folder) makes it a folder with
+ * the file as its body and a durable envelope file; only after that is the
+ * trailer cut off (ftruncate), so at every moment one durable copy of the
+ * envelope exists. A message delivered at its first attempt stays a file.
  *
  * A draft is flock()ed by its writer from before it gets its visible tmp/
  * name (it is created as tmp/.new-NAME, locked, then renamed) until the
@@ -43,7 +44,7 @@
 #define STATE_NAME_MAX  64
 #define SPOOL_DIR_MODE  0770
 #define SPOOL_FILE_MODE 0660
-#define PICKUP_BATCH    256 /* picked-up folders awaiting their fsync in queue_sync */
+#define UPDATE_PREFIX   "up-" /* tmp/up-D-ID: a message file becoming a folder */
 
 static const char *const dir_names[QUEUE__DIR_MAX] = {
     [QUEUE_INCOMING] = "incoming",
@@ -67,8 +68,6 @@ struct queue {
         int lock_fd;        /* state/tarryd.lock, flock()ed by the one tarryd of this spool */
         bool batch_dirsync; /* moves/removals leave their folder fsync to queue_sync */
         bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
-        int new_dir[PICKUP_BATCH];  /* folders made by batched pickups, fsynced by queue_sync */
-        size_t n_new_dir;
 };
 
 struct queue_draft {
@@ -199,8 +198,6 @@ void queue_close(struct queue *q)
         closep(&q->state_fd);
         closep(&q->root_fd);
         closep(&q->maildrop_fd);
-        for (size_t i = 0; i < q->n_new_dir; i++)
-                close(q->new_dir[i]);
         if (q->drop_fd >= 0)
                 flock(q->drop_fd, LOCK_UN); /* before the close that tarryd's inotify reports */
         closep(&q->drop_fd);
@@ -916,21 +913,15 @@ static int load_trailer(int at, const char *name, const char *id, struct envelop
         return parse_envelope(text, len, id, blen, true, out, why);
 }
 
-/* A folder without an envelope file: picked up from a message file (the
- * envelope is in the body's trailer), or an empty folder left by a pickup a
- * crash cut short between its mkdir and its rename (removed: the message is
- * still in incoming/, -ENOENT), or damaged. */
-static int load_picked_up(struct queue *q, enum queue_dir d, int mfd, const char *id,
-                          struct envelope **out, const char **why)
+/* A folder without an envelope file: its body may still carry the message
+ * file's trailer (a message file's first update cut short by a crash after
+ * the body moved in is finished by recovery, but the trailer is read all
+ * the same), else it is damaged. */
+static int load_picked_up(int mfd, const char *id, struct envelope **out, const char **why)
 {
         int r = load_trailer(mfd, "body", id, out, NULL, why);
-        if (r == -ENOENT) {
-                if (unlinkat(q->dir_fd[d], id, AT_REMOVEDIR) == 0) /* only if empty */
-                        return -ENOENT;
+        if (r == -ENOENT || (r == -EBADMSG && strcmp(*why, "the message file has no trailer") == 0))
                 return *why = "the envelope file is missing", -EBADMSG;
-        }
-        if (r == -EBADMSG && strcmp(*why, "the message file has no trailer") == 0)
-                *why = "the envelope file is missing";
         return r;
 }
 
@@ -949,7 +940,7 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         size_t len = 0;
         int r = file_read_all_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
         if (r == -ENOENT)
-                return load_picked_up(q, d, mfd, id, out, why);
+                return load_picked_up(mfd, id, out, why);
         if (r == -EFBIG)
                 return *why = "the envelope file is larger than 16 MiB", -EBADMSG;
         if (r < 0)
@@ -966,16 +957,67 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         return 0;
 }
 
+/* The first update of a message file d/ID (picked up, never rewritten): it
+ * becomes the folder d/ID/ with the file as its body and text as its
+ * envelope, by way of tmp/up-D-ID/ (locked): the envelope is written and
+ * made durable there, the file moved in as body, the folder made durable
+ * and renamed to d/ID. A crash before the body moved leaves the file as it
+ * was (recovery removes the folder); after, recovery moves the folder to
+ * d/ID. Only then is the trailer cut off the body. */
+static int file_to_folder(struct queue *q, enum queue_dir d, const struct envelope *env,
+                          const char *text, size_t len)
+{
+        char name[64];
+        snprintf(name, sizeof(name), UPDATE_PREFIX "%d-%s", (int)d, env->id);
+        if (mkdirat(q->tmp_fd, name, SPOOL_DIR_MODE) < 0)
+                return -errno; /* EEXIST: a crash's, for recovery to finish */
+        _cleanup_close_ int dfd = open_dir_at(q->tmp_fd, name);
+        int r = dfd < 0 ? dfd : 0;
+        if (r == 0 && flock(dfd, LOCK_EX | LOCK_NB) < 0)
+                r = -errno;
+        if (r == 0)
+                r = give_to_owner(q, dfd);
+        if (r == 0)
+                r = write_file_at(q, dfd, "envelope", text, len);
+        if (r == 0 && dir_fsync(dfd) < 0)
+                r = -errno;
+        if (r == 0 && renameat2(q->dir_fd[d], env->id, dfd, "body", RENAME_NOREPLACE) < 0)
+                r = -errno;
+        if (r < 0) {
+                if (dfd >= 0)
+                        remove_tmp_entry(q, name, dfd);
+                else
+                        unlinkat(q->tmp_fd, name, AT_REMOVEDIR);
+                return r;
+        }
+        /* the message lives in tmp/ now: on to d/ID, or else back as it was */
+        if (dir_fsync(dfd) < 0 ||
+            renameat2(q->tmp_fd, name, q->dir_fd[d], env->id, RENAME_NOREPLACE) < 0) {
+                r = -errno;
+                if (renameat2(dfd, "body", q->dir_fd[d], env->id, RENAME_NOREPLACE) == 0)
+                        remove_tmp_entry(q, name, dfd);
+                return r; /* if even that failed, recovery moves it on to d/ID */
+        }
+        if (dir_fsync(q->dir_fd[d]) < 0 || dir_fsync(q->tmp_fd) < 0)
+                return -errno;
+        struct stat st;
+        if (fstatat(dfd, "body", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+                cut_trailer(dfd, env, &st); /* the envelope file is durable now */
+        return 0;
+}
+
 int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env)
 {
         _cleanup_close_ int mfd = open_message(q, d, env->id);
-        if (mfd < 0)
+        if (mfd < 0 && mfd != -ENOTDIR)
                 return mfd;
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r = envelope_dump(env, &text, &len);
         if (r < 0)
                 return r;
+        if (mfd == -ENOTDIR)
+                return file_to_folder(q, d, env, text, len);
         uid_t uid;
         gid_t gid;
         owner_for_new_files(q, &uid, &gid);
@@ -1039,19 +1081,6 @@ void queue_set_batched_dirsync(struct queue *q, bool on)
 int queue_sync(struct queue *q)
 {
         int err = 0;
-        /* picked-up folders first (their body entry), then the folders they
-         * were moved between; one that fails stays due */
-        size_t kept = 0;
-        for (size_t i = 0; i < q->n_new_dir; i++) {
-                if (fsync(q->new_dir[i]) == 0) {
-                        close(q->new_dir[i]);
-                        continue;
-                }
-                if (err == 0)
-                        err = -errno;
-                q->new_dir[kept++] = q->new_dir[i];
-        }
-        q->n_new_dir = kept;
         for (int i = 0; i < QUEUE__DIR_MAX; i++) {
                 if (!q->dirty[i])
                         continue;
@@ -1062,41 +1091,6 @@ int queue_sync(struct queue *q)
                         err = r;
         }
         return err;
-}
-
-/* The message file incoming/id becomes the folder to/id with the file as its
- * body: mkdir, rename, nothing copied. A folder already there with neither
- * body nor envelope is the mkdir of a pickup a crash cut short: it is used. */
-static int pickup_file(struct queue *q, const char *id, enum queue_dir to)
-{
-        bool made = mkdirat(q->dir_fd[to], id, SPOOL_DIR_MODE) == 0;
-        if (!made && errno != EEXIST)
-                return -errno;
-        int dfd = open_dir_at(q->dir_fd[to], id);
-        if (dfd < 0)
-                return dfd;
-        int r = 0;
-        if (!made && (faccessat(dfd, "body", F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
-                      faccessat(dfd, "envelope", F_OK, AT_SYMLINK_NOFOLLOW) == 0))
-                r = -EEXIST; /* another message's: never mixed with this one */
-        if (r == 0 && made)
-                r = give_to_owner(q, dfd); /* root's tarryq -h: tarryd must write it */
-        if (r == 0 && renameat2(q->dir_fd[QUEUE_INCOMING], id, dfd, "body", RENAME_NOREPLACE) < 0)
-                r = -errno;
-        if (r < 0) {
-                if (made)
-                        unlinkat(q->dir_fd[to], id, AT_REMOVEDIR);
-                close(dfd);
-                return r;
-        }
-        if (q->batch_dirsync) {
-                q->new_dir[q->n_new_dir++] = dfd;
-                q->dirty[QUEUE_INCOMING] = q->dirty[to] = true;
-                return q->n_new_dir < PICKUP_BATCH ? 0 : queue_sync(q);
-        }
-        r = fsync(dfd) < 0 ? -errno : 0;
-        close(dfd);
-        return r < 0 ? r : sync_dirs(q, QUEUE_INCOMING, to);
 }
 
 int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to)
@@ -1112,12 +1106,9 @@ int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_
          * load of it would fail. */
         struct stat st;
         if (from == QUEUE_INCOMING && to != QUEUE_CORRUPT &&
-            fstatat(q->dir_fd[from], id, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-                if (S_ISREG(st.st_mode))
-                        return pickup_file(q, id, to);
-                if (!S_ISDIR(st.st_mode))
-                        return -EBADMSG;
-        }
+            fstatat(q->dir_fd[from], id, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode) &&
+            !S_ISDIR(st.st_mode))
+                return -EBADMSG;
         if (renameat2(q->dir_fd[from], id, q->dir_fd[to], id, RENAME_NOREPLACE) < 0)
                 return -errno;
         return sync_dirs(q, from, to);
@@ -1172,6 +1163,11 @@ int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *
                 if (strncmp(names[i], "del-", 4) != 0 || strchr(names[i], '/'))
                         continue;
                 _cleanup_close_ int fd = open_dir_at(q->tmp_fd, names[i]);
+                if (fd == -ENOTDIR) { /* a message file, never rewritten */
+                        if (unlinkat(q->tmp_fd, names[i], 0) < 0 && errno != ENOENT && err == 0)
+                                err = -errno;
+                        continue;
+                }
                 if (fd < 0) {
                         if (fd != -ENOENT && err == 0)
                                 err = fd;
@@ -1198,7 +1194,26 @@ static bool young_new_entry(int tmp_fd, const char *name)
         return st.st_mtime + NEW_GRACE_S > now_realtime_us() / 1000000;
 }
 
-/* 1 if tmp/name was abandoned and is now removed, 0 if its writer still holds it. */
+/* tmp/up-D-ID (locked by us), a message file's first update cut short: with
+ * its body, the message is moved on to D/ID (1); without, the file is still
+ * in D/ and the folder is to be removed (0). */
+static int finish_update(struct queue *q, const char *name, int fd)
+{
+        int d = -1, n = 0;
+        char id[QUEUE_ID_LEN + 2] = "";
+        if (sscanf(name + strlen(UPDATE_PREFIX), "%d-%17s%n", &d, id, &n) != 2 ||
+            name[strlen(UPDATE_PREFIX) + (size_t)n] != '\0' || d < 0 || d >= QUEUE__DIR_MAX ||
+            !queue_id_valid(id))
+                return 0;
+        if (faccessat(fd, "body", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+                return 0;
+        if (dir_fsync(fd) < 0 || renameat2(q->tmp_fd, name, q->dir_fd[d], id, RENAME_NOREPLACE) < 0)
+                return -errno;
+        return dir_fsync(q->dir_fd[d]) < 0 ? -errno : 1;
+}
+
+/* 1 if tmp/name was abandoned and is now removed (or, a message's update,
+ * finished), 0 if its writer still holds it. */
 static int recover_entry(struct queue *q, const char *name)
 {
         if (young_new_entry(q->tmp_fd, name))
@@ -1219,8 +1234,13 @@ static int recover_entry(struct queue *q, const char *name)
         if (fstat(fd, &a) < 0 || fstatat(q->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
             a.st_ino != b.st_ino || a.st_dev != b.st_dev)
                 return 0;
-        if (S_ISREG(a.st_mode))
-                return unlinkat(q->tmp_fd, name, 0) < 0 ? -errno : 1;
+        if (S_ISREG(a.st_mode)) /* ENOENT: the remover's thread was quicker */
+                return unlinkat(q->tmp_fd, name, 0) < 0 ? (errno == ENOENT ? 0 : -errno) : 1;
+        if (strncmp(name, UPDATE_PREFIX, strlen(UPDATE_PREFIX)) == 0) {
+                int r = finish_update(q, name, fd);
+                if (r != 0)
+                        return r;
+        }
         int r = remove_tmp_entry(q, name, fd);
         return r < 0 ? r : 1;
 }

@@ -140,6 +140,10 @@ static const char *envelope_on_disk(const char *id)
         if (snprintf(path, sizeof(path), "%s/active/%s/envelope", S.h.spool, id) >=
             (int)sizeof(path))
                 return buf; /* a spool path this long is not ours */
+        struct stat st;
+        path[strlen(path) - strlen("/envelope")] = '\0';
+        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) /* else the message file itself: */
+                strcat(path, "/envelope");                /* body, envelope, trailer */
         FILE *f = fopen(path, "r");
         if (f) {
                 size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -446,16 +450,24 @@ Test(diskfull, a_bounce_that_cannot_be_queued_keeps_the_original)
 }
 
 /* Scenario C, nearly full: one free page takes the updated envelope (the
- * recipient failed) but not the DSN (a body and an envelope). A restart then
- * finds a message with nothing to deliver and a DSN owed, on a disk that
- * still refuses it: tarryd keeps it, retries, and sends the DSN once space is
- * back. */
+ * recipient failed) but not the DSN (a message file of more than a page: the
+ * message is sent with -R full and an 8 KB body, which the DSN returns). A
+ * restart then finds a message with nothing to deliver and a DSN owed, on a
+ * disk that still refuses it: tarryd keeps it, retries, and sends the DSN
+ * once space is back. */
 Test(diskfull, a_bounce_still_owed_at_restart_is_sent_once_there_is_space)
 {
         start("1s", NULL);
         fixture_set(S.f, "rcpt:bad*@example.test", "550 5.1.1 No such user here");
         fixture_set(S.f, "delay:rcpt", RCPT_DELAY);
-        harness_send(&S.h, "alice@sender.test", "bad1@example.test", "will bounce");
+        static char big[9000];
+        int n = snprintf(big, sizeof(big), "Subject: will bounce\nTo: <bad1@example.test>\n\n");
+        static const char line[] = "a line of the body that the failure DSN returns whole\n";
+        for (; n + sizeof(line) < 8300; n += (int)strlen(line))
+                memcpy(big + n, line, strlen(line));
+        big[n] = '\0';
+        const char *args[] = {"-R", "full", "-f", "alice@sender.test", "bad1@example.test", NULL};
+        cr_assert_eq(harness_sendmail(&S.h, big, args), 0);
         cr_assert(wait_log("(queue active)", 1, 5000));
         char ids[4][17];
         cr_assert_eq(active_ids(ids, 4), 1);

@@ -248,9 +248,14 @@ static char *only_active_envelope(struct env *e)
         cr_assert_not_null(d);
         struct dirent *de;
         path[0] = '\0';
+        struct stat st;
         while ((de = readdir(d)))
-                if (de->d_name[0] != '.')
-                        snprintf(path, sizeof(path), "%s/%s/envelope", dir, de->d_name);
+                if (de->d_name[0] != '.') {
+                        /* not yet tried, it is the message file (body, envelope, trailer) */
+                        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                        if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+                                snprintf(path, sizeof(path), "%s/%s/envelope", dir, de->d_name);
+                }
         closedir(d);
         cr_assert(path[0], "nothing in active/");
         static char text[16384];

@@ -773,8 +773,9 @@ Test(queue, a_pickup_moves_the_message_file_without_copying_it)
         spool_path(path, sizeof(path), "incoming", id, NULL);
         cr_assert_eq(lstat(path, &before), 0);
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
-        spool_path(path, sizeof(path), "active", id, "body");
+        spool_path(path, sizeof(path), "active", id, NULL);
         cr_assert_eq(lstat(path, &after), 0);
+        cr_assert(S_ISREG(after.st_mode), "no folder is made at pickup");
         cr_assert_eq(after.st_ino, before.st_ino, "the same file, renamed");
         cr_assert_eq(count_entries("incoming"), 0);
         assert_loads(QUEUE_ACTIVE, id);
@@ -786,38 +787,78 @@ Test(queue, the_trailer_is_cut_only_once_the_envelope_file_is_durable)
 {
         char *id = commit_sample();
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
-        cr_assert_gt(file_size("active", id, "body"), (off_t)strlen(body), "trailer still there");
+        cr_assert_gt(file_size("active", id, NULL), (off_t)strlen(body), "trailer still there");
         cr_assert_eq(file_size("active", id, "envelope"), -1, "no envelope file yet");
         struct envelope *env = NULL;
         cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
         env->rcpt[0].state = RCPT_DEFERRED;
         cr_assert_eq(queue_update(q, QUEUE_ACTIVE, env), 0);
         envelope_free(env);
-        cr_assert_eq(file_size("active", id, "body"), (off_t)strlen(body));
+        cr_assert_eq(file_size("active", id, "body"), (off_t)strlen(body), "now a folder: body");
         cr_assert_gt(file_size("active", id, "envelope"), 0);
+        cr_assert_eq(count_entries("tmp"), 0);
         assert_loads(QUEUE_ACTIVE, id);
         assert_body_is_the_submission(QUEUE_ACTIVE, id);
         free(id);
 }
 
-Test(queue, a_pickup_cut_short_after_its_mkdir_is_finished_once)
+/* tmp/up-D-ID, as a message file's first update leaves it when cut short:
+ * the envelope written, and the body moved in or not. */
+static void first_update_cut_short(const char *id, bool body_moved)
 {
-        /* crash state: active/ID made, the file still in incoming/ */
-        char *id = commit_sample();
-        char path[512];
-        spool_path(path, sizeof(path), "active", id, NULL);
-        cr_assert_eq(mkdir(path, 0770), 0);
-        /* start-up reads active/ first: the empty folder is no message */
+        char dir[512], path[600];
+        snprintf(dir, sizeof(dir), "%s/tmp/up-%d-%s", spool, (int)QUEUE_ACTIVE, id);
+        cr_assert_eq(mkdir(dir, 0770), 0);
         struct envelope *env = NULL;
-        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), -ENOENT);
-        cr_assert_eq(count_entries("active"), 0, "the empty folder is removed");
-        cr_assert_eq(count_entries("corrupt"), 0);
-        /* or the pickup comes first: it uses the folder */
-        cr_assert_eq(mkdir(path, 0770), 0);
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        env->rcpt[0].state = RCPT_DEFERRED;
+        json_t *j = envelope_to_json(env);
+        char *text = json_dumps(j, JSON_COMPACT);
+        snprintf(path, sizeof(path), "%s/envelope", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs(text, f);
+        fclose(f);
+        free(text);
+        json_decref(j);
+        envelope_free(env);
+        if (body_moved) {
+                char from[512];
+                spool_path(from, sizeof(from), "active", id, NULL);
+                snprintf(path, sizeof(path), "%s/body", dir);
+                cr_assert_eq(rename(from, path), 0);
+        }
+}
+
+Test(queue, a_first_update_cut_short_before_the_body_moved_leaves_the_message_file)
+{
+        char *id = commit_sample();
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
-        cr_assert_eq(count_entries("incoming"), 0);
+        first_update_cut_short(id, false);
+        cr_assert_eq(queue_recover_tmp(q), 1);
+        cr_assert_eq(count_entries("tmp"), 0);
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        cr_assert_eq(env->rcpt[0].state, RCPT_PENDING, "the update was lost, not the message");
+        envelope_free(env);
+        assert_body_is_the_submission(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+Test(queue, a_first_update_cut_short_after_the_body_moved_is_finished_by_recovery)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        first_update_cut_short(id, true);
+        cr_assert_eq(count_entries("active"), 0, "the message is in tmp/ only");
+        cr_assert_eq(queue_recover_tmp(q), 1);
+        cr_assert_eq(count_entries("tmp"), 0);
         cr_assert_eq(count_entries("active"), 1);
-        assert_loads(QUEUE_ACTIVE, id);
+        struct envelope *env = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_ACTIVE, id, &env, NULL), 0);
+        cr_assert_eq(env->rcpt[0].state, RCPT_DEFERRED, "the update was kept");
+        envelope_free(env);
+        cr_assert_eq(file_size("active", id, "body"), (off_t)strlen(body), "trailer cut");
         assert_body_is_the_submission(QUEUE_ACTIVE, id);
         free(id);
 }
