@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2187,6 +2188,36 @@ static void pump_schedule(struct smtpc *c)
         sd_event_add_defer(c->e, &c->pump_src, on_pump, c);
 }
 
+/* The message as sent: req's body file, or with a prefix a memory file
+ * holding the prefix and then the body. *fd is the caller's. */
+static int wire_body(const struct smtpc_request *req, int *fd, uint64_t *size)
+{
+        size_t pre_len = req->prefix ? strlen(req->prefix) : 0;
+        if (pre_len == 0) {
+                *fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
+                *size = req->body_size;
+                return *fd < 0 ? -EBADF : 0;
+        }
+        _cleanup_close_ int out = memfd_create("tarry-message", MFD_CLOEXEC);
+        if (out < 0)
+                return -errno;
+        int r = fd_write_all(out, req->prefix, pre_len);
+        if (r < 0)
+                return r;
+        for (uint64_t done = 0; done < req->body_size;) {
+                off_t off = (off_t)done;
+                ssize_t n = sendfile(out, req->body_fd, &off, (size_t)(req->body_size - done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO; /* the body file shrank: never */
+                done += (uint64_t)n;
+        }
+        *fd = TAKE_FD(out);
+        *size = pre_len + req->body_size;
+        return 0;
+}
+
 static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
 {
         a->queue_id = strdup(req->queue_id ? req->queue_id : "");
@@ -2231,10 +2262,9 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
                         if (req->orcpt[i] && !(a->orcpt[i] = strdup(req->orcpt[i])))
                                 return -ENOMEM;
         }
-        a->body_fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
-        if (a->body_fd < 0)
-                return -EBADF;
-        a->body_size = req->body_size;
+        int r = wire_body(req, &a->body_fd, &a->body_size);
+        if (r < 0)
+                return r;
         a->done = req->done;
         a->userdata = req->userdata;
         return 0;
