@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 
 #define POP_BATCH 64
 /* An item waiting for its domain's MX set is looked at again after this at
@@ -342,45 +341,6 @@ void deliver_arm_timer(struct tarryd *d)
 
 static void on_attempt_done(const struct smtpc_result *res, void *userdata);
 
-/* The message as it goes on the wire: the header lines added at pickup
- * (env->headers: DKIM-Signature:, Received:, X-Original-To:) and then the immutable body
- * file, copied into an anonymous memory file for this attempt (smtpc reads
- * one fd). Without added headers, the body file itself. Returns 0 with *fd
- * (owned by the caller) and *size, or a negative errno. */
-static int open_wire_message(struct tarryd *d, const struct msg *m, int *fd, uint64_t *size)
-{
-        _cleanup_close_ int body = -1;
-        uint64_t body_size = 0;
-        int r = queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &body, &body_size);
-        if (r < 0)
-                return r;
-        const char *pre = m->env->headers;
-        if (!pre || !*pre) {
-                *fd = TAKE_FD(body);
-                *size = body_size;
-                return 0;
-        }
-        _cleanup_close_ int out = memfd_create("tarry-message", MFD_CLOEXEC);
-        if (out < 0)
-                return -errno;
-        size_t pre_len = strlen(pre);
-        r = fd_write_all(out, pre, pre_len);
-        if (r < 0)
-                return r;
-        for (uint64_t done = 0; done < body_size;) {
-                off_t off = (off_t)done;
-                ssize_t n = sendfile(out, body, &off, (size_t)(body_size - done));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO; /* the body file shrank: never */
-                done += (uint64_t)n;
-        }
-        *fd = TAKE_FD(out);
-        *size = pre_len + body_size;
-        return 0;
-}
-
 /* Recipients of w's destination whose own retry is due; returns how many. */
 static size_t select_rcpts(struct tarryd *d, struct work *w, int64_t now, size_t *idx,
                            int64_t *next_due)
@@ -556,8 +516,9 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         struct attempt *a = calloc(1, sizeof(*a));
         int r =
             a && orcpt && notify ? pickup_sign(d, env) : -ENOMEM; /* persisted with the outcome */
-        if (r == 0)
-                r = open_wire_message(d, m, &fd, &size);
+        if (r == 0) /* the header lines added at pickup go as the prefix: the
+                     * worker joins them and the body, not this loop */
+                r = queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size);
         if (r == 0) {
                 *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
                 const char *site = sched_item_route(w->it);
@@ -569,6 +530,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                     .n_rcpts = n,
                     .body_fd = fd,
                     .body_size = size,
+                    .prefix = env->headers,
                     .source_address = *source ? source : NULL,
                     .site = site,
                     .site_connections = prov ? (unsigned)prov->connections.value : 0,

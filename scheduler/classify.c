@@ -338,14 +338,12 @@ static bool score_families(const struct sched_classifier *c, size_t from, size_t
 void sched_classify(const struct sched_classifier *c, const struct sched_reply *r,
                     struct sched_verdict *out)
 {
-        _cleanup_free_ struct parsed *pr = malloc(sizeof(*pr));
+        /* on the stack: its 8 KB, allocated per reply, were a large-bin
+         * request, and each ran malloc_consolidate on tarryd's loop */
+        struct parsed parsed;
+        struct parsed *pr = &parsed;
         memset(out, 0, sizeof(*out));
         out->hint_s = -1;
-        if (!pr) {
-                set_verdict(out, CLASS_UNKNOWN_TEMP, "out-of-memory",
-                            "could not examine the reply; retry conservatively");
-                return;
-        }
         parse_reply(r, pr);
         out->code = pr->code;
         memcpy(out->enhanced, pr->enhanced, sizeof(out->enhanced));

@@ -22,6 +22,7 @@
 #define SOURCE_MAX 127                     /* a configured source address */
 #define ENVID_MAX  100                     /* RFC 3461 4.4 */
 #define ORCPT_MAX  500                     /* RFC 3461 4.2 */
+#define PREFIX_MAX (1 << 20) /* tarryd's added header lines (Received:, DKIM-Signature:) */
 
 /* A provider's messages_per_connection (scheduler/policy.c's range). */
 #define PER_CONN_MAX 100000
@@ -344,6 +345,11 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                       bytes_json(req->source_address), "body_size", (json_int_t)req->body_size,
                       "dsn_ret", (int)req->dsn_ret, "envid", bytes_json(req->envid), "notify",
                       notify, "orcpt", orcpt, "body_signed", req->body_signed);
+        if (j && req->prefix && *req->prefix &&
+            json_object_set_new(j, "prefix", bytes_json(req->prefix)) < 0) {
+                json_decref(j);
+                return -ENOMEM;
+        }
         if (j && req->messages_per_connection > 0 &&
             json_object_set_new(j, "messages_per_connection",
                                 json_integer(req->messages_per_connection)) < 0) {
@@ -362,6 +368,7 @@ void ipc_request_clear(struct ipc_request *r)
         free(r->queue_id);
         free(r->sender);
         free(r->source);
+        free(r->prefix);
         for (size_t i = 0; i < r->n_rcpts && r->rcpts; i++)
                 free(r->rcpts[i]);
         for (size_t i = 0; i < r->n_rcpts && r->orcpt; i++)
@@ -427,6 +434,9 @@ static int request_fields(const json_t *j, struct ipc_request *out)
             json_bytes_member(j, "sender", 1024, &out->sender) < 0 ||
             json_bytes_or_null(j, "source_address", SOURCE_MAX, &out->source) < 0 ||
             json_int_member(j, "body_size", 0, INT64_MAX, &size) < 0)
+                return -EBADMSG;
+        if (json_object_get(j, "prefix") && /* absent: none */
+            json_bytes_member(j, "prefix", PREFIX_MAX, &out->prefix) < 0)
                 return -EBADMSG;
         out->body_size = (uint64_t)size;
         if (json_object_get(j, "messages_per_connection")) {

@@ -66,6 +66,7 @@ struct ipc_request {
         char **rcpts;
         size_t n_rcpts;
         uint64_t body_size;
+        char *prefix; /* header lines ahead of the body, or NULL */
         /* RFC 3461 (smtpc_request's fields) */
         int dsn_ret;
         char *envid;      /* or NULL */

@@ -51,6 +51,7 @@ struct job {
         bool body_signed;
         int body_fd;
         uint64_t body_size;
+        char *prefix; /* or NULL: header lines ahead of the body (the worker joins them) */
         smtpc_done_fn done;
         void *userdata;
         char destination[SMTPC_DEST_MAX];
@@ -118,6 +119,7 @@ static void job_free(struct job *j)
         free(j->site);
         free(j->mx);
         free(j->rres);
+        free(j->prefix);
         if (j->body_fd >= 0)
                 close(j->body_fd);
         free(j);
@@ -499,6 +501,7 @@ static int worker_dispatch(struct worker *w, struct job *j)
             .rcpts = (const char *const *)j->rcpts,
             .n_rcpts = j->n_rcpts,
             .body_size = j->body_size,
+            .prefix = j->prefix,
             .source_address = j->source,
             .dsn_ret = j->dsn_ret,
             .envid = j->envid,
@@ -686,6 +689,8 @@ static int job_copy(struct job *j, const struct smtpc_request *req)
         if (j->body_fd < 0)
                 return -EBADF;
         j->body_size = req->body_size;
+        if (req->prefix && *req->prefix && !(j->prefix = strdup(req->prefix)))
+                return -ENOMEM;
         j->body_signed = req->body_signed;
         if (req->site && !(j->site = strdup(req->site)))
                 return -ENOMEM;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1190,6 +1191,35 @@ static int send_cmd(struct attempt *a, const char *line)
         return 0;
 }
 
+/* Copies n body bytes to out (room for 2n), doubling a '.' that starts a
+ * line (follows CRLF); prev holds the two bytes before in and is updated.
+ * Whole lines are copied at once (memchr for LF): a byte-at-a-time loop was
+ * the delivery worker's largest cost. Returns the bytes written. */
+static size_t dot_stuff(const char *in, size_t n, char *out, char prev[2])
+{
+        size_t o = 0, i = 0;
+        bool bol = prev[0] == '\r' && prev[1] == '\n';
+        while (i < n) {
+                if (bol && in[i] == '.')
+                        out[o++] = '.';
+                const char *lf = memchr(in + i, '\n', n - i);
+                size_t end = lf ? (size_t)(lf - in) + 1 : n;
+                memcpy(out + o, in + i, end - i);
+                o += end - i;
+                char before_lf = end >= 2 ? in[end - 2] : prev[1];
+                bol = lf && before_lf == '\r';
+                i = end;
+        }
+        if (n >= 2) {
+                prev[0] = in[n - 2];
+                prev[1] = in[n - 1];
+        } else if (n == 1) {
+                prev[0] = prev[1];
+                prev[1] = in[0];
+        }
+        return o;
+}
+
 /* Body bytes into the output, dot-stuffed; the final ".\r\n" once all is in. */
 static int body_fill(struct attempt *a)
 {
@@ -1215,14 +1245,7 @@ static int body_fill(struct attempt *a)
                 a->body_off += (uint64_t)n;
                 if (out_reserve(a, 2 * (size_t)n) < 0)
                         return -ENOMEM;
-                for (ssize_t i = 0; i < n; i++) {
-                        bool bol = a->body_prev[0] == '\r' && a->body_prev[1] == '\n';
-                        if (chunk[i] == '.' && bol)
-                                a->out[a->out_len++] = '.';
-                        a->out[a->out_len++] = chunk[i];
-                        a->body_prev[0] = a->body_prev[1];
-                        a->body_prev[1] = chunk[i];
-                }
+                a->out_len += dot_stuff(chunk, (size_t)n, a->out + a->out_len, a->body_prev);
         }
         return 0;
 }
@@ -2165,6 +2188,36 @@ static void pump_schedule(struct smtpc *c)
         sd_event_add_defer(c->e, &c->pump_src, on_pump, c);
 }
 
+/* The message as sent: req's body file, or with a prefix a memory file
+ * holding the prefix and then the body. *fd is the caller's. */
+static int wire_body(const struct smtpc_request *req, int *fd, uint64_t *size)
+{
+        size_t pre_len = req->prefix ? strlen(req->prefix) : 0;
+        if (pre_len == 0) {
+                *fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
+                *size = req->body_size;
+                return *fd < 0 ? -EBADF : 0;
+        }
+        _cleanup_close_ int out = memfd_create("tarry-message", MFD_CLOEXEC);
+        if (out < 0)
+                return -errno;
+        int r = fd_write_all(out, req->prefix, pre_len);
+        if (r < 0)
+                return r;
+        for (uint64_t done = 0; done < req->body_size;) {
+                off_t off = (off_t)done;
+                ssize_t n = sendfile(out, req->body_fd, &off, (size_t)(req->body_size - done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO; /* the body file shrank: never */
+                done += (uint64_t)n;
+        }
+        *fd = TAKE_FD(out);
+        *size = pre_len + req->body_size;
+        return 0;
+}
+
 static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
 {
         a->queue_id = strdup(req->queue_id ? req->queue_id : "");
@@ -2209,10 +2262,9 @@ static int attempt_copy(struct attempt *a, const struct smtpc_request *req)
                         if (req->orcpt[i] && !(a->orcpt[i] = strdup(req->orcpt[i])))
                                 return -ENOMEM;
         }
-        a->body_fd = fcntl(req->body_fd, F_DUPFD_CLOEXEC, 3);
-        if (a->body_fd < 0)
-                return -EBADF;
-        a->body_size = req->body_size;
+        int r = wire_body(req, &a->body_fd, &a->body_size);
+        if (r < 0)
+                return r;
         a->done = req->done;
         a->userdata = req->userdata;
         return 0;

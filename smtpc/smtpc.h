@@ -259,6 +259,12 @@ struct smtpc_request {
         size_t n_rcpts;
         int body_fd; /* dup()ed by smtpc; read with pread from offset 0 */
         uint64_t body_size;
+        /* Header lines sent ahead of the body file's content (tarryd's
+         * Received:, DKIM-Signature:, each CRLF-terminated), or NULL. smtpc
+         * joins them and the body into one memory file in the process that
+         * runs the attempt (a delivery worker), not on tarryd's loop; the
+         * message on the wire is prefix + body, and SIZE= counts both. */
+        const char *prefix;
         const char *source_address; /* pinned source, or NULL (none configured) */
         /* Pool only: the receiving site the attempt goes to (tarryd's
          * scheduler key, daemon/site.h), or NULL (its route). Warm

@@ -59,6 +59,7 @@ static int serve(struct worker_ctx *w)
             .n_rcpts = q.n_rcpts,
             .body_fd = w->in.fd,
             .body_size = q.body_size,
+            .prefix = q.prefix,
             .source_address = q.source,
             .dsn_ret = (enum smtpc_dsn_ret)q.dsn_ret,
             .envid = q.envid,

@@ -202,6 +202,14 @@ Test(smtpc_ipc, requests_round_trip)
         cr_assert_null(q.envid);
         cr_assert_null(q.notify);
         cr_assert_null(q.orcpt);
+        cr_assert_null(q.prefix);
+        ipc_request_clear(&q);
+        free(buf);
+        /* the added header lines travel as bytes, 8-bit ones too */
+        req.prefix = "Received: from h\r\nX-Original-To: b\xe9@x.test\r\n";
+        cr_assert_eq(ipc_request_encode(&req, &buf, &len), 0);
+        cr_assert_eq(ipc_request_decode(buf, len, &q), 0);
+        cr_assert_str_eq(q.prefix, req.prefix);
         ipc_request_clear(&q);
         free(buf);
         cr_assert_eq(ipc_request_decode("{\"rcpts\":[]}", 12, &q), -EBADMSG);

@@ -183,6 +183,55 @@ Test(smtpc_pool, attempts_through_the_pool_reach_the_server_byte_exact)
         fixture_free(f);
 }
 
+/* tarryd's added header lines (Received:, DKIM-Signature:) travel as the
+ * request's prefix; the worker sends them ahead of the body file: the server
+ * gets prefix + body byte exact, a dot opening a body line stuffed, and
+ * SIZE= counts both. */
+Test(smtpc_pool, the_prefix_goes_ahead_of_the_body_and_counts_in_size)
+{
+        struct fixture *f = test_fixture(NULL, NULL);
+        struct rig r;
+        rig_start(&r, to_fixture(f, NULL));
+        const char *prefix = "Received: from client by tarry; Mon, 7 Dec 2026 19:00:00 +0000\r\n"
+                             "X-Original-To: user@x.test\r\n";
+        const char *body = "Subject: prefixed\r\n\r\n.dot line\r\nend\r\n";
+        const char *rcpts[] = {"user@x.test"};
+        int fd = test_body(body, strlen(body));
+        struct outcome o;
+        struct smtpc_request req = {
+            .queue_id = "POOLTEST",
+            .sender = "a@example.org",
+            .rcpts = rcpts,
+            .n_rcpts = 1,
+            .body_fd = fd,
+            .body_size = strlen(body),
+            .prefix = prefix,
+            .done = outcome_capture,
+            .userdata = &o,
+        };
+        memset(&o, 0, sizeof(o));
+        cr_assert_eq(smtpc_pool_attempt_start(r.pool, &req), 0);
+        close(fd);
+        struct outcome *os[] = {&o};
+        cr_assert(run_until(&r, os, 1, 15000), "attempt did not finish within 15 s");
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.text);
+        char whole[512];
+        snprintf(whole, sizeof(whole), "%s%s", prefix, body);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        char want[65], size[32];
+        fixture_sha256_hex(whole, strlen(whole), want);
+        cr_assert_str_eq(t.sha256, want);
+        cr_assert_eq(t.size, strlen(whole));
+        snprintf(size, sizeof(size), "SIZE=%zu", strlen(whole));
+        cr_assert(strstr(t.mail_params, size), "%s", t.mail_params);
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        rig_stop(&r);
+        fixture_free(f);
+}
+
 Test(smtpc_pool, per_recipient_results_and_attempt_details_survive_the_worker_boundary)
 {
         const char *kv[] = {"rcpt:grey@x.test",

@@ -308,6 +308,43 @@ Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
         fixture_free(f);
 }
 
+/* The body is read and stuffed 16 KB at a time: a line's CR and LF on either
+ * side of a read, and a dot starting the first byte of the next read, must
+ * still be stuffed (and only there). */
+Test(smtpc, dot_stuffing_across_the_body_read_boundaries_is_byte_exact)
+{
+        struct fixture *f = test_fixture(NULL, NULL);
+        struct tarry_config *cfg = cfg_to(f, "none", NULL);
+        size_t n = 3 * 16384 + 100;
+        char *body = malloc(n + 1);
+        cr_assert(body);
+        memset(body, 'a', n);
+        memcpy(body, "Subject: chunks\r\n\r\n", 19);
+        for (size_t i = 100; i + 2 < n; i += 100) /* CRLF every 100 bytes, dots after some */
+                memcpy(body + i, i % 300 == 0 ? "\r\n." : "\r\na", 3);
+        memcpy(body + 16382, "\r\n.", 3); /* LF last of the first read, dot first of the next */
+        memcpy(body + 32767, "\r\n..\r\n", 6); /* CR last of a read, LF first of the next */
+        memcpy(body + 49151, "\r\n.", 3);      /* CR LF and the dot straddle the third boundary */
+        memcpy(body + n - 5, "\r\n.\r\n", 5);  /* a lone dot as the last line */
+        body[n] = '\0';
+        const char *rcpts[] = {"user@x.test"};
+        struct outcome o;
+        test_deliver(cfg, "a@example.org", rcpts, 1, body, NULL, &o, 10);
+        cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
+        struct fixture_txn t;
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
+        char want[65];
+        fixture_sha256_hex(body, n, want);
+        cr_assert_eq(t.size, n);
+        cr_assert_str_eq(t.sha256, want);
+        fixture_txn_clear(&t);
+        outcome_clear(&o);
+        free(body);
+        cfg_free(cfg);
+        fixture_free(f);
+}
+
 Test(smtpc, null_sender_is_sent_as_empty_reverse_path)
 {
         struct fixture *f = test_fixture(NULL, NULL);
