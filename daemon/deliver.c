@@ -23,7 +23,6 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/mman.h>
 
 #define POP_BATCH 64
 /* An item waiting for its domain's MX set is looked at again after this at
