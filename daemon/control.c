@@ -6,6 +6,7 @@
  */
 #include "daemon/log.h"
 #include "daemon/message.h"
+#include "daemon/sitetally.h"
 #include "daemon/tarryd.h"
 #include "common/address.h"
 #include "common/cleanup.h"
@@ -17,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -168,7 +170,7 @@ static json_t *message_json(struct tarryd *d, const struct msg *m, struct envelo
         return o;
 }
 
-/* ---- sites: per site, the recipient domains and messages waiting for it ---- */
+/* ---- /status: counts kept as messages change (message.c, sitetally.c) ---- */
 
 struct counts {
         int64_t now;
@@ -177,137 +179,33 @@ struct counts {
         int64_t oldest;
 };
 
-static int count_cb(struct msg *m, void *userdata)
+/* The counts of the index at now, without visiting its messages. */
+static struct counts counts_now(struct tarryd *d, int64_t now)
 {
-        struct counts *c = userdata;
-        c->state[state_of(m, c->now)]++;
+        const struct message_tally *t = message_tally_at(d, now);
+        struct counts c = {.now = now, .oldest = message_oldest_arrival(d)};
+        c.state[STATUS_QSTATE_ACTIVE] = t->n_due;
+        c.state[STATUS_QSTATE_DEFERRED] = t->n_ready - t->n_due;
+        c.state[STATUS_QSTATE_HOLD] = t->n_hold;
         /* a held message is held, whatever deferred it before (docs/status.md) */
-        if (m->dir != QUEUE_HOLD && m->reply_class >= 0 && m->reply_class < CLASS__MAX)
-                c->by_class[m->reply_class]++;
-        if (!c->oldest || (m->arrival_us && m->arrival_us < c->oldest))
-                c->oldest = m->arrival_us;
-        return 0;
+        memcpy(c.by_class, t->by_class, sizeof(c.by_class));
+        return c;
 }
 
-/* The domain of an MX route ("mx:example.com"); other routes (relayhost,
- * [transport]) count as one "domain" each: their own key. */
-static const char *route_domain(const char *route)
-{
-        return strncmp(route, "mx:", 3) == 0 ? route + 3 : route;
-}
-
-/* /status in one walk of the index, with nothing allocated per message:
- * the counts per state and class, the oldest arrival, and per site the
- * messages and recipient domains waiting for it, in two open-addressing
- * tables keyed by the strings the index already holds (the walk changes
- * nothing, so they stay valid). The tables grow with the number of sites
- * and (site, domain) pairs only. (Two walks, a Jansson object per site and
- * a json_integer per message took 30 ms at 200,000 queued messages where
- * this takes 11: docs/benchmarks.md.) */
 struct site_row {
         const char *site;
-        uint64_t hash;
         size_t messages, domains;
 };
 
-struct pair_row {
-        const char *domain;
-        const char *site;
-        uint64_t hash;
+struct site_rows {
+        struct site_row *rows;
+        size_t n;
 };
 
-struct tally {
-        struct counts c;
-        struct site_row *sites;
-        struct pair_row *pairs;
-        size_t n_sites, cap_sites, n_pairs, cap_pairs; /* caps: powers of two */
-};
-
-static uint64_t fnv1a(uint64_t h, const char *s)
+static int site_row_cb(const char *site, size_t domains, size_t messages, void *userdata)
 {
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-        return h;
-}
-
-#define FNV_BASIS 0xcbf29ce484222325ULL
-
-/* Double a table of n rows of size sz (rows with a NULL key are free) and
- * place its rows again by hash. 0 or -ENOMEM. */
-static int regrow(void **rows, size_t *cap, size_t sz, size_t key_off, size_t hash_off)
-{
-        size_t ncap = *cap ? *cap * 2 : 64;
-        char *n = calloc(ncap, sz);
-        if (!n)
-                return -ENOMEM;
-        char *old = *rows;
-        for (size_t i = 0; i < *cap; i++) {
-                char *row = old + i * sz;
-                if (!*(const char **)(row + key_off))
-                        continue;
-                uint64_t h = *(uint64_t *)(row + hash_off);
-                size_t j = h & (ncap - 1);
-                while (*(const char **)(n + j * sz + key_off))
-                        j = (j + 1) & (ncap - 1);
-                memcpy(n + j * sz, row, sz);
-        }
-        free(old);
-        *rows = n;
-        *cap = ncap;
-        return 0;
-}
-
-/* The row of site (made if new), or -ENOMEM. */
-static ssize_t site_row(struct tally *t, const char *site)
-{
-        if (2 * (t->n_sites + 1) > t->cap_sites &&
-            regrow((void **)&t->sites, &t->cap_sites, sizeof(*t->sites),
-                   offsetof(struct site_row, site), offsetof(struct site_row, hash)) < 0)
-                return -ENOMEM;
-        uint64_t h = fnv1a(FNV_BASIS, site);
-        size_t j = h & (t->cap_sites - 1);
-        for (; t->sites[j].site; j = (j + 1) & (t->cap_sites - 1))
-                if (t->sites[j].hash == h && strcmp(t->sites[j].site, site) == 0)
-                        return (ssize_t)j;
-        t->sites[j] = (struct site_row){.site = site, .hash = h};
-        t->n_sites++;
-        return (ssize_t)j;
-}
-
-/* Count domain for the site in row s once. 0 or -ENOMEM. */
-static int site_domain(struct tally *t, size_t s, const char *domain)
-{
-        if (2 * (t->n_pairs + 1) > t->cap_pairs &&
-            regrow((void **)&t->pairs, &t->cap_pairs, sizeof(*t->pairs),
-                   offsetof(struct pair_row, domain), offsetof(struct pair_row, hash)) < 0)
-                return -ENOMEM;
-        const char *site = t->sites[s].site;
-        uint64_t h = fnv1a(fnv1a(FNV_BASIS, site) * 0x100000001b3ULL, domain);
-        size_t j = h & (t->cap_pairs - 1);
-        for (; t->pairs[j].domain; j = (j + 1) & (t->cap_pairs - 1)) {
-                const struct pair_row *p = &t->pairs[j];
-                if (p->hash == h && strcmp(p->domain, domain) == 0 && strcmp(p->site, site) == 0)
-                        return 0;
-        }
-        t->pairs[j] = (struct pair_row){.domain = domain, .site = site, .hash = h};
-        t->n_pairs++;
-        t->sites[s].domains++;
-        return 0;
-}
-
-static int tally_cb(struct msg *m, void *userdata)
-{
-        struct tally *t = userdata;
-        count_cb(m, &t->c);
-        for (const struct work *w = m->works; w; w = w->next) {
-                if (!w->it)
-                        continue;
-                ssize_t s = site_row(t, sched_item_route(w->it));
-                if (s < 0 || site_domain(t, (size_t)s, route_domain(deliver_work_route(w))) < 0)
-                        return -ENOMEM;
-                if (!site_seen_before(m, w)) /* a message counts once per site */
-                        t->sites[s].messages++;
-        }
+        struct site_rows *r = userdata;
+        r->rows[r->n++] = (struct site_row){.site = site, .domains = domains, .messages = messages};
         return 0;
 }
 
@@ -318,18 +216,21 @@ static int by_site(const void *a, const void *b)
 
 /* FULL: [{"site", "domains", "messages"}] sorted by site; AGGREGATE (no
  * names): {"sites", "domains", "messages"} totals. NULL: no memory. */
-static json_t *sites_json(struct tally *t, enum status_view view)
+static json_t *sites_json(struct tarryd *d, enum status_view view)
 {
-        size_t n = 0;
-        for (size_t i = 0; i < t->cap_sites; i++) /* packed to the front, then sorted */
-                if (t->sites[i].site)
-                        t->sites[n++] = t->sites[i];
+        size_t n = d->site_tally ? site_tally_count(d->site_tally) : 0;
+        _cleanup_free_ struct site_row *rows = calloc(n ? n : 1, sizeof(*rows));
+        if (!rows)
+                return NULL;
+        struct site_rows t = {.rows = rows};
         if (n)
-                qsort(t->sites, n, sizeof(*t->sites), by_site);
+                site_tally_foreach(d->site_tally, site_row_cb, &t);
+        if (t.n)
+                qsort(rows, t.n, sizeof(*rows), by_site);
         json_int_t n_domains = 0, n_messages = 0;
         json_t *out = view == STATUS_VIEW_FULL ? json_array() : json_object();
-        for (size_t i = 0; out && i < n; i++) {
-                const struct site_row *r = &t->sites[i];
+        for (size_t i = 0; out && i < t.n; i++) {
+                const struct site_row *r = &rows[i];
                 n_domains += (json_int_t)r->domains;
                 n_messages += (json_int_t)r->messages;
                 if (view == STATUS_VIEW_FULL &&
@@ -342,7 +243,7 @@ static json_t *sites_json(struct tally *t, enum status_view view)
                 }
         }
         if (view != STATUS_VIEW_FULL && out) {
-                json_object_set_new(out, "sites", json_integer((json_int_t)n));
+                json_object_set_new(out, "sites", json_integer((json_int_t)t.n));
                 json_object_set_new(out, "domains", json_integer(n_domains));
                 json_object_set_new(out, "messages", json_integer(n_messages));
         }
@@ -354,6 +255,29 @@ static int count_file(const char *id, void *userdata)
         (void)id;
         (*(size_t *)userdata)++;
         return 0;
+}
+
+/* How many messages folder dir holds: counted again (readdir) only when
+ * its mtime changed since the last count, or the last count was taken
+ * within a second of that mtime (a change in the same clock tick would
+ * not move it). A quiet folder costs one fstat a request however many
+ * entries it once had (ext4 folders do not shrink). */
+static size_t dir_messages(struct tarryd *d, enum queue_dir dir, struct dir_count *c)
+{
+        struct stat st;
+        int fd = queue_dir_fd(d->queue, dir);
+        int64_t now = now_realtime_us();
+        if (fd >= 0 && fstat(fd, &st) == 0 && c->counted_us &&
+            st.st_mtim.tv_sec == c->mtime.tv_sec && st.st_mtim.tv_nsec == c->mtime.tv_nsec &&
+            c->counted_us - (st.st_mtim.tv_sec * 1000000LL + st.st_mtim.tv_nsec / 1000) > 1000000)
+                return c->n;
+        size_t n = 0;
+        if (queue_scan(d->queue, dir, count_file, &n) < 0 || fd < 0 || fstat(fd, &st) < 0) {
+                c->counted_us = 0; /* not cached */
+                return n;
+        }
+        *c = (struct dir_count){.mtime = st.st_mtim, .counted_us = now, .n = n};
+        return n;
 }
 
 static json_t *iso_time_or_null(int64_t us)
@@ -415,13 +339,9 @@ static json_t *destinations_json(struct tarryd *d, int64_t now, enum status_view
  * "destination_states" counts them per state instead. */
 static void fill_report(struct tarryd *d, enum status_view view, struct status_report *rep)
 {
-        struct tally t = {.c = {.now = now_realtime_us()}};
-        int walked = msgindex_foreach(d->index, tally_cb, &t);
-        const struct counts c = t.c;
-        size_t corrupt = 0;
-        queue_scan(d->queue, QUEUE_CORRUPT, count_file, &corrupt);
-        size_t incoming = 0;
-        queue_scan(d->queue, QUEUE_INCOMING, count_file, &incoming);
+        const struct counts c = counts_now(d, now_realtime_us());
+        size_t corrupt = dir_messages(d, QUEUE_CORRUPT, &d->n_corrupt_dir);
+        size_t incoming = dir_messages(d, QUEUE_INCOMING, &d->n_incoming);
         *rep = (struct status_report){
             .uptime_s = (c.now - d->start_us) / 1000000,
             .queue =
@@ -442,11 +362,9 @@ static void fill_report(struct tarryd *d, enum status_view view, struct status_r
                 },
             .oldest_arrival_s = c.oldest ? c.oldest / 1000000 : -1,
             .destinations = destinations_json(d, c.now, view),
-            .sites = walked < 0 ? NULL : sites_json(&t, view),
+            .sites = sites_json(d, view),
             .diagnoses = diagnoses_json(d, view),
         };
-        free(t.sites);
-        free(t.pairs);
         snprintf(rep->version, sizeof(rep->version), "%s", TARRY_VERSION);
         for (int i = 0; i < CLASS__MAX; i++)
                 rep->by_class[i] = c.by_class[i];
@@ -464,8 +382,7 @@ static int get_status(void *userdata, enum status_view view, json_t **out)
  * /status, every CLUSTER_PUBLISH_S. */
 int control_fleet_summary(struct tarryd *d, char *buf, size_t len)
 {
-        struct counts c = {.now = now_realtime_us()};
-        msgindex_foreach(d->index, count_cb, &c);
+        struct counts c = counts_now(d, now_realtime_us());
         json_t *by_class = json_object();
         for (int i = 0; i < CLASS__MAX; i++)
                 if (i != CLASS_PERMANENT && c.by_class[i])
@@ -791,8 +708,7 @@ static int get_message(void *userdata, const char *id, json_t **out)
 static int refresh_metrics(void *userdata, struct status_metrics *mt)
 {
         struct tarryd *d = userdata;
-        struct counts c = {.now = now_realtime_us()};
-        msgindex_foreach(d->index, count_cb, &c);
+        struct counts c = counts_now(d, now_realtime_us());
         status_metric_clear(mt, STATUS_M_QUEUE_MESSAGES);
         for (int s = STATUS_QSTATE_ACTIVE; s <= STATUS_QSTATE_HOLD; s++)
                 status_gauge_set(mt, STATUS_M_QUEUE_MESSAGES,

@@ -10,6 +10,7 @@
  */
 #include "daemon/log.h"
 #include "daemon/message.h"
+#include "daemon/sitetally.h"
 #include "daemon/tarryd.h"
 #include "common/address.h"
 #include "common/cleanup.h"
@@ -122,11 +123,35 @@ static void pin_source(struct tarryd *d, struct envelope *env, const char *sourc
         env->source_address = *source ? strdup(source) : NULL;
 }
 
+/* Has m a work other than w whose item is at site? */
+static bool other_work_at(const struct msg *m, const struct work *w, const char *site)
+{
+        for (const struct work *e = m->works; e; e = e->next)
+                if (e != w && e->it && strcmp(sched_item_route(e->it), site) == 0)
+                        return true;
+        return false;
+}
+
+/* w (its item at site, its recipients' route) no longer waits there
+ * (/status "sites", daemon/sitetally.h). */
+static void tally_drop(struct tarryd *d, const struct work *w, const char *site, const char *route)
+{
+        if (d->site_tally)
+                site_tally_drop(d->site_tally, site, route, !other_work_at(w->m, w, site));
+}
+
+static void untally_work(struct tarryd *d, const struct work *w)
+{
+        if (w->it)
+                tally_drop(d, w, sched_item_route(w->it), work_route(w));
+}
+
 static void drop_works(struct tarryd *d, struct msg *m)
 {
         while (m->works) {
                 struct work *w = m->works;
                 m->works = w->next;
+                untally_work(d, w);
                 if (w->it)
                         sched_remove(d->sched, w->it);
                 work_free(d, w);
@@ -140,6 +165,7 @@ static void forget_work(struct tarryd *d, struct work *w)
                         *p = w->next;
                         break;
                 }
+        untally_work(d, w);
         if (w->it)
                 sched_remove(d->sched, w->it);
         work_free(d, w);
@@ -177,10 +203,17 @@ static int new_item(struct tarryd *d, struct work *w, const char *source, const 
                 msgindex_route_put(d->index, copy);
                 return r;
         }
+        if (d->site_tally &&
+            site_tally_add(d->site_tally, site, route, !other_work_at(w->m, w, site)) < 0) {
+                sched_remove(d->sched, it);
+                msgindex_route_put(d->index, copy);
+                return -ENOMEM;
+        }
         const struct sched_provider *p = site_provider(d->classifier, site);
         if (p)
                 sched_limit_destination(d->sched, source, site, (int)p->connections.value,
                                         (int)p->messages_per_minute.value);
+        untally_work(d, w);
         if (w->it)
                 sched_remove(d->sched, w->it);
         w->it = it;
@@ -560,7 +593,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 message_release_envelope(m);
                 return;
         }
-        m->inflight++;
+        message_attempt_begin(d, m);
         d->inflight++;
 }
 
@@ -918,7 +951,7 @@ static void finish_message(struct tarryd *d, struct msg *m)
                         pm_err = r;
         }
         hold = dsn_undeliverable(env) > 0 && owed == 0;
-        message_summarise(m, env);
+        message_summarise(d, m, env);
         size_t pending = m->n_pending;
         bool again;
         if (hold && pending == 0 && !m->works && m->inflight == 0) {
@@ -1063,7 +1096,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 sched_reschedule(d->sched, w->it, now);
                 free(a->idx);
                 free(a);
-                m->inflight--;
+                message_attempt_end(d, m);
                 d->inflight--;
                 message_release_envelope(m);
                 if (d->stopping && d->inflight == 0)
@@ -1101,6 +1134,10 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
         control_note_transcript(m->id, res->transcript);
         struct diagnoses_where where;
         diagnoses_where(d, w->it, now, &where);
+        /* copies: with nothing left for it, sched_on_result frees the item */
+        char site[SITE_KEY_MAX], route[SMTPC_DEST_MAX];
+        snprintf(site, sizeof(site), "%s", sched_item_route(w->it));
+        snprintf(route, sizeof(route), "%s", work_route(w));
         int left = sched_on_result(d->sched, w->it, now, attempt_level ? &attempt_reply : NULL, rr,
                                    a->n, dec);
         bool moving = left == 1 && leaves_elsewhere(d, w, dec, a->n, now);
@@ -1127,9 +1164,11 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
                 count_outcome(d, &dec[i], env, now);
                 diagnoses_note(d, &where, m->id, res, &rr[i], &dec[i], now);
         }
-        if (left == 0)
+        if (left == 0) {
+                tally_drop(d, w, site, route);
+                w->it = NULL; /* freed by sched_on_result */
                 unlink_work(d, m, w);
-        else if (moving)
+        } else if (moving)
                 sched_reschedule(d->sched, w->it, now); /* the scheduler moves it (move_source) */
 out:
         free(replies);
@@ -1137,7 +1176,7 @@ out:
         free(dec);
         free(a->idx);
         free(a);
-        m->inflight--;
+        message_attempt_end(d, m);
         d->inflight--;
         finish_and_release(d, m); /* summarises m again (message.c) */
         control_update_status_line(d);

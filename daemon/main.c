@@ -7,6 +7,7 @@
  * leaves at once (the spool is always consistent, so nothing accepted is lost).
  */
 #include "daemon/log.h"
+#include "daemon/sitetally.h"
 #include "daemon/tarryd.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
@@ -573,8 +574,8 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                 return EX_NOPERM;
         }
         io.userdata = d;
-        if ((r = msgindex_new(&d->index)) < 0 || (r = start_pool(d)) < 0 ||
-            (r = remover_new(d, &d->remover)) < 0 ||
+        if ((r = msgindex_new(&d->index)) < 0 || (r = site_tally_new(&d->site_tally)) < 0 ||
+            (r = start_pool(d)) < 0 || (r = remover_new(d, &d->remover)) < 0 ||
             (r = sched_new(d->cfg, d->classifier, &io, seed, &d->sched)) < 0 ||
             (r = site_cache_new(d->loop, d->cfg, deliver_site_ready, d, &d->sites)) < 0 ||
             (r = diagnoses_start(d)) < 0) {
@@ -695,6 +696,8 @@ static void teardown(struct tarryd *d)
                 retired_classifiers = n;
         }
         msgindex_free(d->index);
+        message_tally_free(&d->tally);
+        site_tally_free(d->site_tally);
         dkim_signer_free(d->dkim);
         queue_close(d->queue);
         status_metrics_free(d->metrics);

@@ -17,10 +17,210 @@
 #include "daemon/tarryd.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-void message_summarise(struct msg *m, const struct envelope *env)
+/* ---- the counts /status shows (message.h, struct message_tally) ----
+ *
+ * Every change to a record's dir, class, next attempt, arrival or attempts
+ * in flight happens in this file, between untally (the record as it was)
+ * and tally (as it is now). Deferred messages wait in a min-heap by next
+ * attempt; an entry says "this message became due at this time" and is
+ * believed only if the record still says so when it comes up (the record
+ * exists, is not held, not counted due, nothing in flight, same next
+ * attempt), so a change never has to find its old entry. Entries no longer
+ * true are dropped when they come up, and all of them at once when they
+ * outnumber the deferred messages (a walk of the index, rebuilding the
+ * heap: at most once per as many changes as there are messages). */
+
+static uint64_t id_number(const char *id)
+{
+        return strtoull(id, NULL, 16);
+}
+
+/* Does m's arrival time say what its ID says (queue_new_id: seconds, then
+ * microseconds in hex)? Then the first ID in the index is the oldest. */
+static bool arrival_is_id_time(const struct msg *m)
+{
+        char sec[9], usec[6];
+        memcpy(sec, m->id, 8);
+        sec[8] = '\0';
+        memcpy(usec, m->id + 8, 5);
+        usec[5] = '\0';
+        return m->arrival_us ==
+               (int64_t)strtoull(sec, NULL, 16) * 1000000 + (int64_t)strtoull(usec, NULL, 16);
+}
+
+static void heap_up(struct message_due *h, size_t i)
+{
+        struct message_due e = h[i];
+        while (i > 0 && h[(i - 1) / 2].at > e.at) {
+                h[i] = h[(i - 1) / 2];
+                i = (i - 1) / 2;
+        }
+        h[i] = e;
+}
+
+static void heap_down(struct message_due *h, size_t n, size_t i)
+{
+        struct message_due e = h[i];
+        for (;;) {
+                size_t c = 2 * i + 1;
+                if (c >= n)
+                        break;
+                if (c + 1 < n && h[c + 1].at < h[c].at)
+                        c++;
+                if (h[c].at >= e.at)
+                        break;
+                h[i] = h[c];
+                i = c;
+        }
+        h[i] = e;
+}
+
+static int heap_push(struct message_tally *t, int64_t at, uint64_t key)
+{
+        if (t->n_heap == t->cap_heap) {
+                size_t cap = t->cap_heap ? t->cap_heap * 2 : 1024;
+                struct message_due *h = realloc(t->heap, cap * sizeof(*h));
+                if (!h)
+                        return -ENOMEM;
+                t->heap = h;
+                t->cap_heap = cap;
+        }
+        t->heap[t->n_heap] = (struct message_due){.at = at, .key = key};
+        heap_up(t->heap, t->n_heap++);
+        return 0;
+}
+
+static int push_deferred_cb(struct msg *m, void *userdata)
+{
+        struct message_tally *t = userdata;
+        if (m->id[0] && m->dir != QUEUE_HOLD && !m->due_counted &&
+            t->n_heap < t->cap_heap) /* room was made: no allocation, no failure */
+                t->heap[t->n_heap++] =
+                    (struct message_due){.at = m->next_attempt_us, .key = id_number(m->id)};
+        return 0;
+}
+
+/* The heap again with one entry per deferred message, none stale. */
+static void heap_rebuild(struct tarryd *d)
+{
+        struct message_tally *t = &d->tally;
+        t->n_heap = 0;
+        msgindex_foreach(d->index, push_deferred_cb, t);
+        for (size_t i = t->n_heap / 2; i-- > 0;)
+                heap_down(t->heap, t->n_heap, i);
+}
+
+/* Without memory for the heap the message is counted due at once (active
+ * a little early); the count of messages stays right. */
+static void tally(struct tarryd *d, struct msg *m)
+{
+        struct message_tally *t = &d->tally;
+        if (!arrival_is_id_time(m))
+                t->n_odd_arrival++;
+        m->due_counted = false;
+        if (m->dir == QUEUE_HOLD) {
+                t->n_hold++;
+                return;
+        }
+        t->n_ready++;
+        if (m->reply_class >= 0 && m->reply_class < CLASS__MAX)
+                t->by_class[m->reply_class]++;
+        if (m->inflight > 0 || m->next_attempt_us <= t->due_mark ||
+            heap_push(t, m->next_attempt_us, id_number(m->id)) < 0) {
+                m->due_counted = true;
+                t->n_due++;
+                return;
+        }
+        if (t->n_heap > 2 * (t->n_ready - t->n_due) + 4096)
+                heap_rebuild(d);
+}
+
+static void untally(struct tarryd *d, struct msg *m)
+{
+        struct message_tally *t = &d->tally;
+        if (!arrival_is_id_time(m))
+                t->n_odd_arrival--;
+        if (m->dir == QUEUE_HOLD) {
+                t->n_hold--;
+                return;
+        }
+        t->n_ready--;
+        if (m->reply_class >= 0 && m->reply_class < CLASS__MAX)
+                t->by_class[m->reply_class]--;
+        if (m->due_counted)
+                t->n_due--;
+        m->due_counted = false; /* its heap entry, if any, is no longer believed */
+}
+
+const struct message_tally *message_tally_at(struct tarryd *d, int64_t now)
+{
+        struct message_tally *t = &d->tally;
+        while (t->n_heap > 0 && t->heap[0].at <= now) {
+                struct message_due e = t->heap[0];
+                t->heap[0] = t->heap[--t->n_heap];
+                heap_down(t->heap, t->n_heap, 0);
+                char id[QUEUE_ID_LEN + 1];
+                snprintf(id, sizeof(id), "%016" PRIX64, e.key);
+                struct msg *m = msgindex_get(d->index, id);
+                if (m && m->dir != QUEUE_HOLD && !m->due_counted && m->inflight == 0 &&
+                    m->next_attempt_us == e.at) {
+                        m->due_counted = true;
+                        t->n_due++;
+                }
+        }
+        if (now > t->due_mark)
+                t->due_mark = now;
+        return t;
+}
+
+static int oldest_cb(struct msg *m, void *userdata)
+{
+        int64_t *oldest = userdata;
+        if (!*oldest || (m->arrival_us && m->arrival_us < *oldest))
+                *oldest = m->arrival_us;
+        return 0;
+}
+
+int64_t message_oldest_arrival(struct tarryd *d)
+{
+        if (d->tally.n_odd_arrival == 0) { /* IDs sort by arrival: the first is the oldest */
+                const struct msg *m = msgindex_first(d->index);
+                return m ? m->arrival_us : 0;
+        }
+        int64_t oldest = 0;
+        msgindex_foreach(d->index, oldest_cb, &oldest);
+        return oldest;
+}
+
+void message_tally_free(struct message_tally *t)
+{
+        free(t->heap);
+        *t = (struct message_tally){0};
+}
+
+void message_attempt_begin(struct tarryd *d, struct msg *m)
+{
+        untally(d, m);
+        m->inflight++;
+        tally(d, m);
+}
+
+void message_attempt_end(struct tarryd *d, struct msg *m)
+{
+        untally(d, m);
+        m->inflight--;
+        tally(d, m);
+}
+
+/* ---- the lifecycle ---- */
+
+static void summarise(struct msg *m, const struct envelope *env)
 {
         m->size = env->size;
         m->arrival_us = env->arrival_us;
@@ -43,6 +243,13 @@ void message_summarise(struct msg *m, const struct envelope *env)
         }
 }
 
+void message_summarise(struct tarryd *d, struct msg *m, const struct envelope *env)
+{
+        untally(d, m);
+        summarise(m, env);
+        tally(d, m);
+}
+
 int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *env,
                   struct msg **out, bool *added)
 {
@@ -52,9 +259,12 @@ int message_index(struct tarryd *d, enum queue_dir dir, const struct envelope *e
                 int r = msgindex_add(d->index, env->id, &m);
                 if (r < 0)
                         return r;
+        } else {
+                untally(d, m);
         }
         m->dir = dir;
-        message_summarise(m, env);
+        summarise(m, env);
+        tally(d, m);
         *out = m;
         return 0;
 }
@@ -71,6 +281,7 @@ int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct 
         m->size = r->size;
         m->arrival_us = r->arrival_us;
         m->next_attempt_us = r->next_attempt_us;
+        tally(d, m);
         *out = m;
         return 0;
 }
@@ -156,7 +367,9 @@ int message_park(struct tarryd *d, struct msg *m)
         if (r < 0)
                 return r;
         deliver_forget_message(d, m);
+        untally(d, m);
         m->dir = QUEUE_HOLD;
+        tally(d, m);
         return 0;
 }
 
@@ -202,5 +415,6 @@ void message_removed(struct tarryd *d, struct msg *m)
 void message_free(struct tarryd *d, struct msg *m)
 {
         deliver_forget_message(d, m);
+        untally(d, m);
         msgindex_remove(d->index, m);
 }

@@ -20,18 +20,54 @@
 #define TARRY_DAEMON_MESSAGE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
+#include "common/reply_class.h"
 #include "daemon/msgindex.h"
 #include "queue/queue.h"
 
 struct tarryd;
+
+/* What /status counts of the index, kept up to date by the functions below
+ * as each message changes, so that asking costs nothing per message
+ * (docs/status.md, "Counts"). A message not held is active while an
+ * attempt for it runs or once its next attempt is due, deferred until then:
+ * due_heap holds (next attempt, ID) of the deferred ones, and
+ * message_tally_at moves those due by then to n_due. */
+struct message_due {
+        int64_t at;
+        uint64_t key; /* the queue ID as a number (16 hex digits) */
+};
+
+struct message_tally {
+        size_t n_ready; /* in active/ (not held): n_due of them active, the rest deferred */
+        size_t n_due;   /* in flight, or next attempt at or before due_mark */
+        size_t n_hold;  /* in hold/ */
+        size_t by_class[CLASS__MAX]; /* not held, by the class of the latest deferral */
+        size_t n_odd_arrival;        /* arrival time other than the ID's: oldest needs a walk */
+        int64_t due_mark;            /* the latest time asked (message_tally_at) */
+        struct message_due *heap;    /* a min-heap by at; entries no longer true are skipped */
+        size_t n_heap, cap_heap;
+};
+
+/* The counts at now (realtime µs): the deferred messages due by now become
+ * active. The clock going back does not make them deferred again. */
+const struct message_tally *message_tally_at(struct tarryd *d, int64_t now);
+/* The arrival of the oldest queued message (µs), 0: none. */
+int64_t message_oldest_arrival(struct tarryd *d);
+void message_tally_free(struct message_tally *t);
+
+/* An attempt for m starts (m->inflight++) or ends (m->inflight--). */
+void message_attempt_begin(struct tarryd *d, struct msg *m);
+void message_attempt_end(struct tarryd *d, struct msg *m);
 
 /* The index's summary of m from env: size and arrival, recipients waiting,
  * the class of the latest deferral among them (-1: none), the earliest
  * next attempt among them (INT64_MAX: none waiting), and same_source (one
  * was greylisted). A function of env alone: whatever m said before is
  * replaced. */
-void message_summarise(struct msg *m, const struct envelope *env);
+void message_summarise(struct tarryd *d, struct msg *m, const struct envelope *env);
 
 /* The record of env's message in dir, made (*added true) or found, and
  * summarised from env. 0 or -errno (nothing made). */

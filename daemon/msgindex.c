@@ -492,6 +492,19 @@ int msgindex_foreach_after(struct msgindex *ix, const char *after,
         return 0;
 }
 
+struct msg *msgindex_first(const struct msgindex *ix)
+{
+        for (size_t b = 0; (b << BLOCK_SHIFT) < ix->n_order; b++) {
+                if (ix->live[b] == 0)
+                        continue;
+                size_t end = (b + 1) << BLOCK_SHIFT;
+                for (size_t i = b << BLOCK_SHIFT; i < ix->n_order && i < end; i++)
+                        if (ix->order[i].m)
+                                return ix->order[i].m;
+        }
+        return NULL;
+}
+
 size_t msgindex_count_after(struct msgindex *ix, const char *after)
 {
         size_t i = start_after(ix, after), n = 0;

@@ -52,6 +52,7 @@ struct msg {
         bool same_source;        /* a waiting recipient was greylisted (greylist, unknown_temp):
                                   * its retries leave from the same address (move_source) */
         bool dirty;              /* env changed but could not be written yet (or a DSN is owed) */
+        bool due_counted;        /* counted active in struct message_tally (message.c) */
         char id[QUEUE_ID_LEN + 1];
 };
 
@@ -92,6 +93,9 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
  * first). cb must not add or remove records. */
 int msgindex_foreach_after(struct msgindex *ix, const char *after,
                            int (*cb)(struct msg *m, void *ud), void *ud);
+/* The record with the lowest ID (the oldest arrival, if every ID says when
+ * its message arrived), NULL: none. Skips empty blocks of IDs. */
+struct msg *msgindex_first(const struct msgindex *ix);
 /* How many records have an ID above after (NULL or "": all of them), without
  * visiting them: a sum over blocks of a thousand IDs. */
 size_t msgindex_count_after(struct msgindex *ix, const char *after);

@@ -22,6 +22,7 @@
 #include "bounce/bounce.h"
 #include "cluster/cluster.h"
 #include "config/config.h"
+#include "daemon/message.h"
 #include "daemon/msgindex.h"
 #include "dkim/dkim.h"
 #include "daemon/site.h"
@@ -43,12 +44,22 @@
 /* Abandoned drafts in tmp/ are removed at start, on reload and this often. */
 #define TMP_SWEEP_US (3600 * 1000000ULL)
 
+/* How many messages a folder tarryd does not own alone holds (incoming/,
+ * corrupt/), as /status last counted them (control.c). */
+struct dir_count {
+        struct timespec mtime; /* the folder's when counted */
+        int64_t counted_us;    /* CLOCK_REALTIME of the count, 0: never */
+        size_t n;
+};
+
 struct tarryd {
         sd_event *loop;
         char *config_path;
         struct tarry_config *cfg;
         struct queue *queue;
         struct msgindex *index;
+        struct message_tally tally;    /* /status's counts of the index (message.c) */
+        struct site_tally *site_tally; /* /status's per-site counts (deliver.c keeps them) */
         struct smtpc_pool *pool; /* delivery workers: curl's blocking waits stay out of this loop */
         struct remover *remover; /* deletes removed messages' files on a thread of its own */
         struct startup *startup; /* the index snapshot, and what is still to be read */
@@ -71,7 +82,8 @@ struct tarryd {
 
         uid_t uid; /* the user tarryd runs as (after dropping root) */
         int64_t status_line_us;
-        bool stopping;          /* SIGTERM seen: start no new attempts */
+        struct dir_count n_incoming, n_corrupt_dir; /* for /status (control.c) */
+        bool stopping;                              /* SIGTERM seen: start no new attempts */
         bool state_unsaved;     /* state/ (learned.json) could not be written: retry */
         bool pickup_failed;     /* incoming/ could not be picked up: rescan */
         bool sync_failing;      /* the last queue_sync failed (logged once) */

@@ -662,3 +662,69 @@ Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeo
         stop(&s);
         fixture_free(ok);
 }
+
+/* /status keeps its counts as messages change instead of walking the
+ * queue (docs/status.md, "Counts"). A deferred message becomes active when
+ * its retry falls due, whether or not an attempt can start then: here one
+ * attempt to slow.test hangs after the body (destination_concurrency 1), so
+ * the other two wait due, not in flight, and must count active as the
+ * listing shows them. A message quarantined at its retry leaves the counts
+ * and appears in corrupt. */
+Test(status_e2e, status_counts_a_due_message_active_while_it_waits_for_a_connection, .timeout = 180)
+{
+        struct setup s;
+        cr_assert_eq(fixture_new("127.0.0.1", &s.f), 0);
+        fixture_set(s.f, "greylist", "1");
+        fixture_set(s.f, "hang", "dot");
+        cr_assert_eq(fixture_start(s.f, 0), 0);
+        char extra[512];
+        snprintf(extra, sizeof(extra),
+                 "[transport]\nslow.test = [127.0.0.1]:%u\n[smtp]\ndestination_concurrency = 1\n"
+                 "[retry.greylist]\ninitial = 4s\nmax = 4s\nuse_hint = no\n",
+                 fixture_port(s.f));
+        harness_init(&s.h, extra);
+        harness_start(&s.h);
+        char u[400], t[64];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
+        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
+        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
+        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
+        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+
+        for (int i = 0; i < 4; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "user%d@slow.test", i);
+                harness_send(&s.h, "alice@sender.test", rcpt, "greylisted, then slow");
+        }
+        cr_assert(harness_wait_log(&s.h, "status=deferred", 4, 60000));
+
+        /* one of them garbled: its retry quarantines it */
+        char *id = first_id(&s);
+        char tmp[600], env[600];
+        snprintf(tmp, sizeof(tmp), "%s/active/%s/envelope.garbled", s.h.spool, id);
+        snprintf(env, sizeof(env), "%s/active/%s/envelope", s.h.spool, id);
+        FILE *f = fopen(tmp, "w");
+        cr_assert_not_null(f, "%s", tmp);
+        fputs("{\"this is\": not an envelope", f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(rename(tmp, env), 0);
+        free(id);
+
+        /* the first retry hangs after the body; the others are due behind it */
+        json_int_t active = 0, corrupt = 0;
+        for (int i = 0; i < 3000 && (active != 3 || corrupt != 1); i++) {
+                harness_sleep_ms(20);
+                json_t *st = get(s.unix_c, "/status", 200);
+                active = field(st, "queue", "active");
+                corrupt = field(st, "queue", "corrupt");
+                json_decref(st);
+        }
+        cr_assert_eq(corrupt, 1, "the garbled message was not quarantined");
+        cr_assert_eq(active, 3, "the due messages were not counted active");
+        assert_status_matches_listing(&s, 3, "due behind a hanging attempt");
+        json_t *st = get(s.unix_c, "/status", 200);
+        cr_assert_eq(field(st, "queue", "deferred"), 0);
+        cr_assert_eq(field(st, "queue", "total"), 3);
+        json_decref(st);
+        stop(&s);
+}
