@@ -73,6 +73,8 @@ static const struct key_def keys[] = {
      "who may set the envelope sender (sendmail -f): yes, no, or user names"},
     {"main", "shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_s), 0,
      "grace for in-flight attempts on SIGTERM"},
+    {"main", "snapshot_interval", KEY_DURATION, OFF(snapshot_every_s), 0,
+     "how often tarryd writes state/index.snap while running; 0: at a clean stop only"},
     {"main", "classifier_rules", KEY_STRING, OFF(classifier_rules), 0,
      "operator reply-classification rules, tried first"},
     {"main", "policy_file", KEY_STRING, OFF(policy_file), 0,
@@ -900,6 +902,7 @@ static int set_defaults(struct tarry_config *c)
         c->delay_dsn_after_retries = 2;
         c->delay_dsn_min_age_s = 30 * 60;
         c->shutdown_timeout_s = 30;
+        c->snapshot_every_s = 300;
         c->greylist_memory_s = 30 * 86400;
         c->maildrop_message_limit = 1000;
         c->hopcount_limit = 50; /* Postfix's hopcount_limit */

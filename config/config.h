@@ -102,6 +102,7 @@ struct tarry_config {
         char *classifier_rules;     /* operator policy file (overrides by name), or NULL */
         char *policy_file;          /* shipped policy file; NULL: sched_policy_default_path() */
         int64_t greylist_memory_s;  /* forget learned greylist delays after this */
+        int64_t snapshot_every_s;   /* state/index.snap while running; 0: at a clean stop only */
         int maildrop_message_limit; /* messages one maildrop file (one sendmail) may hold; 0: any */
         char *postmaster;           /* told about undeliverable DSNs; NULL: nobody (hold/) */
         char **adminaddr;           /* local recipients go here instead; empty: off */

@@ -136,7 +136,7 @@ static void report(struct remover *rm)
         if (state_error) {
                 deliver_count_spool_error(rm->d, "state");
                 log_error("cannot write state/%s: %s; the next one is due in %llds", rm->state_name,
-                          strerror(-state_error), (long long)(SNAPSHOT_EVERY_US / 1000000));
+                          strerror(-state_error), (long long)rm->d->cfg->snapshot_every_s);
         }
         if (n == 0)
                 return;

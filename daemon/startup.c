@@ -19,8 +19,8 @@
  *
  * The snapshot is written at a clean stop (renamed into place without an
  * fsync: a stop waits for no disk, and the checksum refuses a torn file) and
- * every SNAPSHOT_EVERY_US (serialised on the loop, written and fsynced by the
- * remover's thread).
+ * every [main] snapshot_interval (serialised on the loop in slices, written
+ * and fsynced by the remover's thread).
  */
 #include "common/cleanup.h"
 #include "common/fileio.h"
@@ -71,6 +71,7 @@ struct startup {
         sd_event_source *loader;
         sd_event_source *timer;
         uint64_t fingerprint;
+        struct snap_run *run; /* a periodic snapshot being serialised, a slice at a time */
 };
 
 static int push(struct startup *s, const char *id, enum queue_dir dir)
@@ -342,12 +343,15 @@ static uint64_t config_fingerprint(const char *path)
         return queue_snap_fingerprint(text, len) | 1;
 }
 
+static void snapshot_start(struct tarryd *d);
+
 static int on_snapshot_timer(sd_event_source *src, uint64_t usec, void *userdata)
 {
         (void)usec;
         struct tarryd *d = userdata;
-        startup_write_snapshot(d, false);
-        sd_event_source_set_time_relative(src, SNAPSHOT_EVERY_US);
+        snapshot_start(d);
+        if (d->cfg->snapshot_every_s > 0) /* a reload may have changed it */
+                sd_event_source_set_time_relative(src, d->cfg->snapshot_every_s * 1000000);
         return 0;
 }
 
@@ -395,10 +399,11 @@ int startup_begin(struct tarryd *d)
                 r = sd_event_source_set_priority(s->loader, SD_EVENT_PRIORITY_IDLE);
         if (r >= 0) /* a defer source is one-shot unless told otherwise */
                 r = sd_event_source_set_enabled(s->loader, s->n ? SD_EVENT_ON : SD_EVENT_OFF);
-        if (r >= 0)
+        if (r >= 0 && d->cfg->snapshot_every_s > 0)
                 r = sd_event_add_time_relative(d->loop, &s->timer, CLOCK_MONOTONIC,
-                                               SNAPSHOT_EVERY_US, 1000000, on_snapshot_timer, d);
-        if (r >= 0)
+                                               d->cfg->snapshot_every_s * 1000000, 1000000,
+                                               on_snapshot_timer, d);
+        if (r >= 0 && s->timer)
                 r = sd_event_source_set_enabled(s->timer, SD_EVENT_ON);
         return r < 0 ? r : 0;
 }
@@ -413,22 +418,48 @@ size_t startup_from_snapshot(const struct tarryd *d)
         return d->startup ? d->startup->from_snapshot : 0;
 }
 
-/* ---- writing it ---- */
+/* ---- writing it ----
+ *
+ * At a clean stop in one go. Every [main] snapshot_interval in slices, one per
+ * loop iteration (a defer source), of at most SNAP_SLICE_RECORDS records
+ * or SNAP_SLICE_US, in ID order from a cursor (the last ID written): at a
+ * million queued messages the whole serialisation holds the loop for
+ * hundreds of milliseconds, and /status, deliveries and timers would wait
+ * for it (docs/benchmarks.md). A message that arrives meanwhile with an ID
+ * above the cursor is written too; one that leaves after its record was
+ * written leaves a stale record, dropped at start (its folder is gone); one
+ * whose ID sorts below the cursor is read from its envelope at start. The
+ * snapshot is advice either way ("Start-up" in docs/architecture.md). */
+
+#define SNAP_SLICE_RECORDS 4096
+#define SNAP_SLICE_US      2000
 
 struct collect {
         struct queue_snap_writer *w;
         struct queue_snap_rec rec;
+        char after[QUEUE_ID_LEN + 1]; /* the last ID visited, "": none yet */
+        size_t left;                  /* records this slice may still take */
+        int64_t until_us;             /* CLOCK_MONOTONIC end of this slice, 0: none */
+};
+
+struct snap_run {
+        struct collect c;
+        sd_event_source *slicer;
 };
 
 static int add_cb(struct msg *m, void *userdata)
 {
         struct collect *c = userdata;
+        memcpy(c->after, m->id, sizeof(c->after));
         struct queue_snap_rec *r = &c->rec;
         message_snap_fields(m, r);
         r->n_works = 0;
+        bool whole = true;
         for (struct work *w = m->works; w; w = w->next) {
-                if (r->n_works == QUEUE_SNAP_WORKS_MAX)
-                        return 0; /* read from its envelope at the next start */
+                if (r->n_works == QUEUE_SNAP_WORKS_MAX) {
+                        whole = false; /* read from its envelope at the next start */
+                        break;
+                }
                 int64_t due = sched_item_due(w->it);
                 r->works[r->n_works].due_us = due > 0 ? due : 0; /* in flight: at once */
                 snprintf(r->works[r->n_works].destination, sizeof(r->works[0].destination), "%s",
@@ -437,14 +468,79 @@ static int add_cb(struct msg *m, void *userdata)
                          sched_item_source(w->it));
                 r->n_works++;
         }
-        queue_snap_add(c->w, r); /* -EINVAL: left out, read from its envelope */
+        if (whole)
+                queue_snap_add(c->w, r); /* -EINVAL: left out, read from its envelope */
+        if (c->left && --c->left == 0)
+                return 1;
+        if (c->until_us && c->left % 256 == 0 && now_monotonic_us() >= c->until_us)
+                return 1;
         return 0;
+}
+
+static void snapshot_end(struct startup *s)
+{
+        if (!s->run)
+                return;
+        sd_event_source_disable_unref(s->run->slicer);
+        queue_snap_abort(s->run->c.w);
+        free(s->run);
+        s->run = NULL;
+}
+
+static int on_slice(sd_event_source *src, void *userdata)
+{
+        (void)src;
+        struct tarryd *d = userdata;
+        struct collect *c = &d->startup->run->c;
+        c->left = SNAP_SLICE_RECORDS;
+        c->until_us = now_monotonic_us() + SNAP_SLICE_US;
+        if (msgindex_foreach_after(d->index, c->after, add_cb, c) != 0)
+                return 0; /* more at the next iteration */
+        char *buf;
+        size_t len;
+        int r = queue_snap_finish(c->w, &buf, &len);
+        c->w = NULL; /* finished: nothing to abort */
+        snapshot_end(d->startup);
+        if (r < 0)
+                log_error("cannot write state/%s: %s", QUEUE_SNAP_FILE, strerror(-r));
+        else if (d->remover)
+                remover_write_state(d->remover, QUEUE_SNAP_FILE, buf, len);
+        else
+                free(buf);
+        return 0;
+}
+
+/* The periodic snapshot, in slices (one at a time: a run still going when
+ * the timer comes again goes on). */
+static void snapshot_start(struct tarryd *d)
+{
+        struct startup *s = d->startup;
+        if (!s || !s->fingerprint || s->run)
+                return;
+        struct snap_run *run = calloc(1, sizeof(*run));
+        if (!run)
+                return;
+        int r = queue_snap_begin(s->fingerprint, msgindex_count(d->index), &run->c.w);
+        if (r >= 0)
+                r = sd_event_add_defer(d->loop, &run->slicer, on_slice, d);
+        if (r >= 0) /* a defer source is one-shot unless told otherwise */
+                r = sd_event_source_set_enabled(run->slicer, SD_EVENT_ON);
+        s->run = run;
+        if (r < 0) {
+                log_error("cannot write state/%s: %s", QUEUE_SNAP_FILE, strerror(-r));
+                snapshot_end(s);
+        }
 }
 
 int startup_write_snapshot(struct tarryd *d, bool now)
 {
         if (!d->startup || !d->startup->fingerprint)
                 return 0;
+        if (!now) {
+                snapshot_start(d);
+                return 0;
+        }
+        snapshot_end(d->startup); /* a periodic one under way: this one replaces it */
         struct collect c = {0};
         int r = queue_snap_begin(d->startup->fingerprint, msgindex_count(d->index), &c.w);
         if (r < 0)
@@ -452,9 +548,8 @@ int startup_write_snapshot(struct tarryd *d, bool now)
         msgindex_foreach_after(d->index, NULL, add_cb, &c); /* in ID order: read back as appends */
         char *buf;
         size_t len;
-        queue_snap_finish(c.w, &buf, &len);
-        if (!now && d->remover)
-                return remover_write_state(d->remover, QUEUE_SNAP_FILE, buf, len);
+        if ((r = queue_snap_finish(c.w, &buf, &len)) < 0)
+                return r;
         r = queue_state_replace(d->queue, QUEUE_SNAP_FILE, buf, len); /* a stop waits for no disk */
         free(buf);
         if (r < 0)
@@ -467,6 +562,7 @@ void startup_free(struct tarryd *d)
         struct startup *s = d->startup;
         if (!s)
                 return;
+        snapshot_end(s);
         sd_event_source_disable_unref(s->loader);
         sd_event_source_disable_unref(s->timer);
         free(s->list);

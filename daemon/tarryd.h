@@ -39,8 +39,6 @@
  * TimeoutStartSec; cold, ~10,000 messages take ~15 s) and STATUS= says how far. */
 #define STARTUP_NOTE_EVERY 10000
 #define STARTUP_EXTEND_US  (90 * 1000000ULL)
-/* state/index.snap is written this often (and at a clean stop). */
-#define SNAPSHOT_EVERY_US (300 * 1000000LL)
 /* Abandoned drafts in tmp/ are removed at start, on reload and this often. */
 #define TMP_SWEEP_US (3600 * 1000000ULL)
 
