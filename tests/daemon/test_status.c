@@ -580,11 +580,11 @@ static void wait_deferred(struct setup *s, json_int_t n)
         cr_assert_fail("%lld messages were not deferred", (long long)n);
 }
 
-/* /status counts what is queued in one walk of tarryd's index; whatever
- * happens to a message, they stay what the listing (every message read)
- * shows: after pickup and deferral, hold, release, delete, a delivery that
- * leaves one recipient of a message waiting, and a restart from the
- * snapshot. */
+/* /status's counts are kept as messages change (docs/status.md, "Counts");
+ * whatever happens to a message, they stay what the listing (every message
+ * read) shows, so a counter that drifts fails here: after pickup and
+ * deferral, hold, release, delete, a delivery that leaves one recipient of
+ * a message waiting, and a restart from the snapshot. */
 Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeout = 120)
 {
         struct fixture *ok;
