@@ -310,8 +310,10 @@ static int run_listing(struct setup *s, const char *rel, const char *argv0, cons
         cr_assert_geq(getdelim(out, &n, '\0', f), 0);
         fclose(f);
         cr_assert_not_null(f = fopen(errpath, "r"));
-        if (getdelim(err, &n, '\0', f) < 0)
+        if (getdelim(err, &n, '\0', f) < 0) { /* empty: the buffer it made is ours too */
+                free(*err);
                 *err = strdup("");
+        }
         fclose(f);
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
