@@ -147,9 +147,7 @@ struct jstream {
         size_t total;                /* left from the cursor, says the head */
         bool ended;                  /* "]}" seen */
         char last[QUEUE_ID_LEN + 1]; /* queue ID of the page's last message */
-        char *last_line;             /* that message, for its ID once the page is done */
-        size_t last_len, last_cap;
-        char *out; /* the page's message lines, printed once it is whole */
+        char *out;                   /* the page's message lines, printed once it is whole */
         size_t out_len, out_cap;
         size_t printed; /* in all */
 };
@@ -195,9 +193,6 @@ static int page_line(struct jstream *js, char *line, size_t len)
                 len--;
         if (len < 2 || line[0] != '{' || line[len - 1] != '}')
                 return -EBADMSG;
-        js->last_len = 0;
-        if (keep(&js->last_line, &js->last_cap, &js->last_len, line, len) < 0)
-                return -ENOMEM;
         line[len] = '\n';
         if (keep(&js->out, &js->out_cap, &js->out_len, line, len + 1) < 0)
                 return -ENOMEM;
@@ -225,10 +220,14 @@ static int page_data(const char *data, size_t len, void *userdata)
         return 0;
 }
 
-/* The queue ID of the page's last message, the next page's cursor. */
+/* The queue ID of the page's last message (the last line of js->out), the
+ * next page's cursor. */
 static int last_id(struct jstream *js)
 {
-        _cleanup_(json_decrefp) json_t *o = json_loadb(js->last_line, js->last_len, 0, NULL);
+        size_t end = js->out_len - 1; /* its '\n' */
+        const char *nl = memrchr(js->out, '\n', end);
+        size_t start = nl ? (size_t)(nl - js->out) + 1 : 0;
+        _cleanup_(json_decrefp) json_t *o = json_loadb(js->out + start, end - start, 0, NULL);
         const char *id = json_string_value(json_object_get(o, "queue_id"));
         if (!id || strlen(id) != QUEUE_ID_LEN)
                 return -EBADMSG;
@@ -267,7 +266,6 @@ static int tarryq_list_json(struct status_client *c, const char *config_path)
         struct jstream js = {0};
         int r = stream_all(c, &js);
         free(js.line);
-        free(js.last_line);
         free(js.out);
         if (r == -EIO) {
                 status_client_free(c);
