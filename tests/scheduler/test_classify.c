@@ -546,14 +546,26 @@ Test(classify, a_word_family_needs_a_weight_in_range_and_no_action)
         cr_assert_eq(classify("451 x").cls, CLASS_UNKNOWN_TEMP, "nothing was added");
 }
 
+struct class_case {
+        const char *reply;
+        enum reply_class cls;
+};
+
+/* Each reply gets its class (the failure names the reply and the rule). */
+static void expect_classes(const struct class_case *cases, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                struct sched_verdict v = classify(cases[i].reply);
+                cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
+                             v.rule);
+        }
+}
+
 /* The shipped families give a cause to wordings no rule was written for
  * (none of these texts is in the corpus). */
 Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
 {
-        static const struct {
-                const char *reply;
-                enum reply_class cls;
-        } cases[] = {
+        static const struct class_case cases[] = {
             {"451 Hourly sending quota reached for this sender", CLASS_RATE_LIMIT},
             {"451 Zu viele Verbindungen von Ihrer Adresse", CLASS_RATE_LIMIT},
             {"450 Virus scanner not responding", CLASS_OVERLOAD},
@@ -562,11 +574,7 @@ Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
             {"451 Next hop for example.org is unreachable", CLASS_ROUTING},
             {"451 DNS service not available, try later", CLASS_ROUTING},
         };
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct sched_verdict v = classify(cases[i].reply);
-                cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
-                             v.rule);
-        }
+        expect_classes(cases, sizeof(cases) / sizeof(cases[0]));
         /* a bare verdict is policy, but a named cause outweighs it */
         cr_assert_eq(classify("451 Access denied").cls, CLASS_POLICY);
         cr_assert_eq(classify("451 Sender address blocked for now").cls, CLASS_POLICY);
@@ -580,12 +588,9 @@ Test(classify, shipped_word_families_name_the_cause_of_unseen_wordings)
                      CLASS_UNKNOWN_TEMP);
 }
 
-Test(classify, families_found_in_the_fifth_round)
+Test(classify, shipped_word_families_tell_reputation_storage_and_receiver_faults_apart)
 {
-        static const struct {
-                const char *reply;
-                enum reply_class cls;
-        } cases[] = {
+        static const struct class_case cases[] = {
             /* the sender's behaviour judged spam is its reputation, not a content policy */
             {"451 Mail deferred: abnormal sending behaviour from your IP", CLASS_REPUTATION},
             {"454 Rejected by spam behavior analysis, retry later", CLASS_REPUTATION},
@@ -601,11 +606,7 @@ Test(classify, families_found_in_the_fifth_round)
             {"450 Error communicating with the mailbox store", CLASS_OVERLOAD},
             {"451 Failed to write the message to disk", CLASS_OVERLOAD},
         };
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                struct sched_verdict v = classify(cases[i].reply);
-                cr_assert_eq(v.cls, cases[i].cls, "%s: got %d (rule %s)", cases[i].reply, v.cls,
-                             v.rule);
-        }
+        expect_classes(cases, sizeof(cases) / sizeof(cases[0]));
         /* an internal error outweighs nothing: a named cause still wins */
         cr_assert_eq(classify("451 Internal error: DNS lookup for example.org timed out").cls,
                      CLASS_ROUTING);
