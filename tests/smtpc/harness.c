@@ -163,3 +163,13 @@ struct fixture *test_fixture(const char *ip, const char *const *kv)
         cr_assert_eq(fixture_start(f, 0), 0);
         return f;
 }
+
+void test_received(struct fixture *f, const char *data, size_t n, struct fixture_txn *t)
+{
+        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
+        cr_assert_eq(fixture_txn_get(f, 0, t), 0);
+        char want[65];
+        fixture_sha256_hex(data, n, want);
+        cr_assert_eq(t->size, n);
+        cr_assert_str_eq(t->sha256, want);
+}

@@ -62,6 +62,12 @@ struct fixture;
  * key/value pairs set (NULL-terminated); fails the test on any error. */
 struct fixture *test_fixture(const char *ip, const char *const *kv);
 
+struct fixture_txn;
+
+/* Waits for the server's first transaction, puts it in *t (the caller clears
+ * it) and checks that the server got exactly data: n bytes, same SHA-256. */
+void test_received(struct fixture *f, const char *data, size_t n, struct fixture_txn *t);
+
 /* A done() callback filling the struct outcome userdata points to. */
 void outcome_capture(const struct smtpc_result *res, void *userdata);
 

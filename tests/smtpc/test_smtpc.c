@@ -296,12 +296,7 @@ Test(smtpc, dot_stuffing_and_crlf_reach_the_server_byte_exact)
         test_deliver(cfg, "a@example.org", rcpts, 1, body, NULL, &o, 10);
         cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
         struct fixture_txn t;
-        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
-        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
-        char want[65];
-        fixture_sha256_hex(body, strlen(body), want);
-        cr_assert_eq(t.size, strlen(body));
-        cr_assert_str_eq(t.sha256, want);
+        test_received(f, body, strlen(body), &t);
         fixture_txn_clear(&t);
         outcome_clear(&o);
         cfg_free(cfg);
@@ -332,12 +327,7 @@ Test(smtpc, dot_stuffing_across_the_body_read_boundaries_is_byte_exact)
         test_deliver(cfg, "a@example.org", rcpts, 1, body, NULL, &o, 10);
         cr_assert_eq(o.r[0].outcome, SMTPC_RCPT_DELIVERED, "%s", o.r[0].text);
         struct fixture_txn t;
-        cr_assert_eq(fixture_wait_txns(f, 1, 2000), 0);
-        cr_assert_eq(fixture_txn_get(f, 0, &t), 0);
-        char want[65];
-        fixture_sha256_hex(body, n, want);
-        cr_assert_eq(t.size, n);
-        cr_assert_str_eq(t.sha256, want);
+        test_received(f, body, n, &t);
         fixture_txn_clear(&t);
         outcome_clear(&o);
         free(body);
