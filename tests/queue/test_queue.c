@@ -1017,3 +1017,25 @@ Test(queue, a_message_file_is_held_and_removed_as_a_folder_is)
         cr_assert_eq(count_entries("tmp"), 0);
         free(id);
 }
+
+Test(queue, a_message_file_with_an_envelope_larger_than_one_tail_read_loads_whole)
+{
+        /* the envelope usually comes with the trailer in one read (4 KB); a
+         * longer one is read on its own */
+        struct envelope *env = sample_envelope();
+        for (int i = 0; i < 200; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "recipient-number-%03d@example.org", i);
+                cr_assert_not_null(envelope_add_rcpt(env, rcpt));
+        }
+        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, env, body, strlen(body)), 0);
+        cr_assert_gt(file_size("incoming", env->id, NULL), (off_t)(strlen(body) + 8192));
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, env->id, &back, &why), 0, "%s", why);
+        cr_assert_eq(back->n_rcpt, 202);
+        cr_assert_str_eq(back->rcpt[201].address, "recipient-number-199@example.org");
+        envelope_free(back);
+        assert_body_is_the_submission(QUEUE_INCOMING, env->id);
+        envelope_free(env);
+}
