@@ -890,9 +890,9 @@ static int parse_envelope(const char *text, size_t len, const char *id, uint64_t
 
 /* The envelope in the trailer of the regular file at/name (a message file in
  * incoming/, or the body of a message picked up whose envelope file is not
- * written yet); *body_len its body's length when not NULL. */
+ * written yet). -ENODATA: a regular file without a trailer of id. */
 static int load_trailer(int at, const char *name, const char *id, struct envelope **out,
-                        uint64_t *body_len, const char **why)
+                        const char **why)
 {
         _cleanup_close_ int fd = openat(at, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         struct stat st;
@@ -904,12 +904,8 @@ static int load_trailer(int at, const char *name, const char *id, struct envelop
         size_t len = 0;
         uint64_t blen = 0;
         int r = msgfile_read_trailer(fd, (uint64_t)st.st_size, id, &blen, &text, &len, why);
-        if (r == -ENODATA)
-                return *why = "the message file has no trailer", -EBADMSG;
         if (r < 0)
                 return r;
-        if (body_len)
-                *body_len = blen;
         return parse_envelope(text, len, id, blen, true, out, why);
 }
 
@@ -919,8 +915,8 @@ static int load_trailer(int at, const char *name, const char *id, struct envelop
  * the same), else it is damaged. */
 static int load_picked_up(int mfd, const char *id, struct envelope **out, const char **why)
 {
-        int r = load_trailer(mfd, "body", id, out, NULL, why);
-        if (r == -ENOENT || (r == -EBADMSG && strcmp(*why, "the message file has no trailer") == 0))
+        int r = load_trailer(mfd, "body", id, out, why);
+        if (r == -ENOENT || r == -ENODATA)
                 return *why = "the envelope file is missing", -EBADMSG;
         return r;
 }
@@ -932,8 +928,10 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         if (!why)
                 why = &dummy;
         _cleanup_close_ int mfd = open_message(q, d, id);
-        if (mfd == -ENOTDIR || mfd == -ELOOP) /* a message file, or no message at all */
-                return load_trailer(q->dir_fd[d], id, id, out, NULL, why);
+        if (mfd == -ENOTDIR || mfd == -ELOOP) { /* a message file, or no message at all */
+                int r = load_trailer(q->dir_fd[d], id, id, out, why);
+                return r == -ENODATA ? (*why = "the message file has no trailer", -EBADMSG) : r;
+        }
         if (mfd < 0)
                 return mfd;
         _cleanup_free_ char *text = NULL;
