@@ -508,34 +508,20 @@ bool queue_is_maildrop(const struct queue *q)
         return q->drop_fd >= 0;
 }
 
-static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
+/* A message file draft tmp/NAME, under a fresh name. */
+static int draft_begin_file(struct queue_draft *d)
 {
-        struct queue_draft *d = malloc(sizeof(*d));
-        if (!d)
-                return -ENOMEM;
-        *d = (struct queue_draft){
-            .q = q, .dir_fd = -1, .body_fd = -1, .file = !folder && q->drop_fd < 0};
-        if (q->drop_fd >= 0) {
-                int r = drop_record_begin(d);
-                if (r < 0) {
-                        free(d);
-                        return r;
-                }
-                *out = d;
-                return 0;
-        }
         int r = -EEXIST;
-        for (int i = 0; d->file && i < ID_ATTEMPTS; i++)
-                if ((r = draft_create_file(d)) != -EEXIST)
-                        break;
-        if (d->file) {
-                if (r < 0) {
-                        draft_free(d);
-                        return r;
-                }
-                *out = d;
-                return 0;
-        }
+        for (int i = 0; i < ID_ATTEMPTS && r == -EEXIST; i++)
+                r = draft_create_file(d);
+        return r;
+}
+
+/* A folder draft tmp/NAME/ under a fresh name, its body file open; on
+ * failure nothing is left in tmp/. */
+static int draft_begin_folder(struct queue_draft *d)
+{
+        int r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
                 d->dir_fd = -1;
@@ -548,11 +534,24 @@ static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
                 if (d->body_fd < 0)
                         r = -errno;
                 else
-                        r = give_to_owner(q, d->body_fd);
+                        r = give_to_owner(d->q, d->body_fd);
         }
+        if (r < 0 && d->dir_fd >= 0)
+                remove_tmp_entry(d->q, d->name, d->dir_fd);
+        return r;
+}
+
+static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
+{
+        struct queue_draft *d = malloc(sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        *d = (struct queue_draft){
+            .q = q, .dir_fd = -1, .body_fd = -1, .file = !folder && q->drop_fd < 0};
+        int r = q->drop_fd >= 0 ? drop_record_begin(d)
+                : d->file       ? draft_begin_file(d)
+                                : draft_begin_folder(d);
         if (r < 0) {
-                if (d->dir_fd >= 0)
-                        remove_tmp_entry(q, d->name, d->dir_fd);
                 draft_free(d);
                 return r;
         }
