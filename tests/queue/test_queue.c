@@ -155,6 +155,9 @@ Test(queue, a_committed_message_is_whole_in_incoming)
         uint64_t size = 0;
         cr_assert_eq(queue_open_body(q, QUEUE_INCOMING, env->id, &fd, &size), 0);
         cr_assert_eq(size, 20, "the body is the part before the envelope");
+        char got[64] = "";
+        cr_assert_eq(pread(fd, got, size, 0), 20);
+        cr_assert_str_eq(got, "Subject: x\r\n\r\nbody\r\n", "the body's bytes, as written");
         close(fd);
         cr_assert_eq(count_entries("tmp"), 0);
         envelope_free(env);
