@@ -783,8 +783,8 @@ int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, con
                   size_t len)
 {
         struct queue_draft *d;
-        int r =
-            q->drop_fd >= 0 ? queue_draft_begin(q, &d) : draft_begin(q, dir != QUEUE_INCOMING, &d);
+        /* a message file for incoming/, else a folder (a maildrop handle: a record) */
+        int r = draft_begin(q, dir != QUEUE_INCOMING, &d);
         if (r < 0)
                 return r;
         r = queue_draft_write(d, body, len);
