@@ -64,18 +64,24 @@ static bool digits(const char *p, size_t n, uint64_t *out)
         return true;
 }
 
+/* The tail read at once: an envelope of up to this many bytes less the
+ * trailer comes with it, so a message file's trailer costs one pread. */
+#define TAIL_READ 4096
+
 int msgfile_read_trailer(int fd, uint64_t file_size, const char *id, uint64_t *body_len, char **env,
                          size_t *env_len, const char **why)
 {
         const char *dummy;
         if (!why)
                 why = &dummy;
-        char t[MSGFILE_TRAILER_LEN + 1];
         if (file_size < MSGFILE_TRAILER_LEN)
                 return -ENODATA;
-        int r = pread_all(fd, t, MSGFILE_TRAILER_LEN, file_size - MSGFILE_TRAILER_LEN);
+        char tail[TAIL_READ + 1];
+        size_t got = file_size < TAIL_READ ? (size_t)file_size : TAIL_READ;
+        int r = pread_all(fd, tail, got, file_size - got);
         if (r < 0)
                 return r;
+        char *t = tail + got - MSGFILE_TRAILER_LEN;
         t[MSGFILE_TRAILER_LEN] = '\0';
         const size_t m = strlen(MSGFILE_MAGIC);
         if (memcmp(t, MSGFILE_MAGIC, m) != 0 || memcmp(t + m, id, QUEUE_ID_LEN) != 0)
@@ -91,8 +97,9 @@ int msgfile_read_trailer(int fd, uint64_t file_size, const char *id, uint64_t *b
         _cleanup_free_ char *text = malloc(elen + 1);
         if (!text)
                 return -ENOMEM;
-        r = pread_all(fd, text, elen, blen);
-        if (r < 0)
+        if (elen + MSGFILE_TRAILER_LEN <= got) /* the usual case: read with the trailer */
+                memcpy(text, t - elen, elen);
+        else if ((r = pread_all(fd, text, elen, blen)) < 0)
                 return r == -ENODATA ? (*why = "the message file shrank", -EBADMSG) : r;
         text[elen] = '\0';
         char want[17];

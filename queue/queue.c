@@ -508,34 +508,20 @@ bool queue_is_maildrop(const struct queue *q)
         return q->drop_fd >= 0;
 }
 
-static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
+/* A message file draft tmp/NAME, under a fresh name. */
+static int draft_begin_file(struct queue_draft *d)
 {
-        struct queue_draft *d = malloc(sizeof(*d));
-        if (!d)
-                return -ENOMEM;
-        *d = (struct queue_draft){
-            .q = q, .dir_fd = -1, .body_fd = -1, .file = !folder && q->drop_fd < 0};
-        if (q->drop_fd >= 0) {
-                int r = drop_record_begin(d);
-                if (r < 0) {
-                        free(d);
-                        return r;
-                }
-                *out = d;
-                return 0;
-        }
         int r = -EEXIST;
-        for (int i = 0; d->file && i < ID_ATTEMPTS; i++)
-                if ((r = draft_create_file(d)) != -EEXIST)
-                        break;
-        if (d->file) {
-                if (r < 0) {
-                        draft_free(d);
-                        return r;
-                }
-                *out = d;
-                return 0;
-        }
+        for (int i = 0; i < ID_ATTEMPTS && r == -EEXIST; i++)
+                r = draft_create_file(d);
+        return r;
+}
+
+/* A folder draft tmp/NAME/ under a fresh name, its body file open; on
+ * failure nothing is left in tmp/. */
+static int draft_begin_folder(struct queue_draft *d)
+{
+        int r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
                 d->dir_fd = -1;
@@ -548,11 +534,24 @@ static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
                 if (d->body_fd < 0)
                         r = -errno;
                 else
-                        r = give_to_owner(q, d->body_fd);
+                        r = give_to_owner(d->q, d->body_fd);
         }
+        if (r < 0 && d->dir_fd >= 0)
+                remove_tmp_entry(d->q, d->name, d->dir_fd);
+        return r;
+}
+
+static int draft_begin(struct queue *q, bool folder, struct queue_draft **out)
+{
+        struct queue_draft *d = malloc(sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        *d = (struct queue_draft){
+            .q = q, .dir_fd = -1, .body_fd = -1, .file = !folder && q->drop_fd < 0};
+        int r = q->drop_fd >= 0 ? drop_record_begin(d)
+                : d->file       ? draft_begin_file(d)
+                                : draft_begin_folder(d);
         if (r < 0) {
-                if (d->dir_fd >= 0)
-                        remove_tmp_entry(q, d->name, d->dir_fd);
                 draft_free(d);
                 return r;
         }
@@ -784,8 +783,8 @@ int queue_enqueue(struct queue *q, enum queue_dir dir, struct envelope *env, con
                   size_t len)
 {
         struct queue_draft *d;
-        int r =
-            q->drop_fd >= 0 ? queue_draft_begin(q, &d) : draft_begin(q, dir != QUEUE_INCOMING, &d);
+        /* a message file for incoming/, else a folder (a maildrop handle: a record) */
+        int r = draft_begin(q, dir != QUEUE_INCOMING, &d);
         if (r < 0)
                 return r;
         r = queue_draft_write(d, body, len);
@@ -890,9 +889,9 @@ static int parse_envelope(const char *text, size_t len, const char *id, uint64_t
 
 /* The envelope in the trailer of the regular file at/name (a message file in
  * incoming/, or the body of a message picked up whose envelope file is not
- * written yet); *body_len its body's length when not NULL. */
+ * written yet). -ENODATA: a regular file without a trailer of id. */
 static int load_trailer(int at, const char *name, const char *id, struct envelope **out,
-                        uint64_t *body_len, const char **why)
+                        const char **why)
 {
         _cleanup_close_ int fd = openat(at, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         struct stat st;
@@ -904,12 +903,8 @@ static int load_trailer(int at, const char *name, const char *id, struct envelop
         size_t len = 0;
         uint64_t blen = 0;
         int r = msgfile_read_trailer(fd, (uint64_t)st.st_size, id, &blen, &text, &len, why);
-        if (r == -ENODATA)
-                return *why = "the message file has no trailer", -EBADMSG;
         if (r < 0)
                 return r;
-        if (body_len)
-                *body_len = blen;
         return parse_envelope(text, len, id, blen, true, out, why);
 }
 
@@ -919,8 +914,8 @@ static int load_trailer(int at, const char *name, const char *id, struct envelop
  * the same), else it is damaged. */
 static int load_picked_up(int mfd, const char *id, struct envelope **out, const char **why)
 {
-        int r = load_trailer(mfd, "body", id, out, NULL, why);
-        if (r == -ENOENT || (r == -EBADMSG && strcmp(*why, "the message file has no trailer") == 0))
+        int r = load_trailer(mfd, "body", id, out, why);
+        if (r == -ENOENT || r == -ENODATA)
                 return *why = "the envelope file is missing", -EBADMSG;
         return r;
 }
@@ -932,8 +927,10 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         if (!why)
                 why = &dummy;
         _cleanup_close_ int mfd = open_message(q, d, id);
-        if (mfd == -ENOTDIR || mfd == -ELOOP) /* a message file, or no message at all */
-                return load_trailer(q->dir_fd[d], id, id, out, NULL, why);
+        if (mfd == -ENOTDIR || mfd == -ELOOP) { /* a message file, or no message at all */
+                int r = load_trailer(q->dir_fd[d], id, id, out, why);
+                return r == -ENODATA ? (*why = "the message file has no trailer", -EBADMSG) : r;
+        }
         if (mfd < 0)
                 return mfd;
         _cleanup_free_ char *text = NULL;

@@ -188,8 +188,9 @@ int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env);
 int queue_open_body(struct queue *q, enum queue_dir d, const char *id, int *fd, uint64_t *size);
 
 /* Move a message between folders (rename + fsync of both). From incoming/
- * to anywhere but corrupt/, an entry that is not a folder (a symlink, a
- * FIFO: nothing sendmail makes) is refused with -EBADMSG and left where it is. */
+ * to anywhere but corrupt/, an entry that is neither a message file nor a
+ * folder (a symlink, a FIFO: nothing sendmail makes) is refused with
+ * -EBADMSG and left where it is. */
 int queue_move(struct queue *q, const char *id, enum queue_dir from, enum queue_dir to);
 
 /* Remove a message for good (when nothing is left to deliver, or on delete). */
@@ -197,12 +198,12 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id);
 
 /* Removal in two steps, for tarryd, whose loop must not wait on the disk.
  * queue_discard takes a finished message out of d at once: one rename into
- * tmp/ as NAME ("del-ID-XXX"). From then on it is out of the queue: a crash
- * of tarryd leaves it in tmp/, where recovery removes it; it is never
- * delivered again. queue_purge_discarded (on a thread of tarryd's own: it
- * changes nothing the loop's calls use) fsyncs d and tmp/ once for the
- * whole batch and only then deletes each NAME's files. Returns 0 or the
- * first error; whatever is left in tmp/ is recovery's. */
+ * tmp/ as NAME ("del-ID-RND", RND three random hex digits). From then on it
+ * is out of the queue: a crash of tarryd leaves it in tmp/, where recovery
+ * removes it; it is never delivered again. queue_purge_discarded (on a
+ * thread of tarryd's own: it changes nothing the loop's calls use) fsyncs d
+ * and tmp/ once for the whole batch and only then deletes each NAME's files.
+ * Returns 0 or the first error; whatever is left in tmp/ is recovery's. */
 #define QUEUE_DISCARD_NAME_MAX 32
 int queue_discard(struct queue *q, enum queue_dir d, const char *id,
                   char name[QUEUE_DISCARD_NAME_MAX]);

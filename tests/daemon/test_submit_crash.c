@@ -81,8 +81,9 @@ static void submit_and_kill(struct harness *h, int n, struct submission *s)
 }
 
 /* Check one delivered body: its number, and that every line is there. */
-static void check_delivered(const char *path, struct submission *subs)
+static void check_delivered(const char *path, void *arg)
 {
+        struct submission *subs = arg;
         int lines;
         bool ended;
         int n = harness_numbered_read(path, &lines, &ended);
@@ -91,6 +92,26 @@ static void check_delivered(const char *path, struct submission *subs)
         cr_assert_eq(lines, subs[n].lines, "%s: message %d has %d of %d lines", path, n, lines,
                      subs[n].lines);
         subs[n].delivered++;
+}
+
+/* Call check on each message the fixture saved into saved; how many there were. */
+static size_t for_each_saved(const char *saved, void (*check)(const char *path, void *arg),
+                             void *arg)
+{
+        DIR *d = opendir(saved);
+        cr_assert_not_null(d, "%s", saved);
+        struct dirent *e;
+        size_t n = 0;
+        while ((e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char path[700];
+                snprintf(path, sizeof(path), "%s/%s", saved, e->d_name);
+                check(path, arg);
+                n++;
+        }
+        closedir(d);
+        return n;
 }
 
 static size_t count_entries(struct harness *h, const char *dir)
@@ -163,19 +184,7 @@ Test(submit_crash, kill_9_sendmail_never_queues_a_partial_message, .timeout = 24
         cr_assert_eq(queued, 0, "mail left in the queue");
         harness_sleep_ms(200);
 
-        DIR *d = opendir(saved);
-        cr_assert_not_null(d);
-        struct dirent *e;
-        size_t delivered = 0;
-        while ((e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char path[700];
-                snprintf(path, sizeof(path), "%s/%s", saved, e->d_name);
-                check_delivered(path, subs);
-                delivered++;
-        }
-        closedir(d);
+        size_t delivered = for_each_saved(saved, check_delivered, subs);
         for (int n = 0; n < SUBMISSIONS; n++) {
                 cr_assert_leq(subs[n].delivered, 1, "message %d delivered %d times", n,
                               subs[n].delivered);
@@ -269,25 +278,26 @@ static void submit_stopped(struct harness *h, int n, int lines)
         }
 }
 
+struct arrivals {
+        int n;
+        int *times;
+};
+
+static void count_arrival(const char *path, void *arg)
+{
+        struct arrivals *a = arg;
+        int lines;
+        bool ended;
+        int k = harness_numbered_read(path, &lines, &ended);
+        cr_assert(k >= 0 && k < a->n && ended, "%s: not a whole message", path);
+        a->times[k]++;
+}
+
 /* How often each of messages 0..n-1 arrived (whole: asserted) in saved. */
 static void count_arrivals(const char *saved, int n, int *times)
 {
         memset(times, 0, (size_t)n * sizeof(int));
-        DIR *d = opendir(saved);
-        cr_assert_not_null(d);
-        struct dirent *e;
-        while ((e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char path[700];
-                snprintf(path, sizeof(path), "%s/%s", saved, e->d_name);
-                int lines;
-                bool ended;
-                int k = harness_numbered_read(path, &lines, &ended);
-                cr_assert(k >= 0 && k < n && ended, "%s: not a whole message", path);
-                times[k]++;
-        }
-        closedir(d);
+        for_each_saved(saved, count_arrival, &(struct arrivals){n, times});
 }
 
 /* Rewrite incoming/ID, a message file (queue/msgfile.h), as the previous
@@ -423,6 +433,24 @@ Test(submit_crash, kill_9_tarryd_while_it_picks_up_loses_nothing_and_sends_nothi
         fixture_free(f);
 }
 
+/* A message the sink saved ends with the body submitted below, and nothing of
+ * the message file's envelope or trailer is in it. */
+static void assert_ends_with_the_body(const char *path, void *unused)
+{
+        (void)unused;
+        FILE *in = fopen(path, "r");
+        cr_assert_not_null(in);
+        static char buf[8192];
+        size_t len = fread(buf, 1, sizeof(buf) - 1, in);
+        fclose(in);
+        buf[len] = '\0';
+        static const char tail[] = "\r\n\r\nfirst line\r\nlast line, no more\r\n";
+        cr_assert_geq(len, strlen(tail));
+        cr_assert_str_eq(buf + len - strlen(tail), tail, "%s: the body ends the message", path);
+        cr_assert_null(strstr(buf, MSGFILE_MAGIC), "%s", path);
+        cr_assert_null(strstr(buf, "\"recipients\""), "%s", path);
+}
+
 /* What the sink receives is the submitted body, to the byte, and nothing of
  * the message file's envelope or trailer after it: for a message delivered
  * at its first attempt (the trailer still on its body) and for one deferred
@@ -452,31 +480,8 @@ Test(submit_crash, the_sink_gets_the_body_and_not_one_byte_of_the_trailer, .time
         }
         cr_assert_eq(fixture_wait_txns(f, 2, 1000), 0, "the deferred one not delivered");
         cr_assert(harness_wait_log(&h, ": removed", 2, 30000));
-        DIR *d = opendir(saved);
-        cr_assert_not_null(d);
-        struct dirent *e;
-        int n = 0;
-        while ((e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char path[700];
-                snprintf(path, sizeof(path), "%s/%s", saved, e->d_name);
-                FILE *in = fopen(path, "r");
-                cr_assert_not_null(in);
-                static char buf[8192];
-                size_t len = fread(buf, 1, sizeof(buf) - 1, in);
-                fclose(in);
-                buf[len] = '\0';
-                static const char tail[] = "\r\n\r\nfirst line\r\nlast line, no more\r\n";
-                cr_assert_geq(len, strlen(tail));
-                cr_assert_str_eq(buf + len - strlen(tail), tail, "%s: the body ends the message",
-                                 path);
-                cr_assert_null(strstr(buf, MSGFILE_MAGIC), "%s", path);
-                cr_assert_null(strstr(buf, "\"recipients\""), "%s", path);
-                n++;
-        }
-        closedir(d);
-        cr_assert_eq(n, 2, "each message once");
+        cr_assert_eq(for_each_saved(saved, assert_ends_with_the_body, NULL), 2,
+                     "each message once");
         cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
         harness_cleanup(&h);
         fixture_free(f);

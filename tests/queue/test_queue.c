@@ -155,6 +155,9 @@ Test(queue, a_committed_message_is_whole_in_incoming)
         uint64_t size = 0;
         cr_assert_eq(queue_open_body(q, QUEUE_INCOMING, env->id, &fd, &size), 0);
         cr_assert_eq(size, 20, "the body is the part before the envelope");
+        char got[64] = "";
+        cr_assert_eq(pread(fd, got, size, 0), 20);
+        cr_assert_str_eq(got, "Subject: x\r\n\r\nbody\r\n", "the body's bytes, as written");
         close(fd);
         cr_assert_eq(count_entries("tmp"), 0);
         envelope_free(env);
@@ -1016,4 +1019,26 @@ Test(queue, a_message_file_is_held_and_removed_as_a_folder_is)
         cr_assert_eq(count_entries("incoming"), 0);
         cr_assert_eq(count_entries("tmp"), 0);
         free(id);
+}
+
+Test(queue, a_message_file_with_an_envelope_larger_than_one_tail_read_loads_whole)
+{
+        /* the envelope usually comes with the trailer in one read (4 KB); a
+         * longer one is read on its own */
+        struct envelope *env = sample_envelope();
+        for (int i = 0; i < 200; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "recipient-number-%03d@example.org", i);
+                cr_assert_not_null(envelope_add_rcpt(env, rcpt));
+        }
+        cr_assert_eq(queue_enqueue(q, QUEUE_INCOMING, env, body, strlen(body)), 0);
+        cr_assert_gt(file_size("incoming", env->id, NULL), (off_t)(strlen(body) + 8192));
+        struct envelope *back = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_INCOMING, env->id, &back, &why), 0, "%s", why);
+        cr_assert_eq(back->n_rcpt, 202);
+        cr_assert_str_eq(back->rcpt[201].address, "recipient-number-199@example.org");
+        envelope_free(back);
+        assert_body_is_the_submission(QUEUE_INCOMING, env->id);
+        envelope_free(env);
 }
