@@ -22,6 +22,20 @@ struct setup {
         struct status_client *unix_c, *tcp_c;
 };
 
+/* tarryd started with extra in its config, and a client on each endpoint. */
+static void start_daemon(struct setup *s, const char *extra)
+{
+        harness_init(&s->h, extra);
+        harness_start(&s->h);
+        cr_assert_gt(s->h.status_port, 0, "tarryd did not log its status port");
+        char u[400], t[64];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", s->h.dir);
+        snprintf(t, sizeof(t), "127.0.0.1:%d", s->h.status_port);
+        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
+        cr_assert_eq(status_client_new(ul, &s->unix_c), 0);
+        cr_assert_eq(status_client_new(tl, &s->tcp_c), 0);
+}
+
 /* example.test greylists for an hour: everything sent there stays deferred. */
 static void start(struct setup *s)
 {
@@ -34,15 +48,7 @@ static void start(struct setup *s)
         char extra[512];
         snprintf(extra, sizeof(extra), "[transport]\nexample.test = [127.0.0.1]:%u\n",
                  fixture_port(s->f));
-        harness_init(&s->h, extra);
-        harness_start(&s->h);
-        cr_assert_gt(s->h.status_port, 0, "tarryd did not log its status port");
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s->h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s->h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s->unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s->tcp_c), 0);
+        start_daemon(s, extra);
 }
 
 static void stop(struct setup *s)
@@ -600,14 +606,7 @@ Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeo
         snprintf(extra, sizeof(extra),
                  "[transport]\nexample.test = [127.0.0.1]:%u\nok.test = [127.0.0.1]:%u\n",
                  fixture_port(s.f), fixture_port(ok));
-        harness_init(&s.h, extra);
-        harness_start(&s.h);
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+        start_daemon(&s, extra);
 
         /* picked up, attempted, deferred: 4 greylisted; one to ok.test delivered */
         for (int i = 0; i < 4; i++) {
@@ -684,14 +683,7 @@ Test(status_e2e, status_counts_a_due_message_active_while_it_waits_for_a_connect
                  "[transport]\nslow.test = [127.0.0.1]:%u\n[smtp]\ndestination_concurrency = 1\n"
                  "[retry.greylist]\ninitial = 4s\nmax = 4s\nuse_hint = no\n",
                  fixture_port(s.f));
-        harness_init(&s.h, extra);
-        harness_start(&s.h);
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+        start_daemon(&s, extra);
 
         for (int i = 0; i < 4; i++) {
                 char rcpt[64];
