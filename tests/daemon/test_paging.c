@@ -38,12 +38,7 @@ static json_t *get_json(struct status_client *c, const char *path)
 static struct status_client *start_with_queue(struct harness *h, int n)
 {
         harness_init(h, NULL);
-        harness_layout_spool(h);
-        char gen[700];
-        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
-                 harness_binary("bench/spool-gen"), h->spool, n);
-        cr_assert_eq(system(gen), 0, "%s", gen);
-        harness_give_spool(h);
+        harness_spool_deferred(h, n);
         harness_start(h);
         char u[400];
         snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
