@@ -95,10 +95,11 @@ static size_t upper_bound(const struct msgindex *ix, uint64_t key)
         return lo;
 }
 
-static void recount(struct msgindex *ix)
+/* The live slots of each block from block b0 on, counted again. */
+static void recount_from(struct msgindex *ix, size_t b0)
 {
-        memset(ix->live, 0, (ix->cap_order >> BLOCK_SHIFT) * sizeof(*ix->live));
-        for (size_t i = 0; i < ix->n_order; i++)
+        memset(ix->live + b0, 0, ((ix->cap_order >> BLOCK_SHIFT) - b0) * sizeof(*ix->live));
+        for (size_t i = b0 << BLOCK_SHIFT; i < ix->n_order; i++)
                 if (ix->order[i].m)
                         ix->live[i >> BLOCK_SHIFT]++;
 }
@@ -111,7 +112,7 @@ static void compact(struct msgindex *ix)
                         ix->order[k++] = ix->order[i];
         ix->n_order = k;
         ix->n_dead = 0;
-        recount(ix);
+        recount_from(ix, 0);
 }
 
 static int order_grow(struct msgindex *ix)
@@ -155,12 +156,7 @@ static int order_insert(struct msgindex *ix, struct msg *m, uint64_t key)
                 ix->live[at >> BLOCK_SHIFT]++;
                 return 0;
         }
-        /* the moved slots changed blocks: count again from at's block */
-        size_t b0 = at >> BLOCK_SHIFT;
-        memset(ix->live + b0, 0, ((ix->cap_order >> BLOCK_SHIFT) - b0) * sizeof(*ix->live));
-        for (size_t i = b0 << BLOCK_SHIFT; i < ix->n_order; i++)
-                if (ix->order[i].m)
-                        ix->live[i >> BLOCK_SHIFT]++;
+        recount_from(ix, at >> BLOCK_SHIFT); /* the moved slots changed blocks */
         return 0;
 }
 
