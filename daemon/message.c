@@ -17,7 +17,6 @@
 #include "daemon/tarryd.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +37,9 @@
 
 static uint64_t id_number(const char *id)
 {
-        return strtoull(id, NULL, 16);
+        uint64_t key = 0;
+        msgindex_id_key(id, &key); /* an indexed ID is a queue ID */
+        return key;
 }
 
 /* Does m's arrival time say what its ID says (queue_new_id: seconds, then
@@ -166,7 +167,7 @@ const struct message_tally *message_tally_at(struct tarryd *d, int64_t now)
                 t->heap[0] = t->heap[--t->n_heap];
                 heap_down(t->heap, t->n_heap, 0);
                 char id[QUEUE_ID_LEN + 1];
-                snprintf(id, sizeof(id), "%016" PRIX64, e.key);
+                msgindex_key_id(e.key, id);
                 struct msg *m = msgindex_get(d->index, id);
                 if (m && m->dir != QUEUE_HOLD && !m->due_counted && m->inflight == 0 &&
                     m->next_attempt_us == e.at) {

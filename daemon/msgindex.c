@@ -58,8 +58,7 @@ struct route_str {
         char s[];
 };
 
-/* The key of a queue ID; false when id is not 16 hex digits. */
-static bool id_key(const char *id, uint64_t *out)
+bool msgindex_id_key(const char *id, uint64_t *out)
 {
         uint64_t k = 0;
         for (size_t i = 0; i < QUEUE_ID_LEN; i++) {
@@ -73,6 +72,13 @@ static bool id_key(const char *id, uint64_t *out)
         }
         *out = k;
         return id[QUEUE_ID_LEN] == '\0';
+}
+
+void msgindex_key_id(uint64_t key, char id[QUEUE_ID_LEN + 1])
+{
+        for (size_t i = QUEUE_ID_LEN; i-- > 0; key >>= 4)
+                id[i] = "0123456789ABCDEF"[key & 15];
+        id[QUEUE_ID_LEN] = '\0';
 }
 
 /* First slot whose key is above key (n_order if none). */
@@ -89,10 +95,11 @@ static size_t upper_bound(const struct msgindex *ix, uint64_t key)
         return lo;
 }
 
-static void recount(struct msgindex *ix)
+/* The live slots of each block from block b0 on, counted again. */
+static void recount_from(struct msgindex *ix, size_t b0)
 {
-        memset(ix->live, 0, (ix->cap_order >> BLOCK_SHIFT) * sizeof(*ix->live));
-        for (size_t i = 0; i < ix->n_order; i++)
+        memset(ix->live + b0, 0, ((ix->cap_order >> BLOCK_SHIFT) - b0) * sizeof(*ix->live));
+        for (size_t i = b0 << BLOCK_SHIFT; i < ix->n_order; i++)
                 if (ix->order[i].m)
                         ix->live[i >> BLOCK_SHIFT]++;
 }
@@ -105,7 +112,7 @@ static void compact(struct msgindex *ix)
                         ix->order[k++] = ix->order[i];
         ix->n_order = k;
         ix->n_dead = 0;
-        recount(ix);
+        recount_from(ix, 0);
 }
 
 static int order_grow(struct msgindex *ix)
@@ -149,19 +156,14 @@ static int order_insert(struct msgindex *ix, struct msg *m, uint64_t key)
                 ix->live[at >> BLOCK_SHIFT]++;
                 return 0;
         }
-        /* the moved slots changed blocks: count again from at's block */
-        size_t b0 = at >> BLOCK_SHIFT;
-        memset(ix->live + b0, 0, ((ix->cap_order >> BLOCK_SHIFT) - b0) * sizeof(*ix->live));
-        for (size_t i = b0 << BLOCK_SHIFT; i < ix->n_order; i++)
-                if (ix->order[i].m)
-                        ix->live[i >> BLOCK_SHIFT]++;
+        recount_from(ix, at >> BLOCK_SHIFT); /* the moved slots changed blocks */
         return 0;
 }
 
 static void order_remove(struct msgindex *ix, const struct msg *m)
 {
         uint64_t key;
-        if (!id_key(m->id, &key))
+        if (!msgindex_id_key(m->id, &key))
                 return;
         size_t at = upper_bound(ix, key);
         /* the slot is the last one at or below key holding m */
@@ -400,7 +402,7 @@ static void rehash(struct msgindex *ix, size_t n)
 int msgindex_add(struct msgindex *ix, const char *id, struct msg **out)
 {
         uint64_t key;
-        if (!id_key(id, &key))
+        if (!msgindex_id_key(id, &key))
                 return -EINVAL;
         /* an ID above every key in the order array (live or removed) cannot be
          * indexed yet: appends in ID order (the snapshot's million) skip the
@@ -475,7 +477,7 @@ int msgindex_foreach(const struct msgindex *ix, int (*cb)(struct msg *m, void *u
 static size_t start_after(struct msgindex *ix, const char *after)
 {
         uint64_t key;
-        return after && id_key(after, &key) ? upper_bound(ix, key) : 0;
+        return after && msgindex_id_key(after, &key) ? upper_bound(ix, key) : 0;
 }
 
 int msgindex_foreach_after(struct msgindex *ix, const char *after,

@@ -65,6 +65,11 @@ void msgindex_free(struct msgindex *ix);
  * -EINVAL); -EEXIST if present. */
 int msgindex_add(struct msgindex *ix, const char *id, struct msg **out);
 struct msg *msgindex_get(const struct msgindex *ix, const char *id);
+/* A queue ID as the number its 16 hex digits spell (IDs sort as their
+ * keys); false when id is not a queue ID. */
+bool msgindex_id_key(const char *id, uint64_t *out);
+/* The reverse: the queue ID of key. */
+void msgindex_key_id(uint64_t key, char id[QUEUE_ID_LEN + 1]);
 /* Make room for n records at once (start-up knows how many it lists): no
  * rehash or regrowth on the way. Only a hint: nothing fails. */
 void msgindex_reserve(struct msgindex *ix, size_t n);

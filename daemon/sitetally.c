@@ -16,7 +16,7 @@
 struct site_row {
         struct site_row *next;
         uint64_t hash;
-        size_t messages, domains, works;
+        size_t messages, domains; /* domains: its pairs; none left, the row goes */
         char name[];
 };
 
@@ -171,7 +171,6 @@ int site_tally_add(struct site_tally *t, const char *site, const char *route, bo
                 t->sites.n++;
         }
         p->works++;
-        s->works++;
         if (first)
                 s->messages++;
         return 0;
@@ -196,7 +195,7 @@ void site_tally_drop(struct site_tally *t, const char *site, const char *route, 
         }
         if (last && s->messages > 0)
                 s->messages--;
-        if (--s->works == 0) {
+        if (s->domains == 0) {
                 *ps = s->next;
                 free(s);
                 t->sites.n--;

@@ -48,22 +48,6 @@ struct pending {
         uint8_t dir; /* enum queue_dir */
 };
 
-/* A listed name is a valid queue ID (queue_scan checks): 16 upper-case hex digits. */
-static uint64_t id_key(const char *id)
-{
-        uint64_t k = 0;
-        for (size_t i = 0; i < QUEUE_ID_LEN; i++)
-                k = k << 4 | (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'A' + 10);
-        return k;
-}
-
-static void key_id(uint64_t k, char id[QUEUE_ID_LEN + 1])
-{
-        for (size_t i = QUEUE_ID_LEN; i-- > 0; k >>= 4)
-                id[i] = "0123456789ABCDEF"[k & 15];
-        id[QUEUE_ID_LEN] = '\0';
-}
-
 struct startup {
         struct pending *list; /* listed, not yet indexed */
         size_t n, cap, next;
@@ -84,7 +68,8 @@ static int push(struct startup *s, const char *id, enum queue_dir dir)
                 s->list = l;
                 s->cap = cap;
         }
-        s->list[s->n].key = id_key(id);
+        if (!msgindex_id_key(id, &s->list[s->n].key))
+                return 0; /* never: queue_scan lists queue IDs only */
         s->list[s->n++].dir = (uint8_t)dir;
         return 0;
 }
@@ -252,7 +237,8 @@ static int match_one(struct msg *m, void *userdata)
 {
         struct match *mt = userdata;
         struct startup *s = mt->s;
-        uint64_t key = id_key(m->id);
+        uint64_t key = 0;
+        msgindex_id_key(m->id, &key); /* an indexed ID is a queue ID */
         memcpy(mt->last, m->id, sizeof(mt->last));
         while (mt->at < s->n && s->list[mt->at].key < key)
                 s->list[mt->kept++] = s->list[mt->at++];
@@ -313,7 +299,7 @@ static int on_load(sd_event_source *src, void *userdata)
         for (; s->next < end; s->next++) {
                 const struct pending *p = &s->list[s->next];
                 char id[QUEUE_ID_LEN + 1];
-                key_id(p->key, id);
+                msgindex_key_id(p->key, id);
                 if (p->dir == QUEUE_INCOMING) {
                         pickup_incoming_one(d, id);
                         continue;

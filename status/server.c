@@ -10,12 +10,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "common/cleanup.h"
+#include "common/fileio.h"
 #include "status/guard.h"
 #include "status/listen.h"
 #include "status/request.h"
@@ -264,20 +264,13 @@ static int stream_put(struct qstream *q, const char *text, size_t n)
         return 0;
 }
 
-static int64_t monotonic_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* The next slice of the page into buf (emptied first). */
 static int stream_fill(struct qstream *q)
 {
         q->len = q->pos = 0;
-        int64_t start = monotonic_us();
-        for (int i = 0; i < STREAM_BATCH && (i == 0 || monotonic_us() - start < STREAM_SLICE_US);
-             i++) {
+        int64_t start = now_monotonic_us();
+        for (int i = 0;
+             i < STREAM_BATCH && (i == 0 || now_monotonic_us() - start < STREAM_SLICE_US); i++) {
                 json_t *o = NULL;
                 int r = q->s->provider.list_next(q->s->provider.userdata, q->page, &o);
                 if (r <= 0) {

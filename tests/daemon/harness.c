@@ -153,6 +153,16 @@ void harness_layout_spool(struct harness *h)
         layout_dir(h, "maildrop", 01730, drop_gid);
 }
 
+void harness_spool_deferred(struct harness *h, int n)
+{
+        harness_layout_spool(h);
+        char gen[700];
+        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
+                 harness_binary("bench/spool-gen"), h->spool, n);
+        cr_assert_eq(system(gen), 0, "%s", gen);
+        harness_give_spool(h); /* spool-gen ran as this user */
+}
+
 void harness_child_become_daemon(const struct harness *h)
 {
         if (h->daemon_uid == geteuid())

@@ -59,6 +59,9 @@ void harness_give_spool(const struct harness *h);
 void harness_init(struct harness *h, const char *extra);
 /* Lay the spool out as tmpfiles.d does (harness_start does it first). */
 void harness_layout_spool(struct harness *h);
+/* Lay the spool out and fill it with n messages by bench/spool-gen, each
+ * deferred an hour (to destinations of its own), owned by the daemon user. */
+void harness_spool_deferred(struct harness *h, int n);
 /* Rewrite tarry.conf with the given full text (for reload tests). */
 void harness_write_config(struct harness *h, const char *text);
 void harness_start(struct harness *h);

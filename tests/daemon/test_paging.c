@@ -38,12 +38,7 @@ static json_t *get_json(struct status_client *c, const char *path)
 static struct status_client *start_with_queue(struct harness *h, int n)
 {
         harness_init(h, NULL);
-        harness_layout_spool(h);
-        char gen[700];
-        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
-                 harness_binary("bench/spool-gen"), h->spool, n);
-        cr_assert_eq(system(gen), 0, "%s", gen);
-        harness_give_spool(h);
+        harness_spool_deferred(h, n);
         harness_start(h);
         char u[400];
         snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
@@ -70,28 +65,7 @@ static int cmp_str(const void *a, const void *b)
 Test(paging, a_listing_pages_on_while_messages_arrive_and_leave, .timeout = 240)
 {
         struct harness h;
-        harness_init(&h, NULL);
-        harness_layout_spool(&h);
-        char gen[700];
-        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
-                 harness_binary("bench/spool-gen"), h.spool, QUEUED);
-        cr_assert_eq(system(gen), 0, "%s", gen);
-        harness_give_spool(&h);
-        harness_start(&h);
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);
-        const char *ul[] = {u, NULL};
-        struct status_client *c = NULL;
-        cr_assert_eq(status_client_new(ul, &c), 0);
-        /* everything read (start-up reads envelopes after READY) */
-        for (int waited = 0; waited < 120000; waited += 10) {
-                json_t *j = get_json(c, "/queue?limit=1");
-                size_t total = (size_t)json_integer_value(json_object_get(j, "total"));
-                json_decref(j);
-                if (total == QUEUED)
-                        break;
-                harness_sleep_ms(10);
-        }
+        struct status_client *c = start_with_queue(&h, QUEUED);
 
         char *seen[2 * QUEUED];
         size_t n_seen = 0, pages = 0;

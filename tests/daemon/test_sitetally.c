@@ -138,10 +138,19 @@ Test(sitetally, an_mx_route_counts_its_domain_and_another_route_its_own_key)
         cr_assert_eq(site_tally_add(t, "gmail", "mx:a.test", true), 0);
         cr_assert_eq(site_tally_add(t, "gmail", "mx:b.test", false), 0); /* same message */
         cr_assert_eq(site_tally_add(t, "gmail", "mx:a.test", true), 0);  /* another one */
+        /* a relayhost: its route is its site's key, and counts as one domain */
+        cr_assert_eq(site_tally_add(t, "[10.0.0.1]:25", "[10.0.0.1]:25", true), 0);
+        cr_assert_eq(site_tally_add(t, "[10.0.0.1]:25", "[10.0.0.1]:25", true), 0);
         struct seen v = {0};
         site_tally_foreach(t, seen_cb, &v);
+        cr_assert_not(v.bad);
+        cr_assert_eq(v.n, 2);
         cr_assert_eq(v.domains[0], 2);
         cr_assert_eq(v.messages[0], 2);
+        cr_assert_eq(v.domains[1], 1);
+        cr_assert_eq(v.messages[1], 2);
+        site_tally_drop(t, "[10.0.0.1]:25", "[10.0.0.1]:25", true);
+        site_tally_drop(t, "[10.0.0.1]:25", "[10.0.0.1]:25", true);
         site_tally_drop(t, "gmail", "mx:a.test", true);
         site_tally_drop(t, "gmail", "mx:b.test", false);
         site_tally_drop(t, "gmail", "mx:a.test", true);

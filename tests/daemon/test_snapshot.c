@@ -44,12 +44,7 @@ Test(snapshot, a_periodic_snapshot_written_in_slices_covers_the_whole_queue, .ti
 {
         struct harness h;
         harness_init(&h, "[main]\nsnapshot_interval = 1s\n");
-        harness_layout_spool(&h);
-        char gen[700];
-        snprintf(gen, sizeof(gen), "%s --spool %s --messages %d --defer 3600 >/dev/null",
-                 harness_binary("bench/spool-gen"), h.spool, QUEUED);
-        cr_assert_eq(system(gen), 0, "%s", gen);
-        harness_give_spool(&h);
+        harness_spool_deferred(&h, QUEUED);
         harness_start(&h);
         char u[400];
         snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);

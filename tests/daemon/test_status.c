@@ -22,6 +22,28 @@ struct setup {
         struct status_client *unix_c, *tcp_c;
 };
 
+/* A client on the loopback port the running tarryd logged. */
+static void connect_tcp(struct setup *s)
+{
+        cr_assert_gt(s->h.status_port, 0, "tarryd did not log its status port");
+        char t[64];
+        snprintf(t, sizeof(t), "127.0.0.1:%d", s->h.status_port);
+        const char *tl[] = {t, NULL};
+        cr_assert_eq(status_client_new(tl, &s->tcp_c), 0);
+}
+
+/* tarryd started with extra in its config, and a client on each endpoint. */
+static void start_daemon(struct setup *s, const char *extra)
+{
+        harness_init(&s->h, extra);
+        harness_start(&s->h);
+        char u[400];
+        snprintf(u, sizeof(u), "unix:%s/status.sock", s->h.dir);
+        const char *ul[] = {u, NULL};
+        cr_assert_eq(status_client_new(ul, &s->unix_c), 0);
+        connect_tcp(s);
+}
+
 /* example.test greylists for an hour: everything sent there stays deferred. */
 static void start(struct setup *s)
 {
@@ -34,15 +56,7 @@ static void start(struct setup *s)
         char extra[512];
         snprintf(extra, sizeof(extra), "[transport]\nexample.test = [127.0.0.1]:%u\n",
                  fixture_port(s->f));
-        harness_init(&s->h, extra);
-        harness_start(&s->h);
-        cr_assert_gt(s->h.status_port, 0, "tarryd did not log its status port");
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s->h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s->h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s->unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s->tcp_c), 0);
+        start_daemon(s, extra);
 }
 
 static void stop(struct setup *s)
@@ -560,8 +574,6 @@ static void assert_status_matches_listing(struct setup *s, json_int_t want, cons
         }
         cr_assert_eq(messages, l.site_messages, "%s: messages per site", when);
         json_decref(st);
-        if (!s->tcp_c)
-                return;
         st = get(s->tcp_c, "/status", 200);
         cr_assert_eq(field(st, "site_totals", "sites"), l.sites, "%s: site_totals", when);
         cr_assert_eq(field(st, "site_totals", "messages"), l.site_messages, "%s: site_totals",
@@ -600,14 +612,7 @@ Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeo
         snprintf(extra, sizeof(extra),
                  "[transport]\nexample.test = [127.0.0.1]:%u\nok.test = [127.0.0.1]:%u\n",
                  fixture_port(s.f), fixture_port(ok));
-        harness_init(&s.h, extra);
-        harness_start(&s.h);
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+        start_daemon(&s, extra);
 
         /* picked up, attempted, deferred: 4 greylisted; one to ok.test delivered */
         for (int i = 0; i < 4; i++) {
@@ -653,7 +658,7 @@ Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeo
         cr_assert(harness_log_contains(&s.h, "4 from state/index.snap, 0 to read"),
                   "tarryd did not start from its snapshot; see %s", s.h.log);
         status_client_free(s.tcp_c);
-        s.tcp_c = NULL; /* its port is new */
+        connect_tcp(&s); /* its port is new */
         json_t *after = get(s.unix_c, "/status", 200);
         cr_assert_eq(field(after, "queue", "deferred"), field(before, "queue", "deferred"));
         cr_assert_eq(field(after, "queue", "hold"), 1);
@@ -684,14 +689,7 @@ Test(status_e2e, status_counts_a_due_message_active_while_it_waits_for_a_connect
                  "[transport]\nslow.test = [127.0.0.1]:%u\n[smtp]\ndestination_concurrency = 1\n"
                  "[retry.greylist]\ninitial = 4s\nmax = 4s\nuse_hint = no\n",
                  fixture_port(s.f));
-        harness_init(&s.h, extra);
-        harness_start(&s.h);
-        char u[400], t[64];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", s.h.dir);
-        snprintf(t, sizeof(t), "127.0.0.1:%d", s.h.status_port);
-        const char *ul[] = {u, NULL}, *tl[] = {t, NULL};
-        cr_assert_eq(status_client_new(ul, &s.unix_c), 0);
-        cr_assert_eq(status_client_new(tl, &s.tcp_c), 0);
+        start_daemon(&s, extra);
 
         for (int i = 0; i < 4; i++) {
                 char rcpt[64];
