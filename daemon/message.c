@@ -46,13 +46,7 @@ static uint64_t id_number(const char *id)
  * microseconds in hex)? Then the first ID in the index is the oldest. */
 static bool arrival_is_id_time(const struct msg *m)
 {
-        char sec[9], usec[6];
-        memcpy(sec, m->id, 8);
-        sec[8] = '\0';
-        memcpy(usec, m->id + 8, 5);
-        usec[5] = '\0';
-        return m->arrival_us ==
-               (int64_t)strtoull(sec, NULL, 16) * 1000000 + (int64_t)strtoull(usec, NULL, 16);
+        return m->arrival_us == queue_id_time_us(m->id);
 }
 
 static void heap_up(struct message_due *h, size_t i)

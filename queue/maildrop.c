@@ -220,23 +220,12 @@ static int copy_body(struct take *t, struct queue_draft *d, uint64_t off, uint64
 
 /* ---- the queue ID its sendmail gave the record ---- */
 
-/* The time in an ID ("%08X%05X%03X": seconds, microseconds, random). */
-static int64_t id_time_us(const char *id)
-{
-        char sec[9], usec[6];
-        memcpy(sec, id, 8);
-        sec[8] = '\0';
-        memcpy(usec, id + 8, 5);
-        usec[5] = '\0';
-        return (int64_t)strtoll(sec, NULL, 16) * 1000000 + strtoll(usec, NULL, 16);
-}
-
 /* Is the record's ID one tarry may keep? Well formed, made at its arrival
  * time, and that time between the drop file's creation and now: a user
  * cannot take the ID of an older message, nor one from the future. */
 static bool id_plausible(const struct take *t, const struct envelope *env)
 {
-        if (!queue_id_valid(env->id) || id_time_us(env->id) != env->arrival_us)
+        if (!queue_id_valid(env->id) || queue_id_time_us(env->id) != env->arrival_us)
                 return false;
         if (env->arrival_us > now_realtime_us() + ID_SLACK_US)
                 return false;

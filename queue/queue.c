@@ -122,6 +122,16 @@ int queue_new_id(char out[QUEUE_ID_LEN + 1])
         return 0;
 }
 
+int64_t queue_id_time_us(const char *id)
+{
+        char sec[9], usec[6];
+        memcpy(sec, id, 8);
+        sec[8] = '\0';
+        memcpy(usec, id + 8, 5);
+        usec[5] = '\0';
+        return (int64_t)strtoll(sec, NULL, 16) * 1000000 + strtoll(usec, NULL, 16);
+}
+
 bool queue_id_valid(const char *id)
 {
         /* one pass, no libc: called for every name of a million-message

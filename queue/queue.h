@@ -148,6 +148,8 @@ const char *queue_dir_name(enum queue_dir d);
 /* A fresh queue ID: 8 hex digits of seconds, 5 of microseconds, 3 random. */
 int queue_new_id(char out[QUEUE_ID_LEN + 1]);
 bool queue_id_valid(const char *id);
+/* The time a valid ID was made, in µs since the epoch (its first 13 digits). */
+int64_t queue_id_time_us(const char *id);
 
 /* Submission: write the body in pieces, then commit with its envelope.
  * Nothing is visible in incoming/ until commit returns 0; abort (or a crash)
