@@ -667,7 +667,7 @@ static int run(struct tarryd *d, const struct options *o)
         r = sd_event_loop(d->loop);
         remover_free(d->remover); /* the batch under way; the rest is recovery's */
         d->remover = NULL;
-        startup_write_snapshot(d, true); /* the next start needs no envelope */
+        startup_write_snapshot(d); /* the next start needs no envelope */
         deliver_write_dirty(d);          /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);

@@ -523,14 +523,10 @@ static void snapshot_start(struct tarryd *d)
         }
 }
 
-int startup_write_snapshot(struct tarryd *d, bool now)
+int startup_write_snapshot(struct tarryd *d)
 {
         if (!d->startup || !d->startup->fingerprint)
                 return 0;
-        if (!now) {
-                snapshot_start(d);
-                return 0;
-        }
         snapshot_end(d->startup); /* a periodic one under way: this one replaces it */
         struct collect c = {0};
         int r = queue_snap_begin(d->startup->fingerprint, msgindex_count(d->index), &c.w);

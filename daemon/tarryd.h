@@ -172,8 +172,9 @@ int startup_begin(struct tarryd *d);
 /* Messages listed at start and not yet read. */
 size_t startup_unread(const struct tarryd *d);
 size_t startup_from_snapshot(const struct tarryd *d);
-/* Write state/index.snap: now (at a clean stop), or on the remover's thread. */
-int startup_write_snapshot(struct tarryd *d, bool now);
+/* Write state/index.snap now, on the loop (a clean stop; the periodic one is
+ * sliced and written by the remover's thread, see [main] snapshot_interval). */
+int startup_write_snapshot(struct tarryd *d);
 void startup_free(struct tarryd *d);
 
 /* diagnoses.c: scheduler/diagnose.h fed with outcomes, and what it raised
