@@ -356,8 +356,6 @@ static enum MHD_Result handle_queue(struct listener *l, struct MHD_Connection *c
 {
         struct status_server *s = l->server;
         struct qargs q = {.r = 0};
-        json_t *page = NULL;
-        size_t total = 0;
 
         status_queue_filter_init(&q.filter);
         MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_qarg, &q);
@@ -370,22 +368,9 @@ static enum MHD_Result handle_queue(struct listener *l, struct MHD_Connection *c
                                            "cannot tell who is asking (SO_PEERCRED failed)", NULL);
                 q.filter.by_owner = true;
         }
-        if (s->provider.list_open && s->provider.list_next && s->provider.list_close)
-                return stream_queue(s, c, &q.filter);
-        if (!s->provider.list_queue)
+        if (!s->provider.list_open || !s->provider.list_next || !s->provider.list_close)
                 return reply_error(s, c, MHD_HTTP_NOT_IMPLEMENTED, "no queue provider", NULL);
-        int r = s->provider.list_queue(s->provider.userdata, &q.filter, &page, &total);
-        if (r < 0)
-                return reply_errno(s, c, r);
-        if (!json_is_array(page)) {
-                json_decref(page);
-                return reply_errno(s, c, -EIO);
-        }
-        return reply_json(s, c, MHD_HTTP_OK,
-                          json_pack("{s:I, s:I, s:I, s:o}", "total", (json_int_t)total, "offset",
-                                    (json_int_t)q.filter.offset, "limit",
-                                    (json_int_t)q.filter.limit, "messages", page),
-                          NULL);
+        return stream_queue(s, c, &q.filter);
 }
 
 static enum MHD_Result handle_message(struct status_server *s, struct MHD_Connection *c,

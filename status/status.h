@@ -14,7 +14,7 @@
  * Endpoints:
  *   GET  /status                         provider->get_status
  *   GET  /queue?class=&destination=&state=&offset=&limit=&after=
- *                                        provider->list_queue, wrapped as
+ *                                        provider->list_open/next/close, streamed as
  *                                        {"total","offset","limit","messages":[…]};
  *                                        after=ID: only IDs above it (a cursor:
  *                                        page on from the last ID of the page
@@ -202,13 +202,9 @@ struct status_provider {
         /* GET /status?fleet=1: the same, and "fleet" set to this object (the
          * nodes of a fleet, docs/fleet.md; JSON null without one). May be NULL. */
         int (*get_fleet)(void *userdata, json_t **out);
-        /* GET /queue: the page [offset, offset+limit) of matching messages as a
-         * JSON array of `tarryq -j` objects, and how many match in all. */
-        int (*list_queue)(void *userdata, const struct status_queue_filter *filter,
-                          json_t **out_array, size_t *out_total);
-        /* GET /queue, streamed (used instead of list_queue when set): list_open
-         * chooses the page (no envelope read) and says how many match in all;
-         * list_next hands out the page's messages one at a time (1 and *out,
+        /* GET /queue, streamed: the page [offset, offset+limit) of matching
+         * messages (`tarryq -j` objects); list_open chooses the page (no envelope read) and says
+         * how many match in all; list_next hands out the page's messages one at a time (1 and *out,
          * 0: the page is done), called as the client reads, a few per turn
          * of the loop, so other requests are answered while a big page goes
          * out; list_close is called once whatever happened (the client may

@@ -75,21 +75,44 @@ static bool matches(const struct fake_msg *m, const struct status_queue_filter *
                strcmp(status_queue_state_name(f->state), m->state) == 0;
 }
 
-static int fake_list(void *userdata, const struct status_queue_filter *f, json_t **out,
-                     size_t *total)
+/* A page: the indexes of its messages in fake_queue, handed out in turn. */
+struct fake_page {
+        size_t idx[sizeof(fake_queue) / sizeof(fake_queue[0])];
+        size_t n, next;
+};
+
+static int fake_open(void *userdata, const struct status_queue_filter *f, void **out, size_t *total)
 {
         (void)userdata;
-        json_t *a = json_array();
+        struct fake_page *p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
         *total = 0;
         for (size_t i = 0; i < sizeof(fake_queue) / sizeof(fake_queue[0]); i++) {
                 if (!matches(&fake_queue[i], f))
                         continue;
                 if (*total >= f->offset && *total < f->offset + f->limit)
-                        json_array_append_new(a, msg_json(&fake_queue[i]));
+                        p->idx[p->n++] = i;
                 (*total)++;
         }
-        *out = a;
+        *out = p;
         return 0;
+}
+
+static int fake_next(void *userdata, void *page, json_t **out)
+{
+        struct fake_page *p = page;
+        (void)userdata;
+        if (p->next == p->n)
+                return 0;
+        *out = msg_json(&fake_queue[p->idx[p->next++]]);
+        return *out ? 1 : -ENOMEM;
+}
+
+static void fake_close(void *userdata, void *page)
+{
+        (void)userdata;
+        free(page);
 }
 
 static int fake_message(void *userdata, const char *id, json_t **out)
@@ -197,7 +220,9 @@ static const struct status_provider *provider(void)
         p = (struct status_provider){
             .userdata = &fx.fake,
             .get_status = fake_status,
-            .list_queue = fake_list,
+            .list_open = fake_open,
+            .list_next = fake_next,
+            .list_close = fake_close,
             .get_message = fake_message,
             .refresh_metrics = fake_refresh,
             .action = fake_action,
