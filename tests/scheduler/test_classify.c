@@ -178,18 +178,6 @@ Test(classify, named_causes_beat_wrappers_and_vague_words)
         cr_assert_eq(classify("421 Excessive input sent to server, closing").cls, CLASS_POLICY);
 }
 
-Test(classify, tarry_s_own_failures_keep_their_class)
-{
-        /* synthesised by smtpc: a dead worker says nothing about the destination,
-         * a garbled reply pauses nothing, a connect timeout is a back-off */
-        cr_assert_eq(classify("451 4.3.0 delivery worker died: signal 9").cls, CLASS_UNKNOWN_TEMP);
-        cr_assert_eq(classify("451 4.5.0 mx[192.0.2.1]:25: garbled reply while sending EHLO").cls,
-                     CLASS_UNKNOWN_TEMP);
-        cr_assert_eq(classify("451 4.4.2 connect to mx[192.0.2.1]:25: Connection timed out").cls,
-                     CLASS_OVERLOAD);
-        cr_assert_eq(classify("451 4.3.0 delivery aborted: shutting down").cls, CLASS_OVERLOAD);
-}
-
 Test(classify, provider_codes_beat_misleading_words)
 {
         cr_assert_eq(classify("451 4.7.650 The mail server [1.2.3.4] has been temporarily rate "
