@@ -602,3 +602,27 @@ Test(classify, shipped_word_families_tell_reputation_storage_and_receiver_faults
         cr_assert_eq(classify("451 Temporary failure, please try again later.").cls,
                      CLASS_UNKNOWN_TEMP);
 }
+
+Test(classify, sixth_round_enhanced_codes_and_receiver_states)
+{
+        static const struct class_case cases[] = {
+            /* congestion named in words is the receiver's load, whatever the code */
+            {"451 4.4.5 Mail system congested, try later", CLASS_OVERLOAD},
+            /* a receiver starting up or not yet ready names its own state */
+            {"421 Mail service is starting up, try again shortly", CLASS_OVERLOAD},
+            /* the receiver's own files have unsafe permissions */
+            {"450 Delivery deferred: home directory world writable", CLASS_OVERLOAD},
+            /* a failure of the recipient domain is a routing matter */
+            {"450 Domain failure, retry later", CLASS_ROUTING},
+            /* X.7.0 whose words only say the connection ends names no policy */
+            {"421 4.7.0 Session idle too long, closing connection", CLASS_UNKNOWN_TEMP},
+        };
+        expect_classes(cases, sizeof(cases) / sizeof(cases[0]));
+        /* a verdict about the connection is still policy */
+        cr_assert_eq(classify("421 4.7.0 Your IP is not allowed to open a connection").cls,
+                     CLASS_POLICY);
+        /* a bare X.4.5 stays routing (4.4.x), words of a rate stay a rate limit */
+        cr_assert_eq(classify("451 4.4.5 Please try later").cls, CLASS_ROUTING);
+        cr_assert_eq(classify("452 4.4.5 Rate limit exceeded, try again later.").cls,
+                     CLASS_RATE_LIMIT);
+}
