@@ -10,9 +10,14 @@
  * process start, no configuration, no parsing: what sendmail's time cannot
  * go below on this disk. P processes run side by side, as P submitters would.
  *
- * usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool]   (defaults 500, 1, file)
+ * usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool] [keep]
+ *   (defaults 500, 1, file)
  * Prints one line: messages, seconds, commits/s, ms per commit. DIR is made
- * (it must not exist) and removed; put it on the disk you mean to measure.
+ * (it must not exist) and removed, unless "keep" is given: a bench that runs
+ * other submitters after this one keeps the files until its end, as freeing
+ * inodes makes the next creations on ext4 slower for a while (they skip
+ * recently deleted inodes), which would penalise whoever runs next. Put DIR
+ * on the disk you mean to measure.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -109,16 +114,19 @@ static void submitter(const char *root, int p, int n, bool one_file)
 int main(int argc, char **argv)
 {
         if (argc < 2) {
-                fprintf(stderr, "usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool]\n");
+                fprintf(stderr,
+                        "usage: commit-floor DIR [MESSAGES] [PROCESSES] [file|spool] [keep]\n");
                 return 64;
         }
         const char *root = argv[1];
         int n = argc > 2 ? atoi(argv[2]) : 500, procs = argc > 3 ? atoi(argv[3]) : 1;
         const char *layout = argc > 4 ? argv[4] : "file";
         bool one_file = strcmp(layout, "file") == 0;
-        if (n < 1 || procs < 1 || procs > 64 || (!one_file && strcmp(layout, "spool") != 0)) {
+        bool keep = argc > 5 && strcmp(argv[5], "keep") == 0;
+        if (n < 1 || procs < 1 || procs > 64 || (!one_file && strcmp(layout, "spool") != 0) ||
+            (argc > 5 && !keep)) {
                 fprintf(stderr, "commit-floor: MESSAGES >= 1, 1 <= PROCESSES <= 64, LAYOUT spool "
-                                "or file\n");
+                                "or file, and only \"keep\" after it\n");
                 return 64;
         }
         char path[4096];
@@ -150,7 +158,7 @@ int main(int argc, char **argv)
                "each\n",
                layout, procs, procs == 1 ? "" : "es", total, t, total / t, t * 1000 / total);
         snprintf(path, sizeof(path), "rm -rf '%s'", root);
-        if (strchr(root, '\'') == NULL && system(path) != 0)
+        if (!keep && strchr(root, '\'') == NULL && system(path) != 0)
                 fprintf(stderr, "commit-floor: could not remove %s\n", root);
         return failed;
 }
