@@ -8,6 +8,7 @@
  */
 #include "daemon/log.h"
 #include "daemon/sitetally.h"
+#include "daemon/spoollock.h"
 #include "daemon/tarryd.h"
 #include "common/cleanup.h"
 #include "common/fileio.h"
@@ -209,25 +210,40 @@ static int report_open_error(const char *spool, int r)
 }
 
 /* One tarryd per spool, for its whole life: a second one would schedule the
- * same messages. Taken before anything is changed (sockets, recovery). */
+ * same messages. Taken before anything is changed (sockets, recovery). A lock
+ * that outlives the tarryd that took it (kill -9 while it spawned a worker)
+ * is waited for, up to SPOOL_LOCK_WAIT_US (daemon/spoollock.h). */
 static int lock_spool(struct tarryd *d)
 {
-        pid_t holder = 0;
-        int r = queue_lock(d->queue, &holder);
+        const char *spool = d->cfg->spool_dir;
+        struct spool_lock_report rep;
+        int r = spool_lock_take(d->queue, spool, SPOOL_LOCK_WAIT_US, &rep);
+        const char *by = rep.holders[0] ? rep.holders : "none of this user's processes has it open";
+        if (r == -EBUSY && rep.named_running) {
+                fprintf(stderr, "tarryd: spool %s is in use by tarryd (pid %d)\n", spool,
+                        (int)rep.named);
+                return EX_TEMPFAIL;
+        }
+        char who[64] = "it names no tarryd";
+        if (rep.named > 0)
+                snprintf(who, sizeof(who), "pid %d, which took it, is no running tarryd",
+                         (int)rep.named);
         if (r == -EBUSY) {
-                if (holder > 0)
-                        fprintf(stderr, "tarryd: spool %s is in use by tarryd (pid %d)\n",
-                                d->cfg->spool_dir, (int)holder);
-                else
-                        fprintf(stderr, "tarryd: spool %s is in use by another tarryd\n",
-                                d->cfg->spool_dir);
+                fprintf(stderr,
+                        "tarryd: spool %s: state/%s still locked after %lld s (%s; holders: %s)\n",
+                        spool, QUEUE_LOCK_FILE, (long long)(rep.waited_us / 1000000), who, by);
                 return EX_TEMPFAIL;
         }
         if (r < 0) {
-                fprintf(stderr, "tarryd: spool %s: cannot lock state/%s: %s\n", d->cfg->spool_dir,
+                fprintf(stderr, "tarryd: spool %s: cannot lock state/%s: %s\n", spool,
                         QUEUE_LOCK_FILE, strerror(-r));
                 return r == -EPERM ? EX_CANTCREAT : EX_IOERR;
         }
+        if (rep.waited)
+                fprintf(stderr,
+                        "tarryd: spool %s: state/%s was still locked (%s; holders: %s); free "
+                        "after %lld ms\n",
+                        spool, QUEUE_LOCK_FILE, who, by, (long long)(rep.waited_us / 1000));
         return 0;
 }
 
