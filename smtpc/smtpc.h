@@ -355,7 +355,9 @@ int smtpc_read_auth_file(const char *path, char **user, char **password, const c
  * attempt gets a temporary failure "451 4.3.0 delivery worker ...". Every
  * request gets exactly one done(), from the loop; done() may start attempts,
  * abort or reload, but must not free the pool. Workers set PR_SET_PDEATHSIG,
- * so none outlives the pool's process.
+ * so none outlives the pool's process; then each checks that its parent is
+ * the process that made its socket pair (SO_PEERCRED), so one whose pool was
+ * killed before the signal was set exits without reading a request.
  */
 #define SMTPC_WORKER_FD 3 /* the worker's end of its socket */
 

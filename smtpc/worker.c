@@ -4,7 +4,8 @@
  * attempt with the in-process engine, send the result back. curl may block
  * this process at the end of DATA or at QUIT; only this attempt waits.
  * Exits when the pool closes the socket (cached connections get their QUIT)
- * or, through PR_SET_PDEATHSIG, when the pool's process dies.
+ * or, through PR_SET_PDEATHSIG, when the pool's process dies; one whose pool
+ * died before it set that exits before it reads anything.
  */
 #include "smtpc/smtpc.h"
 
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -119,9 +121,33 @@ static int run(struct worker_ctx *w, const struct tarry_config *cfg)
         return w->status;
 }
 
+/* The pool's process made the socket pair (SO_PEERCRED names it) and spawned
+ * us. Asked after PR_SET_PDEATHSIG: if it died before that took effect (a
+ * kill -9 between posix_spawn and here), nothing would ever kill us, and a
+ * request it had already sent would still be read and delivered, while its
+ * successor delivers the same message again. */
+static bool pool_alive(int fd, pid_t *pool)
+{
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        *pool = 0;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+                return false;
+        *pool = cred.pid;
+        return getppid() == cred.pid;
+}
+
 int smtpc_worker_main(int fd, const char *config_path)
 {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a worker never outlives the pool's process */
+        pid_t pool;
+        if (!pool_alive(fd, &pool)) {
+                fprintf(stderr,
+                        "tarry delivery worker %d: the pool's process (pid %d) is gone: "
+                        "exiting without reading a request\n",
+                        (int)getpid(), (int)pool);
+                return EX_UNAVAILABLE;
+        }
         signal(SIGPIPE, SIG_IGN);
         struct tarry_config *cfg = NULL;
         char err[512];

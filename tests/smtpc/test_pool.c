@@ -9,9 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
+#include "smtpc/ipc.h"
 #include "tests/fixture/fixture.h"
 #include "tests/smtpc/harness.h"
 
@@ -693,5 +698,84 @@ Test(smtpc_pool, reload_lets_a_busy_worker_finish_its_attempt_then_retires_it)
         cr_assert_eq(smtpc_pool_workers(r.pool), 0, "retired after its attempt");
         outcome_clear(&o);
         rig_stop(&r);
+        fixture_free(f);
+}
+
+/* kill -9 of tarryd just after it spawned a worker and sent it a request,
+ * before the worker set PR_SET_PDEATHSIG: the worker finds its parent is
+ * not the process that made its socket, and exits without reading the
+ * request (tarryd's successor sends that message; the orphan must not).
+ * Before, it delivered the message while a copy of the pool's end of the
+ * socket lived on elsewhere. */
+Test(smtpc_pool, a_worker_whose_pool_died_before_it_started_sends_nothing, .timeout = 60)
+{
+        struct fixture *f = test_fixture(NULL, NULL);
+        char path[64] = "/tmp/smtpc-orphan-XXXXXX";
+        int cfd = mkstemp(path);
+        cr_assert_geq(cfd, 0);
+        char *text = to_fixture(f, NULL);
+        cr_assert_eq(fd_write_all(cfd, text, strlen(text)), 0);
+        free(text);
+        close(cfd);
+        char worker[PATH_MAX];
+        worker_path(worker);
+        /* the orphan is reparented to this process, which can then reap it */
+        cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+        int report[2]; /* the pool's process tells us its worker's pid */
+        cr_assert_eq(pipe(report), 0);
+        pid_t pool = fork();
+        cr_assert_geq(pool, 0);
+        if (pool == 0) { /* the pool's process: socket pair, spawn, request, die */
+                int sv[2], gate[2];
+                if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0 || pipe(gate) < 0)
+                        _exit(1);
+                pid_t w = fork();
+                if (w == 0) { /* the worker: starts once its parent is gone */
+                        close(gate[1]);
+                        char c;
+                        while (read(gate[0], &c, 1) > 0)
+                                ;
+                        dup2(sv[1], SMTPC_WORKER_FD); /* and nothing else, as the pool */
+                        close_range(SMTPC_WORKER_FD + 1, ~0U, 0);
+                        execl(worker, worker, "-C", path, (char *)NULL);
+                        _exit(127);
+                }
+                const char *rcpts[] = {"user@x.test"};
+                struct smtpc_request req = {.queue_id = "ORPHAN",
+                                            .sender = "a@example.org",
+                                            .rcpts = rcpts,
+                                            .n_rcpts = 1,
+                                            .body_size = strlen(BODY)};
+                struct ipc_out out = {.fd = test_body(BODY, strlen(BODY))};
+                if (ipc_request_encode(&req, &out.buf, &out.len) < 0 ||
+                    ipc_send(sv[0], &out) != 1 || write(report[1], &w, sizeof(w)) != sizeof(w))
+                        _exit(1);
+                /* another child of the pool's process keeps a copy of its end a
+                 * while, as tarryd's other spawns between clone and exec do */
+                if (fork() == 0) {
+                        close(gate[1]);
+                        close(report[1]);
+                        sleep(3);
+                        _exit(0);
+                }
+                _exit(0); /* as if killed: the request stays in the socket */
+        }
+        close(report[1]);
+        pid_t w = 0;
+        cr_assert_eq(read(report[0], &w, sizeof(w)), (ssize_t)sizeof(w));
+        close(report[0]);
+        int st;
+        cr_assert_eq(waitpid(pool, &st, 0), pool);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the pool's process failed: %d", st);
+        int64_t end = now_monotonic_us() + 30 * 1000000LL;
+        while (waitpid(w, &st, WNOHANG) != w && now_monotonic_us() < end)
+                usleep(10000);
+        cr_assert(now_monotonic_us() < end, "the orphaned worker still runs after 30 s");
+        usleep(200000);
+        cr_assert_eq(fixture_connection_count(f), 0,
+                     "the orphaned worker connected to the server (%zu transaction(s))",
+                     fixture_txn_count(f));
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == EX_UNAVAILABLE, "worker status %d", st);
+        unlink(path);
         fixture_free(f);
 }
