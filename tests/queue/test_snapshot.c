@@ -2,6 +2,7 @@
  * a file that is not whole, or another configuration's, is refused whole. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,4 +170,46 @@ Test(snapshot, the_header_count_is_a_hint_only_when_the_file_can_hold_it)
         memcpy(buf, "NOTASNAP", 8);
         cr_assert_eq(queue_snap_count(buf, len), 0);
         free(buf);
+}
+
+/* two_records() as tarryd wrote it before FNV-1a moved to common/fnv.h
+ * (TARRYIX2, checksum at offset 32: 6cccaa74fc7fac6a). */
+static const char golden_ix2[] =
+    "5441525259495832efcdab9078563412020000000000000099000000000000006cccaa74fc7fac6a"
+    "36423136414331324530463944364338010203000000001000000000000000401e18240a060000e3"
+    "ff29240a06000200e3ff29240a06000e6d783a6578616d706c652e636f6d093139322e302e322e31"
+    "0000000000000000105b3132372e302e302e315d3a323532350036423136414331324530463944"
+    "364339"
+    "02ff0000000000000000000000000000000000000000000000000000000000";
+
+static size_t unhex(const char *hex, char *out)
+{
+        size_t n = strlen(hex) / 2;
+        for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                cr_assert_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+                out[i] = (char)v;
+        }
+        return n;
+}
+
+/* The checksum and the fingerprint keep their values: a snapshot an older
+ * tarryd wrote is read, and the same records are written byte for byte. */
+Test(snapshot, a_file_an_older_tarryd_wrote_is_read_and_written_the_same)
+{
+        char old[sizeof(golden_ix2) / 2];
+        size_t old_len = unhex(golden_ix2, old);
+        struct got g = {0};
+        const char *why = NULL;
+        cr_assert_eq(queue_snap_parse(old, old_len, FP, collect, &g, &why), 0, "%s", why);
+        cr_assert_eq(g.n, 2);
+        cr_assert_str_eq(g.recs[0].works[0].destination, "mx:example.com");
+        size_t len;
+        char *buf = two_records(&len);
+        cr_assert_eq(len, old_len);
+        cr_assert_eq(memcmp(buf, old, len), 0, "the file is no longer written as before");
+        free(buf);
+        const char conf[] = "[main]\nspool_dir = /var/spool/tarry\n";
+        cr_assert_eq(queue_snap_fingerprint(conf, strlen(conf)), 0xfb2220829dfc9a1dULL,
+                     "the configuration's fingerprint changed: every snapshot would be refused");
 }
