@@ -3,6 +3,7 @@
  * live in slabs; see msgindex.h. */
 #include "daemon/msgindex.h"
 
+#include "common/fnv.h"
 #include "common/pool.h"
 
 #include <errno.h>
@@ -181,10 +182,7 @@ static void order_remove(struct msgindex *ix, const struct msg *m)
 
 static size_t hash_id(const char *id, size_t n_buckets)
 {
-        uint64_t h = 1469598103934665603ull; /* FNV-1a */
-        for (; *id; id++)
-                h = (h ^ (unsigned char)*id) * 1099511628211ull;
-        return (size_t)(h % n_buckets);
+        return (size_t)(fnv1a_str(FNV1A_BASIS_SHORT, id) % n_buckets);
 }
 
 int msgindex_new(struct msgindex **out)
@@ -242,10 +240,7 @@ void msgindex_work_free(struct msgindex *ix, struct work *w)
 
 static uint64_t hash_str(const char *s)
 {
-        uint64_t h = 1469598103934665603ull; /* FNV-1a */
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 1099511628211ull;
-        return h;
+        return fnv1a_str(FNV1A_BASIS_SHORT, s);
 }
 
 static void routes_grow(struct msgindex *ix)

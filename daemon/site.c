@@ -3,6 +3,7 @@
  */
 #include "daemon/site.h"
 #include "common/cleanup.h"
+#include "common/fnv.h"
 #include "smtpc/dns.h"
 
 #include <errno.h>
@@ -39,14 +40,7 @@ struct site_cache {
 
 static uint64_t hash_name(const char *s)
 {
-        uint64_t h = 1469598103934665603ULL;
-        for (; *s; s++) {
-                unsigned char ch = (unsigned char)*s;
-                if (ch >= 'A' && ch <= 'Z')
-                        ch = (unsigned char)(ch - 'A' + 'a');
-                h = (h ^ ch) * 1099511628211ULL;
-        }
-        return h;
+        return fnv1a_str_lower(FNV1A_BASIS_SHORT, s);
 }
 
 int site_cache_new(sd_event *e, const struct tarry_config *cfg, site_ready_fn ready, void *userdata,

@@ -7,6 +7,7 @@
  * pairs, never with the messages.
  */
 #include "daemon/sitetally.h"
+#include "common/fnv.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -36,15 +37,6 @@ struct table {
 struct site_tally {
         struct table sites, pairs;
 };
-
-static uint64_t fnv1a(uint64_t h, const char *s)
-{
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-        return h;
-}
-
-#define FNV_BASIS 0xcbf29ce484222325ULL
 
 /* The domain of an MX route; other routes count as their own key. */
 static const char *route_domain(const char *route)
@@ -128,13 +120,13 @@ static struct pair_row **find_pair(struct site_tally *t, const struct site_row *
 
 static uint64_t pair_hash(const struct site_row *s, const char *domain)
 {
-        return fnv1a(s->hash * 0x100000001b3ULL, domain);
+        return fnv1a_str(s->hash * FNV1A_PRIME, domain);
 }
 
 int site_tally_add(struct site_tally *t, const char *site, const char *route, bool first)
 {
         const char *domain = route_domain(route);
-        uint64_t hs = fnv1a(FNV_BASIS, site);
+        uint64_t hs = fnv1a_str(FNV1A_BASIS, site);
         struct site_row **ps = find_site(t, site, hs);
         struct site_row *s = ps ? *ps : NULL;
         bool new_site = !s;
@@ -179,7 +171,7 @@ int site_tally_add(struct site_tally *t, const char *site, const char *route, bo
 void site_tally_drop(struct site_tally *t, const char *site, const char *route, bool last)
 {
         const char *domain = route_domain(route);
-        struct site_row **ps = find_site(t, site, fnv1a(FNV_BASIS, site));
+        struct site_row **ps = find_site(t, site, fnv1a_str(FNV1A_BASIS, site));
         if (!ps)
                 return; /* its add failed: never counted */
         struct site_row *s = *ps;

@@ -1,6 +1,7 @@
 /* queue/msgfile.c — the trailer of a message file; see msgfile.h. */
 #include "queue/msgfile.h"
 #include "common/cleanup.h"
+#include "common/fnv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,19 +12,9 @@
 
 #define SUM_AT (MSGFILE_TRAILER_LEN - 17) /* offset of SUM in the trailer */
 
-static uint64_t fnv1a(uint64_t h, const void *buf, size_t len)
-{
-        const unsigned char *p = buf;
-        for (size_t i = 0; i < len; i++) {
-                h ^= p[i];
-                h *= 0x100000001b3ULL;
-        }
-        return h;
-}
-
 static uint64_t trailer_sum(const char *env, size_t env_len, const char *head)
 {
-        return fnv1a(fnv1a(0xcbf29ce484222325ULL, env, env_len), head, SUM_AT);
+        return fnv1a(fnv1a(FNV1A_BASIS, env, env_len), head, SUM_AT);
 }
 
 void msgfile_trailer(char out[MSGFILE_TRAILER_LEN + 1], const char *id, uint64_t body_len,

@@ -10,6 +10,7 @@
  * against the payload and the limits below before it is used.
  */
 #include "queue/queue.h"
+#include "common/fnv.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -27,15 +28,9 @@ struct queue_snap_writer {
         uint64_t fingerprint;
 };
 
-#define FNV_START 1469598103934665603ull
-#define FNV_PRIME 1099511628211ull
-
-static uint64_t fnv_more(uint64_t h, const unsigned char *p, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                h = (h ^ p[i]) * FNV_PRIME;
-        return h;
-}
+/* Checksums and fingerprints start from the basis older files were summed
+ * with (common/fnv.h). */
+#define FNV_START FNV1A_BASIS_SHORT
 
 /* FNV-1a's step on 64-bit words, four lanes side by side: each step is a
  * bijection of the lane's state for a given word and of the word for a
@@ -50,26 +45,26 @@ static uint64_t words_more(uint64_t h, const unsigned char *p, size_t n)
                 for (unsigned k = 0; k < 4; k++) {
                         uint64_t w;
                         memcpy(&w, p + i + 8 * k, 8);
-                        lane[k] = (lane[k] ^ w) * FNV_PRIME;
+                        lane[k] = fnv1a_step(lane[k], w);
                 }
         for (unsigned k = 0; k < 4; k++)
-                h = (h ^ lane[k]) * FNV_PRIME;
-        return fnv_more(h, p + i, n - i);
+                h = fnv1a_step(h, lane[k]);
+        return fnv1a(h, p + i, n - i);
 }
 
 /* The checksum covers the header's fingerprint, count and length, then the
  * payload: a flipped count cannot make the reader use half a file. */
 static uint64_t checksum(const char *file, size_t len, bool v1)
 {
-        uint64_t h = fnv_more(FNV_START, (const unsigned char *)file + 8, 24);
+        uint64_t h = fnv1a(FNV_START, file + 8, 24);
         if (v1)
-                return fnv_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
+                return fnv1a(h, file + HEADER_LEN, len - HEADER_LEN);
         return words_more(h, (const unsigned char *)file + HEADER_LEN, len - HEADER_LEN);
 }
 
 uint64_t queue_snap_fingerprint(const void *data, size_t len)
 {
-        return fnv_more(FNV_START, data, len);
+        return fnv1a(FNV_START, data, len);
 }
 
 static int reserve(struct queue_snap_writer *w, size_t more)

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "common/cleanup.h"
+#include "common/fnv.h"
 #include "scheduler/sched_private.h"
 
 #define LEARNED_VERSION   1
@@ -19,13 +20,8 @@
 
 static uint64_t hash_key(const char *source, const char *route)
 {
-        uint64_t h = 1469598103934665603ULL;
-        for (const char *p = source; *p; p++)
-                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-        h = (h ^ 0xff) * 1099511628211ULL;
-        for (const char *p = route; *p; p++)
-                h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-        return h;
+        uint64_t h = fnv1a_str(FNV1A_BASIS_SHORT, source);
+        return fnv1a_str(fnv1a_step(h, 0xff), route); /* 0xff: no byte of a name */
 }
 
 static int grow(struct sched *s)
