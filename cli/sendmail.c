@@ -511,7 +511,11 @@ static int open_submission_spool(const struct tarry_config *cfg, struct queue **
 {
         int ex;
         if (!spool_closed_to_user(cfg->spool_dir)) {
-                ex = cli_open_spool(prog, cfg, q);
+                int r = queue_open(cfg->spool_dir, QUEUE_OPEN_SUBMIT, q); /* incoming/ only */
+                ex = r < 0 ? cli_exit_for_spool_error(r) : 0;
+                if (r < 0)
+                        fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir,
+                                strerror(-r));
         } else {
                 int r = queue_open_maildrop(cfg->spool_dir, q);
                 ex = r < 0 ? EX_TEMPFAIL : 0;
@@ -557,7 +561,7 @@ static int enqueue(const struct options *o, const struct tarry_config *cfg, char
         struct submit *sub = NULL;
         int r = submit_begin(q, &so, &sub);
         if (r < 0) {
-                fprintf(stderr, "%s: cannot create a queue file in %s/tmp: %s\n", prog,
+                fprintf(stderr, "%s: cannot create a queue file in the spool %s: %s\n", prog,
                         cfg->spool_dir, strerror(-r));
                 queue_close(q);
                 return cli_exit_for_spool_error(r);

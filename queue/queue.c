@@ -1,10 +1,16 @@
 /* queue/queue.c — the spool on disk: IDs, drafts, commit, recovery; see queue.h.
  *
- * Commit protocol for a submission (one message file tmp/NAME, msgfile.h):
- * write the body, the envelope and the trailer, fsync the file, then
- * renameat2(RENAME_NOREPLACE) it to incoming/ID and fsync incoming/: two
- * fsyncs. Only the rename makes the message visible, and only the last fsync
- * makes it durable. queue_enqueue into another folder than incoming/ writes
+ * Commit protocol for a submission (one message file, msgfile.h): the draft
+ * is an unnamed file made with O_TMPFILE in incoming/ itself; write the
+ * body, the envelope and the trailer, fsync the file, then linkat it to
+ * incoming/ID and fsync incoming/: two fsyncs, one directory update. linkat
+ * never replaces a name: EEXIST is the ID collision check (a fresh ID is
+ * made again and the tail rewritten). Only the link makes the message
+ * visible, and only the last fsync makes it durable; a crash before the link
+ * leaves no name anywhere (the kernel frees the unnamed inode). Where the
+ * filesystem refuses O_TMPFILE the draft is the message file tmp/NAME
+ * (created as tmp/.new-NAME, locked, renamed), renameat2(RENAME_NOREPLACE)d
+ * to incoming/ID. queue_enqueue into another folder than incoming/ writes
  * the folder form (tmp/NAME/ with body and envelope, each fsynced, the
  * folder fsynced, renamed, the target fsynced).
  *
@@ -15,7 +21,7 @@
  * trailer cut off (ftruncate), so at every moment one durable copy of the
  * envelope exists. A message delivered at its first attempt stays a file.
  *
- * A draft is flock()ed by its writer from before it gets its visible tmp/
+ * A draft in tmp/ is flock()ed by its writer from before it gets its visible tmp/
  * name (it is created as tmp/.new-NAME, locked, then renamed) until the
  * commit or abort is done, so recovery removes exactly the entries whose
  * writer is gone.
@@ -68,6 +74,10 @@ struct queue {
         int state_fd;
         int lock_fd;        /* state/tarryd.lock, flock()ed by the one tarryd of this spool */
         bool batch_dirsync; /* moves/removals leave their folder fsync to queue_sync */
+        bool submit_only;   /* QUEUE_OPEN_SUBMIT: incoming/, and tmp/ once a draft needs it */
+        bool no_tmpfile;    /* O_TMPFILE refused here: drafts in tmp/ */
+        bool anon_checked;  /* whether an unnamed file can be linked was looked at */
+        bool no_empty_path; /* linkat(AT_EMPTY_PATH) refused: link through /proc/self/fd */
         bool dirty[QUEUE__DIR_MAX]; /* folders changed since the last queue_sync */
 };
 
@@ -77,6 +87,7 @@ struct queue_draft {
         bool keep_id; /* queue_draft_commit_as: env->id and arrival_us as given */
         bool file;    /* a message file tmp/NAME (body_fd); else a folder tmp/NAME/ */
         bool tail;    /* the file's envelope and trailer are written (a new ID rewrites them) */
+        bool anon;    /* the file is unnamed (O_TMPFILE in incoming/) until the commit links it */
         uint64_t drop_start;
         int dir_fd; /* tmp/NAME, flock()ed while the draft lives */
         int body_fd;
@@ -215,9 +226,21 @@ void queue_close(struct queue *q)
         free(q);
 }
 
+/* tmp/, opened when first needed by a QUEUE_OPEN_SUBMIT handle. */
+static int tmp_dir(struct queue *q)
+{
+        if (q->tmp_fd < 0)
+                q->tmp_fd = open_dir_at(q->root_fd, "tmp");
+        return q->tmp_fd;
+}
+
 static int open_subdirs(struct queue *q, bool create)
 {
         int r;
+        if (q->submit_only) { /* two opens where the whole layout took seven */
+                r = q->dir_fd[QUEUE_INCOMING] = open_dir_at(q->root_fd, dir_names[QUEUE_INCOMING]);
+                return r < 0 ? r : 0;
+        }
         for (int i = 0; i < QUEUE__DIR_MAX; i++) {
                 if ((r = ensure_dir_at(q->root_fd, dir_names[i], create)) < 0)
                         return r;
@@ -258,6 +281,7 @@ int queue_open(const char *spool_dir, int flags, struct queue **out)
         q->tmp_fd = q->state_fd = q->lock_fd = q->maildrop_fd = q->drop_fd = -1;
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
                 q->dir_fd[i] = -1;
+        q->submit_only = (flags & QUEUE_OPEN_SUBMIT) && !create;
         /* spool_dir itself is the administrator's choice and may be a link */
         int r = q->root_fd = openat(AT_FDCWD, spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (r < 0)
@@ -519,9 +543,49 @@ bool queue_is_maildrop(const struct queue *q)
         return q->drop_fd >= 0;
 }
 
+/* Can an unnamed file be linked in here? Root links it by its descriptor
+ * (AT_EMPTY_PATH); anyone else may need /proc/self/fd, looked at once. */
+static bool anon_linkable(struct queue *q)
+{
+        if (!q->anon_checked) {
+                q->anon_checked = true;
+                if (geteuid() != 0 && faccessat(AT_FDCWD, "/proc/self/fd", X_OK, 0) < 0)
+                        q->no_tmpfile = true;
+        }
+        return !q->no_tmpfile;
+}
+
+/* A message file draft with no name yet: O_TMPFILE in incoming/, so the
+ * commit's link is within one filesystem and folder. -EOPNOTSUPP, -EISDIR
+ * or -EINVAL: the filesystem (or kernel) cannot. */
+static int draft_open_anon(struct queue_draft *d)
+{
+        int fd = openat(d->q->dir_fd[QUEUE_INCOMING], ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
+                        SPOOL_FILE_MODE);
+        if (fd < 0)
+                return -errno;
+        /* tarryd must be able to take it once linked, as for tmp/NAME */
+        int r = give_to_owner(d->q, fd);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        d->body_fd = fd;
+        d->anon = true;
+        return 0;
+}
+
 /* A message file draft tmp/NAME, under a fresh name. */
 static int draft_begin_file(struct queue_draft *d)
 {
+        if (anon_linkable(d->q)) {
+                int r = draft_open_anon(d);
+                if (r != -EOPNOTSUPP && r != -EISDIR && r != -EINVAL)
+                        return r;
+                d->q->no_tmpfile = true; /* and for the rest of this handle's drafts */
+        }
+        if (tmp_dir(d->q) < 0)
+                return -errno;
         int r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS && r == -EEXIST; i++)
                 r = draft_create_file(d);
@@ -532,6 +596,8 @@ static int draft_begin_file(struct queue_draft *d)
  * failure nothing is left in tmp/. */
 static int draft_begin_folder(struct queue_draft *d)
 {
+        if (tmp_dir(d->q) < 0)
+                return -errno;
         int r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
@@ -616,6 +682,8 @@ void queue_draft_abort(struct queue_draft *d)
                 return;
         if (d->drop)
                 drop_record_cut(d);
+        else if (d->anon)
+                ; /* never named: closing it frees it */
         else if (d->file)
                 unlinkat(d->q->tmp_fd, d->name, 0); /* still ours: we hold its lock */
         else
@@ -706,16 +774,19 @@ static int draft_write_tail(struct queue_draft *d, const char *text, size_t len,
 }
 
 /* Give env a fresh ID and arrival time (unless d->keep_id), and write its
- * envelope into the draft (the envelope file, or a message file's tail). */
+ * envelope into the draft (the envelope file, or a message file's tail).
+ * A fresh ID is not looked up: the commit's link or rename into the target
+ * folder refuses a name in use there (EEXIST), and the other folders hold
+ * only IDs made earlier (an ID is the time it was made, to the microsecond,
+ * and 12 random bits). A kept ID comes from elsewhere: every folder is
+ * asked. */
 static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
 {
         if (d->keep_id && id_taken(d->q, env->id))
                 return -EEXIST;
-        while (!d->keep_id) {
+        if (!d->keep_id) {
                 env->arrival_us = now_realtime_us();
                 id_from_time(env->arrival_us, env->id);
-                if (!id_taken(d->q, env->id))
-                        break;
         }
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
@@ -727,22 +798,56 @@ static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
         return write_file_at(d->q, d->dir_fd, "envelope", text, len);
 }
 
+/* Give the unnamed file of d the name id in the folder dfd: -EEXIST when
+ * the name is taken (linkat never replaces, nor follows a link there). */
+static int link_anon(struct queue_draft *d, int dfd, const char *id)
+{
+        struct queue *q = d->q;
+        if (!q->no_empty_path) {
+                if (linkat(d->body_fd, "", dfd, id, AT_EMPTY_PATH) == 0)
+                        return 0;
+                if (errno != ENOENT) /* ENOENT: not permitted without CAP_DAC_READ_SEARCH */
+                        return -errno;
+                q->no_empty_path = true;
+        }
+        char path[40];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", d->body_fd);
+        return linkat(AT_FDCWD, path, dfd, id, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+/* Put the draft under the name id in the folder dfd (0, or -errno). */
+static int draft_place(struct queue_draft *d, int dfd, const char *id)
+{
+        if (d->anon)
+                return link_anon(d, dfd, id);
+        return renameat2(d->q->tmp_fd, d->name, dfd, id, RENAME_NOREPLACE) < 0 ? -errno : 0;
+}
+
+/* Take a placed draft back (its folder's fsync failed), so the caller's failure is true. */
+static void draft_unplace(struct queue_draft *d, int dfd, const char *id)
+{
+        if (d->anon)
+                unlinkat(dfd, id, 0);
+        else
+                renameat2(dfd, id, d->q->tmp_fd, d->name, RENAME_NOREPLACE);
+}
+
 /* The draft is whole on disk: move it into dir under its ID, durably. */
 static int draft_publish(struct queue_draft *d, struct envelope *env, enum queue_dir dir)
 {
         int dfd = d->q->dir_fd[dir];
         for (int i = 0; i < ID_ATTEMPTS; i++) {
-                if (renameat2(d->q->tmp_fd, d->name, dfd, env->id, RENAME_NOREPLACE) == 0) {
-                        if (dir_fsync(dfd) == 0)
+                int r = draft_place(d, dfd, env->id);
+                if (r == 0) {
+                        if ((r = dir_fsync(dfd)) == 0)
                                 return 0;
-                        int r = -errno;
                         /* Not known durable: take it back so the caller's failure is true. */
-                        renameat2(dfd, env->id, d->q->tmp_fd, d->name, RENAME_NOREPLACE);
+                        draft_unplace(d, dfd, env->id);
                         return r;
                 }
-                if (errno != EEXIST || d->keep_id)
-                        return -errno;
-                int r = draft_write_envelope(d, env);
+                if (r != -EEXIST || d->keep_id)
+                        return r;
+                r = draft_write_envelope(d, env);
                 if (r == 0 && (d->file ? fsync(d->body_fd) : dir_fsync(d->dir_fd)) < 0)
                         r = -errno;
                 if (r < 0)

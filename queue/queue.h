@@ -138,6 +138,9 @@ struct queue;
 
 enum {
         QUEUE_OPEN_CREATE = 1 << 0, /* create spool_dir and its folders if missing */
+        /* sendmail: open only incoming/ (and tmp/ when a draft needs it);
+         * the handle can begin, write, commit and abort drafts, nothing else */
+        QUEUE_OPEN_SUBMIT = 1 << 1,
 };
 
 int queue_open(const char *spool_dir, int flags, struct queue **out);
@@ -152,14 +155,18 @@ bool queue_id_valid(const char *id);
 int64_t queue_id_time_us(const char *id);
 
 /* Submission: write the body in pieces, then commit with its envelope.
- * Nothing is visible in incoming/ until commit returns 0; abort (or a crash)
- * leaves only a locked tmp/ entry that recovery removes. */
+ * Nothing is visible in incoming/ until commit returns 0. The draft is an
+ * unnamed file (O_TMPFILE) in incoming/ that the commit links in under its
+ * ID, so abort or a crash leaves no name anywhere; where the filesystem
+ * refuses O_TMPFILE it is a locked tmp/ entry, which recovery removes. */
 struct queue_draft;
 int queue_draft_begin(struct queue *q, struct queue_draft **out);
 int queue_draft_write(struct queue_draft *d, const void *buf, size_t len);
 uint64_t queue_draft_size(const struct queue_draft *d);
 /* Fills env->id, env->size and env->arrival_us, writes the envelope, fsyncs and
- * renames the message into incoming/. Frees the draft whatever the outcome. */
+ * links (or renames) the message into incoming/, fsyncs incoming/. A name
+ * already in incoming/ gets the message another ID. Frees the draft whatever
+ * the outcome. */
 int queue_draft_commit(struct queue_draft *d, struct envelope *env);
 void queue_draft_abort(struct queue_draft *d);
 /* queue_draft_commit, keeping env->id and env->arrival_us as given (tarryd,

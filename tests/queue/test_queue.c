@@ -164,44 +164,6 @@ Test(queue, a_committed_message_is_whole_in_incoming)
         envelope_free(back);
 }
 
-Test(queue, a_crash_between_write_and_rename_leaves_nothing_queued)
-{
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                struct queue_draft *d;
-                if (queue_draft_begin(q, &d) < 0 || queue_draft_write(d, body, strlen(body)) < 0)
-                        _exit(1);
-                /* the body is written and even flushed by a large write; then the process dies */
-                static char big[100000];
-                memset(big, 'x', sizeof(big));
-                queue_draft_write(d, big, sizeof(big));
-                _exit(0);
-        }
-        int status;
-        waitpid(pid, &status, 0);
-        cr_assert_eq(WEXITSTATUS(status), 0);
-        cr_assert_eq(count_entries("incoming"), 0);
-        cr_assert_eq(count_entries("tmp"), 1);
-        cr_assert_eq(queue_recover_tmp(q), 1);
-        cr_assert_eq(count_entries("tmp"), 0);
-        cr_assert_eq(count_entries("incoming"), 0);
-}
-
-Test(queue, recovery_keeps_a_draft_whose_writer_is_alive)
-{
-        struct queue_draft *d;
-        cr_assert_eq(queue_draft_begin(q, &d), 0);
-        cr_assert_eq(queue_draft_write(d, body, strlen(body)), 0);
-        cr_assert_eq(queue_recover_tmp(q), 0);
-        cr_assert_eq(count_entries("tmp"), 1);
-        struct envelope *env = sample_envelope();
-        cr_assert_eq(queue_draft_commit(d, env), 0);
-        cr_assert_eq(count_entries("incoming"), 1);
-        cr_assert_eq(count_entries("tmp"), 0);
-        envelope_free(env);
-}
-
 Test(queue, recovery_removes_stale_files_left_in_tmp)
 {
         char path[512];
