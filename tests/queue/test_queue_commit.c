@@ -3,8 +3,9 @@
  * refused, crashes before the commit, and an ID already taken.
  *
  * Linked with --wrap=openat64 (refuse O_TMPFILE with EOPNOTSUPP, as a
- * filesystem without it does) and --wrap=now_realtime_us (pin the clock a
- * queue ID is made from).
+ * filesystem without it does), --wrap=linkat (refuse AT_EMPTY_PATH with
+ * ENOENT, as kernels before 6.10 do without CAP_DAC_READ_SEARCH) and
+ * --wrap=now_realtime_us (pin the clock a queue ID is made from).
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -24,10 +25,12 @@
 
 /* ---- the wrapped calls ---- */
 
-static bool refuse_tmpfile; /* openat(O_TMPFILE) fails with EOPNOTSUPP */
-static int tmpfile_opens;   /* openat(O_TMPFILE) calls seen */
-static int64_t pinned_us;   /* now_realtime_us returns this ... */
-static int pinned_left;     /* ... this many more times */
+static bool refuse_tmpfile;    /* openat(O_TMPFILE) fails with EOPNOTSUPP */
+static int tmpfile_opens;      /* openat(O_TMPFILE) calls seen */
+static bool refuse_empty_path; /* linkat(AT_EMPTY_PATH) fails with ENOENT */
+static int proc_links;         /* linkat through /proc/self/fd seen */
+static int64_t pinned_us;      /* now_realtime_us returns this ... */
+static int pinned_left;        /* ... this many more times */
 
 int __real_openat64(int dirfd, const char *path, int flags, ...);
 int __wrap_openat64(int dirfd, const char *path, int flags, ...)
@@ -47,6 +50,17 @@ int __wrap_openat64(int dirfd, const char *path, int flags, ...)
                 }
         }
         return __real_openat64(dirfd, path, flags, mode);
+}
+
+int __real_linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
+int __wrap_linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+        if ((flags & AT_EMPTY_PATH) && refuse_empty_path) {
+                errno = ENOENT;
+                return -1;
+        }
+        proc_links += strncmp(oldpath, "/proc/self/fd/", 14) == 0;
+        return __real_linkat(olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
 int64_t __real_now_realtime_us(void);
@@ -72,8 +86,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 static void setup(void)
 {
-        refuse_tmpfile = false;
-        tmpfile_opens = pinned_left = 0;
+        refuse_tmpfile = refuse_empty_path = false;
+        tmpfile_opens = proc_links = pinned_left = 0;
         snprintf(spool, sizeof(spool), "/tmp/tarry-commit-test-XXXXXX");
         cr_assert_not_null(mkdtemp(spool));
         cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
@@ -223,6 +237,22 @@ Test(commit, abort_leaves_nothing_and_a_later_submission_still_commits)
         struct envelope *env = submit(s, body, strlen(body));
         assert_queued_body(env->id, body, strlen(body));
         envelope_free(env);
+        queue_close(s);
+}
+
+Test(commit, where_a_descriptor_cannot_be_linked_the_link_goes_through_proc)
+{
+        refuse_empty_path = true;
+        struct queue *s = open_submit();
+        struct envelope *a = submit(s, body, strlen(body));
+        struct envelope *b = submit(s, body, strlen(body));
+        cr_assert_eq(proc_links, 2);
+        cr_assert_eq(count_entries("tmp"), 0);
+        cr_assert_eq(count_entries("incoming"), 2);
+        assert_queued_body(a->id, body, strlen(body));
+        assert_queued_body(b->id, body, strlen(body));
+        envelope_free(a);
+        envelope_free(b);
         queue_close(s);
 }
 
