@@ -4,7 +4,8 @@
  *   body      the message bytes exactly as they will be sent (CRLF), immutable
  *   envelope  JSON (Jansson): sender, recipients and their state, DSN flags
  * Spool layout (all under spool_dir):
- *   tmp/       submissions being written (each locked by its writer)
+ *   tmp/       submissions being written where O_TMPFILE is refused (each
+ *              locked by its writer); elsewhere a draft has no name
  *   incoming/  committed by sendmail, not yet picked up by tarryd
  *   active/    owned by tarryd: messages with recipients still to deliver
  *   hold/      put aside by an administrator
