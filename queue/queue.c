@@ -226,18 +226,21 @@ void queue_close(struct queue *q)
         free(q);
 }
 
-/* tmp/, opened when first needed by a QUEUE_OPEN_SUBMIT handle. */
+/* tmp/ (opened when first needed by a QUEUE_OPEN_SUBMIT handle), or -errno. */
 static int tmp_dir(struct queue *q)
 {
-        if (q->tmp_fd < 0)
-                q->tmp_fd = open_dir_at(q->root_fd, "tmp");
-        return q->tmp_fd;
+        if (q->tmp_fd >= 0)
+                return q->tmp_fd;
+        int fd = open_dir_at(q->root_fd, "tmp");
+        if (fd >= 0)
+                q->tmp_fd = fd;
+        return fd;
 }
 
 static int open_subdirs(struct queue *q, bool create)
 {
         int r;
-        if (q->submit_only) { /* two opens where the whole layout took seven */
+        if (q->submit_only) { /* one folder where the whole layout took seven */
                 r = q->dir_fd[QUEUE_INCOMING] = open_dir_at(q->root_fd, dir_names[QUEUE_INCOMING]);
                 return r < 0 ? r : 0;
         }
@@ -584,9 +587,10 @@ static int draft_begin_file(struct queue_draft *d)
                         return r;
                 d->q->no_tmpfile = true; /* and for the rest of this handle's drafts */
         }
-        if (tmp_dir(d->q) < 0)
-                return -errno;
-        int r = -EEXIST;
+        int r = tmp_dir(d->q);
+        if (r < 0)
+                return r;
+        r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS && r == -EEXIST; i++)
                 r = draft_create_file(d);
         return r;
@@ -596,9 +600,10 @@ static int draft_begin_file(struct queue_draft *d)
  * failure nothing is left in tmp/. */
 static int draft_begin_folder(struct queue_draft *d)
 {
-        if (tmp_dir(d->q) < 0)
-                return -errno;
-        int r = -EEXIST;
+        int r = tmp_dir(d->q);
+        if (r < 0)
+                return r;
+        r = -EEXIST;
         for (int i = 0; i < ID_ATTEMPTS; i++) {
                 closep(&d->dir_fd);
                 d->dir_fd = -1;
