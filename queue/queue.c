@@ -736,11 +736,36 @@ static int write_file_at(const struct queue *q, int dirfd, const char *name, con
         return r;
 }
 
+/* Is id already used by a message in folder i? A submit-only handle has
+ * not opened it: asked through the spool's root (a folder this user may not
+ * search answers no, as an unopened one did before). */
+static bool id_taken_in(struct queue *q, int i, const char *id)
+{
+        if (q->dir_fd[i] >= 0)
+                return faccessat(q->dir_fd[i], id, F_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) == 0;
+        char path[64];
+        snprintf(path, sizeof(path), "%s/%s", dir_names[i], id);
+        return faccessat(q->root_fd, path, F_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 /* Is id already used by a message in any folder? */
 static bool id_taken(struct queue *q, const char *id)
 {
         for (int i = 0; i < QUEUE__DIR_MAX; i++)
-                if (faccessat(q->dir_fd[i], id, F_OK, AT_EACCESS) == 0)
+                if (id_taken_in(q, i, id))
+                        return true;
+        return false;
+}
+
+/* Is a fresh id used by a message already past incoming/? The commit's
+ * link into incoming/ refuses a name in use there (EEXIST), but pickup's
+ * move to active/ would refuse one taken in active/ for ever: an ID is the
+ * time it was made and 12 random bits, and a clock stepped back may make
+ * one again. */
+static bool id_taken_beyond_incoming(struct queue *q, const char *id)
+{
+        for (int i = 0; i < QUEUE__DIR_MAX; i++)
+                if (i != QUEUE_INCOMING && id_taken_in(q, i, id))
                         return true;
         return false;
 }
@@ -780,18 +805,20 @@ static int draft_write_tail(struct queue_draft *d, const char *text, size_t len,
 
 /* Give env a fresh ID and arrival time (unless d->keep_id), and write its
  * envelope into the draft (the envelope file, or a message file's tail).
- * A fresh ID is not looked up: the commit's link or rename into the target
- * folder refuses a name in use there (EEXIST), and the other folders hold
- * only IDs made earlier (an ID is the time it was made, to the microsecond,
- * and 12 random bits). A kept ID comes from elsewhere: every folder is
- * asked. */
+ * A fresh ID is looked up in the folders past incoming/ only: the commit's
+ * link or rename into the target folder refuses a name in use there
+ * (EEXIST). A kept ID comes from elsewhere: every folder is asked. */
 static int draft_write_envelope(struct queue_draft *d, struct envelope *env)
 {
         if (d->keep_id && id_taken(d->q, env->id))
                 return -EEXIST;
-        if (!d->keep_id) {
+        for (int i = 0; !d->keep_id && i < ID_ATTEMPTS; i++) {
                 env->arrival_us = now_realtime_us();
                 id_from_time(env->arrival_us, env->id);
+                if (!id_taken_beyond_incoming(d->q, env->id))
+                        break;
+                if (i == ID_ATTEMPTS - 1)
+                        return -EEXIST;
         }
         _cleanup_free_ char *text = NULL;
         size_t len = 0;

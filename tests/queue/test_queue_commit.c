@@ -291,6 +291,36 @@ Test(commit, a_taken_id_gets_the_message_another_id)
         queue_close(s);
 }
 
+/* The same when the IDs are taken by messages already picked up (a clock
+ * stepped back): the link into incoming/ would succeed, and pickup's move
+ * to active/ would refuse the name for ever, so the message would never
+ * leave incoming/. The commit must pick an ID free in every folder. */
+Test(commit, an_id_taken_in_active_gets_the_message_another_id)
+{
+        pinned_us = __real_now_realtime_us() - 5000000;
+        char prefix[QUEUE_ID_LEN + 1];
+        snprintf(prefix, sizeof(prefix), "%08X%05X", (unsigned)(pinned_us / 1000000),
+                 (unsigned)(pinned_us % 1000000));
+        for (unsigned r = 0; r < 0x1000; r++) {
+                char path[512];
+                snprintf(path, sizeof(path), "%s/active/%s%03X", spool, prefix, r);
+                FILE *f = fopen(path, "w");
+                cr_assert_not_null(f);
+                fputs("a queued message", f);
+                fclose(f);
+        }
+        struct queue *s = open_submit();
+        pinned_left = 1;
+        struct envelope *env = submit(s, body, strlen(body));
+        cr_assert_eq(pinned_left, 0, "the commit did not draw an ID from the clock");
+        cr_assert_neq(strncmp(env->id, prefix, strlen(prefix)), 0,
+                      "took an ID a queued message has: pickup could never move it");
+        cr_assert_eq(count_entries("incoming"), 1);
+        assert_queued_body(env->id, body, strlen(body));
+        envelope_free(env);
+        queue_close(s);
+}
+
 /* ---- where O_TMPFILE is refused: the draft is tmp/NAME ---- */
 
 Test(commit, without_o_tmpfile_the_fallback_commits_the_same_bytes)
