@@ -6,6 +6,7 @@
  */
 #include "daemon/log.h"
 #include "daemon/message.h"
+#include "daemon/readahead.h"
 #include "daemon/sitetally.h"
 #include "daemon/tarryd.h"
 #include "common/address.h"
@@ -515,6 +516,7 @@ struct page {
         char cursor[QUEUE_ID_LEN + 1]; /* after=: the last one handed out (or skipped) */
         char (*ids)[QUEUE_ID_LEN + 1]; /* offset: the page, chosen at once */
         size_t n_ids, next;
+        struct readahead *ra; /* reads the page's next envelopes (NULL: each is read here) */
 };
 
 struct walk {
@@ -595,6 +597,7 @@ static void list_close(void *userdata, void *page)
         (void)userdata;
         if (!p)
                 return;
+        readahead_free(p->ra);
         free(p->destination);
         free(p->ids);
         free(p);
@@ -637,6 +640,10 @@ static int list_open(void *userdata, const struct status_queue_filter *f, void *
                 list_close(userdata, p);
                 return r;
         }
+        /* a filter that reads envelopes reads them in next_of: nothing to read ahead;
+         * without the thread (it could not start), each envelope is read here */
+        if (!f->destination && !f->by_owner && readahead_new(p->d->queue, &p->ra) < 0)
+                p->ra = NULL;
         *out_page = p;
         return 0;
 }
@@ -661,13 +668,39 @@ static struct msg *next_of(struct page *p)
         return w.found;
 }
 
+/* The page's next message as next_of chooses it, and its envelope when the
+ * thread read it ahead (else *env is NULL). The thread is kept up to
+ * READAHEAD_SLOTS messages ahead; a message that left meanwhile is passed
+ * over, one that moved (held, released) is read where it is now. */
+static struct msg *next_read_ahead(struct page *p, struct envelope **env)
+{
+        for (struct msg *m; readahead_has_room(p->ra) && (m = next_of(p));)
+                if (readahead_add(p->ra, m->id, m->dir) < 0)
+                        break;
+        char id[QUEUE_ID_LEN + 1];
+        enum queue_dir dir;
+        while (readahead_take(p->ra, id, &dir, env) > 0) {
+                struct msg *m = msgindex_get(p->d->index, id);
+                if (m && (enum queue_dir)m->dir == dir)
+                        return m;
+                envelope_free(*env);
+                *env = NULL;
+                if (m)
+                        return m;
+        }
+        return NULL;
+}
+
 static int list_next(void *userdata, void *page, json_t **out)
 {
         struct page *p = page;
         (void)userdata;
-        for (struct msg *m; (m = next_of(p));) {
+        for (;;) {
                 struct envelope *env = NULL;
-                if (load_any(p->d, m, &env) < 0)
+                struct msg *m = p->ra ? next_read_ahead(p, &env) : next_of(p);
+                if (!m)
+                        break;
+                if (!env && load_any(p->d, m, &env) < 0)
                         continue; /* gone meanwhile, or unreadable: not listed */
                 *out = message_json(p->d, m, env, p->now);
                 envelope_free(env);

@@ -35,9 +35,9 @@ static json_t *get_json(struct status_client *c, const char *path)
 
 /* A spool of n deferred messages (bench/spool-gen), tarryd started on it and
  * every envelope read (start-up reads them after READY). */
-static struct status_client *start_with_queue(struct harness *h, int n)
+static struct status_client *start_with_queue_conf(struct harness *h, int n, const char *extra)
 {
-        harness_init(h, NULL);
+        harness_init(h, extra);
         harness_spool_deferred(h, n);
         harness_start(h);
         char u[400];
@@ -55,6 +55,11 @@ static struct status_client *start_with_queue(struct harness *h, int n)
         }
         cr_assert_eq(total, (size_t)n, "tarryd read %zu of %d messages", total, n);
         return c;
+}
+
+static struct status_client *start_with_queue(struct harness *h, int n)
+{
+        return start_with_queue_conf(h, n, NULL);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -289,6 +294,101 @@ Test(paging, tarryq_j_into_a_stalled_reader_still_lists_everything, .timeout = 3
         cr_assert_eq(waitpid(pid, &st, 0), pid);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tarryq -j: status %d", st);
         cr_assert_eq(lines, QUEUE);
+        status_client_free(c);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+}
+
+/* GET /queue/ID renders one message as the listing did before its envelopes
+ * were read ahead on a thread (load, annotate, render, all on the loop). */
+static char *one_message_line(struct status_client *c, const char *id)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/queue/%s", id);
+        json_t *o = get_json(c, path);
+        json_object_del(o, "all_recipients"); /* GET /queue/ID's own */
+        json_object_del(o, "transcript");
+        char *line = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        cr_assert_not_null(line);
+        return line;
+}
+
+/* The lines of tarryq -j (tarryd's listing, envelopes read ahead) are, byte
+ * for byte, what tarryd renders of each message on its own: deferred ones
+ * written by spool-gen, held ones (another folder), and messages tried and
+ * deferred by tarryd itself (a reply, a destination, sites). */
+Test(paging, a_listed_line_is_byte_for_byte_the_message_tarryd_shows_alone, .timeout = 300)
+{
+        enum { SPOOLED = 300, SENT = 3, HELD_EVERY = 7 }; /* SENT: as many d*.test below */
+        struct harness h;
+        /* every attempt is refused (nothing listens on port 9), each message
+         * to a destination of its own (no back-off holds one behind another) */
+        struct status_client *c = start_with_queue_conf(&h, SPOOLED,
+                                                        "[transport]\n"
+                                                        "d0.test = [127.0.0.1]:9\n"
+                                                        "d1.test = [127.0.0.2]:9\n"
+                                                        "d2.test = [127.0.0.3]:9\n");
+        for (int i = 0; i < SENT; i++) {
+                char rcpt[64];
+                snprintf(rcpt, sizeof(rcpt), "bob@d%d.test", i);
+                harness_send(&h, "alice@sender.test", rcpt, "deferred");
+        }
+        cr_assert(harness_wait_log(&h, "status=deferred", SENT, 120000), "not every message tried");
+        /* and none due or in flight any more: nothing changes while we compare */
+        size_t due = 1;
+        for (int waited = 0; due > 0 && waited < 120000; waited += 50) {
+                json_t *j = get_json(c, "/queue?state=active&limit=1&after=0000000000000000");
+                due = (size_t)json_integer_value(json_object_get(j, "total"));
+                json_decref(j);
+                if (due > 0)
+                        harness_sleep_ms(50);
+        }
+        cr_assert_eq(due, 0, "messages still due or in flight");
+
+        json_t *first = get_json(c, "/queue?limit=500&after=0000000000000000");
+        json_t *msgs = json_object_get(first, "messages");
+        cr_assert_eq(json_array_size(msgs), SPOOLED + SENT);
+        for (size_t i = 0; i < json_array_size(msgs); i += HELD_EVERY) {
+                char path[64];
+                snprintf(path, sizeof(path), "/queue/%s/hold",
+                         json_string_value(json_object_get(json_array_get(msgs, i), "queue_id")));
+                long code = 0;
+                char *body = NULL;
+                size_t len = 0;
+                cr_assert_eq(status_client_request(c, "POST", path, &code, &body, &len), 0);
+                cr_assert_eq(code, 200, "POST %s: %ld %s", path, code, body);
+                free(body);
+        }
+        json_decref(first);
+
+        char *out = NULL, *err = NULL;
+        const char *args[] = {"-j", NULL};
+        cr_assert_eq(harness_tarryq(&h, args, &out, &err), 0, "tarryq -j: %s", err);
+        cr_assert_str_empty(err, "the live listing warned: %s", err);
+        size_t lines = 0, held = 0, tried = 0;
+        for (char *line = out, *nl; *line; line = nl + 1) {
+                nl = strchr(line, '\n');
+                cr_assert_not_null(nl, "the listing ends in the middle of a line");
+                *nl = '\0';
+                json_t *o = json_loads(line, 0, NULL);
+                cr_assert_not_null(o, "line %zu: %.200s", lines + 1, line);
+                const char *id = json_string_value(json_object_get(o, "queue_id"));
+                cr_assert_not_null(id);
+                char *alone = one_message_line(c, id);
+                cr_assert_str_eq(line, alone, "%s listed differs from its own rendering", id);
+                held += strcmp(json_string_value(json_object_get(o, "queue_name")), "hold") == 0;
+                tried += strcmp(json_string_value(json_object_get(o, "sender")),
+                                "alice@sender.test") == 0;
+                free(alone);
+                json_decref(o);
+                lines++;
+        }
+        cr_assert_eq(lines, SPOOLED + SENT);
+        cr_assert_eq(held, (SPOOLED + SENT + HELD_EVERY - 1) / HELD_EVERY);
+        cr_assert_eq(tried, SENT, "not every message tried by tarryd was listed");
+        free(out);
+        free(err);
         status_client_free(c);
         cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
         harness_cleanup(&h);
