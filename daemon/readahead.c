@@ -24,7 +24,9 @@ struct slot {
 };
 
 /* A ring: slots [head, tail) are handed over, the thread's next is at
- * next (head <= next <= tail); indexes count up, taken modulo the size. */
+ * next (head <= next <= tail); indexes count up, taken modulo the size.
+ * While the loop waits for the slot at head, it reads queued slots from the
+ * tail end itself; the thread passes over slots no longer queued. */
 struct readahead {
         struct queue *q;
         pthread_t thread;
@@ -34,9 +36,9 @@ struct readahead {
         struct slot slots[READAHEAD_SLOTS];
         size_t head, next, tail;
         bool stop;
-        /* the thread's own */
-        char *buf;
-        size_t cap;
+        /* the thread's own, and the loop's (when it reads one itself) */
+        char *buf, *loop_buf;
+        size_t cap, loop_cap;
 };
 
 /* Read the whole of fd into buf (grown as needed, NUL-terminated): one read
@@ -104,6 +106,25 @@ int readahead_load(struct queue *q, enum queue_dir d, const char *id, char **buf
         return 0;
 }
 
+/* Read s (queued) with the lock held on entry and on return. */
+static void read_slot(struct readahead *ra, struct slot *s, char **buf, size_t *cap)
+{
+        s->state = SLOT_READING;
+        char id[QUEUE_ID_LEN + 1];
+        memcpy(id, s->id, sizeof(id));
+        enum queue_dir dir = s->dir;
+        pthread_mutex_unlock(&ra->lock);
+
+        struct envelope *env = NULL;
+        if (readahead_load(ra->q, dir, id, buf, cap, &env) < 0)
+                env = NULL;
+
+        pthread_mutex_lock(&ra->lock);
+        s->env = env;
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&ra->done);
+}
+
 static void *run(void *userdata)
 {
         struct readahead *ra = userdata;
@@ -114,20 +135,9 @@ static void *run(void *userdata)
                 if (ra->stop)
                         break;
                 struct slot *s = &ra->slots[ra->next++ % READAHEAD_SLOTS];
-                s->state = SLOT_READING;
-                char id[QUEUE_ID_LEN + 1];
-                memcpy(id, s->id, sizeof(id));
-                enum queue_dir dir = s->dir;
-                pthread_mutex_unlock(&ra->lock);
-
-                struct envelope *env = NULL;
-                if (readahead_load(ra->q, dir, id, &ra->buf, &ra->cap, &env) < 0)
-                        env = NULL;
-
-                pthread_mutex_lock(&ra->lock);
-                s->env = env;
-                s->state = SLOT_DONE;
-                pthread_cond_signal(&ra->done);
+                if (s->state != SLOT_QUEUED)
+                        continue; /* the loop took it (from the far end) */
+                read_slot(ra, s, &ra->buf, &ra->cap);
         }
         pthread_mutex_unlock(&ra->lock);
         return NULL;
@@ -169,6 +179,7 @@ void readahead_free(struct readahead *ra)
         pthread_cond_destroy(&ra->work);
         pthread_mutex_destroy(&ra->lock);
         free(ra->buf);
+        free(ra->loop_buf);
         free(ra);
 }
 
@@ -193,6 +204,17 @@ int readahead_add(struct readahead *ra, const char *id, enum queue_dir d)
         return 0;
 }
 
+/* The slot queued last that the thread has not started, or NULL (lock held). */
+static struct slot *last_queued(struct readahead *ra)
+{
+        for (size_t i = ra->tail; i > ra->next; i--) {
+                struct slot *s = &ra->slots[(i - 1) % READAHEAD_SLOTS];
+                if (s->state == SLOT_QUEUED)
+                        return s;
+        }
+        return NULL;
+}
+
 int readahead_take(struct readahead *ra, char id[QUEUE_ID_LEN + 1], enum queue_dir *d,
                    struct envelope **env)
 {
@@ -205,8 +227,15 @@ int readahead_take(struct readahead *ra, char id[QUEUE_ID_LEN + 1], enum queue_d
         if (s->state == SLOT_QUEUED) {
                 ra->next++; /* the thread is behind: the loop reads this one */
         } else {
-                while (s->state != SLOT_DONE)
-                        pthread_cond_wait(&ra->done, &ra->lock);
+                /* while the thread reads this one, the loop reads the last one
+                 * not started (the thread comes to it last), then looks again */
+                while (s->state != SLOT_DONE) {
+                        struct slot *last = last_queued(ra);
+                        if (last)
+                                read_slot(ra, last, &ra->loop_buf, &ra->loop_cap);
+                        else
+                                pthread_cond_wait(&ra->done, &ra->lock);
+                }
         }
         memcpy(id, s->id, QUEUE_ID_LEN + 1);
         *d = s->dir;
