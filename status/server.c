@@ -247,21 +247,46 @@ struct qstream {
         bool done; /* the closing "]}" is in buf */
 };
 
+/* Room in buf for want bytes in all. */
+static int grow(struct qstream *q, size_t want)
+{
+        if (want <= q->cap)
+                return 0;
+        size_t cap = q->cap ? q->cap : 4096;
+        while (cap < want)
+                cap *= 2;
+        char *b = realloc(q->buf, cap);
+        if (!b)
+                return -ENOMEM;
+        q->buf = b;
+        q->cap = cap;
+        return 0;
+}
+
 static int stream_put(struct qstream *q, const char *text, size_t n)
 {
-        if (q->len + n > q->cap) {
-                size_t cap = q->cap ? q->cap : 4096;
-                while (cap < q->len + n)
-                        cap *= 2;
-                char *b = realloc(q->buf, cap);
-                if (!b)
-                        return -ENOMEM;
-                q->buf = b;
-                q->cap = cap;
-        }
+        if (grow(q, q->len + n) < 0)
+                return -ENOMEM;
         memcpy(q->buf + q->len, text, n);
         q->len += n;
         return 0;
+}
+
+/* o, compact, rendered straight into buf (no string of its own). */
+static int dump_into(struct qstream *q, const json_t *o)
+{
+        for (;;) {
+                size_t room = q->cap - q->len;
+                size_t n = json_dumpb(o, q->buf + q->len, room, JSON_COMPACT);
+                if (n == 0)
+                        return -ENOMEM;
+                if (n <= room) {
+                        q->len += n;
+                        return 0;
+                }
+                if (grow(q, q->len + n) < 0)
+                        return -ENOMEM;
+        }
 }
 
 /* The next slice of the page into buf (emptied first). */
@@ -280,13 +305,12 @@ static int stream_fill(struct qstream *q)
                         q->done = true;
                         return stream_put(q, "\n]}\n", 4);
                 }
-                _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
-                json_decref(o);
-                if (!text)
-                        return -ENOMEM;
                 if ((q->n++ > 0 && stream_put(q, ",", 1) < 0) || stream_put(q, "\n", 1) < 0 ||
-                    stream_put(q, text, strlen(text)) < 0)
+                    dump_into(q, o) < 0) {
+                        json_decref(o);
                         return -ENOMEM;
+                }
+                json_decref(o);
         }
         return 0;
 }
