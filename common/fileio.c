@@ -67,9 +67,10 @@ int file_replace_durable_owned(int dirfd, const char *name, const void *buf, siz
         return dir_fsync(dirfd);
 }
 
-int file_read_all_at(int dirfd, const char *name, size_t limit, char **out, size_t *len)
+static int read_all_at(int dirfd, const char *name, int oflags, size_t limit, char **out,
+                       size_t *len)
 {
-        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | oflags);
         if (fd < 0)
                 return -errno;
         struct stat st;
@@ -109,6 +110,16 @@ int file_read_all_at(int dirfd, const char *name, size_t limit, char **out, size
                 *len = used;
         *out = TAKE_PTR(buf);
         return 0;
+}
+
+int file_read_all_at(int dirfd, const char *name, size_t limit, char **out, size_t *len)
+{
+        return read_all_at(dirfd, name, 0, limit, out, len);
+}
+
+int file_read_all_nofollow_at(int dirfd, const char *name, size_t limit, char **out, size_t *len)
+{
+        return read_all_at(dirfd, name, O_NOFOLLOW, limit, out, len);
 }
 
 int mkdir_p(const char *path, unsigned mode)

@@ -23,6 +23,8 @@ int file_replace_durable_owned(int dirfd, const char *name, const void *buf, siz
 
 /* Read a whole file (at most limit bytes: -EFBIG beyond). *out is NUL-terminated. */
 int file_read_all_at(int dirfd, const char *name, size_t limit, char **out, size_t *len);
+/* The same for a file in the spool: a symbolic link is refused (-ELOOP). */
+int file_read_all_nofollow_at(int dirfd, const char *name, size_t limit, char **out, size_t *len);
 
 /* fsync a directory by fd or path. */
 int dir_fsync(int dirfd);

@@ -1087,7 +1087,7 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
                 return mfd;
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
-        int r = file_read_all_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
+        int r = file_read_all_nofollow_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
         if (r == -ENOENT)
                 return load_picked_up(mfd, id, out, why);
         if (r == -EFBIG)
@@ -1470,7 +1470,7 @@ int queue_state_read(struct queue *q, const char *name, size_t limit, char **out
 {
         if (!state_name_ok(name))
                 return -EINVAL;
-        return file_read_all_at(q->state_fd, name, limit, out, len);
+        return file_read_all_nofollow_at(q->state_fd, name, limit, out, len);
 }
 
 /* ---- one tarryd per spool ---- */

@@ -1004,3 +1004,22 @@ Test(queue, a_message_file_with_an_envelope_larger_than_one_tail_read_loads_whol
         assert_body_is_the_submission(QUEUE_INCOMING, env->id);
         envelope_free(env);
 }
+
+/* A message folder whose envelope is a symbolic link (to a valid envelope
+ * elsewhere: another message's, a file the spool's owner may read) is not
+ * loaded through the link: every file operation on the spool refuses links. */
+Test(queue, an_envelope_that_is_a_link_is_not_followed)
+{
+        char *id = commit_sample_in(QUEUE_HOLD); /* the folder form: body and envelope */
+        char env_path[512], elsewhere[512];
+        spool_path(env_path, sizeof(env_path), "hold", id, "envelope");
+        snprintf(elsewhere, sizeof(elsewhere), "%s/state/planted-envelope", spool);
+        cr_assert_eq(rename(env_path, elsewhere), 0);
+        cr_assert_eq(symlink(elsewhere, env_path), 0);
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(q, QUEUE_HOLD, id, &env, &why), -ELOOP,
+                     "the envelope was read through a symbolic link");
+        cr_assert_null(env);
+        free(id);
+}
