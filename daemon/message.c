@@ -219,6 +219,8 @@ static void summarise(struct msg *m, const struct envelope *env)
 {
         m->size = env->size;
         m->arrival_us = env->arrival_us;
+        m->uid = (uint32_t)env->uid; /* the owner filter of GET /queue reads it here */
+        m->uid_known = true;
         m->n_pending = 0;
         m->reply_class = -1;
         m->next_attempt_us = INT64_MAX;
@@ -276,6 +278,8 @@ int message_index_snap(struct tarryd *d, const struct queue_snap_rec *r, struct 
         m->size = r->size;
         m->arrival_us = r->arrival_us;
         m->next_attempt_us = r->next_attempt_us;
+        m->uid_known = r->uid != QUEUE_SNAP_UID_UNKNOWN;
+        m->uid = m->uid_known ? r->uid : 0;
         tally(d, m);
         *out = m;
         return 0;
@@ -290,6 +294,7 @@ void message_snap_fields(const struct msg *m, struct queue_snap_rec *r)
         r->size = m->size;
         r->arrival_us = m->arrival_us;
         r->next_attempt_us = m->next_attempt_us;
+        r->uid = m->uid_known ? m->uid : QUEUE_SNAP_UID_UNKNOWN;
 }
 
 void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, const char *why)

@@ -30,8 +30,8 @@ struct work {
         const char *route; /* interned by the index (msgindex_route_get), shared */
 };
 
-/* Fields by size, so the record has no padding: 88 bytes, allocated in
- * slabs by the index (no malloc header per message). */
+/* Fields by size, so the record has no padding: 88 bytes (checked in
+ * msgindex.c), allocated in slabs by the index (no malloc header per message). */
 struct msg {
         uint64_t size;
         int64_t arrival_us;
@@ -41,6 +41,7 @@ struct msg {
         struct msg *hnext;       /* hash chain (the free list, once removed) */
         int inflight;            /* attempts running for this message */
         uint32_t n_pending;      /* recipients not yet delivered or failed */
+        uint32_t uid;            /* the submitter (envelope's uid), once uid_known */
         int16_t write_error;     /* the last failed spool write's -errno, 0: none (logged
                                   * once per run) */
         int16_t dsn_error;       /* likewise for queueing a DSN */
@@ -48,11 +49,13 @@ struct msg {
         uint16_t write_failures; /* failed spool writes in a row (for the log) */
         uint8_t dir;             /* enum queue_dir: QUEUE_ACTIVE or QUEUE_HOLD */
         int8_t reply_class;      /* class of the latest deferral, -1: none */
-        bool forced;             /* admin retry/flush: ignore the recipients' retry times */
-        bool same_source;        /* a waiting recipient was greylisted (greylist, unknown_temp):
+        bool forced : 1;         /* admin retry/flush: ignore the recipients' retry times */
+        bool same_source : 1;    /* a waiting recipient was greylisted (greylist, unknown_temp):
                                   * its retries leave from the same address (move_source) */
-        bool dirty;              /* env changed but could not be written yet (or a DSN is owed) */
-        bool due_counted;        /* counted active in struct message_tally (message.c) */
+        bool dirty : 1;          /* env changed but could not be written yet (or a DSN is owed) */
+        bool due_counted : 1;    /* counted active in struct message_tally (message.c) */
+        bool uid_known : 1;      /* uid is set: read from the envelope, or the snapshot had it
+                                  * (a TARRYIX2 record has none until the envelope is read) */
         char id[QUEUE_ID_LEN + 1];
 };
 
