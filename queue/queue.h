@@ -408,13 +408,14 @@ json_t *queue_listing_json(const char *queue_name, const struct envelope *env);
  *
  * tarryd's summary of every queued message, so that a big queue is ready
  * without reading each envelope: ID, folder, class, pending count, size,
- * arrival, earliest next attempt, and its scheduler items (due time,
+ * arrival, earliest next attempt, the submitter's uid, and its scheduler items (due time,
  * destination, source address). Built with queue_snap_begin/add/finish and
  * written with queue_state_write; read with queue_state_read and
  * queue_snap_parse. It is advice: a record may be stale (the envelope is
  * read before every attempt), but a message never needs it to be found. */
-#define QUEUE_SNAP_FILE      "index.snap"
-#define QUEUE_SNAP_WORKS_MAX 16
+#define QUEUE_SNAP_FILE        "index.snap"
+#define QUEUE_SNAP_WORKS_MAX   16
+#define QUEUE_SNAP_UID_UNKNOWN UINT32_MAX /* (uid_t)-1, never a user: not known yet */
 struct queue_snap_rec {
         char id[QUEUE_ID_LEN + 1];
         enum queue_dir dir; /* QUEUE_ACTIVE or QUEUE_HOLD */
@@ -423,6 +424,7 @@ struct queue_snap_rec {
         uint64_t size;
         int64_t arrival_us;
         int64_t next_attempt_us;
+        uint32_t uid; /* the envelope's uid; QUEUE_SNAP_UID_UNKNOWN (a TARRYIX1/2 file) */
         unsigned n_works;
         struct {
                 int64_t due_us;

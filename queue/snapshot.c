@@ -1,11 +1,14 @@
 /* queue/snapshot.c — the index snapshot file (state/index.snap); see queue.h.
  *
  * Layout (host byte order: the file never leaves the machine that wrote it):
- *   header  "TARRYIX2", fingerprint u64, records u64, payload bytes u64,
+ *   header  "TARRYIX3", fingerprint u64, records u64, payload bytes u64,
  *           checksum of the three fields before and the payload (40 bytes)
  *   record  id[16], dir u8, reply_class i8, n_pending u32, size u64,
- *           arrival i64, next_attempt i64, n_works u8, then per work:
+ *           arrival i64, next_attempt i64, uid u32, n_works u8, then per work:
  *           due i64, destination (u8 length + bytes), source (u8 + bytes)
+ * TARRYIX2 records have no uid (read as QUEUE_SNAP_UID_UNKNOWN: the owner
+ * of such a message is learnt when its envelope is read), TARRYIX1 is
+ * TARRYIX2 with another checksum.
  * The reader is the one parser of this file: every length is checked
  * against the payload and the limits below before it is used.
  */
@@ -16,10 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAGIC      "TARRYIX2"
-#define MAGIC_V1   "TARRYIX1" /* FNV-1a a byte at a time; still read */
+#define MAGIC      "TARRYIX3"
+#define MAGIC_V2   "TARRYIX2" /* no uid; still read */
+#define MAGIC_V1   "TARRYIX1" /* no uid, FNV-1a a byte at a time; still read */
 #define HEADER_LEN 40
-#define REC_MIN    (QUEUE_ID_LEN + 1 + 1 + 4 + 8 + 8 + 8 + 1) /* a record without works */
+#define REC_MIN_V2 (QUEUE_ID_LEN + 1 + 1 + 4 + 8 + 8 + 8 + 1) /* a record without works */
+#define REC_MIN    (REC_MIN_V2 + 4)
 
 struct queue_snap_writer {
         char *buf;
@@ -124,6 +129,7 @@ int queue_snap_add(struct queue_snap_writer *w, const struct queue_snap_rec *r)
         put(w, &r->size, 8);
         put(w, &r->arrival_us, 8);
         put(w, &r->next_attempt_us, 8);
+        put(w, &r->uid, 4);
         put(w, &n, 1);
         for (unsigned i = 0; i < n; i++) {
                 uint8_t dl = (uint8_t)strlen(r->works[i].destination);
@@ -183,11 +189,14 @@ static bool take_str(const unsigned char **p, const unsigned char *end, char *ou
 size_t queue_snap_count(const char *buf, size_t len)
 {
         uint64_t count;
-        if (len < HEADER_LEN || (memcmp(buf, MAGIC, 8) != 0 && memcmp(buf, MAGIC_V1, 8) != 0))
+        if (len < HEADER_LEN)
+                return 0;
+        bool v3 = memcmp(buf, MAGIC, 8) == 0;
+        if (!v3 && memcmp(buf, MAGIC_V2, 8) != 0 && memcmp(buf, MAGIC_V1, 8) != 0)
                 return 0;
         memcpy(&count, buf + 16, 8);
-        /* a record without works takes 47 bytes: no more can be in the file */
-        return count <= (len - HEADER_LEN) / REC_MIN ? (size_t)count : 0;
+        /* a record without works takes 51 bytes (47 before TARRYIX3): no more can be in the file */
+        return count <= (len - HEADER_LEN) / (v3 ? REC_MIN : REC_MIN_V2) ? (size_t)count : 0;
 }
 
 int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
@@ -196,7 +205,8 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
 {
         uint64_t fp, count, payload, sum;
         bool v1 = len >= HEADER_LEN && memcmp(buf, MAGIC_V1, 8) == 0;
-        if (len < HEADER_LEN || (!v1 && memcmp(buf, MAGIC, 8) != 0))
+        bool v2 = len >= HEADER_LEN && memcmp(buf, MAGIC_V2, 8) == 0;
+        if (len < HEADER_LEN || (!v1 && !v2 && memcmp(buf, MAGIC, 8) != 0))
                 return *why = "not an index snapshot (bad header)", -EBADMSG;
         memcpy(&fp, buf + 8, 8);
         memcpy(&count, buf + 16, 8);
@@ -217,7 +227,10 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
                 if (!take(&p, end, r.id, QUEUE_ID_LEN) || !take(&p, end, &dir, 1) ||
                     !take(&p, end, &r.reply_class, 1) || !take(&p, end, &r.n_pending, 4) ||
                     !take(&p, end, &r.size, 8) || !take(&p, end, &r.arrival_us, 8) ||
-                    !take(&p, end, &r.next_attempt_us, 8) || !take(&p, end, &n, 1))
+                    !take(&p, end, &r.next_attempt_us, 8) ||
+                    (v1 || v2 ? (r.uid = QUEUE_SNAP_UID_UNKNOWN, false)
+                              : !take(&p, end, &r.uid, 4)) ||
+                    !take(&p, end, &n, 1))
                         return *why = "a record is cut short", -EBADMSG;
                 r.id[QUEUE_ID_LEN] = '\0';
                 if (!queue_id_valid(r.id) || (dir != QUEUE_ACTIVE && dir != QUEUE_HOLD) ||
