@@ -37,14 +37,21 @@ struct options {
         unsigned long size;
         unsigned long domains;
         long defer_s;
+        unsigned long other_uid, other_every, other_count; /* some messages another user's */
 };
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
         static const struct option longopts[] = {
-            {"spool", required_argument, NULL, 's'}, {"messages", required_argument, NULL, 'n'},
-            {"size", required_argument, NULL, 'b'},  {"domains", required_argument, NULL, 'd'},
-            {"defer", required_argument, NULL, 't'}, {NULL, 0, NULL, 0},
+            {"spool", required_argument, NULL, 's'},
+            {"messages", required_argument, NULL, 'n'},
+            {"size", required_argument, NULL, 'b'},
+            {"domains", required_argument, NULL, 'd'},
+            {"defer", required_argument, NULL, 't'},
+            {"other-uid", required_argument, NULL, 'u'},
+            {"other-every", required_argument, NULL, 'e'},
+            {"other-count", required_argument, NULL, 'c'},
+            {NULL, 0, NULL, 0},
         };
         *o = (struct options){.messages = 1000000, .size = 4096, .domains = 1000, .defer_s = 86400};
         int c;
@@ -64,6 +71,15 @@ static int parse_options(int argc, char **argv, struct options *o)
                         break;
                 case 't':
                         o->defer_s = strtol(optarg, NULL, 10);
+                        break;
+                case 'u':
+                        o->other_uid = strtoul(optarg, NULL, 10);
+                        break;
+                case 'e':
+                        o->other_every = strtoul(optarg, NULL, 10);
+                        break;
+                case 'c':
+                        o->other_count = strtoul(optarg, NULL, 10);
                         break;
                 default:
                         return -EINVAL;
@@ -113,10 +129,14 @@ static int fill_envelope(struct envelope *env, const struct options *o, unsigned
                  (unsigned)(arrival_us % S), (unsigned)(i & 0xfff));
         free(env->sender);
         env->sender = strdup("bench@example.com");
-        env->user = strdup("root");
+        /* root's, but for other_count messages (one in other_every from the
+         * first) submitted by other_uid: an ordinary user's mailq */
+        bool other =
+            o->other_every && i % o->other_every == 0 && i / o->other_every < o->other_count;
+        env->user = strdup(other ? "other" : "root");
         env->arrival_us = arrival_us;
         env->size = o->size;
-        env->uid = 0;
+        env->uid = other ? (uid_t)o->other_uid : 0;
         struct envelope_rcpt *r = envelope_add_rcpt(env, address);
         if (!env->sender || !env->user || !r)
                 return -ENOMEM;
@@ -165,7 +185,8 @@ int main(int argc, char **argv)
         struct options o;
         if (parse_options(argc, argv, &o) < 0) {
                 fprintf(stderr, "usage: spool-gen --spool DIR [--messages N] [--size BYTES] "
-                                "[--domains D] [--defer SECONDS]\n");
+                                "[--domains D] [--defer SECONDS]\n"
+                                "       [--other-uid UID --other-every N --other-count K]\n");
                 return 64;
         }
         struct queue *q = NULL;

@@ -483,6 +483,9 @@ static const struct {
     {STATUS_M_DSN_SENT, STATUS_METRIC_COUNTER, "type", "Delivery status notifications sent."},
     /* disk trouble or corrupt envelopes */
     {STATUS_M_SPOOL_ERRORS, STATUS_METRIC_COUNTER, "kind", "Spool errors by kind."},
+    /* what filtered listings (an ordinary user's mailq) cost the daemon's loop */
+    {STATUS_M_LISTING_FILTER_READS, STATUS_METRIC_COUNTER, NULL,
+     "Envelopes read to decide whether a message passes a GET /queue filter."},
     /* the endpoint's own traffic, kept by status/ */
     {STATUS_M_STATUS_REQUESTS, STATUS_METRIC_COUNTER, "code",
      "Requests answered by the status endpoint by HTTP code."},

@@ -102,6 +102,9 @@ int status_metrics_render(const struct status_metrics *m, FILE *f);
 #define STATUS_M_DIAGNOSES      "tarry_diagnoses"                /* gauge {code} */
 #define STATUS_M_DSN_SENT       "tarry_dsn_sent_total"           /* counter {type} delayed|failed */
 #define STATUS_M_SPOOL_ERRORS   "tarry_spool_errors_total"       /* counter {kind} */
+#define STATUS_M_LISTING_FILTER_READS                                                              \
+        "tarry_queue_listing_filter_reads_total" /* counter: envelopes read to decide a            \
+                                                  * GET /queue filter */
 #define STATUS_M_STATUS_REQUESTS                                                                   \
         "tarry_status_requests_total" /* counter {code}, kept by status/                           \
                                        */
@@ -123,6 +126,9 @@ const char *status_queue_state_name(enum status_queue_state s); /* "active"…; 
 #define STATUS_DEFAULT_LIMIT   100
 #define STATUS_MAX_LIMIT       10000
 #define STATUS_MAX_DESTINATION 255
+
+#define STATUS_TOTAL_UNKNOWN SIZE_MAX /* list_open: how many match is not known */
+#define STATUS_LIST_LATER    2        /* list_next: no message this turn, not done */
 
 /* GET /queue filters, already validated. */
 struct status_queue_filter {
@@ -211,7 +217,11 @@ struct status_provider {
          * have gone). Messages that leave meanwhile are left out. The body is
          * {"total","offset","limit","messages":[…]} with each message on a
          * line of its own (UTF-8, compact), so a client can print it as it
-         * comes. */
+         * comes.
+         * *out_total may be STATUS_TOTAL_UNKNOWN ("total": null): a filtered
+         * listing from a cursor is not counted. list_next may also return
+         * STATUS_LIST_LATER: nothing this time (its walk to the next match
+         * spent its budget), call again on a later turn of the loop. */
         int (*list_open)(void *userdata, const struct status_queue_filter *filter, void **out_page,
                          size_t *out_total);
         int (*list_next)(void *userdata, void *page, json_t **out);
