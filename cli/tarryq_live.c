@@ -95,8 +95,11 @@ static int fetch_all(struct status_client *c, json_t *all)
                 const char *last =
                     n ? json_string_value(json_object_get(json_array_get(msgs, n - 1), "queue_id"))
                       : NULL;
+                /* a filtered listing (a mailq: socket's) has "total": null: a
+                 * page short of PAGE is the last */
+                json_t *total = json_object_get(page, "total");
                 if (!last || strlen(last) >= sizeof(after) ||
-                    n >= (size_t)json_integer_value(json_object_get(page, "total")))
+                    (json_is_integer(total) ? n >= (size_t)json_integer_value(total) : n < PAGE))
                         return 0;
                 snprintf(after, sizeof(after), "%s", last);
         }
@@ -144,7 +147,7 @@ struct jstream {
         size_t len, cap;
         size_t lines;                /* of this page, the head included */
         size_t n;                    /* messages of this page */
-        size_t total;                /* left from the cursor, says the head */
+        size_t total;                /* left from the cursor, says the head (SIZE_MAX: null) */
         bool ended;                  /* "]}" seen */
         char last[QUEUE_ID_LEN + 1]; /* queue ID of the page's last message */
         char *out;                   /* the page's message lines, printed once it is whole */
@@ -180,6 +183,10 @@ static int page_line(struct jstream *js, char *line, size_t len)
                         return -ENOMEM;
                 _cleanup_(json_decrefp) json_t *head = json_loadb(js->line, js->len, 0, NULL);
                 json_t *t = json_object_get(head, "total");
+                if (json_is_null(t)) {
+                        js->total = SIZE_MAX; /* not counted (a filtered listing) */
+                        return 0;
+                }
                 if (!json_is_integer(t) || json_integer_value(t) < 0)
                         return -EBADMSG;
                 js->total = (size_t)json_integer_value(t);
@@ -254,7 +261,7 @@ static int stream_all(struct status_client *c, struct jstream *js)
                 if (js->out_len && fwrite(js->out, 1, js->out_len, stdout) != js->out_len)
                         return -EIO;
                 js->printed += js->n;
-                if (js->n == 0 || js->n >= js->total)
+                if (js->n == 0 || js->n >= js->total || (js->total == SIZE_MAX && js->n < PAGE))
                         return fflush(stdout) == 0 ? 0 : -EIO;
                 if ((r = last_id(js)) < 0)
                         return r;

@@ -478,26 +478,55 @@ static bool goes_to(struct tarryd *d, const struct envelope *env, const char *de
         return false;
 }
 
-/* Does m pass the filter? The destination and owner filters read the envelope. */
+/* A walk to the next match visits at most this many records per call, and
+ * stops sooner once it has read an envelope (destination filter) and this
+ * much time went by: one call never holds the loop long, whatever the queue
+ * holds or the filter passes (a user's mailq over a million messages). */
+#define NEXT_VISITS   4096
+#define NEXT_SLICE_US 2000
+
+/* An envelope read only to decide a filter: counted, so that an operator
+ * (and a test) sees what listings cost. */
+static int load_for_filter(struct tarryd *d, const struct msg *m, struct envelope **env)
+{
+        if (d->metrics)
+                status_counter_add(d->metrics, STATUS_M_LISTING_FILTER_READS, NULL, 1);
+        return load_any(d, m, env);
+}
+
+/* Does m pass the filter? The index record answers the state, the class
+ * and the owner (the uid is learnt with the envelope: at pickup, at start
+ * without a snapshot, or from a TARRYIX3 snapshot). The envelope is read
+ * only for the destination filter, or for the owner of a record from an
+ * older snapshot, once: its uid is then kept in the record. *read says
+ * whether an envelope was read. */
 static bool matches(struct tarryd *d, const struct status_queue_filter *f, struct msg *m,
-                    int64_t now)
+                    int64_t now, bool *read)
 {
         if (f->state != STATUS_QSTATE_ANY && state_of(m, now) != f->state)
                 return false;
         if (f->has_class && m->reply_class != (int)f->class)
                 return false;
-        if (f->destination || f->by_owner) {
-                /* the owner is the envelope's uid: the submitter the kernel
-                 * named (SO_PEERCRED / the maildrop file's owner), not a
-                 * sender address anyone may be allowed to write */
-                struct envelope *env = NULL;
-                bool ok = load_any(d, m, &env) == 0 &&
-                          (!f->destination || goes_to(d, env, f->destination)) &&
-                          (!f->by_owner || env->uid == f->owner);
-                envelope_free(env);
-                return ok;
+        /* the owner is the envelope's uid: the submitter the kernel named
+         * (SO_PEERCRED / the maildrop file's owner), not a sender address
+         * anyone may be allowed to write */
+        if (f->by_owner && m->uid_known && m->uid != (uint32_t)f->owner)
+                return false;
+        if (!f->destination && (!f->by_owner || m->uid_known))
+                return true;
+        struct envelope *env = NULL;
+        if (read)
+                *read = true;
+        if (load_for_filter(d, m, &env) < 0)
+                return false;
+        if (!m->uid_known) {
+                m->uid = (uint32_t)env->uid;
+                m->uid_known = true;
         }
-        return true;
+        bool ok = (!f->destination || goes_to(d, env, f->destination)) &&
+                  (!f->by_owner || env->uid == f->owner);
+        envelope_free(env);
+        return ok;
 }
 
 static bool filter_is_empty(const struct status_queue_filter *f)
@@ -513,7 +542,9 @@ struct page {
         char *destination;
         int64_t now;
         size_t left;                   /* after=: messages still to hand out */
-        char cursor[QUEUE_ID_LEN + 1]; /* after=: the last one handed out (or skipped) */
+        size_t skip;                   /* after=: matches still to pass over (offset=) */
+        bool paused;                   /* after=: the last walk stopped for this turn */
+        char cursor[QUEUE_ID_LEN + 1]; /* after=: the last one handed out (or passed) */
         char (*ids)[QUEUE_ID_LEN + 1]; /* offset: the page, chosen at once */
         size_t n_ids, next;
         struct readahead *ra; /* reads the page's next envelopes (NULL: each is read here) */
@@ -522,25 +553,29 @@ struct page {
 struct walk {
         struct page *p;
         struct msg *found;
-        size_t count, skip;
+        size_t visited;
+        int64_t start_us;
+        bool read; /* an envelope was read on the way */
 };
 
-static int match_count_cb(struct msg *m, void *userdata)
-{
-        struct walk *w = userdata;
-        w->count += matches(w->p->d, &w->p->f, m, w->p->now);
-        return 0;
-}
-
-/* The next matching message after the cursor, past skip matching ones. */
+/* The next matching message after the cursor, past p->skip matching ones;
+ * every record passed moves the cursor. Stops (2) when its budget for the
+ * call is spent. */
 static int next_cb(struct msg *m, void *userdata)
 {
         struct walk *w = userdata;
-        if (!matches(w->p->d, &w->p->f, m, w->p->now))
+        struct page *p = w->p;
+        if (w->visited >= NEXT_VISITS ||
+            (w->read && now_monotonic_us() - w->start_us >= NEXT_SLICE_US)) {
+                p->paused = true;
+                return 2;
+        }
+        w->visited++;
+        memcpy(p->cursor, m->id, QUEUE_ID_LEN + 1);
+        if (!matches(p->d, &p->f, m, p->now, &w->read))
                 return 0;
-        if (w->skip > 0) {
-                w->skip--;
-                memcpy(w->p->cursor, m->id, QUEUE_ID_LEN + 1);
+        if (p->skip > 0) {
+                p->skip--;
                 return 0;
         }
         w->found = m;
@@ -556,7 +591,7 @@ struct selection {
 static int select_cb(struct msg *m, void *userdata)
 {
         struct selection *l = userdata;
-        if (!matches(l->p->d, &l->p->f, m, l->p->now))
+        if (!matches(l->p->d, &l->p->f, m, l->p->now, NULL))
                 return 0;
         if (l->n == l->cap) {
                 size_t cap = l->cap ? l->cap * 2 : 64;
@@ -603,9 +638,11 @@ static void list_close(void *userdata, void *page)
         free(p);
 }
 
-/* after=ID: a cursor walk from it. What is left is counted from the index's
- * per-block counts when nothing is filtered, else by a walk (no envelope is
- * read unless the filter needs it). */
+/* after=ID: a cursor walk from it, made in bounded slices by next_of. What
+ * is left is counted from the index's per-block counts when nothing is
+ * filtered; with a filter it is not known without a walk of the rest of the
+ * queue (per page: quadratic over a listing), so it is not counted
+ * (STATUS_TOTAL_UNKNOWN: "total": null, docs/status.md). */
 static int list_open(void *userdata, const struct status_queue_filter *f, void **out_page,
                      size_t *out_total)
 {
@@ -622,19 +659,9 @@ static int list_open(void *userdata, const struct status_queue_filter *f, void *
                 r = select_page(p, out_total);
         } else {
                 memcpy(p->cursor, f->after, sizeof(p->cursor));
-                struct walk w = {.p = p};
-                if (filter_is_empty(f))
-                        w.count = msgindex_count_after(p->d->index, f->after);
-                else
-                        r = msgindex_foreach_after(p->d->index, f->after, match_count_cb, &w);
-                *out_total = w.count;
-                if (r >= 0 && f->offset > 0) {
-                        w.skip = f->offset;
-                        r = msgindex_foreach_after(p->d->index, f->after, next_cb, &w);
-                        r = r > 0 ? 0 : r;
-                        if (w.skip > 0)
-                                p->left = 0; /* fewer than offset left */
-                }
+                p->skip = f->offset; /* passed over by next_of, a slice at a time */
+                *out_total = filter_is_empty(f) ? msgindex_count_after(p->d->index, f->after)
+                                                : STATUS_TOTAL_UNKNOWN;
         }
         if (r < 0) {
                 list_close(userdata, p);
@@ -648,8 +675,11 @@ static int list_open(void *userdata, const struct status_queue_filter *f, void *
         return 0;
 }
 
+/* The page's next message; NULL when the page is done, or (p->paused) when
+ * this call's walk spent its budget before finding one: call again. */
 static struct msg *next_of(struct page *p)
 {
+        p->paused = false;
         if (p->ids) {
                 while (p->next < p->n_ids) {
                         struct msg *m = msgindex_get(p->d->index, p->ids[p->next++]);
@@ -660,11 +690,10 @@ static struct msg *next_of(struct page *p)
         }
         if (p->left == 0)
                 return NULL;
-        struct walk w = {.p = p};
-        if (msgindex_foreach_after(p->d->index, p->cursor, next_cb, &w) <= 0 || !w.found)
+        struct walk w = {.p = p, .start_us = now_monotonic_us()};
+        if (msgindex_foreach_after(p->d->index, p->cursor, next_cb, &w) != 1 || !w.found)
                 return NULL;
         p->left--;
-        memcpy(p->cursor, w.found->id, QUEUE_ID_LEN + 1);
         return w.found;
 }
 
@@ -706,7 +735,7 @@ static int list_next(void *userdata, void *page, json_t **out)
                 envelope_free(env);
                 return *out ? 1 : -ENOMEM;
         }
-        return 0;
+        return p->paused ? STATUS_LIST_LATER : 0;
 }
 
 static int get_message(void *userdata, const char *id, json_t **out)

@@ -298,6 +298,8 @@ static int stream_fill(struct qstream *q)
              i < STREAM_BATCH && (i == 0 || now_monotonic_us() - start < STREAM_SLICE_US); i++) {
                 json_t *o = NULL;
                 int r = q->s->provider.list_next(q->s->provider.userdata, q->page, &o);
+                if (r == STATUS_LIST_LATER)
+                        return 0; /* maybe nothing: libmicrohttpd calls again next turn */
                 if (r <= 0) {
                         json_decref(o);
                         if (r < 0)
@@ -348,9 +350,11 @@ static enum MHD_Result stream_queue(struct status_server *s, struct MHD_Connecti
         if (r < 0)
                 return reply_errno(s, c, r);
         struct qstream *q = calloc(1, sizeof(*q));
-        char head[160];
+        char head[160], count[24] = "null"; /* a filtered page from a cursor is not counted */
+        if (total != STATUS_TOTAL_UNKNOWN)
+                snprintf(count, sizeof(count), "%zu", total);
         int n = snprintf(head, sizeof(head),
-                         "{\"total\":%zu,\"offset\":%zu,\"limit\":%zu,\"messages\":[", total,
+                         "{\"total\":%s,\"offset\":%zu,\"limit\":%zu,\"messages\":[", count,
                          f->offset, f->limit);
         if (!q || stream_put(q, head, (size_t)n) < 0) {
                 if (q)
