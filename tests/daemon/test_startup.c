@@ -232,7 +232,7 @@ Test(startup, a_torn_snapshot_is_refused_and_every_envelope_read, .timeout = 240
 }
 
 /* Time passes while tarryd is stopped: every work in state/index.snap is
- * made due at once (µs 1; the checksum written again, TARRYIX2: FNV-1a
+ * made due at once (µs 1; the checksum written again, TARRYIX3: FNV-1a
  * steps on 64-bit words, four lanes), and so is every recipient in the
  * envelopes of the spool's folders. */
 static const char due_now_py[] = "import struct, sys\n"
@@ -252,11 +252,11 @@ static const char due_now_py[] = "import struct, sys\n"
                                  "        h = ((h ^ lane[k]) * P) & M\n"
                                  "    return fnv(h, b[n:])\n"
                                  "f = bytearray(open(sys.argv[1], 'rb').read())\n"
-                                 "assert f[:8] == b'TARRYIX2'\n"
+                                 "assert f[:8] == b'TARRYIX3'\n"
                                  "count = struct.unpack_from('<Q', f, 16)[0]\n"
                                  "p = 40\n"
                                  "for _ in range(count):\n"
-                                 "    p += 16 + 1 + 1 + 4 + 8 + 8 + 8\n"
+                                 "    p += 16 + 1 + 1 + 4 + 8 + 8 + 8 + 4\n"
                                  "    n = f[p]; p += 1\n"
                                  "    for _ in range(n):\n"
                                  "        struct.pack_into('<q', f, p, 1); p += 8\n"
