@@ -478,10 +478,11 @@ static bool goes_to(struct tarryd *d, const struct envelope *env, const char *de
         return false;
 }
 
-/* A walk to the next match visits at most this many records per call, and
- * stops sooner once it has read an envelope (destination filter) and this
- * much time went by: one call never holds the loop long, whatever the queue
- * holds or the filter passes (a user's mailq over a million messages). */
+/* The walks to the next matches visit at most this many records per call
+ * of list_next, and stop sooner once one has read an envelope (destination
+ * filter) and this much time went by: one call never holds the loop long,
+ * whatever the queue holds or the filter passes (a user's mailq over a
+ * million messages), read ahead or not. */
 #define NEXT_VISITS   4096
 #define NEXT_SLICE_US 2000
 
@@ -544,6 +545,9 @@ struct page {
         size_t left;                   /* after=: messages still to hand out */
         size_t skip;                   /* after=: matches still to pass over (offset=) */
         bool paused;                   /* after=: the last walk stopped for this turn */
+        size_t visits;                 /* after=: records visited in this call of list_next */
+        int64_t call_start_us;         /* ... since this time */
+        bool call_read;                /* ... and an envelope was read on the way */
         char cursor[QUEUE_ID_LEN + 1]; /* after=: the last one handed out (or passed) */
         char (*ids)[QUEUE_ID_LEN + 1]; /* offset: the page, chosen at once */
         size_t n_ids, next;
@@ -553,9 +557,6 @@ struct page {
 struct walk {
         struct page *p;
         struct msg *found;
-        size_t visited;
-        int64_t start_us;
-        bool read; /* an envelope was read on the way */
 };
 
 /* The next matching message after the cursor, past p->skip matching ones;
@@ -565,14 +566,14 @@ static int next_cb(struct msg *m, void *userdata)
 {
         struct walk *w = userdata;
         struct page *p = w->p;
-        if (w->visited >= NEXT_VISITS ||
-            (w->read && now_monotonic_us() - w->start_us >= NEXT_SLICE_US)) {
+        if (p->visits >= NEXT_VISITS ||
+            (p->call_read && now_monotonic_us() - p->call_start_us >= NEXT_SLICE_US)) {
                 p->paused = true;
                 return 2;
         }
-        w->visited++;
+        p->visits++;
         memcpy(p->cursor, m->id, QUEUE_ID_LEN + 1);
-        if (!matches(p->d, &p->f, m, p->now, &w->read))
+        if (!matches(p->d, &p->f, m, p->now, &p->call_read))
                 return 0;
         if (p->skip > 0) {
                 p->skip--;
@@ -667,9 +668,10 @@ static int list_open(void *userdata, const struct status_queue_filter *f, void *
                 list_close(userdata, p);
                 return r;
         }
-        /* a filter that reads envelopes reads them in next_of: nothing to read ahead;
-         * without the thread (it could not start), each envelope is read here */
-        if (!f->destination && !f->by_owner && readahead_new(p->d->queue, &p->ra) < 0)
+        /* the destination filter reads envelopes in next_of: nothing to read ahead (the
+         * owner filter reads none: the uid is in the index); without the thread (it
+         * could not start), each envelope is read here */
+        if (!f->destination && readahead_new(p->d->queue, &p->ra) < 0)
                 p->ra = NULL;
         *out_page = p;
         return 0;
@@ -690,7 +692,7 @@ static struct msg *next_of(struct page *p)
         }
         if (p->left == 0)
                 return NULL;
-        struct walk w = {.p = p, .start_us = now_monotonic_us()};
+        struct walk w = {.p = p};
         if (msgindex_foreach_after(p->d->index, p->cursor, next_cb, &w) != 1 || !w.found)
                 return NULL;
         p->left--;
@@ -724,6 +726,9 @@ static int list_next(void *userdata, void *page, json_t **out)
 {
         struct page *p = page;
         (void)userdata;
+        p->visits = 0; /* next_of's budget: for this call, however often it runs */
+        p->call_read = false;
+        p->call_start_us = now_monotonic_us();
         for (;;) {
                 struct envelope *env = NULL;
                 struct msg *m = p->ra ? next_read_ahead(p, &env) : next_of(p);
