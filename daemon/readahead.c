@@ -65,6 +65,8 @@ static int read_fd(int fd, char **buf, size_t *cap, size_t *len)
                 if (n == 0)
                         break;
                 used += (size_t)n;
+                if (used > ENVELOPE_MAX_BYTES) /* queue_load's limit, not the buffer's */
+                        return -EFBIG;
         }
         (*buf)[used] = '\0';
         *len = used;

@@ -144,6 +144,34 @@ Test(readahead, a_body_that_still_has_its_trailer_is_left_to_queue_load)
         spool_close(&s);
 }
 
+Test(readahead, an_envelope_over_queue_load_s_limit_is_left_to_queue_load)
+{
+        struct spool s;
+        spool_open(&s);
+        char id[QUEUE_ID_LEN + 1], env_path[256];
+        add_message(&s, true, id);
+        path_of(&s, id, "envelope", env_path, sizeof(env_path));
+        /* still valid JSON (trailing blanks), but bigger than queue_load reads */
+        int fd = open(env_path, O_WRONLY | O_APPEND);
+        cr_assert_geq(fd, 0);
+        static char blanks[1 << 20];
+        memset(blanks, ' ', sizeof(blanks));
+        for (size_t n = 0; n <= ENVELOPE_MAX_BYTES; n += sizeof(blanks))
+                cr_assert_eq(write(fd, blanks, sizeof(blanks)), (ssize_t)sizeof(blanks));
+        close(fd);
+        struct envelope *loaded = NULL;
+        const char *why = NULL;
+        cr_assert_eq(queue_load(s.q, QUEUE_ACTIVE, id, &loaded, &why), -EBADMSG);
+        char *buf = NULL;
+        size_t cap = 0;
+        struct envelope *env = NULL;
+        cr_assert_eq(readahead_load(s.q, QUEUE_ACTIVE, id, &buf, &cap, &env), -EFBIG,
+                     "the thread read what queue_load refuses");
+        cr_assert_null(env);
+        free(buf);
+        spool_close(&s);
+}
+
 Test(readahead, messages_come_back_in_the_order_given_with_what_could_be_read)
 {
         enum { N = 3 * READAHEAD_SLOTS };
