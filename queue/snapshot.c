@@ -220,17 +220,17 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
         if (fp != fingerprint)
                 return *why = "written under another configuration", -ESTALE;
         struct queue_snap_rec r;
+        bool has_uid = !v1 && !v2; /* TARRYIX3 */
         for (uint64_t i = 0; i < count; i++) {
                 uint8_t dir, n;
+                r.uid = QUEUE_SNAP_UID_UNKNOWN; /* an older record's: learnt from its envelope */
                 /* every field the callback may read is taken below: no
                  * memset of the 8 KB of works per record (3 % of a start) */
                 if (!take(&p, end, r.id, QUEUE_ID_LEN) || !take(&p, end, &dir, 1) ||
                     !take(&p, end, &r.reply_class, 1) || !take(&p, end, &r.n_pending, 4) ||
                     !take(&p, end, &r.size, 8) || !take(&p, end, &r.arrival_us, 8) ||
                     !take(&p, end, &r.next_attempt_us, 8) ||
-                    (v1 || v2 ? (r.uid = QUEUE_SNAP_UID_UNKNOWN, false)
-                              : !take(&p, end, &r.uid, 4)) ||
-                    !take(&p, end, &n, 1))
+                    (has_uid && !take(&p, end, &r.uid, 4)) || !take(&p, end, &n, 1))
                         return *why = "a record is cut short", -EBADMSG;
                 r.id[QUEUE_ID_LEN] = '\0';
                 if (!queue_id_valid(r.id) || (dir != QUEUE_ACTIVE && dir != QUEUE_HOLD) ||
