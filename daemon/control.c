@@ -699,18 +699,29 @@ static struct msg *next_of(struct page *p)
         return w.found;
 }
 
+/* A message next_of chose is not listed after all (it left, or cannot be
+ * read): an after= page finds another in its place, so that a page short
+ * of its limit still means the end (a filtered one says "total": null). */
+static void not_listed(struct page *p)
+{
+        if (!p->ids)
+                p->left++;
+}
+
 /* The page's next message as next_of chooses it, and its envelope when the
  * thread read it ahead (else *env is NULL). The thread is kept up to
  * READAHEAD_SLOTS messages ahead; a message that left meanwhile is passed
  * over, one that moved (held, released) is read where it is now. */
 static struct msg *next_read_ahead(struct page *p, struct envelope **env)
 {
-        for (struct msg *m; readahead_has_room(p->ra) && (m = next_of(p));)
-                if (readahead_add(p->ra, m->id, m->dir) < 0)
-                        break;
         char id[QUEUE_ID_LEN + 1];
         enum queue_dir dir;
-        while (readahead_take(p->ra, id, &dir, env) > 0) {
+        for (;;) {
+                for (struct msg *m; readahead_has_room(p->ra) && (m = next_of(p));)
+                        if (readahead_add(p->ra, m->id, m->dir) < 0)
+                                break;
+                if (readahead_take(p->ra, id, &dir, env) <= 0)
+                        return NULL;
                 struct msg *m = msgindex_get(p->d->index, id);
                 if (m && (enum queue_dir)m->dir == dir)
                         return m;
@@ -718,8 +729,8 @@ static struct msg *next_read_ahead(struct page *p, struct envelope **env)
                 *env = NULL;
                 if (m)
                         return m;
+                not_listed(p);
         }
-        return NULL;
 }
 
 static int list_next(void *userdata, void *page, json_t **out)
@@ -734,8 +745,10 @@ static int list_next(void *userdata, void *page, json_t **out)
                 struct msg *m = p->ra ? next_read_ahead(p, &env) : next_of(p);
                 if (!m)
                         break;
-                if (!env && load_any(p->d, m, &env) < 0)
-                        continue; /* gone meanwhile, or unreadable: not listed */
+                if (!env && load_any(p->d, m, &env) < 0) {
+                        not_listed(p); /* gone meanwhile, or unreadable */
+                        continue;
+                }
                 *out = message_json(p->d, m, env, p->now);
                 envelope_free(env);
                 return *out ? 1 : -ENOMEM;

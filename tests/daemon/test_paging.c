@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +121,44 @@ Test(paging, a_listing_pages_on_while_messages_arrive_and_leave, .timeout = 240)
         cr_assert_geq(n_seen, QUEUED, "%zu listed of the %d queued throughout", n_seen, QUEUED);
         for (size_t i = 0; i < n_seen; i++)
                 free(seen[i]);
+        status_client_free(c);
+        cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
+        harness_cleanup(&h);
+}
+
+/* A filtered page from a cursor says "total": null, so a client (tarryq,
+ * mailq) takes a page short of its limit for the last: a message chosen for
+ * the page that cannot be listed (here: its envelope damaged after start)
+ * makes room for the next match, not a short page. */
+Test(paging, a_filtered_page_stays_full_when_one_of_its_messages_cannot_be_read, .timeout = 120)
+{
+        enum { N = 30, LIMIT = 10 };
+        struct harness h;
+        struct status_client *c = start_with_queue(&h, N);
+        json_t *first = get_json(c, "/queue?limit=2&after=0000000000000000");
+        const char *victim = json_string_value(
+            json_object_get(json_array_get(json_object_get(first, "messages"), 1), "queue_id"));
+        cr_assert_not_null(victim);
+        char path[700];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/active/%s", h.spool, victim);
+        cr_assert_eq(stat(path, &st), 0, "%s", path);
+        if (S_ISDIR(st.st_mode))
+                strcat(path, "/envelope");
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f, "%s", path);
+        fputs("{not an envelope", f);
+        fclose(f);
+        json_decref(first);
+
+        char q[128];
+        snprintf(q, sizeof(q), "/queue?limit=%d&after=0000000000000000&state=deferred", LIMIT);
+        json_t *page = get_json(c, q);
+        cr_assert(json_is_null(json_object_get(page, "total")));
+        cr_assert_eq(json_array_size(json_object_get(page, "messages")), LIMIT,
+                     "a page of %zu where %d match",
+                     json_array_size(json_object_get(page, "messages")), N - 1);
+        json_decref(page);
         status_client_free(c);
         cr_assert_eq(harness_stop(&h, SIGTERM, 10000), 0);
         harness_cleanup(&h);
