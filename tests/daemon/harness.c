@@ -447,6 +447,11 @@ static char *slurp_fd(int fd)
 
 int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err)
 {
+        return harness_tarryq_as(h, (uid_t)-1, args, out, err);
+}
+
+int harness_tarryq_as(struct harness *h, uid_t uid, const char *const *args, char **out, char **err)
+{
         char outpath[400], errpath[400];
         snprintf(outpath, sizeof(outpath), "%s/tarryq.out", h->dir);
         snprintf(errpath, sizeof(errpath), "%s/tarryq.err", h->dir);
@@ -457,6 +462,9 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
                 int e = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
                 dup2(o, 1);
                 dup2(e, 2);
+                if (uid != (uid_t)-1 &&
+                    (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0))
+                        _exit(126);
                 const char *argv[32] = {"tarryq", "-C", h->conf};
                 size_t n = 3;
                 for (size_t i = 0; args && args[i] && n < 31; i++)

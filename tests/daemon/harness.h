@@ -113,6 +113,10 @@ void harness_send(struct harness *h, const char *sender, const char *rcpt, const
 
 /* Run tarryq -C conf ARGS…; stdout and stderr come back in malloc'd strings. */
 int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err);
+/* The same as the user uid (its own uid as group, no supplementary groups);
+ * (uid_t)-1 runs it as the test does. Exits 126 if the switch fails. */
+int harness_tarryq_as(struct harness *h, uid_t uid, const char *const *args, char **out,
+                      char **err);
 
 /* GET path from the loopback status endpoint (HTTP/1.0): the whole response,
  * headers and body, malloc'd. */

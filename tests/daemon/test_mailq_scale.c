@@ -89,51 +89,11 @@ static struct status_client *start(struct harness *h)
         return c;
 }
 
-static char *slurp_fd(int fd)
-{
-        size_t len = 0, cap = 4096;
-        char *b = malloc(cap);
-        cr_assert_not_null(b);
-        for (ssize_t n; (n = read(fd, b + len, cap - len - 1)) != 0;) {
-                if (n < 0 && errno == EINTR)
-                        continue;
-                cr_assert_gt(n, 0, "read: %s", strerror(errno));
-                len += (size_t)n;
-                if (cap - len < 2)
-                        cr_assert_not_null(b = realloc(b, cap *= 2));
-        }
-        b[len] = '\0';
-        return b;
-}
-
 /* tarryq -C conf -j as nobody: its exit code, stdout and stderr. */
 static int tarryq_j_as_user(struct harness *h, char **out, char **err)
 {
-        char errpath[] = "/tmp/tarry-mailq-err.XXXXXX";
-        int efd = mkstemp(errpath);
-        cr_assert_geq(efd, 0);
-        int p[2];
-        cr_assert_eq(pipe(p), 0);
-        uid_t uid = user_uid();
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                if (dup2(p[1], 1) < 0 || dup2(efd, 2) < 0 || setgroups(0, NULL) < 0 ||
-                    setgid(uid) < 0 || setuid(uid) < 0)
-                        _exit(126);
-                execl(harness_binary("cli/tarryq"), "tarryq", "-C", h->conf, "-j", (char *)NULL);
-                _exit(127);
-        }
-        close(p[1]);
-        *out = slurp_fd(p[0]);
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        lseek(efd, 0, SEEK_SET);
-        *err = slurp_fd(efd);
-        close(efd);
-        unlink(errpath);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        const char *args[] = {"-j", NULL};
+        return harness_tarryq_as(h, user_uid(), args, out, err);
 }
 
 /* The recipients of the user's messages, as spool-gen names them. */
