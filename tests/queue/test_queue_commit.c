@@ -22,6 +22,7 @@
 
 #include "common/fileio.h"
 #include "queue/queue.h"
+#include "spool_fixture.h"
 
 /* ---- the wrapped calls ---- */
 
@@ -75,29 +76,16 @@ int64_t __wrap_now_realtime_us(void)
 
 /* ---- fixture ---- */
 
-static char spool[256];
-static struct queue *q;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st, (void)flag, (void)ftw;
-        return remove(path);
-}
-
 static void setup(void)
 {
         refuse_tmpfile = refuse_empty_path = false;
         tmpfile_opens = proc_links = pinned_left = 0;
-        snprintf(spool, sizeof(spool), "/tmp/tarry-commit-test-XXXXXX");
-        cr_assert_not_null(mkdtemp(spool));
-        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+        spool_fixture_open("commit-test");
 }
 
 static void teardown(void)
 {
-        queue_close(q);
-        q = NULL;
-        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        spool_fixture_close();
 }
 
 TestSuite(commit, .init = setup, .fini = teardown);
@@ -108,21 +96,6 @@ static struct queue *open_submit(void)
         struct queue *s = NULL;
         cr_assert_eq(queue_open(spool, QUEUE_OPEN_SUBMIT, &s), 0);
         return s;
-}
-
-static int count_entries(const char *sub)
-{
-        char path[512];
-        snprintf(path, sizeof(path), "%s/%s", spool, sub);
-        DIR *d = opendir(path);
-        cr_assert_not_null(d, "cannot open %s", path);
-        int n = 0;
-        struct dirent *de;
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
 }
 
 static struct envelope *sample_envelope(void)
