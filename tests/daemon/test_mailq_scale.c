@@ -22,22 +22,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/status_client.h"
 #include "harness.h"
+#include "status_helpers.h"
 
 #define QUEUED      5000 /* root's, but for: */
 #define OTHER_EVERY 100  /* one in a hundred from the first ... */
 #define OTHER_COUNT 5    /* ... five of them: the ordinary user's; then 4,600 root's to the end */
 #define READS       "tarry_queue_listing_filter_reads_total"
-
-static json_t *get_json(struct status_client *c, const char *path)
-{
-        long code = 0;
-        json_t *j = NULL;
-        cr_assert_eq(status_client_request_json(c, "GET", path, &code, &j), 0, "%s", path);
-        cr_assert_eq(code, 200, "%s: %ld", path, code);
-        return j;
-}
 
 static uid_t user_uid(void)
 {
@@ -72,20 +63,8 @@ static struct status_client *start(struct harness *h)
         harness_give_spool(h);
         harness_start(h);
         cr_assert_eq(chmod(h->dir, 0711), 0); /* like /run/tarry: users reach mailq.sock */
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
-        const char *ul[] = {u, NULL};
-        struct status_client *c = NULL;
-        cr_assert_eq(status_client_new(ul, &c), 0);
-        size_t total = 0;
-        for (int waited = 0; waited < 180000 && total != QUEUED; waited += 20) {
-                json_t *j = get_json(c, "/queue?limit=1&after=0000000000000000");
-                total = (size_t)json_integer_value(json_object_get(j, "total"));
-                json_decref(j);
-                if (total != QUEUED)
-                        harness_sleep_ms(20);
-        }
-        cr_assert_eq(total, QUEUED, "tarryd indexed %zu of %d messages", total, QUEUED);
+        struct status_client *c = status_connect(h);
+        wait_until_indexed(c, QUEUED);
         return c;
 }
 
@@ -150,11 +129,7 @@ Test(mailq_scale, an_ordinary_users_mailq_reads_no_one_elses_envelope, .timeout 
         struct status_client *c = start(&h);
         long reads_before = harness_metric(&h, READS);
 
-        struct ticker t = {.stop = false};
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);
-        const char *ul[] = {u, NULL};
-        cr_assert_eq(status_client_new(ul, &t.c), 0);
+        struct ticker t = {.stop = false, .c = status_connect(&h)};
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, tick, &t), 0);
         char *out, *err;
