@@ -445,7 +445,49 @@ static char *slurp_fd(int fd)
         return buf;
 }
 
+int harness_run_tarryd(struct harness *h, const char *conf, bool as_daemon, int timeout_ms,
+                       char *err, size_t errlen)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/other-tarryd.err", h->dir);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+                dup2(fd, 2);
+                unsetenv("NOTIFY_SOCKET");
+                if (as_daemon)
+                        harness_child_become_daemon(h);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", conf, (char *)NULL);
+                _exit(127);
+        }
+        int st = 0, code = -1;
+        for (int64_t end = harness_now_us() + timeout_ms * 1000LL; harness_now_us() < end;) {
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                        break;
+                }
+                harness_sleep_ms(10);
+        }
+        if (code == -1) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+        }
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(err, 1, errlen - 1, f) : 0;
+        err[n] = '\0';
+        if (f)
+                fclose(f);
+        return code;
+}
+
 int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err)
+{
+        return harness_tarryq_as(h, (uid_t)-1, args, out, err);
+}
+
+int harness_tarryq_as(struct harness *h, uid_t uid, const char *const *args, char **out, char **err)
 {
         char outpath[400], errpath[400];
         snprintf(outpath, sizeof(outpath), "%s/tarryq.out", h->dir);
@@ -457,6 +499,9 @@ int harness_tarryq(struct harness *h, const char *const *args, char **out, char 
                 int e = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
                 dup2(o, 1);
                 dup2(e, 2);
+                if (uid != (uid_t)-1 &&
+                    (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0))
+                        _exit(126);
                 const char *argv[32] = {"tarryq", "-C", h->conf};
                 size_t n = 3;
                 for (size_t i = 0; args && args[i] && n < 31; i++)

@@ -111,8 +111,17 @@ int harness_numbered_read(const char *path, int *lines, bool *ended);
 /* A simple message from sender to one recipient; fails the test unless sendmail exits 0. */
 void harness_send(struct harness *h, const char *sender, const char *rcpt, const char *subject);
 
+/* Run another tarryd -C conf (as root, or as the daemon user), at most
+ * timeout_ms: its exit code (-1 if it was still running and had to be
+ * killed), its stderr in err. */
+int harness_run_tarryd(struct harness *h, const char *conf, bool as_daemon, int timeout_ms,
+                       char *err, size_t errlen);
 /* Run tarryq -C conf ARGS…; stdout and stderr come back in malloc'd strings. */
 int harness_tarryq(struct harness *h, const char *const *args, char **out, char **err);
+/* The same as the user uid (its own uid as group, no supplementary groups);
+ * (uid_t)-1 runs it as the test does. Exits 126 if the switch fails. */
+int harness_tarryq_as(struct harness *h, uid_t uid, const char *const *args, char **out,
+                      char **err);
 
 /* GET path from the loopback status endpoint (HTTP/1.0): the whole response,
  * headers and body, malloc'd. */

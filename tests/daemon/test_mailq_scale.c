@@ -22,22 +22,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/status_client.h"
 #include "harness.h"
+#include "status_helpers.h"
 
 #define QUEUED      5000 /* root's, but for: */
 #define OTHER_EVERY 100  /* one in a hundred from the first ... */
 #define OTHER_COUNT 5    /* ... five of them: the ordinary user's; then 4,600 root's to the end */
 #define READS       "tarry_queue_listing_filter_reads_total"
-
-static json_t *get_json(struct status_client *c, const char *path)
-{
-        long code = 0;
-        json_t *j = NULL;
-        cr_assert_eq(status_client_request_json(c, "GET", path, &code, &j), 0, "%s", path);
-        cr_assert_eq(code, 200, "%s: %ld", path, code);
-        return j;
-}
 
 static uid_t user_uid(void)
 {
@@ -72,68 +63,16 @@ static struct status_client *start(struct harness *h)
         harness_give_spool(h);
         harness_start(h);
         cr_assert_eq(chmod(h->dir, 0711), 0); /* like /run/tarry: users reach mailq.sock */
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
-        const char *ul[] = {u, NULL};
-        struct status_client *c = NULL;
-        cr_assert_eq(status_client_new(ul, &c), 0);
-        size_t total = 0;
-        for (int waited = 0; waited < 180000 && total != QUEUED; waited += 20) {
-                json_t *j = get_json(c, "/queue?limit=1&after=0000000000000000");
-                total = (size_t)json_integer_value(json_object_get(j, "total"));
-                json_decref(j);
-                if (total != QUEUED)
-                        harness_sleep_ms(20);
-        }
-        cr_assert_eq(total, QUEUED, "tarryd indexed %zu of %d messages", total, QUEUED);
+        struct status_client *c = status_connect(h);
+        wait_until_indexed(c, QUEUED);
         return c;
-}
-
-static char *slurp_fd(int fd)
-{
-        size_t len = 0, cap = 4096;
-        char *b = malloc(cap);
-        cr_assert_not_null(b);
-        for (ssize_t n; (n = read(fd, b + len, cap - len - 1)) != 0;) {
-                if (n < 0 && errno == EINTR)
-                        continue;
-                cr_assert_gt(n, 0, "read: %s", strerror(errno));
-                len += (size_t)n;
-                if (cap - len < 2)
-                        cr_assert_not_null(b = realloc(b, cap *= 2));
-        }
-        b[len] = '\0';
-        return b;
 }
 
 /* tarryq -C conf -j as nobody: its exit code, stdout and stderr. */
 static int tarryq_j_as_user(struct harness *h, char **out, char **err)
 {
-        char errpath[] = "/tmp/tarry-mailq-err.XXXXXX";
-        int efd = mkstemp(errpath);
-        cr_assert_geq(efd, 0);
-        int p[2];
-        cr_assert_eq(pipe(p), 0);
-        uid_t uid = user_uid();
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                if (dup2(p[1], 1) < 0 || dup2(efd, 2) < 0 || setgroups(0, NULL) < 0 ||
-                    setgid(uid) < 0 || setuid(uid) < 0)
-                        _exit(126);
-                execl(harness_binary("cli/tarryq"), "tarryq", "-C", h->conf, "-j", (char *)NULL);
-                _exit(127);
-        }
-        close(p[1]);
-        *out = slurp_fd(p[0]);
-        close(p[0]);
-        int st;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        lseek(efd, 0, SEEK_SET);
-        *err = slurp_fd(efd);
-        close(efd);
-        unlink(errpath);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        const char *args[] = {"-j", NULL};
+        return harness_tarryq_as(h, user_uid(), args, out, err);
 }
 
 /* The recipients of the user's messages, as spool-gen names them. */
@@ -190,11 +129,7 @@ Test(mailq_scale, an_ordinary_users_mailq_reads_no_one_elses_envelope, .timeout 
         struct status_client *c = start(&h);
         long reads_before = harness_metric(&h, READS);
 
-        struct ticker t = {.stop = false};
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);
-        const char *ul[] = {u, NULL};
-        cr_assert_eq(status_client_new(ul, &t.c), 0);
+        struct ticker t = {.stop = false, .c = status_connect(&h)};
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, tick, &t), 0);
         char *out, *err;

@@ -19,20 +19,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/status_client.h"
 #include "harness.h"
+#include "status_helpers.h"
 
 #define QUEUED 250
 #define PAGE   100
-
-static json_t *get_json(struct status_client *c, const char *path)
-{
-        long code = 0;
-        json_t *j = NULL;
-        cr_assert_eq(status_client_request_json(c, "GET", path, &code, &j), 0, "%s", path);
-        cr_assert_eq(code, 200, "%s: %ld", path, code);
-        return j;
-}
 
 /* A spool of n deferred messages (bench/spool-gen), tarryd started on it and
  * every envelope read (start-up reads them after READY). */
@@ -41,20 +32,8 @@ static struct status_client *start_with_queue_conf(struct harness *h, int n, con
         harness_init(h, extra);
         harness_spool_deferred(h, n);
         harness_start(h);
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h->dir);
-        const char *ul[] = {u, NULL};
-        struct status_client *c = NULL;
-        cr_assert_eq(status_client_new(ul, &c), 0);
-        size_t total = 0;
-        for (int waited = 0; waited < 180000 && total != (size_t)n; waited += 20) {
-                json_t *j = get_json(c, "/queue?limit=1&after=0000000000000000");
-                total = (size_t)json_integer_value(json_object_get(j, "total"));
-                json_decref(j);
-                if (total != (size_t)n)
-                        harness_sleep_ms(20);
-        }
-        cr_assert_eq(total, (size_t)n, "tarryd read %zu of %d messages", total, n);
+        struct status_client *c = status_connect(h);
+        wait_until_indexed(c, (size_t)n);
         return c;
 }
 
@@ -220,11 +199,7 @@ Test(paging, status_is_answered_while_a_big_page_is_being_listed, .timeout = 300
 {
         struct harness h;
         struct status_client *c = start_with_queue(&h, BIG);
-        char u[400];
-        snprintf(u, sizeof(u), "unix:%s/status.sock", h.dir);
-        const char *ul[] = {u, NULL};
-        struct ticker t = {.stop = false};
-        cr_assert_eq(status_client_new(ul, &t.c), 0);
+        struct ticker t = {.stop = false, .c = status_connect(&h)};
 
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, tick, &t), 0);

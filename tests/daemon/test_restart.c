@@ -187,38 +187,14 @@ Test(restart, a_lock_held_past_the_bound_gives_up_with_75_naming_what_it_found, 
         laid_out(&h);
         pid_t dead = gone_pid();
         pid_t holder = hold_lock(&h, dead, 120000);
-        char err[400];
-        snprintf(err, sizeof(err), "%s/second.err", h.dir);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-                dup2(fd, 2);
-                unsetenv("NOTIFY_SOCKET");
-                harness_child_become_daemon(&h);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", h.conf, (char *)NULL);
-                _exit(127);
-        }
         int64_t t0 = harness_now_us();
-        int st = 0;
-        for (int64_t end = t0 + 60 * 1000000LL; harness_now_us() < end;) {
-                if (waitpid(pid, &st, WNOHANG) == pid)
-                        break;
-                harness_sleep_ms(20);
-        }
+        char out[2048];
+        int code = harness_run_tarryd(&h, h.conf, true, 60000, out, sizeof(out));
         int64_t took_ms = (harness_now_us() - t0) / 1000;
         kill(holder, SIGKILL);
         waitpid(holder, NULL, 0);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 75, "tarryd: status %d after %lld ms", st,
-                  (long long)took_ms);
+        cr_assert_eq(code, 75, "tarryd: exit %d after %lld ms: %s", code, (long long)took_ms, out);
         cr_assert_geq(took_ms, 9000, "gave up after %lld ms, before its 10 s", (long long)took_ms);
-        char out[2048] = "";
-        FILE *f = fopen(err, "r");
-        size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
-        out[n] = '\0';
-        if (f)
-                fclose(f);
         char want[600];
         snprintf(want, sizeof(want),
                  "tarryd: spool %s: state/tarryd.lock still locked after 10 s (pid %d, which took "

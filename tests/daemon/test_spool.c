@@ -48,46 +48,6 @@ static void init_routed(struct harness *h, struct fixture *f, const char *more)
         harness_init(h, extra);
 }
 
-/* Run another tarryd -C conf (as root, or as the daemon user), at most 20 s:
- * its exit code (-1 if it was still running and had to be killed), its
- * stderr in out. */
-static int run_other_tarryd(struct harness *h, const char *conf, bool as_daemon, char *out,
-                            size_t outlen)
-{
-        char path[400];
-        snprintf(path, sizeof(path), "%s/other-tarryd.err", h->dir);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-                dup2(fd, 2);
-                unsetenv("NOTIFY_SOCKET");
-                if (as_daemon)
-                        harness_child_become_daemon(h);
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                execl(harness_binary("daemon/tarryd"), "tarryd", "-C", conf, (char *)NULL);
-                _exit(127);
-        }
-        int st = 0, code = -1;
-        for (int i = 0; i < 2000; i++) {
-                if (waitpid(pid, &st, WNOHANG) == pid) {
-                        code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-                        break;
-                }
-                harness_sleep_ms(10);
-        }
-        if (code == -1) {
-                kill(pid, SIGKILL);
-                waitpid(pid, NULL, 0);
-        }
-        FILE *f = fopen(path, "r");
-        size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
-        out[n] = '\0';
-        if (f)
-                fclose(f);
-        return code;
-}
-
 static bool unix_socket_answers(const char *path)
 {
         struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -126,7 +86,7 @@ Test(spool, a_second_tarryd_on_the_same_spool_exits_75_and_touches_nothing, .tim
         harness_give(&h, abandoned);
 
         for (int as_daemon = 0; as_daemon <= 1; as_daemon++) {
-                int code = run_other_tarryd(&h, h.conf, as_daemon, out, sizeof(out));
+                int code = harness_run_tarryd(&h, h.conf, as_daemon, 20000, out, sizeof(out));
                 cr_assert_eq(code, 75, "second tarryd (%s): exit %d: %s",
                              as_daemon ? "as its user" : "as root", code, out);
                 snprintf(want, sizeof(want), "tarryd: spool %s is in use by tarryd (pid %d)",
@@ -165,7 +125,7 @@ Test(spool, a_socket_another_tarryd_accepts_on_is_not_unlinked, .timeout = 90)
         fputs(text, c);
         fclose(c);
         chmod(conf, 0644);
-        int code = run_other_tarryd(&h, conf, true, out, sizeof(out));
+        int code = harness_run_tarryd(&h, conf, true, 20000, out, sizeof(out));
         cr_assert_eq(code, 69, "exit %d: %s", code, out);
         cr_assert(strstr(out, "address in use"), "%s", out);
         cr_assert_eq(inode_of(sock), sock_ino, "the running tarryd's socket was replaced");
@@ -193,7 +153,7 @@ Test(spool, a_status_port_in_use_is_reported_as_in_use, .timeout = 60)
                  h.spool, (unsigned)ntohs(sa.sin_port));
         harness_write_config(&h, text);
         harness_layout_spool(&h);
-        int code = run_other_tarryd(&h, h.conf, true, out, sizeof(out));
+        int code = harness_run_tarryd(&h, h.conf, true, 20000, out, sizeof(out));
         cr_assert_eq(code, 69, "exit %d: %s", code, out);
         cr_assert(strstr(out, "address in use"), "%s", out);
         cr_assert_null(strstr(out, "expected unix:/path"), "%s", out);
@@ -276,7 +236,7 @@ Test(spool, a_link_planted_at_active_is_refused_and_its_target_keeps_its_owner, 
         cr_assert_eq(rmdir(active), 0);
         cr_assert_eq(symlink(target, active), 0);
         h.as_root = true;
-        int code = run_other_tarryd(&h, h.conf, false, out, sizeof(out));
+        int code = harness_run_tarryd(&h, h.conf, false, 20000, out, sizeof(out));
         cr_assert_eq(code, 73, "exit %d: %s", code, out);
         cr_assert(strstr(out, "active is a symbolic link, not a folder: refused"), "%s", out);
         struct stat st;

@@ -16,46 +16,19 @@
 #include "common/fileio.h"
 #include "queue/msgfile.h"
 #include "queue/queue.h"
-
-static char spool[256];
-static struct queue *q;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st, (void)flag, (void)ftw;
-        return remove(path);
-}
+#include "spool_fixture.h"
 
 static void setup(void)
 {
-        snprintf(spool, sizeof(spool), "/tmp/tarry-queue-test-XXXXXX");
-        cr_assert_not_null(mkdtemp(spool));
-        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+        spool_fixture_open("queue-test");
 }
 
 static void teardown(void)
 {
-        queue_close(q);
-        q = NULL;
-        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        spool_fixture_close();
 }
 
 TestSuite(queue, .init = setup, .fini = teardown);
-
-static int count_entries(const char *sub)
-{
-        char path[512];
-        snprintf(path, sizeof(path), "%s/%s", spool, sub);
-        DIR *d = opendir(path);
-        cr_assert_not_null(d, "cannot open %s", path);
-        int n = 0;
-        struct dirent *de;
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
-}
 
 static struct envelope *sample_envelope(void)
 {

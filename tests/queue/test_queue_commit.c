@@ -22,6 +22,7 @@
 
 #include "common/fileio.h"
 #include "queue/queue.h"
+#include "spool_fixture.h"
 
 /* ---- the wrapped calls ---- */
 
@@ -75,29 +76,16 @@ int64_t __wrap_now_realtime_us(void)
 
 /* ---- fixture ---- */
 
-static char spool[256];
-static struct queue *q;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st, (void)flag, (void)ftw;
-        return remove(path);
-}
-
 static void setup(void)
 {
         refuse_tmpfile = refuse_empty_path = false;
         tmpfile_opens = proc_links = pinned_left = 0;
-        snprintf(spool, sizeof(spool), "/tmp/tarry-commit-test-XXXXXX");
-        cr_assert_not_null(mkdtemp(spool));
-        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+        spool_fixture_open("commit-test");
 }
 
 static void teardown(void)
 {
-        queue_close(q);
-        q = NULL;
-        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        spool_fixture_close();
 }
 
 TestSuite(commit, .init = setup, .fini = teardown);
@@ -108,21 +96,6 @@ static struct queue *open_submit(void)
         struct queue *s = NULL;
         cr_assert_eq(queue_open(spool, QUEUE_OPEN_SUBMIT, &s), 0);
         return s;
-}
-
-static int count_entries(const char *sub)
-{
-        char path[512];
-        snprintf(path, sizeof(path), "%s/%s", spool, sub);
-        DIR *d = opendir(path);
-        cr_assert_not_null(d, "cannot open %s", path);
-        int n = 0;
-        struct dirent *de;
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                        n++;
-        closedir(d);
-        return n;
 }
 
 static struct envelope *sample_envelope(void)
@@ -182,6 +155,28 @@ static void assert_queued_body(const char *id, const void *text, size_t len)
         close(fd);
 }
 
+/* A submitting process that writes a draft, flushes it to the file with a
+ * large write, and dies before the commit. */
+static void die_while_drafting(void)
+{
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                struct queue *s = open_submit();
+                struct queue_draft *d;
+                if (queue_draft_begin(s, &d) < 0 || queue_draft_write(d, body, strlen(body)) < 0)
+                        _exit(1);
+                static char big[100000];
+                memset(big, 'x', sizeof(big));
+                if (queue_draft_write(d, big, sizeof(big)) < 0)
+                        _exit(1);
+                _exit(0);
+        }
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the drafting child failed");
+}
+
 /* ---- the unnamed draft ---- */
 
 Test(commit, a_submission_leaves_no_name_before_its_commit_and_one_after)
@@ -204,22 +199,7 @@ Test(commit, a_submission_leaves_no_name_before_its_commit_and_one_after)
 
 Test(commit, a_crash_before_the_commit_leaves_nothing_visible)
 {
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                struct queue *s = open_submit();
-                struct queue_draft *d;
-                if (queue_draft_begin(s, &d) < 0 || queue_draft_write(d, body, strlen(body)) < 0)
-                        _exit(1);
-                /* a large write flushes the body to the file; then the process dies */
-                static char big[100000];
-                memset(big, 'x', sizeof(big));
-                queue_draft_write(d, big, sizeof(big));
-                _exit(0);
-        }
-        int status;
-        waitpid(pid, &status, 0);
-        cr_assert_eq(WEXITSTATUS(status), 0);
+        die_while_drafting();
         cr_assert_eq(count_entries("incoming"), 0);
         cr_assert_eq(count_entries("tmp"), 0, "the dead writer's draft has a name in tmp/");
         cr_assert_eq(queue_recover_tmp(q), 0, "recovery found something to remove");
@@ -256,23 +236,32 @@ Test(commit, where_a_descriptor_cannot_be_linked_the_link_goes_through_proc)
         queue_close(s);
 }
 
+/* Pins the clock at a microsecond 5 s ago (pinned_left still 0) and fills
+ * folder with all 4096 IDs of it, each a file holding text; prefix gets the
+ * IDs' common start (the time part). */
+static void take_every_id_of_a_microsecond(const char *folder, const char *text,
+                                           char prefix[QUEUE_ID_LEN + 1])
+{
+        pinned_us = __real_now_realtime_us() - 5000000;
+        snprintf(prefix, QUEUE_ID_LEN + 1, "%08X%05X", (unsigned)(pinned_us / 1000000),
+                 (unsigned)(pinned_us % 1000000));
+        for (unsigned r = 0; r < 0x1000; r++) {
+                char path[512];
+                snprintf(path, sizeof(path), "%s/%s/%s%03X", spool, folder, prefix, r);
+                FILE *f = fopen(path, "w");
+                cr_assert_not_null(f);
+                fputs(text, f);
+                cr_assert_eq(fclose(f), 0);
+        }
+}
+
 /* An ID is the time to the microsecond and 12 random bits: with the clock
  * pinned for one draw and all 4096 IDs of that microsecond taken, the first
  * ID collides whatever the random bits, and the commit must pick another. */
 Test(commit, a_taken_id_gets_the_message_another_id)
 {
-        pinned_us = __real_now_realtime_us() - 5000000; /* a microsecond 5 s ago */
         char prefix[QUEUE_ID_LEN + 1];
-        snprintf(prefix, sizeof(prefix), "%08X%05X", (unsigned)(pinned_us / 1000000),
-                 (unsigned)(pinned_us % 1000000));
-        for (unsigned r = 0; r < 0x1000; r++) {
-                char path[512];
-                snprintf(path, sizeof(path), "%s/incoming/%s%03X", spool, prefix, r);
-                FILE *f = fopen(path, "w");
-                cr_assert_not_null(f);
-                fputs("someone else's message", f);
-                fclose(f);
-        }
+        take_every_id_of_a_microsecond("incoming", "someone else's message", prefix);
         struct queue *s = open_submit();
         pinned_left = 1;
         struct envelope *env = submit(s, body, strlen(body));
@@ -297,18 +286,8 @@ Test(commit, a_taken_id_gets_the_message_another_id)
  * leave incoming/. The commit must pick an ID free in every folder. */
 Test(commit, an_id_taken_in_active_gets_the_message_another_id)
 {
-        pinned_us = __real_now_realtime_us() - 5000000;
         char prefix[QUEUE_ID_LEN + 1];
-        snprintf(prefix, sizeof(prefix), "%08X%05X", (unsigned)(pinned_us / 1000000),
-                 (unsigned)(pinned_us % 1000000));
-        for (unsigned r = 0; r < 0x1000; r++) {
-                char path[512];
-                snprintf(path, sizeof(path), "%s/active/%s%03X", spool, prefix, r);
-                FILE *f = fopen(path, "w");
-                cr_assert_not_null(f);
-                fputs("a queued message", f);
-                fclose(f);
-        }
+        take_every_id_of_a_microsecond("active", "a queued message", prefix);
         struct queue *s = open_submit();
         pinned_left = 1;
         struct envelope *env = submit(s, body, strlen(body));
@@ -356,21 +335,7 @@ Test(commit, without_o_tmpfile_the_fallback_commits_the_same_bytes)
 Test(commit, without_o_tmpfile_a_crash_leaves_a_draft_that_recovery_removes)
 {
         refuse_tmpfile = true;
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                struct queue *s = open_submit();
-                struct queue_draft *d;
-                if (queue_draft_begin(s, &d) < 0 || queue_draft_write(d, body, strlen(body)) < 0)
-                        _exit(1);
-                static char big[100000];
-                memset(big, 'x', sizeof(big));
-                queue_draft_write(d, big, sizeof(big));
-                _exit(0);
-        }
-        int status;
-        waitpid(pid, &status, 0);
-        cr_assert_eq(WEXITSTATUS(status), 0);
+        die_while_drafting();
         cr_assert_eq(count_entries("incoming"), 0);
         cr_assert_eq(count_entries("tmp"), 1);
         cr_assert_eq(queue_recover_tmp(q), 1);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "spool_fixture.h"
 
 int __real_fsync(int fd);
 int __wrap_fsync(int fd);
@@ -36,26 +37,14 @@ int __wrap_fsync(int fd)
         return __real_fsync(fd);
 }
 
-static char spool[256];
-static struct queue *q;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st, (void)flag, (void)ftw;
-        return remove(path);
-}
-
 static void setup(void)
 {
-        snprintf(spool, sizeof(spool), "/tmp/tarry-queue-sync-XXXXXX");
-        cr_assert_not_null(mkdtemp(spool));
-        cr_assert_eq(queue_open(spool, QUEUE_OPEN_CREATE, &q), 0);
+        spool_fixture_open("queue-sync");
 }
 
 static void teardown(void)
 {
-        queue_close(q);
-        nftw(spool, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        spool_fixture_close();
 }
 
 TestSuite(queue_sync, .init = setup, .fini = teardown);
