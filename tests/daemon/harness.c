@@ -203,6 +203,17 @@ void harness_init(struct harness *h, const char *extra)
         write_file(h->conf, text);
 }
 
+void harness_init_routed(struct harness *h, unsigned port, int max_connections)
+{
+        char extra[512];
+        snprintf(extra, sizeof(extra),
+                 "[smtp]\nmax_connections = %d\n[transport]\nexample.test = [127.0.0.1]:%u\n",
+                 max_connections, port);
+        harness_init(h, extra);
+        harness_start(h);
+        cr_assert_eq(harness_stop(h, SIGTERM, 3000), 0);
+}
+
 /* The loopback status port tarryd chose ("status endpoint on loopback port N"). */
 static void read_port(struct harness *h)
 {

@@ -57,6 +57,10 @@ void harness_give_spool(const struct harness *h);
 /* Make the temp dir and write tarry.conf: the common settings (spool, user,
  * short timeouts) followed by extra (more INI text, may be NULL). */
 void harness_init(struct harness *h, const char *extra);
+/* harness_init for the crash tests: example.test routed to 127.0.0.1:port
+ * with at most max_connections, and tarryd started and stopped once so the
+ * spool exists before messages are spooled into it. */
+void harness_init_routed(struct harness *h, unsigned port, int max_connections);
 /* Lay the spool out as tmpfiles.d does (harness_start does it first). */
 void harness_layout_spool(struct harness *h);
 /* Lay the spool out and fill it with n messages by bench/spool-gen, each

@@ -56,13 +56,7 @@ Test(remove, kill_9_during_removals_resends_nothing_and_leaves_nothing_behind, .
         cr_assert_eq(fixture_new("127.0.0.1", &f), 0);
         cr_assert_eq(fixture_start(f, 0), 0);
         struct harness h;
-        char extra[512];
-        snprintf(extra, sizeof(extra),
-                 "[smtp]\nmax_connections = %d\n[transport]\nexample.test = [127.0.0.1]:%u\n",
-                 MAX_CONNECTIONS, fixture_port(f));
-        harness_init(&h, extra);
-        harness_start(&h); /* creates the spool */
-        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_init_routed(&h, fixture_port(f), MAX_CONNECTIONS);
         for (int i = 0; i < MESSAGES; i++) {
                 char rcpt[64], subject[32];
                 snprintf(rcpt, sizeof(rcpt), "u%d@example.test", i);

@@ -45,13 +45,7 @@ Test(restart, kill_9_with_busy_workers_then_start_at_once_works_and_sends_each_m
         cr_assert_eq(fixture_set(f, "delay:data", hold), 0);
         cr_assert_eq(fixture_start(f, 0), 0);
         struct harness h;
-        char extra[512];
-        snprintf(extra, sizeof(extra),
-                 "[smtp]\nmax_connections = %d\n[transport]\nexample.test = [127.0.0.1]:%u\n",
-                 MAX_CONNECTIONS, fixture_port(f));
-        harness_init(&h, extra);
-        harness_start(&h); /* lays the spool out */
-        cr_assert_eq(harness_stop(&h, SIGTERM, 3000), 0);
+        harness_init_routed(&h, fixture_port(f), MAX_CONNECTIONS);
         for (int i = 0; i < MESSAGES; i++) {
                 char rcpt[64];
                 snprintf(rcpt, sizeof(rcpt), "u%d@example.test", i);
