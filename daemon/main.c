@@ -670,7 +670,8 @@ static int run(struct tarryd *d, const struct options *o)
         if (r != 0)
                 return r;
 
-        log_info("started: %zu message(s) queued, spool %s; %zu from state/%s, %zu to read",
+        log_info("started: %zu message(s) queued, spool %s; %zu from state/%s (due soon), %zu "
+                 "listed to read or apply after READY",
                  msgindex_count(d->index), d->cfg->spool_dir, startup_from_snapshot(d),
                  QUEUE_SNAP_FILE, startup_unread(d));
         d->starting = false;
@@ -684,7 +685,7 @@ static int run(struct tarryd *d, const struct options *o)
         remover_free(d->remover); /* the batch under way; the rest is recovery's */
         d->remover = NULL;
         startup_write_snapshot(d); /* the next start needs no envelope */
-        deliver_write_dirty(d);          /* a last try for state a full disk kept in memory */
+        deliver_write_dirty(d);    /* a last try for state a full disk kept in memory */
         log_info("stopped");
         queue_sync(d->queue);
         if (d->sched)

@@ -156,11 +156,18 @@ static int order_insert(struct msgindex *ix, struct msg *m, uint64_t key)
         }
         ix->order[at] = (struct slot){.key = key, .m = m};
         ix->n_order++;
-        if (at == ix->n_order - 1) {
-                ix->live[at >> BLOCK_SHIFT]++;
-                return 0;
-        }
-        recount_from(ix, at >> BLOCK_SHIFT); /* the moved slots changed blocks */
+        ix->live[at >> BLOCK_SHIFT]++;
+        /* the moved slots went up one: the one now first in each later block
+         * came from the block before (a count per block, not a recount of
+         * the blocks: an insert just below the last ID, the start's usual
+         * case once new mail is indexed before the snapshot's records, took
+         * a fifth of the start scanning 1,024 slots each) */
+        for (size_t j = ((at >> BLOCK_SHIFT) + 1) << BLOCK_SHIFT; j < ix->n_order;
+             j += (size_t)1 << BLOCK_SHIFT)
+                if (ix->order[j].m) {
+                        ix->live[(j >> BLOCK_SHIFT) - 1]--;
+                        ix->live[j >> BLOCK_SHIFT]++;
+                }
         return 0;
 }
 

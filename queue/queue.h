@@ -446,6 +446,23 @@ void queue_snap_abort(struct queue_snap_writer *w);
 /* The record count a snapshot's header claims (0 without a header): a
  * hint to reserve room before queue_snap_parse has checked anything. */
 size_t queue_snap_count(const char *buf, size_t len);
+/* A snapshot read a record at a time (tarryd applies the records in slices
+ * after READY): the file's bytes stay the caller's, the cursor points into
+ * them. A copy of a cursor reads the same records again. */
+struct queue_snap_cursor {
+        const unsigned char *p, *end;
+        uint64_t left; /* records not yet read */
+        bool has_uid;  /* TARRYIX3 */
+};
+/* Check the header, the checksum and the fingerprint, and set c before the
+ * first record: -EBADMSG (why says how) for a file that is not whole,
+ * -ESTALE for another configuration's. */
+int queue_snap_open(const char *buf, size_t len, uint64_t fingerprint, struct queue_snap_cursor *c,
+                    const char **why);
+/* The record at c into *r and c past it: 1; 0 after the last one (the file
+ * used to its end); -EBADMSG (why) for a record that does not hold (then
+ * the ones before it were good: the checksum held). */
+int queue_snap_next(struct queue_snap_cursor *c, struct queue_snap_rec *r, const char **why);
 /* Check the header, the checksum and the fingerprint, then call cb for each
  * record (a non-zero return stops and is returned). -EBADMSG (why says how)
  * for a file that is not whole, -ESTALE for another configuration's. */

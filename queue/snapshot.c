@@ -199,9 +199,8 @@ size_t queue_snap_count(const char *buf, size_t len)
         return count <= (len - HEADER_LEN) / (v3 ? REC_MIN : REC_MIN_V2) ? (size_t)count : 0;
 }
 
-int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
-                     int (*cb)(const struct queue_snap_rec *r, void *userdata), void *userdata,
-                     const char **why)
+int queue_snap_open(const char *buf, size_t len, uint64_t fingerprint, struct queue_snap_cursor *c,
+                    const char **why)
 {
         uint64_t fp, count, payload, sum;
         bool v1 = len >= HEADER_LEN && memcmp(buf, MAGIC_V1, 8) == 0;
@@ -214,40 +213,64 @@ int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
         memcpy(&sum, buf + 32, 8);
         if (payload != len - HEADER_LEN)
                 return *why = "its length differs from its header's", -EBADMSG;
-        const unsigned char *p = (const unsigned char *)buf + HEADER_LEN, *end = p + payload;
         if (checksum(buf, len, v1) != sum)
                 return *why = "its checksum does not match", -EBADMSG;
         if (fp != fingerprint)
                 return *why = "written under another configuration", -ESTALE;
-        struct queue_snap_rec r;
-        bool has_uid = !v1 && !v2; /* TARRYIX3 */
-        for (uint64_t i = 0; i < count; i++) {
-                uint8_t dir, n;
-                r.uid = QUEUE_SNAP_UID_UNKNOWN; /* an older record's: learnt from its envelope */
-                /* every field the callback may read is taken below: no
-                 * memset of the 8 KB of works per record (3 % of a start) */
-                if (!take(&p, end, r.id, QUEUE_ID_LEN) || !take(&p, end, &dir, 1) ||
-                    !take(&p, end, &r.reply_class, 1) || !take(&p, end, &r.n_pending, 4) ||
-                    !take(&p, end, &r.size, 8) || !take(&p, end, &r.arrival_us, 8) ||
-                    !take(&p, end, &r.next_attempt_us, 8) ||
-                    (has_uid && !take(&p, end, &r.uid, 4)) || !take(&p, end, &n, 1))
-                        return *why = "a record is cut short", -EBADMSG;
-                r.id[QUEUE_ID_LEN] = '\0';
-                if (!queue_id_valid(r.id) || (dir != QUEUE_ACTIVE && dir != QUEUE_HOLD) ||
-                    n > QUEUE_SNAP_WORKS_MAX)
-                        return *why = "a record is invalid", -EBADMSG;
-                r.dir = (enum queue_dir)dir;
-                r.n_works = n;
-                for (unsigned j = 0; j < n; j++)
-                        if (!take(&p, end, &r.works[j].due_us, 8) ||
-                            !take_str(&p, end, r.works[j].destination, false) ||
-                            !take_str(&p, end, r.works[j].source, true))
-                                return *why = "a record's destination is invalid", -EBADMSG;
-                int c = cb(&r, userdata);
-                if (c)
-                        return c;
-        }
-        if (p != end)
-                return *why = "bytes after the last record", -EBADMSG;
+        c->p = (const unsigned char *)buf + HEADER_LEN;
+        c->end = c->p + payload;
+        c->left = count;
+        c->has_uid = !v1 && !v2; /* TARRYIX3 */
         return 0;
+}
+
+int queue_snap_next(struct queue_snap_cursor *c, struct queue_snap_rec *r, const char **why)
+{
+        if (c->left == 0) {
+                if (c->p != c->end)
+                        return *why = "bytes after the last record", -EBADMSG;
+                return 0;
+        }
+        const unsigned char *p = c->p, *end = c->end;
+        uint8_t dir, n;
+        r->uid = QUEUE_SNAP_UID_UNKNOWN; /* an older record's: learnt from its envelope */
+        /* every field a reader may use is taken below: no memset of the
+         * 8 KB of works per record (3 % of a start) */
+        if (!take(&p, end, r->id, QUEUE_ID_LEN) || !take(&p, end, &dir, 1) ||
+            !take(&p, end, &r->reply_class, 1) || !take(&p, end, &r->n_pending, 4) ||
+            !take(&p, end, &r->size, 8) || !take(&p, end, &r->arrival_us, 8) ||
+            !take(&p, end, &r->next_attempt_us, 8) || (c->has_uid && !take(&p, end, &r->uid, 4)) ||
+            !take(&p, end, &n, 1))
+                return *why = "a record is cut short", -EBADMSG;
+        r->id[QUEUE_ID_LEN] = '\0';
+        if (!queue_id_valid(r->id) || (dir != QUEUE_ACTIVE && dir != QUEUE_HOLD) ||
+            n > QUEUE_SNAP_WORKS_MAX)
+                return *why = "a record is invalid", -EBADMSG;
+        r->dir = (enum queue_dir)dir;
+        r->n_works = n;
+        for (unsigned j = 0; j < n; j++)
+                if (!take(&p, end, &r->works[j].due_us, 8) ||
+                    !take_str(&p, end, r->works[j].destination, false) ||
+                    !take_str(&p, end, r->works[j].source, true))
+                        return *why = "a record's destination is invalid", -EBADMSG;
+        c->p = p;
+        c->left--;
+        return 1;
+}
+
+int queue_snap_parse(const char *buf, size_t len, uint64_t fingerprint,
+                     int (*cb)(const struct queue_snap_rec *r, void *userdata), void *userdata,
+                     const char **why)
+{
+        struct queue_snap_cursor c;
+        int r = queue_snap_open(buf, len, fingerprint, &c, why);
+        if (r < 0)
+                return r;
+        struct queue_snap_rec rec;
+        while ((r = queue_snap_next(&c, &rec, why)) > 0) {
+                int k = cb(&rec, userdata);
+                if (k)
+                        return k;
+        }
+        return r;
 }

@@ -167,7 +167,8 @@ Test(mailq_scale, the_owner_is_still_known_after_a_restart_from_the_snapshot, .t
         cr_assert_eq(stat(snap, &st), 0, "no snapshot written at a clean stop");
         harness_start(&h);
         char want[128];
-        snprintf(want, sizeof(want), "%d from state/index.snap, 0 to read", QUEUED);
+        snprintf(want, sizeof(want), "read: %d from state/index.snap, 0 from their envelopes",
+                 QUEUED);
         cr_assert(harness_wait_log(&h, want, 1, 120000), "not a start from the snapshot; see %s",
                   h.log);
         cr_assert_eq(chmod(h.dir, 0711), 0);

@@ -655,7 +655,8 @@ Test(status_e2e, status_counts_stay_exact_through_a_message_s_whole_life, .timeo
         json_t *before = get(s.unix_c, "/status", 200);
         cr_assert_eq(harness_stop(&s.h, SIGTERM, 10000), 0);
         harness_start(&s.h);
-        cr_assert(harness_log_contains(&s.h, "4 from state/index.snap, 0 to read"),
+        cr_assert(harness_wait_log(&s.h, "read: 4 from state/index.snap, 0 from their envelopes", 1,
+                                   30000),
                   "tarryd did not start from its snapshot; see %s", s.h.log);
         status_client_free(s.tcp_c);
         connect_tcp(&s); /* its port is new */

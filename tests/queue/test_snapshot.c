@@ -74,6 +74,43 @@ Test(snapshot, records_are_read_back_as_written)
         free(buf);
 }
 
+/* tarryd goes through the records once before READY and applies them in
+ * slices after it: a cursor reads them one at a time, a copy of it reads
+ * the same records again, and the end is the end of the file. */
+Test(snapshot, a_cursor_reads_the_records_one_at_a_time_and_a_copy_reads_them_again)
+{
+        size_t len;
+        char *buf = two_records(&len);
+        struct queue_snap_cursor c, again;
+        const char *why = NULL;
+        cr_assert_eq(queue_snap_open(buf, len, FP + 1, &c, &why), -ESTALE);
+        cr_assert_eq(queue_snap_open(buf, len - 1, FP, &c, &why), -EBADMSG);
+        cr_assert_eq(queue_snap_open(buf, len, FP, &c, &why), 0);
+        cr_assert_eq(c.left, 2);
+        static struct queue_snap_rec r;
+        again = c;
+        cr_assert_eq(queue_snap_next(&c, &r, &why), 1);
+        cr_assert_str_eq(r.id, "6B16AC12E0F9D6C8");
+        cr_assert_eq(r.n_works, 2);
+        cr_assert_str_eq(r.works[1].destination, "[127.0.0.1]:2525");
+        struct queue_snap_cursor second = c;
+        cr_assert_eq(queue_snap_next(&c, &r, &why), 1);
+        cr_assert_str_eq(r.id, "6B16AC12E0F9D6C9");
+        cr_assert_eq(r.dir, QUEUE_HOLD);
+        cr_assert_eq(queue_snap_next(&c, &r, &why), 0, "two records, no third");
+        cr_assert_eq(queue_snap_next(&c, &r, &why), 0);
+        cr_assert_eq(queue_snap_next(&second, &r, &why), 1);
+        cr_assert_str_eq(r.id, "6B16AC12E0F9D6C9", "a copy reads from where it was made");
+        cr_assert_eq(queue_snap_next(&again, &r, &why), 1);
+        cr_assert_str_eq(r.id, "6B16AC12E0F9D6C8");
+        /* a cursor told to stop after one record (the start uses the records
+         * before a bad one) finds bytes after it */
+        again.left = 0;
+        cr_assert_eq(queue_snap_next(&again, &r, &why), -EBADMSG);
+        cr_assert_str_eq(why, "bytes after the last record");
+        free(buf);
+}
+
 Test(snapshot, every_flipped_byte_or_cut_is_refused_before_any_record)
 {
         size_t len;
