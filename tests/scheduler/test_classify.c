@@ -626,3 +626,20 @@ Test(classify, sixth_round_enhanced_codes_and_receiver_states)
         cr_assert_eq(classify("452 4.4.5 Rate limit exceeded, try again later.").cls,
                      CLASS_RATE_LIMIT);
 }
+
+Test(classify, an_enhanced_code_after_a_vendor_tag_is_the_replys)
+{
+        struct sched_verdict v =
+            classify("451 mx2.example.net 4.4.1 Temporary failure, please retry");
+        cr_assert_str_eq(v.enhanced, "4.4.1");
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        v = classify("450 spamgw_7 4.7.1 Recipient address rejected: Policy rejection");
+        cr_assert_str_eq(v.enhanced, "4.7.1");
+        cr_assert_eq(v.cls, CLASS_POLICY);
+        /* a plain word before a number is not a tag */
+        v = classify("452 Quota 4.2.2 reached for this sender today");
+        cr_assert_str_eq(v.enhanced, "");
+        /* a leading enhanced code still wins over a later one */
+        v = classify("451 4.3.0 relay.example.net 4.4.1 said: try later");
+        cr_assert_str_eq(v.enhanced, "4.3.0");
+}
