@@ -62,6 +62,25 @@ static size_t enhanced_len_at(const char *p, const char *end)
         return (size_t)(q - p);
 }
 
+/* A vendor tag or host name before the enhanced code ("451 cuda_nsu 4.4.3
+ * ...", "421 mx1.example.net 4.7.0 ..."): one token of letters, digits and
+ * "_.-" with at least one of "_.-" or a digit (so a plain word is not taken
+ * for a tag), then a space. Its length, else 0. */
+static size_t tag_len_at(const char *p, const char *end)
+{
+        const char *q = p;
+        bool marked = false;
+        while (q < end && q - p < 32 &&
+               (isalnum((unsigned char)*q) || *q == '_' || *q == '.' || *q == '-')) {
+                if (!isalpha((unsigned char)*q))
+                        marked = true;
+                q++;
+        }
+        if (q == p || !marked || q >= end || *q != ' ')
+                return 0;
+        return (size_t)(q - p);
+}
+
 static void append_line(struct parsed *pr, size_t *len, const char *p, const char *end)
 {
         while (p < end && (*p == ' ' || *p == '\t'))
@@ -132,6 +151,16 @@ static void parse_reply(const struct sched_reply *r, struct parsed *pr)
                         if (first && pr->enhanced[0] == '\0' && el < SCHED_ENH_MAX)
                                 memcpy(pr->enhanced, p, el);
                         p += el;
+                } else if (first && pr->enhanced[0] == '\0') {
+                        /* the code after a vendor tag: taken, and cut from the
+                         * text as a leading one is; the tag stays */
+                        size_t tag = tag_len_at(p, le);
+                        size_t te = tag ? enhanced_len_at(p + tag + 1, le) : 0;
+                        if (te > 0 && te < SCHED_ENH_MAX) {
+                                memcpy(pr->enhanced, p + tag + 1, te);
+                                append_line(pr, &len, p, p + tag);
+                                p += tag + 1 + te;
+                        }
                 }
                 append_line(pr, &len, p, le);
                 first = false;

@@ -626,3 +626,49 @@ Test(classify, sixth_round_enhanced_codes_and_receiver_states)
         cr_assert_eq(classify("452 4.4.5 Rate limit exceeded, try again later.").cls,
                      CLASS_RATE_LIMIT);
 }
+
+Test(classify, seventh_round_concepts_shared_by_several_sources)
+{
+        static const struct class_case cases[] = {
+            /* the HELO name's DNS lookup failed: the path, not a policy verdict */
+            {"450 4.7.1 <gw.example.net>: Helo command rejected: Host name lookup failure",
+             CLASS_ROUTING},
+            /* a cap on concurrent connections or sessions is a rate limit, whatever the
+             * X.3.x code says */
+            {"421 4.3.2 Concurrent connections from this client over the allowed number",
+             CLASS_RATE_LIMIT},
+            /* "<subject> <word> not exist": a soft user unknown */
+            {"450 Recipient folder not exist", CLASS_ROUTING},
+            /* a check in progress is a deliberate first-time deferral (convention 1) */
+            {"450 4.7.1 Sender checking in progress, come back in a while", CLASS_GREYLIST},
+            /* mail arriving too fast names a rate */
+            {"421 Messages arriving too quickly from your server", CLASS_RATE_LIMIT},
+            /* a violation names a policy */
+            {"451 4.7.1 Message violates local rules, try again later", CLASS_POLICY},
+            /* the receiver's name server is DNS trouble */
+            {"451 Temporary failure contacting the name server", CLASS_ROUTING},
+        };
+        expect_classes(cases, sizeof(cases) / sizeof(cases[0]));
+        /* the server-wide connection cap stays the receiver's load */
+        cr_assert_eq(classify("421 4.3.2 The maximum number of concurrent server connections has "
+                              "exceeded a limit, closing transmission channel")
+                         .cls,
+                     CLASS_OVERLOAD);
+}
+
+Test(classify, an_enhanced_code_after_a_vendor_tag_is_the_replys)
+{
+        struct sched_verdict v =
+            classify("451 mx2.example.net 4.4.1 Temporary failure, please retry");
+        cr_assert_str_eq(v.enhanced, "4.4.1");
+        cr_assert_eq(v.cls, CLASS_ROUTING);
+        v = classify("450 spamgw_7 4.7.1 Recipient address rejected: Policy rejection");
+        cr_assert_str_eq(v.enhanced, "4.7.1");
+        cr_assert_eq(v.cls, CLASS_POLICY);
+        /* a plain word before a number is not a tag */
+        v = classify("452 Quota 4.2.2 reached for this sender today");
+        cr_assert_str_eq(v.enhanced, "");
+        /* a leading enhanced code still wins over a later one */
+        v = classify("451 4.3.0 relay.example.net 4.4.1 said: try later");
+        cr_assert_str_eq(v.enhanced, "4.3.0");
+}

@@ -56,6 +56,7 @@ def fold_of(g):
 
 
 ENH = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
+TAGGED = re.compile(r"^([A-Za-z0-9_.-]{1,32}) ([245]\.\d{1,3}\.\d{1,3})(?=\s|$)")
 
 
 def parse(reply):
@@ -73,6 +74,12 @@ def parse(reply):
             if n == 0:
                 enh = m.group(0)
             line = line[m.end():].lstrip(" \t")
+        elif n == 0:
+            # a vendor tag or host name before the code (classify.c tag_len_at)
+            m = TAGGED.match(line)
+            if m and re.search(r"[^A-Za-z]", m.group(1)):
+                enh = m.group(2)
+                line = m.group(1) + line[m.end():]
         if line:
             parts.append(re.sub(r"[\x00-\x1f\x7f]", " ", line))
     text = " ".join(parts)
