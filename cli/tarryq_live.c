@@ -36,6 +36,28 @@ static void warn_offline(struct status_client *c)
                 c ? status_client_last_error(c) : "no status_listen configured");
 }
 
+/* A page's "unread": messages tarryd listed at start and has not read yet,
+ * so no page shows them; the most any page said. */
+static void note_unread(const json_t *head, size_t *unread)
+{
+        json_t *u = json_object_get(head, "unread");
+        if (json_is_integer(u) && json_integer_value(u) > 0 &&
+            (size_t)json_integer_value(u) > *unread)
+                *unread = (size_t)json_integer_value(u);
+}
+
+/* After the listing, on stderr: a listing made while tarryd was still
+ * reading its queue after a start lacks what it had not read. */
+static void warn_unread(size_t unread)
+{
+        if (unread)
+                fprintf(stderr,
+                        "tarryq: warning: tarryd is still reading its queue after a start (%zu "
+                        "message(s) not read yet): this listing may be incomplete; list again "
+                        "in a moment\n",
+                        unread);
+}
+
 /* An envelope good enough for the postqueue -p printer, from a -j object. */
 static struct envelope *envelope_from_listing(json_t *o)
 {
@@ -76,7 +98,7 @@ static struct envelope *envelope_from_listing(json_t *o)
 /* Every message the daemon lists, page by page. Each page starts after the
  * last ID of the one before (a cursor, not an offset): messages that arrive
  * or leave meanwhile shift nothing, so none is listed twice or skipped. */
-static int fetch_all(struct status_client *c, json_t *all)
+static int fetch_all(struct status_client *c, json_t *all, size_t *unread)
 {
         char after[32] = "0000000000000000"; /* below every queue ID: the first page */
         for (;;) {
@@ -89,6 +111,7 @@ static int fetch_all(struct status_client *c, json_t *all)
                         return r;
                 if (code != 200)
                         return -EPROTO;
+                note_unread(page, unread);
                 json_t *msgs = json_object_get(page, "messages");
                 size_t n = json_array_size(msgs);
                 json_array_extend(all, msgs);
@@ -148,6 +171,7 @@ struct jstream {
         size_t lines;                /* of this page, the head included */
         size_t n;                    /* messages of this page */
         size_t total;                /* left from the cursor, says the head (SIZE_MAX: null) */
+        size_t unread;               /* the most a head said (note_unread) */
         bool ended;                  /* "]}" seen */
         char last[QUEUE_ID_LEN + 1]; /* queue ID of the page's last message */
         char *out;                   /* the page's message lines, printed once it is whole */
@@ -182,6 +206,7 @@ static int page_line(struct jstream *js, char *line, size_t len)
                 if (keep(&js->line, &js->cap, &js->len, "]}", 2) < 0)
                         return -ENOMEM;
                 _cleanup_(json_decrefp) json_t *head = json_loadb(js->line, js->len, 0, NULL);
+                note_unread(head, &js->unread);
                 json_t *t = json_object_get(head, "total");
                 if (json_is_null(t)) {
                         js->total = SIZE_MAX; /* not counted (a filtered listing) */
@@ -274,6 +299,7 @@ static int tarryq_list_json(struct status_client *c, const char *config_path)
         int r = stream_all(c, &js);
         free(js.line);
         free(js.out);
+        warn_unread(js.unread);
         if (r == -EIO) {
                 status_client_free(c);
                 fprintf(stderr, "tarryq: writing the listing: %s\n", strerror(EIO));
@@ -309,12 +335,15 @@ int tarryq_list(const char *config_path, bool json)
                 return tarryq_list_json(c, config_path);
         }
         json_t *all = json_array();
-        int r = c && all ? fetch_all(c, all) : STATUS_CLIENT_NOT_ANSWERING;
+        size_t unread = 0;
+        int r = c && all ? fetch_all(c, all, &unread) : STATUS_CLIENT_NOT_ANSWERING;
         cfg_free(cfg);
         if (r == 0) {
                 status_client_free(c);
                 ex = print_listing(all, json);
                 json_decref(all);
+                fflush(stdout);
+                warn_unread(unread);
                 return ex;
         }
         json_decref(all);
@@ -441,9 +470,16 @@ static void say_still_suspended(struct status_client *c)
 static int each_listed(struct status_client *c, char action)
 {
         _cleanup_(json_decrefp) json_t *all = json_array();
-        int r = fetch_all(c, all);
+        size_t unread = 0;
+        int r = fetch_all(c, all, &unread);
         if (r < 0)
                 return EX_UNAVAILABLE;
+        if (unread) /* what it has not read is not listed: not touched either */
+                fprintf(stderr,
+                        "tarryq: warning: tarryd is still reading its queue after a start (%zu "
+                        "message(s) not read yet): those are left as they are; run again in a "
+                        "moment\n",
+                        unread);
         size_t i, n = 0;
         json_t *o;
         json_array_foreach (all, i, o) {
@@ -686,6 +722,9 @@ static void print_status(json_t *st)
                (unsigned long long)rep.queue.total, (unsigned long long)rep.queue.incoming,
                (unsigned long long)rep.queue.active, (unsigned long long)rep.queue.deferred,
                (unsigned long long)rep.queue.hold, (unsigned long long)rep.queue.corrupt);
+        if (rep.queue.unread)
+                printf("still reading the queue after a start: %llu message(s) not counted yet\n",
+                       (unsigned long long)rep.queue.unread);
         print_time("oldest arrival: ", json_object_get(st, "oldest_arrival"));
         printf("attempts: %llu (%llu delivered, %llu deferred, %llu failed)\n",
                (unsigned long long)rep.attempts.total, (unsigned long long)rep.attempts.delivered,

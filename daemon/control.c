@@ -353,6 +353,7 @@ static void fill_report(struct tarryd *d, enum status_view view, struct status_r
                     .deferred = c.state[STATUS_QSTATE_DEFERRED],
                     .hold = c.state[STATUS_QSTATE_HOLD],
                     .corrupt = corrupt,
+                    .unread = startup_unread(d),
                 },
             .attempts =
                 {
@@ -756,6 +757,11 @@ static int list_next(void *userdata, void *page, json_t **out)
         return p->paused ? STATUS_LIST_LATER : 0;
 }
 
+static size_t queue_unread(void *userdata)
+{
+        return startup_unread(userdata);
+}
+
 static int get_message(void *userdata, const char *id, json_t **out)
 {
         struct tarryd *d = userdata;
@@ -912,6 +918,7 @@ int control_start(struct tarryd *d)
             .get_status = get_status,
             .get_fleet = get_fleet,
             .list_open = list_open,
+            .queue_unread = queue_unread,
             .list_next = list_next,
             .list_close = list_close,
             .get_message = get_message,

@@ -34,7 +34,8 @@ json_t *status_report_json(struct status_report *r, enum status_view view)
              json_object_set_new(q, "active", count(r->queue.active)) == 0 &&
              json_object_set_new(q, "deferred", count(r->queue.deferred)) == 0 &&
              json_object_set_new(q, "hold", count(r->queue.hold)) == 0 &&
-             json_object_set_new(q, "corrupt", count(r->queue.corrupt)) == 0;
+             json_object_set_new(q, "corrupt", count(r->queue.corrupt)) == 0 &&
+             json_object_set_new(q, "unread", count(r->queue.unread)) == 0;
         for (int i = 0; ok && i < CLASS__MAX; i++)
                 if (i != CLASS_PERMANENT)
                         ok = json_object_set_new(by_class, reply_class_name(i),
@@ -102,6 +103,7 @@ int status_report_read(const json_t *o, struct status_report *out)
             .deferred = count_of(q, "deferred"),
             .hold = count_of(q, "hold"),
             .corrupt = count_of(q, "corrupt"),
+            .unread = count_of(q, "unread"),
         };
         for (int i = 0; i < CLASS__MAX; i++)
                 if (i != CLASS_PERMANENT)

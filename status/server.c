@@ -350,12 +350,14 @@ static enum MHD_Result stream_queue(struct status_server *s, struct MHD_Connecti
         if (r < 0)
                 return reply_errno(s, c, r);
         struct qstream *q = calloc(1, sizeof(*q));
-        char head[160], count[24] = "null"; /* a filtered page from a cursor is not counted */
+        char head[192], count[24] = "null"; /* a filtered page from a cursor is not counted */
         if (total != STATUS_TOTAL_UNKNOWN)
                 snprintf(count, sizeof(count), "%zu", total);
+        size_t unread =
+            s->provider.queue_unread ? s->provider.queue_unread(s->provider.userdata) : 0;
         int n = snprintf(head, sizeof(head),
-                         "{\"total\":%s,\"offset\":%zu,\"limit\":%zu,\"messages\":[", count,
-                         f->offset, f->limit);
+                         "{\"total\":%s,\"unread\":%zu,\"offset\":%zu,\"limit\":%zu,\"messages\":[",
+                         count, unread, f->offset, f->limit);
         if (!q || stream_put(q, head, (size_t)n) < 0) {
                 if (q)
                         free(q->buf);

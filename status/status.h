@@ -171,6 +171,9 @@ enum status_view {
 struct status_report_queue {
         uint64_t total; /* incoming + the index (active, deferred, hold) */
         uint64_t incoming, active, deferred, hold, corrupt;
+        /* listed at start and not read yet (its envelope or its snapshot
+         * record): until 0, the counts and listings leave these out */
+        uint64_t unread;
 };
 struct status_report_attempts {
         uint64_t total, delivered, deferred, failed; /* recipient outcomes since start */
@@ -215,7 +218,7 @@ struct status_provider {
          * of the loop, so other requests are answered while a big page goes
          * out; list_close is called once whatever happened (the client may
          * have gone). Messages that leave meanwhile are left out. The body is
-         * {"total","offset","limit","messages":[…]} with each message on a
+         * {"total","unread","offset","limit","messages":[…]} with each message on a
          * line of its own (UTF-8, compact), so a client can print it as it
          * comes.
          * *out_total may be STATUS_TOTAL_UNKNOWN ("total": null): a filtered
@@ -226,6 +229,9 @@ struct status_provider {
                          size_t *out_total);
         int (*list_next)(void *userdata, void *page, json_t **out);
         void (*list_close)(void *userdata, void *page);
+        /* GET /queue's "unread": messages listed at start that no listing
+         * shows yet (they are still being read). May be NULL: 0. */
+        size_t (*queue_unread)(void *userdata);
         /* GET /queue/ID: one message object, with "transcript" of its last attempt. */
         int (*get_message)(void *userdata, const char *id, json_t **out);
         /* GET /metrics: bring gauges up to date just before rendering (may be NULL). */

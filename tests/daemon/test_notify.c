@@ -119,9 +119,32 @@ Test(notify, a_big_queue_is_ready_before_its_envelopes_are_read, .timeout = 280)
         cr_assert(harness_log_contains(&h, "started: 0 message(s) queued"), "see %s", h.log);
         cr_assert(harness_log_contains(&h, "0 from state/index.snap (due soon), 20000 listed"),
                   "see %s", h.log);
+        /* while it reads, the status and a listing say they are partial */
+        char *out = NULL, *err = NULL;
+        const char *status_args[] = {"-s", NULL}, *list_args[] = {"-p", NULL};
+        cr_assert_eq(harness_tarryq(&h, status_args, &out, &err), 0, "tarryq -s: %s", err);
+        cr_assert(strstr(out, "still reading the queue after a start: "), "tarryq -s: %s", out);
+        free(out);
+        free(err);
+        cr_assert_eq(harness_tarryq(&h, list_args, &out, &err), 0, "tarryq -p: %s", err);
+        cr_assert(strstr(err, "this listing may be incomplete"), "tarryq -p said: %s", err);
+        free(out);
+        free(err);
         cr_assert(
             wait_for(fd, "STATUS=reading the queue: 20000 of 20000", 120000, all, sizeof(all)),
             "not read to the end: %s", all);
+        for (int waited = 0; waited < 10000 && harness_log_count(&h, "every queued") < 1;
+             waited += 10)
+                harness_sleep_ms(10);
+        cr_assert_eq(harness_tarryq(&h, status_args, &out, &err), 0, "tarryq -s: %s", err);
+        cr_assert(!strstr(out, "still reading"), "tarryq -s: %s", out);
+        free(out);
+        free(err);
+        cr_assert_eq(harness_tarryq(&h, list_args, &out, &err), 0, "tarryq -p: %s", err);
+        cr_assert(!strstr(err, "incomplete"), "tarryq -p said: %s", err);
+        cr_assert(strstr(out, "20000 Requests"), "tarryq -p: %.300s", out);
+        free(out);
+        free(err);
         const char *ready = strstr(all, "READY=1"), *part = strstr(all, "STATUS=reading the queue");
         cr_assert(part && part > ready &&
                       strncmp(part, "STATUS=reading the queue: 20000 ", 32) != 0,
