@@ -482,7 +482,9 @@ static unsigned notify_for_smtpc(unsigned n)
 static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
 {
         struct msg *m = w->m;
-        int lr = message_load_envelope(d, m);
+        _cleanup_close_ int fd = -1; /* the body, opened with the envelope when it is loaded */
+        uint64_t size = 0;
+        int lr = message_load_with_body(d, m, &fd, &size);
         if (lr == -ENOENT || lr == -EBADMSG) {
                 /* Forget only this work: the message's other works may sit later in
                  * the same batch of popped items (deliver_run_due), or be in flight;
@@ -543,14 +545,16 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         size_t n_mx = route_of(d, &env->rcpt[idx[0]], &route) == 0
                           ? site_mx(d->sites, &route, now_realtime_us(), mx, SMTPC_MX_MAX)
                           : 0;
-        _cleanup_close_ int fd = -1;
-        uint64_t size = 0;
         struct attempt *a = calloc(1, sizeof(*a));
-        int r =
-            a && orcpt && notify ? pickup_sign(d, env) : -ENOMEM; /* persisted with the outcome */
-        if (r == 0) /* the header lines added at pickup go as the prefix: the
-                     * worker joins them and the body, not this loop */
-                r = queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size);
+        int r = a && orcpt && notify && fd < 0
+                    ? queue_open_body(d->queue, QUEUE_ACTIVE, m->id, &fd, &size)
+                    : 0;
+        if (!a || !orcpt || !notify)
+                r = -ENOMEM;
+        if (r == 0) /* persisted with the outcome */
+                r = pickup_sign(d, env, fd, size);
+        /* the header lines added at pickup go as the prefix: the worker joins
+         * them and the body, not this loop */
         if (r == 0) {
                 *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
                 const char *site = sched_item_route(w->it);

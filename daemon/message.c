@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- the counts /status shows (message.h, struct message_tally) ----
  *
@@ -314,13 +315,23 @@ void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, co
 
 int message_load_envelope(struct tarryd *d, struct msg *m)
 {
+        return message_load_with_body(d, m, NULL, NULL);
+}
+
+int message_load_with_body(struct tarryd *d, struct msg *m, int *fd, uint64_t *size)
+{
         if (m->env)
                 return 0;
         const char *why = NULL;
-        int r = queue_load(d->queue, QUEUE_ACTIVE, m->id, &m->env, &why);
-        if (r == 0 && (r = pickup_take_in(d, m->env, false)) < 0) {
+        int r = fd ? queue_load_body(d->queue, QUEUE_ACTIVE, m->id, &m->env, fd, size, &why)
+                   : queue_load(d->queue, QUEUE_ACTIVE, m->id, &m->env, &why);
+        if (r == 0 && (r = pickup_take_in(d, m->env, false, -1, 0)) < 0) {
                 envelope_free(m->env); /* not as it must be sent: not at all */
                 m->env = NULL;
+                if (fd) {
+                        close(*fd);
+                        *fd = -1;
+                }
         }
         if (r == -EBADMSG)
                 message_quarantine(d, QUEUE_ACTIVE, m->id, why);

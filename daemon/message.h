@@ -93,6 +93,10 @@ void message_quarantine(struct tarryd *d, enum queue_dir dir, const char *id, co
  * unless it is loaded. 0, or -errno: -ENOENT gone, -EBADMSG unreadable and
  * quarantined, else a read that may work later. */
 int message_load_envelope(struct tarryd *d, struct msg *m);
+/* The same, and when it loads the envelope, the body opened for an attempt
+ * (*fd, *size: as queue_open_body; the caller's on success): a message file
+ * is opened once for both. *fd is left as it was when m->env was loaded. */
+int message_load_with_body(struct tarryd *d, struct msg *m, int *fd, uint64_t *size);
 /* m's envelope is env (taken over) while it is worked on. */
 void message_attach_envelope(struct msg *m, struct envelope *env);
 /* Drop m's envelope from memory unless an attempt uses it or its newest

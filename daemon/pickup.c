@@ -58,17 +58,19 @@ static void log_loop(const struct envelope *env, const struct cleanup_result *re
                                    env->id, env->rcpt[i].address, res->loop_text);
 }
 
-int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing)
+int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing, int body_fd,
+                   uint64_t body_size)
 {
         if (env->headers)
                 return 0;
         _cleanup_close_ int fd = -1;
-        uint64_t size = 0;
+        uint64_t size = body_size;
         int hops = 0, r = 0;
         if (indexing) {
-                r = queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size);
+                if (body_fd < 0)
+                        r = queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size);
                 if (r == 0)
-                        r = cleanup_count_hops(fd, size, &hops);
+                        r = cleanup_count_hops(body_fd < 0 ? fd : body_fd, size, &hops);
         }
         struct cleanup_result res;
         if (r == 0)
@@ -82,7 +84,7 @@ int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing)
         return 0;
 }
 
-int pickup_sign(struct tarryd *d, struct envelope *env)
+int pickup_sign(struct tarryd *d, struct envelope *env, int body_fd, uint64_t body_size)
 {
         if (env->dkim != ENVELOPE_DKIM_UNDECIDED)
                 return 0;
@@ -91,13 +93,13 @@ int pickup_sign(struct tarryd *d, struct envelope *env)
                 return 0;
         }
         _cleanup_close_ int fd = -1;
-        uint64_t size = 0;
+        uint64_t size = body_size;
         _cleanup_free_ char *sig = NULL;
         struct dkim_outcome out;
-        int r = queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size);
+        int r = body_fd < 0 ? queue_open_body(d->queue, QUEUE_ACTIVE, env->id, &fd, &size) : 0;
         if (r == 0)
-                r = dkim_sign_message(d->dkim, env->id, fd, size, env->arrival_us / 1000000, &sig,
-                                      &out);
+                r = dkim_sign_message(d->dkim, env->id, body_fd < 0 ? fd : body_fd, size,
+                                      env->arrival_us / 1000000, &sig, &out);
         if (r == -EPROTO) { /* libopendkim refused this message: it goes out unsigned */
                 log_warn("%s: cannot DKIM-sign the message (%s): sent unsigned", env->id,
                          out.domain[0] ? out.domain : "no From: domain");
@@ -126,7 +128,10 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
 {
         struct envelope *env = NULL;
         const char *why = NULL;
-        int r = queue_load(d->queue, dir, id, &env, &why);
+        _cleanup_close_ int fd = -1; /* active/: the body, for the hop count */
+        uint64_t size = 0;
+        int r = dir == QUEUE_ACTIVE ? queue_load_body(d->queue, dir, id, &env, &fd, &size, &why)
+                                    : queue_load(d->queue, dir, id, &env, &why);
         if (r == -EBADMSG) {
                 message_quarantine(d, dir, id, why);
                 struct msg *old = msgindex_get(d->index, id); /* released from hold */
@@ -151,7 +156,7 @@ static int index_message(struct tarryd *d, enum queue_dir dir, const char *id, b
                 envelope_free(env);
                 return 0;
         }
-        int taken = pickup_take_in(d, env, true);
+        int taken = pickup_take_in(d, env, true, fd, size);
         if (taken < 0) {
                 log_error("%s: cannot take the message in: %s", id, strerror(-taken));
                 if (added) /* a new pickup goes back to incoming/ for a rescan; else it

@@ -103,15 +103,18 @@ int pickup_scan_incoming(struct tarryd *d);
 int pickup_index_message(struct tarryd *d, enum queue_dir dir, const char *id);
 /* After a failed pickup: rescan incoming/ (called by the retry timer). */
 /* Take env in (cleanup/cleanup.h) unless its envelope already has the added
- * headers; indexing: also count its hops (reading the body) and log what was
- * done. In memory only: the result is the same every time. 0 or -errno. */
-int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing);
+ * headers; indexing: also count its hops (reading the body: body_fd of
+ * body_size bytes, or opened here when body_fd < 0) and log what was done.
+ * In memory only: the result is the same every time. 0 or -errno. */
+int pickup_take_in(struct tarryd *d, struct envelope *env, bool indexing, int body_fd,
+                   uint64_t body_size);
 /* The last step of taking env in, just before its first attempt: sign it
  * with the DKIM keys of its From: domain (dkim/dkim.h), the DKIM-Signature:
  * lines put ahead of env->headers, and record env->dkim. Nothing once
  * env->dkim is decided: retries send the signature made for the first
- * attempt. 0 or -errno (the body could not be read: try again later). */
-int pickup_sign(struct tarryd *d, struct envelope *env);
+ * attempt. 0 or -errno (the body could not be read: try again later). The
+ * body is read through body_fd (body_size bytes), or opened when it is < 0. */
+int pickup_sign(struct tarryd *d, struct envelope *env, int body_fd, uint64_t body_size);
 /* Start-up: one more message read; tells systemd now and then. */
 void pickup_note_startup(struct tarryd *d);
 void pickup_retry(struct tarryd *d);

@@ -1106,6 +1106,51 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         return 0;
 }
 
+/* queue_load and queue_open_body in one, for tarryd's pickup and attempts: a
+ * message file (every message delivered at its first attempt) is opened
+ * once, its trailer read once, and that descriptor is the body's. A folder
+ * takes the two steps as before. */
+int queue_load_body(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
+                    int *fd, uint64_t *size, const char **why)
+{
+        const char *dummy;
+        if (!why)
+                why = &dummy;
+        if ((unsigned)d >= QUEUE__DIR_MAX || !queue_id_valid(id))
+                return -EINVAL;
+        /* O_NONBLOCK: a FIFO planted here must not hold the loop */
+        _cleanup_close_ int mfd =
+            openat(q->dir_fd[d], id, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (mfd < 0 && errno != ELOOP)
+                return -errno;
+        if (mfd >= 0 && fstat(mfd, &st) < 0)
+                return -errno;
+        if (mfd >= 0 && S_ISDIR(st.st_mode)) {
+                int r = queue_load(q, d, id, out, why);
+                if (r == 0 && (r = queue_open_body(q, d, id, fd, size)) < 0) {
+                        envelope_free(*out);
+                        *out = NULL;
+                }
+                return r;
+        }
+        if (mfd < 0 || !S_ISREG(st.st_mode))
+                return *why = "neither a message file nor a message folder", -EBADMSG;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        uint64_t blen = 0;
+        int r = msgfile_read_trailer(mfd, (uint64_t)st.st_size, id, &blen, &text, &len, why);
+        if (r == -ENODATA)
+                return *why = "the message file has no trailer", -EBADMSG;
+        if (r == 0)
+                r = parse_envelope(text, len, id, blen, true, out, why);
+        if (r < 0)
+                return r;
+        *fd = TAKE_FD(mfd);
+        *size = blen;
+        return 0;
+}
+
 /* The first update of a message file d/ID (picked up, never rewritten): it
  * becomes the folder d/ID/ with the file as its body and text as its
  * envelope, by way of tmp/up-D-ID/ (locked): the envelope is written and

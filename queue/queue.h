@@ -191,6 +191,11 @@ int queue_scan(struct queue *q, enum queue_dir d, int (*cb)(const char *id, void
 int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
                const char **why);
 
+/* queue_load and queue_open_body at once (*fd and *size as there, the
+ * caller's on success): a message file is opened and its trailer read once. */
+int queue_load_body(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
+                    int *fd, uint64_t *size, const char **why);
+
 /* Atomically replace the envelope of a message in d (write, fsync, rename, fsync). */
 int queue_update(struct queue *q, enum queue_dir d, const struct envelope *env);
 

@@ -996,3 +996,69 @@ Test(queue, an_envelope_that_is_a_link_is_not_followed)
         cr_assert_null(env);
         free(id);
 }
+
+/* queue_load_body (tarryd's pickup and attempts): the envelope and the body
+ * through one open of a message file, and the same for a folder. */
+static void assert_loads_with_body(enum queue_dir dir, const char *id)
+{
+        struct envelope *env = NULL;
+        const char *why = NULL;
+        int fd = -1;
+        uint64_t size = 0;
+        cr_assert_eq(queue_load_body(q, dir, id, &env, &fd, &size, &why), 0, "%s", why);
+        cr_assert_str_eq(env->id, id);
+        cr_assert_str_eq(env->sender, "app@example.com");
+        cr_assert_eq(size, strlen(body), "the body ends before the trailer");
+        char buf[256] = "";
+        cr_assert_eq(pread(fd, buf, sizeof(buf) - 1, 0) >= (ssize_t)size, true);
+        buf[size] = '\0';
+        cr_assert_str_eq(buf, body);
+        close(fd);
+        envelope_free(env);
+}
+
+Test(queue, load_with_body_gives_the_envelope_and_the_exact_body_of_either_form)
+{
+        char *id = commit_sample();
+        cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        assert_loads_with_body(QUEUE_ACTIVE, id); /* a message file */
+        free(id);
+        id = commit_sample_in(QUEUE_ACTIVE); /* the folder form: body and envelope */
+        assert_loads_with_body(QUEUE_ACTIVE, id);
+        free(id);
+}
+
+/* What queue_load refuses, queue_load_body refuses with the same reason,
+ * and hands back no descriptor. */
+Test(queue, load_with_body_refuses_what_load_refuses_for_the_same_reason)
+{
+        const char *fifo = "5FBBB25500000001", *link = "5FBBB25500000002";
+        char path[512];
+        spool_path(path, sizeof(path), "active", fifo, NULL);
+        cr_assert_eq(mkfifo(path, 0660), 0);
+        spool_path(path, sizeof(path), "active", link, NULL);
+        cr_assert_eq(symlink("/etc/passwd", path), 0);
+        char *torn = commit_sample();
+        cr_assert_eq(queue_move(q, torn, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
+        spool_path(path, sizeof(path), "active", torn, NULL);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_assert_eq(truncate(path, st.st_size - 1), 0);
+        const char *missing = "5FBBB25500000003";
+        const char *ids[] = {fifo, link, torn, missing};
+        for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+                struct envelope *env = NULL, *env2 = NULL;
+                const char *why = NULL, *why2 = NULL;
+                int fd = -1;
+                uint64_t size = 0;
+                int r = queue_load(q, QUEUE_ACTIVE, ids[i], &env, &why);
+                int r2 = queue_load_body(q, QUEUE_ACTIVE, ids[i], &env2, &fd, &size, &why2);
+                cr_assert_lt(r, 0, "case %zu", i);
+                cr_assert_eq(r2, r, "case %zu: %d against %d", i, r2, r);
+                cr_assert_eq(fd, -1, "case %zu", i);
+                cr_assert_null(env2, "case %zu", i);
+                if (why)
+                        cr_assert_str_eq(why2, why, "case %zu", i);
+        }
+        free(torn);
+}
