@@ -55,6 +55,7 @@ struct attempt {
         size_t n;
         size_t *idx; /* indices into env->rcpt */
         bool forced; /* tarryq -f / -i: recipients not yet due were tried too */
+        int body_fd; /* the body as sent: a message file delivered is unlinked with it held */
 };
 
 static bool waiting(const struct envelope_rcpt *r)
@@ -248,7 +249,7 @@ static bool has_work_for(struct msg *m, const char *destination)
         return false;
 }
 
-static void finish_message(struct tarryd *d, struct msg *m);
+static void finish_message(struct tarryd *d, struct msg *m, int *body_fd);
 
 /* A work item for each destination of m's waiting recipients that has none,
  * due when its first recipient is, or at not_after if that is earlier. */
@@ -284,7 +285,7 @@ int deliver_schedule_message(struct tarryd *d, struct msg *m)
         if (r < 0)
                 return r;
         if (!m->works)
-                finish_message(d, m);
+                finish_message(d, m, NULL);
         deliver_arm_timer(d);
         return 0;
 }
@@ -556,7 +557,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
         /* the header lines added at pickup go as the prefix: the worker joins
          * them and the body, not this loop */
         if (r == 0) {
-                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced};
+                *a = (struct attempt){d, w, now, n, TAKE_PTR(idx), forced, -1};
                 const char *site = sched_item_route(w->it);
                 const struct sched_provider *prov = site_provider(d->classifier, site);
                 struct smtpc_request req = {
@@ -597,6 +598,7 @@ static void start_attempt(struct tarryd *d, struct work *w, int64_t now)
                 message_release_envelope(m);
                 return;
         }
+        a->body_fd = TAKE_FD(fd); /* the pool has its own copy */
         message_attempt_begin(d, m);
         d->inflight++;
 }
@@ -928,8 +930,10 @@ static int hold_undeliverable(struct tarryd *d, struct msg *m, int why_err)
 
 /* Persist the envelope, or remove the message when nothing is left to do.
  * Whatever fails (a full disk…) leaves the message queued and marked dirty:
- * its envelope stays in memory and the retry timer comes back to it. */
-static void finish_message(struct tarryd *d, struct msg *m)
+ * its envelope stays in memory and the retry timer comes back to it.
+ * body_fd (may be NULL): the last attempt's descriptor of the body, taken
+ * over (-1 after) when the message file is removed with it (remover.c). */
+static void finish_message(struct tarryd *d, struct msg *m, int *body_fd)
 {
         struct envelope *env = m->env;
         int owed = 0; /* a DSN that could not be queued yet: keep the original */
@@ -967,7 +971,7 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 again = note_write(d, m, r, false);
         } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
                 /* one rename here; the files are deleted off the loop (remover.c) */
-                int r = message_discard(d, m);
+                int r = message_discard(d, m, body_fd);
                 if (r == 0) {
                         note_write(d, m, 0, true);
                         message_removed(d, m);
@@ -983,12 +987,14 @@ static void finish_message(struct tarryd *d, struct msg *m)
                 deliver_retry_later(d);
 }
 
-/* finish_message, then drop the envelope from memory unless m is gone. */
-static void finish_and_release(struct tarryd *d, struct msg *m)
+/* finish_message, then drop the envelope from memory unless m is gone.
+ * body_fd: as finish_message's; closed here unless it was taken over. */
+static void finish_and_release(struct tarryd *d, struct msg *m, int body_fd)
 {
+        _cleanup_close_ int fd = body_fd;
         char id[QUEUE_ID_LEN + 1];
         memcpy(id, m->id, sizeof(id));
-        finish_message(d, m); /* may remove and free m */
+        finish_message(d, m, &fd); /* may remove and free m */
         m = msgindex_get(d->index, id);
         if (m)
                 message_release_envelope(m);
@@ -1001,7 +1007,7 @@ static int write_retry_cb(struct msg *m, void *userdata)
                 return 0;
         if (!m->env && message_load_envelope(d, m) < 0)
                 return 0; /* gone or quarantined meanwhile: nothing to write */
-        finish_and_release(d, m);
+        finish_and_release(d, m, -1);
         return 0;
 }
 
@@ -1098,6 +1104,7 @@ static void on_attempt_done(const struct smtpc_result *res, void *userdata)
          * back-off, nothing recorded; the recipients are tried again at start. */
         if (res->status == SMTPC_ATTEMPT_TEMPFAIL && res->local == OUTCOME_LOCAL_SHUTDOWN) {
                 sched_reschedule(d->sched, w->it, now);
+                close(a->body_fd);
                 free(a->idx);
                 free(a);
                 message_attempt_end(d, m);
@@ -1178,11 +1185,12 @@ out:
         free(replies);
         free(rr);
         free(dec);
+        int body_fd = a->body_fd;
         free(a->idx);
         free(a);
         message_attempt_end(d, m);
         d->inflight--;
-        finish_and_release(d, m); /* summarises m again (message.c) */
+        finish_and_release(d, m, body_fd); /* summarises m again (message.c) */
         control_update_status_line(d);
         if (d->stopping && d->inflight == 0) {
                 sd_event_exit(d->loop, 0);

@@ -410,9 +410,9 @@ int message_delete(struct tarryd *d, struct msg *m)
         return 1;
 }
 
-int message_discard(struct tarryd *d, struct msg *m)
+int message_discard(struct tarryd *d, struct msg *m, int *body_fd)
 {
-        int r = d->remover ? remover_remove(d->remover, m->id)
+        int r = d->remover ? remover_remove(d->remover, m->id, body_fd)
                            : queue_remove(d->queue, QUEUE_ACTIVE, m->id);
         return r == -ENOENT ? 0 : r;
 }

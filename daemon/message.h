@@ -123,9 +123,10 @@ int message_release(struct tarryd *d, struct msg *m);
  * -EBUSY while an attempt runs, or -errno (nothing changed). m is freed. */
 int message_delete(struct tarryd *d, struct msg *m);
 /* Nothing left to do: out of active/ with one rename (its files are deleted
- * off the loop, remover.c). 0 or -errno (still queued, m kept). On 0 the
- * caller ends with message_removed. */
-int message_discard(struct tarryd *d, struct msg *m);
+ * off the loop, remover.c), or one unlink for a message file when *body_fd
+ * (may be NULL) is open on it (taken over: -1 after). 0 or -errno (still
+ * queued, m kept). On 0 the caller ends with message_removed. */
+int message_discard(struct tarryd *d, struct msg *m, int *body_fd);
 /* Log the removal and free m. */
 void message_removed(struct tarryd *d, struct msg *m);
 /* Drop m's record (and envelope, scheduler items left) from the index: the

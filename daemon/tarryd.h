@@ -158,9 +158,11 @@ void deliver_count_spool_error(struct tarryd *d, const char *kind);
 /* remover.c */
 struct remover;
 int remover_new(struct tarryd *d, struct remover **out);
-/* Take active/id out of the queue now (a rename into tmp/); its files are
- * deleted on the remover's thread. 0 or a negative errno (nothing done). */
-int remover_remove(struct remover *rm, const char *id);
+/* Take active/id out of the queue now (a rename into tmp/; or, for a message
+ * file when *fd is open on it, an unlink, the fd taken over: *fd becomes -1);
+ * its files are deleted, its blocks freed, on the remover's thread. 0 or a
+ * negative errno (nothing done). fd may be NULL. */
+int remover_remove(struct remover *rm, const char *id, int *fd);
 /* Write state/name with buf (taken over, freed) on the thread; a newer
  * one not yet written replaces it. Failures are logged by the loop. */
 int remover_write_state(struct remover *rm, const char *name, char *buf, size_t len);

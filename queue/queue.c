@@ -1341,6 +1341,27 @@ int queue_discard(struct queue *q, enum queue_dir d, const char *id,
         return 0;
 }
 
+int queue_discard_file(struct queue *q, enum queue_dir d, const char *id, int fd)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX || !queue_id_valid(id) || fd < 0)
+                return -EINVAL;
+        /* a folder (the message was rewritten) is refused with EISDIR */
+        return unlinkat(q->dir_fd[d], id, 0) < 0 ? -errno : 0;
+}
+
+int queue_purge_unlinked(struct queue *q, enum queue_dir d, const int *fds, size_t n)
+{
+        if ((unsigned)d >= QUEUE__DIR_MAX)
+                return -EINVAL;
+        /* The unlinks are durable before any file is freed: a crash (of the
+         * machine) can bring a whole message back, never a name whose inode
+         * was freed and maybe reused. */
+        int r = dir_fsync(q->dir_fd[d]);
+        for (size_t i = 0; i < n; i++)
+                close(fds[i]); /* the last reference: the file's blocks are freed here */
+        return r;
+}
+
 int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n)
 {
         if ((unsigned)d >= QUEUE__DIR_MAX)

@@ -223,6 +223,19 @@ int queue_remove(struct queue *q, enum queue_dir d, const char *id);
 int queue_discard(struct queue *q, enum queue_dir d, const char *id,
                   char name[QUEUE_DISCARD_NAME_MAX]);
 int queue_purge_discarded(struct queue *q, enum queue_dir d, const char *const *names, size_t n);
+/* The same for a message file never rewritten since its pickup (the common
+ * case: delivered at its first attempt), cheaper still: queue_discard_file
+ * unlinks d/ID at once (no rename, nothing in tmp/); fd, open on that file,
+ * stays the caller's, and while it is open the file's blocks are not freed.
+ * A folder is refused with -EISDIR (use queue_discard). queue_purge_unlinked
+ * (on the remover's thread) fsyncs d once for the batch and only then closes
+ * the fds, the files' last references: the unlinks are durable before the
+ * blocks are freed. A kill leaves nothing (the kernel closes the fds); a
+ * machine crash before the fsync can bring the whole message back to d (at
+ * least once), never a name without its file. Returns the fsync's error;
+ * every fd is closed either way. */
+int queue_discard_file(struct queue *q, enum queue_dir d, const char *id, int fd);
+int queue_purge_unlinked(struct queue *q, enum queue_dir d, const int *fds, size_t n);
 
 /* Batching for tarryd: with it on, queue_move and queue_remove leave the fsync
  * of the folders they changed to queue_sync(), which the daemon calls once per

@@ -155,6 +155,12 @@ static void job_complete(struct job *j, struct smtpc_result *res)
 {
         struct smtpc_pool *p = j->p;
         job_detach(j);
+        if (j->body_fd >= 0) { /* the worker has it (or never will): the caller's copy is the
+                                * last here, so a message file it unlinks is freed where it
+                                * closes that (tarryd's remover thread) */
+                close(j->body_fd);
+                j->body_fd = -1;
+        }
         res->queue_id = j->queue_id;
         for (size_t i = 0; i < j->n_rcpts; i++)
                 ((struct smtpc_rcpt_result *)res->rcpts)[i].address = j->rcpts[i];

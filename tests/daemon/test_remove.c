@@ -1,7 +1,8 @@
 /* tests/daemon/test_remove.c — delivered messages leave the spool off the loop.
  *
  * tarryd takes a delivered message out of active/ with one rename into tmp/
- * and deletes its files on a thread of its own, a batch at a time. A kill -9
+ * (a message file it holds open: one unlink) and deletes its files (frees
+ * its blocks) on a thread of its own, a batch at a time. A kill -9
  * while removals are under way must resend nothing that had been removed and
  * leave nothing behind once tarryd has started again.
  */
