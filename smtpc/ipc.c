@@ -270,7 +270,8 @@ static int json_int_member(const json_t *o, const char *key, json_int_t lo, json
         return 0;
 }
 
-static int dump(json_t *j, char **out, size_t *len)
+/* The message: j's text, a NUL, and tail's bytes as they are (ipc.h). */
+static int dump(json_t *j, const char *tail, char **out, size_t *len)
 {
         if (!j)
                 return -ENOMEM;
@@ -278,8 +279,35 @@ static int dump(json_t *j, char **out, size_t *len)
         json_decref(j);
         if (!s)
                 return -ENOMEM;
-        *out = s;
-        *len = strlen(s);
+        size_t n = strlen(s), tn = tail ? strlen(tail) : 0;
+        char *m = realloc(s, n + 1 + tn + 1);
+        if (!m) {
+                free(s);
+                return -ENOMEM;
+        }
+        memcpy(m + n + 1, tail ? tail : "", tn + 1); /* m[n] is the JSON text's NUL */
+        *out = m;
+        *len = n + 1 + tn;
+        return 0;
+}
+
+/* Split a message into its JSON object (parsed into *j) and its tail: at
+ * most max bytes without NUL, copied into *tail. */
+static int undump(const char *buf, size_t len, size_t max, json_t **j, char **tail)
+{
+        const char *nul = memchr(buf, '\0', len);
+        if (!nul)
+                return -EBADMSG;
+        size_t tn = len - (size_t)(nul + 1 - buf);
+        if (tn > max || memchr(nul + 1, '\0', tn))
+                return -EBADMSG;
+        *j = json_loadb(buf, (size_t)(nul - buf), JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(*j))
+                return -EBADMSG;
+        if (!(*tail = malloc(tn + 1)))
+                return -ENOMEM;
+        memcpy(*tail, nul + 1, tn);
+        (*tail)[tn] = '\0';
         return 0;
 }
 
@@ -345,11 +373,6 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                       bytes_json(req->source_address), "body_size", (json_int_t)req->body_size,
                       "dsn_ret", (int)req->dsn_ret, "envid", bytes_json(req->envid), "notify",
                       notify, "orcpt", orcpt, "body_signed", req->body_signed);
-        if (j && req->prefix && *req->prefix &&
-            json_object_set_new(j, "prefix", bytes_json(req->prefix)) < 0) {
-                json_decref(j);
-                return -ENOMEM;
-        }
         if (j && req->messages_per_connection > 0 &&
             json_object_set_new(j, "messages_per_connection",
                                 json_integer(req->messages_per_connection)) < 0) {
@@ -360,7 +383,7 @@ int ipc_request_encode(const struct smtpc_request *req, char **out, size_t *len)
                 json_decref(j);
                 return -ENOMEM;
         }
-        return dump(j, out, len);
+        return dump(j, req->prefix, out, len);
 }
 
 void ipc_request_clear(struct ipc_request *r)
@@ -435,9 +458,6 @@ static int request_fields(const json_t *j, struct ipc_request *out)
             json_bytes_or_null(j, "source_address", SOURCE_MAX, &out->source) < 0 ||
             json_int_member(j, "body_size", 0, INT64_MAX, &size) < 0)
                 return -EBADMSG;
-        if (json_object_get(j, "prefix") && /* absent: none */
-            json_bytes_member(j, "prefix", PREFIX_MAX, &out->prefix) < 0)
-                return -EBADMSG;
         out->body_size = (uint64_t)size;
         if (json_object_get(j, "messages_per_connection")) {
                 json_int_t mpc;
@@ -464,10 +484,14 @@ int ipc_request_decode(const char *buf, size_t len, struct ipc_request *out)
         memset(out, 0, sizeof(*out));
         if (len > IPC_REQUEST_MAX)
                 return -EBADMSG;
-        _cleanup_(json_decrefp) json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(j))
-                return -EBADMSG;
-        int r = request_fields(j, out);
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        int r = undump(buf, len, PREFIX_MAX, &j, &out->prefix);
+        if (r == 0 && !*out->prefix) { /* none */
+                free(out->prefix);
+                out->prefix = NULL;
+        }
+        if (r == 0)
+                r = request_fields(j, out);
         if (r < 0)
                 ipc_request_clear(out);
         return r;
@@ -547,18 +571,18 @@ int ipc_result_encode(const struct smtpc_result *res, char **out, size_t *len)
                         json_decref(rcpts);
                         return -ENOMEM;
                 }
-        json_t *j = json_pack(
-            "{s:s,s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:b,s:o,s:I,s:I}", "status",
-            name_of(status_names, ELEMENTSOF(status_names), res->status), "failure",
-            name_of(failure_names, ELEMENTSOF(failure_names), res->failure), "phase",
-            or_empty(outcome_phase_name(res->phase)), "code", res->code, "enhanced",
-            bytes_json(res->enhanced), "text", bytes_json(res->text), "rcpts", rcpts, "destination",
-            bytes_json(res->destination ? res->destination : ""), "mx_host",
-            bytes_json(res->mx_host), "mx_ip", bytes_json(res->mx_ip), "port", (int)res->port,
-            "source_address", bytes_json(res->source_address), "tls", res->tls, "dsn_offered",
-            res->dsn_offered, "transcript", bytes_json(res->transcript ? res->transcript : ""),
-            "connect_us", (json_int_t)res->connect_us, "total_us", (json_int_t)res->total_us);
-        return dump(j, out, len);
+        json_t *j =
+            json_pack("{s:s,s:s,s:s,s:i,s:o,s:o,s:o*,s:o,s:o,s:o,s:i,s:o,s:b,s:b,s:I,s:I}",
+                      "status", name_of(status_names, ELEMENTSOF(status_names), res->status),
+                      "failure", name_of(failure_names, ELEMENTSOF(failure_names), res->failure),
+                      "phase", or_empty(outcome_phase_name(res->phase)), "code", res->code,
+                      "enhanced", bytes_json(res->enhanced), "text", bytes_json(res->text), "rcpts",
+                      rcpts, "destination", bytes_json(res->destination ? res->destination : ""),
+                      "mx_host", bytes_json(res->mx_host), "mx_ip", bytes_json(res->mx_ip), "port",
+                      (int)res->port, "source_address", bytes_json(res->source_address), "tls",
+                      res->tls, "dsn_offered", res->dsn_offered, "connect_us",
+                      (json_int_t)res->connect_us, "total_us", (json_int_t)res->total_us);
+        return dump(j, res->transcript, out, len);
 }
 
 void ipc_result_clear(struct ipc_result *r)
@@ -612,8 +636,7 @@ static int result_strings(const json_t *j, struct ipc_result *out)
             json_bytes_member(j, "destination", SMTPC_DEST_MAX - 1, &out->destination) < 0 ||
             json_bytes_or_null(j, "mx_host", HOST_MAX, &out->mx_host) < 0 ||
             json_bytes_or_null(j, "mx_ip", IP_MAX, &out->mx_ip) < 0 ||
-            json_bytes_or_null(j, "source_address", SOURCE_MAX, &out->source) < 0 ||
-            json_bytes_member(j, "transcript", SMTPC_TRANSCRIPT_MAX, &out->transcript) < 0)
+            json_bytes_or_null(j, "source_address", SOURCE_MAX, &out->source) < 0)
                 return -EBADMSG;
         struct smtpc_result *r = &out->res;
         r->text = out->text;
@@ -672,10 +695,10 @@ int ipc_result_decode(const char *buf, size_t len, size_t n_rcpts, struct ipc_re
         memset(out, 0, sizeof(*out));
         if (len > ipc_result_max(n_rcpts))
                 return -EBADMSG;
-        _cleanup_(json_decrefp) json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
-        if (!json_is_object(j))
-                return -EBADMSG;
-        int r = result_fields(j, n_rcpts, out);
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        int r = undump(buf, len, SMTPC_TRANSCRIPT_MAX, &j, &out->transcript);
+        if (r == 0)
+                r = result_fields(j, n_rcpts, out);
         if (r < 0)
                 ipc_result_clear(out);
         return r;

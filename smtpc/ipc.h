@@ -5,13 +5,18 @@
  * of payload, so messages of any size fit whatever the socket buffers. The
  * first packet of a request carries the body fd (SCM_RIGHTS).
  *
- * Payloads are JSON objects. Strings are byte strings (server replies need
- * not be UTF-8): each byte >= 0x80 travels as the code point U+0080..U+00FF,
- * so any byte string without NUL round-trips exactly.
+ * A payload is a JSON object, one NUL byte, then the message's one long
+ * byte string as it is (no NUL; the request's prefix, the result's
+ * transcript: escaping them for JSON and parsing them back was ~40 % of
+ * decoding a result on tarryd's loop). Strings in the JSON are byte strings
+ * (server replies need not be UTF-8): each byte >= 0x80 travels as the code
+ * point U+0080..U+00FF, so any byte string without NUL round-trips exactly.
  *
- * Request: {"queue_id","sender","rcpts":[…],"source_address"|null,"body_size"}.
- * Result: every smtpc_result field; recipients in request order. The
- * decoders are the only parsers of these messages and enforce the limits.
+ * Request: {"queue_id","sender","rcpts":[…],"source_address"|null,"body_size"}
+ * NUL prefix. Result: every other smtpc_result field; recipients in request
+ * order; NUL transcript. The decoders are the only parsers of these messages
+ * and enforce the limits (a payload without its NUL, or whose tail is too
+ * long or holds a NUL, is refused).
  */
 #ifndef TARRY_SMTPC_IPC_H
 #define TARRY_SMTPC_IPC_H

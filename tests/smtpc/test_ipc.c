@@ -131,25 +131,55 @@ Test(smtpc_ipc, result_with_another_recipient_count_is_rejected)
         free(buf);
 }
 
-/* The sample with one member replaced by value (JSON text). */
+/* The sample with one member of its JSON replaced by value (JSON text),
+ * its transcript after the NUL as encoded. */
 static int decode_with(const char *key, const char *value)
 {
         char *buf;
         size_t len;
         cr_assert_eq(ipc_result_encode(&sample, &buf, &len), 0);
-        json_t *j = json_loads(buf, 0, NULL);
+        json_t *j = json_loads(buf, 0, NULL); /* the JSON text ends at the NUL */
         free(buf);
         json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
         cr_assert_not_null(v, "%s", value);
         json_object_set_new(j, key, v);
-        buf = json_dumps(j, JSON_COMPACT);
+        char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
+        size_t n = strlen(text), tn = strlen(sample.transcript);
+        buf = malloc(n + 1 + tn);
+        memcpy(buf, text, n + 1);
+        memcpy(buf + n + 1, sample.transcript, tn);
+        free(text);
         struct ipc_result out;
-        int r = ipc_result_decode(buf, strlen(buf), 2, &out);
+        int r = ipc_result_decode(buf, n + 1 + tn, 2, &out);
         if (r == 0)
                 ipc_result_clear(&out);
         free(buf);
         return r;
+}
+
+/* The transcript (a server's bytes, CR LF, quotes, bytes >= 0x80) travels
+ * after the JSON as it is, and arrives byte for byte. */
+Test(smtpc_ipc, the_transcript_travels_raw_after_the_json_and_arrives_byte_exact)
+{
+        struct smtpc_result res = sample;
+        res.transcript = "< 220 \xff\xfe \"hi\"\r\n> MAIL FROM:<a@x.test>\r\n\x01\n";
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&res, &buf, &len), 0);
+        size_t n = strlen(buf);
+        cr_assert_lt(n, len, "a NUL ends the JSON text");
+        cr_assert_null(strstr(buf, "transcript"), "not in the JSON: %s", buf);
+        cr_assert_eq(len - n - 1, strlen(res.transcript));
+        cr_assert_eq(memcmp(buf + n + 1, res.transcript, len - n - 1), 0);
+        struct ipc_result out;
+        cr_assert_eq(ipc_result_decode(buf, len, 2, &out), 0);
+        cr_assert_str_eq(out.res.transcript, res.transcript);
+        ipc_result_clear(&out);
+        buf[len - 3] = '\0'; /* a NUL in the tail */
+        cr_assert_eq(ipc_result_decode(buf, len, 2, &out), -EBADMSG);
+        cr_assert_eq(ipc_result_decode(buf, n, 2, &out), -EBADMSG, "without its NUL and tail");
+        free(buf);
 }
 
 Test(smtpc_ipc, result_fields_out_of_range_or_mistyped_are_rejected)
@@ -172,12 +202,16 @@ Test(smtpc_ipc, oversized_strings_and_non_objects_are_rejected)
 {
         char *big = malloc(SMTPC_TRANSCRIPT_MAX + 16);
         memset(big, 'a', SMTPC_TRANSCRIPT_MAX + 12);
-        big[0] = '"';
-        big[SMTPC_TRANSCRIPT_MAX + 10] = '"';
-        big[SMTPC_TRANSCRIPT_MAX + 11] = '\0';
-        cr_assert_eq(decode_with("transcript", big), -EBADMSG);
-        free(big);
+        big[SMTPC_TRANSCRIPT_MAX + 1] = '\0';
+        struct smtpc_result res = sample;
+        res.transcript = big;
+        char *buf;
+        size_t len;
+        cr_assert_eq(ipc_result_encode(&res, &buf, &len), 0);
         struct ipc_result out;
+        cr_assert_eq(ipc_result_decode(buf, len, 2, &out), -EBADMSG, "a transcript too long");
+        free(buf);
+        free(big);
         cr_assert_eq(ipc_result_decode("[1,2]", 5, 0, &out), -EBADMSG);
         cr_assert_eq(ipc_result_decode("{\"status\":", 10, 0, &out), -EBADMSG);
 }
