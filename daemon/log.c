@@ -8,6 +8,7 @@
 #include "daemon/log.h"
 #include "common/utf8.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,10 +22,16 @@
 #include <systemd/sd-journal.h>
 
 static bool to_journal; /* daemon/ may hold process-wide state */
+static bool opened;
+static pid_t self_pid;        /* getpid() is a syscall: once, at log_open */
+static pthread_t loop_thread; /* the thread that called log_open: tarryd's loop */
 
 void log_open(void)
 {
         to_journal = getenv("JOURNAL_STREAM") != NULL;
+        self_pid = getpid();
+        loop_thread = pthread_self();
+        opened = true;
         /* Records of one loop iteration leave in one write (log_flush), not
          * one each: a drain logs two or three per message. */
         if (!to_journal)
@@ -37,17 +44,34 @@ void log_flush(void)
                 fflush(stderr);
 }
 
-static void to_stderr(const char *text)
+static void format_stamp(time_t t, char *out, size_t len)
 {
-        char stamp[32];
-        time_t t = time(NULL);
         struct tm tm;
         localtime_r(&t, &tm);
-        strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S %z", &tm); /* the zone: logs get compared */
-        fprintf(stderr, "%s tarryd[%d]: %s\n", stamp, (int)getpid(), text);
-        /* the loop's records wait for its log_flush; another thread's (the
-         * sender check) would wait for the loop's next busy iteration */
-        if (gettid() != getpid())
+        strftime(out, len, "%b %e %H:%M:%S %z", &tm); /* the zone: logs get compared */
+}
+
+static void to_stderr(const char *text)
+{
+        /* the loop's records wait for its log_flush and share one stamp per
+         * second (a drain logs two or three records per message); another
+         * thread's (the sender check) are flushed at once, or they would
+         * wait for the loop's next busy iteration */
+        bool loop = opened && pthread_equal(pthread_self(), loop_thread);
+        static time_t loop_stamp_at = -1; /* the loop's only */
+        static char loop_stamp[32];
+        char own[32];
+        const char *stamp = loop_stamp;
+        time_t t = time(NULL);
+        if (!loop) {
+                format_stamp(t, own, sizeof(own));
+                stamp = own;
+        } else if (t != loop_stamp_at) {
+                format_stamp(t, loop_stamp, sizeof(loop_stamp));
+                loop_stamp_at = t;
+        }
+        fprintf(stderr, "%s tarryd[%d]: %s\n", stamp, (int)(opened ? self_pid : getpid()), text);
+        if (!loop)
                 fflush(stderr);
 }
 
