@@ -257,11 +257,18 @@ void remover_free(struct remover *rm)
                 pthread_join(rm->thread, NULL);
                 report(rm);
         }
-        while (rm->todo) { /* unlinked already: closing them frees their blocks */
+        /* the backlog's unlinked files: one fsync of active/, then their last close */
+        int fds[PURGE_BATCH];
+        size_t n_fds = 0;
+        while (rm->todo) {
                 struct job *j = rm->todo;
                 rm->todo = j->next;
                 if (j->fd >= 0)
-                        close(j->fd);
+                        fds[n_fds++] = j->fd;
+                if (n_fds == PURGE_BATCH || (!rm->todo && n_fds > 0)) {
+                        queue_purge_unlinked(rm->q, QUEUE_ACTIVE, fds, n_fds);
+                        n_fds = 0;
+                }
                 free(j);
         }
         sd_event_source_disable_unref(rm->source);
