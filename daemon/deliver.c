@@ -970,7 +970,7 @@ static void finish_message(struct tarryd *d, struct msg *m, int *body_fd)
                 }
                 again = note_write(d, m, r, false);
         } else if (pending == 0 && !m->works && m->inflight == 0 && owed == 0 && !hold) {
-                /* one rename here; the files are deleted off the loop (remover.c) */
+                /* one rename or unlink here; the rest is done off the loop (remover.c) */
                 int r = message_discard(d, m, body_fd);
                 if (r == 0) {
                         note_write(d, m, 0, true);
