@@ -81,6 +81,7 @@ struct startup {
         size_t n_records;                /* usable records */
         struct queue_snap_cursor *early; /* records due soon, before READY */
         size_t n_early, n_applied_early;
+        size_t early_ahead; /* of those applied, the entries the merge has not passed */
         /* what start-up made of it all (the log's last start-up line) */
         size_t from_snapshot, from_envelopes, from_incoming, dropped;
         sd_event_source *loader;
@@ -341,6 +342,7 @@ static void apply_early(struct tarryd *d, struct startup *s)
         free(s->early);
         s->early = NULL;
         s->n_early = 0;
+        s->early_ahead = s->n_applied_early;
 }
 
 /* ---- the merge: listed entries and records, both in ID order ---- */
@@ -440,6 +442,8 @@ static int on_load(sd_event_source *src, void *userdata)
                         reads++;
                 } else if (s->at2 < s->tail) {
                         const struct pending *p = &s->list[s->at2++];
+                        if (p->dir & PENDING_DONE)
+                                s->early_ahead--;
                         if (!from_record(d, s, p)) {
                                 read_envelope(d, s, p);
                                 reads++;
@@ -547,7 +551,8 @@ int startup_begin(struct tarryd *d)
 size_t startup_unread(const struct tarryd *d)
 {
         const struct startup *s = d->startup;
-        return s && s->loading ? s->n - startup_done(s) : 0;
+        /* the ones applied before READY are indexed (and counted) already */
+        return s && s->loading ? s->n - startup_done(s) - s->early_ahead : 0;
 }
 
 size_t startup_from_snapshot(const struct tarryd *d)

@@ -314,6 +314,11 @@ Test(startup, due_records_go_out_at_once_and_dropped_ones_never, .timeout = 240)
         char *held = ids_in(&h, "hold");
         harness_give_spool(&h);
         harness_start(&h);
+        /* applied before READY: indexed and counted, not among those /status
+         * and tarryq call unread (the held message is) */
+        cr_assert(harness_log_contains(&h, "; 359 from state/index.snap (due soon), 1 listed to "
+                                           "read or apply after READY"),
+                  "see %s", h.log);
         size_t want = DEFERRED - GONE - 1;
         wait_delivered(f, want);
         wait_read(&h, 2);
