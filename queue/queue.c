@@ -1072,6 +1072,8 @@ static int load_picked_up(int mfd, const char *id, struct envelope **out, const 
         return r;
 }
 
+static int load_folder(int mfd, const char *id, struct envelope **out, const char **why);
+
 int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
                const char **why)
 {
@@ -1085,6 +1087,12 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
         }
         if (mfd < 0)
                 return mfd;
+        return load_folder(mfd, id, out, why);
+}
+
+/* A message folder's envelope (mfd: the folder). */
+static int load_folder(int mfd, const char *id, struct envelope **out, const char **why)
+{
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         int r = file_read_all_nofollow_at(mfd, "envelope", ENVELOPE_MAX_BYTES, &text, &len);
@@ -1109,7 +1117,7 @@ int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelop
 /* queue_load and queue_open_body in one, for tarryd's pickup and attempts: a
  * message file (every message delivered at its first attempt) is opened
  * once, its trailer read once, and that descriptor is the body's. A folder
- * takes the two steps as before. */
+ * is read as queue_load reads it, its body left closed. */
 int queue_load_body(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
                     int *fd, uint64_t *size, const char **why)
 {
@@ -1127,12 +1135,12 @@ int queue_load_body(struct queue *q, enum queue_dir d, const char *id, struct en
         if (mfd >= 0 && fstat(mfd, &st) < 0)
                 return -errno;
         if (mfd >= 0 && S_ISDIR(st.st_mode)) {
-                int r = queue_load(q, d, id, out, why);
-                if (r == 0 && (r = queue_open_body(q, d, id, fd, size)) < 0) {
-                        envelope_free(*out);
-                        *out = NULL;
-                }
-                return r;
+                /* the envelope only: most loads of a folder (a deferred
+                 * message read at start) need no body; *fd -1 says to open
+                 * it (queue_open_body) when it is needed */
+                *fd = -1;
+                *size = 0;
+                return load_folder(mfd, id, out, why);
         }
         if (mfd < 0 || !S_ISREG(st.st_mode))
                 return *why = "neither a message file nor a message folder", -EBADMSG;

@@ -191,8 +191,10 @@ int queue_scan(struct queue *q, enum queue_dir d, int (*cb)(const char *id, void
 int queue_load(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
                const char **why);
 
-/* queue_load and queue_open_body at once (*fd and *size as there, the
- * caller's on success): a message file is opened and its trailer read once. */
+/* queue_load and, for a message file, queue_open_body at once (*fd and
+ * *size as there, the caller's on success): a message file is opened and its
+ * trailer read once. For a message folder *fd is -1 (the body not opened:
+ * queue_open_body when it is needed). */
 int queue_load_body(struct queue *q, enum queue_dir d, const char *id, struct envelope **out,
                     int *fd, uint64_t *size, const char **why);
 

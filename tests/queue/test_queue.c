@@ -998,14 +998,20 @@ Test(queue, an_envelope_that_is_a_link_is_not_followed)
 }
 
 /* queue_load_body (tarryd's pickup and attempts): the envelope and the body
- * through one open of a message file, and the same for a folder. */
-static void assert_loads_with_body(enum queue_dir dir, const char *id)
+ * through one open of a message file; a folder's envelope alone (most of
+ * its loads, a deferred message read at start, need no body), its body
+ * then opened by queue_open_body. */
+static void assert_loads_with_body(enum queue_dir dir, const char *id, bool folder)
 {
         struct envelope *env = NULL;
         const char *why = NULL;
         int fd = -1;
         uint64_t size = 0;
         cr_assert_eq(queue_load_body(q, dir, id, &env, &fd, &size, &why), 0, "%s", why);
+        if (folder) {
+                cr_assert_eq(fd, -1, "a folder's body was opened with its envelope");
+                cr_assert_eq(queue_open_body(q, dir, id, &fd, &size), 0);
+        }
         cr_assert_str_eq(env->id, id);
         cr_assert_str_eq(env->sender, "app@example.com");
         cr_assert_eq(size, strlen(body), "the body ends before the trailer");
@@ -1021,10 +1027,10 @@ Test(queue, load_with_body_gives_the_envelope_and_the_exact_body_of_either_form)
 {
         char *id = commit_sample();
         cr_assert_eq(queue_move(q, id, QUEUE_INCOMING, QUEUE_ACTIVE), 0);
-        assert_loads_with_body(QUEUE_ACTIVE, id); /* a message file */
+        assert_loads_with_body(QUEUE_ACTIVE, id, false); /* a message file */
         free(id);
         id = commit_sample_in(QUEUE_ACTIVE); /* the folder form: body and envelope */
-        assert_loads_with_body(QUEUE_ACTIVE, id);
+        assert_loads_with_body(QUEUE_ACTIVE, id, true);
         free(id);
 }
 
