@@ -621,7 +621,9 @@ static int start(struct tarryd *d, uid_t uid, gid_t gid)
                    (unsigned long long)STARTUP_EXTEND_US);
         if ((r = sd_event_add_time_relative(d->loop, NULL, CLOCK_MONOTONIC, TMP_SWEEP_US,
                                             60 * 1000000ULL, on_sweep_timer, d)) < 0 ||
-            (r = startup_begin(d)) < 0 || (r = pickup_start(d)) < 0) {
+            /* the watch on incoming/ before the start's scan of it: a message
+             * committed between the two would otherwise be seen by neither */
+            (r = pickup_start(d)) < 0 || (r = startup_begin(d)) < 0) {
                 log_error("start-up: cannot read the spool: %s", strerror(-r));
                 return EX_IOERR;
         }
