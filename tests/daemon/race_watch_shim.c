@@ -1,4 +1,4 @@
-/* tests/daemon/race_watch_shim.c — preloaded into tarryd by test_startup.c
+/* tests/daemon/race_watch_shim.c — preloaded into tarryd by test_start_race.c
  * (LD_PRELOAD): right before tarryd sets its inotify watch on incoming/,
  * the file TARRY_TEST_RACE_FROM is renamed to TARRY_TEST_RACE_TO (a
  * committed message arriving in incoming/), so that a message committed
