@@ -46,16 +46,16 @@ static void note_unread(const json_t *head, size_t *unread)
                 *unread = (size_t)json_integer_value(u);
 }
 
-/* After the listing, on stderr: a listing made while tarryd was still
- * reading its queue after a start lacks what it had not read. */
-static void warn_unread(size_t unread)
+/* On stderr, after a listing or an ALL action: made while tarryd was still
+ * reading its queue after a start, it lacks (left alone) what it had not
+ * read; what follows says which. */
+static void warn_unread(size_t unread, const char *so)
 {
         if (unread)
                 fprintf(stderr,
                         "tarryq: warning: tarryd is still reading its queue after a start (%zu "
-                        "message(s) not read yet): this listing may be incomplete; list again "
-                        "in a moment\n",
-                        unread);
+                        "message(s) not read yet): %s\n",
+                        unread, so);
 }
 
 /* An envelope good enough for the postqueue -p printer, from a -j object. */
@@ -299,7 +299,7 @@ static int tarryq_list_json(struct status_client *c, const char *config_path)
         int r = stream_all(c, &js);
         free(js.line);
         free(js.out);
-        warn_unread(js.unread);
+        warn_unread(js.unread, "this listing may be incomplete; list again in a moment");
         if (r == -EIO) {
                 status_client_free(c);
                 fprintf(stderr, "tarryq: writing the listing: %s\n", strerror(EIO));
@@ -343,7 +343,7 @@ int tarryq_list(const char *config_path, bool json)
                 ex = print_listing(all, json);
                 json_decref(all);
                 fflush(stdout);
-                warn_unread(unread);
+                warn_unread(unread, "this listing may be incomplete; list again in a moment");
                 return ex;
         }
         json_decref(all);
@@ -474,12 +474,8 @@ static int each_listed(struct status_client *c, char action)
         int r = fetch_all(c, all, &unread);
         if (r < 0)
                 return EX_UNAVAILABLE;
-        if (unread) /* what it has not read is not listed: not touched either */
-                fprintf(stderr,
-                        "tarryq: warning: tarryd is still reading its queue after a start (%zu "
-                        "message(s) not read yet): those are left as they are; run again in a "
-                        "moment\n",
-                        unread);
+        /* what it has not read is not listed: not touched either */
+        warn_unread(unread, "those are left as they are; run again in a moment");
         size_t i, n = 0;
         json_t *o;
         json_array_foreach (all, i, o) {
